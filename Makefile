@@ -1,0 +1,52 @@
+# Everything a target needs is installed by the target itself (into .venv).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+CONFIG ?= examples/demo.yaml
+
+.PHONY: install run test unit lint typecheck proto envoy-configs bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Envoy + ext_proc + the mock provider on loopback with the demo config (Ctrl-C stops all).
+run: $(STAMP)
+	$(BIN)/extproc up $(CONFIG)
+
+## The whole suite: lint, types, unit, service and integration tests (real Envoy).
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest -q
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Regenerate extproc/config/v1 from proto/ (a test fails when this is stale).
+proto: $(STAMP)
+	$(BIN)/python tools/gen_proto.py
+
+## Re-render the shipped Envoy configs under envoy/ (a test fails when they are stale).
+envoy-configs: $(STAMP)
+	$(BIN)/extproc render-envoy examples/demo.yaml -o envoy/demo.yaml
+	$(BIN)/extproc render-envoy examples/sidecar.yaml -o envoy/sidecar.yaml
+
+## Envoy alone vs Envoy + service, 1 KB and 16 KB chat requests (installs wrk if missing).
+bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,556 @@
+"""Load a YAML config: schema mapping, defaults, semantic checks, then the compiled Runtime."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import os
+import re
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from extproc.config import runtime as rt
+from extproc.config.schema import fill
+from extproc.config.v1 import config_pb2 as pb
+
+DEFAULT_RETRY_ON = ("connect-failure", "reset", "5xx", "429")
+RETRY_CONDITIONS = frozenset(
+    {"connect-failure", "reset", "5xx", "gateway-error", "refused-stream", "retriable-4xx"}
+)
+# Gateway defaults. The Envoy ones exist because Envoy's own defaults suit short RPCs,
+# not LLM calls that stream for minutes.
+DEFAULT_LISTENER = ("127.0.0.1", 10000)
+DEFAULT_ADMIN = ("127.0.0.1", 9901)
+DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
+DEFAULT_MESSAGE_TIMEOUT_S = 2.0
+DEFAULT_SHUTDOWN_GRACE_S = 10.0
+DEFAULT_REQUEST_TIMEOUT_S = 300.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# Model names are header-safe: printable ASCII without spaces ("org/model:tag" is fine).
+MODEL_NAME = re.compile(r"^[\x21-\x7e]{1,256}$")
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without implicit timestamps: dates stay strings and are checked by the schema."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` lists every reason, each starting with a path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_file(path: str | Path, *, resolve_secrets: bool = True) -> rt.Runtime:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    return load_text(text, base_dir=Path(path).resolve().parent, resolve_secrets=resolve_secrets)
+
+
+def load_text(
+    text: str, *, base_dir: Path | None = None, resolve_secrets: bool = True
+) -> rt.Runtime:
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([f"<yaml>: {where}{getattr(exc, 'problem', exc)}"]) from None
+    return load_data(data, base_dir=base_dir, resolve_secrets=resolve_secrets)
+
+
+def load_data(
+    data: object, *, base_dir: Path | None = None, resolve_secrets: bool = True
+) -> rt.Runtime:
+    config = pb.Config()
+    problems: list[str] = []
+    fill(config, data if data is not None else {}, "", problems)
+    if problems:
+        raise ConfigError(problems)
+    apply_defaults(config)
+    checker = _Checker(config, base_dir or Path.cwd(), resolve_secrets)
+    runtime = checker.build()
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    return runtime
+
+
+def apply_defaults(config: pb.Config) -> None:
+    """Write the documented defaults into unset fields, so every consumer sees one truth."""
+    if not config.listener.address:
+        config.listener.address = DEFAULT_LISTENER[0]
+    if not config.listener.port:
+        config.listener.port = DEFAULT_LISTENER[1]
+    if not config.listener.HasField("request_timeout"):
+        config.listener.request_timeout.FromSeconds(int(DEFAULT_REQUEST_TIMEOUT_S))
+    if not config.admin.address:
+        config.admin.address = DEFAULT_ADMIN[0]
+    if not config.admin.port:
+        config.admin.port = DEFAULT_ADMIN[1]
+    service = config.service
+    if not service.grpc_address:
+        service.grpc_address = DEFAULT_GRPC_ADDRESS
+    if not service.metrics_address:
+        service.metrics_address = DEFAULT_METRICS_ADDRESS
+    if not service.HasField("message_timeout"):
+        service.message_timeout.FromNanoseconds(int(DEFAULT_MESSAGE_TIMEOUT_S * 1e9))
+    if not service.HasField("shutdown_grace"):
+        service.shutdown_grace.FromNanoseconds(int(DEFAULT_SHUTDOWN_GRACE_S * 1e9))
+    if not config.limits.max_request_bytes:
+        config.limits.max_request_bytes = DEFAULT_MAX_REQUEST_BYTES
+    for backend in config.backends:
+        if backend.schema == pb.SCHEMA_UNSPECIFIED:
+            backend.schema = pb.OPENAI
+        if not backend.HasField("connect_timeout"):
+            backend.connect_timeout.FromSeconds(int(DEFAULT_CONNECT_TIMEOUT_S))
+    for model in config.models:
+        if not model.retry_on:
+            model.retry_on.extend(DEFAULT_RETRY_ON)
+        if not model.owned_by:
+            model.owned_by = "extproc"
+
+
+def parse_instant(text: str) -> dt.datetime | None:
+    """An RFC 3339 date ("2026-01-31", midnight UTC) or timestamp; None when malformed."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def parse_grpc_address(address: str) -> str | None:
+    """The problem with a "unix:///path" or "host:port" address, or None when it is fine."""
+    if address.startswith("unix://"):
+        return (
+            None
+            if address[len("unix://") :].startswith("/")
+            else "unix socket path must be absolute"
+        )
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return 'expected "unix:///path" or "host:port"'
+    return None
+
+
+class _Checker:
+    def __init__(self, config: pb.Config, base_dir: Path, resolve_secrets: bool) -> None:
+        self.config = config
+        self.base_dir = base_dir
+        self.resolve_secrets = resolve_secrets
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def path_of(self, name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() else self.base_dir / path
+
+    def check_file(self, path: str, name: str) -> None:
+        if not self.path_of(name).is_file():
+            self.problem(path, f'file "{name}" does not exist')
+
+    def build(self) -> rt.Runtime:
+        config = self.config
+        self.check_listener_and_service()
+        backends = self.build_backends()
+        models = self.build_models(backends)
+        tenants, by_key, by_spiffe = self.build_tenants()
+        anonymous = None
+        if config.auth.anonymous_tenant:
+            anonymous = tenants.get(config.auth.anonymous_tenant)
+            if anonymous is None:
+                self.problem(
+                    "auth.anonymous_tenant", f'no tenant named "{config.auth.anonymous_tenant}"'
+                )
+        runtime = rt.Runtime(
+            source=config,
+            backends=backends,
+            models=models,
+            exact_models={},
+            pattern_models=[],
+            tenants=tenants,
+            tenants_by_key_digest=by_key,
+            tenants_by_spiffe_id=by_spiffe,
+            anonymous_tenant=anonymous,
+            max_request_bytes=config.limits.max_request_bytes,
+            loaded_at=int(time.time()),
+        )
+        self.index_models(runtime)
+        return runtime
+
+    def check_listener_and_service(self) -> None:
+        tls = self.config.listener.tls
+        if self.config.listener.HasField("tls"):
+            for name in ("cert_file", "key_file"):
+                value = getattr(tls, name)
+                if not value:
+                    self.problem(f"listener.tls.{name}", "required when tls is set")
+                else:
+                    self.check_file(f"listener.tls.{name}", value)
+            if tls.client_ca_file:
+                self.check_file("listener.tls.client_ca_file", tls.client_ca_file)
+        error = parse_grpc_address(self.config.service.grpc_address)
+        if error:
+            self.problem("service.grpc_address", error)
+        metrics = self.config.service.metrics_address
+        if metrics != "off" and (error := parse_grpc_address(metrics)):
+            self.problem("service.metrics_address", 'expected "host:port" or "off"')
+        if self.config.service.message_timeout.ToNanoseconds() <= 0:
+            self.problem("service.message_timeout", "must be positive")
+
+    def build_backends(self) -> dict[str, rt.Backend]:
+        backends: dict[str, rt.Backend] = {}
+        for index, backend in enumerate(self.config.backends):
+            path = f"backends[{index}]"
+            if not _NAME.match(backend.name):
+                self.problem(
+                    f"{path}.name", f'"{backend.name}" is not a valid name (letters, digits, "_.-")'
+                )
+                continue
+            if backend.name in backends:
+                self.problem(f"{path}.name", f'duplicate backend name "{backend.name}"')
+                continue
+            built = self.build_backend(backend, path)
+            if built is not None:
+                backends[backend.name] = built
+        return backends
+
+    def build_backend(self, backend: pb.Backend, path: str) -> rt.Backend | None:
+        url = urlsplit(backend.url)
+        ok = True
+        if url.scheme not in ("http", "https"):
+            self.problem(f"{path}.url", f'expected an http:// or https:// URL, got "{backend.url}"')
+            return None
+        try:
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except ValueError:
+            self.problem(f"{path}.url", f'invalid port in "{backend.url}"')
+            return None
+        if not url.hostname:
+            self.problem(f"{path}.url", f'no host in "{backend.url}"')
+            ok = False
+        if url.query or url.fragment or url.username:
+            self.problem(f"{path}.url", "must not carry a query, fragment or user info")
+            ok = False
+        if backend.HasField("tls") and url.scheme != "https":
+            self.problem(f"{path}.tls", "only applies to https URLs")
+            ok = False
+        if backend.tls.ca_file:
+            self.check_file(f"{path}.tls.ca_file", backend.tls.ca_file)
+        schema = rt.Schema.ANTHROPIC if backend.schema == pb.ANTHROPIC else rt.Schema.OPENAI
+        headers = []
+        for name, value in sorted(backend.headers.items()):
+            lowered = name.lower()
+            if not _HEADER_NAME.match(lowered) or lowered in _RESERVED_HEADERS:
+                self.problem(f"{path}.headers.{name}", "not a header the gateway can set")
+                ok = False
+            elif any(c in value for c in "\r\n\0"):
+                self.problem(f"{path}.headers.{name}", "value contains a control character")
+                ok = False
+            headers.append((lowered, value))
+        credential_header, secret = self.build_credential(backend, schema, f"{path}.credential")
+        if not ok:
+            return None
+        return rt.Backend(
+            name=backend.name,
+            schema=schema,
+            cluster=f"backend.{backend.name}",
+            scheme=url.scheme,
+            host=url.hostname or "",
+            port=port,
+            base_path=url.path.rstrip("/"),
+            credential_header=credential_header,
+            credential=secret,
+            headers=tuple(headers),
+            sni=backend.tls.sni or (url.hostname or ""),
+            ca_file=str(self.path_of(backend.tls.ca_file))
+            if backend.tls.ca_file
+            else SYSTEM_CA_FILE,
+            connect_timeout=backend.connect_timeout.ToNanoseconds() / 1e9,
+        )
+
+    def build_credential(
+        self, backend: pb.Backend, schema: rt.Schema, path: str
+    ) -> tuple[str | None, rt.Secret | None]:
+        credential = backend.credential
+        source = credential.WhichOneof("source")
+        if source is None:
+            if credential.header:
+                self.problem(path, "header is set but neither env nor file")
+            return None, None
+        header = (credential.header or "").lower() or (
+            "x-api-key" if schema is rt.Schema.ANTHROPIC else "authorization"
+        )
+        if not _HEADER_NAME.match(header) or header in _RESERVED_HEADERS:
+            self.problem(f"{path}.header", f'"{header}" is not a header the gateway can set')
+        if not self.resolve_secrets:
+            return header, rt.Secret("")
+        if source == "env":
+            value = os.environ.get(credential.env)
+            if not value:
+                self.problem(f"{path}.env", f'environment variable "{credential.env}" is not set')
+                return header, None
+        else:
+            try:
+                value = self.path_of(credential.file).read_text().strip()
+            except OSError as exc:
+                self.problem(f"{path}.file", f'cannot read "{credential.file}": {exc.strerror}')
+                return header, None
+            if not value:
+                self.problem(f"{path}.file", f'"{credential.file}" is empty')
+                return header, None
+        if any(c in value for c in "\r\n\0"):
+            # Say where, never what: the value is a secret.
+            self.problem(f"{path}.{source}", "the credential contains a control character")
+            return header, None
+        return header, rt.Secret(value)
+
+    def build_models(self, backends: dict[str, rt.Backend]) -> list[rt.Model]:
+        models: list[rt.Model] = []
+        for index, model in enumerate(self.config.models):
+            built = self.build_model(model, index, backends)
+            if built is not None:
+                models.append(built)
+        return models
+
+    def build_model(
+        self, model: pb.Model, index: int, backends: dict[str, rt.Backend]
+    ) -> rt.Model | None:
+        path = f"models[{index}]"
+        ok = True
+        if not MODEL_NAME.match(model.name):
+            self.problem(f"{path}.name", f'"{model.name}" is not a valid model name')
+            ok = False
+        for position, alias in enumerate(model.aliases):
+            if not MODEL_NAME.match(alias) or "*" in alias:
+                self.problem(f"{path}.aliases[{position}]", f'"{alias}" is not a valid alias')
+                ok = False
+        for position, condition in enumerate(model.retry_on):
+            if condition not in RETRY_CONDITIONS and not (
+                condition.isdigit() and 400 <= int(condition) <= 599
+            ):
+                choices = ", ".join(sorted(RETRY_CONDITIONS))
+                self.problem(
+                    f"{path}.retry_on[{position}]",
+                    f'"{condition}" is not one of {choices} or a 4xx/5xx status code',
+                )
+                ok = False
+        if not model.routes:
+            self.problem(f"{path}.routes", "at least one route is required")
+            ok = False
+        fallbacks = [
+            self.build_target(t, f"{path}.fallbacks[{i}]", backends)
+            for i, t in enumerate(model.fallbacks)
+        ]
+        routes: list[rt.Route] = []
+        cumulative: list[int] = []
+        total = 0
+        for position, target in enumerate(model.routes):
+            route_path = f"{path}.routes[{position}]"
+            first = self.build_target(target, route_path, backends)
+            if target.HasField("weight") and target.weight == 0:
+                self.problem(f"{route_path}.weight", "must be positive")
+                ok = False
+            total += target.weight if target.HasField("weight") else 1
+            if first is None or None in fallbacks:
+                ok = False
+                continue
+            attempts = (first, *(f for f in fallbacks if f is not None))
+            cluster = (
+                first.backend.cluster if len(attempts) == 1 else f"fallback.{index}.{position}"
+            )
+            routes.append(rt.Route(attempts=attempts, cluster=cluster))
+            cumulative.append(total)
+        deprecation = self.build_deprecation(model, path)
+        if not ok or (model.HasField("deprecation") and deprecation is None):
+            return None
+        return rt.Model(
+            name=model.name,
+            aliases=tuple(model.aliases),
+            routes=tuple(routes),
+            cumulative_weights=tuple(cumulative),
+            deprecation=deprecation,
+            owned_by=model.owned_by,
+            retry_on=tuple(model.retry_on),
+            is_pattern="*" in model.name,
+        )
+
+    def build_target(
+        self, target: pb.Target, path: str, backends: dict[str, rt.Backend]
+    ) -> rt.Target | None:
+        backend = backends.get(target.backend)
+        if backend is None:
+            if not target.backend:
+                self.problem(f"{path}.backend", "required")
+            elif not any(b.name == target.backend for b in self.config.backends):
+                self.problem(f"{path}.backend", f'no backend named "{target.backend}"')
+            return None
+        if target.upstream_model and not MODEL_NAME.match(target.upstream_model):
+            self.problem(
+                f"{path}.upstream_model", f'"{target.upstream_model}" is not a valid model id'
+            )
+            return None
+        return rt.Target(backend=backend, upstream_model=target.upstream_model)
+
+    def build_deprecation(self, model: pb.Model, path: str) -> rt.Deprecation | None:
+        if not model.HasField("deprecation"):
+            return None
+        source = model.deprecation
+        path = f"{path}.deprecation"
+        ok = True
+        instants: dict[str, dt.datetime | None] = {}
+        for name in ("deprecated_at", "sunset"):
+            text = getattr(source, name)
+            instants[name] = parse_instant(text) if text else None
+            if text and instants[name] is None:
+                self.problem(f"{path}.{name}", f'"{text}" is not an RFC 3339 date or timestamp')
+                ok = False
+        deprecated_at, sunset = instants["deprecated_at"], instants["sunset"]
+        if not source.deprecated_at and not source.sunset:
+            self.problem(path, "set deprecated_at, sunset, or both")
+            ok = False
+        if deprecated_at and sunset and deprecated_at > sunset:
+            self.problem(f"{path}.sunset", "is before deprecated_at")
+            ok = False
+        reroute = source.after_sunset == pb.Deprecation.REROUTE
+        if reroute and not source.replacement:
+            self.problem(f"{path}.replacement", "required when after_sunset is reroute")
+            ok = False
+        if not ok:
+            return None
+        headers: list[tuple[str, str]] = []
+        # RFC 9745: a structured-field date; without a date the model is deprecated as of now.
+        headers.append(
+            ("deprecation", f"@{int((deprecated_at or dt.datetime.now(dt.UTC)).timestamp())}")
+        )
+        if sunset:
+            headers.append(
+                ("sunset", email.utils.format_datetime(sunset.astimezone(dt.UTC), usegmt=True))
+            )
+        if source.replacement:
+            headers.append(("link", f'</v1/models/{source.replacement}>; rel="successor-version"'))
+        return rt.Deprecation(
+            deprecated_at=deprecated_at,
+            sunset=sunset,
+            replacement=source.replacement,
+            reroute=reroute,
+            response_headers=tuple(headers),
+        )
+
+    def index_models(self, runtime: rt.Runtime) -> None:
+        seen: dict[str, str] = {}
+        for index, source in enumerate(self.config.models):
+            names = [(f"models[{index}].name", source.name)] + [
+                (f"models[{index}].aliases[{i}]", a) for i, a in enumerate(source.aliases)
+            ]
+            for path, name in names:
+                if name in seen:
+                    self.problem(path, f'"{name}" is already defined at {seen[name]}')
+                else:
+                    seen[name] = path
+        for model in runtime.models:
+            if model.is_pattern:
+                runtime.pattern_models.append((rt.Glob(model.name), model))
+            else:
+                runtime.exact_models.setdefault(model.name, model)
+            for alias in model.aliases:
+                runtime.exact_models.setdefault(alias, model)
+            for route in model.routes:
+                if route.has_fallbacks:
+                    runtime.fallback_routes[route.cluster] = route
+        for index, source in enumerate(self.config.models):
+            replacement = source.deprecation.replacement
+            if replacement and runtime.find_model(replacement) is None:
+                self.problem(
+                    f"models[{index}].deprecation.replacement", f'no model named "{replacement}"'
+                )
+        self.check_reroute_cycles(runtime)
+
+    def check_reroute_cycles(self, runtime: rt.Runtime) -> None:
+        for index, model in enumerate(runtime.models):
+            chain = [model.name]
+            current: rt.Model | None = model
+            while current and current.deprecation and current.deprecation.reroute:
+                current = runtime.find_model(current.deprecation.replacement)
+                if current is None:
+                    break
+                if current.name in chain:
+                    cycle = " -> ".join([*chain, current.name])
+                    self.problem(
+                        f"models[{index}].deprecation.replacement", f"reroutes in a cycle: {cycle}"
+                    )
+                    break
+                chain.append(current.name)
+
+    def build_tenants(
+        self,
+    ) -> tuple[dict[str, rt.Tenant], dict[str, rt.Tenant], dict[str, rt.Tenant]]:
+        tenants: dict[str, rt.Tenant] = {}
+        by_key: dict[str, rt.Tenant] = {}
+        by_spiffe: dict[str, rt.Tenant] = {}
+        for index, source in enumerate(self.config.tenants):
+            path = f"tenants[{index}]"
+            if not _NAME.match(source.name):
+                self.problem(f"{path}.name", f'"{source.name}" is not a valid name')
+                continue
+            if source.name in tenants:
+                self.problem(f"{path}.name", f'duplicate tenant name "{source.name}"')
+                continue
+            globs = []
+            for position, pattern in enumerate(source.models):
+                if not MODEL_NAME.match(pattern):
+                    self.problem(
+                        f"{path}.models[{position}]", f'"{pattern}" is not a valid pattern'
+                    )
+                globs.append(rt.Glob(pattern))
+            tenant = rt.Tenant(name=source.name, model_globs=tuple(globs))
+            tenants[source.name] = tenant
+            for position, digest in enumerate(source.api_key_sha256):
+                normalized = digest.lower()
+                if not _SHA256_HEX.match(normalized):
+                    self.problem(
+                        f"{path}.api_key_sha256[{position}]",
+                        "expected 64 hex digits (a SHA-256 digest)",
+                    )
+                elif normalized in by_key:
+                    self.problem(
+                        f"{path}.api_key_sha256[{position}]",
+                        f'digest already belongs to tenant "{by_key[normalized].name}"',
+                    )
+                else:
+                    by_key[normalized] = tenant
+            for position, spiffe_id in enumerate(source.spiffe_ids):
+                if not spiffe_id.startswith("spiffe://"):
+                    self.problem(f"{path}.spiffe_ids[{position}]", 'must start with "spiffe://"')
+                elif spiffe_id in by_spiffe:
+                    self.problem(
+                        f"{path}.spiffe_ids[{position}]",
+                        f'already belongs to tenant "{by_spiffe[spiffe_id].name}"',
+                    )
+                else:
+                    by_spiffe[spiffe_id] = tenant
+        return tenants, by_key, by_spiffe

@@ -1,0 +1,169 @@
+"""The compiled configuration: everything the hot path needs, precomputed at load time."""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from extproc.config.v1 import config_pb2 as pb
+
+
+class Schema(StrEnum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class Secret:
+    """A credential value that never shows itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+
+class Glob:
+    """A name pattern where "*" matches any run of characters; matching is linear time."""
+
+    __slots__ = ("_parts", "pattern")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._parts = pattern.split("*")
+
+    def match(self, name: str) -> bool:
+        parts = self._parts
+        if len(parts) == 1:
+            return name == parts[0]
+        first, last = parts[0], parts[-1]
+        if len(name) < len(first) + len(last):
+            return False
+        if not name.startswith(first) or not name.endswith(last):
+            return False
+        position, end = len(first), len(name) - len(last)
+        for middle in parts[1:-1]:
+            found = name.find(middle, position, end)
+            if found < 0:
+                return False
+            position = found + len(middle)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    name: str
+    schema: Schema
+    cluster: str
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+    credential_header: str | None
+    credential: Secret | None
+    headers: tuple[tuple[str, str], ...]
+    sni: str
+    ca_file: str
+    connect_timeout: float
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    def credential_value(self) -> str | None:
+        if self.credential is None or self.credential_header is None:
+            return None
+        key = self.credential.reveal()
+        return f"Bearer {key}" if self.credential_header == "authorization" else key
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    backend: Backend
+    upstream_model: str  # "" means: the model the client asked for
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One weighted choice of a model: its first target, then fallbacks in order."""
+
+    attempts: tuple[Target, ...]
+    # Envoy cluster the request is routed to: the backend's own cluster, or a composite
+    # cluster that sends attempt N to attempts[N-1]'s backend.
+    cluster: str
+
+    @property
+    def has_fallbacks(self) -> bool:
+        return len(self.attempts) > 1
+
+
+@dataclass(frozen=True, slots=True)
+class Deprecation:
+    deprecated_at: dt.datetime | None
+    sunset: dt.datetime | None
+    replacement: str
+    reroute: bool
+    # Header values precomputed at load: they are the same for every response.
+    response_headers: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    aliases: tuple[str, ...]
+    routes: tuple[Route, ...]
+    cumulative_weights: tuple[int, ...]
+    deprecation: Deprecation | None
+    owned_by: str
+    retry_on: tuple[str, ...]
+    is_pattern: bool
+
+    def pick(self, roll: float) -> Route:
+        """The route for a uniform random roll in [0, 1)."""
+        if len(self.routes) == 1:
+            return self.routes[0]
+        point = roll * self.cumulative_weights[-1]
+        return self.routes[bisect.bisect_right(self.cumulative_weights, point)]
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    name: str
+    model_globs: tuple[Glob, ...]
+
+    def allows(self, model: str) -> bool:
+        return not self.model_globs or any(g.match(model) for g in self.model_globs)
+
+
+@dataclass(slots=True)
+class Runtime:
+    source: pb.Config
+    backends: dict[str, Backend]
+    models: list[Model]
+    exact_models: dict[str, Model]
+    pattern_models: list[tuple[Glob, Model]]
+    tenants: dict[str, Tenant]
+    tenants_by_key_digest: dict[str, Tenant]
+    tenants_by_spiffe_id: dict[str, Tenant]
+    anonymous_tenant: Tenant | None
+    max_request_bytes: int
+    fallback_routes: dict[str, Route] = field(default_factory=dict)
+    loaded_at: int = 0
+
+    def find_model(self, name: str) -> Model | None:
+        model = self.exact_models.get(name)
+        if model is not None:
+            return model
+        for glob, candidate in self.pattern_models:
+            if glob.match(name):
+                return candidate
+        return None
