@@ -1,0 +1,93 @@
+"""Client-facing APIs: which paths the gateway serves, and errors in each client's schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import orjson
+
+from extproc.config.runtime import Schema
+
+
+class Kind(StrEnum):
+    CHAT = "chat"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+    MESSAGES = "messages"
+    MODELS = "models"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    kind: Kind
+    api: Schema  # the schema the client speaks on this path
+    method: str
+    # Path below the version prefix; appended to a backend's base URL path.
+    suffix: str
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/chat/completions": Endpoint(Kind.CHAT, Schema.OPENAI, "POST", "/chat/completions"),
+    "/v1/completions": Endpoint(Kind.COMPLETIONS, Schema.OPENAI, "POST", "/completions"),
+    "/v1/embeddings": Endpoint(Kind.EMBEDDINGS, Schema.OPENAI, "POST", "/embeddings"),
+    "/v1/messages": Endpoint(Kind.MESSAGES, Schema.ANTHROPIC, "POST", "/messages"),
+    "/v1/models": Endpoint(Kind.MODELS, Schema.OPENAI, "GET", "/models"),
+}
+MODELS_PREFIX = "/v1/models/"
+
+
+def api_for_path(path: str) -> Schema:
+    """The schema errors are written in when nothing better is known."""
+    return Schema.ANTHROPIC if path.startswith("/v1/messages") else Schema.OPENAI
+
+
+# OpenAI's error "type" values by status, as its API returns them.
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    410: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+# Anthropic's documented error types by status.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    410: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """An error the client is meant to see: an allow-listed status, message and code."""
+
+    status: int
+    message: str
+    code: str
+    param: str | None = None
+
+    def body(self, api: Schema) -> bytes:
+        if api is Schema.ANTHROPIC:
+            kind = _ANTHROPIC_TYPES.get(self.status, "api_error")
+            return orjson.dumps({"type": "error", "error": {"type": kind, "message": self.message}})
+        kind = _OPENAI_TYPES.get(self.status, "server_error")
+        return orjson.dumps(
+            {
+                "error": {
+                    "message": self.message,
+                    "type": kind,
+                    "param": self.param,
+                    "code": self.code,
+                }
+            }
+        )

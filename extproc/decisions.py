@@ -1,0 +1,31 @@
+"""What the service decides for one ext_proc message; envoy.py turns these into protobuf."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Continue:
+    """Let the HTTP message through, changed as described."""
+
+    set_headers: list[tuple[str, str]] = field(default_factory=list)
+    remove_headers: list[str] = field(default_factory=list)
+    # A replacement body (the caller also sets content-length).
+    body: bytes | None = None
+    # Re-pick the route after these changes (the routing header was set).
+    clear_route_cache: bool = False
+    # Do not send the request body to the service (per-attempt processor, nothing to change).
+    skip_request_body: bool = False
+
+
+@dataclass(slots=True)
+class Reply:
+    """Answer the client directly; nothing is sent upstream."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+Decision = Continue | Reply

@@ -1,0 +1,338 @@
+"""One HTTP exchange through the gateway as a state machine, with no I/O.
+
+The gRPC handler feeds it the decoded phases (request headers, request body, response
+headers) and turns each returned decision into a ProcessingResponse. Everything here is
+plain data in, plain data out, so every rule is testable without Envoy or gRPC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+
+from extproc import names
+from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Endpoint, Kind, api_for_path
+from extproc.config.loader import MODEL_NAME
+from extproc.config.runtime import Runtime, Schema, Tenant
+from extproc.decisions import Continue, Decision, Reply
+from extproc.identity import identify
+from extproc.routing import Routed, listing, model_object, resolve
+
+JSON_HEADERS = [("content-type", "application/json")]
+# The client's credentials for the gateway; removed from every upstream request.
+CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"
+
+
+def _wrong_type(field: str, expected: str, value: Any) -> ApiError:
+    return ApiError(
+        400,
+        f"Invalid type for '{field}': expected {expected}, but got {_type_name(value)} instead.",
+        "invalid_type",
+        field,
+    )
+
+
+def validate_body(endpoint: Endpoint, body: dict[str, Any]) -> ApiError | None:
+    """Type checks every request of the endpoint must pass before it is routed."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        return _wrong_type("stream", "a boolean", stream)
+    if endpoint.kind in (Kind.CHAT, Kind.MESSAGES):
+        messages = body.get("messages")
+        if messages is None:
+            return ApiError(
+                400,
+                "Missing required parameter: 'messages'.",
+                "missing_required_parameter",
+                "messages",
+            )
+        if not isinstance(messages, list):
+            return _wrong_type("messages", "an array", messages)
+        if not messages:
+            return ApiError(
+                400, "'messages' must contain at least one message.", "invalid_value", "messages"
+            )
+        if not all(isinstance(m, dict) for m in messages):
+            return ApiError(
+                400, "Each item of 'messages' must be an object.", "invalid_type", "messages"
+            )
+    if endpoint.kind is Kind.MESSAGES:
+        max_tokens = body.get("max_tokens")
+        if max_tokens is None:
+            return ApiError(
+                400, "max_tokens: Field required", "missing_required_parameter", "max_tokens"
+            )
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+            return _wrong_type("max_tokens", "an integer", max_tokens)
+    if endpoint.kind is Kind.EMBEDDINGS:
+        text = body.get("input")
+        if text is None:
+            return ApiError(
+                400, "Missing required parameter: 'input'.", "missing_required_parameter", "input"
+            )
+        if not isinstance(text, str | list):
+            return _wrong_type("input", "a string or an array", text)
+    if endpoint.kind is Kind.COMPLETIONS:
+        prompt = body.get("prompt")
+        if prompt is None:
+            return ApiError(
+                400, "Missing required parameter: 'prompt'.", "missing_required_parameter", "prompt"
+            )
+        if not isinstance(prompt, str | list):
+            return _wrong_type("prompt", "a string or an array", prompt)
+    return None
+
+
+class Exchange:
+    """One client request and its response, as seen through the ext_proc phases."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        clock: Callable[[], float] = time.time,
+        roll: Callable[[], float] = random.random,
+    ) -> None:
+        self.runtime = runtime
+        self._clock = clock
+        self._roll = roll
+        self.started = time.monotonic()
+        self.api = Schema.OPENAI
+        self.endpoint: Endpoint | None = None
+        self.tenant: Tenant | None = None
+        self.request_id = ""
+        self.method = ""
+        self.path = ""
+        self._query = ""
+        self.routed: Routed | None = None
+        self.stream = False
+        self.status = 0
+        self.error_code: str | None = None
+        self.attempt = 1
+
+    # -- request headers ------------------------------------------------------------
+
+    def request_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Decision:
+        self.request_id = headers.get(names.REQUEST_ID_HEADER, "")
+        self.method = headers.get(":method", "")
+        self.path, _, self._query = headers.get(":path", "").partition("?")
+        self.api = api_for_path(self.path)
+        endpoint = ENDPOINTS.get(self.path)
+        if endpoint is None and self.path.startswith(MODELS_PREFIX):
+            endpoint = ENDPOINTS["/v1/models"]
+        if endpoint is None:
+            return self.error(
+                ApiError(404, f"Unknown request URL: {self.method} {self.path}.", "unknown_url")
+            )
+        self.endpoint = endpoint
+        self.api = endpoint.api
+        if self.method != endpoint.method:
+            return self.error(
+                ApiError(
+                    405,
+                    f"Method {self.method} is not allowed on {self.path}; use {endpoint.method}.",
+                    "method_not_allowed",
+                ),
+                [("allow", endpoint.method)],
+            )
+        identity = identify(self.runtime, headers)
+        if isinstance(identity, ApiError):
+            return self.error(identity)
+        self.tenant = identity
+        if endpoint.kind is Kind.MODELS:
+            return self.models_reply(identity)
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.runtime.max_request_bytes:
+            return self.too_large()
+        if end_of_stream:
+            return self.error(
+                ApiError(400, "The request body is empty; expected a JSON object.", "invalid_json")
+            )
+        return Continue()
+
+    def models_reply(self, tenant: Tenant) -> Reply:
+        if self.path == "/v1/models":
+            return self.json_reply(200, {"object": "list", "data": listing(self.runtime, tenant)})
+        name = unquote(self.path[len(MODELS_PREFIX) :])
+        model = self.runtime.exact_models.get(name)
+        if model is None or not tenant.allows(model.name):
+            return self.error(
+                ApiError(
+                    404,
+                    f"The model `{name}` does not exist or you do not have access to it.",
+                    "model_not_found",
+                    "model",
+                )
+            )
+        return self.json_reply(200, model_object(self.runtime, model, name))
+
+    # -- request body ---------------------------------------------------------------
+
+    def request_body(self, raw: bytes) -> Decision:
+        assert self.endpoint is not None and self.tenant is not None
+        if len(raw) > self.runtime.max_request_bytes:
+            return self.too_large()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return self.error(
+                ApiError(400, "We could not parse the JSON body of your request.", "invalid_json")
+            )
+        if not isinstance(body, dict):
+            return self.error(
+                ApiError(
+                    400,
+                    f"The request body must be a JSON object, not {_type_name(body)}.",
+                    "invalid_json",
+                )
+            )
+        model = body.get("model")
+        if model is None:
+            return self.error(
+                ApiError(
+                    400,
+                    "You must provide a model parameter.",
+                    "missing_required_parameter",
+                    "model",
+                )
+            )
+        if not isinstance(model, str):
+            return self.error(_wrong_type("model", "a string", model))
+        if not MODEL_NAME.match(model):
+            return self.error(ApiError(400, "Invalid model name.", "invalid_value", "model"))
+        invalid = validate_body(self.endpoint, body)
+        if invalid is not None:
+            return self.error(invalid)
+        self.stream = body.get("stream") is True
+        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        routed = resolve(self.runtime, model, self.tenant, now=now, roll=self._roll())
+        if isinstance(routed, ApiError):
+            return self.error(routed)
+        self.routed = routed
+        backend = routed.route.attempts[0].backend
+        if backend.schema is not self.endpoint.api:
+            return self.error(
+                ApiError(
+                    400,
+                    f"The model `{model}` is served by an {backend.schema.value} backend "
+                    f"and is not available on {self.path}.",
+                    "model_not_supported_on_endpoint",
+                    "model",
+                )
+            )
+        return self.forward(body)
+
+    def forward(self, body: dict[str, Any]) -> Continue:
+        """Rewrite the request for the first attempt's backend and route it."""
+        assert self.routed is not None and self.endpoint is not None
+        routed = self.routed
+        backend = routed.route.attempts[0].backend
+        suffix = self.endpoint.suffix + (f"?{self._query}" if self._query else "")
+        decision = Continue(clear_route_cache=True)
+        if body["model"] != routed.upstream_model:
+            body["model"] = routed.upstream_model
+            decision.body = orjson.dumps(body)
+        headers = decision.set_headers
+        headers.append((names.ROUTE_HEADER, routed.route.cluster))
+        headers.append((":path", backend.base_path + suffix))
+        credential = backend.credential_value()
+        if credential is not None and backend.credential_header is not None:
+            headers.append((backend.credential_header, credential))
+        headers.extend(backend.headers)
+        if routed.route.has_fallbacks:
+            headers.append((names.MODEL_HEADER, routed.name))
+            headers.append((names.SUFFIX_HEADER, suffix))
+        else:
+            decision.remove_headers.extend((names.MODEL_HEADER, names.SUFFIX_HEADER))
+        if decision.body is not None:
+            headers.append(("content-length", str(len(decision.body))))
+        # The client's gateway credential never reaches a provider; a header the backend
+        # needs under the same name was overwritten above instead.
+        set_names = {name for name, _ in headers}
+        decision.remove_headers.extend(h for h in CLIENT_CREDENTIAL_HEADERS if h not in set_names)
+        return decision
+
+    # -- response headers -----------------------------------------------------------
+
+    def response_headers(self, headers: Mapping[str, str]) -> Continue:
+        status = headers.get(":status", "0")
+        self.status = int(status) if status.isdigit() else 0
+        # Envoy reports the attempt count for the service, not for the client.
+        decision = Continue(remove_headers=[names.ATTEMPT_HEADER])
+        routed = self.routed
+        if routed is None:
+            return decision
+        if routed.route.has_fallbacks:
+            attempt = headers.get(names.ATTEMPT_HEADER, "1")
+            if attempt.isdigit() and 1 <= int(attempt) <= len(routed.route.attempts):
+                self.attempt = int(attempt)
+        if routed.deprecation is not None:
+            decision.set_headers.extend(routed.deprecation.response_headers)
+        return decision
+
+    # -- replies and the record -----------------------------------------------------
+
+    def error(self, error: ApiError, extra_headers: list[tuple[str, str]] | None = None) -> Reply:
+        self.status = error.status
+        self.error_code = error.code
+        return Reply(error.status, error.body(self.api), [*JSON_HEADERS, *(extra_headers or [])])
+
+    def too_large(self) -> Reply:
+        limit = self.runtime.max_request_bytes
+        return self.error(
+            ApiError(
+                413, f"The request body exceeds the limit of {limit} bytes.", "request_too_large"
+            )
+        )
+
+    def json_reply(self, status: int, payload: object) -> Reply:
+        self.status = status
+        return Reply(status, orjson.dumps(payload), list(JSON_HEADERS))
+
+    def record(self) -> dict[str, object]:
+        """The fields of this exchange's log record. Never carries credentials or bodies."""
+        routed = self.routed
+        record: dict[str, object] = {
+            "request_id": self.request_id,
+            "method": self.method,
+            "path": self.path,
+            "tenant": self.tenant.name if self.tenant else None,
+            "status": self.status,
+            "duration_ms": round((time.monotonic() - self.started) * 1000, 3),
+        }
+        if routed is not None:
+            target = routed.route.attempts[self.attempt - 1]
+            record.update(
+                requested_model=routed.requested,
+                model=routed.model.name,
+                backend=target.backend.name,
+                upstream_model=routed.upstream_model_for(self.attempt - 1),
+                stream=self.stream,
+            )
+            if routed.rerouted:
+                record["rerouted_to"] = routed.name
+            if routed.route.has_fallbacks:
+                record["attempt"] = self.attempt
+        if self.error_code is not None:
+            record["error"] = self.error_code
+        return record

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from extproc.apis import ApiError
+from extproc.identity import identify, presented_key, spiffe_id
+from tests.helpers import MINIMAL_WITH_ANONYMOUS, runtime
+
+RT = runtime()
+
+
+def tenant_name(headers: dict[str, str], rt=RT) -> str:  # type: ignore[no-untyped-def]
+    result = identify(rt, headers)
+    return (
+        result.name if not isinstance(result, ApiError) else f"error {result.status} {result.code}"
+    )
+
+
+def test_key_as_bearer_or_x_api_key() -> None:
+    assert tenant_name({"authorization": "Bearer key-a"}) == "team-a"
+    assert tenant_name({"authorization": "bearer   key-a "}) == "team-a"
+    assert tenant_name({"x-api-key": "key-b"}) == "team-b"
+
+
+def test_unknown_key_is_401_not_anonymous() -> None:
+    assert tenant_name({"authorization": "Bearer wrong"}) == "error 401 invalid_api_key"
+
+
+def test_no_credential_falls_back_to_anonymous_or_401() -> None:
+    assert tenant_name({}) == "public"
+    no_anonymous = runtime("tenants: [{name: t, api_key_sha256: ['%s']}]" % ("0" * 64))
+    assert tenant_name({}, no_anonymous) == "error 401 missing_api_key"
+
+
+def test_keys_are_ignored_when_no_tenant_uses_keys() -> None:
+    # SDKs insist on sending some key; without key auth configured it must not cause a 401.
+    anonymous_only = runtime(MINIMAL_WITH_ANONYMOUS)
+    assert tenant_name({"authorization": "Bearer sk-anything"}, anonymous_only) == "everyone"
+
+
+def test_spiffe_identity_from_envoy_xfcc() -> None:
+    xfcc = "By=spiffe://test/gw;Hash=abc;URI=spiffe://test/ns/b/sa/app"
+    assert tenant_name({"x-forwarded-client-cert": xfcc}) == "team-b"
+    assert tenant_name({"x-forwarded-client-cert": "Hash=abc;URI=spiffe://test/other"}) == "public"
+
+
+def test_key_wins_over_spiffe() -> None:
+    headers = {
+        "authorization": "Bearer key-a",
+        "x-forwarded-client-cert": "URI=spiffe://test/ns/b/sa/app",
+    }
+    assert tenant_name(headers) == "team-a"
+
+
+def test_parsers() -> None:
+    assert presented_key({"authorization": "Basic abc"}) is None
+    assert presented_key({"authorization": "Bearer "}) is None
+    assert spiffe_id('Hash=1;URI="spiffe://a/b"') == "spiffe://a/b"
+    assert spiffe_id("By=x;URI=spiffe://old,By=y;URI=spiffe://new") == "spiffe://new"
+    assert spiffe_id("Hash=1") is None
