@@ -1,0 +1,151 @@
+"""Command line: serve | check-config | render-envoy | up | mock-provider."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from extproc.config.loader import ConfigError, load_file
+
+
+def _load(path: str, *, resolve_secrets: bool = True):  # type: ignore[no-untyped-def]
+    try:
+        return load_file(path, resolve_secrets=resolve_secrets)
+    except ConfigError as error:
+        print(f"{path}: invalid configuration", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from extproc.server import serve
+    from extproc.telemetry import logging
+
+    logging.configure()
+    runtime = _load(args.config)
+    return asyncio.run(serve(runtime))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    runtime = _load(args.config, resolve_secrets=not args.skip_secrets)
+    print(
+        f"{args.config}: ok ({len(runtime.backends)} backends, {len(runtime.models)} models, "
+        f"{len(runtime.tenants)} tenants)"
+    )
+    return 0
+
+
+def cmd_render_envoy(args: argparse.Namespace) -> int:
+    from extproc.render import render_yaml
+
+    text = render_yaml(_load(args.config, resolve_secrets=False))
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_mock_provider(args: argparse.Namespace) -> int:
+    from extproc.mock_provider import run
+
+    run(args.host, args.port, cert_file=args.tls_cert, key_file=args.tls_key)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from extproc.stack import Stack
+
+    runtime = _load(args.config, resolve_secrets=False)
+    source = runtime.source
+    with tempfile.TemporaryDirectory(prefix="extproc-up-") as workdir:
+        stack = Stack(
+            config_path=Path(args.config),
+            workdir=Path(workdir),
+            mock_port=None if args.no_mock else args.mock_port,
+            log_to_files=False,
+        )
+        stack.start()
+        scheme = "https" if source.listener.HasField("tls") else "http"
+        gateway = f"{scheme}://{source.listener.address}:{source.listener.port}"
+        print(
+            f"\nextproc is up.\n"
+            f"  gateway      {gateway}  (OpenAI API under /v1, Anthropic /v1/messages)\n"
+            f"  envoy admin  http://{source.admin.address}:{source.admin.port}\n"
+            f"  metrics      http://{source.service.metrics_address}/metrics\n"
+            f"  models       curl {gateway}/v1/models\n"
+            f"Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        stopping = False
+
+        def stop(*_: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            while not stopping and all(p.poll() is None for p in stack.processes.values()):
+                time.sleep(0.2)
+        finally:
+            statuses = stack.stop()
+    failed = {
+        name: code
+        for name, code in statuses.items()
+        if code not in (0, -signal.SIGTERM, -signal.SIGINT)
+    }
+    if failed and not stopping:
+        print(f"stopped because a process exited: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="extproc", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the ext_proc gRPC service")
+    serve.add_argument("config")
+    serve.set_defaults(func=cmd_serve)
+
+    check = commands.add_parser(
+        "check-config", help="validate a config file; non-zero exit on any problem"
+    )
+    check.add_argument("config")
+    check.add_argument(
+        "--skip-secrets", action="store_true", help="do not read credential env vars and files"
+    )
+    check.set_defaults(func=cmd_check_config)
+
+    render = commands.add_parser("render-envoy", help="write the Envoy bootstrap for a config")
+    render.add_argument("config")
+    render.add_argument("-o", "--output", help="file to write (default: stdout)")
+    render.set_defaults(func=cmd_render_envoy)
+
+    mock = commands.add_parser(
+        "mock-provider", help="run the OpenAI/Anthropic-compatible mock provider"
+    )
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8001)
+    mock.add_argument("--tls-cert")
+    mock.add_argument("--tls-key")
+    mock.set_defaults(func=cmd_mock_provider)
+
+    up = commands.add_parser("up", help="run Envoy + service (+ mock provider) in the foreground")
+    up.add_argument("config")
+    up.add_argument("--mock-port", type=int, default=8001)
+    up.add_argument("--no-mock", action="store_true", help="do not start the mock provider")
+    up.set_defaults(func=cmd_up)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,408 @@
+"""An OpenAI- and Anthropic-compatible provider for demos and tests (`extproc mock-provider`).
+
+Deterministic: the reply text is the last user message, token counts are computed from
+the text. Request headers make it misbehave on purpose:
+  x-mock-status: 503      answer with that status and an error body in the path's schema
+  x-mock-delay-ms: 250    wait before answering
+  x-mock-cut-after: 3     streams: close the connection after 3 events (no final event);
+                          JSON: close the connection without answering
+Response headers report what arrived, so tests can see what the gateway sent upstream:
+  x-mock-path, x-mock-host, x-mock-authorization-sha256, x-mock-api-key-sha256,
+  x-mock-headers (the names of all request headers)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+import ssl
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_WORD = re.compile(r"\S+\s*")
+
+
+def count_tokens(text: str) -> int:
+    """A deterministic stand-in for a tokenizer: words and punctuation marks."""
+    return len(_TOKEN.findall(text))
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _text_of(message.get("content"))
+    return ""
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    texts = [_text_of(m.get("content")) for m in body.get("messages", []) if isinstance(m, dict)]
+    system = body.get("system")
+    if system is not None:
+        texts.append(_text_of(system))
+    return sum(count_tokens(t) for t in texts)
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """The reply split into stream deltas: one word (with its trailing space) each."""
+    yield from _WORD.findall(text) or [""]
+
+
+def _sse(data: bytes, event: str | None = None) -> bytes:
+    prefix = f"event: {event}\n".encode() if event else b""
+    return prefix + b"data: " + data + b"\n\n"
+
+
+def _error(schema: str, status: int, message: str) -> web.Response:
+    if schema == "anthropic":
+        kinds = {
+            400: "invalid_request_error",
+            401: "authentication_error",
+            404: "not_found_error",
+            429: "rate_limit_error",
+            529: "overloaded_error",
+        }
+        payload: dict[str, Any] = {
+            "type": "error",
+            "error": {"type": kinds.get(status, "api_error"), "message": message},
+        }
+    else:
+        payload = {
+            "error": {
+                "message": message,
+                "type": "server_error" if status >= 500 else "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
+    headers = {"retry-after": "1"} if status == 429 else None
+    return web.Response(
+        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
+    )
+
+
+def _echo_headers(request: web.Request) -> dict[str, str]:
+    headers = {
+        "x-mock-path": request.path_qs,
+        "x-mock-host": request.headers.get("host", ""),
+        "x-mock-headers": ",".join(sorted({k.lower() for k in request.headers})),
+    }
+    for name, label in (("authorization", "authorization"), ("x-api-key", "api-key")):
+        value = request.headers.get(name)
+        if value is not None:
+            headers[f"x-mock-{label}-sha256"] = hashlib.sha256(value.encode()).hexdigest()
+    return headers
+
+
+class MockProvider:
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        return app
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        path = request.path
+        schema = "anthropic" if path.endswith("/messages") else "openai"
+        delay = request.headers.get("x-mock-delay-ms")
+        if delay and delay.isdigit():
+            await asyncio.sleep(int(delay) / 1000)
+        status = request.headers.get("x-mock-status")
+        if status and status.isdigit() and int(status) >= 400:
+            response = _error(schema, int(status), f"mock failure {status}")
+            response.headers.update(_echo_headers(request))
+            return response
+        if request.method == "GET" and path.endswith("/models"):
+            return web.json_response(
+                {
+                    "object": "list",
+                    "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock"}],
+                }
+            )
+        if request.method != "POST":
+            return _error(schema, 405, "method not allowed")
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _error(schema, 400, "invalid JSON")
+        if not isinstance(body, dict):
+            return _error(schema, 400, "body must be an object")
+        cut = request.headers.get("x-mock-cut-after")
+        cut_after = int(cut) if cut and cut.isdigit() else None
+        if path.endswith("/chat/completions"):
+            return await self.chat(request, body, cut_after)
+        if path.endswith("/messages"):
+            return await self.messages(request, body, cut_after)
+        if path.endswith("/embeddings"):
+            return self.embeddings(request, body)
+        if path.endswith("/completions"):
+            return self.completions(request, body)
+        return _error(schema, 404, f"unknown path {path}")
+
+    async def _cut(self, request: web.Request) -> web.StreamResponse:
+        if request.transport is not None:
+            request.transport.close()
+        # The connection is gone; aiohttp needs a response object all the same.
+        return web.Response(status=500)
+
+    async def chat(
+        self, request: web.Request, body: dict[str, Any], cut_after: int | None
+    ) -> web.StreamResponse:
+        model = str(body.get("model", ""))
+        text = _last_user_text(body.get("messages", []))
+        prompt, completion = _prompt_tokens(body), count_tokens(text)
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        ident, created = f"chatcmpl-mock{self.requests}", int(time.time())
+        if not body.get("stream"):
+            if cut_after is not None:
+                return await self._cut(request)
+            payload = {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+                "system_fingerprint": "mock",
+            }
+            return web.Response(
+                body=orjson.dumps(payload),
+                content_type="application/json",
+                headers=_echo_headers(request),
+            )
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return _sse(
+                orjson.dumps(
+                    {
+                        "id": ident,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "system_fingerprint": "mock",
+                        "choices": [
+                            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                        ],
+                    }
+                )
+            )
+
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"content": piece}) for piece in _pieces(text)]
+        events.append(chunk({}, "stop"))
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            events.append(
+                _sse(
+                    orjson.dumps(
+                        {
+                            "id": ident,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": model,
+                            "system_fingerprint": "mock",
+                            "choices": [],
+                            "usage": usage,
+                        }
+                    )
+                )
+            )
+        events.append(b"data: [DONE]\n\n")
+        return await self._stream(request, events, cut_after)
+
+    async def messages(
+        self, request: web.Request, body: dict[str, Any], cut_after: int | None
+    ) -> web.StreamResponse:
+        model = str(body.get("model", ""))
+        text = _last_user_text(body.get("messages", []))
+        prompt, completion = _prompt_tokens(body), count_tokens(text)
+        ident = f"msg_mock{self.requests}"
+        if not body.get("stream"):
+            if cut_after is not None:
+                return await self._cut(request)
+            payload = {
+                "id": ident,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": prompt, "output_tokens": completion},
+            }
+            return web.Response(
+                body=orjson.dumps(payload),
+                content_type="application/json",
+                headers=_echo_headers(request),
+            )
+        start = {
+            "type": "message_start",
+            "message": {
+                "id": ident,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": prompt, "output_tokens": 1},
+            },
+        }
+        events = [
+            _sse(orjson.dumps(start), "message_start"),
+            _sse(
+                orjson.dumps(
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    }
+                ),
+                "content_block_start",
+            ),
+            _sse(b'{"type": "ping"}', "ping"),
+        ]
+        events += [
+            _sse(
+                orjson.dumps(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": piece},
+                    }
+                ),
+                "content_block_delta",
+            )
+            for piece in _pieces(text)
+        ]
+        events += [
+            _sse(b'{"type":"content_block_stop","index":0}', "content_block_stop"),
+            _sse(
+                orjson.dumps(
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                        "usage": {"output_tokens": completion},
+                    }
+                ),
+                "message_delta",
+            ),
+            _sse(b'{"type":"message_stop"}', "message_stop"),
+        ]
+        return await self._stream(request, events, cut_after)
+
+    async def _stream(
+        self, request: web.Request, events: list[bytes], cut_after: int | None
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "content-type": "text/event-stream",
+                "cache-control": "no-cache",
+                **_echo_headers(request),
+            }
+        )
+        await response.prepare(request)
+        for number, event in enumerate(events):
+            if cut_after is not None and number >= cut_after:
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            await response.write(event)
+        await response.write_eof()
+        return response
+
+    def embeddings(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        inputs = body.get("input")
+        items = inputs if isinstance(inputs, list) else [inputs]
+        data, tokens = [], 0
+        for index, item in enumerate(items):
+            text = (
+                item
+                if isinstance(item, str)
+                else " ".join(map(str, item))
+                if isinstance(item, list)
+                else str(item)
+            )
+            tokens += count_tokens(text)
+            digest = hashlib.sha256(text.encode()).digest()
+            vector = [round((b - 128) / 128, 4) for b in digest[:8]]
+            encoded: Any = vector
+            if body.get("encoding_format") == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return web.Response(
+            body=orjson.dumps(payload),
+            content_type="application/json",
+            headers=_echo_headers(request),
+        )
+
+    def completions(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        prompt = body.get("prompt")
+        text = prompt if isinstance(prompt, str) else ""
+        tokens = count_tokens(text)
+        payload = {
+            "id": f"cmpl-mock{self.requests}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": tokens,
+                "completion_tokens": tokens,
+                "total_tokens": 2 * tokens,
+            },
+        }
+        return web.Response(
+            body=orjson.dumps(payload),
+            content_type="application/json",
+            headers=_echo_headers(request),
+        )
+
+
+def run(host: str, port: int, *, cert_file: str | None = None, key_file: str | None = None) -> None:
+    context = None
+    if cert_file and key_file:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_file, key_file)
+    web.run_app(
+        MockProvider().app(), host=host, port=port, ssl_context=context, print=None, access_log=None
+    )

@@ -1,0 +1,194 @@
+"""The grpc.aio shell: ext_proc streams in, Exchange/Attempt decisions out; health; drain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import structlog
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from extproc import envoy, names
+from extproc.attempt import Attempt
+from extproc.config.runtime import Runtime
+from extproc.exchange import Exchange
+from extproc.telemetry.metrics import Metrics
+
+log = structlog.get_logger("extproc")
+SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
+
+# Replies for phases a stream was not configured to need, so Envoy never waits on one.
+_PASSTHROUGH = {
+    "request_headers": lambda: ext.ProcessingResponse(request_headers=ext.HeadersResponse()),
+    "request_body": lambda: ext.ProcessingResponse(request_body=ext.BodyResponse()),
+    "request_trailers": lambda: ext.ProcessingResponse(request_trailers=ext.TrailersResponse()),
+    "response_headers": lambda: ext.ProcessingResponse(response_headers=ext.HeadersResponse()),
+    "response_body": lambda: ext.ProcessingResponse(response_body=ext.BodyResponse()),
+    "response_trailers": lambda: ext.ProcessingResponse(response_trailers=ext.TrailersResponse()),
+}
+
+
+def _is_upstream(context: grpc.aio.ServicerContext) -> bool:
+    for key, value in context.invocation_metadata() or ():
+        if key == names.ROLE_METADATA and value == names.ROLE_UPSTREAM:
+            return True
+    return False
+
+
+class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, runtime: Runtime, metrics: Metrics) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+
+    async def Process(
+        self, requests: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ext.ProcessingResponse]:
+        self.metrics.active_streams.inc()
+        try:
+            if _is_upstream(context):
+                async for reply in self._attempt(requests, context):
+                    yield reply
+            else:
+                async for reply in self._exchange(requests, context):
+                    yield reply
+        finally:
+            self.metrics.active_streams.dec()
+
+    async def _exchange(
+        self, requests: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ext.ProcessingResponse]:
+        exchange = Exchange(self.runtime)
+        phase_timers = self.metrics.phase
+        failed = False
+        try:
+            async for request in requests:
+                started = time.perf_counter()
+                kind = request.WhichOneof("request")
+                try:
+                    if kind == "request_headers":
+                        headers = request.request_headers
+                        reply = envoy.request_headers_reply(
+                            exchange.request_headers(
+                                envoy.headers_of(headers), headers.end_of_stream
+                            )
+                        )
+                    elif kind == "request_body":
+                        reply = envoy.request_body_reply(
+                            exchange.request_body(request.request_body.body)
+                        )
+                    elif kind == "response_headers":
+                        reply = envoy.response_headers_reply(
+                            exchange.response_headers(envoy.headers_of(request.response_headers))
+                        )
+                    else:
+                        reply = _PASSTHROUGH[kind or "request_headers"]()
+                except Exception:
+                    failed = True
+                    log.exception("exchange_failed", request_id=exchange.request_id, phase=kind)
+                    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                    return
+                if kind in phase_timers:
+                    phase_timers[kind].observe(time.perf_counter() - started)
+                yield reply
+        finally:
+            record = exchange.record()
+            if failed:
+                record["status"] = 500
+                record["error"] = "internal_error"
+            routed = exchange.routed
+            model = routed.model.name if routed else ""
+            backend = str(record.get("backend", ""))
+            self.metrics.requests.labels(model, backend, str(record["status"] or "none")).inc()
+            log.info("exchange", **record)
+
+    async def _attempt(
+        self, requests: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ext.ProcessingResponse]:
+        attempt = Attempt(self.runtime)
+        timers = self.metrics.phase
+        async for request in requests:
+            started = time.perf_counter()
+            kind = request.WhichOneof("request")
+            try:
+                if kind == "request_headers":
+                    decision = attempt.request_headers(
+                        envoy.headers_of(request.request_headers), envoy.host_backend(request)
+                    )
+                    reply = envoy.request_headers_reply(decision)
+                elif kind == "request_body":
+                    reply = envoy.request_body_reply(
+                        attempt.request_body(request.request_body.body)
+                    )
+                else:
+                    reply = _PASSTHROUGH[kind or "request_headers"]()
+            except Exception:
+                log.exception("attempt_failed", phase=kind)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                return
+            if kind in ("request_headers", "request_body"):
+                timers[f"upstream_{kind}"].observe(time.perf_counter() - started)
+            yield reply
+
+
+def _bind_address(address: str) -> str:
+    if address.startswith("unix://"):
+        path = Path(address[len("unix://") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A socket file left by a previous run would make the bind fail.
+        if path.is_socket():
+            path.unlink()
+        return f"unix:{path}"
+    return address
+
+
+async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
+    """Serve until SIGTERM or SIGINT, then drain within the configured grace period."""
+    metrics = metrics or Metrics()
+    service = runtime.source.service
+    # A buffered request body arrives in one gRPC message; gRPC's default cap is 4 MiB.
+    max_message = runtime.max_request_bytes + 1024 * 1024
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    ext_grpc.add_ExternalProcessorServicer_to_server(Processor(runtime, metrics), server)
+    health = health_async.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    address = _bind_address(service.grpc_address)
+    if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
+        raise OSError(f"cannot listen on {service.grpc_address}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if service.metrics_address != "off":
+        metrics.serve(service.metrics_address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "serving",
+        grpc=service.grpc_address,
+        metrics=service.metrics_address,
+        models=len(runtime.models),
+        backends=len(runtime.backends),
+        pid=os.getpid(),
+    )
+    await stop.wait()
+    grace = service.shutdown_grace.ToNanoseconds() / 1e9
+    log.info("draining", grace_seconds=grace, active_streams=metrics.active_streams._value.get())
+    await health.enter_graceful_shutdown()
+    await server.stop(grace)
+    log.info("stopped")
+    return 0

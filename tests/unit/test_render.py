@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extproc.config import load_file
+from extproc.render import render, render_yaml
+from extproc.stack import validate_envoy_config
+from tests.helpers import ROOT, runtime
+
+SHIPPED = [
+    ("examples/demo.yaml", "envoy/demo.yaml"),
+    ("examples/sidecar.yaml", "envoy/sidecar.yaml"),
+]
+
+
+def clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in config["static_resources"]["clusters"]}
+
+
+def test_one_cluster_per_backend_with_tls_origination() -> None:
+    rendered = clusters(render(runtime()))
+    openai = rendered["backend.openai"]
+    tls = openai["transport_socket"]["typed_config"]
+    assert tls["sni"] == "api.openai.test"
+    validation = tls["common_tls_context"]["validation_context"]
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "api.openai.test"}}
+    ]
+    assert validation["trusted_ca"]["filename"] == "/etc/ssl/certs/ca-certificates.crt"
+    endpoint = openai["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert endpoint["endpoint"]["hostname"] == "api.openai.test"
+    assert endpoint["metadata"]["filter_metadata"]["extproc"]["backend"] == "openai"
+    second = rendered["backend.second"]
+    assert second["type"] == "STATIC" and "transport_socket" not in second
+    assert (
+        second["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["hostname"]
+        == "10.0.0.2:8000"
+    )
+
+
+def test_fallback_chain_is_a_composite_cluster_with_a_per_attempt_processor() -> None:
+    loaded = runtime()
+    rendered = render(loaded)
+    (cluster_name,) = loaded.fallback_routes
+    composite = clusters(rendered)[cluster_name]
+    assert composite["cluster_type"]["name"] == "envoy.clusters.composite"
+    members = composite["cluster_type"]["typed_config"]["clusters"]
+    assert members == [
+        {"name": "backend.openai"},
+        {"name": "backend.second"},
+        {"name": "backend.anthropic"},
+    ]
+    filters = composite["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]["http_filters"]
+    assert filters[0]["typed_config"]["grpc_service"]["initial_metadata"] == [
+        {"key": "x-extproc-role", "value": "upstream"}
+    ]
+    routes = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]["route_config"]["virtual_hosts"][0]["routes"]
+    fallback = next(r for r in routes if r.get("name") == cluster_name)
+    policy = fallback["route"]["retry_policy"]
+    assert policy["num_retries"] == 2
+    assert set(policy["retry_on"].split(",")) == {
+        "connect-failure",
+        "reset",
+        "5xx",
+        "retriable-status-codes",
+    }
+    assert policy["retriable_status_codes"] == [429]
+
+
+def test_ext_proc_filter_fails_closed_with_a_raised_timeout() -> None:
+    rendered = render(runtime())
+    hcm = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    ext_proc = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")[
+        "typed_config"
+    ]
+    assert ext_proc["failure_mode_allow"] is False
+    assert ext_proc["message_timeout"] == "2.000s"
+    assert ext_proc["processing_mode"]["request_body_mode"] == "BUFFERED"
+    assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"
+    assert hcm["forward_client_cert_details"] == "SANITIZE"
+
+
+def test_every_rendered_config_is_accepted_by_envoy(tmp_path: Path) -> None:
+    cert = ROOT / "tests" / "data"
+    variants = {
+        "base": runtime(),
+        "fail-open": runtime(
+            "service: {failure_mode_allow: true, grpc_address: 'unix:///tmp/x.sock'}\n" + _minimal()
+        ),
+        "tls": runtime(
+            f"listener: {{tls: {{cert_file: {cert}/server.pem, key_file: {cert}/server.key, client_ca_file: {cert}/ca.pem}}}}\n"
+            + _minimal()
+        ),
+    }
+    for name, loaded in variants.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(render_yaml(loaded))
+        result = validate_envoy_config(path)
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize(("source", "shipped"), SHIPPED)
+def test_shipped_envoy_configs_match_the_renderer_and_validate(source: str, shipped: str) -> None:
+    expected = render_yaml(load_file(ROOT / source, resolve_secrets=False))
+    assert (ROOT / shipped).read_text() == expected, f"{shipped} is stale: run `make envoy-configs`"
+    result = validate_envoy_config(ROOT / shipped)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _minimal() -> str:
+    return 'backends: [{name: b, url: "http://127.0.0.1:9/v1"}]\nmodels: [{name: m, routes: [{backend: b}]}]\n'
