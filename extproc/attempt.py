@@ -2,9 +2,10 @@
 
 Envoy's composite cluster sends attempt N to the N-th backend of a route, and the
 upstream ext_proc filter (which runs once per attempt) calls the service with the
-attempt's headers. The first attempt was already prepared by the downstream exchange,
-so it only loses the internal headers; a fallback attempt gets its own path, credential,
-extra headers and upstream model.
+attempt's headers and the exchange's dynamic metadata. Upstream filters share one
+request header map across attempts, so every attempt is written in full: its path,
+credential, extra headers and upstream model, with whatever an earlier attempt's
+backend needed removed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ def _header_names(target: Target) -> set[str]:
     return found
 
 
+def attempt_index(route: Route, attempt_header: str | None, host_backend: str | None) -> int:
+    """Which of the route's attempts this is: the chosen host says which backend, the
+    attempt count tells apart a backend that appears twice in the chain."""
+    counted = int(attempt_header) - 1 if attempt_header and attempt_header.isdigit() else 0
+    counted = min(max(counted, 0), len(route.attempts) - 1)
+    if host_backend is None or route.attempts[counted].backend.name == host_backend:
+        return counted
+    matches = [i for i, t in enumerate(route.attempts) if t.backend.name == host_backend]
+    later = [i for i in matches if i >= counted]
+    return (later or matches or [counted])[0]
+
+
 class Attempt:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -38,40 +51,25 @@ class Attempt:
     def target(self) -> Target | None:
         return self.route.attempts[self.index] if self.route else None
 
-    def request_headers(self, headers: Mapping[str, str], host_backend: str | None) -> Decision:
-        internal = [*names.INTERNAL_REQUEST_HEADERS, *names.PROXY_REQUEST_HEADERS]
-        route = self.runtime.fallback_routes.get(headers.get(names.ROUTE_HEADER, ""))
+    def request_headers(
+        self, headers: Mapping[str, str], metadata: Mapping[str, str], host_backend: str | None
+    ) -> Decision:
+        proxy_headers = list(names.PROXY_REQUEST_HEADERS)
+        route = self.runtime.fallback_routes.get(metadata.get(names.METADATA_ROUTE, ""))
         if route is None:
-            return Continue(remove_headers=internal, skip_request_body=True)
+            return Continue(remove_headers=proxy_headers, skip_request_body=True)
         self.route = route
-        attempt = headers.get(names.ATTEMPT_HEADER, "1")
-        index = (
-            min(int(attempt) - 1, len(route.attempts) - 1)
-            if attempt.isdigit() and attempt != "0"
-            else 0
-        )
-        # The composite cluster skips a backend with no available host within the same
-        # attempt; the host's metadata says which backend was really chosen.
-        if host_backend and route.attempts[index].backend.name != host_backend:
-            for later in range(index, len(route.attempts)):
-                if route.attempts[later].backend.name == host_backend:
-                    index = later
-                    break
-        self.index = index
-        if index == 0:
-            return Continue(remove_headers=internal, skip_request_body=True)
-        target = route.attempts[index]
+        self.index = attempt_index(route, headers.get(names.ATTEMPT_HEADER), host_backend)
+        target = route.attempts[self.index]
         backend = target.backend
-        self.upstream_model = target.upstream_model or headers.get(names.MODEL_HEADER, "")
-        decision = Continue(remove_headers=internal)
-        decision.set_headers.append(
-            (":path", backend.base_path + headers.get(names.SUFFIX_HEADER, ""))
-        )
+        self.upstream_model = target.upstream_model or metadata.get(names.METADATA_MODEL, "")
+        decision = Continue(remove_headers=proxy_headers)
+        suffix = metadata.get(names.METADATA_SUFFIX, "")
+        decision.set_headers.append((":path", backend.base_path + suffix))
         credential = backend.credential_value()
         if credential is not None and backend.credential_header is not None:
             decision.set_headers.append((backend.credential_header, credential))
         decision.set_headers.extend(backend.headers)
-        # Whatever an earlier attempt's backend needed must not reach this one.
         stale = set(CLIENT_CREDENTIAL_HEADERS).union(*(_header_names(t) for t in route.attempts))
         stale -= {name for name, _ in decision.set_headers}
         decision.remove_headers.extend(sorted(stale))
@@ -82,7 +80,11 @@ class Attempt:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return Continue()
-        if not isinstance(body, dict) or not self.upstream_model:
+        if (
+            not isinstance(body, dict)
+            or not self.upstream_model
+            or body.get("model") == self.upstream_model
+        ):
             return Continue()
         body["model"] = self.upstream_model
         new = orjson.dumps(body)

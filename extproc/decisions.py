@@ -17,6 +17,8 @@ class Continue:
     clear_route_cache: bool = False
     # Do not send the request body to the service (per-attempt processor, nothing to change).
     skip_request_body: bool = False
+    # Dynamic metadata to emit in the service's namespace.
+    metadata: dict[str, str] | None = None
 
 
 @dataclass(slots=True)

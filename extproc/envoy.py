@@ -6,7 +6,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import text_format
+from google.protobuf import struct_pb2, text_format
 
 from extproc import names
 from extproc.decisions import Continue, Decision, Reply
@@ -52,6 +52,20 @@ def host_backend(request: ext.ProcessingRequest) -> str | None:
     if fields is None or "backend" not in fields.fields:
         return None
     return fields.fields["backend"].string_value or None
+
+
+def exchange_metadata(request: ext.ProcessingRequest) -> dict[str, str]:
+    """The dynamic metadata the downstream exchange left in the service's namespace."""
+    fields = request.metadata_context.filter_metadata.get(names.METADATA_NAMESPACE)
+    if fields is None:
+        return {}
+    return {key: value.string_value for key, value in fields.fields.items()}
+
+
+def _dynamic_metadata(values: dict[str, str]) -> struct_pb2.Struct:
+    metadata = struct_pb2.Struct()
+    metadata.update({names.METADATA_NAMESPACE: values})
+    return metadata
 
 
 def _mutation(decision: Continue) -> ext.HeaderMutation | None:
@@ -112,7 +126,10 @@ def request_headers_reply(decision: Decision) -> ext.ProcessingResponse:
 def request_body_reply(decision: Decision) -> ext.ProcessingResponse:
     if isinstance(decision, Reply):
         return immediate(decision)
-    return ext.ProcessingResponse(request_body=ext.BodyResponse(response=_common(decision)))
+    response = ext.ProcessingResponse(request_body=ext.BodyResponse(response=_common(decision)))
+    if decision.metadata:
+        response.dynamic_metadata.CopyFrom(_dynamic_metadata(decision.metadata))
+    return response
 
 
 def response_headers_reply(decision: Continue) -> ext.ProcessingResponse:

@@ -260,10 +260,11 @@ class Exchange:
             headers.append((backend.credential_header, credential))
         headers.extend(backend.headers)
         if routed.route.has_fallbacks:
-            headers.append((names.MODEL_HEADER, routed.name))
-            headers.append((names.SUFFIX_HEADER, suffix))
-        else:
-            decision.remove_headers.extend((names.MODEL_HEADER, names.SUFFIX_HEADER))
+            decision.metadata = {
+                names.METADATA_ROUTE: routed.route.cluster,
+                names.METADATA_MODEL: routed.name,
+                names.METADATA_SUFFIX: suffix,
+            }
         if decision.body is not None:
             headers.append(("content-length", str(len(decision.body))))
         # The client's gateway credential never reaches a provider; a header the backend

@@ -2,12 +2,7 @@
 
 # Set by the service on the request; the route table matches it to pick a cluster.
 ROUTE_HEADER = "x-extproc-cluster"
-# Fallback routes only: the model name the client's request resolved to (for the
-# per-attempt processor, which has to pick each attempt's upstream model).
-MODEL_HEADER = "x-extproc-model"
-# Fallback routes only: the endpoint path below the version prefix, plus the query.
-SUFFIX_HEADER = "x-extproc-suffix"
-INTERNAL_REQUEST_HEADERS = (ROUTE_HEADER, MODEL_HEADER, SUFFIX_HEADER)
+INTERNAL_REQUEST_HEADERS = (ROUTE_HEADER,)
 # Set by Envoy for the hop to the provider; they describe the internal network (client
 # addresses, retry counts) and are none of an external provider's business.
 PROXY_REQUEST_HEADERS = (
@@ -21,8 +16,14 @@ PROXY_REQUEST_HEADERS = (
 # gRPC metadata Envoy sends on streams from the per-attempt (upstream) ext_proc filter.
 ROLE_METADATA = "x-extproc-role"
 ROLE_UPSTREAM = "upstream"
-# Endpoint metadata namespace and key naming the backend of an Envoy endpoint.
+# Dynamic metadata namespace of the service, and of endpoint metadata naming a backend.
 METADATA_NAMESPACE = "extproc"
+# Fallback routes: what the per-attempt processor needs from the downstream exchange.
+# Dynamic metadata, not headers: upstream filters share the request's header map across
+# attempts, so a header removed before one attempt is gone for the next.
+METADATA_ROUTE = "route"  # the fallback route's cluster
+METADATA_MODEL = "model"  # the model name the client's request resolved to
+METADATA_SUFFIX = "suffix"  # the endpoint path below the version prefix, plus the query
 HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
 
 # Set by Envoy (include_request_attempt_count / include_attempt_count_in_response).

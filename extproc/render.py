@@ -169,6 +169,8 @@ class Renderer:
             "normalize_path": True,
             "merge_slashes": True,
             "use_remote_address": True,
+            # Clients get the id of their request, the key of its log record.
+            "always_set_request_id_in_response": True,
             # Only Envoy may say who the mTLS peer is: a client-sent header is dropped.
             "forward_client_cert_details": "SANITIZE_SET" if mtls else "SANITIZE",
             **({"set_current_client_cert_details": {"uri": True}} if mtls else {}),
@@ -206,8 +208,11 @@ class Renderer:
                 "response_trailer_mode": "SKIP",
             },
             "allow_mode_override": True,
-            # The service rewrites :path and sets the routing header.
-            "mutation_rules": {"allow_all_routing": True},
+            # Fallback routes: the exchange hands its route to the per-attempt processor.
+            "metadata_options": {"receiving_namespaces": {"untyped": [names.METADATA_NAMESPACE]}},
+            # The service rewrites :path and removes Envoy's attempt count before the client
+            # sees it; without these rules Envoy silently drops such mutations.
+            "mutation_rules": {"allow_all_routing": True, "allow_envoy": True},
         }
 
     def upstream_ext_proc(self) -> dict[str, Any]:
@@ -217,6 +222,9 @@ class Renderer:
         ]
         config["processing_mode"]["response_header_mode"] = "SKIP"
         config["request_attributes"] = [names.HOST_METADATA_ATTRIBUTE]
+        config["metadata_options"] = {
+            "forwarding_namespaces": {"untyped": [names.METADATA_NAMESPACE]}
+        }
         return config
 
     def local_reply_config(self) -> dict[str, Any]:
@@ -357,6 +365,9 @@ class Renderer:
                 "auto_host_rewrite": True,
                 "retry_policy": policy,
             },
+            # Matched already; the per-attempt processor strips the proxy headers itself
+            # because it needs the attempt count.
+            "request_headers_to_remove": list(names.INTERNAL_REQUEST_HEADERS),
         }
 
     # -- clusters -----------------------------------------------------------------------

@@ -120,7 +120,9 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             try:
                 if kind == "request_headers":
                     decision = attempt.request_headers(
-                        envoy.headers_of(request.request_headers), envoy.host_backend(request)
+                        envoy.headers_of(request.request_headers),
+                        envoy.exchange_metadata(request),
+                        envoy.host_backend(request),
                     )
                     reply = envoy.request_headers_reply(decision)
                 elif kind == "request_body":

@@ -199,10 +199,14 @@ def test_forward_keeps_the_query_string() -> None:
 def test_fallback_route_passes_model_and_suffix_to_the_attempt_processor() -> None:
     decision = start().request_body(chat("resilient"))
     assert isinstance(decision, Continue)
-    set_headers = dict(decision.set_headers)
-    assert set_headers["x-extproc-cluster"].startswith("fallback.")
-    assert set_headers["x-extproc-model"] == "resilient"
-    assert set_headers["x-extproc-suffix"] == "/chat/completions"
+    cluster = dict(decision.set_headers)["x-extproc-cluster"]
+    assert cluster.startswith("fallback.")
+    assert decision.metadata == {
+        "route": cluster,
+        "model": "resilient",
+        "suffix": "/chat/completions",
+    }
+    assert start().request_body(chat()).metadata is None  # type: ignore[union-attr]
 
 
 def test_openai_client_cannot_reach_an_anthropic_backend_yet() -> None:

@@ -1,0 +1,187 @@
+"""A real Envoy + the service + the mock provider, on free loopback ports."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from extproc.stack import Stack, free_port
+from tests.helpers import sha256
+
+GATEWAY_KEYS = {"team-a": "gw-key-team-a", "team-b": "gw-key-team-b"}
+PROVIDER_KEYS = {
+    "openai": "sk-provider-openai",
+    "anthropic": "sk-ant-provider",
+    "failing": "sk-failing",
+}
+
+CONFIG = """
+listener: {{port: {port}}}
+admin: {{port: {admin_port}}}
+service:
+  grpc_address: 127.0.0.1:{grpc_port}
+  metrics_address: 127.0.0.1:{metrics_port}
+  message_timeout: 5s
+  shutdown_grace: 2s
+limits: {{max_request_bytes: 65536}}
+backends:
+  - name: openai
+    url: http://127.0.0.1:{mock_port}/v1
+    credential: {{env: IT_OPENAI_KEY}}
+  - name: openai-b
+    url: http://127.0.0.1:{mock_port}/b/v1
+    credential: {{file: key-b.txt}}
+  - name: anthropic
+    schema: anthropic
+    url: http://localhost:{mock_port}/v1
+    credential: {{env: IT_ANTHROPIC_KEY}}
+    headers: {{anthropic-version: "2023-06-01"}}
+  - name: broken
+    url: http://127.0.0.1:{dead_port}/v1
+    connect_timeout: 1s
+  - name: failing
+    url: http://127.0.0.1:{mock_port}/failing/v1
+    credential: {{env: IT_FAILING_KEY}}
+    headers: {{x-mock-status: "503"}}
+  - name: ratelimited
+    url: http://127.0.0.1:{mock_port}/ratelimited/v1
+    headers: {{x-mock-status: "429"}}
+models:
+  - name: gpt-4o-mini
+    aliases: [mini]
+    routes: [{{backend: openai}}]
+  - name: gpt-4o
+    routes: [{{backend: openai, upstream_model: gpt-4o-2024-08-06}}]
+  - name: canary
+    routes:
+      - {{backend: openai, weight: 1, upstream_model: canary-a}}
+      - {{backend: openai-b, weight: 1, upstream_model: canary-b}}
+  - name: claude-*
+    routes: [{{backend: anthropic}}]
+  - name: text-embedding-3-small
+    routes: [{{backend: openai}}]
+  - name: old-model
+    routes: [{{backend: openai}}]
+    deprecation: {{deprecated_at: "2025-01-01", sunset: "2099-01-01", replacement: gpt-4o-mini}}
+  - name: retired-model
+    routes: [{{backend: openai}}]
+    deprecation: {{sunset: "2020-01-01", replacement: gpt-4o-mini}}
+  - name: moved-model
+    routes: [{{backend: openai}}]
+    deprecation: {{sunset: "2020-01-01", replacement: gpt-4o, after_sunset: reroute}}
+  - name: resilient
+    routes: [{{backend: broken, upstream_model: r-first}}]
+    fallbacks:
+      - {{backend: failing, upstream_model: r-second}}
+      - {{backend: openai, upstream_model: r-third}}
+  - name: resilient-429
+    routes: [{{backend: ratelimited, upstream_model: q-first}}]
+    fallbacks: [{{backend: openai, upstream_model: q-second}}]
+  - name: doomed
+    routes: [{{backend: failing}}]
+    fallbacks: [{{backend: broken}}]
+tenants:
+  - name: team-a
+    api_key_sha256: ["{key_a}"]
+    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed"]
+  - name: team-b
+    api_key_sha256: ["{key_b}"]
+    models: ["claude-*", "gpt-4o-mini"]
+  - name: public
+    models: ["gpt-4o-mini"]
+auth: {{anonymous_tenant: public}}
+"""
+
+
+@dataclass
+class Gateway:
+    url: str
+    stack: Stack
+    mock_port: int
+    metrics_url: str
+
+    def openai(self, key: str = GATEWAY_KEYS["team-a"], **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=15, **kwargs
+        )
+
+    def anthropic(self, key: str = GATEWAY_KEYS["team-b"]) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.url, api_key=key, max_retries=0, timeout=15)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=15)
+
+    def service_log(self) -> str:
+        return (self.stack.workdir / "service.log").read_text()
+
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.service_log()
+            if text in log:
+                return log
+            time.sleep(0.02)
+        return self.service_log()
+
+
+def start_gateway(workdir: Path, template: str, **values: Any) -> Gateway:
+    ports = {
+        name: free_port()
+        for name in ("port", "admin_port", "grpc_port", "metrics_port", "mock_port", "dead_port")
+    }
+    ports.update(values.pop("ports", {}))
+    text = textwrap.dedent(template).format(**ports, **values)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "gateway.yaml").write_text(text)
+    stack = Stack(
+        config_path=workdir / "gateway.yaml",
+        workdir=workdir,
+        mock_port=ports["mock_port"],
+        mock_tls=values.get("mock_tls"),
+        env={
+            "IT_OPENAI_KEY": PROVIDER_KEYS["openai"],
+            "IT_ANTHROPIC_KEY": PROVIDER_KEYS["anthropic"],
+            "IT_FAILING_KEY": PROVIDER_KEYS["failing"],
+        },
+    )
+    stack.start()
+    return Gateway(
+        url=f"{values.get('scheme', 'http')}://127.0.0.1:{ports['port']}",
+        stack=stack,
+        mock_port=ports["mock_port"],
+        metrics_url=f"http://127.0.0.1:{ports['metrics_port']}/metrics",
+    )
+
+
+_RUNNING: list[Gateway] = []
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("gateway")
+    (workdir / "key-b.txt").write_text("sk-provider-openai-b\n")
+    started = start_gateway(
+        workdir, CONFIG, key_a=sha256(GATEWAY_KEYS["team-a"]), key_b=sha256(GATEWAY_KEYS["team-b"])
+    )
+    _RUNNING.append(started)
+    yield started
+    _RUNNING.remove(started)
+    started.stack.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when == "call":
+        for running in _RUNNING:
+            report.sections.append((f"logs of {running.stack.workdir.name}", running.stack.logs()))
