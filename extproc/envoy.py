@@ -68,26 +68,23 @@ def _dynamic_metadata(values: dict[str, str]) -> struct_pb2.Struct:
     return metadata
 
 
-def _mutation(decision: Continue) -> ext.HeaderMutation | None:
-    if not decision.set_headers and not decision.remove_headers:
-        return None
+def _mutation(set_headers: list[tuple[str, str]], remove_headers: list[str]) -> ext.HeaderMutation:
     return ext.HeaderMutation(
         set_headers=[
             base_pb2.HeaderValueOption(
                 header=base_pb2.HeaderValue(key=name, raw_value=value.encode("latin-1")),
                 append_action=_OVERWRITE,
             )
-            for name, value in decision.set_headers
+            for name, value in set_headers
         ],
-        remove_headers=decision.remove_headers,
+        remove_headers=remove_headers,
     )
 
 
 def _common(decision: Continue) -> ext.CommonResponse:
     common = ext.CommonResponse(clear_route_cache=decision.clear_route_cache)
-    mutation = _mutation(decision)
-    if mutation is not None:
-        common.header_mutation.CopyFrom(mutation)
+    if decision.set_headers or decision.remove_headers:
+        common.header_mutation.CopyFrom(_mutation(decision.set_headers, decision.remove_headers))
     if decision.body is not None:
         common.body_mutation.body = decision.body
     return common
@@ -97,15 +94,7 @@ def immediate(reply: Reply) -> ext.ProcessingResponse:
     return ext.ProcessingResponse(
         immediate_response=ext.ImmediateResponse(
             status=http_status_pb2.HttpStatus(code=reply.status),
-            headers=ext.HeaderMutation(
-                set_headers=[
-                    base_pb2.HeaderValueOption(
-                        header=base_pb2.HeaderValue(key=name, raw_value=value.encode("latin-1")),
-                        append_action=_OVERWRITE,
-                    )
-                    for name, value in reply.headers
-                ]
-            ),
+            headers=_mutation(reply.headers, []),
             body=reply.body,
             details=f"extproc_{reply.status}",
         )

@@ -4,7 +4,7 @@ Deterministic: the reply text is the last user message, token counts are compute
 the text. Request headers make it misbehave on purpose:
   x-mock-status: 503      answer with that status and an error body in the path's schema
   x-mock-delay-ms: 250    wait before answering
-  x-mock-cut-after: 3     streams: close the connection after 3 events (no final event);
+  x-mock-cut-after: 3     streams: send 3 events, pause, close the connection (no final event);
                           JSON: close the connection without answering
 Response headers report what arrived, so tests can see what the gateway sent upstream:
   x-mock-path, x-mock-host, x-mock-authorization-sha256, x-mock-api-key-sha256,
@@ -204,42 +204,24 @@ class MockProvider:
                 headers=_echo_headers(request),
             )
 
+        base = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "mock",
+        }
+
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return _sse(
-                orjson.dumps(
-                    {
-                        "id": ident,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "system_fingerprint": "mock",
-                        "choices": [
-                            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                        ],
-                    }
-                )
-            )
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return _sse(orjson.dumps({**base, "choices": [choice]}))
 
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": piece}) for piece in _pieces(text)]
         events.append(chunk({}, "stop"))
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
-            events.append(
-                _sse(
-                    orjson.dumps(
-                        {
-                            "id": ident,
-                            "object": "chat.completion.chunk",
-                            "created": created,
-                            "model": model,
-                            "system_fingerprint": "mock",
-                            "choices": [],
-                            "usage": usage,
-                        }
-                    )
-                )
-            )
+            events.append(_sse(orjson.dumps({**base, "choices": [], "usage": usage})))
         events.append(b"data: [DONE]\n\n")
         return await self._stream(request, events, cut_after)
 
@@ -337,8 +319,11 @@ class MockProvider:
         await response.prepare(request)
         for number, event in enumerate(events):
             if cut_after is not None and number >= cut_after:
+                # A pause lets the events before the cut reach the client; close() flushes
+                # them and ends the connection mid-stream, without the final event.
+                await asyncio.sleep(0.2)
                 if request.transport is not None:
-                    request.transport.abort()
+                    request.transport.close()
                 return response
             await response.write(event)
         await response.write_eof()

@@ -21,9 +21,7 @@ _CONNECTIONS_MONITOR = (
 )
 _HEADER_MUTATION = _TYPE + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 
-# Envoy answers these itself (no upstream reached); they get a JSON body in the client's
-# schema instead of Envoy's plain text. Replies from the service carry no flag.
-_LOCAL_FAILURE_FLAGS = ["UF", "UH", "UT", "URX", "NR", "UO", "UC", "LH", "UMSDR", "DT", "NC"]
+_CEL_FILTER = _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 _UNROUTED = ApiError(404, "No route for this request.", "unknown_url")
 
 # Retry conditions of the config that are Envoy retry_on values as they are.
@@ -64,18 +62,12 @@ def _grpc_target(address: str) -> dict[str, Any]:
     return _address(host.strip("[]"), int(port))
 
 
-def _error_body(kind: str, code: str) -> dict[str, Any]:
+def _error_body(kind: str, code: str, message: str, anthropic_type: str) -> dict[str, Any]:
     """A local-reply body in the OpenAI or Anthropic error schema."""
     if kind == "anthropic":
-        return {"type": "error", "error": {"type": "api_error", "message": "%LOCAL_REPLY_BODY%"}}
-    return {
-        "error": {
-            "message": "%LOCAL_REPLY_BODY%",
-            "type": "server_error",
-            "param": None,
-            "code": code,
-        }
-    }
+        return {"type": "error", "error": {"type": anthropic_type, "message": message}}
+    openai_type = "invalid_request_error" if code == "request_too_large" else "server_error"
+    return {"error": {"message": message, "type": openai_type, "param": None, "code": code}}
 
 
 class Renderer:
@@ -228,28 +220,41 @@ class Renderer:
         return config
 
     def local_reply_config(self) -> dict[str, Any]:
-        flags = {"response_flag_filter": {"flags": _LOCAL_FAILURE_FLAGS}}
-        anthropic_path = {
-            "header_filter": {
-                "header": {"name": ":path", "string_match": {"prefix": "/v1/messages"}}
-            }
-        }
-        return {
-            "mappers": [
-                {
-                    "filter": {"and_filter": {"filters": [flags, anthropic_path]}},
-                    "body_format_override": {
-                        "json_format": _error_body("anthropic", "upstream_error")
-                    },
-                },
-                {
-                    "filter": flags,
-                    "body_format_override": {
-                        "json_format": _error_body("openai", "upstream_error")
-                    },
-                },
-            ]
-        }
+        """Envoy's own replies (upstream unreachable, timeouts, oversized bodies, service
+        failures) get a JSON body in the client's schema; the service's replies and the
+        unrouted direct response are JSON already and are left alone."""
+        envoy_made = (
+            "!(response.code_details.startsWith('extproc_')"
+            " || response.code_details == 'direct_response')"
+        )
+        too_large = "response.code_details == 'request_payload_too_large'"
+        anthropic = "request.path.startsWith('/v1/messages')"
+        mappers = []
+        for kind, path_test in (("anthropic", anthropic), ("openai", f"!{anthropic}")):
+            for test, code, message, error_type in (
+                (
+                    too_large,
+                    "request_too_large",
+                    "The request body exceeds the gateway's buffer limit.",
+                    "request_too_large",
+                ),
+                ("true", "upstream_error", "%LOCAL_REPLY_BODY%", "api_error"),
+            ):
+                expression = f"{envoy_made} && {path_test} && {test}"
+                mappers.append(
+                    {
+                        "filter": {
+                            "extension_filter": {
+                                "name": "envoy.access_loggers.extension_filters.cel",
+                                "typed_config": {"@type": _CEL_FILTER, "expression": expression},
+                            }
+                        },
+                        "body_format_override": {
+                            "json_format": _error_body(kind, code, message, error_type)
+                        },
+                    }
+                )
+        return {"mappers": mappers}
 
     def access_log(self) -> dict[str, Any]:
         return {

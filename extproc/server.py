@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -47,10 +48,15 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def __init__(self, runtime: Runtime, metrics: Metrics) -> None:
         self.runtime = runtime
         self.metrics = metrics
+        self.active = 0  # ext_proc streams in progress
+        self.idle = asyncio.Event()  # set while no stream is in progress
+        self.idle.set()
 
     async def Process(
         self, requests: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ext.ProcessingResponse]:
+        self.active += 1
+        self.idle.clear()
         self.metrics.active_streams.inc()
         try:
             if _is_upstream(context):
@@ -60,6 +66,9 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 async for reply in self._exchange(requests, context):
                     yield reply
         finally:
+            self.active -= 1
+            if not self.active:
+                self.idle.set()
             self.metrics.active_streams.dec()
 
     async def _exchange(
@@ -164,7 +173,8 @@ async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
             ("grpc.so_reuseport", 0),
         ]
     )
-    ext_grpc.add_ExternalProcessorServicer_to_server(Processor(runtime, metrics), server)
+    processor = Processor(runtime, metrics)
+    ext_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     health = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     address = _bind_address(service.grpc_address)
@@ -189,8 +199,16 @@ async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
     )
     await stop.wait()
     grace = service.shutdown_grace.ToNanoseconds() / 1e9
-    log.info("draining", grace_seconds=grace, active_streams=metrics.active_streams._value.get())
+    log.info("draining", grace_seconds=grace, active_streams=processor.active)
+    # Health watchers (Kubernetes, Envoy) learn first; then no new streams are accepted.
     await health.enter_graceful_shutdown()
-    await server.stop(grace)
-    log.info("stopped")
+    # gRPC's own grace is a backstop: the loop below ends the drain at the deadline.
+    stopping = asyncio.ensure_future(server.stop(grace + 1))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(processor.idle.wait(), grace)
+    # In-flight exchanges are done (or out of time); end what is left, such as health watches.
+    abandoned = processor.active
+    await server.stop(0)
+    await stopping
+    log.info("stopped", abandoned_streams=abandoned)
     return 0

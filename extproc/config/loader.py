@@ -205,14 +205,15 @@ class _Checker:
     def check_listener_and_service(self) -> None:
         tls = self.config.listener.tls
         if self.config.listener.HasField("tls"):
-            for name in ("cert_file", "key_file"):
+            for name in ("cert_file", "key_file", "client_ca_file"):
                 value = getattr(tls, name)
                 if not value:
-                    self.problem(f"listener.tls.{name}", "required when tls is set")
-                else:
-                    self.check_file(f"listener.tls.{name}", value)
-            if tls.client_ca_file:
-                self.check_file("listener.tls.client_ca_file", tls.client_ca_file)
+                    if name != "client_ca_file":
+                        self.problem(f"listener.tls.{name}", "required when tls is set")
+                    continue
+                self.check_file(f"listener.tls.{name}", value)
+                # Relative to the config file; Envoy runs elsewhere.
+                setattr(tls, name, str(self.path_of(value)))
         error = parse_grpc_address(self.config.service.grpc_address)
         if error:
             self.problem("service.grpc_address", error)

@@ -1,0 +1,273 @@
+"""The ext_proc service over a real gRPC channel, with real Envoy protobuf messages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import orjson
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from extproc.server import Processor
+from extproc.stack import free_port, grpc_serving, wait_until
+from extproc.telemetry.metrics import Metrics
+from tests.helpers import BASE_CONFIG, ROOT, runtime
+
+
+def headers_message(
+    headers: dict[str, str], end_of_stream: bool = False, **kind: object
+) -> ext.ProcessingRequest:
+    header_map = base_pb2.HeaderMap(
+        headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()]
+    )
+    field = str(kind.get("field", "request_headers"))
+    return ext.ProcessingRequest(
+        **{field: ext.HttpHeaders(headers=header_map, end_of_stream=end_of_stream)}
+    )
+
+
+def body_message(body: bytes) -> ext.ProcessingRequest:
+    return ext.ProcessingRequest(request_body=ext.HttpBody(body=body, end_of_stream=True))
+
+
+def mutations(response: ext.CommonResponse) -> dict[str, str]:
+    return {h.header.key: h.header.raw_value.decode() for h in response.header_mutation.set_headers}
+
+
+CHAT = {
+    ":method": "POST",
+    ":path": "/v1/chat/completions",
+    "authorization": "Bearer key-a",
+    "x-request-id": "r1",
+}
+
+
+@pytest.fixture(scope="module")
+async def channel() -> AsyncIterator[grpc.aio.Channel]:
+    server = grpc.aio.server()
+    ext_grpc.add_ExternalProcessorServicer_to_server(Processor(runtime(), Metrics()), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+        yield chan
+    await server.stop(None)
+
+
+async def exchange(
+    channel: grpc.aio.Channel, *messages: ext.ProcessingRequest, metadata=None
+) -> list[ext.ProcessingResponse]:  # type: ignore[no-untyped-def]
+    stub = ext_grpc.ExternalProcessorStub(channel)
+    call = stub.Process(metadata=metadata)
+    replies = []
+    for message in messages:
+        await call.write(message)
+        replies.append(await call.read())
+    call.cancel()  # as Envoy does once the HTTP exchange is over
+    return replies
+
+
+async def test_chat_request_is_routed_in_two_messages(channel: grpc.aio.Channel) -> None:
+    body = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    first, second, third = await exchange(
+        channel,
+        headers_message(CHAT),
+        body_message(body),
+        headers_message({":status": "200", "x-envoy-attempt-count": "1"}, field="response_headers"),
+    )
+    assert first.WhichOneof("response") == "request_headers"
+    common = second.request_body.response
+    assert mutations(common)["x-extproc-cluster"] == "backend.openai"
+    assert mutations(common)["authorization"] == "Bearer sk-test-openai"
+    assert common.clear_route_cache
+    assert orjson.loads(common.body_mutation.body)["model"] == "gpt-4o-2024-08-06"
+    assert mutations(common)["content-length"] == str(len(common.body_mutation.body))
+    assert "x-envoy-attempt-count" in third.response_headers.response.header_mutation.remove_headers
+
+
+async def test_errors_become_immediate_responses(channel: grpc.aio.Channel) -> None:
+    (reply,) = await exchange(channel, headers_message({**CHAT, ":path": "/v1/unknown"}))
+    immediate = reply.immediate_response
+    assert immediate.status.code == 404
+    assert orjson.loads(immediate.body)["error"]["code"] == "unknown_url"
+    assert {h.header.key: h.header.raw_value for h in immediate.headers.set_headers} == {
+        "content-type": b"application/json"
+    }
+
+
+async def test_fallback_route_emits_dynamic_metadata(channel: grpc.aio.Channel) -> None:
+    body = orjson.dumps({"model": "resilient", "messages": [{"role": "user", "content": "hi"}]})
+    _, reply = await exchange(channel, headers_message(CHAT), body_message(body))
+    fields = reply.dynamic_metadata.fields["extproc"].struct_value.fields
+    assert fields["model"].string_value == "resilient"
+    assert fields["route"].string_value.startswith("fallback.")
+
+
+async def test_upstream_attempt_stream_is_told_apart_by_metadata(channel: grpc.aio.Channel) -> None:
+    cluster = next(iter(runtime().fallback_routes))
+    context = struct_pb2.Struct()
+    context.update({"route": cluster, "model": "resilient", "suffix": "/chat/completions"})
+    message = headers_message({":path": "/v1/chat/completions", "x-envoy-attempt-count": "2"})
+    message.metadata_context.filter_metadata["extproc"].CopyFrom(context)
+    message.attributes["envoy.filters.http.ext_proc"].update(
+        {
+            "xds.upstream_host_metadata": 'filter_metadata { key: "extproc" value { fields { key: "backend" value { string_value: "second" } } } }'
+        }
+    )
+    (reply,) = await exchange(channel, message, metadata=(("x-extproc-role", "upstream"),))
+    assert mutations(reply.request_headers.response) == {
+        ":path": "/v1/chat/completions",
+        "x-extra": "1",
+    }
+
+
+async def test_unexpected_failure_is_a_grpc_error_not_a_hang(channel: grpc.aio.Channel) -> None:
+    stub = ext_grpc.ExternalProcessorStub(channel)
+    call = stub.Process()
+    # A body before any headers: the exchange has no endpoint and cannot continue.
+    await call.write(body_message(b"{}"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call.read()
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+
+
+# -- the real process: health and drain -----------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    address = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        BASE_CONFIG
+        + f"\nservice: {{grpc_address: '{address}', metrics_address: 'off', shutdown_grace: 3s}}\n"
+    )
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "extproc", "serve", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=os.environ.copy(),
+        )
+    try:
+        wait_until(lambda: grpc_serving(address), 20, "service", process)
+        yield process, address, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_sigterm_drains_in_flight_streams_then_exits_zero(
+    served: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    process, address, log = served
+    with grpc.insecure_channel(address) as chan:
+        stub = ext_grpc.ExternalProcessorStub(chan)
+        watch = health_pb2_grpc.HealthStub(chan).Watch(health_pb2.HealthCheckRequest())
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        requests: list[ext.ProcessingRequest] = [headers_message(CHAT)]
+        body = orjson.dumps(
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        )
+
+        def feed() -> Iterator[ext.ProcessingRequest]:
+            yield requests[0]
+            while len(requests) < 2:
+                time.sleep(0.01)
+            yield requests[1]
+
+        in_flight = stub.Process(feed())
+        assert next(in_flight).WhichOneof("response") == "request_headers"
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        # The exchange that was in flight is still served.
+        requests.append(body_message(body))
+        reply = next(in_flight)
+        assert mutations(reply.request_body.response)["x-extproc-cluster"] == "backend.openai"
+        in_flight.cancel()
+        assert process.wait(timeout=10) == 0
+    # It left as soon as the in-flight exchange ended, not at the end of the 3 s grace.
+    assert time.monotonic() - started < 2.5
+    text = log.read_text()
+    assert '"event":"draining"' in text and '"abandoned_streams":0' in text
+
+
+def _held_stream(
+    stub: ext_grpc.ExternalProcessorStub, release: list[bool]
+) -> Iterator[ext.ProcessingResponse]:
+    """An exchange that stays in flight until release[0] is set."""
+
+    def feed() -> Iterator[ext.ProcessingRequest]:
+        yield headers_message(CHAT)
+        while not release:
+            time.sleep(0.01)
+
+    return stub.Process(feed())  # type: ignore[no-any-return]
+
+
+def test_new_streams_are_refused_while_draining(
+    served: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    process, address, _ = served
+    release: list[bool] = []
+    with grpc.insecure_channel(address) as chan:
+        stub = ext_grpc.ExternalProcessorStub(chan)
+        held = _held_stream(stub, release)
+        next(held)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert process.poll() is None  # still draining the held exchange
+        with pytest.raises(grpc.RpcError) as caught:
+            next(stub.Process(iter([headers_message(CHAT)]), timeout=2))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        release.append(True)
+        held.cancel()
+    assert process.wait(timeout=10) == 0
+
+
+def test_grace_period_bounds_the_drain(served: tuple[subprocess.Popen[bytes], str, Path]) -> None:
+    process, address, log = served
+    release: list[bool] = []
+    with grpc.insecure_channel(address) as chan:
+        held = _held_stream(ext_grpc.ExternalProcessorStub(chan), release)
+        next(held)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        elapsed = time.monotonic() - started
+        release.append(True)
+    assert 2.5 < elapsed < 6  # shutdown_grace is 3s
+    assert '"abandoned_streams":1' in log.read_text()
+
+
+async def test_stream_metrics_go_up_and_down(channel: grpc.aio.Channel) -> None:
+    await asyncio.sleep(0)
+    metrics = Metrics()
+    server = grpc.aio.server()
+    ext_grpc.add_ExternalProcessorServicer_to_server(Processor(runtime(), metrics), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+        await exchange(
+            chan,
+            headers_message({**CHAT, ":path": "/v1/models", ":method": "GET"}, end_of_stream=True),
+        )
+        await asyncio.sleep(0.1)
+    await server.stop(None)
+    assert metrics.active_streams._value.get() == 0
+    assert metrics.requests.labels("", "", "200")._value.get() == 1
