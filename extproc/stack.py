@@ -107,6 +107,12 @@ class Stack:
     mock_tls: tuple[str, str] | None = None
     env: dict[str, str] = field(default_factory=dict)
     log_to_files: bool = True
+    envoy_args: list[str] = field(default_factory=list)
+    # Benchmarks: Envoy alone, routing everything to this backend; no service.
+    bare_backend: str | None = None
+    # Benchmarks: another ext_proc server in place of `extproc serve` (its gRPC address is
+    # appended to the command).
+    service_command: list[str] | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -149,13 +155,15 @@ class Stack:
                     "mock provider",
                     mock,
                 )
-            service = self._spawn(
-                "service", [sys.executable, "-m", "extproc", "serve", str(self.config_path)]
-            )
-            address = runtime.source.service.grpc_address
-            wait_until(lambda: grpc_serving(address), timeout, "ext_proc service", service)
+            if self.bare_backend is None:
+                address = runtime.source.service.grpc_address
+                argv = [sys.executable, "-m", "extproc", "serve", str(self.config_path)]
+                if self.service_command is not None:
+                    argv = [*self.service_command, address]
+                service = self._spawn("service", argv)
+                wait_until(lambda: grpc_serving(address), timeout, "ext_proc service", service)
             envoy_config = self.workdir / "envoy.yaml"
-            envoy_config.write_text(render_yaml(runtime))
+            envoy_config.write_text(render_yaml(runtime, bare_backend=self.bare_backend))
             envoy = self._spawn(
                 "envoy",
                 [
@@ -167,6 +175,7 @@ class Stack:
                     "warning",
                     "--drain-time-s",
                     "1",
+                    *self.envoy_args,
                 ],
             )
             wait_until(lambda: envoy_ready(runtime.source.admin.port), timeout, "envoy", envoy)
