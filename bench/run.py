@@ -218,7 +218,7 @@ def main() -> None:
     print(f"load: {load}, Envoy --concurrency 1, median of {ROUNDS} interleaved rounds\n")
     print(
         "| setup | body | requests/s | p50 ms | p99 ms "
-        "| Envoy CPU µs/req | service CPU µs/req | mock CPU µs/req | errors |"
+        "| Envoy CPU µs/req | ext_proc CPU µs/req | mock CPU µs/req | errors |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for (label, size), measured in runs.items():
