@@ -11,7 +11,7 @@ import pytest
 from tests.integration.conftest import Gateway, start_gateway
 
 CONFIG = """
-listener: {{port: {port}}}
+listener: {{port: {port}, request_timeout: 1s}}
 admin: {{port: {admin_port}}}
 service:
   grpc_address: "unix://{socket}"
@@ -39,6 +39,16 @@ def test_requests_flow_over_the_unix_socket(sidecar: Gateway) -> None:
         reply = http.post("/v1/chat/completions", json=HELLO)
     assert reply.status_code == 200
     assert reply.json()["choices"][0]["message"]["content"] == "via a socket"
+
+
+def test_a_provider_slower_than_the_request_timeout_gets_a_json_504(sidecar: Gateway) -> None:
+    with sidecar.http() as http:
+        started = time.monotonic()
+        reply = http.post("/v1/chat/completions", json=HELLO, headers={"x-mock-delay-ms": "3000"})
+        elapsed = time.monotonic() - started
+    assert reply.status_code == 504
+    assert reply.json()["error"]["code"] == "upstream_error"
+    assert elapsed < 2.5
 
 
 def test_without_the_service_requests_fail_closed_with_json(sidecar: Gateway) -> None:
