@@ -19,6 +19,8 @@ class Continue:
     skip_request_body: bool = False
     # Dynamic metadata to emit in the service's namespace.
     metadata: dict[str, str] | None = None
+    # Response headers only: have Envoy send the response body, "buffered" or "streamed".
+    response_body: str | None = None
 
 
 @dataclass(slots=True)

@@ -22,6 +22,18 @@ SKIP_REST = _Mode(
     response_body_mode=_Mode.NONE,
     response_trailer_mode=_Mode.SKIP,
 )
+# The response-headers reply turns on the response body only where a policy must read it.
+_RESPONSE_BODY_MODES = {
+    name: _Mode(
+        request_header_mode=_Mode.SEND,
+        request_body_mode=_Mode.BUFFERED,
+        request_trailer_mode=_Mode.SKIP,
+        response_header_mode=_Mode.SEND,
+        response_body_mode=mode,
+        response_trailer_mode=_Mode.SKIP,
+    )
+    for name, mode in (("buffered", _Mode.BUFFERED), ("streamed", _Mode.STREAMED))
+}
 _ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
 
 
@@ -86,7 +98,10 @@ def _common(decision: Continue) -> ext.CommonResponse:
     if decision.set_headers or decision.remove_headers:
         common.header_mutation.CopyFrom(_mutation(decision.set_headers, decision.remove_headers))
     if decision.body is not None:
-        common.body_mutation.body = decision.body
+        if decision.body:
+            common.body_mutation.body = decision.body
+        else:
+            common.body_mutation.clear_body = True
     return common
 
 
@@ -122,4 +137,13 @@ def request_body_reply(decision: Decision) -> ext.ProcessingResponse:
 
 
 def response_headers_reply(decision: Continue) -> ext.ProcessingResponse:
-    return ext.ProcessingResponse(response_headers=ext.HeadersResponse(response=_common(decision)))
+    response = ext.ProcessingResponse(
+        response_headers=ext.HeadersResponse(response=_common(decision))
+    )
+    if decision.response_body is not None:
+        response.mode_override.CopyFrom(_RESPONSE_BODY_MODES[decision.response_body])
+    return response
+
+
+def response_body_reply(decision: Continue) -> ext.ProcessingResponse:
+    return ext.ProcessingResponse(response_body=ext.BodyResponse(response=_common(decision)))

@@ -22,6 +22,9 @@ from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Runtime, Schema, Tenant
 from extproc.decisions import Continue, Decision, Reply
 from extproc.identity import identify
+from extproc.policy.engine import Decisions, Redactions, evaluate_request, response_needs
+from extproc.policy.filters import OutputFilter, output_filter
+from extproc.policy.rules import EMPTY
 from extproc.routing import Routed, listing, model_object, resolve
 
 JSON_HEADERS = [("content-type", "application/json")]
@@ -129,6 +132,10 @@ class Exchange:
         self.status = 0
         self.error_code: str | None = None
         self.attempt = 1
+        self.policies = EMPTY
+        self.redactions = Redactions()
+        self.decisions = Decisions()
+        self.output: OutputFilter | None = None
 
     # -- request headers ------------------------------------------------------------
 
@@ -240,9 +247,17 @@ class Exchange:
                     "model",
                 )
             )
-        return self.forward(body)
+        self.policies = self.runtime.policy_set(self.tenant, routed.model)
+        changed = False
+        if not self.policies.empty:
+            refusal, changed = evaluate_request(
+                self.policies, self.endpoint.kind, body, self.redactions, self.decisions
+            )
+            if refusal is not None:
+                return self.error(refusal)
+        return self.forward(body, changed)
 
-    def forward(self, body: dict[str, Any]) -> Continue:
+    def forward(self, body: dict[str, Any], changed: bool = False) -> Continue:
         """Rewrite the request for the first attempt's backend and route it."""
         assert self.routed is not None and self.endpoint is not None
         routed = self.routed
@@ -251,6 +266,8 @@ class Exchange:
         decision = Continue(clear_route_cache=True)
         if body["model"] != routed.upstream_model:
             body["model"] = routed.upstream_model
+            changed = True
+        if changed:
             decision.body = orjson.dumps(body)
         headers = decision.set_headers
         headers.append((names.ROUTE_HEADER, routed.route.cluster))
@@ -271,6 +288,9 @@ class Exchange:
         # needs under the same name was overwritten above instead.
         set_names = {name for name, _ in headers}
         decision.remove_headers.extend(h for h in CLIENT_CREDENTIAL_HEADERS if h not in set_names)
+        if response_needs(self.policies, self.redactions):
+            # The gateway will read the response: ask for it uncompressed.
+            decision.remove_headers.append("accept-encoding")
         return decision
 
     # -- response headers -----------------------------------------------------------
@@ -289,6 +309,33 @@ class Exchange:
                 self.attempt = int(attempt)
         if routed.deprecation is not None:
             decision.set_headers.extend(routed.deprecation.response_headers)
+        if self.status == 200 and response_needs(self.policies, self.redactions):
+            assert self.endpoint is not None
+            self.output = output_filter(
+                headers.get("content-type", ""),
+                self.endpoint,
+                self.policies,
+                self.redactions,
+                self.decisions,
+            )
+            if self.output is not None:
+                decision.response_body = self.output.mode
+                if self.output.mode == "streamed":
+                    # Chunks change size as they pass; the length is no longer known.
+                    decision.remove_headers.append("content-length")
+        return decision
+
+    # -- response body ----------------------------------------------------------------
+
+    def response_body(self, chunk: bytes, end_of_stream: bool) -> Continue:
+        if self.output is None:
+            return Continue()
+        body = self.output.feed(chunk, end_of_stream)
+        if body is None:
+            return Continue()
+        decision = Continue(body=body)
+        if self.output.mode == "buffered":
+            decision.set_headers.append(("content-length", str(len(body))))
         return decision
 
     # -- replies and the record -----------------------------------------------------
@@ -336,4 +383,6 @@ class Exchange:
                 record["attempt"] = self.attempt
         if self.error_code is not None:
             record["error"] = self.error_code
+        if self.decisions.counts:
+            record["policy"] = self.decisions.records()
         return record

@@ -8,7 +8,8 @@ the text. Request headers make it misbehave on purpose:
                           JSON: close the connection without answering
 Response headers report what arrived, so tests can see what the gateway sent upstream:
   x-mock-path, x-mock-host, x-mock-authorization-sha256, x-mock-api-key-sha256,
-  x-mock-headers (the names of all request headers)
+  x-mock-headers (the names of all request headers), x-mock-prompt-sha256 (of the last
+  user message's text, as the provider received it)
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def _error(schema: str, status: int, message: str) -> web.Response:
     )
 
 
-def _echo_headers(request: web.Request) -> dict[str, str]:
+def _echo_headers(request: web.Request, prompt: str | None = None) -> dict[str, str]:
     headers = {
         "x-mock-path": request.path_qs,
         "x-mock-host": request.headers.get("host", ""),
@@ -110,6 +111,8 @@ def _echo_headers(request: web.Request) -> dict[str, str]:
         value = request.headers.get(name)
         if value is not None:
             headers[f"x-mock-{label}-sha256"] = hashlib.sha256(value.encode()).hexdigest()
+    if prompt is not None:
+        headers["x-mock-prompt-sha256"] = hashlib.sha256(prompt.encode()).hexdigest()
     return headers
 
 
@@ -201,7 +204,7 @@ class MockProvider:
             return web.Response(
                 body=orjson.dumps(payload),
                 content_type="application/json",
-                headers=_echo_headers(request),
+                headers=_echo_headers(request, text),
             )
 
         base = {
@@ -223,7 +226,7 @@ class MockProvider:
         if isinstance(options, dict) and options.get("include_usage"):
             events.append(_sse(orjson.dumps({**base, "choices": [], "usage": usage})))
         events.append(b"data: [DONE]\n\n")
-        return await self._stream(request, events, cut_after)
+        return await self._stream(request, events, cut_after, text)
 
     async def messages(
         self, request: web.Request, body: dict[str, Any], cut_after: int | None
@@ -248,7 +251,7 @@ class MockProvider:
             return web.Response(
                 body=orjson.dumps(payload),
                 content_type="application/json",
-                headers=_echo_headers(request),
+                headers=_echo_headers(request, text),
             )
         start = {
             "type": "message_start",
@@ -304,16 +307,16 @@ class MockProvider:
             ),
             _sse(b'{"type":"message_stop"}', "message_stop"),
         ]
-        return await self._stream(request, events, cut_after)
+        return await self._stream(request, events, cut_after, text)
 
     async def _stream(
-        self, request: web.Request, events: list[bytes], cut_after: int | None
+        self, request: web.Request, events: list[bytes], cut_after: int | None, prompt: str
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "content-type": "text/event-stream",
                 "cache-control": "no-cache",
-                **_echo_headers(request),
+                **_echo_headers(request, prompt),
             }
         )
         await response.prepare(request)

@@ -97,6 +97,11 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                         reply = envoy.response_headers_reply(
                             exchange.response_headers(envoy.headers_of(headers))
                         )
+                    elif kind == "response_body":
+                        chunk = request.response_body
+                        reply = envoy.response_body_reply(
+                            exchange.response_body(chunk.body, chunk.end_of_stream)
+                        )
                     else:
                         reply = _PASSTHROUGH[kind or "request_headers"]()
                 except Exception:
@@ -116,6 +121,8 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             model = routed.model.name if routed else ""
             backend = str(record.get("backend", ""))
             self.metrics.requests.labels(model, backend, str(record["status"] or "none")).inc()
+            for key in exchange.decisions.counts:
+                self.metrics.policy_decisions.labels(*key).inc()
             log.info("exchange", **record)
 
     async def _attempt(self, context: grpc.aio.ServicerContext) -> None:

@@ -15,6 +15,8 @@ import yaml
 from extproc.config import runtime as rt
 from extproc.config.schema import fill
 from extproc.config.v1 import config_pb2 as pb
+from extproc.policy.compile import compile_policy
+from extproc.policy.rules import Policy
 
 DEFAULT_RETRY_ON = ("connect-failure", "reset", "5xx", "429")
 RETRY_CONDITIONS = frozenset(
@@ -42,13 +44,21 @@ _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "c
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML without implicit timestamps: dates stay strings and are checked by the schema."""
+    """YAML 1.2 scalars: no implicit timestamps (dates stay strings and are checked by the
+    schema), and only true/false are booleans (YAML 1.1 also reads yes/no/on/off)."""
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 class ConfigError(Exception):
@@ -176,6 +186,7 @@ class _Checker:
     def build(self) -> rt.Runtime:
         config = self.config
         self.check_listener_and_service()
+        self.policies = self.build_policies()
         backends = self.build_backends()
         models = self.build_models(backends)
         tenants, by_key, by_spiffe = self.build_tenants()
@@ -198,6 +209,7 @@ class _Checker:
             anonymous_tenant=anonymous,
             max_request_bytes=config.limits.max_request_bytes,
             loaded_at=int(time.time()),
+            policies=self.policies,
         )
         self.index_models(runtime)
         return runtime
@@ -222,6 +234,29 @@ class _Checker:
             self.problem("service.metrics_address", 'expected "host:port" or "off"')
         if self.config.service.message_timeout.ToNanoseconds() <= 0:
             self.problem("service.message_timeout", "must be positive")
+
+    def build_policies(self) -> dict[str, Policy]:
+        policies: dict[str, Policy] = {}
+        for index, source in enumerate(self.config.policies):
+            path = f"policies[{index}]"
+            if source.name in policies:
+                self.problem(f"{path}.name", f'duplicate policy name "{source.name}"')
+                continue
+            built = compile_policy(source, path, self.problem)
+            if built is not None:
+                policies[source.name] = built
+        return policies
+
+    def policy_refs(self, names: list[str], path: str) -> tuple[Policy, ...]:
+        found = []
+        for index, name in enumerate(names):
+            policy = self.policies.get(name)
+            if policy is None:
+                if not any(p.name == name for p in self.config.policies):
+                    self.problem(f"{path}[{index}]", f'no policy named "{name}"')
+            else:
+                found.append(policy)
+        return tuple(found)
 
     def build_backends(self) -> dict[str, rt.Backend]:
         backends: dict[str, rt.Backend] = {}
@@ -398,6 +433,7 @@ class _Checker:
             owned_by=model.owned_by,
             retry_on=tuple(model.retry_on),
             is_pattern="*" in model.name,
+            policies=self.policy_refs(list(model.policies), f"{path}.policies"),
         )
 
     def build_target(
@@ -528,7 +564,11 @@ class _Checker:
                         f"{path}.models[{position}]", f'"{pattern}" is not a valid pattern'
                     )
                 globs.append(rt.Glob(pattern))
-            tenant = rt.Tenant(name=source.name, model_globs=tuple(globs))
+            tenant = rt.Tenant(
+                name=source.name,
+                model_globs=tuple(globs),
+                policies=self.policy_refs(list(source.policies), f"{path}.policies"),
+            )
             tenants[source.name] = tenant
             for position, digest in enumerate(source.api_key_sha256):
                 normalized = digest.lower()

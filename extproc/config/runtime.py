@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from extproc.config.v1 import config_pb2 as pb
+from extproc.policy.rules import EMPTY, Policy, PolicySet
 
 
 class Schema(StrEnum):
@@ -126,6 +127,7 @@ class Model:
     owned_by: str
     retry_on: tuple[str, ...]
     is_pattern: bool
+    policies: tuple[Policy, ...] = ()
 
     def pick(self, roll: float) -> Route:
         """The route for a uniform random roll in [0, 1)."""
@@ -139,6 +141,7 @@ class Model:
 class Tenant:
     name: str
     model_globs: tuple[Glob, ...]
+    policies: tuple[Policy, ...] = ()
 
     def allows(self, model: str) -> bool:
         return not self.model_globs or any(g.match(model) for g in self.model_globs)
@@ -158,6 +161,18 @@ class Runtime:
     max_request_bytes: int
     fallback_routes: dict[str, Route] = field(default_factory=dict)
     loaded_at: int = 0
+    policies: dict[str, Policy] = field(default_factory=dict)
+    # One merged set per (tenant, model) pair, built on first use; bounded by the config.
+    _policy_sets: dict[tuple[str, str], PolicySet] = field(default_factory=dict)
+
+    def policy_set(self, tenant: Tenant, model: Model) -> PolicySet:
+        key = (tenant.name, model.name)
+        found = self._policy_sets.get(key)
+        if found is None:
+            merged = tenant.policies + tuple(p for p in model.policies if p not in tenant.policies)
+            found = PolicySet(merged) if merged else EMPTY
+            self._policy_sets[key] = found
+        return found
 
     def find_model(self, name: str) -> Model | None:
         model = self.exact_models.get(name)

@@ -24,6 +24,7 @@ PHASES = (
     "request_headers",
     "request_body",
     "response_headers",
+    "response_body",
     "upstream_request_headers",
     "upstream_request_body",
 )
@@ -44,6 +45,12 @@ class Metrics:
             "Time the service spent on one ext_proc message, by phase.",
             ["phase"],
             buckets=_PHASE_BUCKETS,
+            registry=self.registry,
+        )
+        self.policy_decisions = Counter(
+            "extproc_policy_decisions",
+            "Exchanges in which a policy rule fired, by what it did or (shadow) would have done.",
+            ["policy", "kind", "rule", "action", "mode", "direction"],
             registry=self.registry,
         )
         self.active_streams = Gauge(

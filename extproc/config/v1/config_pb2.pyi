@@ -45,6 +45,52 @@ ANTHROPIC: Schema.ValueType  # 2
 """Anthropic's Messages API."""
 Global___Schema: _TypeAlias = Schema  # noqa: Y015
 
+class _Role:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLE_UNSPECIFIED: _Role.ValueType  # 0
+    SYSTEM: _Role.ValueType  # 1
+    """System prompts (OpenAI "system" and "developer", Anthropic "system")."""
+    USER: _Role.ValueType  # 2
+    ASSISTANT: _Role.ValueType  # 3
+    """Model output, including tool-call arguments."""
+    TOOL: _Role.ValueType  # 4
+    """Tool results sent back to the model."""
+
+class Role(_Role, metaclass=_RoleEnumTypeWrapper):
+    """Who wrote a piece of text in a conversation."""
+
+ROLE_UNSPECIFIED: Role.ValueType  # 0
+SYSTEM: Role.ValueType  # 1
+"""System prompts (OpenAI "system" and "developer", Anthropic "system")."""
+USER: Role.ValueType  # 2
+ASSISTANT: Role.ValueType  # 3
+"""Model output, including tool-call arguments."""
+TOOL: Role.ValueType  # 4
+"""Tool results sent back to the model."""
+Global___Role: _TypeAlias = Role  # noqa: Y015
+
+class _Direction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Direction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DIRECTION_UNSPECIFIED: _Direction.ValueType  # 0
+    REQUEST: _Direction.ValueType  # 1
+    RESPONSE: _Direction.ValueType  # 2
+
+class Direction(_Direction, metaclass=_DirectionEnumTypeWrapper):
+    """Which way the text travels: to the provider, or back to the client."""
+
+DIRECTION_UNSPECIFIED: Direction.ValueType  # 0
+REQUEST: Direction.ValueType  # 1
+RESPONSE: Direction.ValueType  # 2
+Global___Direction: _TypeAlias = Direction  # noqa: Y015
+
 @_typing.final
 class Config(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -57,6 +103,7 @@ class Config(_message.Message):
     TENANTS_FIELD_NUMBER: _builtins.int
     AUTH_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    POLICIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def listener(self) -> Global___Listener:
         """Where Envoy accepts client traffic."""
@@ -89,6 +136,10 @@ class Config(_message.Message):
     def limits(self) -> Global___Limits:
         """Request limits enforced before any provider is called."""
 
+    @_builtins.property
+    def policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Policy]:
+        """Prompt policies, attached by name to tenants and models. Names are unique."""
+
     def __init__(
         self,
         *,
@@ -100,10 +151,11 @@ class Config(_message.Message):
         tenants: _abc.Iterable[Global___Tenant] | None = ...,
         auth: Global___Auth | None = ...,
         limits: Global___Limits | None = ...,
+        policies: _abc.Iterable[Global___Policy] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "auth", b"auth", "limits", b"limits", "listener", b"listener", "service", b"service"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "auth", b"auth", "backends", b"backends", "limits", b"limits", "listener", b"listener", "models", b"models", "service", b"service", "tenants", b"tenants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "auth", b"auth", "backends", b"backends", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "service", b"service", "tenants", b"tenants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -388,6 +440,7 @@ class Model(_message.Message):
     RETRY_ON_FIELD_NUMBER: _builtins.int
     DEPRECATION_FIELD_NUMBER: _builtins.int
     OWNED_BY_FIELD_NUMBER: _builtins.int
+    POLICIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name clients send in the request body's "model". May be a glob pattern with "*"
     ("claude-*"); exact names and aliases are tried first, then patterns in file order.
@@ -418,6 +471,10 @@ class Model(_message.Message):
     def deprecation(self) -> Global___Deprecation:
         """Announce retirement, and what happens after it."""
 
+    @_builtins.property
+    def policies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Policies applied to every request for this model (after the tenant's)."""
+
     def __init__(
         self,
         *,
@@ -428,10 +485,11 @@ class Model(_message.Message):
         retry_on: _abc.Iterable[_builtins.str] | None = ...,
         deprecation: Global___Deprecation | None = ...,
         owned_by: _builtins.str = ...,
+        policies: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deprecation", b"deprecation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "deprecation", b"deprecation", "fallbacks", b"fallbacks", "name", b"name", "owned_by", b"owned_by", "retry_on", b"retry_on", "routes", b"routes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "deprecation", b"deprecation", "fallbacks", b"fallbacks", "name", b"name", "owned_by", b"owned_by", "policies", b"policies", "retry_on", b"retry_on", "routes", b"routes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -527,6 +585,7 @@ class Tenant(_message.Message):
     API_KEY_SHA256_FIELD_NUMBER: _builtins.int
     SPIFFE_IDS_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
+    POLICIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     @_builtins.property
     def api_key_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -542,6 +601,10 @@ class Tenant(_message.Message):
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Model names (glob patterns) this tenant may use. Empty: all models."""
 
+    @_builtins.property
+    def policies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Policies applied to every request of this tenant."""
+
     def __init__(
         self,
         *,
@@ -549,10 +612,11 @@ class Tenant(_message.Message):
         api_key_sha256: _abc.Iterable[_builtins.str] | None = ...,
         spiffe_ids: _abc.Iterable[_builtins.str] | None = ...,
         models: _abc.Iterable[_builtins.str] | None = ...,
+        policies: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_sha256", b"api_key_sha256", "models", b"models", "name", b"name", "spiffe_ids", b"spiffe_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_sha256", b"api_key_sha256", "models", b"models", "name", b"name", "policies", b"policies", "spiffe_ids", b"spiffe_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -597,3 +661,273 @@ class Limits(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Limits: _TypeAlias = Limits  # noqa: Y015
+
+@_typing.final
+class Policy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Mode:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Policy._Mode.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        MODE_UNSPECIFIED: Policy._Mode.ValueType  # 0
+        ENFORCE: Policy._Mode.ValueType  # 1
+        """Decisions are applied. The default."""
+        SHADOW: Policy._Mode.ValueType  # 2
+        """Traffic is untouched; logs and metrics record what would have happened."""
+
+    class Mode(_Mode, metaclass=_ModeEnumTypeWrapper): ...
+    MODE_UNSPECIFIED: Policy.Mode.ValueType  # 0
+    ENFORCE: Policy.Mode.ValueType  # 1
+    """Decisions are applied. The default."""
+    SHADOW: Policy.Mode.ValueType  # 2
+    """Traffic is untouched; logs and metrics record what would have happened."""
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    DENY_FIELD_NUMBER: _builtins.int
+    PII_FIELD_NUMBER: _builtins.int
+    RESTORE_REDACTED_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    SYSTEM_PROMPT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    mode: Global___Policy.Mode.ValueType
+    restore_redacted: _builtins.bool
+    """Reversible redaction: providers see placeholders ("[EMAIL_1]"), and the client's
+    response has the original values put back (JSON and streams).
+    """
+    @_builtins.property
+    def deny(self) -> _containers.RepeatedCompositeFieldContainer[Global___DenyRule]:
+        """Text that must not pass. A match denies the request (400, naming the rule) or ends
+        a streamed response cleanly.
+        """
+
+    @_builtins.property
+    def pii(self) -> _containers.RepeatedCompositeFieldContainer[Global___PiiRule]:
+        """Personal data and secrets, and what to do when they are found."""
+
+    @_builtins.property
+    def limits(self) -> Global___PolicyLimits: ...
+    @_builtins.property
+    def system_prompt(self) -> Global___SystemPrompt:
+        """System messages added to every request."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        mode: Global___Policy.Mode.ValueType = ...,
+        deny: _abc.Iterable[Global___DenyRule] | None = ...,
+        pii: _abc.Iterable[Global___PiiRule] | None = ...,
+        restore_redacted: _builtins.bool = ...,
+        limits: Global___PolicyLimits | None = ...,
+        system_prompt: Global___SystemPrompt | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "system_prompt", b"system_prompt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deny", b"deny", "limits", b"limits", "mode", b"mode", "name", b"name", "pii", b"pii", "restore_redacted", b"restore_redacted", "system_prompt", b"system_prompt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Policy: _TypeAlias = Policy  # noqa: Y015
+
+@_typing.final
+class DenyRule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATTERNS_FIELD_NUMBER: _builtins.int
+    KEYWORDS_FIELD_NUMBER: _builtins.int
+    CASE_SENSITIVE_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    APPLY_TO_FIELD_NUMBER: _builtins.int
+    MAX_MATCH_LENGTH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Named in errors, logs and metrics (never the matched text)."""
+    case_sensitive: _builtins.bool
+    """Default false: patterns and keywords match regardless of case."""
+    max_match_length: _builtins.int
+    """Responses are streamed; text that could still become a match is held back this
+    many characters at most. Default 128. (Keywords need only their own length.)
+    """
+    @_builtins.property
+    def patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """RE2 regular expressions."""
+
+    @_builtins.property
+    def keywords(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Words or phrases, matched as whole words."""
+
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[Global___Role.ValueType]:
+        """Whose text is checked. Default: all roles."""
+
+    @_builtins.property
+    def apply_to(self) -> _containers.RepeatedScalarFieldContainer[Global___Direction.ValueType]:
+        """Default [request]. See PiiRule.apply_to for the cost of [response]."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        patterns: _abc.Iterable[_builtins.str] | None = ...,
+        keywords: _abc.Iterable[_builtins.str] | None = ...,
+        case_sensitive: _builtins.bool = ...,
+        roles: _abc.Iterable[Global___Role.ValueType] | None = ...,
+        apply_to: _abc.Iterable[Global___Direction.ValueType] | None = ...,
+        max_match_length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply_to", b"apply_to", "case_sensitive", b"case_sensitive", "keywords", b"keywords", "max_match_length", b"max_match_length", "name", b"name", "patterns", b"patterns", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DenyRule: _TypeAlias = DenyRule  # noqa: Y015
+
+@_typing.final
+class PiiRule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Action:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[PiiRule._Action.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        ACTION_UNSPECIFIED: PiiRule._Action.ValueType  # 0
+        REDACT: PiiRule._Action.ValueType  # 1
+        """Replace with a typed placeholder: "[EMAIL_1]". The default."""
+        MASK: PiiRule._Action.ValueType  # 2
+        """Replace most characters with "*": "j***@example.com", "**** **** **** 1111"."""
+        BLOCK: PiiRule._Action.ValueType  # 3
+        """Deny the request (400, naming the detector) or end a streamed response cleanly."""
+        ALLOW: PiiRule._Action.ValueType  # 4
+        """Only record the finding."""
+
+    class Action(_Action, metaclass=_ActionEnumTypeWrapper): ...
+    ACTION_UNSPECIFIED: PiiRule.Action.ValueType  # 0
+    REDACT: PiiRule.Action.ValueType  # 1
+    """Replace with a typed placeholder: "[EMAIL_1]". The default."""
+    MASK: PiiRule.Action.ValueType  # 2
+    """Replace most characters with "*": "j***@example.com", "**** **** **** 1111"."""
+    BLOCK: PiiRule.Action.ValueType  # 3
+    """Deny the request (400, naming the detector) or end a streamed response cleanly."""
+    ALLOW: PiiRule.Action.ValueType  # 4
+    """Only record the finding."""
+
+    DETECTOR_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PATTERN_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    APPLY_TO_FIELD_NUMBER: _builtins.int
+    MAX_MATCH_LENGTH_FIELD_NUMBER: _builtins.int
+    detector: _builtins.str
+    """A built-in detector: email, phone, payment_card, us_ssn, iban, ip_address, secret."""
+    name: _builtins.str
+    """Or a custom detector: a name and an RE2 pattern."""
+    pattern: _builtins.str
+    label: _builtins.str
+    """Placeholder type for a custom detector ("[LABEL_1]"). Default: the name, upper-cased."""
+    action: Global___PiiRule.Action.ValueType
+    max_match_length: _builtins.int
+    """Custom detectors in streamed responses: the longest text the pattern can match;
+    streamed output is held back this far. Default 32.
+    """
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[Global___Role.ValueType]:
+        """Whose text is checked. Default: all roles."""
+
+    @_builtins.property
+    def apply_to(self) -> _containers.RepeatedScalarFieldContainer[Global___Direction.ValueType]:
+        """Default [request]. Checking responses too costs the gateway reading every response
+        (one more gRPC message for JSON, one per chunk for streams).
+        """
+
+    def __init__(
+        self,
+        *,
+        detector: _builtins.str = ...,
+        name: _builtins.str = ...,
+        pattern: _builtins.str = ...,
+        label: _builtins.str = ...,
+        action: Global___PiiRule.Action.ValueType = ...,
+        roles: _abc.Iterable[Global___Role.ValueType] | None = ...,
+        apply_to: _abc.Iterable[Global___Direction.ValueType] | None = ...,
+        max_match_length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "apply_to", b"apply_to", "detector", b"detector", "label", b"label", "max_match_length", b"max_match_length", "name", b"name", "pattern", b"pattern", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PiiRule: _TypeAlias = PiiRule  # noqa: Y015
+
+@_typing.final
+class PolicyLimits(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_MESSAGES_FIELD_NUMBER: _builtins.int
+    MAX_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    DEFAULT_MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    max_messages: _builtins.int
+    """Most messages in one request."""
+    max_prompt_tokens: _builtins.int
+    """Most prompt tokens, counted with an offline o200k tokenizer."""
+    max_tokens: _builtins.int
+    """Cap on the completion length a client may ask for (max_tokens,
+    max_completion_tokens); larger values are lowered to it.
+    """
+    default_max_tokens: _builtins.int
+    """Completion length set when the client asks for none."""
+    def __init__(
+        self,
+        *,
+        max_messages: _builtins.int = ...,
+        max_prompt_tokens: _builtins.int = ...,
+        max_tokens: _builtins.int = ...,
+        default_max_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_max_tokens", b"default_max_tokens", "max_messages", b"max_messages", "max_prompt_tokens", b"max_prompt_tokens", "max_tokens", b"max_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyLimits: _TypeAlias = PolicyLimits  # noqa: Y015
+
+@_typing.final
+class SystemPrompt(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREPEND_FIELD_NUMBER: _builtins.int
+    APPEND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def prepend(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Added before the conversation."""
+
+    @_builtins.property
+    def append(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Added after the conversation: OpenAI a last system message, Anthropic the end of
+        the system text.
+        """
+
+    def __init__(
+        self,
+        *,
+        prepend: _abc.Iterable[_builtins.str] | None = ...,
+        append: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append", b"append", "prepend", b"prepend"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SystemPrompt: _TypeAlias = SystemPrompt  # noqa: Y015

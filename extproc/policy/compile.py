@@ -1,0 +1,190 @@
+"""Build compiled policies from the config, reporting problems with their field paths."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import re2
+
+from extproc.config.v1 import config_pb2 as pb
+from extproc.policy.detectors import BUILTIN, compile_pattern, custom_detector
+from extproc.policy.rules import Action, DenyRule, Limits, PiiRule, Policy
+
+_ROLE_NAMES: dict[int, str] = {
+    pb.SYSTEM: "system",
+    pb.USER: "user",
+    pb.ASSISTANT: "assistant",
+    pb.TOOL: "tool",
+}
+_ACTIONS = {
+    pb.PiiRule.REDACT: Action.REDACT,
+    pb.PiiRule.MASK: Action.MASK,
+    pb.PiiRule.BLOCK: Action.BLOCK,
+    pb.PiiRule.ALLOW: Action.ALLOW,
+}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_LABEL = re.compile(r"^[A-Z][A-Z0-9]{0,23}$")
+DEFAULT_MAX_MATCH_LENGTH = 128
+# Custom detectors are usually short codes (employee ids, account numbers); a stream is
+# held back this far for them unless the rule says otherwise.
+DEFAULT_DETECTOR_MATCH_LENGTH = 32
+
+
+def _roles(values: list[int]) -> frozenset[str]:
+    return frozenset(_ROLE_NAMES[v] for v in values) if values else frozenset(_ROLE_NAMES.values())
+
+
+def _directions(values: list[int], default: tuple[bool, bool]) -> tuple[bool, bool]:
+    if not values:
+        return default
+    return pb.REQUEST in values, pb.RESPONSE in values
+
+
+def _keyword_pattern(keyword: str) -> str:
+    """A whole-word match where the keyword starts or ends with a word character."""
+    escaped = re2.escape(keyword)
+    prefix = r"\b" if keyword[:1].isalnum() else ""
+    suffix = r"\b" if keyword[-1:].isalnum() else ""
+    return f"{prefix}{escaped}{suffix}"
+
+
+def compile_policy(
+    source: pb.Policy, path: str, problem: Callable[[str, str], None]
+) -> Policy | None:
+    ok = True
+    if not _NAME.match(source.name):
+        problem(f"{path}.name", f'"{source.name}" is not a valid name')
+        ok = False
+    shadow = source.mode == pb.Policy.SHADOW
+    deny: list[DenyRule] = []
+    for index, rule in enumerate(source.deny):
+        built = _deny_rule(rule, source.name, shadow, f"{path}.deny[{index}]", problem)
+        ok = ok and built is not None
+        if built is not None:
+            deny.append(built)
+    pii: list[PiiRule] = []
+    for index, pii_source in enumerate(source.pii):
+        pii_rule = _pii_rule(pii_source, source, shadow, f"{path}.pii[{index}]", problem)
+        ok = ok and pii_rule is not None
+        if pii_rule is not None:
+            pii.append(pii_rule)
+    limits = source.limits
+    if limits.max_tokens and limits.default_max_tokens > limits.max_tokens:
+        problem(f"{path}.limits.default_max_tokens", "is above limits.max_tokens")
+        ok = False
+    if not ok:
+        return None
+    return Policy(
+        name=source.name,
+        shadow=shadow,
+        deny=tuple(deny),
+        pii=tuple(pii),
+        limits=Limits(
+            max_messages=limits.max_messages,
+            max_prompt_tokens=limits.max_prompt_tokens,
+            max_tokens=limits.max_tokens,
+            default_max_tokens=limits.default_max_tokens,
+        ),
+        prepend=tuple(source.system_prompt.prepend),
+        append=tuple(source.system_prompt.append),
+    )
+
+
+def _deny_rule(
+    rule: pb.DenyRule, policy: str, shadow: bool, path: str, problem: Callable[[str, str], None]
+) -> DenyRule | None:
+    if not _NAME.match(rule.name):
+        problem(f"{path}.name", f'"{rule.name}" is not a valid rule name')
+        return None
+    if not rule.patterns and not rule.keywords:
+        problem(path, "set patterns, keywords, or both")
+        return None
+    alternatives: list[str] = []
+    ok = True
+    for index, pattern in enumerate(rule.patterns):
+        try:
+            compile_pattern(pattern)
+        except re2.error as error:
+            problem(
+                f"{path}.patterns[{index}]", f"RE2 cannot compile this pattern: {_reason(error)}"
+            )
+            ok = False
+        alternatives.append(f"(?:{pattern})")
+    for index, keyword in enumerate(rule.keywords):
+        if not keyword.strip():
+            problem(f"{path}.keywords[{index}]", "is empty")
+            ok = False
+        alternatives.append(_keyword_pattern(keyword))
+    if not ok:
+        return None
+    request, response = _directions(list(rule.apply_to), (True, False))
+    keywords = tuple(k if rule.case_sensitive else k.lower() for k in rule.keywords)
+    return DenyRule(
+        name=rule.name,
+        policy=policy,
+        shadow=shadow,
+        regex=compile_pattern("|".join(alternatives), case_sensitive=rule.case_sensitive),
+        keywords=keywords,
+        case_sensitive=rule.case_sensitive,
+        roles=_roles(list(rule.roles)),
+        request=request,
+        response=response,
+        max_length=rule.max_match_length or DEFAULT_MAX_MATCH_LENGTH,
+        has_patterns=bool(rule.patterns),
+    )
+
+
+def _pii_rule(
+    rule: pb.PiiRule,
+    policy: pb.Policy,
+    shadow: bool,
+    path: str,
+    problem: Callable[[str, str], None],
+) -> PiiRule | None:
+    if rule.detector:
+        if rule.name or rule.pattern:
+            problem(path, "set either detector (built-in) or name and pattern (custom), not both")
+            return None
+        detector = BUILTIN.get(rule.detector)
+        if detector is None:
+            known = ", ".join(BUILTIN)
+            problem(f"{path}.detector", f'no built-in detector "{rule.detector}" (known: {known})')
+            return None
+    else:
+        if not rule.name or not rule.pattern:
+            problem(path, "set detector (built-in), or name and pattern (custom)")
+            return None
+        if not _NAME.match(rule.name) or rule.name in BUILTIN:
+            problem(f"{path}.name", f'"{rule.name}" is not a valid custom detector name')
+            return None
+        label = rule.label or rule.name.upper().replace("-", "").replace("_", "").replace(".", "")
+        if not _LABEL.match(label):
+            problem(f"{path}.label", f'"{label}" is not a valid label (A-Z and digits)')
+            return None
+        try:
+            detector = custom_detector(
+                rule.name,
+                rule.pattern,
+                label,
+                rule.max_match_length or DEFAULT_DETECTOR_MATCH_LENGTH,
+            )
+        except re2.error as error:
+            problem(f"{path}.pattern", f"RE2 cannot compile this pattern: {_reason(error)}")
+            return None
+    request, response = _directions(list(rule.apply_to), (True, False))
+    return PiiRule(
+        detector=detector,
+        action=_ACTIONS.get(rule.action, Action.REDACT),
+        policy=policy.name,
+        shadow=shadow,
+        restore=policy.restore_redacted,
+        roles=_roles(list(rule.roles)),
+        request=request,
+        response=response,
+    )
+
+
+def _reason(error: Exception) -> str:
+    message = error.args[0] if error.args else error
+    return message.decode() if isinstance(message, bytes) else str(message)

@@ -1,0 +1,345 @@
+"""Policy evaluation for one exchange: decisions, placeholders, the request body.
+
+Pure code over parsed bodies. The exchange calls `evaluate_request` once per request;
+responses go through `outputs.py` (JSON) and `streams.py` (SSE) with the same
+`Redactions` and `Decisions`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from extproc.apis import ApiError, Kind
+from extproc.policy.detectors import Detector, Finding, scan
+from extproc.policy.rules import STRENGTH, Action, PiiRule, PolicySet
+from extproc.policy.text import Slot, request_slots
+from extproc.tokens import at_most
+
+_DESCRIPTIONS = {
+    "email": "an e-mail address",
+    "phone": "a phone number",
+    "payment_card": "a payment card number",
+    "us_ssn": "a US social security number",
+    "iban": "an IBAN",
+    "ip_address": "an IP address",
+    "secret": "a secret (credential or private key)",
+}
+
+
+@dataclass(slots=True)
+class Decisions:
+    """What policies did (or would have done, in shadow mode) during one exchange."""
+
+    counts: Counter[tuple[str, str, str, str, str, str]] = field(default_factory=Counter)
+
+    def add(
+        self,
+        policy: str,
+        kind: str,
+        rule: str,
+        action: str,
+        shadow: bool,
+        direction: str,
+        n: int = 1,
+    ) -> None:
+        self.counts[(policy, kind, rule, action, "shadow" if shadow else "enforce", direction)] += n
+
+    def records(self) -> list[dict[str, object]]:
+        return [
+            {"policy": p, "kind": k, "rule": r, "action": a, "mode": m, "direction": d, "count": n}
+            for (p, k, r, a, m, d), n in self.counts.items()
+        ]
+
+
+@dataclass(slots=True)
+class Redactions:
+    """Placeholders of one exchange: the same value always gets the same placeholder."""
+
+    by_value: dict[tuple[str, str], str] = field(default_factory=dict)
+    originals: dict[str, str] = field(default_factory=dict)  # placeholder -> value, to restore
+    numbers: Counter[str] = field(default_factory=Counter)
+
+    def placeholder(self, label: str, value: str, restore: bool) -> str:
+        key = (label, value)
+        found = self.by_value.get(key)
+        if found is None:
+            self.numbers[label] += 1
+            found = f"[{label}_{self.numbers[label]}]"
+            self.by_value[key] = found
+        if restore:
+            self.originals[found] = value
+        return found
+
+    def output_placeholder(self, label: str, value: str) -> str:
+        """A placeholder for a value found in model output: numbered after the request's,
+        never restored (it must not collide with a placeholder that is)."""
+        key = ("out:" + label, value)
+        found = self.by_value.get(key)
+        if found is None:
+            self.numbers[label] += 1
+            found = f"[{label}_{self.numbers[label]}]"
+            self.by_value[key] = found
+        return found
+
+    def restore(self, text: str, json_text: bool = False) -> str:
+        """Originals back in place of placeholders; JSON-escaped inside JSON source text
+        (tool-call arguments), where a quote in a value would break the document."""
+        if not self.originals or "[" not in text:
+            return text
+        for placeholder, value in self.originals.items():
+            if placeholder in text:
+                text = text.replace(
+                    placeholder, orjson.dumps(value).decode()[1:-1] if json_text else value
+                )
+        return text
+
+
+def blocked(rule_name: str) -> ApiError:
+    return ApiError(
+        400,
+        f"The request was blocked by policy rule '{rule_name}'.",
+        "content_policy_violation",
+    )
+
+
+def pii_blocked(detector: Detector, policy: str) -> ApiError:
+    what = _DESCRIPTIONS.get(detector.name, f"data matching '{detector.name}'")
+    return ApiError(
+        400,
+        f"The request contains {what}, which policy '{policy}' does not allow.",
+        "content_policy_violation",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What to do with one detector's findings in text of one role."""
+
+    detector: Detector
+    rules: tuple[PiiRule, ...]  # every rule that records the finding
+    action: Action | None  # the strongest enforced action, None when all are shadow
+    restore: bool
+    policy: str  # the policy whose enforced action it is
+
+
+def applicable(rules: tuple[PiiRule, ...], role: str) -> tuple[Applied, ...]:
+    """Per detector (in first-listed order): its rules for this role and the action."""
+    grouped: dict[int, list[PiiRule]] = {}
+    for rule in rules:
+        if role in rule.roles:
+            grouped.setdefault(id(rule.detector), []).append(rule)
+    result = []
+    for group in grouped.values():
+        enforced = [r for r in group if not r.shadow]
+        strongest = max(enforced, key=lambda r: STRENGTH[r.action]) if enforced else None
+        result.append(
+            Applied(
+                detector=group[0].detector,
+                rules=tuple(group),
+                action=strongest.action if strongest else None,
+                restore=any(r.restore for r in enforced if r.action is Action.REDACT),
+                policy=strongest.policy if strongest else group[0].policy,
+            )
+        )
+    return tuple(result)
+
+
+def rewrite(
+    text: str,
+    findings: list[Finding],
+    by_detector: dict[int, Applied],
+    redactions: Redactions,
+    output: bool = False,
+) -> str:
+    """The text with redacted and masked findings replaced."""
+    parts: list[str] = []
+    position = 0
+    for finding in findings:
+        applied = by_detector[id(finding.detector)]
+        value = text[finding.start : finding.end]
+        if applied.action is Action.REDACT and output:
+            replacement = redactions.output_placeholder(finding.detector.label, value)
+        elif applied.action is Action.REDACT:
+            replacement = redactions.placeholder(finding.detector.label, value, applied.restore)
+        elif applied.action is Action.MASK:
+            replacement = finding.detector.mask(value)
+        else:
+            continue
+        parts.append(text[position : finding.start])
+        parts.append(replacement)
+        position = finding.end
+    if not parts:
+        return text
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+def scan_pii(
+    text: str,
+    applied: tuple[Applied, ...],
+    decisions: Decisions,
+    direction: str,
+) -> tuple[list[Finding], Applied | None]:
+    """Findings in text, recorded; and the first one whose enforced action is block."""
+    findings = scan(text, tuple(a.detector for a in applied))
+    if not findings:
+        return findings, None
+    by_detector = {id(a.detector): a for a in applied}
+    per_detector = Counter(id(f.detector) for f in findings)
+    block = None
+    for detector_id, n in per_detector.items():
+        entry = by_detector[detector_id]
+        for rule in entry.rules:
+            decisions.add(
+                rule.policy,
+                "pii",
+                entry.detector.name,
+                rule.action.value,
+                rule.shadow,
+                direction,
+                n,
+            )
+        if entry.action is Action.BLOCK and block is None:
+            block = entry
+    return findings, block
+
+
+_MAX_TOKEN_FIELDS = {
+    Kind.CHAT: ("max_completion_tokens", "max_tokens"),
+    Kind.COMPLETIONS: ("max_tokens",),
+    Kind.MESSAGES: ("max_tokens",),
+}
+
+
+def _limits(
+    policies: PolicySet, kind: Kind, body: dict[str, Any], slots: list[Slot], decisions: Decisions
+) -> tuple[ApiError | None, bool]:
+    changed = False
+    for policy in policies.policies:
+        limits = policy.limits
+        shadow = policy.shadow
+        messages = body.get("messages")
+        if (
+            limits.max_messages
+            and isinstance(messages, list)
+            and len(messages) > limits.max_messages
+        ):
+            decisions.add(policy.name, "limit", "max_messages", "block", shadow, "request")
+            if not shadow:
+                return ApiError(
+                    400,
+                    f"The request has {len(messages)} messages; "
+                    f"policy '{policy.name}' allows {limits.max_messages}.",
+                    "too_many_messages",
+                    "messages",
+                ), changed
+        if limits.max_prompt_tokens:
+            fits, tokens = at_most([s.text for s in slots], limits.max_prompt_tokens)
+            if not fits:
+                decisions.add(policy.name, "limit", "max_prompt_tokens", "block", shadow, "request")
+                if not shadow:
+                    return ApiError(
+                        400,
+                        f"The prompt has {tokens} tokens; "
+                        f"policy '{policy.name}' allows {limits.max_prompt_tokens}.",
+                        "prompt_too_long",
+                        "messages",
+                    ), changed
+        fields = _MAX_TOKEN_FIELDS.get(kind, ())
+        present = [
+            f for f in fields if isinstance(body.get(f), int) and not isinstance(body.get(f), bool)
+        ]
+        if limits.max_tokens:
+            for name in present:
+                if body[name] > limits.max_tokens:
+                    decisions.add(policy.name, "limit", "max_tokens", "cap", shadow, "request")
+                    if not shadow:
+                        body[name] = limits.max_tokens
+                        changed = True
+        if limits.default_max_tokens and fields and not present and body.get(fields[0]) is None:
+            decisions.add(policy.name, "limit", "default_max_tokens", "set", shadow, "request")
+            if not shadow:
+                body[fields[0]] = limits.default_max_tokens
+                changed = True
+    return None, changed
+
+
+def _decorate(policies: PolicySet, kind: Kind, body: dict[str, Any], decisions: Decisions) -> bool:
+    changed = False
+    for policy in policies.policies:
+        if not policy.prepend and not policy.append:
+            continue
+        if kind not in (Kind.CHAT, Kind.MESSAGES):
+            continue
+        decisions.add(
+            policy.name, "system_prompt", "system_prompt", "add", policy.shadow, "request"
+        )
+        if policy.shadow:
+            continue
+        changed = True
+        if kind is Kind.CHAT:
+            messages = body["messages"]
+            body["messages"] = (
+                [{"role": "system", "content": text} for text in policy.prepend]
+                + messages
+                + [{"role": "system", "content": text} for text in policy.append]
+            )
+        else:
+            body["system"] = _anthropic_system(body.get("system"), policy.prepend, policy.append)
+    return changed
+
+
+def _anthropic_system(existing: Any, prepend: tuple[str, ...], append: tuple[str, ...]) -> Any:
+    if isinstance(existing, list):
+        blocks = [{"type": "text", "text": t} for t in prepend]
+        return blocks + existing + [{"type": "text", "text": t} for t in append]
+    parts = [*prepend, *([existing] if isinstance(existing, str) and existing else []), *append]
+    return "\n\n".join(parts)
+
+
+def evaluate_request(
+    policies: PolicySet,
+    kind: Kind,
+    body: dict[str, Any],
+    redactions: Redactions,
+    decisions: Decisions,
+) -> tuple[ApiError | None, bool]:
+    """Apply the policies to a parsed request body in place; (error, body changed)."""
+    slots = request_slots(kind, body)
+    error, changed = _limits(policies, kind, body, slots, decisions)
+    if error is not None:
+        return error, changed
+    for rule in policies.request_deny:
+        for slot in slots:
+            if slot.role in rule.roles and rule.search(slot.text) is not None:
+                decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, "request")
+                if not rule.shadow:
+                    return blocked(rule.name), changed
+                break
+    if policies.request_pii:
+        per_role: dict[str, tuple[Applied, ...]] = {}
+        for slot in slots:
+            applied = per_role.get(slot.role)
+            if applied is None:
+                applied = per_role[slot.role] = applicable(policies.request_pii, slot.role)
+            if not applied:
+                continue
+            text = slot.text
+            findings, block = scan_pii(text, applied, decisions, "request")
+            if block is not None:
+                return pii_blocked(block.detector, block.policy), changed
+            if findings:
+                new = rewrite(text, findings, {id(a.detector): a for a in applied}, redactions)
+                if new != text:
+                    slot.text = new
+                    changed = True
+    return None, _decorate(policies, kind, body, decisions) or changed
+
+
+def response_needs(policies: PolicySet, redactions: Redactions) -> bool:
+    """Whether the response body must be read: to put values back or to check output."""
+    return bool(redactions.originals) or policies.inspects_responses

@@ -1,0 +1,68 @@
+"""Response policy over JSON bodies: check model output, then put redacted values back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extproc.apis import Kind
+from extproc.config.runtime import Schema
+from extproc.policy.engine import Decisions, Redactions, applicable, rewrite, scan_pii
+from extproc.policy.rules import PolicySet
+from extproc.policy.text import response_slots
+
+
+def check_output(
+    policies: PolicySet, text: str, decisions: Decisions, redactions: Redactions
+) -> tuple[str, bool]:
+    """Model output after the response rules: (new text, blocked)."""
+    for rule in policies.response_deny:
+        if "assistant" in rule.roles and rule.search(text) is not None:
+            decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, "response")
+            if not rule.shadow:
+                return text, True
+    applied = applicable(policies.response_pii, "assistant")
+    if applied:
+        findings, block = scan_pii(text, applied, decisions, "response")
+        if block is not None:
+            return text, True
+        if findings:
+            by_detector = {id(a.detector): a for a in applied}
+            text = rewrite(text, findings, by_detector, redactions, output=True)
+    return text, False
+
+
+def filtered_response(api: Schema, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+    """The response as the provider itself reports withheld output."""
+    if api is Schema.ANTHROPIC:
+        return {**body, "content": [], "stop_reason": "refusal", "stop_sequence": None}
+    choices = []
+    for choice in body.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        if kind is Kind.COMPLETIONS:
+            choices.append({**choice, "text": "", "finish_reason": "content_filter"})
+        else:
+            message = {"role": "assistant", "content": None, "refusal": None}
+            choices.append({**choice, "message": message, "finish_reason": "content_filter"})
+    return {**body, "choices": choices}
+
+
+def process_json(
+    policies: PolicySet,
+    redactions: Redactions,
+    decisions: Decisions,
+    api: Schema,
+    kind: Kind,
+    body: dict[str, Any],
+) -> tuple[dict[str, Any], bool]:
+    """The response body after output checks and restoration; (body, changed)."""
+    changed = False
+    for slot in response_slots(api, kind, body):
+        text, block = check_output(policies, slot.text, decisions, redactions)
+        if block:
+            return filtered_response(api, kind, body), True
+        text = redactions.restore(text, slot.json_text)
+        if text != slot.text:
+            slot.text = text
+            changed = True
+    return body, changed

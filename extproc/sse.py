@@ -1,0 +1,72 @@
+"""Incremental server-sent events: bytes in any split -> events; events -> bytes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# An event ends at a blank line; lines end in \\n, \\r\\n or \\r (the SSE spec allows all three).
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\r\n\n|\n\r\n")
+
+
+@dataclass(slots=True)
+class Event:
+    name: str | None
+    data: str
+    # Comment lines (": keep-alive") carry no event; they pass through as they came.
+    comment: str | None = None
+
+    def encode(self) -> bytes:
+        if self.comment is not None:
+            return f":{self.comment}\n\n".encode()
+        head = f"event: {self.name}\n" if self.name else ""
+        lines = "".join(f"data: {line}\n" for line in self.data.split("\n"))
+        return f"{head}{lines}\n".encode()
+
+
+class Parser:
+    """Feed bytes as they arrive; get back every event completed so far."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[Event]:
+        self._buffer += data
+        events: list[Event] = []
+        while True:
+            match = _EVENT_END.search(self._buffer)
+            if match is None:
+                return events
+            block, self._buffer = self._buffer[: match.start()], self._buffer[match.end() :]
+            event = _parse_block(block.decode("utf-8", errors="replace"))
+            if event is not None:
+                events.append(event)
+
+    def close(self) -> list[Event]:
+        """An unterminated last event, when the stream ends without its blank line."""
+        rest, self._buffer = self._buffer, b""
+        if not rest.strip():
+            return []
+        event = _parse_block(rest.decode("utf-8", errors="replace"))
+        return [event] if event is not None else []
+
+
+def _parse_block(block: str) -> Event | None:
+    name: str | None = None
+    data: list[str] = []
+    comments: list[str] = []
+    for line in block.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if not line:
+            continue
+        if line.startswith(":"):
+            comments.append(line[1:])
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+    if not data and name is None:
+        return Event(None, "", comment="\n:".join(comments)) if comments else None
+    return Event(name, "\n".join(data))

@@ -1,0 +1,314 @@
+"""Request policy and JSON response policy, on parsed bodies."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+
+from extproc.apis import ApiError, Kind
+from extproc.config.runtime import Schema
+from extproc.policy.engine import Decisions, Redactions, evaluate_request
+from extproc.policy.outputs import process_json
+from extproc.policy.rules import PolicySet
+from tests.helpers import runtime
+
+POLICIES = """
+backends: [{name: b, url: "http://127.0.0.1:9/v1"}]
+models: [{name: m, routes: [{backend: b}]}]
+policies:
+  - name: guard
+    deny:
+      - {name: weapons, keywords: ["build a bomb"], patterns: ["how to make .{0,20}explosives"], roles: [user]}
+      - {name: codename, keywords: ["Project Nightingale"], apply_to: [request, response]}
+    pii:
+      - {detector: email, action: redact, apply_to: [request, response]}
+      - {detector: phone, action: mask}
+      - {detector: payment_card, action: block}
+      - {detector: secret, action: redact}
+      - {name: employee-id, pattern: "EMP-[0-9]{6}", action: redact}
+    restore_redacted: true
+    limits: {max_messages: 5, max_prompt_tokens: 200, max_tokens: 100, default_max_tokens: 50}
+    system_prompt: {prepend: ["Be safe."], append: ["Answer briefly."]}
+  - name: watch
+    mode: shadow
+    deny: [{name: competitor, keywords: [acme]}]
+    pii: [{detector: ip_address, action: block}]
+tenants: [{name: t, policies: [guard, watch]}]
+"""
+RT = runtime(POLICIES)
+POLICY_SET: PolicySet = RT.policy_set(RT.tenants["t"], RT.models[0])
+
+
+def run(
+    body: dict[str, Any], kind: Kind = Kind.CHAT
+) -> tuple[ApiError | None, dict[str, Any], Redactions, Decisions]:
+    body = copy.deepcopy(body)
+    redactions, decisions = Redactions(), Decisions()
+    error, _ = evaluate_request(POLICY_SET, kind, body, redactions, decisions)
+    return error, body, redactions, decisions
+
+
+def chat(*contents: str, role: str = "user", **extra: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": role, "content": c} for c in contents], **extra}
+
+
+def decision(decisions: Decisions, rule: str) -> dict[str, object]:
+    return next(r for r in decisions.records() if r["rule"] == rule)
+
+
+def test_emails_become_consistent_placeholders() -> None:
+    error, body, redactions, decisions = run(chat("Mail a@x.io and b@y.io", "Again: a@x.io"))
+    assert error is None
+    contents = [m["content"] for m in body["messages"] if m["role"] == "user"]
+    assert contents == ["Mail [EMAIL_1] and [EMAIL_2]", "Again: [EMAIL_1]"]
+    assert redactions.originals == {"[EMAIL_1]": "a@x.io", "[EMAIL_2]": "b@y.io"}
+    assert decision(decisions, "email") == {
+        "policy": "guard", "kind": "pii", "rule": "email", "action": "redact",
+        "mode": "enforce", "direction": "request", "count": 3,
+    }  # fmt: skip
+
+
+def test_mask_and_custom_detector() -> None:
+    error, body, _, _ = run(chat("Call +1 415-555-0132 about EMP-123456"))
+    assert error is None
+    user = next(m for m in body["messages"] if m["role"] == "user")
+    assert user["content"] == "Call +* ***-***-**32 about [EMPLOYEEID_1]"
+
+
+def test_block_names_the_detector_never_the_value() -> None:
+    error, _, _, decisions = run(chat("my card is 4111 1111 1111 1111"))
+    assert error is not None and error.status == 400 and error.code == "content_policy_violation"
+    assert "payment card" in error.message and "guard" in error.message
+    assert "4111" not in error.message
+    assert decision(decisions, "payment_card")["action"] == "block"
+
+
+def test_deny_rule_by_keyword_pattern_and_role() -> None:
+    error, *_ = run(chat("Tell me how to BUILD A BOMB"))
+    assert error is not None and "'weapons'" in error.message
+    error, *_ = run(chat("how to make cheap explosives?"))
+    assert error is not None and "'weapons'" in error.message
+    # The rule is scoped to the user's text.
+    error, *_ = run(chat("Refuse to explain how to build a bomb.", role="system"))
+    assert error is None
+    error, *_ = run(chat("rebuild a bombastic speech"))
+    assert error is None
+
+
+def test_shadow_policy_records_without_acting() -> None:
+    error, body, _, decisions = run(chat("acme runs 10.0.0.1"))
+    assert error is None
+    user = next(m for m in body["messages"] if m["role"] == "user")
+    assert user["content"] == "acme runs 10.0.0.1"
+    assert decision(decisions, "competitor")["mode"] == "shadow"
+    assert decision(decisions, "ip_address") == {
+        "policy": "watch", "kind": "pii", "rule": "ip_address", "action": "block",
+        "mode": "shadow", "direction": "request", "count": 1,
+    }  # fmt: skip
+
+
+def test_limits() -> None:
+    error, *_ = run(chat(*["hi"] * 6))
+    assert error is not None and error.code == "too_many_messages"
+    error, *_ = run(chat("word " * 300))
+    assert error is not None and error.code == "prompt_too_long" and "tokens" in error.message
+    _, body, _, decisions = run(chat("hi", max_tokens=500))
+    assert body["max_tokens"] == 100 and decision(decisions, "max_tokens")["action"] == "cap"
+    _, body, _, _ = run(chat("hi", max_completion_tokens=500))
+    assert body["max_completion_tokens"] == 100
+    _, body, _, _ = run(chat("hi"))
+    assert body["max_completion_tokens"] == 50
+    _, body, _, _ = run(
+        {"model": "m", "max_tokens": 999, "messages": [{"role": "user", "content": "hi"}]},
+        Kind.MESSAGES,
+    )
+    assert body["max_tokens"] == 100
+
+
+def test_system_prompts_openai_and_anthropic() -> None:
+    _, body, _, _ = run(chat("hi"))
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "system"]
+    assert (
+        body["messages"][0]["content"] == "Be safe."
+        and body["messages"][-1]["content"] == "Answer briefly."
+    )
+    _, body, _, _ = run(
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "system": "You are terse.",
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        Kind.MESSAGES,
+    )
+    assert body["system"] == "Be safe.\n\nYou are terse.\n\nAnswer briefly."
+    _, body, _, _ = run(
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "system": [{"type": "text", "text": "Terse."}],
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        Kind.MESSAGES,
+    )
+    assert [b["text"] for b in body["system"]] == ["Be safe.", "Terse.", "Answer briefly."]
+
+
+def test_every_text_part_is_checked() -> None:
+    openai_parts = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "me@x.io"},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": '{"to": "you@y.io"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "sent to you@y.io"},
+        ],
+    }
+    _, body, _, _ = run(openai_parts)
+    messages = [m for m in body["messages"] if m["role"] != "system"]
+    assert messages[0]["content"][0]["text"] == "[EMAIL_1]"
+    assert orjson.loads(messages[1]["tool_calls"][0]["function"]["arguments"]) == {
+        "to": "[EMAIL_2]"
+    }
+    assert messages[2]["content"] == "sent to [EMAIL_2]"
+    anthropic_tools = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t",
+                        "content": [{"type": "text", "text": "owner: me@x.io"}],
+                    }
+                ],
+            }
+        ],
+    }
+    _, body, _, _ = run(anthropic_tools, Kind.MESSAGES)
+    assert body["messages"][0]["content"][0]["content"][0]["text"] == "owner: [EMAIL_1]"
+    _, body, _, _ = run({"model": "m", "input": ["me@x.io", "fine"]}, Kind.EMBEDDINGS)
+    assert body["input"] == ["[EMAIL_1]", "fine"]
+
+
+def response(content: str | None, tool_arguments: str | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_arguments is not None:
+        message["tool_calls"] = [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": tool_arguments}}
+        ]
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+    }
+
+
+def test_json_response_restores_placeholders() -> None:
+    redactions, decisions = Redactions(), Decisions()
+    redactions.placeholder("EMAIL", 'o"brien@x.io', restore=True)
+    body, changed = process_json(
+        POLICY_SET, redactions, decisions, Schema.OPENAI, Kind.CHAT,
+        response("Sent to [EMAIL_1].", '{"to": "[EMAIL_1]"}'),
+    )  # fmt: skip
+    assert changed
+    assert body["choices"][0]["message"]["content"] == 'Sent to o"brien@x.io.'
+    # Inside JSON source the value is escaped, so the arguments stay valid JSON.
+    assert orjson.loads(
+        body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    ) == {"to": 'o"brien@x.io'}
+
+
+def test_json_response_rules_on_output() -> None:
+    decisions = Decisions()
+    body, changed = process_json(
+        POLICY_SET,
+        Redactions(),
+        decisions,
+        Schema.OPENAI,
+        Kind.CHAT,
+        response("It is Project Nightingale."),
+    )
+    assert changed and body["choices"][0]["finish_reason"] == "content_filter"
+    assert body["choices"][0]["message"]["content"] is None
+    assert decision(decisions, "codename")["direction"] == "response"
+    body, _ = process_json(
+        POLICY_SET,
+        Redactions(),
+        Decisions(),
+        Schema.OPENAI,
+        Kind.CHAT,
+        response("Write to boss@corp.io"),
+    )
+    assert body["choices"][0]["message"]["content"] == "Write to [EMAIL_1]"
+    anthropic = {
+        "type": "message",
+        "content": [{"type": "text", "text": "Project Nightingale"}],
+        "stop_reason": "end_turn",
+    }
+    body, _ = process_json(
+        POLICY_SET, Redactions(), Decisions(), Schema.ANTHROPIC, Kind.MESSAGES, anthropic
+    )
+    assert body["content"] == [] and body["stop_reason"] == "refusal"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "policies: [{name: p, pii: [{detector: email, name: x, pattern: y}]}]",
+            "policies[0].pii[0]: set either detector",
+        ),
+        (
+            "policies: [{name: p, pii: [{name: x}]}]",
+            "policies[0].pii[0]: set detector (built-in), or name and pattern",
+        ),
+        (
+            "policies: [{name: p, pii: [{name: email, pattern: x}]}]",
+            'policies[0].pii[0].name: "email" is not a valid custom',
+        ),
+        (
+            "policies: [{name: p, deny: [{name: r, keywords: ['  ']}]}]",
+            "policies[0].deny[0].keywords[0]: is empty",
+        ),
+        (
+            "policies: [{name: p, limits: {max_tokens: 10, default_max_tokens: 20}}]",
+            "policies[0].limits.default_max_tokens: is above",
+        ),
+        ("policies: [{name: p}, {name: p}]", 'policies[1].name: duplicate policy name "p"'),
+        (
+            "policies: [{name: p, pii: [{name: x, pattern: '(?<=a)b'}]}]",
+            "policies[0].pii[0].pattern: RE2 cannot compile",
+        ),
+        (
+            "backends: [{name: b, url: 'http://x'}]\nmodels: [{name: m, routes: [{backend: b}], policies: [nope]}]",
+            'models[0].policies[0]: no policy named "nope"',
+        ),
+    ],
+)
+def test_policy_config_problems(text: str, problem: str) -> None:
+    from extproc.config import ConfigError, load_text
+
+    with pytest.raises(ConfigError) as caught:
+        load_text(text)
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems

@@ -1,0 +1,266 @@
+"""Streaming response policy: SSE split anywhere, placeholders restored, clean blocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from extproc.apis import ENDPOINTS
+from extproc.policy.engine import Decisions, Redactions
+from extproc.policy.filters import (
+    AnthropicStreamFilter,
+    OpenAIStreamFilter,
+    TextGuard,
+    output_filter,
+)
+from extproc.sse import Event, Parser
+from tests.unit.test_policy import POLICY_SET
+
+PIECES = [
+    "Sure, I wrote to [EM",
+    "AIL_1] and [",
+    "EMAIL_2] to",
+    "day; café ☕ ",
+    "and ",
+    "new@corp.io",
+    " too.",
+]
+# new@corp.io comes from the model, not the client: it is redacted, numbered after the
+# request's placeholders, and never restored.
+EXPECTED = "Sure, I wrote to a@x.io and o'hara@y.io today; café ☕ and [EMAIL_3] too."
+
+
+def redactions() -> Redactions:
+    table = Redactions()
+    table.placeholder("EMAIL", "a@x.io", restore=True)
+    table.placeholder("EMAIL", "o'hara@y.io", restore=True)
+    return table
+
+
+def openai_stream(pieces: list[str], finish: str = "stop") -> bytes:
+    base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
+        body = {
+            **base,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}],
+        }
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    parts = [chunk({"role": "assistant", "content": ""})]
+    parts += [chunk({"content": p}) for p in pieces]
+    parts.append(chunk({}, finish))
+    parts.append(
+        b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9,"total_tokens":12}}\n\n'
+    )
+    return b"".join(parts) + b"data: [DONE]\n\n"
+
+
+def anthropic_stream(pieces: list[str]) -> bytes:
+    def event(name: str, payload: dict[str, Any]) -> bytes:
+        return f"event: {name}\n".encode() + b"data: " + orjson.dumps(payload) + b"\n\n"
+
+    parts = [
+        event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "m1",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "c",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 3, "output_tokens": 1},
+                },
+            },
+        ),
+        event(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        event("ping", {"type": "ping"}),
+    ]
+    parts += [
+        event(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
+        )
+        for p in pieces
+    ]
+    parts += [
+        event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 9},
+            },
+        ),
+        event("message_stop", {"type": "message_stop"}),
+    ]
+    return b"".join(parts)
+
+
+def run_filter(make: Any, chunks: list[bytes]) -> list[Event]:
+    stream = make()
+    out = b""
+    for number, chunk in enumerate(chunks):
+        replaced = stream.feed(chunk, number == len(chunks) - 1)
+        out += chunk if replaced is None else replaced
+    events = Parser().feed(out)
+    return events
+
+
+def openai_text(events: list[Event]) -> tuple[str, list[str | None]]:
+    text, reasons = "", []
+    for event in events:
+        if event.data == "[DONE]":
+            continue
+        for choice in orjson.loads(event.data)["choices"]:
+            text += choice["delta"].get("content") or ""
+            reasons.append(choice["finish_reason"])
+    return text, reasons
+
+
+def anthropic_text(events: list[Event]) -> tuple[str, list[str | None]]:
+    text = ""
+    for event in events:
+        payload = orjson.loads(event.data)
+        if payload["type"] == "content_block_delta":
+            text += payload["delta"]["text"]
+    return text, [e.name for e in events]
+
+
+def splits(data: bytes) -> list[list[bytes]]:
+    return [[data[:i], data[i:]] for i in range(len(data) + 1)]
+
+
+def test_openai_stream_split_at_every_byte_restores_and_redacts() -> None:
+    data = openai_stream(PIECES)
+    for chunks in [*splits(data), [data[i : i + 1] for i in range(len(data))]]:
+        events = run_filter(
+            lambda: OpenAIStreamFilter(
+                POLICY_SET, redactions(), Decisions(), ENDPOINTS["/v1/chat/completions"].kind
+            ),
+            chunks,
+        )
+        text, reasons = openai_text(events)
+        assert text == EXPECTED, chunks[0][-40:]
+        assert [r for r in reasons if r] == ["stop"]
+        assert events[-1].data == "[DONE]"
+        assert orjson.loads(events[-2].data)["usage"]["total_tokens"] == 12
+
+
+def test_anthropic_stream_split_at_every_byte_restores_and_redacts() -> None:
+    data = anthropic_stream(PIECES)
+    expected_names = ["message_start", "content_block_start", "ping"]
+    for chunks in [*splits(data), [data[i : i + 1] for i in range(len(data))]]:
+        events = run_filter(
+            lambda: AnthropicStreamFilter(POLICY_SET, redactions(), Decisions()), chunks
+        )
+        text, names = anthropic_text(events)
+        assert text == EXPECTED, chunks[0][-40:]
+        assert names[:3] == expected_names
+        assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+        assert set(names[3:-3]) == {"content_block_delta"}
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_mid_stream_block_ends_the_stream_cleanly(api: str) -> None:
+    pieces = ["Fine so far. ", "The code name is Project Night", "ingale, ", "and more."]
+    decisions = Decisions()
+    if api == "openai":
+        data = openai_stream(pieces)
+        events = run_filter(
+            lambda: OpenAIStreamFilter(
+                POLICY_SET, Redactions(), decisions, ENDPOINTS["/v1/chat/completions"].kind
+            ),
+            splits(data)[len(data) // 2],
+        )
+        text, reasons = openai_text(events)
+        assert [r for r in reasons if r] == ["content_filter"]
+        assert events[-1].data == "[DONE]" and [e.data for e in events].count("[DONE]") == 1
+    else:
+        data = anthropic_stream(pieces)
+        events = run_filter(
+            lambda: AnthropicStreamFilter(POLICY_SET, Redactions(), decisions),
+            splits(data)[len(data) // 2],
+        )
+        text, names = anthropic_text(events)
+        assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+        assert orjson.loads(events[-2].data)["delta"]["stop_reason"] == "refusal"
+        assert names.count("content_block_stop") == 1 and names.count("message_stop") == 1
+    assert "Nightingale" not in text and text.startswith("Fine so far.")
+    assert any(
+        r["rule"] == "codename" and r["direction"] == "response" for r in decisions.records()
+    )
+
+
+def test_nothing_after_a_block_reaches_the_client() -> None:
+    stream = OpenAIStreamFilter(
+        POLICY_SET, Redactions(), Decisions(), ENDPOINTS["/v1/chat/completions"].kind
+    )
+    blocked = stream.feed(openai_stream(["Project Nightingale!"])[:400], False)
+    assert blocked is not None and b"content_filter" in blocked
+    assert (
+        stream.feed(b'data: {"choices":[{"index":0,"delta":{"content":"more"}}]}\n\n', False) == b""
+    )
+
+
+def test_hold_back_is_only_what_could_still_match() -> None:
+    guard = TextGuard(POLICY_SET, redactions(), Decisions())
+    released, _ = guard.feed("Hello there, my friend")
+    # "friend" could still grow into an e-mail address; everything before it is out.
+    assert released == "Hello there, my " and guard.pending == "friend"
+    released, _ = guard.feed(". Bye")
+    assert released == "friend. " and guard.pending == "Bye"
+    released, _ = guard.feed(" [EMAIL")
+    assert released == "Bye " and guard.pending == "[EMAIL"
+    released, _ = guard.feed("_1]!", final=True)
+    assert released == "a@x.io!"
+
+
+def test_filter_choice_by_content_type() -> None:
+    chat = ENDPOINTS["/v1/chat/completions"]
+    assert (
+        output_filter(
+            "text/event-stream; charset=utf-8", chat, POLICY_SET, Redactions(), Decisions()
+        ).mode
+        == "streamed"
+    )  # type: ignore[union-attr]
+    assert (
+        output_filter("application/json", chat, POLICY_SET, Redactions(), Decisions()).mode
+        == "buffered"
+    )  # type: ignore[union-attr]
+    assert output_filter("text/plain", chat, POLICY_SET, Redactions(), Decisions()) is None
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
+def test_sse_parser_line_endings_and_comments(ending: bytes) -> None:
+    data = (
+        b": keep-alive"
+        + ending * 2
+        + b"event: a"
+        + ending
+        + b"data: 1"
+        + ending
+        + b"data: 2"
+        + ending * 2
+    )
+    for chunks in splits(data):
+        parser = Parser()
+        events = [e for chunk in chunks for e in parser.feed(chunk)]
+        assert [(e.name, e.data, e.comment) for e in events] == [
+            (None, "", " keep-alive"),
+            ("a", "1\n2", None),
+        ]
