@@ -164,71 +164,127 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
+# The demo config's policy (examples/demo.yaml): e-mail redaction, card blocking and a
+# deny rule, all on requests. The second variant also checks e-mail in model output,
+# which has the gateway read every response (per streamed chunk).
+POLICY = """
+policies:
+  - name: demo
+    pii: [{detector: email, apply_to: [EMAIL_DIRECTIONS]}, {detector: payment_card, action: block}]
+    deny: [{name: prompt-injection, keywords: ["ignore previous instructions"], roles: [user]}]
+tenants: [{name: bench, policies: [demo]}]
+auth: {anonymous_tenant: bench}
+"""
+BARE = [sys.executable, str(ROOT / "bench" / "bare_extproc.py")]
+PLAIN = ("1 KB", "16 KB")
+ALL = ("1 KB", "16 KB", "1 KB, streamed")
+# (label, bare backend, ext_proc command, e-mail policy directions, workloads)
+SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
+    ("Envoy alone", "mock", None, "", ALL),
+    ("Envoy + bare grpc.aio ext_proc", None, BARE, "", PLAIN),
+    ("Envoy + extproc", None, None, "", ALL),
+    ("Envoy + extproc, demo policy", None, None, "request", PLAIN),
+    ("Envoy + extproc, demo policy + output check", None, None, "request, response", ALL),
+]
+# Workloads: (label, body size, streamed)
+WORKLOADS = [("1 KB", 1024, False), ("16 KB", 16 * 1024, False), ("1 KB, streamed", 1024, True)]
+
+
+def stream_events(size: int) -> int:
+    """SSE events the mock sends for a streamed chat_body(size): one per word of the echoed
+    user message, plus the role chunk, the finish chunk and [DONE]."""
+    content = json.loads(chat_body(size))["messages"][1]["content"]
+    return len(content.split()) + 3
+
+
 def main() -> None:
-    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="extproc-bench-") as tmp:
         workdir = Path(tmp)
         bodies = {}
-        for size in SIZES:
-            bodies[size] = workdir / f"body-{size}.json"
-            bodies[size].write_bytes(chat_body(size))
+        for label, size, streamed in WORKLOADS:
+            bodies[label] = workdir / f"body-{size}-{streamed}.json"
+            body = json.loads(chat_body(size))
+            if streamed:
+                body["stream"] = True
+            bodies[label].write_text(json.dumps(body))
         mock_port = free_port()
         mock = start_mock(mock_port, workdir)
         stacks: dict[str, tuple[Stack, str]] = {}
         try:
-            # Both setups stay up on their own ports, sharing one mock provider, so the
-            # rounds can be interleaved and the machine's drift spreads over both.
-            setups: list[tuple[str, str | None, list[str] | None]] = [
-                ("Envoy alone", "mock", None),
-                (
-                    "Envoy + bare grpc.aio ext_proc",
-                    None,
-                    [sys.executable, str(ROOT / "bench" / "bare_extproc.py")],
-                ),
-                ("Envoy + extproc", None, None),
-            ]
-            for label, bare, command in setups:
+            # All setups stay up on their own ports, sharing one mock provider, so the
+            # rounds can be interleaved and the machine's drift spreads over all of them.
+            for label, bare, command, directions, _ in SETUPS:
                 ports = {
                     k: free_port() for k in ("port", "admin_port", "grpc_port", "metrics_port")
                 }
-                config = workdir / f"{label.replace(' ', '-')}.yaml"
-                config.write_text(CONFIG.format(**ports, mock_port=mock_port))
+                config = workdir / f"{label.replace(' ', '-').replace(',', '')}.yaml"
+                text = CONFIG.format(**ports, mock_port=mock_port)
+                if directions:
+                    text = text.replace(
+                        "tenants: [{name: bench}]\nauth: {anonymous_tenant: bench}\n", ""
+                    )
+                    text += POLICY.replace("EMAIL_DIRECTIONS", directions)
+                config.write_text(text)
                 stack = Stack(
                     config_path=config,
-                    workdir=workdir / label.replace(" ", "-"),
+                    workdir=workdir / config.stem,
                     envoy_args=["--concurrency", "1"],
                     bare_backend=bare,
                     service_command=command,
                 )
                 stack.start()
                 stacks[label] = (stack, f"http://127.0.0.1:{ports['port']}/v1/chat/completions")
+            workloads = {label: names for label, *_, names in SETUPS}
             for _ in range(ROUNDS):
                 for label, (stack, url) in stacks.items():
-                    for size in SIZES:
-                        runs.setdefault((label, size), []).append(
-                            measure(stack, mock, url, bodies[size])
+                    for workload in workloads[label]:
+                        runs.setdefault((label, workload), []).append(
+                            measure(stack, mock, url, bodies[workload])
                         )
         finally:
             for stack, _ in stacks.values():
                 stack.stop()
             mock.terminate()
             mock.wait()
+    report(runs)
+
+
+def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
     print(f"\nmachine: {machine()}")
     load = f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, POST /v1/chat/completions"
     print(f"load: {load}, Envoy --concurrency 1, median of {ROUNDS} interleaved rounds\n")
     print(
-        "| setup | body | requests/s | p50 ms | p99 ms "
+        "| setup | request | requests/s | p50 ms | p99 ms "
         "| Envoy CPU µs/req | ext_proc CPU µs/req | mock CPU µs/req | errors |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for (label, size), measured in runs.items():
-        r = median_of(measured)
-        service = f"{r['service_cpu_us']:.0f}" if "service_cpu_us" in r else "-"
+    medians = {key: median_of(measured) for key, measured in runs.items()}
+    for (label, workload), r in medians.items():
+        service = f"{r['service_cpu_us']:,.0f}" if "service_cpu_us" in r else "-"
         print(
-            f"| {label} | {size // 1024} KB | {r['rps']:,.0f} "
+            f"| {label} | {workload} | {r['rps']:,.0f} "
             f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{r['envoy_cpu_us']:.0f} | {service} | {r['mock_cpu_us']:.0f} | {r['errors']:.0f} |"
+            f"{r['envoy_cpu_us']:,.0f} | {service} | {r['mock_cpu_us']:,.0f} | {r['errors']:.0f} |"
         )
+    events = stream_events(1024)
+    print(f"\nstreamed responses carry {events} SSE events; service CPU per streamed event:")
+
+    def cpu(label: str, workload: str) -> float | None:
+        return medians.get((label, workload), {}).get("service_cpu_us")
+
+    for label in ("Envoy + extproc", "Envoy + extproc, demo policy + output check"):
+        streamed, plain = cpu(label, "1 KB, streamed"), cpu(label, "1 KB")
+        if streamed is not None and plain is not None:
+            per_event = (streamed - plain) / events
+            print(f"- {label}: {per_event:,.1f} µs per event beyond the request's own cost")
+    for workload in PLAIN:
+        with_policy, without = (
+            cpu("Envoy + extproc, demo policy", workload),
+            cpu("Envoy + extproc", workload),
+        )
+        if with_policy is not None and without is not None:
+            print(f"- demo policy, {workload} prompt: {with_policy - without:+,.0f} µs per request")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,13 @@ from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Runtime, Schema, Tenant
 from extproc.decisions import Continue, Decision, Reply
 from extproc.identity import identify
-from extproc.policy.engine import Decisions, Redactions, evaluate_request, response_needs
+from extproc.policy.engine import (
+    Decisions,
+    Redactions,
+    body_size_error,
+    evaluate_request,
+    response_needs,
+)
 from extproc.policy.filters import OutputFilter, output_filter
 from extproc.policy.rules import EMPTY
 from extproc.routing import Routed, listing, model_object, resolve
@@ -250,6 +256,9 @@ class Exchange:
         self.policies = self.runtime.policy_set(self.tenant, routed.model)
         changed = False
         if not self.policies.empty:
+            too_large = body_size_error(self.policies, len(raw), self.decisions)
+            if too_large is not None:
+                return self.error(too_large)
             refusal, changed = evaluate_request(
                 self.policies, self.endpoint.kind, body, self.redactions, self.decisions
             )

@@ -85,6 +85,7 @@ def compile_policy(
             max_prompt_tokens=limits.max_prompt_tokens,
             max_tokens=limits.max_tokens,
             default_max_tokens=limits.default_max_tokens,
+            max_request_bytes=limits.max_request_bytes,
         ),
         prepend=tuple(source.system_prompt.prepend),
         append=tuple(source.system_prompt.append),

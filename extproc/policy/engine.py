@@ -301,6 +301,23 @@ def _anthropic_system(existing: Any, prepend: tuple[str, ...], append: tuple[str
     return "\n\n".join(parts)
 
 
+def body_size_error(policies: PolicySet, size: int, decisions: Decisions) -> ApiError | None:
+    """A policy's body-size limit, checked before the body is parsed."""
+    for policy in policies.policies:
+        limit = policy.limits.max_request_bytes
+        if limit and size > limit:
+            decisions.add(
+                policy.name, "limit", "max_request_bytes", "block", policy.shadow, "request"
+            )
+            if not policy.shadow:
+                return ApiError(
+                    413,
+                    f"The request body exceeds policy '{policy.name}'s limit of {limit} bytes.",
+                    "request_too_large",
+                )
+    return None
+
+
 def evaluate_request(
     policies: PolicySet,
     kind: Kind,

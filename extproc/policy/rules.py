@@ -70,6 +70,7 @@ class Limits:
     max_prompt_tokens: int = 0
     max_tokens: int = 0
     default_max_tokens: int = 0
+    max_request_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -876,6 +876,7 @@ class PolicyLimits(_message.Message):
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     DEFAULT_MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
     max_messages: _builtins.int
     """Most messages in one request."""
     max_prompt_tokens: _builtins.int
@@ -886,6 +887,8 @@ class PolicyLimits(_message.Message):
     """
     default_max_tokens: _builtins.int
     """Completion length set when the client asks for none."""
+    max_request_bytes: _builtins.int
+    """Largest request body, in bytes (413); below the gateway-wide limits.max_request_bytes."""
     def __init__(
         self,
         *,
@@ -893,10 +896,11 @@ class PolicyLimits(_message.Message):
         max_prompt_tokens: _builtins.int = ...,
         max_tokens: _builtins.int = ...,
         default_max_tokens: _builtins.int = ...,
+        max_request_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_max_tokens", b"default_max_tokens", "max_messages", b"max_messages", "max_prompt_tokens", b"max_prompt_tokens", "max_tokens", b"max_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_max_tokens", b"default_max_tokens", "max_messages", b"max_messages", "max_prompt_tokens", b"max_prompt_tokens", "max_request_bytes", b"max_request_bytes", "max_tokens", b"max_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
