@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -71,47 +71,45 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 self.idle.set()
             self.metrics.active_streams.dec()
 
+    async def _phases(
+        self,
+        context: grpc.aio.ServicerContext,
+        reply_to: Callable[[str, ext.ProcessingRequest], ext.ProcessingResponse],
+        timer_prefix: str,
+        describe: Callable[[], dict[str, object]],
+    ) -> None:
+        """Answer each ext_proc message with reply_to(kind, message) until Envoy ends the
+        stream; time each phase; raise _PhaseFailed (logged) when a phase raised."""
+        timers = self.metrics.phase
+        while True:
+            request = await context.read()
+            if request is grpc.aio.EOF:
+                return
+            started = time.perf_counter()
+            kind = request.WhichOneof("request") or "request_headers"
+            try:
+                reply = reply_to(kind, request)
+            except Exception:
+                log.exception("phase_failed", phase=kind, **describe())
+                raise _PhaseFailed from None
+            timer = timers.get(timer_prefix + kind)
+            if timer is not None:
+                timer.observe(time.perf_counter() - started)
+            await context.write(reply)
+
     async def _exchange(self, context: grpc.aio.ServicerContext) -> None:
         exchange = Exchange(self.runtime)
-        phase_timers = self.metrics.phase
         failed = False
         try:
-            while True:
-                request = await context.read()
-                if request is grpc.aio.EOF:
-                    return
-                started = time.perf_counter()
-                kind = request.WhichOneof("request")
-                try:
-                    if kind == "request_headers":
-                        headers = request.request_headers
-                        decision = exchange.request_headers(
-                            envoy.headers_of(headers), headers.end_of_stream
-                        )
-                        reply = envoy.request_headers_reply(decision)
-                    elif kind == "request_body":
-                        decision = exchange.request_body(request.request_body.body)
-                        reply = envoy.request_body_reply(decision)
-                    elif kind == "response_headers":
-                        headers = request.response_headers
-                        reply = envoy.response_headers_reply(
-                            exchange.response_headers(envoy.headers_of(headers))
-                        )
-                    elif kind == "response_body":
-                        chunk = request.response_body
-                        reply = envoy.response_body_reply(
-                            exchange.response_body(chunk.body, chunk.end_of_stream)
-                        )
-                    else:
-                        reply = _PASSTHROUGH[kind or "request_headers"]()
-                except Exception:
-                    failed = True
-                    log.exception("exchange_failed", request_id=exchange.request_id, phase=kind)
-                    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-                    return
-                if kind in phase_timers:
-                    phase_timers[kind].observe(time.perf_counter() - started)
-                await context.write(reply)
+            await self._phases(
+                context,
+                lambda kind, message: _exchange_reply(exchange, kind, message),
+                "",
+                lambda: {"request_id": exchange.request_id},
+            )
+        except _PhaseFailed:
+            failed = True
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
             record = exchange.record()
             if failed:
@@ -127,34 +125,54 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
 
     async def _attempt(self, context: grpc.aio.ServicerContext) -> None:
         attempt = Attempt(self.runtime)
-        timers = self.metrics.phase
-        while True:
-            request = await context.read()
-            if request is grpc.aio.EOF:
-                return
-            started = time.perf_counter()
-            kind = request.WhichOneof("request")
-            try:
-                if kind == "request_headers":
-                    decision = attempt.request_headers(
-                        envoy.headers_of(request.request_headers),
-                        envoy.exchange_metadata(request),
-                        envoy.host_backend(request),
-                    )
-                    reply = envoy.request_headers_reply(decision)
-                elif kind == "request_body":
-                    reply = envoy.request_body_reply(
-                        attempt.request_body(request.request_body.body)
-                    )
-                else:
-                    reply = _PASSTHROUGH[kind or "request_headers"]()
-            except Exception:
-                log.exception("attempt_failed", phase=kind)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-                return
-            if kind in ("request_headers", "request_body"):
-                timers[f"upstream_{kind}"].observe(time.perf_counter() - started)
-            await context.write(reply)
+        try:
+            await self._phases(
+                context,
+                lambda kind, message: _attempt_reply(attempt, kind, message),
+                "upstream_",
+                lambda: {"role": "upstream"},
+            )
+        except _PhaseFailed:
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+class _PhaseFailed(Exception):
+    """A phase handler raised; Envoy gets a gRPC error (and answers 500), never a hang."""
+
+
+def _exchange_reply(
+    exchange: Exchange, kind: str, message: ext.ProcessingRequest
+) -> ext.ProcessingResponse:
+    if kind == "request_headers":
+        headers = message.request_headers
+        return envoy.request_headers_reply(
+            exchange.request_headers(envoy.headers_of(headers), headers.end_of_stream)
+        )
+    if kind == "request_body":
+        return envoy.request_body_reply(exchange.request_body(message.request_body.body))
+    if kind == "response_headers":
+        return envoy.response_headers_reply(
+            exchange.response_headers(envoy.headers_of(message.response_headers))
+        )
+    if kind == "response_body":
+        chunk = message.response_body
+        return envoy.response_body_reply(exchange.response_body(chunk.body, chunk.end_of_stream))
+    return _PASSTHROUGH[kind]()
+
+
+def _attempt_reply(
+    attempt: Attempt, kind: str, message: ext.ProcessingRequest
+) -> ext.ProcessingResponse:
+    if kind == "request_headers":
+        decision = attempt.request_headers(
+            envoy.headers_of(message.request_headers),
+            envoy.exchange_metadata(message),
+            envoy.host_backend(message),
+        )
+        return envoy.request_headers_reply(decision)
+    if kind == "request_body":
+        return envoy.request_body_reply(attempt.request_body(message.request_body.body))
+    return _PASSTHROUGH[kind]()
 
 
 def _bind_address(address: str) -> str:
