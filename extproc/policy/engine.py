@@ -15,7 +15,7 @@ import orjson
 
 from extproc.apis import ApiError, Kind
 from extproc.policy.detectors import Detector, Finding, scan
-from extproc.policy.rules import STRENGTH, Action, PiiRule, PolicySet
+from extproc.policy.rules import Action, Applied, Detection, PolicySet
 from extproc.policy.text import Slot, request_slots
 from extproc.tokens import at_most
 
@@ -115,43 +115,10 @@ def pii_blocked(detector: Detector, policy: str) -> ApiError:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What to do with one detector's findings in text of one role."""
-
-    detector: Detector
-    rules: tuple[PiiRule, ...]  # every rule that records the finding
-    action: Action | None  # the strongest enforced action, None when all are shadow
-    restore: bool
-    policy: str  # the policy whose enforced action it is
-
-
-def applicable(rules: tuple[PiiRule, ...], role: str) -> tuple[Applied, ...]:
-    """Per detector (in first-listed order): its rules for this role and the action."""
-    grouped: dict[int, list[PiiRule]] = {}
-    for rule in rules:
-        if role in rule.roles:
-            grouped.setdefault(id(rule.detector), []).append(rule)
-    result = []
-    for group in grouped.values():
-        enforced = [r for r in group if not r.shadow]
-        strongest = max(enforced, key=lambda r: STRENGTH[r.action]) if enforced else None
-        result.append(
-            Applied(
-                detector=group[0].detector,
-                rules=tuple(group),
-                action=strongest.action if strongest else None,
-                restore=any(r.restore for r in enforced if r.action is Action.REDACT),
-                policy=strongest.policy if strongest else group[0].policy,
-            )
-        )
-    return tuple(result)
-
-
 def rewrite(
     text: str,
     findings: list[Finding],
-    by_detector: dict[int, Applied],
+    detection: Detection,
     redactions: Redactions,
     output: bool = False,
 ) -> str:
@@ -159,7 +126,7 @@ def rewrite(
     parts: list[str] = []
     position = 0
     for finding in findings:
-        applied = by_detector[id(finding.detector)]
+        applied = detection.by_detector[id(finding.detector)]
         value = text[finding.start : finding.end]
         if applied.action is Action.REDACT and output:
             replacement = redactions.output_placeholder(finding.detector.label, value)
@@ -180,19 +147,18 @@ def rewrite(
 
 def scan_pii(
     text: str,
-    applied: tuple[Applied, ...],
+    detection: Detection,
     decisions: Decisions,
     direction: str,
 ) -> tuple[list[Finding], Applied | None]:
     """Findings in text, recorded; and the first one whose enforced action is block."""
-    findings = scan(text, tuple(a.detector for a in applied))
+    findings = scan(text, detection.detectors)
     if not findings:
         return findings, None
-    by_detector = {id(a.detector): a for a in applied}
     per_detector = Counter(id(f.detector) for f in findings)
     block = None
     for detector_id, n in per_detector.items():
-        entry = by_detector[detector_id]
+        entry = detection.by_detector[detector_id]
         for rule in entry.rules:
             decisions.add(
                 rule.policy,
@@ -338,19 +304,16 @@ def evaluate_request(
                     return blocked(rule.name), changed
                 break
     if policies.request_pii:
-        per_role: dict[str, tuple[Applied, ...]] = {}
         for slot in slots:
-            applied = per_role.get(slot.role)
-            if applied is None:
-                applied = per_role[slot.role] = applicable(policies.request_pii, slot.role)
-            if not applied:
+            detection = policies.request_detection[slot.role]
+            if not detection.applied:
                 continue
             text = slot.text
-            findings, block = scan_pii(text, applied, decisions, "request")
+            findings, block = scan_pii(text, detection, decisions, "request")
             if block is not None:
                 return pii_blocked(block.detector, block.policy), changed
             if findings:
-                new = rewrite(text, findings, {id(a.detector): a for a in applied}, redactions)
+                new = rewrite(text, findings, detection, redactions)
                 if new != text:
                     slot.text = new
                     changed = True

@@ -50,8 +50,8 @@ class TextGuard:
             json_text  # the text is JSON source (tool arguments): escape restored values
         )
         self.pending = ""
-        self.holders = [r for r in policies.response_deny if "assistant" in r.roles]
-        self.detectors = [r.detector for r in policies.response_pii if "assistant" in r.roles]
+        self.holders = policies.output_deny
+        self.detectors = policies.output_detection.detectors
 
     def hold(self) -> int:
         tail = self.pending

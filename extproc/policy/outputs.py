@@ -6,7 +6,7 @@ from typing import Any
 
 from extproc.apis import Kind
 from extproc.config.runtime import Schema
-from extproc.policy.engine import Decisions, Redactions, applicable, rewrite, scan_pii
+from extproc.policy.engine import Decisions, Redactions, rewrite, scan_pii
 from extproc.policy.rules import PolicySet
 from extproc.policy.text import response_slots
 
@@ -15,19 +15,18 @@ def check_output(
     policies: PolicySet, text: str, decisions: Decisions, redactions: Redactions
 ) -> tuple[str, bool]:
     """Model output after the response rules: (new text, blocked)."""
-    for rule in policies.response_deny:
-        if "assistant" in rule.roles and rule.search(text) is not None:
+    for rule in policies.output_deny:
+        if rule.search(text) is not None:
             decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, "response")
             if not rule.shadow:
                 return text, True
-    applied = applicable(policies.response_pii, "assistant")
-    if applied:
-        findings, block = scan_pii(text, applied, decisions, "response")
+    detection = policies.output_detection
+    if detection.applied:
+        findings, block = scan_pii(text, detection, decisions, "response")
         if block is not None:
             return text, True
         if findings:
-            by_detector = {id(a.detector): a for a in applied}
-            text = rewrite(text, findings, by_detector, redactions, output=True)
+            text = rewrite(text, findings, detection, redactions, output=True)
     return text, False
 
 

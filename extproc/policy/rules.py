@@ -83,40 +83,84 @@ class Policy:
     prepend: tuple[str, ...]
     append: tuple[str, ...]
 
-    @property
-    def mode(self) -> str:
-        return "shadow" if self.shadow else "enforce"
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What to do with one detector's findings in text of one role."""
+
+    detector: Detector
+    rules: tuple[PiiRule, ...]  # every rule that records the finding
+    action: Action | None  # the strongest enforced action, None when all are shadow
+    restore: bool
+    policy: str  # the policy whose enforced action it is
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """The PII rules for text of one role, grouped per detector (first-listed order)."""
+
+    applied: tuple[Applied, ...]
+    detectors: tuple[Detector, ...]
+    by_detector: dict[int, Applied]  # id(detector) -> its entry
+
+    @classmethod
+    def of(cls, rules: tuple[PiiRule, ...], role: str) -> Detection:
+        grouped: dict[int, list[PiiRule]] = {}
+        for rule in rules:
+            if role in rule.roles:
+                grouped.setdefault(id(rule.detector), []).append(rule)
+        applied = []
+        for group in grouped.values():
+            enforced = [r for r in group if not r.shadow]
+            strongest = max(enforced, key=lambda r: STRENGTH[r.action]) if enforced else None
+            applied.append(
+                Applied(
+                    detector=group[0].detector,
+                    rules=tuple(group),
+                    action=strongest.action if strongest else None,
+                    restore=any(r.restore for r in enforced if r.action is Action.REDACT),
+                    policy=strongest.policy if strongest else group[0].policy,
+                )
+            )
+        return cls(
+            applied=tuple(applied),
+            detectors=tuple(a.detector for a in applied),
+            by_detector={id(a.detector): a for a in applied},
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class PolicySet:
-    """The policies of one tenant and model, in order, flattened for the hot path."""
+    """The policies of one tenant and model, in order, flattened for the hot path (built
+    once per tenant and model pair)."""
 
     policies: tuple[Policy, ...]
     request_deny: tuple[DenyRule, ...] = field(init=False)
-    response_deny: tuple[DenyRule, ...] = field(init=False)
     request_pii: tuple[PiiRule, ...] = field(init=False)
-    response_pii: tuple[PiiRule, ...] = field(init=False)
+    # Request text of each role, and model output (role assistant).
+    request_detection: dict[str, Detection] = field(init=False)
+    output_deny: tuple[DenyRule, ...] = field(init=False)
+    output_detection: Detection = field(init=False)
 
     def __post_init__(self) -> None:
         deny = [rule for policy in self.policies for rule in policy.deny]
         pii = [rule for policy in self.policies for rule in policy.pii]
-        object.__setattr__(self, "request_deny", tuple(r for r in deny if r.request))
-        object.__setattr__(self, "response_deny", tuple(r for r in deny if r.response))
-        object.__setattr__(self, "request_pii", tuple(r for r in pii if r.request))
-        object.__setattr__(self, "response_pii", tuple(r for r in pii if r.response))
+        request_pii = tuple(r for r in pii if r.request)
+        response_pii = tuple(r for r in pii if r.response)
+        set_ = object.__setattr__
+        set_(self, "request_deny", tuple(r for r in deny if r.request))
+        set_(self, "request_pii", request_pii)
+        set_(self, "request_detection", {role: Detection.of(request_pii, role) for role in ROLES})
+        set_(self, "output_deny", tuple(r for r in deny if r.response and "assistant" in r.roles))
+        set_(self, "output_detection", Detection.of(response_pii, "assistant"))
 
     @property
     def empty(self) -> bool:
         return not self.policies
 
     @property
-    def restores(self) -> bool:
-        return any(rule.restore for rule in self.request_pii)
-
-    @property
     def inspects_responses(self) -> bool:
-        return bool(self.response_deny or self.response_pii)
+        return bool(self.output_deny or self.output_detection.applied)
 
 
 EMPTY = PolicySet(())
