@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from extproc.config import runtime as rt
-from extproc.config.schema import fill
+from extproc.config.schema import NAME, fill
 from extproc.config.v1 import config_pb2 as pb
 from extproc.policy.compile import compile_policy
 from extproc.policy.rules import Policy
@@ -35,7 +35,6 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # Model names are header-safe: printable ASCII without spaces ("org/model:tag" is fine).
 MODEL_NAME = re.compile(r"^[\x21-\x7e]{1,256}$")
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
@@ -262,7 +261,7 @@ class _Checker:
         backends: dict[str, rt.Backend] = {}
         for index, backend in enumerate(self.config.backends):
             path = f"backends[{index}]"
-            if not _NAME.match(backend.name):
+            if not NAME.match(backend.name):
                 self.problem(
                     f"{path}.name", f'"{backend.name}" is not a valid name (letters, digits, "_.-")'
                 )
@@ -551,7 +550,7 @@ class _Checker:
         by_spiffe: dict[str, rt.Tenant] = {}
         for index, source in enumerate(self.config.tenants):
             path = f"tenants[{index}]"
-            if not _NAME.match(source.name):
+            if not NAME.match(source.name):
                 self.problem(f"{path}.name", f'"{source.name}" is not a valid name')
                 continue
             if source.name in tenants:

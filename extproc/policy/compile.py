@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import re2
 
+from extproc.config.schema import NAME
 from extproc.config.v1 import config_pb2 as pb
 from extproc.policy.detectors import BUILTIN, compile_pattern, custom_detector
 from extproc.policy.rules import Action, DenyRule, Limits, PiiRule, Policy
@@ -23,7 +24,6 @@ _ACTIONS = {
     pb.PiiRule.BLOCK: Action.BLOCK,
     pb.PiiRule.ALLOW: Action.ALLOW,
 }
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _LABEL = re.compile(r"^[A-Z][A-Z0-9]{0,23}$")
 DEFAULT_MAX_MATCH_LENGTH = 128
 # Custom detectors are usually short codes (employee ids, account numbers); a stream is
@@ -53,7 +53,7 @@ def compile_policy(
     source: pb.Policy, path: str, problem: Callable[[str, str], None]
 ) -> Policy | None:
     ok = True
-    if not _NAME.match(source.name):
+    if not NAME.match(source.name):
         problem(f"{path}.name", f'"{source.name}" is not a valid name')
         ok = False
     shadow = source.mode == pb.Policy.SHADOW
@@ -95,7 +95,7 @@ def compile_policy(
 def _deny_rule(
     rule: pb.DenyRule, policy: str, shadow: bool, path: str, problem: Callable[[str, str], None]
 ) -> DenyRule | None:
-    if not _NAME.match(rule.name):
+    if not NAME.match(rule.name):
         problem(f"{path}.name", f'"{rule.name}" is not a valid rule name')
         return None
     if not rule.patterns and not rule.keywords:
@@ -156,7 +156,7 @@ def _pii_rule(
         if not rule.name or not rule.pattern:
             problem(path, "set detector (built-in), or name and pattern (custom)")
             return None
-        if not _NAME.match(rule.name) or rule.name in BUILTIN:
+        if not NAME.match(rule.name) or rule.name in BUILTIN:
             problem(f"{path}.name", f'"{rule.name}" is not a valid custom detector name')
             return None
         label = rule.label or rule.name.upper().replace("-", "").replace("_", "").replace(".", "")
