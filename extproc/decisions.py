@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from extproc.accounting.budgets import Reservation
 
 
 @dataclass(slots=True)
@@ -18,7 +22,7 @@ class Continue:
     # Do not send the request body to the service (per-attempt processor, nothing to change).
     skip_request_body: bool = False
     # Dynamic metadata to emit in the service's namespace.
-    metadata: dict[str, str] | None = None
+    metadata: dict[str, str | int | float] | None = None
     # Response headers only: have Envoy send the response body, "buffered" or "streamed".
     response_body: str | None = None
 
@@ -30,6 +34,15 @@ class Reply:
     status: int
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Reserve:
+    """Reserve in the budget store first (I/O the shell performs), then continue with
+    `then`; the exchange decides what a refusal becomes."""
+
+    reservation: Reservation
+    then: Continue
 
 
 Decision = Continue | Reply

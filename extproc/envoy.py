@@ -74,7 +74,7 @@ def exchange_metadata(request: ext.ProcessingRequest) -> dict[str, str]:
     return {key: value.string_value for key, value in fields.fields.items()}
 
 
-def _dynamic_metadata(values: dict[str, str]) -> struct_pb2.Struct:
+def _dynamic_metadata(values: dict[str, str | int | float]) -> struct_pb2.Struct:
     metadata = struct_pb2.Struct()
     metadata.update({names.METADATA_NAMESPACE: values})
     return metadata
@@ -146,4 +146,7 @@ def response_headers_reply(decision: Continue) -> ext.ProcessingResponse:
 
 
 def response_body_reply(decision: Continue) -> ext.ProcessingResponse:
-    return ext.ProcessingResponse(response_body=ext.BodyResponse(response=_common(decision)))
+    response = ext.ProcessingResponse(response_body=ext.BodyResponse(response=_common(decision)))
+    if decision.metadata:
+        response.dynamic_metadata.CopyFrom(_dynamic_metadata(decision.metadata))
+    return response

@@ -11,16 +11,20 @@ import datetime as dt
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 import orjson
 
 from extproc import names
+from extproc.accounting.budgets import NANOS, Charge, Reservation, plan
+from extproc.accounting.prices import Price
+from extproc.accounting.usage import Meter, Usage, prompt_estimate
 from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Endpoint, Kind, api_for_path
 from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Runtime, Schema, Tenant
-from extproc.decisions import Continue, Decision, Reply
+from extproc.decisions import Continue, Decision, Reply, Reserve
 from extproc.identity import identify
 from extproc.policy.engine import (
     Decisions,
@@ -29,13 +33,36 @@ from extproc.policy.engine import (
     evaluate_request,
     response_needs,
 )
-from extproc.policy.filters import OutputFilter, output_filter
+from extproc.policy.filters import JsonFilter, output_filter
 from extproc.policy.rules import EMPTY
-from extproc.routing import Routed, listing, model_object, resolve
+from extproc.reader import JsonReader, StreamReader
+from extproc.routing import Routed, canonical_name, listing, model_object, resolve
 
 JSON_HEADERS = [("content-type", "application/json")]
+_OPERATIONS = {
+    Kind.CHAT: "chat",
+    Kind.MESSAGES: "chat",
+    Kind.EMBEDDINGS: "embeddings",
+    Kind.COMPLETIONS: "text_completion",
+}
+OTHER = "_OTHER"
 # The client's credentials for the gateway; removed from every upstream request.
 CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+# Endpoints whose responses carry token usage.
+METERED = frozenset({Kind.CHAT, Kind.MESSAGES, Kind.EMBEDDINGS, Kind.COMPLETIONS})
+# Endpoints whose streams report usage only when `stream_options.include_usage` is set.
+_STREAM_OPTIONS = frozenset({Kind.CHAT, Kind.COMPLETIONS})
+
+
+def requested_output_tokens(kind: Kind, body: dict[str, Any]) -> int | None:
+    """The completion length the request caps itself at, if it sets one."""
+    if kind is Kind.EMBEDDINGS:
+        return 0
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
 
 
 def _type_name(value: Any) -> str:
@@ -112,6 +139,17 @@ def validate_body(endpoint: Endpoint, body: dict[str, Any]) -> ApiError | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Observation:
+    labels: tuple[str, ...]
+    usage: Usage
+    cost: float | None
+    duration: float
+    error_type: str
+    time_to_first_token: float | None
+    time_per_output_token: float | None
+
+
 class Exchange:
     """One client request and its response, as seen through the ext_proc phases."""
 
@@ -141,7 +179,19 @@ class Exchange:
         self.policies = EMPTY
         self.redactions = Redactions()
         self.decisions = Decisions()
-        self.output: OutputFilter | None = None
+        self.reader: JsonReader | StreamReader | None = None
+        # Accounting: the request as sent (for estimates), what the response reported.
+        self.request: dict[str, Any] | None = None
+        self.forwarded = False
+        self.strip_usage = False  # the gateway asked for stream usage the client did not
+        self.meter: Meter | None = None
+        self.reservation: Reservation | None = None
+        self.first_chunk_at: float | None = None
+        self.ended_at: float | None = None
+        self.response_complete = False
+        self.usage: Usage | None = None
+        self.cost: float | None = None
+        self._prompt: int | None = None
 
     # -- request headers ------------------------------------------------------------
 
@@ -201,7 +251,7 @@ class Exchange:
 
     # -- request body ---------------------------------------------------------------
 
-    def request_body(self, raw: bytes) -> Decision:
+    def request_body(self, raw: bytes) -> Decision | Reserve:
         assert self.endpoint is not None and self.tenant is not None
         if len(raw) > self.runtime.max_request_bytes:
             return self.too_large()
@@ -264,7 +314,82 @@ class Exchange:
             )
             if refusal is not None:
                 return self.error(refusal)
-        return self.forward(body, changed)
+        endpoint = self.endpoint
+        if self.stream and endpoint.api is Schema.OPENAI and endpoint.kind in _STREAM_OPTIONS:
+            options = body.get("stream_options")
+            if options is None or (
+                isinstance(options, dict) and options.get("include_usage") is not True
+            ):
+                # Usage for the gateway; the client's stream stays as it asked (reader.py).
+                body["stream_options"] = {**(options or {}), "include_usage": True}
+                self.strip_usage = changed = True
+        self.request = body
+        decision = self.forward(body, changed)
+        reservation = self.plan_reservation(body)
+        if reservation is not None:
+            return Reserve(reservation, decision)
+        self.forwarded = True
+        return decision
+
+    # -- budgets --------------------------------------------------------------------
+
+    def prompt_tokens(self) -> int:
+        """Estimated prompt tokens of the request as sent; counted once, when needed."""
+        if self._prompt is None:
+            assert self.endpoint is not None
+            self._prompt = prompt_estimate(self.endpoint.kind, self.request or {})
+        return self._prompt
+
+    def price(self) -> Price | None:
+        routed = self.routed
+        if routed is None or self.runtime.prices is None:
+            return None
+        target = routed.route.attempts[self.attempt - 1]
+        return self.runtime.prices.lookup(
+            target.backend.name, routed.upstream_model_for(self.attempt - 1)
+        )
+
+    def plan_reservation(self, body: dict[str, Any]) -> Reservation | None:
+        assert self.tenant is not None and self.routed is not None and self.endpoint is not None
+        if not self.tenant.budgets:
+            return None
+        output = requested_output_tokens(self.endpoint.kind, body)
+        if output is None:
+            output = self.runtime.reserved_output_tokens
+        prompt = self.prompt_tokens()
+        price = self.price()
+        cost = round(price.estimate(prompt, output) * NANOS) if price else 0
+        return plan(
+            self.tenant.budgets,
+            self.tenant.name,
+            canonical_name(self.routed.model, self.routed.name),
+            prompt + output,
+            cost,
+            self._clock(),
+        )
+
+    def reserved(self, reserve: Reserve) -> Continue:
+        """The store took the reservation."""
+        self.reservation = reserve.reservation
+        self.forwarded = True
+        return reserve.then
+
+    def over_budget(self, charge: Charge) -> Reply:
+        retry_after = max(1, charge.window_end - int(self._clock()))
+        return self.error(
+            ApiError(
+                429,
+                f"Budget `{charge.budget}` is exhausted for this period; "
+                f"try again in {retry_after} seconds.",
+                "budget_exceeded",
+            ),
+            [("retry-after", str(retry_after))],
+        )
+
+    def budget_unavailable(self) -> Reply:
+        return self.error(
+            ApiError(503, "Budgets cannot be checked right now; try again.", "budget_unavailable")
+        )
 
     def forward(self, body: dict[str, Any], changed: bool = False) -> Continue:
         """Rewrite the request for the first attempt's backend and route it."""
@@ -318,34 +443,130 @@ class Exchange:
                 self.attempt = int(attempt)
         if routed.deprecation is not None:
             decision.set_headers.extend(routed.deprecation.response_headers)
-        if self.status == 200 and response_needs(self.policies, self.redactions):
-            assert self.endpoint is not None
-            self.output = output_filter(
-                headers.get("content-type", ""),
-                self.endpoint,
-                self.policies,
-                self.redactions,
-                self.decisions,
+        endpoint = self.endpoint
+        if self.status != 200 or endpoint is None or endpoint.kind not in METERED:
+            return decision
+        content_type = headers.get("content-type", "")
+        policy = None
+        if response_needs(self.policies, self.redactions):
+            policy = output_filter(
+                content_type, endpoint, self.policies, self.redactions, self.decisions
             )
-            if self.output is not None:
-                decision.response_body = self.output.mode
-                if self.output.mode == "streamed":
-                    # Chunks change size as they pass; the length is no longer known.
-                    decision.remove_headers.append("content-length")
+        self.meter = meter = Meter(endpoint.api, endpoint.kind)
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media == "text/event-stream":
+            stream_policy = None if isinstance(policy, JsonFilter) else policy
+            self.reader = StreamReader(meter, stream_policy, self.strip_usage)
+            if stream_policy is not None or self.strip_usage:
+                # Chunks change size as they pass; the length is no longer known.
+                decision.remove_headers.append("content-length")
+        elif media == "application/json":
+            self.reader = JsonReader(meter, policy if isinstance(policy, JsonFilter) else None)
+        if self.reader is not None:
+            decision.response_body = self.reader.mode
         return decision
 
     # -- response body ----------------------------------------------------------------
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Continue:
-        if self.output is None:
+        reader = self.reader
+        if reader is None:
             return Continue()
-        body = self.output.feed(chunk, end_of_stream)
-        if body is None:
-            return Continue()
+        if self.first_chunk_at is None and chunk:
+            self.first_chunk_at = time.monotonic()
+        body = reader.feed(chunk, end_of_stream)
         decision = Continue(body=body)
-        if self.output.mode == "buffered":
+        if body is not None and reader.mode == "buffered":
             decision.set_headers.append(("content-length", str(len(body))))
+        if end_of_stream:
+            self.response_complete = True
+            self.settle_usage()
+            decision.metadata = self.usage_metadata()
         return decision
+
+    # -- accounting -----------------------------------------------------------------
+
+    def settle_usage(self) -> None:
+        """Fix this exchange's usage and cost: reported where the provider reported,
+        estimated elsewhere (no usage in the response, or a response cut short)."""
+        if self.usage is not None or not self.forwarded:
+            return
+        self.ended_at = time.monotonic()
+        if self.meter is not None:
+            self.usage = self.meter.usage(None)
+            if self.usage.estimated & {"input_tokens"}:
+                self.usage.input_tokens = self.prompt_tokens()
+        elif self.status == 0:
+            # No response reached the gateway (the client left, or the attempt failed
+            # before headers): the provider may still have read the prompt.
+            self.usage = Usage(
+                input_tokens=self.prompt_tokens(),
+                estimated=frozenset({"input_tokens", "output_tokens", "total_tokens"}),
+            )
+        else:
+            self.usage = Usage()  # an error answer: nothing to charge
+        price = self.price()
+        self.cost = price.cost(self.usage) if price is not None else None
+
+    def finish(self) -> list[Charge]:
+        """The exchange is over: fix its usage; the adjustments that turn its reservation
+        into what it really used."""
+        self.settle_usage()
+        if self.reservation is None:
+            return []
+        usage = self.usage or Usage()
+        cost = round(self.cost * NANOS) if self.cost else 0
+        return self.reservation.settle(usage.total_tokens, cost, self._clock())
+
+    def usage_metadata(self) -> dict[str, str | int | float]:
+        """Usage as dynamic metadata in the service's namespace, for Envoy's access logs
+        and rate-limit filter."""
+        usage = self.usage
+        routed = self.routed
+        if usage is None or routed is None or self.tenant is None:
+            return {}
+        metadata: dict[str, str | int | float] = {
+            **usage.fields(),
+            "model": routed.name,
+            "backend": routed.route.attempts[self.attempt - 1].backend.name,
+            "tenant": self.tenant.name,
+            "estimated": ",".join(sorted(usage.estimated)),
+        }
+        if self.cost is not None:
+            metadata["cost"] = self.cost
+        return metadata
+
+    def observation(self, tenant_label: bool) -> Observation | None:
+        """What the GenAI metrics record for this exchange; None when no provider was
+        called. Label values come from the config only."""
+        routed, endpoint, usage = self.routed, self.endpoint, self.usage
+        if not self.forwarded or routed is None or endpoint is None or usage is None:
+            return None
+        backend = routed.route.attempts[self.attempt - 1].backend
+        requested = routed.requested if routed.requested in self.runtime.metric_models else OTHER
+        labels: tuple[str, ...] = (
+            _OPERATIONS.get(endpoint.kind, "chat"),
+            backend.schema.value,
+            requested,
+            backend.name,
+        )
+        if tenant_label:
+            labels += (self.tenant.name if self.tenant else "",)
+        end = self.ended_at or time.monotonic()
+        ttft = tpot = None
+        if self.stream and self.first_chunk_at is not None and self.status == 200:
+            ttft = self.first_chunk_at - self.started
+            if usage.output_tokens > 1:
+                tpot = (end - self.first_chunk_at) / (usage.output_tokens - 1)
+        return Observation(
+            labels=labels,
+            usage=usage,
+            cost=self.cost,
+            duration=end - self.started,
+            error_type="" if self.status == 200 else str(self.status or "cancelled"),
+            time_to_first_token=ttft,
+            time_per_output_token=tpot,
+        )
 
     # -- replies and the record -----------------------------------------------------
 
@@ -394,4 +615,18 @@ class Exchange:
             record["error"] = self.error_code
         if self.decisions.counts:
             record["policy"] = self.decisions.records()
+        if self.usage is not None:
+            usage: dict[str, object] = {
+                **self.usage.fields(),
+                "reported": sorted(self.usage.reported),
+                "estimated": sorted(self.usage.estimated),
+            }
+            if self.cost is not None:
+                usage["cost"] = round(self.cost, 9)
+                usage["currency"] = self.runtime.prices.currency if self.runtime.prices else ""
+            if self.stream:
+                usage["complete"] = self.response_complete
+            if self.reservation is not None:
+                usage["reserved_tokens"] = self.reservation.tokens
+            record["usage"] = usage
         return record

@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -18,8 +18,10 @@ from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc import envoy, names
+from extproc.accounting.budgets import Charge, MemoryStore, Store, StoreError
 from extproc.attempt import Attempt
 from extproc.config.runtime import Runtime
+from extproc.decisions import Reserve
 from extproc.exchange import Exchange
 from extproc.telemetry.metrics import Metrics
 
@@ -44,13 +46,32 @@ def _is_upstream(context: grpc.aio.ServicerContext) -> bool:
     return False
 
 
+def make_store(runtime: Runtime) -> Store:
+    """The budget store the config names (connections open lazily)."""
+    config = runtime.source.accounting.store
+    if config.HasField("redis"):
+        from extproc.accounting.redis_store import RedisStore
+
+        return RedisStore(
+            config.redis.url,
+            prefix=config.redis.key_prefix,
+            timeout=config.redis.timeout.ToNanoseconds() / 1e9,
+            password_env=config.redis.password_env,
+        )
+    return MemoryStore()
+
+
 class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, runtime: Runtime, metrics: Metrics) -> None:
+    def __init__(self, runtime: Runtime, metrics: Metrics, store: Store | None = None) -> None:
         self.runtime = runtime
         self.metrics = metrics
+        self.store = store if store is not None else MemoryStore()
+        self.fail_open = runtime.source.accounting.store.fail_open
         self.active = 0  # ext_proc streams in progress
         self.idle = asyncio.Event()  # set while no stream is in progress
         self.idle.set()
+        # Budget settlements still writing to the store (they outlive their streams).
+        self.settling: set[asyncio.Task[None]] = set()
 
     async def Process(
         self, requests: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -74,7 +95,10 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     async def _phases(
         self,
         context: grpc.aio.ServicerContext,
-        reply_to: Callable[[str, ext.ProcessingRequest], ext.ProcessingResponse],
+        reply_to: Callable[
+            [str, ext.ProcessingRequest],
+            ext.ProcessingResponse | Awaitable[ext.ProcessingResponse],
+        ],
         timer_prefix: str,
         describe: Callable[[], dict[str, object]],
     ) -> None:
@@ -89,6 +113,8 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             kind = request.WhichOneof("request") or "request_headers"
             try:
                 reply = reply_to(kind, request)
+                if not isinstance(reply, ext.ProcessingResponse):
+                    reply = await reply
             except Exception:
                 log.exception("phase_failed", phase=kind, **describe())
                 raise _PhaseFailed from None
@@ -103,7 +129,7 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         try:
             await self._phases(
                 context,
-                lambda kind, message: _exchange_reply(exchange, kind, message),
+                lambda kind, message: self._exchange_reply(exchange, kind, message),
                 "",
                 lambda: {"request_id": exchange.request_id},
             )
@@ -111,10 +137,17 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             failed = True
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
+            charges = exchange.finish()
+            if charges:
+                self._settle(charges)
             record = exchange.record()
             if failed:
                 record["status"] = 500
                 record["error"] = "internal_error"
+            observation = exchange.observation(self.metrics.tenant_labels)
+            if observation is not None:
+                currency = self.runtime.prices.currency if self.runtime.prices else ""
+                self.metrics.observe(observation, currency)
             routed = exchange.routed
             model = routed.model.name if routed else ""
             backend = str(record.get("backend", ""))
@@ -135,6 +168,44 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         except _PhaseFailed:
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
+    def _exchange_reply(
+        self, exchange: Exchange, kind: str, message: ext.ProcessingRequest
+    ) -> ext.ProcessingResponse | Awaitable[ext.ProcessingResponse]:
+        if kind == "request_body":
+            decision = exchange.request_body(message.request_body.body)
+            if isinstance(decision, Reserve):
+                return self._reserve(exchange, decision)
+            return envoy.request_body_reply(decision)
+        return _exchange_reply(exchange, kind, message)
+
+    async def _reserve(self, exchange: Exchange, reserve: Reserve) -> ext.ProcessingResponse:
+        charges = reserve.reservation.charges
+        try:
+            refused = await self.store.reserve(charges)
+        except StoreError as error:
+            self.metrics.budget_store_errors.labels("reserve").inc()
+            log.warning("budget_store_failed", operation="reserve", error=str(error))
+            if self.fail_open:
+                exchange.forwarded = True
+                return envoy.request_body_reply(reserve.then)
+            return envoy.request_body_reply(exchange.budget_unavailable())
+        if refused >= 0:
+            self.metrics.budget_refusals.labels(charges[refused].budget).inc()
+            return envoy.request_body_reply(exchange.over_budget(charges[refused]))
+        return envoy.request_body_reply(exchange.reserved(reserve))
+
+    def _settle(self, charges: Sequence[Charge]) -> None:
+        task = asyncio.get_running_loop().create_task(self._adjust(charges))
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)
+
+    async def _adjust(self, charges: Sequence[Charge]) -> None:
+        try:
+            await self.store.adjust(charges)
+        except StoreError as error:
+            self.metrics.budget_store_errors.labels("settle").inc()
+            log.warning("budget_store_failed", operation="settle", error=str(error))
+
 
 class _PhaseFailed(Exception):
     """A phase handler raised; Envoy gets a gRPC error (and answers 500), never a hang."""
@@ -148,8 +219,6 @@ def _exchange_reply(
         return envoy.request_headers_reply(
             exchange.request_headers(envoy.headers_of(headers), headers.end_of_stream)
         )
-    if kind == "request_body":
-        return envoy.request_body_reply(exchange.request_body(message.request_body.body))
     if kind == "response_headers":
         return envoy.response_headers_reply(
             exchange.response_headers(envoy.headers_of(message.response_headers))
@@ -188,7 +257,7 @@ def _bind_address(address: str) -> str:
 
 async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
     """Serve until SIGTERM or SIGINT, then drain within the configured grace period."""
-    metrics = metrics or Metrics()
+    metrics = metrics or Metrics(tenant_labels=runtime.source.telemetry.tenant_labels)
     service = runtime.source.service
     # A buffered request body arrives in one gRPC message; gRPC's default cap is 4 MiB.
     max_message = runtime.max_request_bytes + 1024 * 1024
@@ -199,7 +268,7 @@ async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
             ("grpc.so_reuseport", 0),
         ]
     )
-    processor = Processor(runtime, metrics)
+    processor = Processor(runtime, metrics, make_store(runtime))
     ext_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     health = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -232,7 +301,11 @@ async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
     stopping = asyncio.ensure_future(server.stop(grace + 1))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(processor.idle.wait(), grace)
-    # In-flight exchanges are done (or out of time); end what is left, such as health watches.
+    # In-flight exchanges are done (or out of time); their settlements finish writing.
+    if processor.settling:
+        await asyncio.wait(set(processor.settling), timeout=max(grace, 1.0))
+    await processor.store.close()
+    # End what is left, such as health watches.
     abandoned = processor.active
     await server.stop(0)
     await stopping

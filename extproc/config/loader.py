@@ -12,9 +12,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from extproc.config import accounting
 from extproc.config import runtime as rt
 from extproc.config.schema import NAME, fill
 from extproc.config.v1 import config_pb2 as pb
+from extproc.glob import Glob
 from extproc.policy.compile import compile_policy
 from extproc.policy.rules import Policy
 
@@ -132,6 +134,7 @@ def apply_defaults(config: pb.Config) -> None:
             backend.schema = pb.OPENAI
         if not backend.HasField("connect_timeout"):
             backend.connect_timeout.FromSeconds(int(DEFAULT_CONNECT_TIMEOUT_S))
+    accounting.apply_defaults(config)
     for model in config.models:
         if not model.retry_on:
             model.retry_on.extend(DEFAULT_RETRY_ON)
@@ -209,8 +212,16 @@ class _Checker:
             max_request_bytes=config.limits.max_request_bytes,
             loaded_at=int(time.time()),
             policies=self.policies,
+            prices=accounting.build_prices(config, set(backends), self.problem),
+            reserved_output_tokens=config.accounting.default_reserved_output_tokens,
         )
+        accounting.check_store(config, self.problem)
+        if not config.prices.models and any(
+            budget.max_cost_nanos for tenant in tenants.values() for budget in tenant.budgets
+        ):
+            self.problem("prices.models", "cost budgets need a price table")
         self.index_models(runtime)
+        runtime.metric_models = frozenset(runtime.exact_models) | {m.name for m in runtime.models}
         return runtime
 
     def check_listener_and_service(self) -> None:
@@ -510,7 +521,7 @@ class _Checker:
                     seen[name] = path
         for model in runtime.models:
             if model.is_pattern:
-                runtime.pattern_models.append((rt.Glob(model.name), model))
+                runtime.pattern_models.append((Glob(model.name), model))
             else:
                 runtime.exact_models.setdefault(model.name, model)
             for alias in model.aliases:
@@ -562,11 +573,12 @@ class _Checker:
                     self.problem(
                         f"{path}.models[{position}]", f'"{pattern}" is not a valid pattern'
                     )
-                globs.append(rt.Glob(pattern))
+                globs.append(Glob(pattern))
             tenant = rt.Tenant(
                 name=source.name,
                 model_globs=tuple(globs),
                 policies=self.policy_refs(list(source.policies), f"{path}.policies"),
+                budgets=accounting.build_budgets(source, path, self.problem),
             )
             tenants[source.name] = tenant
             for position, digest in enumerate(source.api_key_sha256):

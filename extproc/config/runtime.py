@@ -6,9 +6,15 @@ import bisect
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from extproc.config.v1 import config_pb2 as pb
+from extproc.glob import Glob
 from extproc.policy.rules import EMPTY, Policy, PolicySet
+
+if TYPE_CHECKING:
+    from extproc.accounting.budgets import Budget
+    from extproc.accounting.prices import PriceTable
 
 
 class Schema(StrEnum):
@@ -31,33 +37,6 @@ class Secret:
         return "Secret(***)"
 
     __str__ = __repr__
-
-
-class Glob:
-    """A name pattern where "*" matches any run of characters; matching is linear time."""
-
-    __slots__ = ("_parts", "pattern")
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self._parts = pattern.split("*")
-
-    def match(self, name: str) -> bool:
-        parts = self._parts
-        if len(parts) == 1:
-            return name == parts[0]
-        first, last = parts[0], parts[-1]
-        if len(name) < len(first) + len(last):
-            return False
-        if not name.startswith(first) or not name.endswith(last):
-            return False
-        position, end = len(first), len(name) - len(last)
-        for middle in parts[1:-1]:
-            found = name.find(middle, position, end)
-            if found < 0:
-                return False
-            position = found + len(middle)
-        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +121,7 @@ class Tenant:
     name: str
     model_globs: tuple[Glob, ...]
     policies: tuple[Policy, ...] = ()
+    budgets: tuple[Budget, ...] = ()
 
     def allows(self, model: str) -> bool:
         return not self.model_globs or any(g.match(model) for g in self.model_globs)
@@ -162,6 +142,11 @@ class Runtime:
     fallback_routes: dict[str, Route] = field(default_factory=dict)
     loaded_at: int = 0
     policies: dict[str, Policy] = field(default_factory=dict)
+    prices: PriceTable | None = None
+    # Output tokens a request without max_tokens reserves against its budgets.
+    reserved_output_tokens: int = 4096
+    # Model names that may appear as metric label values (the config's, never a client's).
+    metric_models: frozenset[str] = frozenset()
     # One merged set per (tenant, model) pair, built on first use; bounded by the config.
     _policy_sets: dict[tuple[str, str], PolicySet] = field(default_factory=dict)
 

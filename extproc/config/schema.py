@@ -164,6 +164,11 @@ def _scalar(field: FieldDescriptor, value: Any, path: str, problems: list[str]) 
             problems.append(f"{path}: {value} is out of range [{low}, {high}]")
             return None
         return value
+    if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{path}: expected a number, got {_describe(value)}")
+            return None
+        return float(value)
     if kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
         enum = field.enum_type
         names = [v.name for v in enum.values if not v.name.endswith("_UNSPECIFIED")]

@@ -96,8 +96,10 @@ class JsonFilter:
             body = orjson.loads(chunk)
         except orjson.JSONDecodeError:
             return None
-        if not isinstance(body, dict):
-            return None
+        return self.process(body) if isinstance(body, dict) else None
+
+    def process(self, body: dict[str, Any]) -> bytes | None:
+        """The replacement for a parsed JSON response, or None to keep it."""
         new, changed = process_json(
             self.policies,
             self.redactions,
@@ -109,7 +111,7 @@ class JsonFilter:
         return orjson.dumps(new) if changed else None
 
 
-class _StreamFilter:
+class StreamFilter:
     mode = "streamed"
 
     def __init__(self, policies: PolicySet, redactions: Redactions, decisions: Decisions) -> None:
@@ -129,21 +131,26 @@ class _StreamFilter:
         return found
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        if self.ended:
-            return b""
         events = self.parser.feed(chunk)
         if end_of_stream:
             events += self.parser.close()
-        out: list[bytes] = []
-        for event in events:
+        out = self.process([(event, payload_of(event)) for event in events], end_of_stream)
+        return b"".join(event.encode() for event in out)
+
+    def process(self, items: list[tuple[Event, Any]], end_of_stream: bool) -> list[Event]:
+        """Filter parsed events (each with its JSON payload, or None when it has none)."""
+        if self.ended:
+            return []
+        out: list[Event] = []
+        for event, payload in items:
             if self.ended:
                 break
-            out.extend(e.encode() for e in self.event(event))
+            out.extend(self.event(event, payload))
         if end_of_stream and not self.ended:
-            out.extend(e.encode() for e in self.finish())
-        return b"".join(out)
+            out.extend(self.finish())
+        return out
 
-    def event(self, event: Event) -> list[Event]:
+    def event(self, event: Event, payload: Any) -> list[Event]:
         raise NotImplementedError
 
     def finish(self) -> list[Event]:
@@ -151,7 +158,7 @@ class _StreamFilter:
         return []
 
 
-class OpenAIStreamFilter(_StreamFilter):
+class OpenAIStreamFilter(StreamFilter):
     """Chat completion chunks; `data: [DONE]` ends the stream."""
 
     def __init__(
@@ -161,16 +168,13 @@ class OpenAIStreamFilter(_StreamFilter):
         self.kind = kind
         self.envelope: dict[str, Any] = {}  # id, model, created... of the last chunk
 
-    def event(self, event: Event) -> list[Event]:
+    def event(self, event: Event, payload: Any) -> list[Event]:
         if event.comment is not None:
             return [event]
         if event.data.strip() == "[DONE]":
             released = self.release_all()
             return released if self.ended else [*released, event]
-        try:
-            chunk = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            return [event]
+        chunk = payload
         if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):
             return [event]
         self.envelope = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
@@ -272,7 +276,7 @@ class OpenAIStreamFilter(_StreamFilter):
         return self.release_all()
 
 
-class AnthropicStreamFilter(_StreamFilter):
+class AnthropicStreamFilter(StreamFilter):
     """Messages API events: content blocks carry text_delta and input_json_delta."""
 
     def __init__(self, policies: PolicySet, redactions: Redactions, decisions: Decisions) -> None:
@@ -280,14 +284,8 @@ class AnthropicStreamFilter(_StreamFilter):
         self.open_blocks: set[int] = set()
         self.output_tokens = 0
 
-    def event(self, event: Event) -> list[Event]:
-        if event.comment is not None or not event.data:
-            return [event]
-        try:
-            payload = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            return [event]
-        if not isinstance(payload, dict):
+    def event(self, event: Event, payload: Any) -> list[Event]:
+        if event.comment is not None or not isinstance(payload, dict):
             return [event]
         kind = payload.get("type")
         index = payload.get("index", 0)
@@ -372,13 +370,23 @@ class AnthropicStreamFilter(_StreamFilter):
         return events
 
 
+def payload_of(event: Event) -> Any:
+    """The JSON payload of an event; None for comments, `[DONE]` and text that is not JSON."""
+    if event.comment is not None or not event.data or event.data == "[DONE]":
+        return None
+    try:
+        return orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def output_filter(
     content_type: str,
     endpoint: Endpoint,
     policies: PolicySet,
     redactions: Redactions,
     decisions: Decisions,
-) -> OutputFilter | None:
+) -> JsonFilter | StreamFilter | None:
     """The filter for a 200 response, by its content type and the client's API."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "text/event-stream":

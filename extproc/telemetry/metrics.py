@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.process_collector import ProcessCollector
+
+if TYPE_CHECKING:
+    from extproc.exchange import Observation
 
 # The service's own processing time per ext_proc message: tens of microseconds when all
 # is well, so the buckets start far below the usual web-request defaults.
@@ -30,9 +35,90 @@ PHASES = (
 )
 
 
+# OpenTelemetry GenAI semantic conventions: the advised bucket boundaries.
+_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+_DURATION_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+)
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0)
+_TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+# A label value for names that are not in the config (bounded cardinality).
+OTHER = "_OTHER"
+GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "backend")
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, tenant_labels: bool = False) -> None:
         self.registry = CollectorRegistry()
+        self.tenant_labels = tenant_labels
+        genai = list(GENAI_LABELS) + (["tenant"] if tenant_labels else [])
+        self.token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens used per request (gen_ai.client.token.usage), by token type.",
+            [*genai, "gen_ai_token_type"],
+            buckets=_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "gen_ai_server_request_duration",
+            "Time from the request to the end of the response (gen_ai.server.request.duration).",
+            [*genai, "error_type"],
+            unit="seconds",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.time_to_first_token = Histogram(
+            "gen_ai_server_time_to_first_token",
+            "Time to the first streamed chunk (gen_ai.server.time_to_first_token).",
+            genai,
+            unit="seconds",
+            buckets=_TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.time_per_output_token = Histogram(
+            "gen_ai_server_time_per_output_token",
+            "Time per output token after the first (gen_ai.server.time_per_output_token).",
+            genai,
+            unit="seconds",
+            buckets=_TPOT_BUCKETS,
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "extproc_cost",
+            "Cost of requests from the price table, in the table's currency.",
+            [*genai, "currency"],
+            registry=self.registry,
+        )
+        self.estimated = Counter(
+            "extproc_usage_estimated",
+            "Requests whose usage was (partly) counted by the gateway, not reported.",
+            genai,
+            registry=self.registry,
+        )
+        self.budget_refusals = Counter(
+            "extproc_budget_refusals",
+            "Requests refused because a budget was exhausted, by budget.",
+            ["budget"],
+            registry=self.registry,
+        )
+        self.budget_store_errors = Counter(
+            "extproc_budget_store_errors",
+            "Budget store operations that failed (reserve or settle).",
+            ["operation"],
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "extproc_requests",
@@ -58,6 +144,22 @@ class Metrics:
         )
         # Bound children once: labels() costs a dict lookup and a lock per call.
         self.phase = {name: self.phase_seconds.labels(name) for name in PHASES}
+
+    def observe(self, observation: Observation, currency: str) -> None:
+        labels = observation.labels
+        usage = observation.usage
+        if not observation.error_type or usage.total_tokens:
+            self.token_usage.labels(*labels, "input").observe(usage.input_tokens)
+            self.token_usage.labels(*labels, "output").observe(usage.output_tokens)
+        self.request_duration.labels(*labels, observation.error_type).observe(observation.duration)
+        if observation.time_to_first_token is not None:
+            self.time_to_first_token.labels(*labels).observe(observation.time_to_first_token)
+        if observation.time_per_output_token is not None:
+            self.time_per_output_token.labels(*labels).observe(observation.time_per_output_token)
+        if observation.cost:
+            self.cost.labels(*labels, currency).inc(observation.cost)
+        if usage.estimated:
+            self.estimated.labels(*labels).inc()
 
     def serve(self, address: str) -> None:
         host, _, port = address.rpartition(":")

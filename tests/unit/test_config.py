@@ -7,7 +7,8 @@ import pytest
 
 from extproc.cli import main
 from extproc.config import ConfigError, load_file, load_text
-from extproc.config.runtime import Glob, Schema, Secret
+from extproc.config.runtime import Schema, Secret
+from extproc.glob import Glob
 from tests.helpers import BASE_CONFIG, ROOT, runtime
 
 MINIMAL = """

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from extproc.apis import ApiError
-from extproc.config.runtime import Glob
+from extproc.glob import Glob
 from extproc.routing import Routed, listing, resolve
 from tests.helpers import runtime
 

@@ -104,6 +104,9 @@ class Config(_message.Message):
     AUTH_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     POLICIES_FIELD_NUMBER: _builtins.int
+    PRICES_FIELD_NUMBER: _builtins.int
+    ACCOUNTING_FIELD_NUMBER: _builtins.int
+    TELEMETRY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def listener(self) -> Global___Listener:
         """Where Envoy accepts client traffic."""
@@ -140,6 +143,18 @@ class Config(_message.Message):
     def policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Policy]:
         """Prompt policies, attached by name to tenants and models. Names are unique."""
 
+    @_builtins.property
+    def prices(self) -> Global___PriceTable:
+        """Prices per model, for the cost of every request and for cost budgets."""
+
+    @_builtins.property
+    def accounting(self) -> Global___Accounting:
+        """Where budget counters are kept, and how much a request reserves."""
+
+    @_builtins.property
+    def telemetry(self) -> Global___Telemetry:
+        """Metric options."""
+
     def __init__(
         self,
         *,
@@ -152,10 +167,13 @@ class Config(_message.Message):
         auth: Global___Auth | None = ...,
         limits: Global___Limits | None = ...,
         policies: _abc.Iterable[Global___Policy] | None = ...,
+        prices: Global___PriceTable | None = ...,
+        accounting: Global___Accounting | None = ...,
+        telemetry: Global___Telemetry | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "auth", b"auth", "limits", b"limits", "listener", b"listener", "service", b"service"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "limits", b"limits", "listener", b"listener", "prices", b"prices", "service", b"service", "telemetry", b"telemetry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "auth", b"auth", "backends", b"backends", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "service", b"service", "tenants", b"tenants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "backends", b"backends", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "prices", b"prices", "service", b"service", "telemetry", b"telemetry", "tenants", b"tenants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -586,6 +604,7 @@ class Tenant(_message.Message):
     SPIFFE_IDS_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     POLICIES_FIELD_NUMBER: _builtins.int
+    BUDGETS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     @_builtins.property
     def api_key_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -605,6 +624,12 @@ class Tenant(_message.Message):
     def policies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Policies applied to every request of this tenant."""
 
+    @_builtins.property
+    def budgets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Budget]:
+        """Token and cost limits over time windows. A request must fit in every budget that
+        applies to it; otherwise it gets 429 with Retry-After.
+        """
+
     def __init__(
         self,
         *,
@@ -613,14 +638,80 @@ class Tenant(_message.Message):
         spiffe_ids: _abc.Iterable[_builtins.str] | None = ...,
         models: _abc.Iterable[_builtins.str] | None = ...,
         policies: _abc.Iterable[_builtins.str] | None = ...,
+        budgets: _abc.Iterable[Global___Budget] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_sha256", b"api_key_sha256", "models", b"models", "name", b"name", "policies", b"policies", "spiffe_ids", b"spiffe_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_sha256", b"api_key_sha256", "budgets", b"budgets", "models", b"models", "name", b"name", "policies", b"policies", "spiffe_ids", b"spiffe_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tenant: _TypeAlias = Tenant  # noqa: Y015
+
+@_typing.final
+class Budget(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Window:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _WindowEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Budget._Window.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        WINDOW_UNSPECIFIED: Budget._Window.ValueType  # 0
+        MINUTE: Budget._Window.ValueType  # 1
+        HOUR: Budget._Window.ValueType  # 2
+        DAY: Budget._Window.ValueType  # 3
+        MONTH: Budget._Window.ValueType  # 4
+        """A calendar month (UTC)."""
+
+    class Window(_Window, metaclass=_WindowEnumTypeWrapper): ...
+    WINDOW_UNSPECIFIED: Budget.Window.ValueType  # 0
+    MINUTE: Budget.Window.ValueType  # 1
+    HOUR: Budget.Window.ValueType  # 2
+    DAY: Budget.Window.ValueType  # 3
+    MONTH: Budget.Window.ValueType  # 4
+    """A calendar month (UTC)."""
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    MAX_COST_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    PER_MODEL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Named in the 429 error, logs and metrics."""
+    window: Global___Budget.Window.ValueType
+    """Fixed windows aligned on UTC (a DAY budget resets at midnight UTC)."""
+    max_tokens: _builtins.int
+    """Most tokens (input + output) in one window. 0: no token limit."""
+    max_cost: _builtins.float
+    """Most cost in one window, in the price table's currency. 0: no cost limit."""
+    per_model: _builtins.bool
+    """One counter per model instead of one shared by all the models that count."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only requests for these models count (globs over the model names clients use).
+        Empty: every model.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        window: Global___Budget.Window.ValueType = ...,
+        max_tokens: _builtins.int = ...,
+        max_cost: _builtins.float = ...,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        per_model: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_cost", b"max_cost", "max_tokens", b"max_tokens", "models", b"models", "name", b"name", "per_model", b"per_model", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Budget: _TypeAlias = Budget  # noqa: Y015
 
 @_typing.final
 class Auth(_message.Message):
@@ -935,3 +1026,208 @@ class SystemPrompt(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SystemPrompt: _TypeAlias = SystemPrompt  # noqa: Y015
+
+@_typing.final
+class PriceTable(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code of every price, cost and cost limit. Default "USD"."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Price]:
+        """Tried in order; the first entry matching the upstream model (and backend) wins."""
+
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        models: _abc.Iterable[Global___Price] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriceTable: _TypeAlias = PriceTable  # noqa: Y015
+
+@_typing.final
+class Price(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_INPUT_FIELD_NUMBER: _builtins.int
+    backend: _builtins.str
+    """Only for requests served by this backend. Default: any backend."""
+    input: _builtins.float
+    """Prices per million tokens."""
+    output: _builtins.float
+    cached_input: _builtins.float
+    """Input tokens read from the provider's prompt cache. Default: the input price."""
+    cache_creation_input: _builtins.float
+    """Input tokens written to the provider's prompt cache (Anthropic). Default: the input price."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Upstream model ids as the provider bills them; globs with "*" ("claude-sonnet-4-*")."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        backend: _builtins.str = ...,
+        input: _builtins.float = ...,
+        output: _builtins.float = ...,
+        cached_input: _builtins.float | None = ...,
+        cache_creation_input: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache_creation_input", b"_cache_creation_input", "_cached_input", b"_cached_input", "cache_creation_input", b"cache_creation_input", "cached_input", b"cached_input"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache_creation_input", b"_cache_creation_input", "_cached_input", b"_cached_input", "backend", b"backend", "cache_creation_input", b"cache_creation_input", "cached_input", b"cached_input", "input", b"input", "models", b"models", "output", b"output"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cache_creation_input: _TypeAlias = _typing.Literal["cache_creation_input"]  # noqa: Y015
+    _WhichOneofArgType__cache_creation_input: _TypeAlias = _typing.Literal["_cache_creation_input", b"_cache_creation_input"]  # noqa: Y015
+    _WhichOneofReturnType__cached_input: _TypeAlias = _typing.Literal["cached_input"]  # noqa: Y015
+    _WhichOneofArgType__cached_input: _TypeAlias = _typing.Literal["_cached_input", b"_cached_input"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache_creation_input) -> _WhichOneofReturnType__cache_creation_input | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cached_input) -> _WhichOneofReturnType__cached_input | None: ...
+
+Global___Price: _TypeAlias = Price  # noqa: Y015
+
+@_typing.final
+class Accounting(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORE_FIELD_NUMBER: _builtins.int
+    DEFAULT_RESERVED_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    default_reserved_output_tokens: _builtins.int
+    """Output tokens a request reserves when it sets no max_tokens. Default 4096."""
+    @_builtins.property
+    def store(self) -> Global___BudgetStore:
+        """Where budget counters live. Default: in the service's memory (one replica)."""
+
+    def __init__(
+        self,
+        *,
+        store: Global___BudgetStore | None = ...,
+        default_reserved_output_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["store", b"store"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_reserved_output_tokens", b"default_reserved_output_tokens", "store", b"store"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Accounting: _TypeAlias = Accounting  # noqa: Y015
+
+@_typing.final
+class BudgetStore(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMORY_FIELD_NUMBER: _builtins.int
+    REDIS_FIELD_NUMBER: _builtins.int
+    FAIL_OPEN_FIELD_NUMBER: _builtins.int
+    fail_open: _builtins.bool
+    """When the store cannot be reached: false (the default) refuses requests with 503;
+    true lets them through without a reservation (the failure is logged and counted).
+    """
+    @_builtins.property
+    def memory(self) -> Global___MemoryStore:
+        """Counters in this process: right for a single replica."""
+
+    @_builtins.property
+    def redis(self) -> Global___RedisStore:
+        """Counters shared by every replica, updated by atomic Lua scripts."""
+
+    def __init__(
+        self,
+        *,
+        memory: Global___MemoryStore | None = ...,
+        redis: Global___RedisStore | None = ...,
+        fail_open: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "memory", b"memory", "redis", b"redis"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail_open", b"fail_open", "kind", b"kind", "memory", b"memory", "redis", b"redis"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["memory", "redis"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___BudgetStore: _TypeAlias = BudgetStore  # noqa: Y015
+
+@_typing.final
+class MemoryStore(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemoryStore: _TypeAlias = MemoryStore  # noqa: Y015
+
+@_typing.final
+class RedisStore(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    KEY_PREFIX_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    PASSWORD_ENV_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """"redis://host:6379/0", "rediss://..." or "unix:///path/redis.sock"."""
+    key_prefix: _builtins.str
+    """Prefix of every key. Default "extproc:"."""
+    password_env: _builtins.str
+    """Environment variable holding the password, if Redis needs one."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Per operation. Default 250ms."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        key_prefix: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        password_env: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_prefix", b"key_prefix", "password_env", b"password_env", "timeout", b"timeout", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedisStore: _TypeAlias = RedisStore  # noqa: Y015
+
+@_typing.final
+class Telemetry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_LABELS_FIELD_NUMBER: _builtins.int
+    tenant_labels: _builtins.bool
+    """Add a "tenant" label to the GenAI metrics. Off by default: tenants can be many."""
+    def __init__(
+        self,
+        *,
+        tenant_labels: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_labels", b"tenant_labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Telemetry: _TypeAlias = Telemetry  # noqa: Y015

@@ -1,0 +1,1 @@
+"""Token accounting: usage from responses, estimates, prices, budgets."""

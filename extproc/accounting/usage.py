@@ -1,0 +1,255 @@
+"""Token usage from every response shape, merged into one normalised record.
+
+Providers report usage in different places: an OpenAI JSON body's `usage`, the last
+chunk of an OpenAI stream (when `stream_options.include_usage` is set), an Anthropic
+`message_start` event (input) followed by `message_delta` events (output, and in newer
+API versions updated input and cache counts), each field replacing the previous value.
+A `Meter` is fed whatever the response carries and keeps what was reported plus the
+output text, so a response without usage, or a stream cut short, can still be counted
+with the offline tokenizer and marked as estimated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from extproc import tokens
+from extproc.apis import Kind
+from extproc.config.runtime import Schema
+from extproc.policy.text import request_slots, response_slots
+
+FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+)
+# Chat formats add a few tokens per message around its text (role, separators).
+_PER_MESSAGE = 3
+_PER_REQUEST = 3
+
+
+@dataclass(slots=True)
+class Usage:
+    """Normalised usage. `input_tokens` counts every prompt token, cached or not;
+    `cached_input_tokens` and `cache_creation_input_tokens` are parts of it."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    reported: frozenset[str] = frozenset()
+    estimated: frozenset[str] = frozenset()
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        return max(
+            0, self.input_tokens - self.cached_input_tokens - self.cache_creation_input_tokens
+        )
+
+    def fields(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in FIELDS}
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def openai_usage(usage: Any) -> dict[str, int]:
+    """Normalised fields of an OpenAI `usage` object (chat, completions, embeddings)."""
+    if not isinstance(usage, dict):
+        return {}
+    found: dict[str, int] = {}
+    for source, target in (
+        ("prompt_tokens", "input_tokens"),
+        ("completion_tokens", "output_tokens"),
+    ):
+        value = _int(usage.get(source))
+        if value is not None:
+            found[target] = value
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict) and (cached := _int(details.get("cached_tokens"))) is not None:
+        found["cached_input_tokens"] = cached
+    details = usage.get("completion_tokens_details")
+    if (
+        isinstance(details, dict)
+        and (reasoning := _int(details.get("reasoning_tokens"))) is not None
+    ):
+        found["reasoning_tokens"] = reasoning
+    if "input_tokens" in found and "output_tokens" not in found and "total_tokens" in usage:
+        # Embeddings report prompt and total only: there is no output.
+        found["output_tokens"] = 0
+    return found
+
+
+_ANTHROPIC_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+
+
+def anthropic_fields(usage: Any, into: dict[str, int]) -> None:
+    """Merge an Anthropic `usage` object into raw fields: each present field replaces the
+    earlier value (message_delta counts are cumulative)."""
+    if not isinstance(usage, dict):
+        return
+    for name in _ANTHROPIC_FIELDS:
+        value = _int(usage.get(name))
+        if value is not None:
+            into[name] = value
+
+
+def anthropic_usage(raw: dict[str, int]) -> dict[str, int]:
+    """Normalised fields from merged Anthropic fields: Anthropic's `input_tokens` excludes
+    the tokens read from or written to its prompt cache, the normalised one includes them."""
+    found: dict[str, int] = {}
+    cached = raw.get("cache_read_input_tokens", 0)
+    created = raw.get("cache_creation_input_tokens", 0)
+    if "input_tokens" in raw:
+        found["input_tokens"] = raw["input_tokens"] + cached + created
+    if "cache_read_input_tokens" in raw:
+        found["cached_input_tokens"] = cached
+    if "cache_creation_input_tokens" in raw:
+        found["cache_creation_input_tokens"] = created
+    if "output_tokens" in raw:
+        found["output_tokens"] = raw["output_tokens"]
+    return found
+
+
+def prompt_estimate(kind: Kind, body: dict[str, Any]) -> int:
+    """Prompt tokens of a request body, counted offline (an estimate of the provider's)."""
+    if kind is Kind.EMBEDDINGS or kind is Kind.COMPLETIONS:
+        value = body.get("input" if kind is Kind.EMBEDDINGS else "prompt")
+        # Pre-tokenised input: a list of token ids, or a list of such lists.
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            return len(value)
+        if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            return sum(len(v) for v in value)
+    slots = request_slots(kind, body)
+    count = tokens.count(slot.text for slot in slots)
+    if kind is Kind.CHAT or kind is Kind.MESSAGES:
+        messages = body.get("messages")
+        count += _PER_REQUEST + _PER_MESSAGE * (len(messages) if isinstance(messages, list) else 0)
+        for tool in body.get("tools") or ():
+            count += tokens.count([orjson.dumps(tool).decode()])
+    return count
+
+
+@dataclass(slots=True)
+class Meter:
+    """Collects usage for one response, in the provider's schema (the client's API)."""
+
+    api: Schema
+    kind: Kind
+    reported: dict[str, int] = field(default_factory=dict)
+    _anthropic: dict[str, int] = field(default_factory=dict)
+    # Output text seen in a stream, counted only when the provider reports no output usage.
+    texts: list[str] = field(default_factory=list)
+    # The whole JSON body, kept to count its output text only when usage is missing.
+    body: dict[str, Any] | None = None
+    # The stream's last event arrived (message_stop / [DONE]).
+    complete: bool = False
+    # The stream carried the gateway-requested usage-only chunk.
+    saw_usage_chunk: bool = False
+
+    def json(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.complete = True
+        if self.api is Schema.ANTHROPIC:
+            anthropic_fields(body.get("usage"), self._anthropic)
+            self.reported = anthropic_usage(self._anthropic)
+        else:
+            self.reported = openai_usage(body.get("usage"))
+
+    def openai_chunk(self, chunk: dict[str, Any]) -> None:
+        usage = chunk.get("usage")
+        if usage is not None:
+            self.reported = openai_usage(usage)
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            if self.kind is Kind.COMPLETIONS:
+                if isinstance(text := choice.get("text"), str) and text:
+                    self.texts.append(text)
+                continue
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                continue
+            for key in ("content", "reasoning_content", "refusal"):
+                if isinstance(text := delta.get(key), str) and text:
+                    self.texts.append(text)
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    for key in ("name", "arguments"):
+                        if isinstance(text := function.get(key), str) and text:
+                            self.texts.append(text)
+
+    def anthropic_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta")
+            if isinstance(delta, dict):
+                for key in ("text", "partial_json", "thinking"):
+                    if isinstance(text := delta.get(key), str) and text:
+                        self.texts.append(text)
+        elif kind == "message_start":
+            message = event.get("message")
+            if isinstance(message, dict):
+                usage = message.get("usage")
+                anthropic_fields(usage, self._anthropic)
+                # message_start's output count is a placeholder until message_delta.
+                self._anthropic.pop("output_tokens", None)
+                self.reported = anthropic_usage(self._anthropic)
+        elif kind == "message_delta":
+            anthropic_fields(event.get("usage"), self._anthropic)
+            self.reported = anthropic_usage(self._anthropic)
+        elif kind == "message_stop":
+            self.complete = True
+
+    def _output_estimate(self) -> int:
+        if self.body is not None:
+            return tokens.count(s.text for s in response_slots(self.api, self.kind, self.body))
+        return tokens.count(self.texts)
+
+    def usage(self, prompt: int | None) -> Usage:
+        """The record: reported fields as reported, the rest estimated. `prompt` is the
+        request's estimated prompt tokens (None when the request was not read)."""
+        reported = dict(self.reported)
+        estimated: set[str] = set()
+        if "input_tokens" not in reported:
+            reported["input_tokens"] = prompt or 0
+            estimated.add("input_tokens")
+        if "output_tokens" not in reported:
+            reported["output_tokens"] = (
+                0 if self.kind is Kind.EMBEDDINGS else self._output_estimate()
+            )
+            estimated.add("output_tokens")
+        known = frozenset(self.reported)
+        if known & {"input_tokens", "output_tokens"} == {"input_tokens", "output_tokens"}:
+            known |= {"total_tokens"}
+        else:
+            estimated.add("total_tokens")
+        return Usage(
+            input_tokens=reported["input_tokens"],
+            output_tokens=reported["output_tokens"],
+            cached_input_tokens=reported.get("cached_input_tokens", 0),
+            cache_creation_input_tokens=reported.get("cache_creation_input_tokens", 0),
+            reasoning_tokens=reported.get("reasoning_tokens", 0),
+            reported=known,
+            estimated=frozenset(estimated),
+        )

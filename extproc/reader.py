@@ -1,0 +1,88 @@
+"""Reading a 200 response once: usage for the meter, then the policy filter, if any.
+
+A JSON body is parsed once for both. A stream is split into events once; each event's
+JSON is parsed once and seen by the meter before a policy filter may rewrite it. When
+nothing needs changing, the provider's bytes pass through untouched (the reader only
+watches). When the gateway asked the provider for usage the client did not ask for,
+the usage-only chunk is removed and the `"usage":null` the provider then adds to every
+other chunk is cut out of the event text, so the client receives exactly the stream it
+would have received without the gateway.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from extproc.accounting.usage import Meter
+from extproc.config.runtime import Schema
+from extproc.policy.filters import JsonFilter, StreamFilter, payload_of
+from extproc.sse import Event, Parser
+
+# A top-level `"usage":null` member, with the comma that joins it to its neighbours. Inside
+# JSON strings quotes are escaped, so this cannot match a model's text.
+_NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?\s*')
+
+
+class JsonReader:
+    mode = "buffered"
+
+    def __init__(self, meter: Meter, policy: JsonFilter | None) -> None:
+        self.meter = meter
+        self.policy = policy
+
+    def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        try:
+            body = orjson.loads(chunk)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(body, dict):
+            return None
+        self.meter.json(body)
+        return self.policy.process(body) if self.policy is not None else None
+
+
+class StreamReader:
+    mode = "streamed"
+
+    def __init__(self, meter: Meter, policy: StreamFilter | None, strip_usage: bool) -> None:
+        self.meter = meter
+        self.policy = policy
+        self.strip_usage = strip_usage
+        self.parser = Parser()
+        self.openai = meter.api is Schema.OPENAI
+
+    def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        events = self.parser.feed(chunk)
+        if end_of_stream:
+            events += self.parser.close()
+        rewrite = self.policy is not None or self.strip_usage
+        items: list[tuple[Event, Any]] = []
+        for event in events:
+            payload = payload_of(event)
+            if isinstance(payload, dict):
+                if self.openai:
+                    self.meter.openai_chunk(payload)
+                else:
+                    self.meter.anthropic_event(payload)
+            elif self.openai and event.data == "[DONE]":
+                self.meter.complete = True
+            if not rewrite:
+                continue
+            if self.strip_usage and isinstance(payload, dict) and "usage" in payload:
+                if payload["usage"] is not None and not payload.get("choices"):
+                    self.meter.saw_usage_chunk = True
+                    continue  # the usage-only chunk the client did not ask for
+                if payload["usage"] is None:
+                    del payload["usage"]
+                    event = Event(event.name, _NULL_USAGE.sub("", event.data, count=1))
+            items.append((event, payload))
+        if not rewrite:
+            return None
+        if self.policy is not None:
+            out = self.policy.process(items, end_of_stream)
+        else:
+            out = [event for event, _ in items]
+        return b"".join(event.encode() for event in out)

@@ -1,0 +1,212 @@
+"""Usage from every response shape (documented provider formats), streams split anywhere."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import orjson
+import pytest
+
+from extproc import tokens
+from extproc.accounting.prices import Price
+from extproc.accounting.usage import Meter, Usage, prompt_estimate
+from extproc.apis import Kind
+from extproc.config.runtime import Schema
+from extproc.reader import JsonReader, StreamReader
+
+DATA = Path(__file__).parent.parent / "data" / "responses"
+
+
+def fixture(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def read_json(api: Schema, kind: Kind, name: str) -> Usage:
+    meter = Meter(api, kind)
+    assert JsonReader(meter, None).feed(fixture(name), True) is None  # untouched
+    return meter.usage(prompt=11)
+
+
+def test_openai_chat_with_cached_input() -> None:
+    usage = read_json(Schema.OPENAI, Kind.CHAT, "openai_chat.json")
+    assert usage.fields() == {
+        "input_tokens": 1117,
+        "output_tokens": 46,
+        "total_tokens": 1163,
+        "cached_input_tokens": 1024,
+        "cache_creation_input_tokens": 0,
+        "reasoning_tokens": 0,
+    }
+    assert not usage.estimated
+    assert {"input_tokens", "output_tokens", "cached_input_tokens"} <= usage.reported
+
+
+def test_openai_reasoning_tokens() -> None:
+    usage = read_json(Schema.OPENAI, Kind.CHAT, "openai_reasoning.json")
+    assert (usage.output_tokens, usage.reasoning_tokens, usage.total_tokens) == (145, 128, 158)
+
+
+def test_openai_embeddings_have_no_output() -> None:
+    usage = read_json(Schema.OPENAI, Kind.EMBEDDINGS, "openai_embeddings.json")
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (5, 0, 5)
+    assert not usage.estimated
+
+
+def test_openai_completions() -> None:
+    usage = read_json(Schema.OPENAI, Kind.COMPLETIONS, "openai_completions.json")
+    assert (usage.input_tokens, usage.output_tokens) == (5, 7)
+
+
+def test_anthropic_input_includes_the_prompt_cache() -> None:
+    usage = read_json(Schema.ANTHROPIC, Kind.MESSAGES, "anthropic_message.json")
+    # Anthropic's input_tokens excludes cache reads and writes; the record's includes them.
+    assert usage.input_tokens == 2095 + 2048 + 4096
+    assert usage.cached_input_tokens == 4096
+    assert usage.cache_creation_input_tokens == 2048
+    assert usage.uncached_input_tokens == 2095
+    assert usage.output_tokens == 503
+    assert not usage.estimated
+
+
+def test_missing_usage_is_estimated_from_the_text() -> None:
+    usage = read_json(Schema.OPENAI, Kind.CHAT, "openai_no_usage.json")
+    assert usage.input_tokens == 11  # the prompt estimate handed in
+    assert usage.output_tokens == tokens.count(["Hello there, how can I help you today?"])
+    assert usage.estimated == {"input_tokens", "output_tokens", "total_tokens"}
+    assert not usage.reported
+
+
+def feed_split(reader: StreamReader, stream: bytes, cuts: list[int]) -> bytes:
+    out = b""
+    points = [0, *cuts, len(stream)]
+    for number, (start, end) in enumerate(itertools.pairwise(points)):
+        result = reader.feed(stream[start:end], number == len(points) - 2)
+        out += stream[start:end] if result is None else result
+    return out
+
+
+def every_split(stream: bytes, step: int = 1) -> list[list[int]]:
+    return [[cut] for cut in range(1, len(stream), step)]
+
+
+@pytest.mark.parametrize("cuts", every_split(fixture("openai_stream_usage.sse"), 7))
+def test_requested_stream_usage_is_read_and_removed(cuts: list[int]) -> None:
+    """The gateway asked for usage the client did not: the client gets the stream it
+    would have got without the gateway, byte for byte, whatever the chunking."""
+    meter = Meter(Schema.OPENAI, Kind.CHAT)
+    reader = StreamReader(meter, None, strip_usage=True)
+    out = feed_split(reader, fixture("openai_stream_usage.sse"), cuts)
+    assert out == fixture("openai_stream.sse")
+    usage = meter.usage(prompt=None)
+    assert (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens) == (82, 17, 64)
+    assert not usage.estimated and meter.complete and meter.saw_usage_chunk
+
+
+def test_stream_usage_the_client_asked_for_is_untouched() -> None:
+    meter = Meter(Schema.OPENAI, Kind.CHAT)
+    reader = StreamReader(meter, None, strip_usage=False)
+    stream = fixture("openai_stream_usage.sse")
+    assert feed_split(reader, stream, [100, 101, 900]) == stream
+    assert meter.usage(None).total_tokens == 99
+
+
+def test_null_usage_is_removed_wherever_it_sits() -> None:
+    meter = Meter(Schema.OPENAI, Kind.CHAT)
+    reader = StreamReader(meter, None, strip_usage=True)
+    stream = (
+        b'data: {"usage": null, "id":"a","choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+        b'data: {"id":"a","usage" :null,"choices":[{"index":0,"delta":{"content":"y"}}]}\n\n'
+    )
+    out = reader.feed(stream, False)
+    assert out == (
+        b'data: {"id":"a","choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+        b'data: {"id":"a","choices":[{"index":0,"delta":{"content":"y"}}]}\n\n'
+    )
+
+
+@pytest.mark.parametrize("cuts", every_split(fixture("anthropic_stream.sse"), 5))
+def test_anthropic_stream_usage_merges_field_by_field(cuts: list[int]) -> None:
+    meter = Meter(Schema.ANTHROPIC, Kind.MESSAGES)
+    reader = StreamReader(meter, None, strip_usage=False)
+    stream = fixture("anthropic_stream.sse")
+    assert feed_split(reader, stream, cuts) == stream
+    usage = meter.usage(prompt=None)
+    # message_start: 472 input, 100 cache write, 2000 cache read; the last message_delta
+    # updates input (480) and output (89); the cache write count stays from the start.
+    assert usage.input_tokens == 480 + 100 + 2000
+    assert usage.cache_creation_input_tokens == 100
+    assert usage.cached_input_tokens == 2000
+    assert usage.output_tokens == 89
+    assert not usage.estimated and meter.complete
+
+
+def test_cut_anthropic_stream_estimates_only_the_output() -> None:
+    stream = fixture("anthropic_stream.sse")
+    cut = stream.index(b"event: content_block_stop")
+    meter = Meter(Schema.ANTHROPIC, Kind.MESSAGES)
+    StreamReader(meter, None, strip_usage=False).feed(stream[:cut], False)
+    usage = meter.usage(prompt=None)
+    assert usage.input_tokens == 2572 and "input_tokens" in usage.reported
+    assert usage.output_tokens == tokens.count(
+        ["Okay, let's check", " the weather for San Francisco, CA:"]
+    )
+    assert usage.estimated == {"output_tokens", "total_tokens"}
+    assert not meter.complete
+
+
+def test_cut_openai_stream_estimates_from_text_and_prompt() -> None:
+    stream = fixture("openai_stream_usage.sse")
+    cut = stream.index(b"data:", stream.index(b"get_weather"))
+    meter = Meter(Schema.OPENAI, Kind.CHAT)
+    StreamReader(meter, None, strip_usage=True).feed(stream[:cut], False)
+    usage = meter.usage(prompt=40)
+    assert usage.input_tokens == 40
+    assert usage.output_tokens == tokens.count(["Héllo", " wörld ☕", "get_weather"])
+    assert usage.estimated == {"input_tokens", "output_tokens", "total_tokens"}
+
+
+def test_prompt_estimates() -> None:
+    chat = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Hello there"}]},
+        ],
+    }
+    text = tokens.count(["Be brief.", "Hello there"])
+    assert prompt_estimate(Kind.CHAT, chat) == text + 3 + 3 * 2
+    assert prompt_estimate(Kind.EMBEDDINGS, {"input": [1, 2, 3]}) == 3
+    assert prompt_estimate(Kind.EMBEDDINGS, {"input": [[1, 2], [3]]}) == 3
+    assert prompt_estimate(Kind.EMBEDDINGS, {"input": "Hello there"}) == tokens.count(
+        ["Hello there"]
+    )
+    messages = {"model": "m", "system": "Be brief.", "messages": [{"role": "user", "content": "x"}]}
+    assert prompt_estimate(Kind.MESSAGES, messages) == tokens.count(["Be brief.", "x"]) + 3 + 3
+
+
+def test_cost_prices_cached_and_cache_writes_separately() -> None:
+    price = Price(input=3.0, output=15.0, cached_input=0.3, cache_creation_input=3.75)
+    usage = read_json(Schema.ANTHROPIC, Kind.MESSAGES, "anthropic_message.json")
+    expected = (2095 * 3.0 + 4096 * 0.3 + 2048 * 3.75 + 503 * 15.0) / 1e6
+    assert price.cost(usage) == pytest.approx(expected)
+    assert price.estimate(1000, 100) == pytest.approx((1000 * 3.0 + 100 * 15.0) / 1e6)
+
+
+def test_usage_with_policy_filter_parses_each_event_once() -> None:
+    """The meter and a policy filter share one parse; the meter sees the provider's text."""
+    from extproc.policy.engine import Decisions, Redactions
+    from extproc.policy.filters import OpenAIStreamFilter
+    from tests.unit.test_policy import POLICY_SET
+
+    meter = Meter(Schema.OPENAI, Kind.CHAT)
+    policy = OpenAIStreamFilter(POLICY_SET, Redactions(), Decisions(), Kind.CHAT)
+    reader = StreamReader(meter, policy, strip_usage=True)
+    out = reader.feed(fixture("openai_stream_usage.sse"), True)
+    assert out is not None
+    assert b'"usage"' not in out
+    assert out.endswith(b"data: [DONE]\n\n")
+    chunks = [orjson.loads(line[6:]) for line in out.split(b"\n\n") if line.startswith(b"data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == "Héllo wörld ☕"
+    assert meter.usage(None).total_tokens == 99
