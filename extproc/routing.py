@@ -24,7 +24,7 @@ class Routed:
     rerouted: bool
 
     def upstream_model_for(self, attempt: int) -> str:
-        return self.route.attempts[attempt].upstream_model or self.name
+        return self.route.attempts[attempt].upstream_model or canonical_name(self.model, self.name)
 
 
 def canonical_name(model: Model, name: str) -> str:
@@ -75,7 +75,8 @@ def resolve(
         name=name,
         model=model,
         route=route,
-        upstream_model=route.attempts[0].upstream_model or name,
+        # An alias is the gateway's name: the provider gets the model's own name.
+        upstream_model=route.attempts[0].upstream_model or canonical_name(model, name),
         deprecation=deprecation,
         rerouted=rerouted,
     )

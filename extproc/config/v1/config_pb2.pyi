@@ -525,7 +525,9 @@ class Target(_message.Message):
     weight: _builtins.int
     """Relative weight in a split. Default 1; must be positive."""
     upstream_model: _builtins.str
-    """Model id sent to the backend. Default: the model the client asked for."""
+    """Model id sent to the backend. Default: the model's name (an alias is replaced by
+    it); for a pattern ("claude-*"), the name the client asked for.
+    """
     def __init__(
         self,
         *,
