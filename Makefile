@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 CONFIG ?= examples/demo.yaml
 
-.PHONY: install run test unit lint typecheck proto envoy-configs bench clean
+.PHONY: install system-packages run test unit lint typecheck proto envoy-configs bench clean
+# Debian packages are installed with apt-get, through sudo when not root.
+APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +22,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/extproc up $(CONFIG)
 
-## The whole suite: lint, types, unit, service and integration tests (real Envoy).
-test: $(STAMP) lint typecheck
+## Debian packages the suite needs: redis-server for the shared budget store.
+system-packages:
+	command -v redis-server >/dev/null || ($(APT) update -qq && $(APT) install -y -qq redis-server >/dev/null)
+
+## The whole suite: lint, types, unit, service and integration tests (real Envoy, Redis).
+test: $(STAMP) system-packages lint typecheck
 	$(BIN)/pytest -q
 
 unit: $(STAMP)
@@ -45,7 +51,7 @@ envoy-configs: $(STAMP)
 
 ## Envoy alone vs Envoy + service, 1 KB and 16 KB chat requests (installs wrk if missing).
 bench: $(STAMP)
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py
 
 clean:

@@ -410,12 +410,17 @@ class Exchange:
         if credential is not None and backend.credential_header is not None:
             headers.append((backend.credential_header, credential))
         headers.extend(backend.headers)
+        # Who and what, for Envoy's access log even when no usage follows (an error, a
+        # reset); the fallback route's attempts also read their path suffix from here.
+        assert self.tenant is not None
+        decision.metadata = {
+            names.METADATA_MODEL: canonical_name(routed.model, routed.name),
+            "backend": backend.name,
+            "tenant": self.tenant.name,
+        }
         if routed.route.has_fallbacks:
-            decision.metadata = {
-                names.METADATA_ROUTE: routed.route.cluster,
-                names.METADATA_MODEL: routed.name,
-                names.METADATA_SUFFIX: suffix,
-            }
+            decision.metadata[names.METADATA_ROUTE] = routed.route.cluster
+            decision.metadata[names.METADATA_SUFFIX] = suffix
         if decision.body is not None:
             headers.append(("content-length", str(len(decision.body))))
         # The client's gateway credential never reaches a provider; a header the backend
@@ -527,7 +532,7 @@ class Exchange:
             return {}
         metadata: dict[str, str | int | float] = {
             **usage.fields(),
-            "model": routed.name,
+            "model": canonical_name(routed.model, routed.name),
             "backend": routed.route.attempts[self.attempt - 1].backend.name,
             "tenant": self.tenant.name,
             "estimated": ",".join(sorted(usage.estimated)),

@@ -4,6 +4,7 @@ Deterministic: the reply text is the last user message, token counts are compute
 the text. Request headers make it misbehave on purpose:
   x-mock-status: 503      answer with that status and an error body in the path's schema
   x-mock-delay-ms: 250    wait before answering
+  x-mock-chunk-delay-ms: 50  streams: wait this long between events
   x-mock-cut-after: 3     streams: send 3 events, pause, close the connection (no final event);
                           JSON: close the connection without answering
 Response headers report what arrived, so tests can see what the gateway sent upstream:
@@ -320,7 +321,11 @@ class MockProvider:
             }
         )
         await response.prepare(request)
+        pause = request.headers.get("x-mock-chunk-delay-ms", "")
+        pause_s = int(pause) / 1000 if pause.isdigit() else 0.0
         for number, event in enumerate(events):
+            if pause_s and number:
+                await asyncio.sleep(pause_s)
             if cut_after is not None and number >= cut_after:
                 # A pause lets the events before the cut reach the client; close() flushes
                 # them and ends the connection mid-stream, without the final event.

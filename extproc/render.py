@@ -21,6 +21,19 @@ _CONNECTIONS_MONITOR = (
 )
 _HEADER_MUTATION = _TYPE + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 
+# Usage the service leaves in dynamic metadata, written to every access log line.
+USAGE_LOG_FIELDS = (
+    "tenant",
+    "model",
+    "backend",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "cost",
+    "estimated",
+)
 _CEL_FILTER = _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 _UNROUTED = ApiError(404, "No route for this request.", "unknown_url")
 
@@ -274,6 +287,10 @@ class Renderer:
                         "upstream_cluster": "%UPSTREAM_CLUSTER%",
                         "upstream_host": "%UPSTREAM_HOST%",
                         "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+                        **{
+                            key: f"%DYNAMIC_METADATA({names.METADATA_NAMESPACE}:{key})%"
+                            for key in USAGE_LOG_FIELDS
+                        },
                     }
                 },
             },

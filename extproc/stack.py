@@ -175,6 +175,10 @@ class Stack:
                     "warning",
                     "--drain-time-s",
                     "1",
+                    # Access log lines (with each request's usage) are written within a
+                    # second, not Envoy's default ten.
+                    "--file-flush-interval-msec",
+                    "1000",
                     *self.envoy_args,
                 ],
             )

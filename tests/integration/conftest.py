@@ -12,6 +12,7 @@ from typing import Any
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 
 from extproc.stack import Stack, free_port
@@ -99,6 +100,10 @@ tenants:
   - name: public
     models: ["gpt-4o-mini"]
 auth: {{anonymous_tenant: public}}
+prices:
+  models:
+    - {{models: ["gpt-4o-mini", "text-embedding-*"], input: 0.15, output: 0.6, cached_input: 0.075}}
+    - {{models: ["claude-*"], input: 3, output: 15}}
 """
 
 
@@ -122,6 +127,42 @@ class Gateway:
 
     def service_log(self) -> str:
         return (self.stack.workdir / "service.log").read_text()
+
+    def records(self, request_id: str | None = None) -> list[dict[str, Any]]:
+        """The service's exchange records (of one request id, when given)."""
+        found = []
+        for line in self.service_log().splitlines():
+            if not line.startswith("{"):
+                continue
+            record = orjson.loads(line)
+            if record.get("event") != "exchange":
+                continue
+            if request_id is None or record.get("request_id") == request_id:
+                found.append(record)
+        return found
+
+    def record(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The one exchange record of a request, once the service has written it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.records(request_id)
+            if found or time.monotonic() > deadline:
+                assert len(found) == 1, found
+                return found[0]
+            time.sleep(0.02)
+
+    def access_log(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """Envoy's access log line of a request."""
+        deadline = time.monotonic() + timeout
+        path = self.stack.workdir / "envoy.log"
+        while True:
+            for line in path.read_text().splitlines():
+                if line.startswith("{") and request_id in line:
+                    entry = orjson.loads(line)
+                    if entry.get("request_id") == request_id:
+                        return dict(entry)
+            assert time.monotonic() < deadline, f"no access log line for {request_id}"
+            time.sleep(0.05)
 
     def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
         deadline = time.monotonic() + timeout

@@ -205,8 +205,15 @@ def test_fallback_route_passes_model_and_suffix_to_the_attempt_processor() -> No
         "route": cluster,
         "model": "resilient",
         "suffix": "/chat/completions",
+        "backend": "openai",
+        "tenant": "team-a",
     }
-    assert start().request_body(chat()).metadata is None  # type: ignore[union-attr]
+    # Single-backend routes name who and what, for Envoy's access log.
+    assert start().request_body(chat()).metadata == {  # type: ignore[union-attr]
+        "model": "gpt-4o-mini",
+        "backend": "openai",
+        "tenant": "team-a",
+    }
 
 
 def test_openai_client_cannot_reach_an_anthropic_backend_yet() -> None:

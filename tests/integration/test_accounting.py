@@ -1,0 +1,216 @@
+"""Usage records, dynamic metadata and GenAI metrics through a real Envoy, with the SDKs."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.integration.conftest import Gateway
+
+PROMPT = "Count the tokens of this sentence, please: café ☕ and more words."
+
+
+def direct(gateway: Gateway, path: str, body: dict[str, Any]) -> httpx.Response:
+    """The same request sent straight to the mock provider, bypassing the gateway."""
+    return httpx.post(f"http://127.0.0.1:{gateway.mock_port}/v1{path}", json=body, timeout=15)
+
+
+def sse_chunks(raw: bytes) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(block[len(b"data: ") :])
+        for block in raw.split(b"\n\n")
+        if block.startswith(b"data: {")
+    ]
+
+
+def without_ids(chunk: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in chunk.items() if k not in ("id", "created")}
+
+
+def test_stream_without_include_usage_is_recorded_and_unchanged(gateway: Gateway) -> None:
+    client = gateway.openai()
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], stream=True
+    )
+    request_id = raw.headers["x-request-id"]
+    chunks = list(raw.parse())
+    # The SDK sees no usage chunk and no usage members: exactly a stream without usage.
+    assert all(chunk.choices for chunk in chunks)
+    assert all(chunk.usage is None for chunk in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == PROMPT
+    # Byte-level: the same chunks the provider sends to a client that did not ask.
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]}
+    plain = direct(gateway, "/chat/completions", {**body, "stream": True})
+    through = gateway.http().post(
+        "/v1/chat/completions",
+        json={**body, "stream": True},
+        headers={"authorization": "Bearer gw-key-team-a"},
+    )
+    assert [without_ids(c) for c in sse_chunks(through.content)] == [
+        without_ids(c) for c in sse_chunks(plain.content)
+    ]
+    assert b'"usage"' not in through.content
+    # The record has the provider's own counts.
+    with_usage = direct(
+        gateway,
+        "/chat/completions",
+        {**body, "stream": True, "stream_options": {"include_usage": True}},
+    )
+    reported = sse_chunks(with_usage.content)[-1]["usage"]
+    usage = gateway.record(request_id)["usage"]
+    assert usage["input_tokens"] == reported["prompt_tokens"]
+    assert usage["output_tokens"] == reported["completion_tokens"]
+    assert usage["estimated"] == [] and usage["complete"] is True
+    assert usage["cost"] > 0 and usage["currency"] == "USD"
+
+
+def test_stream_that_asked_for_usage_gets_it(gateway: Gateway) -> None:
+    chunks = list(
+        gateway.openai().chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": PROMPT}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_access_log_line_carries_the_usage(gateway: Gateway) -> None:
+    raw = gateway.openai().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}]
+    )
+    completion = raw.parse()
+    request_id = raw.headers["x-request-id"]
+    entry = gateway.access_log(request_id)
+    assert completion.usage is not None
+    assert entry["input_tokens"] == completion.usage.prompt_tokens
+    assert entry["output_tokens"] == completion.usage.completion_tokens
+    assert entry["total_tokens"] == completion.usage.total_tokens
+    assert entry["tenant"] == "team-a"
+    assert entry["model"] == "gpt-4o-mini"
+    assert entry["backend"] == "openai"
+    expected_cost = (
+        completion.usage.prompt_tokens * 0.15 + completion.usage.completion_tokens * 0.6
+    ) / 1e6
+    assert abs(entry["cost"] - expected_cost) < 1e-12
+    assert entry["estimated"] == ""
+    record = gateway.record(request_id)
+    assert record["usage"]["total_tokens"] == entry["total_tokens"]
+
+
+def test_anthropic_stream_usage_is_merged(gateway: Gateway) -> None:
+    client = gateway.anthropic()
+    with client.messages.stream(
+        model="claude-3-5-haiku",
+        max_tokens=200,
+        messages=[{"role": "user", "content": PROMPT}],
+    ) as stream:
+        final = stream.get_final_message()
+        request_id = stream.response.headers["x-request-id"]
+    usage = gateway.record(request_id)["usage"]
+    assert usage["input_tokens"] == final.usage.input_tokens
+    assert usage["output_tokens"] == final.usage.output_tokens
+    assert usage["estimated"] == []
+    assert usage["cost"] == round(
+        (final.usage.input_tokens * 3 + final.usage.output_tokens * 15) / 1e6, 9
+    )
+
+
+def test_embeddings_usage(gateway: Gateway) -> None:
+    raw = gateway.openai().embeddings.with_raw_response.create(
+        model="text-embedding-3-small", input=["one text", "another text"]
+    )
+    result = raw.parse()
+    usage = gateway.record(raw.headers["x-request-id"])["usage"]
+    assert usage["input_tokens"] == result.usage.prompt_tokens
+    assert usage["output_tokens"] == 0 and usage["estimated"] == []
+
+
+def test_cut_stream_is_estimated(gateway: Gateway) -> None:
+    """The provider resets the stream before its usage: the record is estimated, and
+    Envoy's access log still names the tenant and model."""
+    received = b""
+    with gateway.http().stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "messages": [{"role": "user", "content": PROMPT}],
+        },
+        headers={"authorization": "Bearer gw-key-team-a", "x-mock-cut-after": "4"},
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        with pytest.raises(httpx.RemoteProtocolError):
+            for piece in response.iter_bytes():
+                received += piece
+    assert received.count(b"data: ") == 4
+    usage = gateway.record(request_id)["usage"]
+    assert usage["complete"] is False
+    assert usage["estimated"] == ["input_tokens", "output_tokens", "total_tokens"]
+    assert usage["output_tokens"] > 0 and usage["input_tokens"] > 0
+    entry = gateway.access_log(request_id)
+    assert (entry["tenant"], entry["model"], entry["backend"]) == (
+        "team-a",
+        "gpt-4o-mini",
+        "openai",
+    )
+    assert entry["flags"] == "UPE"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_genai_metrics(gateway: Gateway) -> None:
+    client = gateway.openai()
+    before = httpx.get(gateway.metrics_url).text
+    completion = client.chat.completions.create(
+        model="mini", messages=[{"role": "user", "content": PROMPT}]
+    )
+    list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], stream=True
+        )
+    )
+    labels = {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "openai",
+        "gen_ai_request_model": "mini",
+        "backend": "openai",
+    }
+    after = gateway.wait_for_log("")  # the records are written as the streams end
+    assert after is not None
+    text = httpx.get(gateway.metrics_url).text
+    assert completion.usage is not None
+    grown = metric(
+        text, "gen_ai_client_token_usage_sum", **labels, gen_ai_token_type="input"
+    ) - metric(before, "gen_ai_client_token_usage_sum", **labels, gen_ai_token_type="input")
+    assert grown == completion.usage.prompt_tokens
+    assert metric(text, "gen_ai_server_request_duration_seconds_count", **labels) >= 1
+    streamed = {**labels, "gen_ai_request_model": "gpt-4o-mini"}
+    assert metric(text, "gen_ai_server_time_to_first_token_seconds_count", **streamed) >= 1
+    assert metric(text, "gen_ai_server_time_per_output_token_seconds_count", **streamed) >= 1
+    assert metric(text, "extproc_cost_total", **labels, currency="USD") > 0
+    # Label values come from the config only: a model matched by a pattern is _OTHER.
+    client_b = gateway.anthropic()
+    client_b.messages.create(
+        model="claude-free-form-name-123",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    text = httpx.get(gateway.metrics_url).text
+    assert "claude-free-form-name-123" not in text
+    assert re.search(r'gen_ai_request_model="_OTHER"', text)

@@ -1,0 +1,97 @@
+"""The Redis budget store against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from extproc.accounting.budgets import NANOS, Budget, StoreError, Window, plan
+from extproc.accounting.redis_store import RedisStore
+from extproc.stack import free_port
+
+
+def budget(name: str, **overrides: object) -> Budget:
+    values: dict[str, object] = {
+        "name": name,
+        "window": Window.HOUR,
+        "max_tokens": 1000,
+        "max_cost_nanos": 0,
+        "models": (),
+        "per_model": False,
+    }
+    values.update(overrides)
+    return Budget(**values)  # type: ignore[arg-type]
+
+
+def store(url: str, prefix: str) -> RedisStore:
+    return RedisStore(url, prefix=prefix, timeout=1.0)
+
+
+def test_reserve_adjust_and_expiry(redis_url: str) -> None:
+    async def run() -> None:
+        prefix = f"t{time.monotonic_ns()}:"
+        shared = store(redis_url, prefix)
+        budgets = [
+            budget("tokens", max_tokens=100),
+            budget("cost", max_tokens=0, max_cost_nanos=NANOS),
+        ]
+        now = time.time()
+        first = plan(budgets, "team", "m", 60, NANOS // 2, now)
+        second = plan(budgets, "team", "m", 60, NANOS // 4, now)
+        assert first is not None and second is not None
+        assert await shared.reserve(first.charges) == -1
+        # The token budget refuses; the cost budget's counter is left as it was.
+        assert await shared.reserve(second.charges) == 0
+        assert await shared.usage(first.charges[1].key) == (60, NANOS // 2)
+        await shared.adjust(first.settle(25, NANOS // 8, now))
+        assert await shared.reserve(second.charges) == -1
+        assert await shared.usage(first.charges[0].key) == (85, NANOS // 8 + NANOS // 4)
+        client = aioredis.Redis.from_url(redis_url)
+        key = prefix + first.charges[0].key
+        assert key.startswith(f"{prefix}{{team}}:tokens:")
+        ttl = await client.ttl(key)
+        assert 3600 < ttl <= 2 * 3600 + 1  # the window's rest plus an hour of grace
+        await client.aclose()
+        await shared.close()
+
+    asyncio.run(run())
+
+
+def test_two_replicas_never_pass_the_limit_together(redis_url: str) -> None:
+    async def run() -> None:
+        prefix = f"t{time.monotonic_ns()}:"
+        replicas = [store(redis_url, prefix), store(redis_url, prefix)]
+        now = time.time()
+
+        async def one(number: int) -> bool:
+            reservation = plan([budget("b", max_tokens=1000)], "team", "m", 70, 0, now)
+            assert reservation is not None
+            return await replicas[number % 2].reserve(reservation.charges) == -1
+
+        admitted = await asyncio.gather(*(one(n) for n in range(40)))
+        assert sum(admitted) == 14  # 14 x 70 = 980
+        reservation = plan([budget("b")], "team", "m", 0, 0, now)
+        assert reservation is not None
+        assert await replicas[0].usage(reservation.charges[0].key) == (980, 0)
+        for replica in replicas:
+            await replica.close()
+
+    asyncio.run(run())
+
+
+def test_unreachable_redis_is_a_store_error_without_details() -> None:
+    async def run() -> None:
+        dead = RedisStore(f"redis://:hunter2@127.0.0.1:{free_port()}/0", prefix="x:", timeout=0.2)
+        reservation = plan([budget("b")], "team", "m", 1, 0, time.time())
+        assert reservation is not None
+        with pytest.raises(StoreError) as error:
+            await dead.reserve(reservation.charges)
+        assert "hunter2" not in str(error.value) and "127.0.0.1" not in str(error.value)
+        with pytest.raises(StoreError):
+            await dead.adjust(reservation.charges)
+        await dead.close()
+
+    asyncio.run(run())
