@@ -1,8 +1,9 @@
 """`make bench`: Envoy alone vs Envoy + the ext_proc service, same mock provider, same machine.
 
-Three setups: Envoy alone; Envoy + a bare grpc.aio ext_proc that answers the same three
-messages with no logic (the cost of gRPC in Python); Envoy + the service. For each body
-size: a warm-up, then wrk with a fixed number of connections for a fixed time. Every
+Setups: Envoy alone; Envoy + a bare grpc.aio ext_proc that answers the same three
+messages with no logic (the cost of gRPC in Python); Envoy + the service with accounting
+off, on (the default), with a budget, and with the demo policy. For each workload: a
+warm-up, then wrk with a fixed number of connections for a fixed time. Every
 Envoy runs with --concurrency 1 (one worker thread), so the setups get the same
 parallelism. CPU per request is read from /proc for Envoy, the ext_proc server and the
 mock. Figures are printed, not asserted: timings are not tests.
@@ -41,8 +42,11 @@ admin: {{port: {admin_port}}}
 service: {{grpc_address: "127.0.0.1:{grpc_port}", metrics_address: "127.0.0.1:{metrics_port}"}}
 backends: [{{name: mock, url: "http://127.0.0.1:{mock_port}/v1"}}]
 models: [{{name: gpt-4o-mini, routes: [{{backend: mock}}]}}]
-tenants: [{{name: bench}}]
-auth: {{anonymous_tenant: bench}}
+prices: {{models: [{{models: ["*"], input: 0.15, output: 0.6}}]}}
+"""
+TENANT = """
+tenants: [{name: bench}]
+auth: {anonymous_tenant: bench}
 """
 
 
@@ -106,8 +110,8 @@ def wrk(url: str, body_file: Path, seconds: int) -> dict[str, float]:
     return {
         "requests": requests,
         "rps": float(_field(r"Requests/sec:\s+([\d.]+)", out)),
-        "p50_ms": _duration_ms(_field(r"^\s+50%\s+(\S+)$", out)),
-        "p99_ms": _duration_ms(_field(r"^\s+99%\s+(\S+)$", out)),
+        "p50_ms": _duration_ms(_field(r"^\s+50%\s+(\S+)\s*$", out)),
+        "p99_ms": _duration_ms(_field(r"^\s+99%\s+(\S+)\s*$", out)),
         "errors": int(errors.group(1)) if errors else 0,
     }
 
@@ -170,21 +174,43 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 POLICY = """
 policies:
   - name: demo
-    pii: [{detector: email, apply_to: [EMAIL_DIRECTIONS]}, {detector: payment_card, action: block}]
+    pii: [{detector: email, apply_to: [DIRS]}, {detector: payment_card, action: block}]
     deny: [{name: prompt-injection, keywords: ["ignore previous instructions"], roles: [user]}]
 tenants: [{name: bench, policies: [demo]}]
+auth: {anonymous_tenant: bench}
+"""
+# Accounting off: the service reads no response (the cost of a policy-only gateway).
+NO_USAGE = TENANT + "accounting: {skip_usage: true}\n"
+# A budget every request reserves in (and settles with) the in-process store; large
+# enough that nothing is refused.
+BUDGET = """
+tenants:
+  - name: bench
+    budgets: [{name: daily, window: day, max_tokens: 1000000000000}]
 auth: {anonymous_tenant: bench}
 """
 BARE = [sys.executable, str(ROOT / "bench" / "bare_extproc.py")]
 PLAIN = ("1 KB", "16 KB")
 ALL = ("1 KB", "16 KB", "1 KB, streamed")
-# (label, bare backend, ext_proc command, e-mail policy directions, workloads)
+STREAMED = ("1 KB", "1 KB, streamed")
+NO_ACCOUNTING = "Envoy + extproc, accounting off"
+ACCOUNTING = "Envoy + extproc"
+BUDGETS = "Envoy + extproc + budget"
+# (label, bare backend, ext_proc command, config tail, workloads)
 SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
-    ("Envoy alone", "mock", None, "", ALL),
-    ("Envoy + bare grpc.aio ext_proc", None, BARE, "", PLAIN),
-    ("Envoy + extproc", None, None, "", ALL),
-    ("Envoy + extproc, demo policy", None, None, "request", PLAIN),
-    ("Envoy + extproc, demo policy + output check", None, None, "request, response", ALL),
+    ("Envoy alone", "mock", None, TENANT, ALL),
+    ("Envoy + bare grpc.aio ext_proc", None, BARE, TENANT, PLAIN),
+    (NO_ACCOUNTING, None, None, NO_USAGE, ALL),
+    (ACCOUNTING, None, None, TENANT, ALL),
+    (BUDGETS, None, None, BUDGET, STREAMED),
+    ("Envoy + extproc, demo policy", None, None, POLICY.replace("DIRS", "request"), PLAIN),
+    (
+        "Envoy + extproc, demo policy + output check",
+        None,
+        None,
+        POLICY.replace("DIRS", "request, response"),
+        ALL,
+    ),
 ]
 # Workloads: (label, body size, streamed)
 WORKLOADS = [("1 KB", 1024, False), ("16 KB", 16 * 1024, False), ("1 KB, streamed", 1024, True)]
@@ -214,18 +240,13 @@ def main() -> None:
         try:
             # All setups stay up on their own ports, sharing one mock provider, so the
             # rounds can be interleaved and the machine's drift spreads over all of them.
-            for label, bare, command, directions, _ in SETUPS:
+            for label, bare, command, tail, _ in SETUPS:
                 ports = {
                     k: free_port() for k in ("port", "admin_port", "grpc_port", "metrics_port")
                 }
-                config = workdir / f"{label.replace(' ', '-').replace(',', '')}.yaml"
-                text = CONFIG.format(**ports, mock_port=mock_port)
-                if directions:
-                    text = text.replace(
-                        "tenants: [{name: bench}]\nauth: {anonymous_tenant: bench}\n", ""
-                    )
-                    text += POLICY.replace("EMAIL_DIRECTIONS", directions)
-                config.write_text(text)
+                name = label.replace(" ", "-").replace(",", "").replace("+", "")
+                config = workdir / f"{name}.yaml"
+                config.write_text(CONFIG.format(**ports, mock_port=mock_port) + tail)
                 stack = Stack(
                     config_path=config,
                     workdir=workdir / config.stem,
@@ -239,9 +260,9 @@ def main() -> None:
             for _ in range(ROUNDS):
                 for label, (stack, url) in stacks.items():
                     for workload in workloads[label]:
-                        runs.setdefault((label, workload), []).append(
-                            measure(stack, mock, url, bodies[workload])
-                        )
+                        result = measure(stack, mock, url, bodies[workload])
+                        print(f"{label} / {workload}: {result['rps']:,.0f} req/s", flush=True)
+                        runs.setdefault((label, workload), []).append(result)
         finally:
             for stack, _ in stacks.values():
                 stack.stop()
@@ -273,11 +294,24 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
     def cpu(label: str, workload: str) -> float | None:
         return medians.get((label, workload), {}).get("service_cpu_us")
 
-    for label in ("Envoy + extproc", "Envoy + extproc, demo policy + output check"):
+    per_event: dict[str, float] = {}
+    output_check = "Envoy + extproc, demo policy + output check"
+    for label in (NO_ACCOUNTING, ACCOUNTING, BUDGETS, output_check):
         streamed, plain = cpu(label, "1 KB, streamed"), cpu(label, "1 KB")
         if streamed is not None and plain is not None:
-            per_event = (streamed - plain) / events
-            print(f"- {label}: {per_event:,.1f} µs per event beyond the request's own cost")
+            per_event[label] = (streamed - plain) / events
+            print(f"- {label}: {per_event[label]:,.1f} µs per event beyond the request's own cost")
+    print("\naccounting (usage, cost, metrics, record), service CPU:")
+    on, off = cpu(ACCOUNTING, "1 KB"), cpu(NO_ACCOUNTING, "1 KB")
+    if on is not None and off is not None:
+        print(f"- buffered 1 KB JSON response: {on - off:+,.0f} µs per request")
+    if ACCOUNTING in per_event and NO_ACCOUNTING in per_event:
+        added = per_event[ACCOUNTING] - per_event[NO_ACCOUNTING]
+        print(f"- streamed: {added:+,.1f} µs per event")
+    for workload in STREAMED:
+        budget, plain = cpu(BUDGETS, workload), cpu(ACCOUNTING, workload)
+        if budget is not None and plain is not None:
+            print(f"- budget reserve + settle, {workload}: {budget - plain:+,.0f} µs per request")
     for workload in PLAIN:
         with_policy, without = (
             cpu("Envoy + extproc, demo policy", workload),

@@ -315,7 +315,12 @@ class Exchange:
             if refusal is not None:
                 return self.error(refusal)
         endpoint = self.endpoint
-        if self.stream and endpoint.api is Schema.OPENAI and endpoint.kind in _STREAM_OPTIONS:
+        if (
+            self.stream
+            and self.runtime.read_usage
+            and endpoint.api is Schema.OPENAI
+            and endpoint.kind in _STREAM_OPTIONS
+        ):
             options = body.get("stream_options")
             if options is None or (
                 isinstance(options, dict) and options.get("include_usage") is not True
@@ -457,6 +462,8 @@ class Exchange:
             policy = output_filter(
                 content_type, endpoint, self.policies, self.redactions, self.decisions
             )
+        if policy is None and not self.runtime.read_usage:
+            return decision
         self.meter = meter = Meter(endpoint.api, endpoint.kind)
         media = content_type.split(";", 1)[0].strip().lower()
         if media == "text/event-stream":
@@ -494,7 +501,7 @@ class Exchange:
     def settle_usage(self) -> None:
         """Fix this exchange's usage and cost: reported where the provider reported,
         estimated elsewhere (no usage in the response, or a response cut short)."""
-        if self.usage is not None or not self.forwarded:
+        if self.usage is not None or not self.forwarded or not self.runtime.read_usage:
             return
         self.ended_at = time.monotonic()
         if self.meter is not None:

@@ -17,7 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extproc import envoy, names
+from extproc import envoy, names, tokens
 from extproc.accounting.budgets import Charge, MemoryStore, Store, StoreError
 from extproc.attempt import Attempt
 from extproc.config.runtime import Runtime
@@ -268,6 +268,9 @@ async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
             ("grpc.so_reuseport", 0),
         ]
     )
+    # Estimates (cut streams, missing usage, reservations, prompt limits) need the
+    # tokenizer; loading it lazily would block the first request that needs it.
+    tokens.preload()
     processor = Processor(runtime, metrics, make_store(runtime))
     ext_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     health = health_async.HealthServicer()

@@ -16,6 +16,12 @@ def _encoding() -> Any:
     return bpe_openai.get_encoding(ENCODING)
 
 
+def preload() -> None:
+    """Load the tables now (~1.3 s, ~115 MB here): the first estimate on the hot path
+    would otherwise stall the event loop for that long."""
+    _encoding().encode_ordinary("warm")
+
+
 def count(texts: Iterable[str]) -> int:
     encoding = _encoding()
     return sum(len(encoding.encode_ordinary(text)) for text in texts if text)

@@ -214,7 +214,10 @@ class _Checker:
             policies=self.policies,
             prices=accounting.build_prices(config, set(backends), self.problem),
             reserved_output_tokens=config.accounting.default_reserved_output_tokens,
+            read_usage=not config.accounting.skip_usage,
         )
+        if config.accounting.skip_usage and any(t.budgets for t in tenants.values()):
+            self.problem("accounting.skip_usage", "budgets need usage; remove one or the other")
         accounting.check_store(config, self.problem)
         if not config.prices.models and any(
             budget.max_cost_nanos for tenant in tenants.values() for budget in tenant.budgets

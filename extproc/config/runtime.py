@@ -143,6 +143,8 @@ class Runtime:
     loaded_at: int = 0
     policies: dict[str, Policy] = field(default_factory=dict)
     prices: PriceTable | None = None
+    # Read responses for usage (accounting.skip_usage turns it off).
+    read_usage: bool = True
     # Output tokens a request without max_tokens reserves against its budgets.
     reserved_output_tokens: int = 4096
     # Model names that may appear as metric label values (the config's, never a client's).

@@ -271,3 +271,47 @@ async def test_stream_metrics_go_up_and_down(channel: grpc.aio.Channel) -> None:
     await server.stop(None)
     assert metrics.active_streams._value.get() == 0
     assert metrics.requests.labels("", "", "200")._value.get() == 1
+
+
+DEAD_STORE_CONFIG = """
+backends: [{{name: b, url: "http://127.0.0.1:9/v1"}}]
+models: [{{name: m, routes: [{{backend: b}}]}}]
+accounting:
+  store: {{redis: {{url: "redis://127.0.0.1:{port}/0", timeout: 200ms}}, fail_open: {fail_open}}}
+tenants:
+  - name: t
+    budgets: [{{name: daily, window: day, max_tokens: 1000}}]
+auth: {{anonymous_tenant: t}}
+"""
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+async def test_unreachable_budget_store_follows_the_configured_failure_mode(
+    fail_open: bool,
+) -> None:
+    from extproc.server import make_store
+
+    config = runtime(DEAD_STORE_CONFIG.format(port=free_port(), fail_open=str(fail_open).lower()))
+    metrics = Metrics()
+    server = grpc.aio.server()
+    ext_grpc.add_ExternalProcessorServicer_to_server(
+        Processor(config, metrics, make_store(config)), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+            chat = {":method": "POST", ":path": "/v1/chat/completions", "x-request-id": "r9"}
+            body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+            _, reply = await exchange(chan, headers_message(chat), body_message(body))
+    finally:
+        await server.stop(None)
+    if fail_open:
+        assert reply.HasField("request_body")
+        assert mutations(reply.request_body.response)["x-extproc-cluster"] == "backend.b"
+    else:
+        assert reply.immediate_response.status.code == 503
+        error = orjson.loads(reply.immediate_response.body)["error"]
+        assert error["code"] == "budget_unavailable"
+    errors = metrics.budget_store_errors.labels("reserve")._value.get()
+    assert errors == 1

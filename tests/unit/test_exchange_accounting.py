@@ -254,3 +254,33 @@ def test_budget_config_is_checked() -> None:
         "tenants[0].budgets[2].window: required",
     ):
         assert expected in problems, problems
+
+
+def test_skip_usage_reads_no_response() -> None:
+    quiet = runtime(
+        """
+        backends: [{name: b, url: "http://127.0.0.1:9/v1"}]
+        models: [{name: m, routes: [{backend: b}]}]
+        accounting: {skip_usage: true}
+        tenants: [{name: t}]
+        auth: {anonymous_tenant: t}
+        """
+    )
+    exchange = Exchange(quiet)
+    exchange.request_headers({":path": "/v1/chat/completions", ":method": "POST"}, False)
+    body = b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+    decision = exchange.request_body(body)
+    assert isinstance(decision, Continue) and decision.body is None  # no include_usage
+    headers = {":status": "200", "content-type": "text/event-stream"}
+    assert exchange.response_headers(headers).response_body is None
+    exchange.finish()
+    assert "usage" not in exchange.record()
+    with pytest.raises(ConfigError, match="budgets need usage"):
+        runtime(
+            """
+            backends: [{name: b, url: "http://127.0.0.1:9/v1"}]
+            models: [{name: m, routes: [{backend: b}]}]
+            accounting: {skip_usage: true}
+            tenants: [{name: t, budgets: [{name: d, window: day, max_tokens: 5}]}]
+            """
+        )

@@ -1109,8 +1109,14 @@ class Accounting(_message.Message):
 
     STORE_FIELD_NUMBER: _builtins.int
     DEFAULT_RESERVED_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    SKIP_USAGE_FIELD_NUMBER: _builtins.int
     default_reserved_output_tokens: _builtins.int
     """Output tokens a request reserves when it sets no max_tokens. Default 4096."""
+    skip_usage: _builtins.bool
+    """Do not read responses for usage: no usage records, cost or token metrics, and no
+    budgets (which need usage to settle). Saves one gRPC message per JSON response and
+    one per streamed chunk. Default false.
+    """
     @_builtins.property
     def store(self) -> Global___BudgetStore:
         """Where budget counters live. Default: in the service's memory (one replica)."""
@@ -1120,10 +1126,11 @@ class Accounting(_message.Message):
         *,
         store: Global___BudgetStore | None = ...,
         default_reserved_output_tokens: _builtins.int = ...,
+        skip_usage: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["store", b"store"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_reserved_output_tokens", b"default_reserved_output_tokens", "store", b"store"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_reserved_output_tokens", b"default_reserved_output_tokens", "skip_usage", b"skip_usage", "store", b"store"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
