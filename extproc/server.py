@@ -195,6 +195,9 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         return envoy.request_body_reply(exchange.reserved(reserve))
 
     def _settle(self, charges: Sequence[Charge]) -> None:
+        if isinstance(self.store, MemoryStore):
+            self.store.adjust_now(charges)
+            return
         task = asyncio.get_running_loop().create_task(self._adjust(charges))
         self.settling.add(task)
         task.add_done_callback(self.settling.discard)

@@ -201,6 +201,10 @@ class MemoryStore:
         return -1
 
     async def adjust(self, charges: Sequence[Charge]) -> None:
+        self.adjust_now(charges)
+
+    def adjust_now(self, charges: Sequence[Charge]) -> None:
+        """adjust() without a coroutine: the settlement path needs no task for this store."""
         now = int(time.time())
         self._add([self._counter(charge, now) for charge in charges], charges, now)
 

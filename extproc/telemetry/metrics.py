@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -57,6 +58,17 @@ _TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 
 # A label value for names that are not in the config (bounded cardinality).
 OTHER = "_OTHER"
 GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "backend")
+
+
+@dataclass(frozen=True, slots=True)
+class _GenAiChildren:
+    input_tokens: Histogram
+    output_tokens: Histogram
+    duration: Histogram
+    time_to_first_token: Histogram
+    time_per_output_token: Histogram
+    cost: Counter
+    estimated: Counter
 
 
 class Metrics:
@@ -144,22 +156,44 @@ class Metrics:
         )
         # Bound children once: labels() costs a dict lookup and a lock per call.
         self.phase = {name: self.phase_seconds.labels(name) for name in PHASES}
+        self._genai: dict[tuple[str, ...], _GenAiChildren] = {}
+
+    def _children(self, labels: tuple[str, ...], currency: str) -> _GenAiChildren:
+        # labels() costs a lock and a dict lookup per call; label sets are bounded by the
+        # config, so each one's children are bound once.
+        found = self._genai.get(labels)
+        if found is None:
+            found = self._genai[labels] = _GenAiChildren(
+                self.token_usage.labels(*labels, "input"),
+                self.token_usage.labels(*labels, "output"),
+                self.request_duration.labels(*labels, ""),
+                self.time_to_first_token.labels(*labels),
+                self.time_per_output_token.labels(*labels),
+                self.cost.labels(*labels, currency),
+                self.estimated.labels(*labels),
+            )
+        return found
 
     def observe(self, observation: Observation, currency: str) -> None:
         labels = observation.labels
         usage = observation.usage
+        children = self._children(labels, currency)
         if not observation.error_type or usage.total_tokens:
-            self.token_usage.labels(*labels, "input").observe(usage.input_tokens)
-            self.token_usage.labels(*labels, "output").observe(usage.output_tokens)
-        self.request_duration.labels(*labels, observation.error_type).observe(observation.duration)
+            children.input_tokens.observe(usage.input_tokens)
+            children.output_tokens.observe(usage.output_tokens)
+        if observation.error_type:
+            duration = self.request_duration.labels(*labels, observation.error_type)
+        else:
+            duration = children.duration
+        duration.observe(observation.duration)
         if observation.time_to_first_token is not None:
-            self.time_to_first_token.labels(*labels).observe(observation.time_to_first_token)
+            children.time_to_first_token.observe(observation.time_to_first_token)
         if observation.time_per_output_token is not None:
-            self.time_per_output_token.labels(*labels).observe(observation.time_per_output_token)
+            children.time_per_output_token.observe(observation.time_per_output_token)
         if observation.cost:
-            self.cost.labels(*labels, currency).inc(observation.cost)
+            children.cost.inc(observation.cost)
         if usage.estimated:
-            self.estimated.labels(*labels).inc()
+            children.estimated.inc()
 
     def serve(self, address: str) -> None:
         host, _, port = address.rpartition(":")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -210,3 +211,57 @@ def test_usage_with_policy_filter_parses_each_event_once() -> None:
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text == "Héllo wörld ☕"
     assert meter.usage(None).total_tokens == 99
+
+
+def test_completions_stream_counts_text_and_reads_usage() -> None:
+    base = '{"id":"cmpl-1","object":"text_completion","created":1,"model":"gpt-3.5-turbo-instruct"'
+    stream = (
+        f'data: {base},"choices":[{{"text":"Hello","index":0,"logprobs":null,"finish_reason":null}}],"usage":null}}\n\n'
+        f'data: {base},"choices":[{{"text":" world","index":0,"logprobs":null,"finish_reason":"stop"}}],"usage":null}}\n\n'
+        f'data: {base},"choices":[],"usage":{{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}}}\n\n'
+        "data: [DONE]\n\n"
+    ).encode()
+    meter = Meter(Schema.OPENAI, Kind.COMPLETIONS)
+    out = StreamReader(meter, None, strip_usage=True).feed(stream, True)
+    assert out is not None and b"usage" not in out and out.count(b"data: ") == 3
+    assert meter.texts == ["Hello", " world"]
+    assert (meter.usage(None).input_tokens, meter.usage(None).output_tokens) == (4, 2)
+
+
+def test_tenant_labels_are_opt_in() -> None:
+    from extproc.exchange import Observation
+    from extproc.telemetry.metrics import Metrics
+
+    observation = Observation(
+        labels=("chat", "openai", "m", "b", "team-a"),
+        usage=Usage(input_tokens=3, output_tokens=4, reported=frozenset({"input_tokens"})),
+        cost=0.5,
+        duration=0.2,
+        error_type="",
+        time_to_first_token=0.01,
+        time_per_output_token=0.02,
+    )
+    with_tenants = Metrics(tenant_labels=True)
+    with_tenants.observe(observation, "USD")
+    labels = {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "openai",
+        "gen_ai_request_model": "m",
+        "backend": "b",
+        "tenant": "team-a",
+    }
+    registry = with_tenants.registry
+    assert (
+        registry.get_sample_value(
+            "gen_ai_client_token_usage_sum", {**labels, "gen_ai_token_type": "output"}
+        )
+        == 4
+    )
+    assert registry.get_sample_value("extproc_cost_total", {**labels, "currency": "USD"}) == 0.5
+    without = Metrics()
+    without.observe(dataclasses.replace(observation, labels=observation.labels[:4]), "USD")
+    del labels["tenant"]
+    assert (
+        without.registry.get_sample_value("gen_ai_server_time_to_first_token_seconds_count", labels)
+        == 1
+    )
