@@ -46,6 +46,7 @@ class Attempt:
         self.route: Route | None = None
         self.index = 0
         self.upstream_model = ""
+        self.drop_stream_options = False
 
     @property
     def target(self) -> Target | None:
@@ -63,6 +64,9 @@ class Attempt:
         target = route.attempts[self.index]
         backend = target.backend
         self.upstream_model = target.upstream_model or metadata.get(names.METADATA_MODEL, "")
+        self.drop_stream_options = backend.omit_stream_options and bool(
+            metadata.get(names.METADATA_ADDED_STREAM_OPTIONS)
+        )
         decision = Continue(remove_headers=proxy_headers)
         suffix = metadata.get(names.METADATA_SUFFIX, "")
         decision.set_headers.append((":path", backend.base_path + suffix))
@@ -80,12 +84,16 @@ class Attempt:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return Continue()
-        if (
-            not isinstance(body, dict)
-            or not self.upstream_model
-            or body.get("model") == self.upstream_model
-        ):
+        if not isinstance(body, dict):
             return Continue()
-        body["model"] = self.upstream_model
+        changed = False
+        if self.upstream_model and body.get("model") != self.upstream_model:
+            body["model"] = self.upstream_model
+            changed = True
+        if self.drop_stream_options and "stream_options" in body:
+            del body["stream_options"]  # the gateway's, not the client's: see exchange.py
+            changed = True
+        if not changed:
+            return Continue()
         new = orjson.dumps(body)
         return Continue(body=new, set_headers=[("content-length", str(len(new)))])

@@ -320,6 +320,7 @@ class Exchange:
             and self.runtime.read_usage
             and endpoint.api is Schema.OPENAI
             and endpoint.kind in _STREAM_OPTIONS
+            and not routed.route.attempts[0].backend.omit_stream_options
         ):
             options = body.get("stream_options")
             if options is None or (
@@ -426,6 +427,8 @@ class Exchange:
         if routed.route.has_fallbacks:
             decision.metadata[names.METADATA_ROUTE] = routed.route.cluster
             decision.metadata[names.METADATA_SUFFIX] = suffix
+            if self.strip_usage:
+                decision.metadata[names.METADATA_ADDED_STREAM_OPTIONS] = "1"
         if decision.body is not None:
             headers.append(("content-length", str(len(decision.body))))
         # The client's gateway credential never reaches a provider; a header the backend

@@ -24,6 +24,8 @@ METADATA_NAMESPACE = "extproc"
 METADATA_ROUTE = "route"  # the fallback route's cluster
 METADATA_MODEL = "model"  # the model name the client's request resolved to
 METADATA_SUFFIX = "suffix"  # the endpoint path below the version prefix, plus the query
+# The gateway added stream_options.include_usage; an attempt whose backend omits it drops it.
+METADATA_ADDED_STREAM_OPTIONS = "added_stream_options"
 HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
 
 # Set by Envoy (include_request_attempt_count / include_attempt_count_in_response).

@@ -340,6 +340,7 @@ class _Checker:
             if backend.tls.ca_file
             else SYSTEM_CA_FILE,
             connect_timeout=backend.connect_timeout.ToNanoseconds() / 1e9,
+            omit_stream_options=backend.omit_stream_options,
         )
 
     def build_credential(

@@ -54,6 +54,7 @@ class Backend:
     sni: str
     ca_file: str
     connect_timeout: float
+    omit_stream_options: bool = False
 
     @property
     def tls(self) -> bool:

@@ -79,3 +79,32 @@ def test_unknown_route_passes_through() -> None:
     assert (
         isinstance(decision, Continue) and decision.skip_request_body and not decision.set_headers
     )
+
+
+def test_attempt_on_a_backend_without_stream_options_drops_the_gateways() -> None:
+    config = runtime(
+        """
+        backends:
+          - {name: main, url: "http://127.0.0.1:9/v1"}
+          - {name: old-server, url: "http://127.0.0.1:8/v1", omit_stream_options: true}
+        models:
+          - {name: m, routes: [{backend: main}], fallbacks: [{backend: old-server}]}
+        tenants: [{name: t}]
+        auth: {anonymous_tenant: t}
+        """
+    )
+    cluster = next(iter(config.fallback_routes))
+    body = b'{"model": "m", "stream": true, "stream_options": {"include_usage": true}}'
+    added = {"route": cluster, "model": "m", "suffix": "/chat/completions"}
+    for metadata, backend, kept in (
+        ({**added, "added_stream_options": "1"}, "old-server", False),
+        ({**added, "added_stream_options": "1"}, "main", True),
+        (added, "old-server", True),  # the client's own stream_options are its business
+    ):
+        attempt = Attempt(config)
+        number = "2" if backend == "old-server" else "1"
+        attempt.request_headers(attempt_headers(number), metadata, backend)
+        decision = attempt.request_body(body)
+        assert isinstance(decision, Continue)
+        sent = orjson.loads(decision.body) if decision.body is not None else orjson.loads(body)
+        assert ("stream_options" in sent) is kept, (metadata, backend)

@@ -284,3 +284,25 @@ def test_skip_usage_reads_no_response() -> None:
             tenants: [{name: t, budgets: [{name: d, window: day, max_tokens: 5}]}]
             """
         )
+
+
+def test_backend_that_omits_stream_options_gets_none_and_usage_is_estimated() -> None:
+    config = runtime(
+        """
+        backends: [{name: b, url: "http://127.0.0.1:9/v1", omit_stream_options: true}]
+        models: [{name: m, routes: [{backend: b}]}]
+        tenants: [{name: t}]
+        auth: {anonymous_tenant: t}
+        """
+    )
+    exchange = Exchange(config)
+    exchange.request_headers({":path": "/v1/chat/completions", ":method": "POST"}, False)
+    body = b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+    decision = exchange.request_body(body)
+    assert isinstance(decision, Continue) and decision.body is None
+    run = (DATA / "openai_stream.sse").read_bytes()
+    exchange.response_headers({":status": "200", "content-type": "text/event-stream"})
+    assert exchange.response_body(run, True).body is None  # passed through untouched
+    exchange.finish()
+    usage = exchange.record()["usage"]
+    assert isinstance(usage, dict) and "output_tokens" in usage["estimated"]

@@ -345,6 +345,7 @@ class Backend(_message.Message):
     TLS_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
     CONNECT_TIMEOUT_FIELD_NUMBER: _builtins.int
+    OMIT_STREAM_OPTIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     schema: Global___Schema.ValueType
     """Default OPENAI."""
@@ -353,6 +354,10 @@ class Backend(_message.Message):
     "https://api.openai.com/v1", "https://api.anthropic.com/v1", "http://vllm:8000/v1".
     A client's "/v1/chat/completions" goes to "<url path>/chat/completions".
     https URLs get TLS origination with SNI and certificate validation.
+    """
+    omit_stream_options: _builtins.bool
+    """OpenAI schema: do not add `stream_options.include_usage` to streamed requests, for
+    servers that reject the field. Usage of such streams is estimated. Default false.
     """
     @_builtins.property
     def credential(self) -> Global___Credential:
@@ -380,10 +385,11 @@ class Backend(_message.Message):
         tls: Global___BackendTls | None = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         connect_timeout: _duration_pb2.Duration | None = ...,
+        omit_stream_options: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "credential", b"credential", "tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "credential", b"credential", "headers", b"headers", "name", b"name", "schema", b"schema", "tls", b"tls", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "credential", b"credential", "headers", b"headers", "name", b"name", "omit_stream_options", b"omit_stream_options", "schema", b"schema", "tls", b"tls", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
