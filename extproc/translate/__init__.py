@@ -1,0 +1,1 @@
+"""Translation between the OpenAI and Anthropic APIs: pure functions per direction."""
