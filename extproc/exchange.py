@@ -35,8 +35,10 @@ from extproc.policy.engine import (
 )
 from extproc.policy.filters import JsonFilter, output_filter
 from extproc.policy.rules import EMPTY
-from extproc.reader import JsonReader, StreamReader
+from extproc.reader import ErrorReader, JsonReader, StreamReader
 from extproc.routing import Routed, canonical_name, listing, model_object, resolve
+from extproc.translate.common import Untranslatable
+from extproc.translate.pair import BACKEND_KIND, Translation
 
 JSON_HEADERS = [("content-type", "application/json")]
 _OPERATIONS = {
@@ -48,6 +50,7 @@ _OPERATIONS = {
 OTHER = "_OTHER"
 # The client's credentials for the gateway; removed from every upstream request.
 CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 # Endpoints whose responses carry token usage.
 METERED = frozenset({Kind.CHAT, Kind.MESSAGES, Kind.EMBEDDINGS, Kind.COMPLETIONS})
 # Endpoints whose streams report usage only when `stream_options.include_usage` is set.
@@ -179,7 +182,11 @@ class Exchange:
         self.policies = EMPTY
         self.redactions = Redactions()
         self.decisions = Decisions()
-        self.reader: JsonReader | StreamReader | None = None
+        self.reader: JsonReader | StreamReader | ErrorReader | None = None
+        # Set when the client's API differs from the backend's.
+        self.translation: Translation | None = None
+        self.dropped_fields: list[str] = []
+        self.client_include_usage = False
         # Accounting: the request as sent (for estimates), what the response reported.
         self.request: dict[str, Any] | None = None
         self.forwarded = False
@@ -293,7 +300,15 @@ class Exchange:
             return self.error(routed)
         self.routed = routed
         backend = routed.route.attempts[0].backend
-        if backend.schema is not self.endpoint.api:
+        # Chat and messages translate between the APIs (not yet across a fallback chain
+        # that mixes schemas); other endpoints exist in one API only.
+        if (
+            backend.schema is not self.endpoint.api
+            and self.endpoint.kind in (Kind.CHAT, Kind.MESSAGES)
+            and all(t.backend.schema is backend.schema for t in routed.route.attempts)
+        ):
+            self.translation = Translation(self.endpoint.api, backend.schema)
+        if backend.schema is not self.endpoint.api and self.translation is None:
             return self.error(
                 ApiError(
                     400,
@@ -318,6 +333,7 @@ class Exchange:
         if (
             self.stream
             and self.runtime.read_usage
+            and self.translation is None
             and endpoint.api is Schema.OPENAI
             and endpoint.kind in _STREAM_OPTIONS
             and not routed.route.attempts[0].backend.omit_stream_options
@@ -330,6 +346,18 @@ class Exchange:
                 body["stream_options"] = {**(options or {}), "include_usage": True}
                 self.strip_usage = changed = True
         self.request = body
+        options = body.get("stream_options")
+        self.client_include_usage = (
+            isinstance(options, dict) and options.get("include_usage") is True
+        )
+        if self.translation is not None:
+            try:
+                body, self.dropped_fields = self.translation.request(
+                    body, routed.upstream_model, backend.default_max_tokens
+                )
+            except Untranslatable as untranslatable:
+                return self.error(untranslatable.error)
+            changed = True
         decision = self.forward(body, changed)
         reservation = self.plan_reservation(body)
         if reservation is not None:
@@ -402,7 +430,8 @@ class Exchange:
         assert self.routed is not None and self.endpoint is not None
         routed = self.routed
         backend = routed.route.attempts[0].backend
-        suffix = self.endpoint.suffix + (f"?{self._query}" if self._query else "")
+        endpoint_suffix = self.translation.suffix if self.translation else self.endpoint.suffix
+        suffix = endpoint_suffix + (f"?{self._query}" if self._query else "")
         decision = Continue(clear_route_cache=True)
         if body["model"] != routed.upstream_model:
             body["model"] = routed.upstream_model
@@ -435,6 +464,9 @@ class Exchange:
         # needs under the same name was overwritten above instead.
         set_names = {name for name, _ in headers}
         decision.remove_headers.extend(h for h in CLIENT_CREDENTIAL_HEADERS if h not in set_names)
+        if self.translation is not None and backend.schema is Schema.OPENAI:
+            # The Anthropic SDK's protocol headers mean nothing to an OpenAI backend.
+            decision.remove_headers.extend(h for h in ANTHROPIC_HEADERS if h not in set_names)
         if response_needs(self.policies, self.redactions):
             # The gateway will read the response: ask for it uncompressed.
             decision.remove_headers.append("accept-encoding")
@@ -457,6 +489,14 @@ class Exchange:
         if routed.deprecation is not None:
             decision.set_headers.extend(routed.deprecation.response_headers)
         endpoint = self.endpoint
+        translation = self.translation
+        if translation is not None and self.status >= 400:
+            # The provider's error, in the client's schema.
+            self.reader = ErrorReader(translation, self.status)
+            decision.response_body = self.reader.mode
+            if self.status == 529 and translation.client is Schema.OPENAI:
+                decision.set_headers.append((":status", "503"))
+            return decision
         if self.status != 200 or endpoint is None or endpoint.kind not in METERED:
             return decision
         content_type = headers.get("content-type", "")
@@ -465,18 +505,24 @@ class Exchange:
             policy = output_filter(
                 content_type, endpoint, self.policies, self.redactions, self.decisions
             )
-        if policy is None and not self.runtime.read_usage:
+        if policy is None and not self.runtime.read_usage and translation is None:
             return decision
-        self.meter = meter = Meter(endpoint.api, endpoint.kind)
+        if translation is not None:
+            meter = Meter(translation.backend, BACKEND_KIND[translation.backend])
+        else:
+            meter = Meter(endpoint.api, endpoint.kind)
+        self.meter = meter
         media = content_type.split(";", 1)[0].strip().lower()
         if media == "text/event-stream":
             stream_policy = None if isinstance(policy, JsonFilter) else policy
-            self.reader = StreamReader(meter, stream_policy, self.strip_usage)
-            if stream_policy is not None or self.strip_usage:
+            stream = translation.stream(self.client_include_usage) if translation else None
+            self.reader = StreamReader(meter, stream_policy, self.strip_usage, stream)
+            if stream_policy is not None or self.strip_usage or stream is not None:
                 # Chunks change size as they pass; the length is no longer known.
                 decision.remove_headers.append("content-length")
         elif media == "application/json":
-            self.reader = JsonReader(meter, policy if isinstance(policy, JsonFilter) else None)
+            json_policy = policy if isinstance(policy, JsonFilter) else None
+            self.reader = JsonReader(meter, json_policy, translation)
         if self.reader is not None:
             decision.response_body = self.reader.mode
         return decision
@@ -626,6 +672,8 @@ class Exchange:
                 record["rerouted_to"] = routed.name
             if routed.route.has_fallbacks:
                 record["attempt"] = self.attempt
+            if self.translation is not None:
+                record["translated"] = f"{self.translation.client}->{self.translation.backend}"
         if self.error_code is not None:
             record["error"] = self.error_code
         if self.decisions.counts:

@@ -5,6 +5,8 @@ the text. Request headers make it misbehave on purpose:
   x-mock-status: 503      answer with that status and an error body in the path's schema
   x-mock-delay-ms: 250    wait before answering
   x-mock-chunk-delay-ms: 50  streams: wait this long between events
+With tools offered and a user's question last, the reply calls the first tool with
+{"text": <the question>}; after a tool result, the reply echoes "tool result: ...".
   x-mock-cut-after: 3     streams: send 3 events, pause, close the connection (no final event);
                           JSON: close the connection without answering
 Response headers report what arrived, so tests can see what the gateway sent upstream:
@@ -50,10 +52,37 @@ def _text_of(content: Any) -> str:
 
 
 def _last_user_text(messages: list[Any]) -> str:
+    """The text the reply echoes: the last user turn's, or the last tool result's."""
     for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return _text_of(message.get("content"))
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") == "tool":
+            return f"tool result: {_text_of(message.get('content'))}"
+        if message.get("role") == "user":
+            content = message.get("content")
+            results = [
+                block
+                for block in (content if isinstance(content, list) else [])
+                if isinstance(block, dict) and block.get("type") == "tool_result"
+            ]
+            if results:
+                return "tool result: " + "".join(_text_of(r.get("content")) for r in results)
+            return _text_of(content)
     return ""
+
+
+def _tool_call(body: dict[str, Any]) -> tuple[str, str] | None:
+    """With tools offered and a user's question last, the mock calls the first tool with
+    {"text": <the question>}: (tool name, arguments as JSON)."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
+        return None
+    text = _last_user_text(body.get("messages", []))
+    if text.startswith("tool result: "):
+        return None
+    function = tools[0].get("function")
+    name = function.get("name") if isinstance(function, dict) else tools[0].get("name")
+    return str(name), orjson.dumps({"text": text}).decode()
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -183,6 +212,16 @@ class MockProvider:
             "total_tokens": prompt + completion,
         }
         ident, created = f"chatcmpl-mock{self.requests}", int(time.time())
+        call = _tool_call(body)
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if call is not None:
+            function = {"name": call[0], "arguments": call[1]}
+            message.update(
+                content=None,
+                tool_calls=[
+                    {"id": f"call_mock{self.requests}", "type": "function", "function": function}
+                ],
+            )
         if not body.get("stream"):
             if cut_after is not None:
                 return await self._cut(request)
@@ -194,9 +233,9 @@ class MockProvider:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "message": message,
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": "tool_calls" if call else "stop",
                     }
                 ],
                 "usage": usage,
@@ -221,8 +260,19 @@ class MockProvider:
             return _sse(orjson.dumps({**base, "choices": [choice]}))
 
         events = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": piece}) for piece in _pieces(text)]
-        events.append(chunk({}, "stop"))
+        if call is not None:
+            start = {**message["tool_calls"][0], "index": 0}
+            start["function"] = {"name": call[0], "arguments": ""}
+            events.append(chunk({"tool_calls": [start]}))
+            half = len(call[1]) // 2
+            for piece in (call[1][:half], call[1][half:]):
+                events.append(
+                    chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                )
+            events.append(chunk({}, "tool_calls"))
+        else:
+            events += [chunk({"content": piece}) for piece in _pieces(text)]
+            events.append(chunk({}, "stop"))
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
             events.append(_sse(orjson.dumps({**base, "choices": [], "usage": usage})))
@@ -236,6 +286,9 @@ class MockProvider:
         text = _last_user_text(body.get("messages", []))
         prompt, completion = _prompt_tokens(body), count_tokens(text)
         ident = f"msg_mock{self.requests}"
+        call = _tool_call(body)
+        if call is not None:
+            return await self._tool_use(request, body, call, ident, prompt, cut_after)
         if not body.get("stream"):
             if cut_after is not None:
                 return await self._cut(request)
@@ -309,6 +362,73 @@ class MockProvider:
             _sse(b'{"type":"message_stop"}', "message_stop"),
         ]
         return await self._stream(request, events, cut_after, text)
+
+    async def _tool_use(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        call: tuple[str, str],
+        ident: str,
+        prompt: int,
+        cut_after: int | None,
+    ) -> web.StreamResponse:
+        """An Anthropic tool_use reply, JSON or streamed."""
+        model = str(body.get("model", ""))
+        block = {"type": "tool_use", "id": f"toolu_mock{self.requests}", "name": call[0]}
+        output = count_tokens(call[1])
+        if not body.get("stream"):
+            payload = {
+                "id": ident,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{**block, "input": orjson.loads(call[1])}],
+                "stop_reason": "tool_use",
+                "stop_sequence": None,
+                "usage": {"input_tokens": prompt, "output_tokens": output},
+            }
+            return web.json_response(payload, dumps=lambda o: orjson.dumps(o).decode())
+        message: dict[str, Any] = {
+            "id": ident,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": prompt, "output_tokens": 1},
+        }
+        half = len(call[1]) // 2
+        payloads: list[tuple[str, dict[str, Any]]] = [
+            ("message_start", {"type": "message_start", "message": message}),
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {**block, "input": {}},
+                },
+            ),
+        ]
+        for piece in (call[1][:half], call[1][half:]):
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            payloads.append(
+                ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+            )
+        payloads += [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                    "usage": {"output_tokens": output},
+                },
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        events = [_sse(orjson.dumps(payload), name) for name, payload in payloads]
+        return await self._stream(request, events, cut_after, call[1])
 
     async def _stream(
         self, request: web.Request, events: list[bytes], cut_after: int | None, prompt: str

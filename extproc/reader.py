@@ -20,6 +20,7 @@ from extproc.accounting.usage import Meter
 from extproc.config.runtime import Schema
 from extproc.policy.filters import JsonFilter, StreamFilter, payload_of
 from extproc.sse import Event, Parser
+from extproc.translate.pair import ToAnthropicStream, ToOpenAIStream, Translation
 
 # A top-level `"usage":null` member, with the comma that joins it to its neighbours. Inside
 # JSON strings quotes are escaped, so this cannot match a model's text.
@@ -29,9 +30,12 @@ _NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\
 class JsonReader:
     mode = "buffered"
 
-    def __init__(self, meter: Meter, policy: JsonFilter | None) -> None:
-        self.meter = meter
-        self.policy = policy
+    def __init__(
+        self, meter: Meter, policy: JsonFilter | None, translation: Translation | None = None
+    ) -> None:
+        self.meter = meter  # in the backend's schema
+        self.policy = policy  # in the client's
+        self.translation = translation
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         try:
@@ -41,16 +45,40 @@ class JsonReader:
         if not isinstance(body, dict):
             return None
         self.meter.json(body)
-        return self.policy.process(body) if self.policy is not None else None
+        if self.translation is None:
+            return self.policy.process(body) if self.policy is not None else None
+        body = self.translation.response(body)
+        filtered = self.policy.process(body) if self.policy is not None else None
+        return filtered if filtered is not None else orjson.dumps(body)
+
+
+class ErrorReader:
+    """A provider's error response, rewritten into the client's schema."""
+
+    mode = "buffered"
+
+    def __init__(self, translation: Translation, status: int) -> None:
+        self.translation = translation
+        self.status = status
+
+    def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        return self.translation.error(self.status, chunk)[1]
 
 
 class StreamReader:
     mode = "streamed"
 
-    def __init__(self, meter: Meter, policy: StreamFilter | None, strip_usage: bool) -> None:
-        self.meter = meter
-        self.policy = policy
+    def __init__(
+        self,
+        meter: Meter,
+        policy: StreamFilter | None,
+        strip_usage: bool,
+        translation: ToOpenAIStream | ToAnthropicStream | None = None,
+    ) -> None:
+        self.meter = meter  # in the backend's schema
+        self.policy = policy  # in the client's
         self.strip_usage = strip_usage
+        self.translation = translation
         self.parser = Parser()
         self.openai = meter.api is Schema.OPENAI
 
@@ -58,7 +86,8 @@ class StreamReader:
         events = self.parser.feed(chunk)
         if end_of_stream:
             events += self.parser.close()
-        rewrite = self.policy is not None or self.strip_usage
+        translation = self.translation
+        rewrite = self.policy is not None or self.strip_usage or translation is not None
         items: list[tuple[Event, Any]] = []
         for event in events:
             payload = payload_of(event)
@@ -69,6 +98,10 @@ class StreamReader:
                     self.meter.anthropic_event(payload)
             elif self.openai and event.data == "[DONE]":
                 self.meter.complete = True
+                payload = "[DONE]"
+            if translation is not None:
+                items.extend(translation.event(payload))
+                continue
             if not rewrite:
                 continue
             if self.strip_usage and isinstance(payload, dict) and "usage" in payload:
@@ -79,6 +112,8 @@ class StreamReader:
                     del payload["usage"]
                     event = Event(event.name, _NULL_USAGE.sub("", event.data, count=1))
             items.append((event, payload))
+        if translation is not None and end_of_stream:
+            items.extend(translation.finish())  # a clean end without the final event
         if not rewrite:
             return None
         if self.policy is not None:

@@ -35,6 +35,8 @@ DEFAULT_SHUTDOWN_GRACE_S = 10.0
 DEFAULT_REQUEST_TIMEOUT_S = 300.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_TOKENS = 4096
+ANTHROPIC_VERSION = "2023-06-01"
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
 # Model names are header-safe: printable ASCII without spaces ("org/model:tag" is fine).
@@ -134,6 +136,13 @@ def apply_defaults(config: pb.Config) -> None:
             backend.schema = pb.OPENAI
         if not backend.HasField("connect_timeout"):
             backend.connect_timeout.FromSeconds(int(DEFAULT_CONNECT_TIMEOUT_S))
+        if not backend.default_max_tokens:
+            backend.default_max_tokens = DEFAULT_MAX_TOKENS
+        if backend.schema == pb.ANTHROPIC and not any(
+            name.lower() == "anthropic-version" for name in backend.headers
+        ):
+            # Anthropic requires the header; a translated OpenAI client does not send it.
+            backend.headers["anthropic-version"] = ANTHROPIC_VERSION
     accounting.apply_defaults(config)
     for model in config.models:
         if not model.retry_on:
@@ -341,6 +350,7 @@ class _Checker:
             else SYSTEM_CA_FILE,
             connect_timeout=backend.connect_timeout.ToNanoseconds() / 1e9,
             omit_stream_options=backend.omit_stream_options,
+            default_max_tokens=backend.default_max_tokens,
         )
 
     def build_credential(

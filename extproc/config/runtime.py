@@ -55,6 +55,7 @@ class Backend:
     ca_file: str
     connect_timeout: float
     omit_stream_options: bool = False
+    default_max_tokens: int = 4096
 
     @property
     def tls(self) -> bool:

@@ -216,12 +216,27 @@ def test_fallback_route_passes_model_and_suffix_to_the_attempt_processor() -> No
     }
 
 
-def test_openai_client_cannot_reach_an_anthropic_backend_yet() -> None:
+def test_openai_client_reaches_an_anthropic_backend_through_translation() -> None:
     exchange = Exchange(RT, clock=lambda: NOW)
     exchange.request_headers(headers(authorization="Bearer key-b"), False)
-    openai_error(
-        exchange.request_body(chat("claude-3-haiku")), 400, "model_not_supported_on_endpoint"
-    )
+    decision = exchange.request_body(chat("claude-3-haiku"))
+    assert isinstance(decision, Continue) and decision.body is not None
+    sent = dict(decision.set_headers)
+    assert sent[":path"] == "/v1/messages"
+    assert sent["anthropic-version"] == "2023-06-01"  # added for Anthropic backends
+    assert sent["content-length"] == str(len(decision.body))
+    assert orjson.loads(decision.body) == {
+        "model": "claude-3-haiku",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        "max_tokens": 4096,
+    }
+    assert exchange.record()["translated"] == "openai->anthropic"
+
+
+def test_endpoints_only_one_api_has_are_not_translated() -> None:
+    exchange = start("/v1/embeddings", authorization="Bearer key-b")
+    body = orjson.dumps({"model": "claude-3-haiku", "input": "hi"})
+    openai_error(exchange.request_body(body), 400, "model_not_supported_on_endpoint")
 
 
 def test_deprecation_headers_on_the_response() -> None:

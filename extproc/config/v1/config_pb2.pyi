@@ -346,6 +346,7 @@ class Backend(_message.Message):
     HEADERS_FIELD_NUMBER: _builtins.int
     CONNECT_TIMEOUT_FIELD_NUMBER: _builtins.int
     OMIT_STREAM_OPTIONS_FIELD_NUMBER: _builtins.int
+    DEFAULT_MAX_TOKENS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     schema: Global___Schema.ValueType
     """Default OPENAI."""
@@ -358,6 +359,10 @@ class Backend(_message.Message):
     omit_stream_options: _builtins.bool
     """OpenAI schema: do not add `stream_options.include_usage` to streamed requests, for
     servers that reject the field. Usage of such streams is estimated. Default false.
+    """
+    default_max_tokens: _builtins.int
+    """ANTHROPIC schema: max_tokens sent for a translated OpenAI request that sets none
+    (Anthropic requires it). Default 4096.
     """
     @_builtins.property
     def credential(self) -> Global___Credential:
@@ -386,10 +391,11 @@ class Backend(_message.Message):
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         connect_timeout: _duration_pb2.Duration | None = ...,
         omit_stream_options: _builtins.bool = ...,
+        default_max_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "credential", b"credential", "tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "credential", b"credential", "headers", b"headers", "name", b"name", "omit_stream_options", b"omit_stream_options", "schema", b"schema", "tls", b"tls", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "credential", b"credential", "default_max_tokens", b"default_max_tokens", "headers", b"headers", "name", b"name", "omit_stream_options", b"omit_stream_options", "schema", b"schema", "tls", b"tls", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

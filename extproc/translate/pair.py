@@ -1,0 +1,104 @@
+"""The translation between a client's API and a backend's, as the exchange uses it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from extproc.apis import ApiError, Kind
+from extproc.config.runtime import Schema
+from extproc.sse import Event
+from extproc.translate import anthropic_to_openai as a2o
+from extproc.translate import openai_to_anthropic as o2a
+from extproc.translate.common import Dropped
+
+# The endpoint a translated request goes to, below the backend's base path.
+SUFFIX = {Schema.OPENAI: "/chat/completions", Schema.ANTHROPIC: "/messages"}
+BACKEND_KIND = {Schema.OPENAI: Kind.CHAT, Schema.ANTHROPIC: Kind.MESSAGES}
+# Anthropic's 529 (overloaded) has no counterpart an OpenAI client knows.
+_OPENAI_STATUS = {529: 503}
+
+Item = tuple[Event, Any]
+
+
+def _json_event(payload: Any, name: str | None = None) -> Item:
+    return Event(name, orjson.dumps(payload).decode()), payload
+
+
+class ToOpenAIStream:
+    """Anthropic events from the backend -> OpenAI chunks for the client."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self.translator = o2a.StreamTranslator(include_usage)
+
+    def _items(self, out: list[dict[str, Any] | str]) -> list[Item]:
+        return [(Event(None, "[DONE]"), None) if c == "[DONE]" else _json_event(c) for c in out]
+
+    def event(self, payload: Any) -> list[Item]:
+        return self._items(self.translator.event(payload)) if isinstance(payload, dict) else []
+
+    def finish(self) -> list[Item]:
+        return self._items(self.translator.finish())
+
+
+class ToAnthropicStream:
+    """OpenAI chunks from the backend -> Anthropic events for the client."""
+
+    def __init__(self) -> None:
+        self.translator = a2o.StreamTranslator()
+
+    def event(self, payload: Any) -> list[Item]:
+        if payload == "[DONE]":
+            return self.finish()
+        if not isinstance(payload, dict):
+            return []
+        return [_json_event(p, name) for name, p in self.translator.chunk(payload)]
+
+    def finish(self) -> list[Item]:
+        return [_json_event(p, name) for name, p in self.translator.finish()]
+
+
+class Translation:
+    """Client API `client` in front of a backend speaking `backend` (they differ)."""
+
+    def __init__(self, client: Schema, backend: Schema) -> None:
+        self.client = client
+        self.backend = backend
+        self.suffix = SUFFIX[backend]
+
+    def request(
+        self, body: dict[str, Any], model: str, default_max_tokens: int
+    ) -> tuple[dict[str, Any], Dropped]:
+        if self.client is Schema.OPENAI:
+            return o2a.request(body, model, default_max_tokens)
+        return a2o.request(body, model)
+
+    def response(self, body: dict[str, Any]) -> dict[str, Any]:
+        return o2a.response(body) if self.client is Schema.OPENAI else a2o.response(body)
+
+    def stream(self, include_usage: bool) -> ToOpenAIStream | ToAnthropicStream:
+        return (
+            ToOpenAIStream(include_usage) if self.client is Schema.OPENAI else ToAnthropicStream()
+        )
+
+    def error(self, status: int, raw: bytes) -> tuple[int, bytes]:
+        """A provider's error (its status and body) in the client's schema."""
+        message = "The provider returned an error."
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            message = error["message"]
+        elif isinstance(error, str):
+            message = error
+        if self.client is Schema.OPENAI:
+            status = _OPENAI_STATUS.get(status, status)
+        code = (
+            str(error.get("code") or error.get("type") or "upstream_error")
+            if isinstance(error, dict)
+            else "upstream_error"
+        )
+        return status, ApiError(status, message, code).body(self.client)
