@@ -71,6 +71,20 @@ def _last_user_text(messages: list[Any]) -> str:
     return ""
 
 
+def _started(ident: str, model: str, prompt: int) -> dict[str, Any]:
+    """The message of an Anthropic stream's message_start event."""
+    return {
+        "id": ident,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": prompt, "output_tokens": 1},
+    }
+
+
 def _tool_call(body: dict[str, Any]) -> tuple[str, str] | None:
     """With tools offered and a user's question last, the mock calls the first tool with
     {"text": <the question>}: (tool name, arguments as JSON)."""
@@ -307,19 +321,7 @@ class MockProvider:
                 content_type="application/json",
                 headers=_echo_headers(request, text),
             )
-        start = {
-            "type": "message_start",
-            "message": {
-                "id": ident,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {"input_tokens": prompt, "output_tokens": 1},
-            },
-        }
+        start = {"type": "message_start", "message": _started(ident, model, prompt)}
         events = [
             _sse(orjson.dumps(start), "message_start"),
             _sse(
@@ -388,16 +390,7 @@ class MockProvider:
                 "usage": {"input_tokens": prompt, "output_tokens": output},
             }
             return web.json_response(payload, dumps=lambda o: orjson.dumps(o).decode())
-        message: dict[str, Any] = {
-            "id": ident,
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": prompt, "output_tokens": 1},
-        }
+        message = _started(ident, model, prompt)
         half = len(call[1]) // 2
         payloads: list[tuple[str, dict[str, Any]]] = [
             ("message_start", {"type": "message_start", "message": message}),
