@@ -365,6 +365,16 @@ class Exchange:
         self.forwarded = True
         return decision
 
+    def reads_response(self) -> bool:
+        """Whether the service will read this request's response body (if it is a 200, or
+        an error to translate)."""
+        assert self.endpoint is not None
+        return (
+            self.translation is not None
+            or (self.runtime.read_usage and self.endpoint.kind in METERED)
+            or response_needs(self.policies, self.redactions)
+        )
+
     # -- budgets --------------------------------------------------------------------
 
     def prompt_tokens(self) -> int:
@@ -467,7 +477,7 @@ class Exchange:
         if self.translation is not None and backend.schema is Schema.OPENAI:
             # The Anthropic SDK's protocol headers mean nothing to an OpenAI backend.
             decision.remove_headers.extend(h for h in ANTHROPIC_HEADERS if h not in set_names)
-        if response_needs(self.policies, self.redactions):
+        if self.reads_response():
             # The gateway will read the response: ask for it uncompressed.
             decision.remove_headers.append("accept-encoding")
         return decision
@@ -494,10 +504,15 @@ class Exchange:
             # The provider's error, in the client's schema.
             self.reader = ErrorReader(translation, self.status)
             decision.response_body = self.reader.mode
+            decision.remove_headers.append("content-encoding")  # the new body is plain
             if self.status == 529 and translation.client is Schema.OPENAI:
                 decision.set_headers.append((":status", "503"))
             return decision
         if self.status != 200 or endpoint is None or endpoint.kind not in METERED:
+            return decision
+        if headers.get("content-encoding", "identity").lower() != "identity":
+            # Compressed although the gateway asked for identity: pass it through unread
+            # (usage is then estimated) rather than parse bytes that are not JSON.
             return decision
         content_type = headers.get("content-type", "")
         policy = None

@@ -5,6 +5,7 @@ the text. Request headers make it misbehave on purpose:
   x-mock-status: 503      answer with that status and an error body in the path's schema
   x-mock-delay-ms: 250    wait before answering
   x-mock-chunk-delay-ms: 50  streams: wait this long between events
+JSON responses are gzip-compressed when the request accepts gzip.
 With tools offered and a user's question last, the reply calls the first tool with
 {"text": <the question>}; after a tool result, the reply echoes "tool result: ...".
   x-mock-cut-after: 3     streams: send 3 events, pause, close the connection (no final event);
@@ -170,6 +171,13 @@ class MockProvider:
         return app
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        response = await self._dispatch(request)
+        if not response.prepared and "gzip" in request.headers.get("accept-encoding", ""):
+            # As providers do: JSON bodies are compressed for clients that accept it.
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         path = request.path
         schema = "anthropic" if path.endswith("/messages") else "openai"

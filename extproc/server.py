@@ -155,6 +155,13 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             for key in exchange.decisions.counts:
                 self.metrics.policy_decisions.labels(*key).inc()
             log.info("exchange", **record)
+            if exchange.dropped_fields:
+                # Fields the target API has no place for (names only, never values).
+                log.debug(
+                    "translation_dropped_fields",
+                    request_id=exchange.request_id,
+                    fields=exchange.dropped_fields,
+                )
 
     async def _attempt(self, context: grpc.aio.ServicerContext) -> None:
         attempt = Attempt(self.runtime)

@@ -214,3 +214,24 @@ def test_genai_metrics(gateway: Gateway) -> None:
     text = httpx.get(gateway.metrics_url).text
     assert "claude-free-form-name-123" not in text
     assert re.search(r'gen_ai_request_model="_OTHER"', text)
+
+
+def test_compressed_responses_are_still_read(gateway: Gateway) -> None:
+    """The provider compresses JSON for clients that accept gzip; the gateway asks for
+    identity when it reads the body, so usage is the provider's, not an estimate."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]}
+    compressed = httpx.post(
+        f"http://127.0.0.1:{gateway.mock_port}/v1/chat/completions",
+        json=body,
+        headers={"accept-encoding": "gzip"},
+    )
+    assert compressed.headers["content-encoding"] == "gzip"  # the mock does compress
+    response = gateway.http().post(
+        "/v1/chat/completions",
+        json=body,
+        headers={"authorization": "Bearer gw-key-team-a", "accept-encoding": "gzip"},
+    )
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
+    assert "accept-encoding" not in response.headers["x-mock-headers"].split(",")
+    usage = gateway.record(response.headers["x-request-id"])["usage"]
+    assert usage["estimated"] == [] and usage["output_tokens"] > 0
