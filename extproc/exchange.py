@@ -36,7 +36,14 @@ from extproc.policy.engine import (
 from extproc.policy.filters import JsonFilter, output_filter
 from extproc.policy.rules import EMPTY
 from extproc.reader import ErrorReader, JsonReader, StreamReader
-from extproc.routing import Routed, canonical_name, listing, model_object, resolve
+from extproc.routing import (
+    Routed,
+    anthropic_model,
+    canonical_name,
+    listing,
+    model_object,
+    resolve,
+)
 from extproc.translate.common import Untranslatable
 from extproc.translate.pair import BACKEND_KIND, Translation
 
@@ -230,6 +237,8 @@ class Exchange:
             return self.error(identity)
         self.tenant = identity
         if endpoint.kind is Kind.MODELS:
+            if names.ANTHROPIC_VERSION_HEADER in headers:
+                self.api = Schema.ANTHROPIC  # the Anthropic SDK: its list format, its errors
             return self.models_reply(identity)
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.runtime.max_request_bytes:
@@ -241,8 +250,21 @@ class Exchange:
         return Continue()
 
     def models_reply(self, tenant: Tenant) -> Reply:
+        anthropic = self.api is Schema.ANTHROPIC
         if self.path == "/v1/models":
-            return self.json_reply(200, {"object": "list", "data": listing(self.runtime, tenant)})
+            items = listing(self.runtime, tenant)
+            if anthropic:
+                data = [anthropic_model(self.runtime, str(item["id"])) for item in items]
+                return self.json_reply(
+                    200,
+                    {
+                        "data": data,
+                        "has_more": False,
+                        "first_id": data[0]["id"] if data else None,
+                        "last_id": data[-1]["id"] if data else None,
+                    },
+                )
+            return self.json_reply(200, {"object": "list", "data": items})
         name = unquote(self.path[len(MODELS_PREFIX) :])
         model = self.runtime.exact_models.get(name)
         if model is None or not tenant.allows(model.name):
@@ -254,6 +276,8 @@ class Exchange:
                     "model",
                 )
             )
+        if anthropic:
+            return self.json_reply(200, anthropic_model(self.runtime, name))
         return self.json_reply(200, model_object(self.runtime, model, name))
 
     # -- request body ---------------------------------------------------------------

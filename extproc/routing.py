@@ -93,5 +93,16 @@ def listing(runtime: Runtime, tenant: Tenant) -> list[dict[str, object]]:
     return items
 
 
+def anthropic_model(runtime: Runtime, name: str) -> dict[str, object]:
+    """A model in the Anthropic API's list format."""
+    created = dt.datetime.fromtimestamp(runtime.loaded_at, dt.UTC)
+    return {
+        "type": "model",
+        "id": name,
+        "display_name": name,
+        "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
 def model_object(runtime: Runtime, model: Model, name: str) -> dict[str, object]:
     return {"id": name, "object": "model", "created": runtime.loaded_at, "owned_by": model.owned_by}

@@ -213,3 +213,16 @@ def test_what_the_backend_cannot_do_is_a_clear_400(gateway: Gateway) -> None:
         )
     assert caught.value.code == "unsupported_parameter"
     assert caught.value.param == "n"
+
+
+def test_models_are_listed_in_each_clients_format(gateway: Gateway) -> None:
+    openai_ids = {m.id for m in openai_client(gateway).models.list()}
+    claude = gateway.anthropic()
+    page = claude.models.list()
+    anthropic_ids = {m.id for m in page.data}
+    assert anthropic_ids == openai_ids and "gpt-4o-mini" in anthropic_ids
+    assert all(m.type == "model" and m.created_at.year >= 2026 for m in page.data)
+    assert claude.models.retrieve("gpt-4o-mini").display_name == "gpt-4o-mini"
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        claude.models.retrieve("gpt-9")
+    assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
