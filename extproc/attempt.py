@@ -15,9 +15,11 @@ from collections.abc import Mapping
 import orjson
 
 from extproc import names
-from extproc.config.runtime import Route, Runtime, Target
+from extproc.config.runtime import Route, Runtime, Schema, Target
 from extproc.decisions import Continue, Decision
 from extproc.exchange import CLIENT_CREDENTIAL_HEADERS
+from extproc.translate.common import Untranslatable
+from extproc.translate.pair import Translation
 
 
 def _header_names(target: Target) -> set[str]:
@@ -47,6 +49,7 @@ class Attempt:
         self.index = 0
         self.upstream_model = ""
         self.drop_stream_options = False
+        self.translation: Translation | None = None
 
     @property
     def target(self) -> Target | None:
@@ -69,6 +72,12 @@ class Attempt:
         )
         decision = Continue(remove_headers=proxy_headers)
         suffix = metadata.get(names.METADATA_SUFFIX, "")
+        client = metadata.get(names.METADATA_API)
+        if client is not None and client != backend.schema.value:
+            # The body is in the client's API; this backend speaks the other one.
+            self.translation = Translation(Schema(client), backend.schema)
+            query = metadata.get(names.METADATA_QUERY, "")
+            suffix = self.translation.suffix + (f"?{query}" if query else "")
         decision.set_headers.append((":path", backend.base_path + suffix))
         credential = backend.credential_value()
         if credential is not None and backend.credential_header is not None:
@@ -86,6 +95,17 @@ class Attempt:
             return Continue()
         if not isinstance(body, dict):
             return Continue()
+        if self.translation is not None and self.target is not None:
+            try:
+                translated, _ = self.translation.request(
+                    body, self.upstream_model, self.target.backend.default_max_tokens
+                )
+            except Untranslatable:
+                # The exchange checked the client's request already; what this backend
+                # cannot take goes as it is, and its error reaches the client translated.
+                return Continue()
+            new = orjson.dumps(translated)
+            return Continue(body=new, set_headers=[("content-length", str(len(new)))])
         changed = False
         if self.upstream_model and body.get("model") != self.upstream_model:
             body["model"] = self.upstream_model

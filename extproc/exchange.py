@@ -194,6 +194,7 @@ class Exchange:
         self.translation: Translation | None = None
         self.dropped_fields: list[str] = []
         self.client_include_usage = False
+        self.mixed_schemas = False  # a fallback chain across APIs
         # Accounting: the request as sent (for estimates), what the response reported.
         self.request: dict[str, Any] | None = None
         self.forwarded = False
@@ -324,15 +325,17 @@ class Exchange:
             return self.error(routed)
         self.routed = routed
         backend = routed.route.attempts[0].backend
-        # Chat and messages translate between the APIs (not yet across a fallback chain
-        # that mixes schemas); other endpoints exist in one API only.
-        if (
-            backend.schema is not self.endpoint.api
-            and self.endpoint.kind in (Kind.CHAT, Kind.MESSAGES)
-            and all(t.backend.schema is backend.schema for t in routed.route.attempts)
-        ):
+        schemas = {t.backend.schema for t in routed.route.attempts}
+        translatable = self.endpoint.kind in (Kind.CHAT, Kind.MESSAGES)
+        if translatable and len(schemas) > 1:
+            # A fallback chain across APIs: the body leaves in the client's schema and each
+            # attempt's processor translates it for its backend (attempt.py); the response
+            # is translated from whichever backend answered.
+            self.mixed_schemas = True
+        elif translatable and backend.schema is not self.endpoint.api:
+            # Chat and messages translate between the APIs; other endpoints exist in one.
             self.translation = Translation(self.endpoint.api, backend.schema)
-        if backend.schema is not self.endpoint.api and self.translation is None:
+        elif backend.schema is not self.endpoint.api:
             return self.error(
                 ApiError(
                     400,
@@ -354,6 +357,10 @@ class Exchange:
             if refusal is not None:
                 return self.error(refusal)
         endpoint = self.endpoint
+        options = body.get("stream_options")
+        self.client_include_usage = (
+            isinstance(options, dict) and options.get("include_usage") is True
+        )
         if (
             self.stream
             and self.runtime.read_usage
@@ -370,10 +377,6 @@ class Exchange:
                 body["stream_options"] = {**(options or {}), "include_usage": True}
                 self.strip_usage = changed = True
         self.request = body
-        options = body.get("stream_options")
-        self.client_include_usage = (
-            isinstance(options, dict) and options.get("include_usage") is True
-        )
         if self.translation is not None:
             try:
                 body, self.dropped_fields = self.translation.request(
@@ -395,6 +398,7 @@ class Exchange:
         assert self.endpoint is not None
         return (
             self.translation is not None
+            or self.mixed_schemas
             or (self.runtime.read_usage and self.endpoint.kind in METERED)
             or response_needs(self.policies, self.redactions)
         )
@@ -490,6 +494,9 @@ class Exchange:
         if routed.route.has_fallbacks:
             decision.metadata[names.METADATA_ROUTE] = routed.route.cluster
             decision.metadata[names.METADATA_SUFFIX] = suffix
+            if self.mixed_schemas:
+                decision.metadata[names.METADATA_API] = self.endpoint.api.value
+                decision.metadata[names.METADATA_QUERY] = self._query
             if self.strip_usage:
                 decision.metadata[names.METADATA_ADDED_STREAM_OPTIONS] = "1"
         if decision.body is not None:
@@ -520,6 +527,9 @@ class Exchange:
             attempt = headers.get(names.ATTEMPT_HEADER, "1")
             if attempt.isdigit() and 1 <= int(attempt) <= len(routed.route.attempts):
                 self.attempt = int(attempt)
+            schema = routed.route.attempts[self.attempt - 1].backend.schema
+            if self.mixed_schemas and self.endpoint is not None and schema is not self.api:
+                self.translation = Translation(self.endpoint.api, schema)
         if routed.deprecation is not None:
             decision.set_headers.extend(routed.deprecation.response_headers)
         endpoint = self.endpoint

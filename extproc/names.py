@@ -24,6 +24,10 @@ METADATA_NAMESPACE = "extproc"
 METADATA_ROUTE = "route"  # the fallback route's cluster
 METADATA_MODEL = "model"  # the model name the client's request resolved to
 METADATA_SUFFIX = "suffix"  # the endpoint path below the version prefix, plus the query
+# Fallback chains across APIs: the client's API and the query string, so each attempt can
+# translate the body and pick its backend's endpoint.
+METADATA_API = "api"
+METADATA_QUERY = "query"
 # The gateway added stream_options.include_usage; an attempt whose backend omits it drops it.
 METADATA_ADDED_STREAM_OPTIONS = "added_stream_options"
 HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"

@@ -90,13 +90,16 @@ models:
   - name: doomed
     routes: [{{backend: failing}}]
     fallbacks: [{{backend: broken}}]
+  - name: mixed
+    routes: [{{backend: failing, upstream_model: m-first}}]
+    fallbacks: [{{backend: anthropic, upstream_model: claude-mixed}}]
 tenants:
   - name: team-a
     api_key_sha256: ["{key_a}"]
-    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed"]
+    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "mixed"]
   - name: team-b
     api_key_sha256: ["{key_b}"]
-    models: ["claude-*", "gpt-4o-mini"]
+    models: ["claude-*", "gpt-4o-mini", "mixed"]
   - name: public
     models: ["gpt-4o-mini"]
 auth: {{anonymous_tenant: public}}

@@ -226,3 +226,50 @@ def test_models_are_listed_in_each_clients_format(gateway: Gateway) -> None:
     with pytest.raises(anthropic.NotFoundError) as missing:
         claude.models.retrieve("gpt-9")
     assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_sdk_falls_back_from_an_openai_to_an_anthropic_backend(
+    gateway: Gateway, stream: bool
+) -> None:
+    """The first backend (OpenAI schema) answers 503; the fallback speaks Anthropic's API:
+    its attempt gets a translated body, the client a translated answer."""
+    client = gateway.openai()
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    if stream:
+        chunks = list(client.chat.completions.create(model="mixed", messages=messages, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == QUESTION
+        assert all(c.usage is None for c in chunks)  # the client did not ask for usage
+    else:
+        raw = client.chat.completions.with_raw_response.create(model="mixed", messages=messages)
+        completion = raw.parse()
+        assert completion.choices[0].message.content == QUESTION
+        assert completion.model == "claude-mixed"
+        record = gateway.record(raw.headers["x-request-id"])
+        assert record["attempt"] == 2 and record["backend"] == "anthropic"
+        assert record["translated"] == "openai->anthropic"
+        assert raw.headers["x-mock-path"] == "/v1/messages"  # the attempt's own endpoint
+        assert record["usage"]["estimated"] == []
+
+
+def test_anthropic_sdk_on_a_chain_across_apis(gateway: Gateway) -> None:
+    """The same chain seen from the Anthropic SDK: the failing first attempt is translated
+    to OpenAI's API, the answering fallback is not."""
+    raw = gateway.anthropic().messages.with_raw_response.create(
+        model="mixed", max_tokens=50, messages=[{"role": "user", "content": QUESTION}]
+    )
+    message = raw.parse()
+    assert message.content[0].type == "text" and message.content[0].text == QUESTION
+    record = gateway.record(raw.headers["x-request-id"])
+    assert record["attempt"] == 2 and "translated" not in record
+    # The failed first attempt reached the OpenAI-schema backend in its own API.
+    assert message.model == "claude-mixed"
+
+
+def test_openai_sdk_tool_call_on_a_chain_across_apis(gateway: Gateway) -> None:
+    completion = gateway.openai().chat.completions.create(
+        model="mixed", messages=[{"role": "user", "content": QUESTION}], tools=OPENAI_TOOLS
+    )
+    call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"text": QUESTION}  # type: ignore[union-attr]

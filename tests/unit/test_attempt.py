@@ -108,3 +108,42 @@ def test_attempt_on_a_backend_without_stream_options_drops_the_gateways() -> Non
         assert isinstance(decision, Continue)
         sent = orjson.loads(decision.body) if decision.body is not None else orjson.loads(body)
         assert ("stream_options" in sent) is kept, (metadata, backend)
+
+
+def test_attempt_translates_a_chain_across_apis() -> None:
+    config = runtime(
+        """
+        backends:
+          - {name: oai, url: "http://127.0.0.1:9/v1"}
+          - {name: claude, schema: anthropic, url: "http://127.0.0.1:8/api/v1", default_max_tokens: 99}
+        models:
+          - {name: m, routes: [{backend: oai, upstream_model: gpt-x}], fallbacks: [{backend: claude, upstream_model: claude-x}]}
+        tenants: [{name: t}]
+        auth: {anonymous_tenant: t}
+        """
+    )
+    cluster = next(iter(config.fallback_routes))
+    metadata = {
+        "route": cluster,
+        "model": "m",
+        "suffix": "/chat/completions?trace=1",  # the client's endpoint and query
+        "api": "openai",
+        "query": "trace=1",
+    }
+    client_body = b'{"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}'
+    first = Attempt(config)
+    decision = first.request_headers(attempt_headers("1"), metadata, "oai")
+    assert dict(decision.set_headers)[":path"] == "/v1/chat/completions?trace=1"  # type: ignore[union-attr]
+    assert first.request_body(client_body) == Continue()  # same API: untouched
+    second = Attempt(config)
+    decision = second.request_headers(attempt_headers("2"), metadata, "claude")
+    headers = dict(decision.set_headers)  # type: ignore[union-attr]
+    assert headers[":path"] == "/api/v1/messages?trace=1"
+    assert headers["anthropic-version"] == "2023-06-01"
+    translated = second.request_body(client_body)
+    assert isinstance(translated, Continue) and translated.body is not None
+    assert orjson.loads(translated.body) == {
+        "model": "claude-x",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        "max_tokens": 99,
+    }

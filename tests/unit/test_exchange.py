@@ -207,6 +207,9 @@ def test_fallback_route_passes_model_and_suffix_to_the_attempt_processor() -> No
         "suffix": "/chat/completions",
         "backend": "openai",
         "tenant": "team-a",
+        # The chain ends at an Anthropic backend: attempts translate from the client's API.
+        "api": "openai",
+        "query": "",
     }
     # Single-backend routes name who and what, for Envoy's access log.
     assert start().request_body(chat()).metadata == {  # type: ignore[union-attr]
