@@ -78,7 +78,7 @@ class Attempt:
             self.translation = Translation(Schema(client), backend.schema)
             query = metadata.get(names.METADATA_QUERY, "")
             suffix = self.translation.suffix + (f"?{query}" if query else "")
-        decision.set_headers.append((":path", backend.base_path + suffix))
+        decision.set_headers.append((":path", backend.path(suffix, self.upstream_model)))
         credential = backend.credential_value()
         if credential is not None and backend.credential_header is not None:
             decision.set_headers.append((backend.credential_header, credential))

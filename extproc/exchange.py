@@ -478,7 +478,7 @@ class Exchange:
             decision.body = orjson.dumps(body)
         headers = decision.set_headers
         headers.append((names.ROUTE_HEADER, routed.route.cluster))
-        headers.append((":path", backend.base_path + suffix))
+        headers.append((":path", backend.path(suffix, routed.upstream_model)))
         credential = backend.credential_value()
         if credential is not None and backend.credential_header is not None:
             headers.append((backend.credential_header, credential))
@@ -656,7 +656,7 @@ class Exchange:
         requested = routed.requested if routed.requested in self.runtime.metric_models else OTHER
         labels: tuple[str, ...] = (
             _OPERATIONS.get(endpoint.kind, "chat"),
-            backend.schema.value,
+            backend.provider,
             requested,
             backend.name,
         )

@@ -37,12 +37,18 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_TOKENS = 4096
 ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
 # Model names are header-safe: printable ASCII without spaces ("org/model:tag" is fine).
 MODEL_NAME = re.compile(r"^[\x21-\x7e]{1,256}$")
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_CREDENTIAL_HEADERS = {
+    pb.OPENAI: "authorization",
+    pb.ANTHROPIC: "x-api-key",
+    pb.AZURE_OPENAI: "api-key",
+}
 _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
@@ -138,6 +144,8 @@ def apply_defaults(config: pb.Config) -> None:
             backend.connect_timeout.FromSeconds(int(DEFAULT_CONNECT_TIMEOUT_S))
         if not backend.default_max_tokens:
             backend.default_max_tokens = DEFAULT_MAX_TOKENS
+        if backend.schema == pb.AZURE_OPENAI and not backend.api_version:
+            backend.api_version = DEFAULT_AZURE_API_VERSION
         if backend.schema == pb.ANTHROPIC and not any(
             name.lower() == "anthropic-version" for name in backend.headers
         ):
@@ -319,7 +327,12 @@ class _Checker:
             ok = False
         if backend.tls.ca_file:
             self.check_file(f"{path}.tls.ca_file", backend.tls.ca_file)
+        # Azure OpenAI speaks OpenAI's API at other paths: an OPENAI backend with a version.
         schema = rt.Schema.ANTHROPIC if backend.schema == pb.ANTHROPIC else rt.Schema.OPENAI
+        azure = backend.schema == pb.AZURE_OPENAI
+        if azure and not re.match(r"^[0-9A-Za-z.-]{1,40}$", backend.api_version):
+            self.problem(f"{path}.api_version", "expected a version such as 2024-10-21")
+            ok = False
         headers = []
         for name, value in sorted(backend.headers.items()):
             lowered = name.lower()
@@ -330,7 +343,7 @@ class _Checker:
                 self.problem(f"{path}.headers.{name}", "value contains a control character")
                 ok = False
             headers.append((lowered, value))
-        credential_header, secret = self.build_credential(backend, schema, f"{path}.credential")
+        credential_header, secret = self.build_credential(backend, f"{path}.credential")
         if not ok:
             return None
         return rt.Backend(
@@ -351,10 +364,11 @@ class _Checker:
             connect_timeout=backend.connect_timeout.ToNanoseconds() / 1e9,
             omit_stream_options=backend.omit_stream_options,
             default_max_tokens=backend.default_max_tokens,
+            azure_api_version=backend.api_version if azure else None,
         )
 
     def build_credential(
-        self, backend: pb.Backend, schema: rt.Schema, path: str
+        self, backend: pb.Backend, path: str
     ) -> tuple[str | None, rt.Secret | None]:
         credential = backend.credential
         source = credential.WhichOneof("source")
@@ -362,9 +376,7 @@ class _Checker:
             if credential.header:
                 self.problem(path, "header is set but neither env nor file")
             return None, None
-        header = (credential.header or "").lower() or (
-            "x-api-key" if schema is rt.Schema.ANTHROPIC else "authorization"
-        )
+        header = (credential.header or "").lower() or _CREDENTIAL_HEADERS[backend.schema]
         if not _HEADER_NAME.match(header) or header in _RESERVED_HEADERS:
             self.problem(f"{path}.header", f'"{header}" is not a header the gateway can set')
         if not self.resolve_secrets:

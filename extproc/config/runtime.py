@@ -7,6 +7,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from extproc.config.v1 import config_pb2 as pb
 from extproc.glob import Glob
@@ -56,6 +57,23 @@ class Backend:
     connect_timeout: float
     omit_stream_options: bool = False
     default_max_tokens: int = 4096
+    # Azure OpenAI's deployment API (the schema is then OPENAI): its api-version.
+    azure_api_version: str | None = None
+
+    @property
+    def provider(self) -> str:
+        """gen_ai.provider.name of the OpenTelemetry conventions."""
+        return "azure.ai.openai" if self.azure_api_version else self.schema.value
+
+    def path(self, suffix: str, model: str) -> str:
+        """The request path for an endpoint suffix ("/chat/completions?x=1") and the
+        upstream model (Azure addresses deployments by path)."""
+        if self.azure_api_version is None:
+            return self.base_path + suffix
+        endpoint, _, query = suffix.partition("?")
+        version = f"api-version={quote(self.azure_api_version)}"
+        query = f"{query}&{version}" if query else version
+        return f"{self.base_path}/deployments/{quote(model, safe='')}{endpoint}?{query}"
 
     @property
     def tls(self) -> bool:

@@ -53,6 +53,10 @@ backends:
     url: http://127.0.0.1:{mock_port}/failing/v1
     credential: {{env: IT_FAILING_KEY}}
     headers: {{x-mock-status: "503"}}
+  - name: azure
+    schema: azure_openai
+    url: http://127.0.0.1:{mock_port}/openai
+    credential: {{env: IT_OPENAI_KEY}}
   - name: ratelimited
     url: http://127.0.0.1:{mock_port}/ratelimited/v1
     headers: {{x-mock-status: "429"}}
@@ -90,16 +94,18 @@ models:
   - name: doomed
     routes: [{{backend: failing}}]
     fallbacks: [{{backend: broken}}]
+  - name: azure-gpt
+    routes: [{{backend: azure, upstream_model: gpt-4o-prod}}]
   - name: mixed
     routes: [{{backend: failing, upstream_model: m-first}}]
     fallbacks: [{{backend: anthropic, upstream_model: claude-mixed}}]
 tenants:
   - name: team-a
     api_key_sha256: ["{key_a}"]
-    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "mixed"]
+    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "mixed", "azure-gpt"]
   - name: team-b
     api_key_sha256: ["{key_b}"]
-    models: ["claude-*", "gpt-4o-mini", "mixed"]
+    models: ["claude-*", "gpt-4o-mini", "mixed", "azure-gpt"]
   - name: public
     models: ["gpt-4o-mini"]
 auth: {{anonymous_tenant: public}}

@@ -273,3 +273,20 @@ def test_openai_sdk_tool_call_on_a_chain_across_apis(gateway: Gateway) -> None:
     call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert call.function.name == "get_weather"  # type: ignore[union-attr]
     assert json.loads(call.function.arguments) == {"text": QUESTION}  # type: ignore[union-attr]
+
+
+def test_azure_openai_deployment_api(gateway: Gateway) -> None:
+    raw = gateway.openai().chat.completions.with_raw_response.create(
+        model="azure-gpt", messages=[{"role": "user", "content": QUESTION}]
+    )
+    assert raw.parse().choices[0].message.content == QUESTION
+    assert raw.headers["x-mock-path"] == (
+        "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
+    )
+    sent = raw.headers["x-mock-headers"].split(",")
+    assert "api-key" in sent and "authorization" not in sent
+    # The Anthropic SDK reaches the same deployment through translation.
+    message = gateway.anthropic().messages.create(
+        model="azure-gpt", max_tokens=20, messages=[{"role": "user", "content": QUESTION}]
+    )
+    assert message.content[0].type == "text" and message.content[0].text == QUESTION

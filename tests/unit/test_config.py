@@ -266,3 +266,29 @@ def test_check_config_reports_yaml_syntax_errors(
 )
 def test_glob(pattern: str, name: str, expected: bool) -> None:
     assert Glob(pattern).match(name) is expected
+
+
+def test_azure_openai_backends_address_deployments() -> None:
+    from tests.helpers import runtime as load
+
+    config = load(
+        """
+        backends:
+          - name: azure
+            schema: azure_openai
+            url: https://res.openai.azure.com/openai
+            credential: {env: TEST_OPENAI_KEY}
+          - {name: pinned, schema: azure_openai, url: "https://x.test/openai", api_version: "2025-01-01-preview"}
+        models: [{name: m, routes: [{backend: azure, upstream_model: gpt-4o/prod}]}]
+        """
+    )
+    azure = config.backends["azure"]
+    assert azure.credential_header == "api-key"
+    assert azure.credential_value() == "sk-test-openai"  # no "Bearer" for api-key
+    assert azure.provider == "azure.ai.openai"
+    assert azure.path("/chat/completions", "gpt-4o/prod") == (
+        "/openai/deployments/gpt-4o%2Fprod/chat/completions?api-version=2024-10-21"
+    )
+    assert config.backends["pinned"].path("/embeddings?user=1", "e") == (
+        "/openai/deployments/e/embeddings?user=1&api-version=2025-01-01-preview"
+    )

@@ -34,6 +34,12 @@ class _SchemaEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Schema.ValueTy
     """OpenAI's API, or any server compatible with it (vLLM, Ollama, ...)."""
     ANTHROPIC: _Schema.ValueType  # 2
     """Anthropic's Messages API."""
+    AZURE_OPENAI: _Schema.ValueType  # 3
+    """Azure OpenAI's deployment API: OpenAI's bodies at
+    "<url>/deployments/<deployment>/chat/completions?api-version=<api_version>", where the
+    deployment is the upstream model; the key goes in the "api-key" header. (Azure's
+    newer "/openai/v1" API is plain OPENAI with credential.header "api-key".)
+    """
 
 class Schema(_Schema, metaclass=_SchemaEnumTypeWrapper):
     """The API schema a backend speaks."""
@@ -43,6 +49,12 @@ OPENAI: Schema.ValueType  # 1
 """OpenAI's API, or any server compatible with it (vLLM, Ollama, ...)."""
 ANTHROPIC: Schema.ValueType  # 2
 """Anthropic's Messages API."""
+AZURE_OPENAI: Schema.ValueType  # 3
+"""Azure OpenAI's deployment API: OpenAI's bodies at
+"<url>/deployments/<deployment>/chat/completions?api-version=<api_version>", where the
+deployment is the upstream model; the key goes in the "api-key" header. (Azure's
+newer "/openai/v1" API is plain OPENAI with credential.header "api-key".)
+"""
 Global___Schema: _TypeAlias = Schema  # noqa: Y015
 
 class _Role:
@@ -347,6 +359,7 @@ class Backend(_message.Message):
     CONNECT_TIMEOUT_FIELD_NUMBER: _builtins.int
     OMIT_STREAM_OPTIONS_FIELD_NUMBER: _builtins.int
     DEFAULT_MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    API_VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     schema: Global___Schema.ValueType
     """Default OPENAI."""
@@ -364,6 +377,8 @@ class Backend(_message.Message):
     """ANTHROPIC schema: max_tokens sent for a translated OpenAI request that sets none
     (Anthropic requires it). Default 4096.
     """
+    api_version: _builtins.str
+    """AZURE_OPENAI: the api-version query parameter. Default "2024-10-21"."""
     @_builtins.property
     def credential(self) -> Global___Credential:
         """The provider credential injected upstream. The client's own credential never is."""
@@ -392,10 +407,11 @@ class Backend(_message.Message):
         connect_timeout: _duration_pb2.Duration | None = ...,
         omit_stream_options: _builtins.bool = ...,
         default_max_tokens: _builtins.int = ...,
+        api_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "credential", b"credential", "tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "credential", b"credential", "default_max_tokens", b"default_max_tokens", "headers", b"headers", "name", b"name", "omit_stream_options", b"omit_stream_options", "schema", b"schema", "tls", b"tls", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "connect_timeout", b"connect_timeout", "credential", b"credential", "default_max_tokens", b"default_max_tokens", "headers", b"headers", "name", b"name", "omit_stream_options", b"omit_stream_options", "schema", b"schema", "tls", b"tls", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
