@@ -40,8 +40,12 @@ CONFIG = """
 listener: {{port: {port}}}
 admin: {{port: {admin_port}}}
 service: {{grpc_address: "127.0.0.1:{grpc_port}", metrics_address: "127.0.0.1:{metrics_port}"}}
-backends: [{{name: mock, url: "http://127.0.0.1:{mock_port}/v1"}}]
-models: [{{name: gpt-4o-mini, routes: [{{backend: mock}}]}}]
+backends:
+  - {{name: mock, url: "http://127.0.0.1:{mock_port}/v1"}}
+  - {{name: mock-anthropic, schema: anthropic, url: "http://127.0.0.1:{mock_port}/v1"}}
+models:
+  - {{name: gpt-4o-mini, routes: [{{backend: mock}}]}}
+  - {{name: claude-bench, routes: [{{backend: mock-anthropic}}]}}
 prices: {{models: [{{models: ["*"], input: 0.15, output: 0.6}}]}}
 """
 TENANT = """
@@ -195,13 +199,15 @@ ALL = ("1 KB", "16 KB", "1 KB, streamed")
 STREAMED = ("1 KB", "1 KB, streamed")
 NO_ACCOUNTING = "Envoy + extproc, accounting off"
 ACCOUNTING = "Envoy + extproc"
+# The OpenAI request sent to a model whose backend speaks Anthropic's API.
+TRANSLATED = ("1 KB -> Anthropic", "1 KB, streamed -> Anthropic")
 BUDGETS = "Envoy + extproc + budget"
 # (label, bare backend, ext_proc command, config tail, workloads)
 SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
     ("Envoy alone", "mock", None, TENANT, ALL),
     ("Envoy + bare grpc.aio ext_proc", None, BARE, TENANT, PLAIN),
     (NO_ACCOUNTING, None, None, NO_USAGE, ALL),
-    (ACCOUNTING, None, None, TENANT, ALL),
+    (ACCOUNTING, None, None, TENANT, ALL + TRANSLATED),
     (BUDGETS, None, None, BUDGET, STREAMED),
     ("Envoy + extproc, demo policy", None, None, POLICY.replace("DIRS", "request"), PLAIN),
     (
@@ -213,7 +219,13 @@ SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
     ),
 ]
 # Workloads: (label, body size, streamed)
-WORKLOADS = [("1 KB", 1024, False), ("16 KB", 16 * 1024, False), ("1 KB, streamed", 1024, True)]
+WORKLOADS = [
+    ("1 KB", 1024, False, "gpt-4o-mini"),
+    ("16 KB", 16 * 1024, False, "gpt-4o-mini"),
+    ("1 KB, streamed", 1024, True, "gpt-4o-mini"),
+    ("1 KB -> Anthropic", 1024, False, "claude-bench"),
+    ("1 KB, streamed -> Anthropic", 1024, True, "claude-bench"),
+]
 
 
 def stream_events(size: int) -> int:
@@ -228,9 +240,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="extproc-bench-") as tmp:
         workdir = Path(tmp)
         bodies = {}
-        for label, size, streamed in WORKLOADS:
-            bodies[label] = workdir / f"body-{size}-{streamed}.json"
+        for label, size, streamed, model in WORKLOADS:
+            bodies[label] = workdir / f"body-{size}-{streamed}-{model}.json"
             body = json.loads(chat_body(size))
+            body["model"] = model
             if streamed:
                 body["stream"] = True
             bodies[label].write_text(json.dumps(body))
@@ -312,6 +325,18 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         budget, plain = cpu(BUDGETS, workload), cpu(ACCOUNTING, workload)
         if budget is not None and plain is not None:
             print(f"- budget reserve + settle, {workload}: {budget - plain:+,.0f} µs per request")
+    print("\ntranslation (OpenAI client, Anthropic backend), service CPU:")
+    same, translated = cpu(ACCOUNTING, "1 KB"), cpu(ACCOUNTING, TRANSLATED[0])
+    if same is not None and translated is not None:
+        print(f"- 1 KB request and its JSON answer: {translated - same:+,.0f} µs per request")
+    streamed = cpu(ACCOUNTING, TRANSLATED[1])
+    if streamed is not None and translated is not None and ACCOUNTING in per_event:
+        anthropic_events = stream_events(1024) + 3  # start, block start/stop, ping, ... [DONE]
+        translated_event = (streamed - translated) / anthropic_events
+        print(
+            f"- streamed: {translated_event:,.1f} µs per Anthropic event translated "
+            f"({translated_event - per_event[ACCOUNTING]:+,.1f} µs over relaying an OpenAI event)"
+        )
     for workload in PLAIN:
         with_policy, without = (
             cpu("Envoy + extproc, demo policy", workload),
