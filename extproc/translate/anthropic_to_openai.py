@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from extproc.translate.common import Dropped, invalid, json_arguments
+from extproc.translate.common import Dropped, count, invalid, json_arguments, obj
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -205,12 +205,12 @@ def request(body: dict[str, Any], model: str) -> tuple[dict[str, Any], Dropped]:
 def _anthropic_usage(usage: Any) -> dict[str, int]:
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
-    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
     return {
-        "input_tokens": max(0, int(usage.get("prompt_tokens") or 0) - cached),
+        "input_tokens": max(0, count(usage.get("prompt_tokens")) - cached),
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
-        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "output_tokens": count(usage.get("completion_tokens")),
     }
 
 
@@ -220,14 +220,15 @@ def message_id(openai_id: str) -> str:
 
 def response(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat completion -> an Anthropic message."""
-    choices = body.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or {}
+    choices = body.get("choices")
+    choice = obj(choices[0]) if isinstance(choices, list) and choices else {}
+    message = obj(choice.get("message"))
     content: list[dict[str, Any]] = []
     text = message.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or ():
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
             content.append(
@@ -298,7 +299,7 @@ class StreamTranslator:
     def chunk(self, chunk: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """Events (name, payload) for one OpenAI chunk."""
         if "error" in chunk and "choices" not in chunk:
-            error = chunk.get("error") or {}
+            error = obj(chunk.get("error"))
             return [
                 (
                     "error",
@@ -311,10 +312,11 @@ class StreamTranslator:
         events = [] if self.started else self._start(chunk)
         if isinstance(chunk.get("usage"), dict):
             self.usage = _anthropic_usage(chunk["usage"])
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # n is 1 for Anthropic clients
-            delta = choice.get("delta") or {}
+            delta = obj(choice.get("delta"))
             text = delta.get("content")
             if isinstance(text, str) and text:
                 if self.open_block != ("text", None):
@@ -323,7 +325,7 @@ class StreamTranslator:
             for call in delta.get("tool_calls") or ():
                 if not isinstance(call, dict):
                     continue
-                function = call.get("function") or {}
+                function = obj(call.get("function"))
                 key = ("tool", call.get("index", 0))
                 if self.open_block != key:
                     block = {

@@ -22,6 +22,16 @@ class Untranslatable(Exception):
         self.error = error
 
 
+def obj(value: Any) -> dict[str, Any]:
+    """A JSON object from provider data, or an empty one for anything else."""
+    return value if isinstance(value, dict) else {}
+
+
+def count(value: Any) -> int:
+    """A token count from provider data; 0 for anything that is not a whole number."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def invalid(path: str, problem: str) -> Untranslatable:
     return Untranslatable(
         ApiError(400, f"Invalid '{path}': {problem}.", "invalid_value", path.split("[")[0])

@@ -15,9 +15,11 @@ from extproc.apis import ApiError
 from extproc.translate.common import (
     Dropped,
     Untranslatable,
+    count,
     data_url,
     invalid,
     json_arguments,
+    obj,
     text_of_parts,
 )
 
@@ -177,7 +179,10 @@ def request(
             _append(messages, "user", _content_blocks(message.get("content"), f"{path}.content"))
         elif role == "assistant":
             blocks = _content_blocks(message.get("content"), f"{path}.content")
-            for position, call in enumerate(message.get("tool_calls") or ()):
+            calls = message.get("tool_calls")
+            if calls is not None and not isinstance(calls, list):
+                raise invalid(f"{path}.tool_calls", "must be an array")
+            for position, call in enumerate(calls or ()):
                 function = call.get("function") if isinstance(call, dict) else None
                 if not isinstance(function, dict):
                     raise invalid(f"{path}.tool_calls[{position}]", "must have a function")
@@ -239,10 +244,10 @@ def request(
 
 def _openai_usage(usage: Any) -> dict[str, Any]:
     usage = usage if isinstance(usage, dict) else {}
-    cached = int(usage.get("cache_read_input_tokens") or 0)
-    created = int(usage.get("cache_creation_input_tokens") or 0)
-    prompt = int(usage.get("input_tokens") or 0) + cached + created
-    completion = int(usage.get("output_tokens") or 0)
+    cached = count(usage.get("cache_read_input_tokens"))
+    created = count(usage.get("cache_creation_input_tokens"))
+    prompt = count(usage.get("input_tokens")) + cached + created
+    completion = count(usage.get("output_tokens"))
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -255,7 +260,8 @@ def response(body: dict[str, Any], created: int | None = None) -> dict[str, Any]
     """An Anthropic message -> an OpenAI chat completion."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for block in body.get("content") or ():
+    content = body.get("content")
+    for block in content if isinstance(content, list) else ():
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text" and isinstance(block.get("text"), str):
@@ -320,7 +326,7 @@ class StreamTranslator:
         """Chunks for one Anthropic event; the string "[DONE]" ends the stream."""
         kind = event.get("type")
         if kind == "message_start":
-            message = event.get("message") or {}
+            message = obj(event.get("message"))
             self.id = str(message.get("id", ""))
             self.model = str(message.get("model", ""))
             if isinstance(message.get("usage"), dict):
@@ -328,7 +334,7 @@ class StreamTranslator:
                 self.usage.pop("output_tokens", None)
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
-            block = event.get("content_block") or {}
+            block = obj(event.get("content_block"))
             if block.get("type") == "tool_use":
                 index = self.tool_index.setdefault(event.get("index", 0), len(self.tool_index))
                 call = {
@@ -340,7 +346,7 @@ class StreamTranslator:
                 return [self._chunk({"tool_calls": [call]})]
             return []
         if kind == "content_block_delta":
-            delta = event.get("delta") or {}
+            delta = obj(event.get("delta"))
             if delta.get("type") == "text_delta":
                 return [self._chunk({"content": delta.get("text", "")})]
             if delta.get("type") == "input_json_delta":
@@ -351,12 +357,12 @@ class StreamTranslator:
         if kind == "message_delta":
             if isinstance(event.get("usage"), dict):
                 self.usage.update(event["usage"])
-            reason = (event.get("delta") or {}).get("stop_reason")
+            reason = obj(event.get("delta")).get("stop_reason")
             return [self._chunk({}, FINISH_REASONS.get(str(reason), "stop"))]
         if kind == "message_stop":
             return self.finish()
         if kind == "error":
-            error = event.get("error") or {}
+            error = obj(event.get("error"))
             return [
                 {
                     "error": {

@@ -571,3 +571,149 @@ def test_openai_stream_cut_short_still_ends_cleanly() -> None:
     chunks = events_of("openai_stream.sse")[:2]
     out = [e for chunk in chunks for e in translator.chunk(chunk)] + translator.finish()
     assert [name for name, _ in out][-3:] == ["content_block_stop", "message_delta", "message_stop"]
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+def test_provider_errors_are_rewritten_into_the_clients_schema() -> None:
+    from extproc.config.runtime import Schema
+    from extproc.translate.pair import Translation
+
+    to_openai = Translation(Schema.OPENAI, Schema.ANTHROPIC)
+    anthropic_error = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+    status, body = to_openai.error(529, anthropic_error)
+    assert status == 503
+    assert orjson.loads(body) == {
+        "error": {
+            "message": "Overloaded",
+            "type": "server_error",
+            "param": None,
+            "code": "overloaded_error",
+        }
+    }
+    status, body = to_openai.error(
+        429, b'{"type":"error","error":{"type":"rate_limit_error","message":"Slow down"}}'
+    )
+    assert status == 429 and orjson.loads(body)["error"]["type"] == "rate_limit_error"
+    to_anthropic = Translation(Schema.ANTHROPIC, Schema.OPENAI)
+    openai_error = b'{"error":{"message":"Invalid model","type":"invalid_request_error","param":"model","code":"model_not_found"}}'
+    status, body = to_anthropic.error(404, openai_error)
+    assert status == 404
+    assert orjson.loads(body) == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "Invalid model"},
+    }
+    status, body = to_anthropic.error(502, b"<html>Bad gateway</html>")
+    assert status == 502
+    assert orjson.loads(body)["error"] == {
+        "type": "api_error",
+        "message": "The provider returned an error.",
+    }
+
+
+# -- hostile input ----------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_keys = st.sampled_from(
+    [
+        "type",
+        "index",
+        "delta",
+        "content_block",
+        "message",
+        "usage",
+        "choices",
+        "error",
+        "id",
+        "model",
+    ]
+)
+_events = st.dictionaries(
+    _keys,
+    _json
+    | st.sampled_from(
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "message_delta",
+            "message_stop",
+            "text_delta",
+            "input_json_delta",
+            "tool_use",
+            "error",
+        ]
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_events, max_size=8))
+def test_stream_translators_survive_any_events(events: list[dict[str, Any]]) -> None:
+    to_openai = o2a.StreamTranslator(include_usage=True)
+    to_anthropic = a2o.StreamTranslator()
+    for event in events:
+        for chunk in to_openai.event(event):
+            orjson.dumps(chunk)
+        for _, payload in to_anthropic.chunk(event):
+            orjson.dumps(payload)
+    assert to_openai.finish()[-1:] in (["[DONE]"], [])
+    assert [name for name, _ in to_anthropic.finish()][-1:] in (["message_stop"], [])
+
+
+_messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "system", "tool", "developer"])},
+        optional={"content": _json, "tool_calls": _json, "tool_call_id": _json},
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    _messages,
+    st.dictionaries(
+        st.sampled_from(["tools", "tool_choice", "stop", "n", "temperature", "system"]),
+        _json,
+        max_size=3,
+    ),
+)
+def test_request_translators_refuse_cleanly(
+    messages: list[dict[str, Any]], extra: dict[str, Any]
+) -> None:
+    for translate in (
+        lambda body: o2a.request(body, "m", 10),
+        lambda body: a2o.request({**body, "max_tokens": 5}, "m"),
+    ):
+        try:
+            out, _ = translate({"model": "m", "messages": messages, **extra})
+        except Untranslatable as refused:
+            assert refused.error.status == 400
+        else:
+            orjson.dumps(out)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "model", "content", "choices", "usage", "stop_reason"]),
+        _json,
+        max_size=5,
+    )
+)
+def test_response_translators_survive_any_body(body: dict[str, Any]) -> None:
+    orjson.dumps(o2a.response(body))
+    orjson.dumps(a2o.response(body))
