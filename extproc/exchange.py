@@ -25,6 +25,7 @@ from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Endpoint, Kind, api
 from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Runtime, Schema, Tenant
 from extproc.decisions import Continue, Decision, Reply, Reserve
+from extproc.drift import DriftMonitor
 from extproc.identity import identify
 from extproc.policy.engine import (
     Decisions,
@@ -169,8 +170,11 @@ class Exchange:
         *,
         clock: Callable[[], float] = time.time,
         roll: Callable[[], float] = random.random,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.runtime = runtime
+        self.drift = drift  # the schema-drift watch, shared by the process's exchanges
+        self.drift_endpoint = ""
         self._clock = clock
         self._roll = roll
         self.started = time.monotonic()
@@ -574,6 +578,12 @@ class Exchange:
             self.reader = JsonReader(meter, json_policy, translation)
         if self.reader is not None:
             decision.response_body = self.reader.mode
+            if self.drift is not None and not isinstance(self.reader, ErrorReader):
+                backend = routed.route.attempts[self.attempt - 1].backend.name
+                suffix = translation.suffix if translation else endpoint.suffix
+                self.drift_endpoint = f"{suffix} ({self.reader.mode})"
+                if self.drift.wants(backend, self.drift_endpoint):
+                    self.reader.paths = set()  # watched for schema drift
         return decision
 
     # -- response body ----------------------------------------------------------------
@@ -593,6 +603,22 @@ class Exchange:
             self.settle_usage()
             decision.metadata = self.usage_metadata()
         return decision
+
+    def drift_sample(self) -> tuple[str, str, set[str]] | None:
+        """(backend, endpoint, field paths) of a complete 200 response the service read,
+        for the schema-drift watch; None when there is nothing to learn from."""
+        reader, routed, meter = self.reader, self.routed, self.meter
+        if (
+            not isinstance(reader, JsonReader | StreamReader)
+            or reader.paths is None
+            or routed is None
+            or meter is None
+            or not meter.complete
+            or self.status != 200
+        ):
+            return None
+        backend = routed.route.attempts[self.attempt - 1].backend
+        return backend.name, self.drift_endpoint, reader.paths
 
     # -- accounting -----------------------------------------------------------------
 

@@ -5,6 +5,7 @@ the text. Request headers make it misbehave on purpose:
   x-mock-status: 503      answer with that status and an error body in the path's schema
   x-mock-delay-ms: 250    wait before answering
   x-mock-chunk-delay-ms: 50  streams: wait this long between events
+  x-mock-extra-field: NAME  JSON answers carry an extra field NAME (an API change)
 JSON responses are gzip-compressed when the request accepts gzip.
 With tools offered and a user's question last, the reply calls the first tool with
 {"text": <the question>}; after a tool result, the reply echoes "tool result: ...".
@@ -70,6 +71,12 @@ def _last_user_text(messages: list[Any]) -> str:
                 return "tool result: " + "".join(_text_of(r.get("content")) for r in results)
             return _text_of(content)
     return ""
+
+
+def _with_extra_field(request: web.Request, payload: dict[str, Any]) -> dict[str, Any]:
+    """x-mock-extra-field: NAME adds a field to a JSON answer (a provider's API change)."""
+    name = request.headers.get("x-mock-extra-field")
+    return {**payload, name: {"added": True}} if name else payload
 
 
 def _started(ident: str, model: str, prompt: int) -> dict[str, Any]:
@@ -264,7 +271,7 @@ class MockProvider:
                 "system_fingerprint": "mock",
             }
             return web.Response(
-                body=orjson.dumps(payload),
+                body=orjson.dumps(_with_extra_field(request, payload)),
                 content_type="application/json",
                 headers=_echo_headers(request, text),
             )
@@ -325,7 +332,7 @@ class MockProvider:
                 "usage": {"input_tokens": prompt, "output_tokens": completion},
             }
             return web.Response(
-                body=orjson.dumps(payload),
+                body=orjson.dumps(_with_extra_field(request, payload)),
                 content_type="application/json",
                 headers=_echo_headers(request, text),
             )

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from extproc import drift
 from extproc.accounting.usage import Meter
 from extproc.config.runtime import Schema
 from extproc.policy.filters import JsonFilter, StreamFilter, payload_of
@@ -36,6 +37,8 @@ class JsonReader:
         self.meter = meter  # in the backend's schema
         self.policy = policy  # in the client's
         self.translation = translation
+        # The provider's field paths, for schema drift (None: not watched).
+        self.paths: set[str] | None = None
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         try:
@@ -45,6 +48,8 @@ class JsonReader:
         if not isinstance(body, dict):
             return None
         self.meter.json(body)
+        if self.paths is not None:
+            self.paths = drift.paths(body)
         if self.translation is None:
             return self.policy.process(body) if self.policy is not None else None
         body = self.translation.response(body)
@@ -81,6 +86,7 @@ class StreamReader:
         self.translation = translation
         self.parser = Parser()
         self.openai = meter.api is Schema.OPENAI
+        self.paths: set[str] | None = None  # as in JsonReader
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         events = self.parser.feed(chunk)
@@ -96,6 +102,8 @@ class StreamReader:
                     self.meter.openai_chunk(payload)
                 else:
                     self.meter.anthropic_event(payload)
+                if self.paths is not None:
+                    drift.event_paths(payload, self.paths)
             elif self.openai and event.data == "[DONE]":
                 self.meter.complete = True
                 payload = "[DONE]"

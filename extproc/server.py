@@ -22,6 +22,7 @@ from extproc.accounting.budgets import Charge, MemoryStore, Store, StoreError
 from extproc.attempt import Attempt
 from extproc.config.runtime import Runtime
 from extproc.decisions import Reserve
+from extproc.drift import DriftMonitor
 from extproc.exchange import Exchange
 from extproc.telemetry.metrics import Metrics
 
@@ -70,6 +71,12 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.active = 0  # ext_proc streams in progress
         self.idle = asyncio.Event()  # set while no stream is in progress
         self.idle.set()
+        drift_config = runtime.source.schema_drift
+        self.drift = (
+            None
+            if drift_config.disabled
+            else DriftMonitor(drift_config.learning_responses, drift_config.check_every)
+        )
         # Budget settlements still writing to the store (they outlive their streams).
         self.settling: set[asyncio.Task[None]] = set()
 
@@ -124,7 +131,7 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             await context.write(reply)
 
     async def _exchange(self, context: grpc.aio.ServicerContext) -> None:
-        exchange = Exchange(self.runtime)
+        exchange = Exchange(self.runtime, drift=self.drift)
         failed = False
         try:
             await self._phases(
@@ -144,6 +151,19 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if failed:
                 record["status"] = 500
                 record["error"] = "internal_error"
+            sample = exchange.drift_sample() if self.drift is not None else None
+            if sample is not None and self.drift is not None:
+                for change in self.drift.observe(*sample):
+                    self.metrics.schema_drift.labels(
+                        change.backend, change.endpoint, change.change
+                    ).inc()
+                    log.warning(
+                        "schema_drift",
+                        backend=change.backend,
+                        endpoint=change.endpoint,
+                        change=change.change,
+                        path=change.path,
+                    )
             observation = exchange.observation(self.metrics.tenant_labels)
             if observation is not None:
                 currency = self.runtime.prices.currency if self.runtime.prices else ""

@@ -38,6 +38,8 @@ DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_TOKENS = 4096
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
+DEFAULT_DRIFT_LEARNING = 100
+DEFAULT_DRIFT_CHECK_EVERY = 20
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
 # Model names are header-safe: printable ASCII without spaces ("org/model:tag" is fine).
@@ -152,6 +154,10 @@ def apply_defaults(config: pb.Config) -> None:
             # Anthropic requires the header; a translated OpenAI client does not send it.
             backend.headers["anthropic-version"] = ANTHROPIC_VERSION
     accounting.apply_defaults(config)
+    if not config.schema_drift.learning_responses:
+        config.schema_drift.learning_responses = DEFAULT_DRIFT_LEARNING
+    if not config.schema_drift.check_every:
+        config.schema_drift.check_every = DEFAULT_DRIFT_CHECK_EVERY
     for model in config.models:
         if not model.retry_on:
             model.retry_on.extend(DEFAULT_RETRY_ON)

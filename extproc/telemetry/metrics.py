@@ -125,6 +125,12 @@ class Metrics:
             ["budget"],
             registry=self.registry,
         )
+        self.schema_drift = Counter(
+            "extproc_schema_drift",
+            "Provider response fields that appeared or went missing after the learning period.",
+            ["backend", "endpoint", "change"],
+            registry=self.registry,
+        )
         self.budget_store_errors = Counter(
             "extproc_budget_store_errors",
             "Budget store operations that failed (reserve or settle).",

@@ -57,6 +57,8 @@ backends:
     schema: azure_openai
     url: http://127.0.0.1:{mock_port}/openai
     credential: {{env: IT_OPENAI_KEY}}
+  - name: drifting
+    url: http://127.0.0.1:{mock_port}/drifting/v1
   - name: ratelimited
     url: http://127.0.0.1:{mock_port}/ratelimited/v1
     headers: {{x-mock-status: "429"}}
@@ -94,6 +96,8 @@ models:
   - name: doomed
     routes: [{{backend: failing}}]
     fallbacks: [{{backend: broken}}]
+  - name: drift-model
+    routes: [{{backend: drifting}}]
   - name: azure-gpt
     routes: [{{backend: azure, upstream_model: gpt-4o-prod}}]
   - name: mixed
@@ -102,13 +106,14 @@ models:
 tenants:
   - name: team-a
     api_key_sha256: ["{key_a}"]
-    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "mixed", "azure-gpt"]
+    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "mixed", "azure-gpt", "drift-model"]
   - name: team-b
     api_key_sha256: ["{key_b}"]
     models: ["claude-*", "gpt-4o-mini", "mixed", "azure-gpt"]
   - name: public
     models: ["gpt-4o-mini"]
 auth: {{anonymous_tenant: public}}
+schema_drift: {{learning_responses: 5, check_every: 1}}
 prices:
   models:
     - {{models: ["gpt-4o-mini", "text-embedding-*"], input: 0.15, output: 0.6, cached_input: 0.075}}

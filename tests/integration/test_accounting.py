@@ -235,3 +235,30 @@ def test_compressed_responses_are_still_read(gateway: Gateway) -> None:
     assert "accept-encoding" not in response.headers["x-mock-headers"].split(",")
     usage = gateway.record(response.headers["x-request-id"])["usage"]
     assert usage["estimated"] == [] and usage["output_tokens"] > 0
+
+
+def test_a_provider_adding_a_field_is_reported_once(gateway: Gateway) -> None:
+    client = gateway.openai()
+
+    def ask(**headers: str) -> None:
+        client.chat.completions.create(
+            model="drift-model",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers=headers,
+        )
+
+    for _ in range(5):  # the learning period
+        ask()
+    for _ in range(3):
+        ask(**{"x-mock-extra-field": "reasoning_details"})
+    log = gateway.wait_for_log('"schema_drift"')
+    reports = [
+        orjson.loads(line)
+        for line in log.splitlines()
+        if '"schema_drift"' in line and '"drifting"' in line
+    ]
+    assert len(reports) == 1, reports
+    assert reports[0]["change"] == "added" and reports[0]["path"] == "reasoning_details"
+    assert reports[0]["endpoint"] == "/chat/completions (buffered)"
+    text = httpx.get(gateway.metrics_url).text
+    assert metric(text, "extproc_schema_drift_total", backend="drifting", change="added") == 1

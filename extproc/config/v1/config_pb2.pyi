@@ -119,6 +119,7 @@ class Config(_message.Message):
     PRICES_FIELD_NUMBER: _builtins.int
     ACCOUNTING_FIELD_NUMBER: _builtins.int
     TELEMETRY_FIELD_NUMBER: _builtins.int
+    SCHEMA_DRIFT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def listener(self) -> Global___Listener:
         """Where Envoy accepts client traffic."""
@@ -167,6 +168,10 @@ class Config(_message.Message):
     def telemetry(self) -> Global___Telemetry:
         """Metric options."""
 
+    @_builtins.property
+    def schema_drift(self) -> Global___SchemaDrift:
+        """Watching providers' response formats for silent changes."""
+
     def __init__(
         self,
         *,
@@ -182,14 +187,47 @@ class Config(_message.Message):
         prices: Global___PriceTable | None = ...,
         accounting: Global___Accounting | None = ...,
         telemetry: Global___Telemetry | None = ...,
+        schema_drift: Global___SchemaDrift | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "limits", b"limits", "listener", b"listener", "prices", b"prices", "service", b"service", "telemetry", b"telemetry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "limits", b"limits", "listener", b"listener", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "backends", b"backends", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "prices", b"prices", "service", b"service", "telemetry", b"telemetry", "tenants", b"tenants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "backends", b"backends", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry", "tenants", b"tenants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Config: _TypeAlias = Config  # noqa: Y015
+
+@_typing.final
+class SchemaDrift(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEARNING_RESPONSES_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    CHECK_EVERY_FIELD_NUMBER: _builtins.int
+    learning_responses: _builtins.int
+    """Responses per backend and endpoint (JSON and streams apart) learned before changes
+    are reported. Default 100.
+    """
+    disabled: _builtins.bool
+    """Turn the watch off."""
+    check_every: _builtins.int
+    """After learning, every how many responses one is checked (reading a response's field
+    names costs ~20 µs per JSON body and ~11 µs per stream event). Default 20.
+    """
+    def __init__(
+        self,
+        *,
+        learning_responses: _builtins.int = ...,
+        disabled: _builtins.bool = ...,
+        check_every: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_every", b"check_every", "disabled", b"disabled", "learning_responses", b"learning_responses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SchemaDrift: _TypeAlias = SchemaDrift  # noqa: Y015
 
 @_typing.final
 class Listener(_message.Message):
