@@ -107,6 +107,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from extproc.replay import replay
+
+    headers = {}
+    for header in args.header or ():
+        name, _, value = header.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return replay(Path(args.capture), args.url, api_key=args.api_key, headers=headers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="extproc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--tls-cert")
     mock.add_argument("--tls-key")
     mock.set_defaults(func=cmd_mock_provider)
+
+    again = commands.add_parser(
+        "replay", help="re-send captured requests through a gateway and report differences"
+    )
+    again.add_argument("capture", help="a capture file (JSON lines)")
+    again.add_argument("--url", required=True, help="the gateway, e.g. http://127.0.0.1:10000")
+    again.add_argument("--api-key", help="the gateway key to send (default: none)")
+    again.add_argument("--header", action="append", help="an extra header, NAME:VALUE")
+    again.set_defaults(func=cmd_replay)
 
     up = commands.add_parser("up", help="run Envoy + service (+ mock provider) in the foreground")
     up.add_argument("config")

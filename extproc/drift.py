@@ -55,7 +55,7 @@ def _parent(path: str) -> str | None:
     return head.removesuffix("[]") if dot else None
 
 
-def _tops(found: set[str] | frozenset[str]) -> list[str]:
+def tops(found: set[str] | frozenset[str]) -> list[str]:
     """The paths none of whose ancestors is in the set as well."""
     tops = []
     for path in found:
@@ -123,8 +123,8 @@ class DriftMonitor:
         # A new object reports once, at its top: not each field inside it as well.
         added = found - shape.baseline
         missing = shape.required - found
-        changes = [Change(backend, endpoint, "added", p) for p in _tops(added)]
-        changes += [Change(backend, endpoint, "missing", p) for p in _tops(missing)]
+        changes = [Change(backend, endpoint, "added", p) for p in tops(added)]
+        changes += [Change(backend, endpoint, "missing", p) for p in tops(missing)]
         fresh = [c for c in changes if (c.change, c.path) not in shape.reported]
         shape.reported.update((c.change, c.path) for c in fresh)
         return sorted(fresh, key=lambda c: (c.change, c.path))

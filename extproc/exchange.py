@@ -22,6 +22,7 @@ from extproc.accounting.budgets import NANOS, Charge, Reservation, plan
 from extproc.accounting.prices import Price
 from extproc.accounting.usage import Meter, Usage, prompt_estimate
 from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Endpoint, Kind, api_for_path
+from extproc.capture import Sampler, truncated
 from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Runtime, Schema, Tenant
 from extproc.decisions import Continue, Decision, Reply, Reserve
@@ -34,7 +35,7 @@ from extproc.policy.engine import (
     evaluate_request,
     response_needs,
 )
-from extproc.policy.filters import JsonFilter, output_filter
+from extproc.policy.filters import JsonFilter, output_filter, payload_of
 from extproc.policy.rules import EMPTY
 from extproc.reader import ErrorReader, JsonReader, StreamReader
 from extproc.routing import (
@@ -45,6 +46,7 @@ from extproc.routing import (
     model_object,
     resolve,
 )
+from extproc.sse import Parser
 from extproc.translate.common import Untranslatable
 from extproc.translate.pair import BACKEND_KIND, Translation
 
@@ -171,8 +173,11 @@ class Exchange:
         clock: Callable[[], float] = time.time,
         roll: Callable[[], float] = random.random,
         drift: DriftMonitor | None = None,
+        capture: Sampler | None = None,
     ) -> None:
         self.runtime = runtime
+        self.sampler = capture  # traffic capture's sampler, shared by the process
+        self.sent_body: bytes | None = None  # set when this exchange is captured
         self.drift = drift  # the schema-drift watch, shared by the process's exchanges
         self.drift_endpoint = ""
         self._clock = clock
@@ -390,6 +395,10 @@ class Exchange:
                 return self.error(untranslatable.error)
             changed = True
         decision = self.forward(body, changed)
+        if self.sampler is not None and self.sampler.sample(
+            canonical_name(routed.model, routed.name), self.tenant.name
+        ):
+            self.sent_body = decision.body if decision.body is not None else raw
         reservation = self.plan_reservation(body)
         if reservation is not None:
             return Reserve(reservation, decision)
@@ -578,6 +587,8 @@ class Exchange:
             self.reader = JsonReader(meter, json_policy, translation)
         if self.reader is not None:
             decision.response_body = self.reader.mode
+            if self.sent_body is not None and not isinstance(self.reader, ErrorReader):
+                self.reader.raw = []
             if self.drift is not None and not isinstance(self.reader, ErrorReader):
                 backend = routed.route.attempts[self.attempt - 1].backend.name
                 suffix = translation.suffix if translation else endpoint.suffix
@@ -603,6 +614,41 @@ class Exchange:
             self.settle_usage()
             decision.metadata = self.usage_metadata()
         return decision
+
+    def capture_record(self, max_body_bytes: int) -> dict[str, Any] | None:
+        """This exchange as the provider saw it, when it was sampled for capture: the body
+        sent, the body or events received, timing, usage and decisions. No headers."""
+        if self.sent_body is None or self.routed is None or self.endpoint is None:
+            return None
+        record: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(self._clock(), dt.UTC).isoformat(),
+            **self.record(),
+        }
+        backend = self.routed.route.attempts[self.attempt - 1].backend
+        api = self.translation.backend if self.translation else self.endpoint.api
+        endpoint = self.translation.suffix if self.translation else self.endpoint.suffix
+        record["upstream_api"] = api.value
+        record["upstream_endpoint"] = endpoint
+        record["backend"] = backend.name
+        if self.first_chunk_at is not None:
+            record["first_byte_ms"] = round((self.first_chunk_at - self.started) * 1000, 3)
+        record["request"] = truncated(self.sent_body, max_body_bytes)
+        reader = self.reader
+        raw = (
+            b"".join(reader.raw)
+            if isinstance(reader, JsonReader | StreamReader) and reader.raw is not None
+            else None
+        )
+        if raw is not None and isinstance(reader, StreamReader):
+            if len(raw) > max_body_bytes:
+                record["response"] = {"truncated": True, "bytes": len(raw)}
+            else:
+                parser = Parser()
+                events = parser.feed(raw) + parser.close()
+                record["response"] = {"events": [payload_of(e) or e.data for e in events]}
+        elif raw is not None:
+            record["response"] = truncated(raw, max_body_bytes)
+        return record
 
     def drift_sample(self) -> tuple[str, str, set[str]] | None:
         """(backend, endpoint, field paths) of a complete 200 response the service read,

@@ -39,8 +39,12 @@ class JsonReader:
         self.translation = translation
         # The provider's field paths, for schema drift (None: not watched).
         self.paths: set[str] | None = None
+        # The provider's bytes, kept for traffic capture (None: not captured).
+        self.raw: list[bytes] | None = None
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if self.raw is not None:
+            self.raw.append(chunk)
         try:
             body = orjson.loads(chunk)
         except orjson.JSONDecodeError:
@@ -87,8 +91,11 @@ class StreamReader:
         self.parser = Parser()
         self.openai = meter.api is Schema.OPENAI
         self.paths: set[str] | None = None  # as in JsonReader
+        self.raw: list[bytes] | None = None
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        if self.raw is not None:
+            self.raw.append(chunk)
         events = self.parser.feed(chunk)
         if end_of_stream:
             events += self.parser.close()

@@ -20,10 +20,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from extproc import envoy, names, tokens
 from extproc.accounting.budgets import Charge, MemoryStore, Store, StoreError
 from extproc.attempt import Attempt
+from extproc.capture import Rate, Sampler, Sink
 from extproc.config.runtime import Runtime
 from extproc.decisions import Reserve
 from extproc.drift import DriftMonitor
 from extproc.exchange import Exchange
+from extproc.glob import Glob
 from extproc.telemetry.metrics import Metrics
 
 log = structlog.get_logger("extproc")
@@ -77,6 +79,16 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if drift_config.disabled
             else DriftMonitor(drift_config.learning_responses, drift_config.check_every)
         )
+        capture = runtime.source.capture
+        self.sampler: Sampler | None = None
+        self.sink: Sink | None = None
+        if capture.path:
+            rules = [
+                Rate(tuple(Glob(m) for m in rate.models), frozenset(rate.tenants), rate.rate)
+                for rate in capture.rates
+            ]
+            self.sampler = Sampler(capture.sample_rate, rules)
+            self.sink = Sink(capture.path, capture.max_file_bytes, capture.max_files)
         # Budget settlements still writing to the store (they outlive their streams).
         self.settling: set[asyncio.Task[None]] = set()
 
@@ -131,7 +143,7 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             await context.write(reply)
 
     async def _exchange(self, context: grpc.aio.ServicerContext) -> None:
-        exchange = Exchange(self.runtime, drift=self.drift)
+        exchange = Exchange(self.runtime, drift=self.drift, capture=self.sampler)
         failed = False
         try:
             await self._phases(
@@ -151,6 +163,10 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if failed:
                 record["status"] = 500
                 record["error"] = "internal_error"
+            if self.sink is not None:
+                captured = exchange.capture_record(self.runtime.source.capture.max_body_bytes)
+                if captured is not None:
+                    self.sink.write(captured)
             sample = exchange.drift_sample() if self.drift is not None else None
             if sample is not None and self.drift is not None:
                 for change in self.drift.observe(*sample):

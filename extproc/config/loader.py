@@ -156,6 +156,11 @@ def apply_defaults(config: pb.Config) -> None:
     accounting.apply_defaults(config)
     if not config.schema_drift.learning_responses:
         config.schema_drift.learning_responses = DEFAULT_DRIFT_LEARNING
+    if config.capture.path:
+        capture = config.capture
+        capture.max_file_bytes = capture.max_file_bytes or 64 * 1024 * 1024
+        capture.max_files = capture.max_files or 3
+        capture.max_body_bytes = capture.max_body_bytes or 1024 * 1024
     if not config.schema_drift.check_every:
         config.schema_drift.check_every = DEFAULT_DRIFT_CHECK_EVERY
     for model in config.models:
@@ -242,6 +247,7 @@ class _Checker:
         if config.accounting.skip_usage and any(t.budgets for t in tenants.values()):
             self.problem("accounting.skip_usage", "budgets need usage; remove one or the other")
         accounting.check_store(config, self.problem)
+        self.check_capture()
         if not config.prices.models and any(
             budget.max_cost_nanos for tenant in tenants.values() for budget in tenant.budgets
         ):
@@ -249,6 +255,18 @@ class _Checker:
         self.index_models(runtime)
         runtime.metric_models = frozenset(runtime.exact_models) | {m.name for m in runtime.models}
         return runtime
+
+    def check_capture(self) -> None:
+        capture = self.config.capture
+        rates = [("capture.sample_rate", capture.sample_rate)] + [
+            (f"capture.rates[{i}].rate", r.rate) for i, r in enumerate(capture.rates)
+        ]
+        for path, rate in rates:
+            if not 0 <= rate <= 1:
+                self.problem(path, "must be between 0 and 1")
+        if capture.path:
+            # Relative to the config file, like every other path in it.
+            capture.path = str(self.path_of(capture.path))
 
     def check_listener_and_service(self) -> None:
         tls = self.config.listener.tls

@@ -98,6 +98,8 @@ models:
     fallbacks: [{{backend: broken}}]
   - name: drift-model
     routes: [{{backend: drifting}}]
+  - name: captured-gpt
+    routes: [{{backend: openai, upstream_model: gpt-4o-mini}}]
   - name: azure-gpt
     routes: [{{backend: azure, upstream_model: gpt-4o-prod}}]
   - name: mixed
@@ -106,7 +108,7 @@ models:
 tenants:
   - name: team-a
     api_key_sha256: ["{key_a}"]
-    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "mixed", "azure-gpt", "drift-model"]
+    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "mixed", "azure-gpt", "drift-model", "captured-gpt"]
   - name: team-b
     api_key_sha256: ["{key_b}"]
     models: ["claude-*", "gpt-4o-mini", "mixed", "azure-gpt"]
@@ -114,6 +116,11 @@ tenants:
     models: ["gpt-4o-mini"]
 auth: {{anonymous_tenant: public}}
 schema_drift: {{learning_responses: 5, check_every: 1}}
+capture:
+  path: capture/traffic.jsonl
+  rates: [{{models: ["captured-gpt"], rate: 1}}]
+  max_file_bytes: 6000
+  max_files: 2
 prices:
   models:
     - {{models: ["gpt-4o-mini", "text-embedding-*"], input: 0.15, output: 0.6, cached_input: 0.075}}

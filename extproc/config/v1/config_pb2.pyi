@@ -120,6 +120,7 @@ class Config(_message.Message):
     ACCOUNTING_FIELD_NUMBER: _builtins.int
     TELEMETRY_FIELD_NUMBER: _builtins.int
     SCHEMA_DRIFT_FIELD_NUMBER: _builtins.int
+    CAPTURE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def listener(self) -> Global___Listener:
         """Where Envoy accepts client traffic."""
@@ -172,6 +173,10 @@ class Config(_message.Message):
     def schema_drift(self) -> Global___SchemaDrift:
         """Watching providers' response formats for silent changes."""
 
+    @_builtins.property
+    def capture(self) -> Global___Capture:
+        """Sampled traffic capture to a JSON lines file (for `extproc replay`)."""
+
     def __init__(
         self,
         *,
@@ -188,14 +193,88 @@ class Config(_message.Message):
         accounting: Global___Accounting | None = ...,
         telemetry: Global___Telemetry | None = ...,
         schema_drift: Global___SchemaDrift | None = ...,
+        capture: Global___Capture | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "limits", b"limits", "listener", b"listener", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "capture", b"capture", "limits", b"limits", "listener", b"listener", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "backends", b"backends", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry", "tenants", b"tenants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "backends", b"backends", "capture", b"capture", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry", "tenants", b"tenants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Config: _TypeAlias = Config  # noqa: Y015
+
+@_typing.final
+class Capture(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    SAMPLE_RATE_FIELD_NUMBER: _builtins.int
+    RATES_FIELD_NUMBER: _builtins.int
+    MAX_FILE_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_FILES_FIELD_NUMBER: _builtins.int
+    MAX_BODY_BYTES_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """The JSON lines file (relative to the config file). Empty: no capture."""
+    sample_rate: _builtins.float
+    """Share of exchanges captured, 0 to 1, where no rate below applies. Default 0."""
+    max_file_bytes: _builtins.int
+    """The file is rotated past this size. Default 64 MiB."""
+    max_files: _builtins.int
+    """Rotated files kept (path.1, path.2, ...). Default 3."""
+    max_body_bytes: _builtins.int
+    """Larger bodies are recorded as their size only. Default 1 MiB."""
+    @_builtins.property
+    def rates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaptureRate]:
+        """Rates for some models or tenants; the first matching entry wins."""
+
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        sample_rate: _builtins.float = ...,
+        rates: _abc.Iterable[Global___CaptureRate] | None = ...,
+        max_file_bytes: _builtins.int = ...,
+        max_files: _builtins.int = ...,
+        max_body_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_body_bytes", b"max_body_bytes", "max_file_bytes", b"max_file_bytes", "max_files", b"max_files", "path", b"path", "rates", b"rates", "sample_rate", b"sample_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Capture: _TypeAlias = Capture  # noqa: Y015
+
+@_typing.final
+class CaptureRate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    TENANTS_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    rate: _builtins.float
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Model names (globs); empty: any."""
+
+    @_builtins.property
+    def tenants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tenant names; empty: any."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        tenants: _abc.Iterable[_builtins.str] | None = ...,
+        rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "rate", b"rate", "tenants", b"tenants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaptureRate: _TypeAlias = CaptureRate  # noqa: Y015
 
 @_typing.final
 class SchemaDrift(_message.Message):

@@ -1,0 +1,108 @@
+"""Traffic capture: sampled exchanges as JSON lines, in a size-bounded rotating file.
+
+A record holds what the provider saw and said — the request body as sent (after policy
+redaction and translation) and the response body or stream events as received — with
+timing, usage and policy decisions. Headers are never captured, so neither the client's
+key nor the provider's can be.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from extproc.glob import Glob
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    models: tuple[Glob, ...]
+    tenants: frozenset[str]
+    rate: float
+
+    def applies(self, model: str, tenant: str) -> bool:
+        if self.models and not any(g.match(model) for g in self.models):
+            return False
+        return not self.tenants or tenant in self.tenants
+
+
+class Sampler:
+    """The capture rate of a (model, tenant): the first matching rule's, else the default.
+    Sampling is deterministic per rate (every 1/rate-th exchange), so a rate of 0.1
+    captures exactly one exchange in ten."""
+
+    def __init__(self, default: float, rules: Sequence[Rate]) -> None:
+        self.default = default
+        self.rules = tuple(rules)
+        self._credit: dict[float, float] = {}
+
+    def rate(self, model: str, tenant: str) -> float:
+        for rule in self.rules:
+            if rule.applies(model, tenant):
+                return rule.rate
+        return self.default
+
+    def sample(self, model: str, tenant: str) -> bool:
+        rate = self.rate(model, tenant)
+        if rate <= 0:
+            return False
+        credit = self._credit.get(rate, 1.0 - rate) + rate
+        taken = credit >= 1.0
+        self._credit[rate] = credit - 1.0 if taken else credit
+        return taken
+
+
+class Sink:
+    """Appends lines to `path`; past `max_bytes` the file is rotated to path.1 (path.1 to
+    path.2, ...), keeping `max_files` rotated files. Disk use is bounded by
+    (max_files + 1) x max_bytes."""
+
+    def __init__(self, path: str | Path, max_bytes: int, max_files: int) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes] = self.path.open("ab")
+        self._size = self._file.tell()
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = orjson.dumps(record, default=str) + b"\n"
+        if self._size and self._size + len(line) > self.max_bytes:
+            self._rotate()
+        self._file.write(line)
+        self._file.flush()
+        self._size += len(line)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for number in range(self.max_files, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{number}")
+            if number == self.max_files:
+                older.unlink(missing_ok=True)
+                continue
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
+        if self.max_files:
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._file = self.path.open("ab")
+        self._size = 0
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def truncated(body: bytes, limit: int) -> Any:
+    """A body for the record: its JSON when it parses and fits, else a marked excerpt."""
+    if len(body) > limit:
+        return {"truncated": True, "bytes": len(body)}
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {"text": body.decode("utf-8", errors="replace")}

@@ -1,0 +1,64 @@
+"""Traffic capture and replay through a real Envoy."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import orjson
+
+from extproc.replay import replay
+from tests.integration.conftest import GATEWAY_KEYS, PROVIDER_KEYS, Gateway
+
+PROMPT = "Tell me about capture and replay, please."
+
+
+def capture_files(gateway: Gateway) -> list[Path]:
+    return sorted((gateway.stack.workdir / "capture").glob("traffic.jsonl*"))
+
+
+def test_capture_rotates_holds_no_credential_and_replays(gateway: Gateway) -> None:
+    client = gateway.openai()
+    for number in range(12):
+        client.chat.completions.create(
+            model="captured-gpt",
+            messages=[{"role": "user", "content": f"{PROMPT} #{number}"}],
+            stream=number % 3 == 0,
+        )
+    last = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+    )
+    gateway.record(last.headers["x-request-id"])  # written after every earlier capture
+    files = capture_files(gateway)
+    # Rotated at 6,000 bytes, two rotated files kept: bounded however much traffic flows.
+    assert [f.name for f in files] == ["traffic.jsonl", "traffic.jsonl.1", "traffic.jsonl.2"]
+    assert all(f.stat().st_size <= 6000 for f in files)
+    text = b"".join(f.read_bytes() for f in files)
+    for secret in (*GATEWAY_KEYS.values(), *PROVIDER_KEYS.values()):
+        assert secret.encode() not in text
+    records = [orjson.loads(line) for f in files for line in f.read_bytes().splitlines()]
+    assert {r["requested_model"] for r in records} == {"captured-gpt"}  # only the sampled model
+    latest = [orjson.loads(line) for line in files[0].read_bytes().splitlines()]
+    plain = next(r for r in latest if not r["stream"])
+    assert plain["request"]["model"] == "gpt-4o-mini"  # as the provider saw it
+    assert plain["response"]["usage"]["prompt_tokens"] > 0
+    assert plain["usage"]["input_tokens"] == plain["response"]["usage"]["prompt_tokens"]
+    streamed = [r for r in records if r["stream"]]
+    assert streamed and all(isinstance(r["response"]["events"], list) for r in streamed)
+    # Replaying the current file through the same gateway: nothing differs.
+    out = io.StringIO()
+    assert replay(files[0], gateway.url, api_key=GATEWAY_KEYS["team-a"], out=out) == 0
+    assert out.getvalue().endswith(f"{len(latest)} replayed, 0 differ, 0 skipped\n")
+    # A provider that now returns an extra field: replay reports it.
+    out = io.StringIO()
+    status = replay(
+        files[0],
+        gateway.url,
+        api_key=GATEWAY_KEYS["team-a"],
+        headers={"x-mock-extra-field": "safety_ratings"},
+        out=out,
+    )
+    assert status == 1
+    report = out.getvalue()
+    assert "fields added: safety_ratings" in report
+    assert f"{len(latest)} replayed" in report
