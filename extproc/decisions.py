@@ -45,4 +45,13 @@ class Reserve:
     then: Continue
 
 
+@dataclass(slots=True)
+class Lookup:
+    """Look the answer up in the response cache first (I/O the shell performs); on a miss
+    the exchange goes on with `then`."""
+
+    key: str
+    then: Continue | Reserve
+
+
 Decision = Continue | Reply

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from extproc import names
+from extproc import cache, names
 from extproc.accounting.budgets import NANOS, Charge, Reservation, plan
 from extproc.accounting.prices import Price
 from extproc.accounting.usage import Meter, Usage, prompt_estimate
@@ -25,7 +25,7 @@ from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Endpoint, Kind, api
 from extproc.capture import Sampler, truncated
 from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Runtime, Schema, Tenant
-from extproc.decisions import Continue, Decision, Reply, Reserve
+from extproc.decisions import Continue, Decision, Lookup, Reply, Reserve
 from extproc.drift import DriftMonitor
 from extproc.identity import identify
 from extproc.policy.engine import (
@@ -178,6 +178,10 @@ class Exchange:
         self.runtime = runtime
         self.sampler = capture  # traffic capture's sampler, shared by the process
         self.sent_body: bytes | None = None  # set when this exchange is captured
+        self.cache_key: str | None = None
+        self.cache_value: bytes | None = None  # the answer to store under cache_key
+        self.cached = False  # answered from the cache
+        self.cache_read = self.cache_write = True
         self.drift = drift  # the schema-drift watch, shared by the process's exchanges
         self.drift_endpoint = ""
         self._clock = clock
@@ -221,6 +225,10 @@ class Exchange:
 
     def request_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Decision:
         self.request_id = headers.get(names.REQUEST_ID_HEADER, "")
+        directives = headers.get("cache-control", "").lower()
+        # no-cache: ask the provider, then store the answer; no-store: neither read nor store.
+        self.cache_read = "no-cache" not in directives and "no-store" not in directives
+        self.cache_write = "no-store" not in directives
         self.method = headers.get(":method", "")
         self.path, _, self._query = headers.get(":path", "").partition("?")
         self.api = api_for_path(self.path)
@@ -292,7 +300,7 @@ class Exchange:
 
     # -- request body ---------------------------------------------------------------
 
-    def request_body(self, raw: bytes) -> Decision | Reserve:
+    def request_body(self, raw: bytes) -> Decision | Reserve | Lookup:
         assert self.endpoint is not None and self.tenant is not None
         if len(raw) > self.runtime.max_request_bytes:
             return self.too_large()
@@ -386,6 +394,7 @@ class Exchange:
                 body["stream_options"] = {**(options or {}), "include_usage": True}
                 self.strip_usage = changed = True
         self.request = body
+        self.cache_key = self.cache_key_for(body)
         if self.translation is not None:
             try:
                 body, self.dropped_fields = self.translation.request(
@@ -400,10 +409,55 @@ class Exchange:
         ):
             self.sent_body = decision.body if decision.body is not None else raw
         reservation = self.plan_reservation(body)
+        then: Continue | Reserve = decision
         if reservation is not None:
-            return Reserve(reservation, decision)
-        self.forwarded = True
-        return decision
+            then = Reserve(reservation, decision)
+        if self.cache_key is not None and self.cache_read:
+            return Lookup(self.cache_key, then)
+        if isinstance(then, Continue):
+            self.forwarded = True
+        return then
+
+    # -- response cache ---------------------------------------------------------------
+
+    def cache_key_for(self, body: dict[str, Any]) -> str | None:
+        """The cache key of a request the config lets be cached; None otherwise. Requests
+        whose answers a policy reads or restores are never cached (the entry would hold
+        what the policy changes, or another request's values)."""
+        assert self.tenant is not None and self.routed is not None and self.endpoint is not None
+        tenant_mode, tenant_shared = self.tenant.cache
+        model_mode, model_shared = self.routed.model.cache
+        mode, shared = (tenant_mode, tenant_shared) if tenant_mode else (model_mode, model_shared)
+        if not cache.cacheable(mode, body) or response_needs(self.policies, self.redactions):
+            return None
+        target = self.routed.route.attempts[0]
+        return cache.key(
+            "" if shared else self.tenant.name,
+            target.backend.name,
+            self.routed.upstream_model,
+            self.endpoint.suffix,
+            body,
+        )
+
+    def cache_hit(self, stored: bytes) -> Reply:
+        """Answer from the cache: JSON, or replayed as a stream when the client streams."""
+        assert self.endpoint is not None
+        body, content_type = cache.replay(
+            self.endpoint.api, stored, self.stream, self.client_include_usage
+        )
+        meter = Meter(self.endpoint.api, self.endpoint.kind)
+        meter.json(orjson.loads(stored))
+        self.usage = meter.usage(self.prompt_tokens())
+        self.cost = 0.0
+        self.cached = True
+        self.status = 200
+        headers = [("content-type", content_type), (names.CACHE_HEADER, "hit")]
+        return Reply(200, body, headers)
+
+    def cache_miss(self, lookup: Lookup) -> Continue | Reserve:
+        if isinstance(lookup.then, Continue):
+            self.forwarded = True
+        return lookup.then
 
     def reads_response(self) -> bool:
         """Whether the service will read this request's response body (if it is a 200, or
@@ -609,6 +663,15 @@ class Exchange:
         decision = Continue(body=body)
         if body is not None and reader.mode == "buffered":
             decision.set_headers.append(("content-length", str(len(body))))
+        if (
+            end_of_stream
+            and self.cache_key is not None
+            and self.cache_write
+            and isinstance(reader, JsonReader)
+            and not self.stream
+        ):
+            # The answer as the client gets it; errors never reach here (status 200 only).
+            self.cache_value = body if body is not None else chunk
         if end_of_stream:
             self.response_complete = True
             self.settle_usage()
@@ -808,8 +871,10 @@ class Exchange:
             if self.cost is not None:
                 usage["cost"] = round(self.cost, 9)
                 usage["currency"] = self.runtime.prices.currency if self.runtime.prices else ""
-            if self.stream:
+            if self.stream and not self.cached:
                 usage["complete"] = self.response_complete
+            if self.cached:
+                usage["cached"] = True
             if self.reservation is not None:
                 usage["reserved_tokens"] = self.reservation.tokens
             record["usage"] = usage

@@ -37,5 +37,7 @@ ATTEMPT_HEADER = "x-envoy-attempt-count"
 # Mutual TLS identity, written by Envoy (forward_client_cert_details: SANITIZE_SET).
 CLIENT_CERT_HEADER = "x-forwarded-client-cert"
 REQUEST_ID_HEADER = "x-request-id"
+# On answers served from the response cache.
+CACHE_HEADER = "x-extproc-cache"
 # Sent by every Anthropic SDK request; it tells the API the client speaks.
 ANTHROPIC_VERSION_HEADER = "anthropic-version"

@@ -20,9 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from extproc import envoy, names, tokens
 from extproc.accounting.budgets import Charge, MemoryStore, Store, StoreError
 from extproc.attempt import Attempt
+from extproc.cache import CacheStore, MemoryCache
 from extproc.capture import Rate, Sampler, Sink
 from extproc.config.runtime import Runtime
-from extproc.decisions import Reserve
+from extproc.decisions import Lookup, Reserve
 from extproc.drift import DriftMonitor
 from extproc.exchange import Exchange
 from extproc.glob import Glob
@@ -79,6 +80,19 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if drift_config.disabled
             else DriftMonitor(drift_config.learning_responses, drift_config.check_every)
         )
+        cache_config = runtime.source.cache
+        self.cache_ttl = cache_config.ttl.ToNanoseconds() / 1e9
+        self.cache: CacheStore = MemoryCache(cache_config.max_bytes)
+        if cache_config.HasField("redis"):
+            from extproc.accounting.redis_store import RedisCache
+
+            redis_config = cache_config.redis
+            self.cache = RedisCache(
+                redis_config.url,
+                prefix=redis_config.key_prefix,
+                timeout=redis_config.timeout.ToNanoseconds() / 1e9,
+                password_env=redis_config.password_env,
+            )
         capture = runtime.source.capture
         self.sampler: Sampler | None = None
         self.sink: Sink | None = None
@@ -159,6 +173,17 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             charges = exchange.finish()
             if charges:
                 self._settle(charges)
+            value = exchange.cache_value
+            if (
+                exchange.cache_key is not None
+                and value is not None
+                and len(value) <= self.runtime.source.cache.max_entry_bytes
+            ):
+                task = asyncio.get_running_loop().create_task(
+                    self._store(exchange.cache_key, value)
+                )
+                self.settling.add(task)
+                task.add_done_callback(self.settling.discard)
             record = exchange.record()
             if failed:
                 record["status"] = 500
@@ -216,10 +241,40 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     ) -> ext.ProcessingResponse | Awaitable[ext.ProcessingResponse]:
         if kind == "request_body":
             decision = exchange.request_body(message.request_body.body)
+            if isinstance(decision, Lookup):
+                return self._lookup(exchange, decision)
             if isinstance(decision, Reserve):
                 return self._reserve(exchange, decision)
             return envoy.request_body_reply(decision)
         return _exchange_reply(exchange, kind, message)
+
+    async def _lookup(self, exchange: Exchange, lookup: Lookup) -> ext.ProcessingResponse:
+        try:
+            stored = await self.cache.get(lookup.key)
+        except StoreError as error:
+            log.warning("cache_store_failed", operation="get", error=str(error))
+            stored = None
+        if stored is not None:
+            self.metrics.cache_lookups.labels("hit").inc()
+            reply = exchange.cache_hit(stored)
+            if exchange.usage is not None:
+                self.metrics.cache_tokens_saved.inc(exchange.usage.total_tokens)
+            return envoy.immediate(reply)
+        self.metrics.cache_lookups.labels("miss").inc()
+        then = exchange.cache_miss(lookup)
+        if isinstance(then, Reserve):
+            return await self._reserve(exchange, then)
+        return envoy.request_body_reply(then)
+
+    async def _store(self, key: str, value: bytes) -> None:
+        try:
+            await self.cache.set(key, value, self.cache_ttl)
+        except StoreError as error:
+            log.warning("cache_store_failed", operation="set", error=str(error))
+            return
+        self.metrics.cache_stored.inc()
+        if isinstance(self.cache, MemoryCache):
+            self.metrics.cache_bytes.set(self.cache.bytes)
 
     async def _reserve(self, exchange: Exchange, reserve: Reserve) -> ext.ProcessingResponse:
         charges = reserve.reservation.charges

@@ -96,3 +96,29 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class RedisCache:
+    """Response cache entries in Redis (SET with an expiry), shared by replicas."""
+
+    def __init__(self, url: str, *, prefix: str, timeout: float, password_env: str = "") -> None:
+        self._prefix = prefix
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        if password_env:
+            options["password"] = os.environ.get(password_env, "")
+        self._client = aioredis.Redis.from_url(url, **options)
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = await self._client.get(self._prefix + key)
+        except (redis.exceptions.RedisError, OSError) as error:
+            raise StoreError(f"redis: {type(error).__name__}") from None
+        if value is None:
+            return None
+        return value.encode() if isinstance(value, str) else bytes(value)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        try:
+            await self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000)))
+        except (redis.exceptions.RedisError, OSError) as error:
+            raise StoreError(f"redis: {type(error).__name__}") from None

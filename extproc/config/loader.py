@@ -156,6 +156,15 @@ def apply_defaults(config: pb.Config) -> None:
     accounting.apply_defaults(config)
     if not config.schema_drift.learning_responses:
         config.schema_drift.learning_responses = DEFAULT_DRIFT_LEARNING
+    cache = config.cache
+    if not cache.HasField("ttl"):
+        cache.ttl.FromSeconds(3600)
+    cache.max_entry_bytes = cache.max_entry_bytes or 1024 * 1024
+    cache.max_bytes = cache.max_bytes or 64 * 1024 * 1024
+    if cache.HasField("redis"):
+        cache.redis.key_prefix = cache.redis.key_prefix or "extproc:cache:"
+        if not cache.redis.HasField("timeout"):
+            cache.redis.timeout.FromNanoseconds(250_000_000)
     if config.capture.path:
         capture = config.capture
         capture.max_file_bytes = capture.max_file_bytes or 64 * 1024 * 1024
@@ -494,6 +503,7 @@ class _Checker:
             retry_on=tuple(model.retry_on),
             is_pattern="*" in model.name,
             policies=self.policy_refs(list(model.policies), f"{path}.policies"),
+            cache=(model.cache.mode, model.cache.shared),
         )
 
     def build_target(
@@ -629,6 +639,7 @@ class _Checker:
                 model_globs=tuple(globs),
                 policies=self.policy_refs(list(source.policies), f"{path}.policies"),
                 budgets=accounting.build_budgets(source, path, self.problem),
+                cache=(source.cache.mode, source.cache.shared),
             )
             tenants[source.name] = tenant
             for position, digest in enumerate(source.api_key_sha256):

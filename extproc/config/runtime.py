@@ -127,6 +127,7 @@ class Model:
     retry_on: tuple[str, ...]
     is_pattern: bool
     policies: tuple[Policy, ...] = ()
+    cache: tuple[int, bool] = (0, False)  # (CachePolicy.Mode, shared)
 
     def pick(self, roll: float) -> Route:
         """The route for a uniform random roll in [0, 1)."""
@@ -142,6 +143,7 @@ class Tenant:
     model_globs: tuple[Glob, ...]
     policies: tuple[Policy, ...] = ()
     budgets: tuple[Budget, ...] = ()
+    cache: tuple[int, bool] = (0, False)  # (CachePolicy.Mode, shared)
 
     def allows(self, model: str) -> bool:
         return not self.model_globs or any(g.match(model) for g in self.model_globs)

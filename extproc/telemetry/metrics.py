@@ -125,6 +125,25 @@ class Metrics:
             ["budget"],
             registry=self.registry,
         )
+        self.cache_lookups = Counter(
+            "extproc_cache_lookups",
+            "Response cache lookups, by result (hit or miss).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.cache_stored = Counter(
+            "extproc_cache_stored", "Answers stored in the response cache.", registry=self.registry
+        )
+        self.cache_tokens_saved = Counter(
+            "extproc_cache_tokens_saved",
+            "Tokens (input + output) of answers served from the cache instead of a provider.",
+            registry=self.registry,
+        )
+        self.cache_bytes = Gauge(
+            "extproc_cache_bytes",
+            "Bytes held by the in-process response cache.",
+            registry=self.registry,
+        )
         self.schema_drift = Counter(
             "extproc_schema_drift",
             "Provider response fields that appeared or went missing after the learning period.",

@@ -100,6 +100,12 @@ models:
     routes: [{{backend: drifting}}]
   - name: captured-gpt
     routes: [{{backend: openai, upstream_model: gpt-4o-mini}}]
+  - name: cached-gpt
+    routes: [{{backend: openai}}]
+    cache: {{mode: deterministic}}
+  - name: cached-claude
+    routes: [{{backend: anthropic}}]
+    cache: {{mode: all}}
   - name: azure-gpt
     routes: [{{backend: azure, upstream_model: gpt-4o-prod}}]
   - name: mixed
@@ -108,10 +114,10 @@ models:
 tenants:
   - name: team-a
     api_key_sha256: ["{key_a}"]
-    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "mixed", "azure-gpt", "drift-model", "captured-gpt"]
+    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "mixed", "azure-gpt", "drift-model", "captured-gpt", "cached-gpt"]
   - name: team-b
     api_key_sha256: ["{key_b}"]
-    models: ["claude-*", "gpt-4o-mini", "mixed", "azure-gpt"]
+    models: ["claude-*", "gpt-4o-mini", "mixed", "azure-gpt", "cached-claude"]
   - name: public
     models: ["gpt-4o-mini"]
 auth: {{anonymous_tenant: public}}

@@ -95,3 +95,19 @@ def test_unreachable_redis_is_a_store_error_without_details() -> None:
         await dead.close()
 
     asyncio.run(run())
+
+
+def test_redis_response_cache(redis_url: str) -> None:
+    from extproc.accounting.redis_store import RedisCache
+
+    async def run() -> None:
+        prefix = f"c{time.monotonic_ns()}:"
+        first, second = (RedisCache(redis_url, prefix=prefix, timeout=1.0) for _ in range(2))
+        assert await first.get("k") is None
+        await first.set("k", b'{"answer": 1}', 60)
+        assert await second.get("k") == b'{"answer": 1}'  # shared by replicas
+        await first.set("short", b"x", 0.05)
+        await asyncio.sleep(0.2)
+        assert await second.get("short") is None
+
+    asyncio.run(run())

@@ -121,6 +121,7 @@ class Config(_message.Message):
     TELEMETRY_FIELD_NUMBER: _builtins.int
     SCHEMA_DRIFT_FIELD_NUMBER: _builtins.int
     CAPTURE_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def listener(self) -> Global___Listener:
         """Where Envoy accepts client traffic."""
@@ -177,6 +178,10 @@ class Config(_message.Message):
     def capture(self) -> Global___Capture:
         """Sampled traffic capture to a JSON lines file (for `extproc replay`)."""
 
+    @_builtins.property
+    def cache(self) -> Global___Cache:
+        """Exact-match response cache (turned on per model or tenant)."""
+
     def __init__(
         self,
         *,
@@ -194,14 +199,51 @@ class Config(_message.Message):
         telemetry: Global___Telemetry | None = ...,
         schema_drift: Global___SchemaDrift | None = ...,
         capture: Global___Capture | None = ...,
+        cache: Global___Cache | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "capture", b"capture", "limits", b"limits", "listener", b"listener", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "cache", b"cache", "capture", b"capture", "limits", b"limits", "listener", b"listener", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "backends", b"backends", "capture", b"capture", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry", "tenants", b"tenants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "backends", b"backends", "cache", b"cache", "capture", b"capture", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry", "tenants", b"tenants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Config: _TypeAlias = Config  # noqa: Y015
+
+@_typing.final
+class Cache(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TTL_FIELD_NUMBER: _builtins.int
+    MAX_ENTRY_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    REDIS_FIELD_NUMBER: _builtins.int
+    max_entry_bytes: _builtins.int
+    """Answers larger than this are not stored. Default 1 MiB."""
+    max_bytes: _builtins.int
+    """In-process store: total bytes kept (least recently used out first). Default 64 MiB."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long an answer is served from the cache. Default 1h."""
+
+    @_builtins.property
+    def redis(self) -> Global___RedisStore:
+        """Shared store for replicas instead of the in-process one."""
+
+    def __init__(
+        self,
+        *,
+        ttl: _duration_pb2.Duration | None = ...,
+        max_entry_bytes: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+        redis: Global___RedisStore | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["redis", b"redis", "ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_bytes", b"max_bytes", "max_entry_bytes", b"max_entry_bytes", "redis", b"redis", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Cache: _TypeAlias = Cache  # noqa: Y015
 
 @_typing.final
 class Capture(_message.Message):
@@ -604,6 +646,7 @@ class Model(_message.Message):
     DEPRECATION_FIELD_NUMBER: _builtins.int
     OWNED_BY_FIELD_NUMBER: _builtins.int
     POLICIES_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name clients send in the request body's "model". May be a glob pattern with "*"
     ("claude-*"); exact names and aliases are tried first, then patterns in file order.
@@ -638,6 +681,10 @@ class Model(_message.Message):
     def policies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Policies applied to every request for this model (after the tenant's)."""
 
+    @_builtins.property
+    def cache(self) -> Global___CachePolicy:
+        """Whether answers for this model may be served from the response cache."""
+
     def __init__(
         self,
         *,
@@ -649,14 +696,61 @@ class Model(_message.Message):
         deprecation: Global___Deprecation | None = ...,
         owned_by: _builtins.str = ...,
         policies: _abc.Iterable[_builtins.str] | None = ...,
+        cache: Global___CachePolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deprecation", b"deprecation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "deprecation", b"deprecation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "deprecation", b"deprecation", "fallbacks", b"fallbacks", "name", b"name", "owned_by", b"owned_by", "policies", b"policies", "retry_on", b"retry_on", "routes", b"routes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "cache", b"cache", "deprecation", b"deprecation", "fallbacks", b"fallbacks", "name", b"name", "owned_by", b"owned_by", "policies", b"policies", "retry_on", b"retry_on", "routes", b"routes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class CachePolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Mode:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[CachePolicy._Mode.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        MODE_UNSPECIFIED: CachePolicy._Mode.ValueType  # 0
+        OFF: CachePolicy._Mode.ValueType  # 1
+        """Never cached (also overrides a model's setting when set on a tenant)."""
+        DETERMINISTIC: CachePolicy._Mode.ValueType  # 2
+        """Requests with temperature 0 (deterministic sampling) are cached."""
+        ALL: CachePolicy._Mode.ValueType  # 3
+        """Every request is cached."""
+
+    class Mode(_Mode, metaclass=_ModeEnumTypeWrapper): ...
+    MODE_UNSPECIFIED: CachePolicy.Mode.ValueType  # 0
+    OFF: CachePolicy.Mode.ValueType  # 1
+    """Never cached (also overrides a model's setting when set on a tenant)."""
+    DETERMINISTIC: CachePolicy.Mode.ValueType  # 2
+    """Requests with temperature 0 (deterministic sampling) are cached."""
+    ALL: CachePolicy.Mode.ValueType  # 3
+    """Every request is cached."""
+
+    MODE_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
+    mode: Global___CachePolicy.Mode.ValueType
+    shared: _builtins.bool
+    """Entries are shared by all tenants instead of kept per tenant. Default false."""
+    def __init__(
+        self,
+        *,
+        mode: Global___CachePolicy.Mode.ValueType = ...,
+        shared: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "shared", b"shared"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CachePolicy: _TypeAlias = CachePolicy  # noqa: Y015
 
 @_typing.final
 class Target(_message.Message):
@@ -752,6 +846,7 @@ class Tenant(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     POLICIES_FIELD_NUMBER: _builtins.int
     BUDGETS_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     @_builtins.property
     def api_key_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -777,6 +872,10 @@ class Tenant(_message.Message):
         applies to it; otherwise it gets 429 with Retry-After.
         """
 
+    @_builtins.property
+    def cache(self) -> Global___CachePolicy:
+        """Response cache for this tenant's requests; overrides the model's setting."""
+
     def __init__(
         self,
         *,
@@ -786,10 +885,11 @@ class Tenant(_message.Message):
         models: _abc.Iterable[_builtins.str] | None = ...,
         policies: _abc.Iterable[_builtins.str] | None = ...,
         budgets: _abc.Iterable[Global___Budget] | None = ...,
+        cache: Global___CachePolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_sha256", b"api_key_sha256", "budgets", b"budgets", "models", b"models", "name", b"name", "policies", b"policies", "spiffe_ids", b"spiffe_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_sha256", b"api_key_sha256", "budgets", b"budgets", "cache", b"cache", "models", b"models", "name", b"name", "policies", b"policies", "spiffe_ids", b"spiffe_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,167 @@
+"""Exact-match response cache: keys, stores, and replaying a stored answer as a stream.
+
+An entry is the JSON answer the client received, stored under a key that covers
+everything that changes the answer: the backend, the upstream model, the endpoint, the
+request body after policy (without the fields that only change delivery: `stream`,
+`stream_options`) and the tenant, unless the entry is shared. A client that asks to
+stream gets a stored answer replayed as a well-formed stream of its API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from typing import Any, Protocol
+
+import orjson
+
+from extproc.config.runtime import Schema
+
+# Fields that change how an answer is delivered, not what it says.
+_DELIVERY = ("stream", "stream_options")
+
+
+def key(scope: str, backend: str, upstream_model: str, endpoint: str, body: dict[str, Any]) -> str:
+    normalized = {k: v for k, v in body.items() if k not in _DELIVERY and k != "model"}
+    material = orjson.dumps(
+        [scope, backend, upstream_model, endpoint, normalized], option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.sha256(material).hexdigest()
+
+
+def cacheable(mode: int, body: dict[str, Any]) -> bool:
+    """ALL (3) caches every request; DETERMINISTIC (2) those sampling at temperature 0."""
+    if mode == 3:
+        return True
+    return mode == 2 and body.get("temperature") == 0 and body.get("n", 1) == 1
+
+
+class CacheStore(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None: ...
+
+
+class MemoryCache:
+    """Least-recently-used entries within a byte bound, each with an expiry."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    async def get(self, key: str) -> bytes | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        expires, value = found
+        if expires < time.monotonic():
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if len(value) > self.max_bytes:
+            return
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = (time.monotonic() + ttl, value)
+        self.bytes += len(value)
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        _, value = self._entries.pop(key)
+        self.bytes -= len(value)
+
+
+def _sse(payload: Any, name: str | None = None) -> bytes:
+    head = f"event: {name}\n".encode() if name else b""
+    data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return head + b"data: " + data + b"\n\n"
+
+
+def openai_stream(answer: dict[str, Any], include_usage: bool) -> bytes:
+    """A stored chat completion as the chunks of a stream."""
+    base = {
+        "id": answer.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": answer.get("created", 0),
+        "model": answer.get("model", ""),
+    }
+    choice = (answer.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        return _sse({**base, "choices": choices})
+
+    parts = [chunk({"role": "assistant", "content": ""})]
+    if isinstance(message.get("content"), str) and message["content"]:
+        parts.append(chunk({"content": message["content"]}))
+    for index, call in enumerate(message.get("tool_calls") or ()):
+        parts.append(chunk({"tool_calls": [{**call, "index": index}]}))
+    parts.append(chunk({}, choice.get("finish_reason") or "stop"))
+    if include_usage and answer.get("usage") is not None:
+        parts.append(_sse({**base, "choices": [], "usage": answer["usage"]}))
+    parts.append(b"data: [DONE]\n\n")
+    return b"".join(parts)
+
+
+def anthropic_stream(answer: dict[str, Any]) -> bytes:
+    """A stored message as the events of a stream."""
+    usage = answer.get("usage") or {}
+    start = {
+        **{k: v for k, v in answer.items() if k not in ("content", "stop_reason", "usage")},
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**usage, "output_tokens": 0},
+    }
+    parts = [_sse({"type": "message_start", "message": start}, "message_start")]
+    for index, block in enumerate(answer.get("content") or ()):
+        if block.get("type") == "tool_use":
+            opened = {**block, "input": {}}
+            delta = {
+                "type": "input_json_delta",
+                "partial_json": orjson.dumps(block.get("input", {})).decode(),
+            }
+        else:
+            opened = {**block, "text": ""}
+            delta = {"type": "text_delta", "text": block.get("text", "")}
+        parts.append(
+            _sse(
+                {"type": "content_block_start", "index": index, "content_block": opened},
+                "content_block_start",
+            )
+        )
+        parts.append(
+            _sse(
+                {"type": "content_block_delta", "index": index, "delta": delta},
+                "content_block_delta",
+            )
+        )
+        parts.append(_sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+    end = {
+        "type": "message_delta",
+        "delta": {
+            "stop_reason": answer.get("stop_reason"),
+            "stop_sequence": answer.get("stop_sequence"),
+        },
+        "usage": {"output_tokens": usage.get("output_tokens", 0)},
+    }
+    parts.append(_sse(end, "message_delta"))
+    parts.append(_sse({"type": "message_stop"}, "message_stop"))
+    return b"".join(parts)
+
+
+def replay(api: Schema, stored: bytes, stream: bool, include_usage: bool) -> tuple[bytes, str]:
+    """The reply body and its content type for a stored answer."""
+    if not stream:
+        return stored, "application/json"
+    answer = orjson.loads(stored)
+    if api is Schema.ANTHROPIC:
+        return anthropic_stream(answer), "text/event-stream"
+    return openai_stream(answer, include_usage), "text/event-stream"

@@ -1,0 +1,99 @@
+"""Response cache keys, the in-process store and stream replays."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from extproc import cache
+from extproc.config.runtime import Schema
+from extproc.sse import Parser
+
+DATA = Path(__file__).parent.parent / "data" / "responses"
+BODY: dict[str, Any] = {
+    "model": "m",
+    "temperature": 0,
+    "messages": [{"role": "user", "content": "hi"}],
+    "tools": [{"type": "function", "function": {"name": "f"}}],
+}
+
+
+def key(scope: str = "team", backend: str = "b", model: str = "m-1", **change: Any) -> str:
+    return cache.key(scope, backend, model, "/chat/completions", {**BODY, **change})
+
+
+def test_delivery_fields_do_not_change_the_key() -> None:
+    assert key() == key(stream=True) == key(stream_options={"include_usage": True})
+    assert key() == cache.key("team", "b", "m-1", "/chat/completions", dict(reversed(BODY.items())))
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        lambda: key(scope="other-team"),
+        lambda: key(backend="b2"),
+        lambda: key(model="m-2"),
+        lambda: key(temperature=0.5),
+        lambda: key(messages=[{"role": "user", "content": "hi!"}]),
+        lambda: key(tools=[]),
+        lambda: key(max_tokens=5),
+        lambda: key(seed=1),
+        lambda: cache.key("team", "b", "m-1", "/messages", BODY),
+    ],
+)
+def test_anything_that_changes_the_answer_changes_the_key(other: Any) -> None:
+    assert other() != key()
+
+
+def test_deterministic_mode_needs_temperature_zero() -> None:
+    assert cache.cacheable(2, {"temperature": 0})
+    assert not cache.cacheable(2, {"temperature": 0.2})
+    assert not cache.cacheable(2, {})  # the default temperature samples
+    assert not cache.cacheable(2, {"temperature": 0, "n": 3})
+    assert cache.cacheable(3, {"temperature": 1})
+    assert not cache.cacheable(0, {"temperature": 0}) and not cache.cacheable(1, {"temperature": 0})
+
+
+def test_memory_cache_is_lru_within_its_bytes_and_expires() -> None:
+    async def run() -> None:
+        store = cache.MemoryCache(max_bytes=10)
+        await store.set("a", b"1234", 60)
+        await store.set("b", b"5678", 60)
+        assert await store.get("a") == b"1234"  # a is now the most recent
+        await store.set("c", b"90ab", 60)  # over 10 bytes: b, the least recent, goes
+        assert await store.get("b") is None and await store.get("a") == b"1234"
+        assert store.bytes == 8
+        await store.set("d", b"x", -1)  # already expired
+        assert await store.get("d") is None
+        await store.set("huge", b"x" * 11, 60)
+        assert await store.get("huge") is None
+
+    asyncio.run(run())
+
+
+def test_replayed_streams_are_well_formed() -> None:
+    answer = (DATA / "openai_chat.json").read_bytes()
+    body, content_type = cache.replay(Schema.OPENAI, answer, True, True)
+    assert content_type == "text/event-stream"
+    events = Parser().feed(body)
+    assert events[-1].data == "[DONE]"
+    chunks = [orjson.loads(e.data) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == orjson.loads(answer)["choices"][0]["message"]["content"]
+    assert chunks[-1]["usage"]["total_tokens"] == 1163
+    message = (DATA / "anthropic_message.json").read_bytes()
+    body, _ = cache.replay(Schema.ANTHROPIC, message, True, False)
+    names = [e.name for e in Parser().feed(body)]
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert cache.replay(Schema.OPENAI, answer, False, False) == (answer, "application/json")
