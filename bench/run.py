@@ -183,6 +183,11 @@ policies:
 tenants: [{name: bench, policies: [demo]}]
 auth: {anonymous_tenant: bench}
 """
+# Every request may be answered from the response cache (after the first, all are hits).
+CACHE = """
+tenants: [{name: bench, cache: {mode: all}}]
+auth: {anonymous_tenant: bench}
+"""
 # Accounting off: the service reads no response (the cost of a policy-only gateway).
 NO_USAGE = TENANT + "accounting: {skip_usage: true}\n"
 # A budget every request reserves in (and settles with) the in-process store; large
@@ -202,6 +207,7 @@ ACCOUNTING = "Envoy + extproc"
 # The OpenAI request sent to a model whose backend speaks Anthropic's API.
 TRANSLATED = ("1 KB -> Anthropic", "1 KB, streamed -> Anthropic")
 BUDGETS = "Envoy + extproc + budget"
+CACHED = "Envoy + extproc, cache hits"
 # (label, bare backend, ext_proc command, config tail, workloads)
 SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
     ("Envoy alone", "mock", None, TENANT, ALL),
@@ -209,6 +215,7 @@ SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
     (NO_ACCOUNTING, None, None, NO_USAGE, ALL),
     (ACCOUNTING, None, None, TENANT, ALL + TRANSLATED),
     (BUDGETS, None, None, BUDGET, STREAMED),
+    (CACHED, None, None, CACHE, STREAMED),
     ("Envoy + extproc, demo policy", None, None, POLICY.replace("DIRS", "request"), PLAIN),
     (
         "Envoy + extproc, demo policy + output check",
@@ -325,6 +332,15 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         budget, plain = cpu(BUDGETS, workload), cpu(ACCOUNTING, workload)
         if budget is not None and plain is not None:
             print(f"- budget reserve + settle, {workload}: {budget - plain:+,.0f} µs per request")
+    print("\nresponse cache: a hit answered by the service vs a provider call")
+    for workload in STREAMED:
+        hit, call = medians.get((CACHED, workload)), medians.get((ACCOUNTING, workload))
+        if hit is not None and call is not None:
+            print(
+                f"- {workload}: service CPU {hit['service_cpu_us']:,.0f} vs "
+                f"{call['service_cpu_us']:,.0f} µs, p50 {hit['p50_ms']:.2f} vs "
+                f"{call['p50_ms']:.2f} ms, {hit['rps']:,.0f} vs {call['rps']:,.0f} req/s"
+            )
     print("\ntranslation (OpenAI client, Anthropic backend), service CPU:")
     same, translated = cpu(ACCOUNTING, "1 KB"), cpu(ACCOUNTING, TRANSLATED[0])
     if same is not None and translated is not None:
