@@ -165,3 +165,92 @@ def replay(api: Schema, stored: bytes, stream: bool, include_usage: bool) -> tup
     if api is Schema.ANTHROPIC:
         return anthropic_stream(answer), "text/event-stream"
     return openai_stream(answer, include_usage), "text/event-stream"
+
+
+def _openai_answer(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    text: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish = None
+    usage = None
+    first = chunks[0] if chunks else {}
+    for chunk in chunks:
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                return None  # several choices: not stored
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                text.append(delta["content"])
+            for call in delta.get("tool_calls") or ():
+                entry = calls.setdefault(
+                    call.get("index", 0),
+                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                entry["id"] = call.get("id") or entry["id"]
+                function = call.get("function") or {}
+                entry["function"]["name"] += function.get("name") or ""
+                entry["function"]["arguments"] += function.get("arguments") or ""
+            finish = choice.get("finish_reason") or finish
+    if usage is None or finish is None:
+        return None  # without usage a hit could not be accounted
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(text) if text or not calls else None,
+        "refusal": None,
+    }
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    answer = {
+        "id": first.get("id", ""),
+        "object": "chat.completion",
+        "created": first.get("created", 0),
+        "model": first.get("model", ""),
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": usage,
+    }
+    if first.get("system_fingerprint") is not None:
+        answer["system_fingerprint"] = first["system_fingerprint"]
+    return answer
+
+
+def _anthropic_answer(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    message: dict[str, Any] | None = None
+    blocks: dict[int, dict[str, Any]] = {}
+    inputs: dict[int, list[str]] = {}
+    for event in events:
+        kind = event.get("type")
+        if kind == "message_start" and isinstance(event.get("message"), dict):
+            message = dict(event["message"])
+        elif kind == "content_block_start" and isinstance(event.get("content_block"), dict):
+            blocks[event.get("index", 0)] = dict(event["content_block"])
+        elif kind == "content_block_delta":
+            block = blocks.get(event.get("index", 0))
+            delta = event.get("delta") or {}
+            if block is None:
+                return None
+            if delta.get("type") == "text_delta":
+                block["text"] = block.get("text", "") + delta.get("text", "")
+            elif delta.get("type") == "input_json_delta":
+                inputs.setdefault(event.get("index", 0), []).append(delta.get("partial_json", ""))
+            else:
+                return None  # thinking and other blocks: not stored
+        elif kind == "message_delta" and message is not None:
+            message.update(event.get("delta") or {})
+            message["usage"] = {**(message.get("usage") or {}), **(event.get("usage") or {})}
+    if message is None or message.get("stop_reason") is None:
+        return None
+    for index, parts in inputs.items():
+        try:
+            blocks[index]["input"] = orjson.loads("".join(parts) or "{}")
+        except (orjson.JSONDecodeError, KeyError):
+            return None
+    message["content"] = [blocks[i] for i in sorted(blocks)]
+    return message
+
+
+def assemble(api: Schema, payloads: list[dict[str, Any]]) -> bytes | None:
+    """The JSON answer a complete stream amounts to (to store it), or None when the stream
+    cannot be stored (several choices, no usage, unknown block types)."""
+    answer = _anthropic_answer(payloads) if api is Schema.ANTHROPIC else _openai_answer(payloads)
+    return orjson.dumps(answer) if answer is not None else None

@@ -631,8 +631,13 @@ class Exchange:
         media = content_type.split(";", 1)[0].strip().lower()
         if media == "text/event-stream":
             stream_policy = None if isinstance(policy, JsonFilter) else policy
-            stream = translation.stream(self.client_include_usage) if translation else None
+            # A translated OpenAI stream always carries usage; the reader drops it for a
+            # client that did not ask, after the cache has seen it.
+            stream = translation.stream(True) if translation else None
             self.reader = StreamReader(meter, stream_policy, self.strip_usage, stream)
+            self.reader.emit_usage = self.client_include_usage
+            if self.cache_key is not None and self.cache_write and stream_policy is None:
+                self.reader.collected = []
             if stream_policy is not None or self.strip_usage or stream is not None:
                 # Chunks change size as they pass; the length is no longer known.
                 decision.remove_headers.append("content-length")
@@ -672,6 +677,16 @@ class Exchange:
         ):
             # The answer as the client gets it; errors never reach here (status 200 only).
             self.cache_value = body if body is not None else chunk
+        if (
+            end_of_stream
+            and self.cache_key is not None
+            and isinstance(reader, StreamReader)
+            and reader.collected is not None
+            and self.meter is not None
+            and self.meter.complete
+        ):
+            assert self.endpoint is not None
+            self.cache_value = cache.assemble(self.endpoint.api, reader.collected)
         if end_of_stream:
             self.response_complete = True
             self.settle_usage()

@@ -28,6 +28,10 @@ from extproc.translate.pair import ToAnthropicStream, ToOpenAIStream, Translatio
 _NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?\s*')
 
 
+def _usage_only(payload: Any) -> bool:
+    return isinstance(payload, dict) and payload.get("choices") == [] and "usage" in payload
+
+
 class JsonReader:
     mode = "buffered"
 
@@ -92,6 +96,11 @@ class StreamReader:
         self.openai = meter.api is Schema.OPENAI
         self.paths: set[str] | None = None  # as in JsonReader
         self.raw: list[bytes] | None = None
+        # The client-facing event payloads, usage included, kept to store the answer in
+        # the response cache (None: not kept).
+        self.collected: list[dict[str, Any]] | None = None
+        # Whether the client gets the OpenAI usage-only chunk a translation produces.
+        self.emit_usage = True
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if self.raw is not None:
@@ -118,10 +127,14 @@ class StreamReader:
                 items.extend(translation.event(payload))
                 continue
             if not rewrite:
+                if self.collected is not None and isinstance(payload, dict):
+                    self.collected.append(payload)
                 continue
             if self.strip_usage and isinstance(payload, dict) and "usage" in payload:
                 if payload["usage"] is not None and not payload.get("choices"):
                     self.meter.saw_usage_chunk = True
+                    if self.collected is not None:
+                        self.collected.append(payload)
                     continue  # the usage-only chunk the client did not ask for
                 if payload["usage"] is None:
                     del payload["usage"]
@@ -131,6 +144,10 @@ class StreamReader:
             items.extend(translation.finish())  # a clean end without the final event
         if not rewrite:
             return None
+        if self.collected is not None:
+            self.collected.extend(p for _, p in items if isinstance(p, dict))
+        if translation is not None and not self.emit_usage:
+            items = [(e, p) for e, p in items if not _usage_only(p)]
         if self.policy is not None:
             out = self.policy.process(items, end_of_stream)
         else:

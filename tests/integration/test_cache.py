@@ -93,3 +93,31 @@ def test_bypass_refresh_errors_and_sampling(gateway: Gateway) -> None:
         assert "x-mock-path" in response.headers
     metrics = httpx.get(gateway.metrics_url).text
     assert 'extproc_cache_lookups_total{result="hit"}' in metrics
+
+
+def test_a_streamed_answer_is_stored_for_json_and_stream_clients(gateway: Gateway) -> None:
+    client = gateway.openai()
+    messages = [{"role": "user", "content": question()}]
+    streamed = list(
+        client.chat.completions.create(
+            model="cached-gpt", messages=messages, temperature=0, stream=True
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert all(c.usage is None for c in streamed)  # the client did not ask for usage
+    raw = client.chat.completions.with_raw_response.create(
+        model="cached-gpt", messages=messages, temperature=0
+    )
+    assert raw.headers["x-extproc-cache"] == "hit"
+    answer = raw.parse()
+    assert answer.choices[0].message.content == text
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+    claude = gateway.anthropic()
+    prompt = [{"role": "user", "content": question()}]
+    with claude.messages.stream(model="cached-claude", max_tokens=50, messages=prompt) as stream:
+        first = stream.get_final_message()
+    raw_message = claude.messages.with_raw_response.create(
+        model="cached-claude", max_tokens=50, messages=prompt
+    )
+    assert raw_message.headers["x-extproc-cache"] == "hit"
+    assert raw_message.parse().content[0].text == first.content[0].text  # type: ignore[union-attr]

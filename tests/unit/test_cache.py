@@ -97,3 +97,49 @@ def test_replayed_streams_are_well_formed() -> None:
         "message_stop",
     ]
     assert cache.replay(Schema.OPENAI, answer, False, False) == (answer, "application/json")
+
+
+def events_of(name: str) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(e.data)
+        for e in Parser().feed((DATA / name).read_bytes())
+        if e.data and e.data != "[DONE]"
+    ]
+
+
+def test_a_complete_openai_stream_is_stored_as_its_json_answer() -> None:
+    stored = cache.assemble(Schema.OPENAI, events_of("openai_stream_usage.sse"))
+    assert stored is not None
+    answer = orjson.loads(stored)
+    message = answer["choices"][0]["message"]
+    assert message["content"] == "Héllo wörld ☕"
+    assert message["tool_calls"] == [
+        {
+            "id": "call_abc",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        }
+    ]
+    assert answer["choices"][0]["finish_reason"] == "tool_calls"
+    assert answer["usage"]["total_tokens"] == 99 and answer["id"] == "chatcmpl-AbC123"
+    # Without usage (the client's stream had none and none was added) nothing is stored.
+    assert cache.assemble(Schema.OPENAI, events_of("openai_stream.sse")) is None
+
+
+def test_a_complete_anthropic_stream_is_stored_as_its_message() -> None:
+    stored = cache.assemble(Schema.ANTHROPIC, events_of("anthropic_stream.sse"))
+    assert stored is not None
+    message = orjson.loads(stored)
+    assert message["content"] == [
+        {"type": "text", "text": "Okay, let's check the weather for San Francisco, CA:"},
+        {
+            "type": "tool_use",
+            "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+            "name": "get_weather",
+            "input": {"location": "San Francisco, CA"},
+        },
+    ]
+    assert message["stop_reason"] == "tool_use"
+    assert message["usage"]["output_tokens"] == 89 and message["usage"]["input_tokens"] == 480
+    # Cut before its end: not stored.
+    assert cache.assemble(Schema.ANTHROPIC, events_of("anthropic_stream.sse")[:5]) is None
