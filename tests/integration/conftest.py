@@ -244,6 +244,19 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     yield started
     _RUNNING.remove(started)
     started.stack.stop()
+    assert_no_secret_logged(workdir)
+
+
+def assert_no_secret_logged(workdir: Path) -> None:
+    """After every test has used a gateway: no key, the client's or a provider's, appears
+    in any log its processes wrote (service, Envoy's access log, mock) or in its capture."""
+    secrets = [*GATEWAY_KEYS.values(), *PROVIDER_KEYS.values(), "sk-provider-openai-b"]
+    files = [*workdir.glob("*.log"), *workdir.glob("capture/*")]
+    assert files
+    for path in files:
+        text = path.read_bytes()
+        leaked = [s for s in secrets if s.encode() in text]
+        assert not leaked, f"{path.name} contains a credential"
 
 
 @pytest.hookimpl(hookwrapper=True)
