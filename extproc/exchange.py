@@ -35,7 +35,7 @@ from extproc.policy.engine import (
     evaluate_request,
     response_needs,
 )
-from extproc.policy.filters import JsonFilter, output_filter, payload_of
+from extproc.policy.filters import json_filter, media_type, payload_of, stream_filter
 from extproc.policy.rules import EMPTY
 from extproc.reader import ErrorReader, JsonReader, StreamReader
 from extproc.routing import (
@@ -615,22 +615,18 @@ class Exchange:
             # Compressed although the gateway asked for identity: pass it through unread
             # (usage is then estimated) rather than parse bytes that are not JSON.
             return decision
-        content_type = headers.get("content-type", "")
-        policy = None
-        if response_needs(self.policies, self.redactions):
-            policy = output_filter(
-                content_type, endpoint, self.policies, self.redactions, self.decisions
-            )
-        if policy is None and not self.runtime.read_usage and translation is None:
+        media = media_type(headers.get("content-type", ""))
+        checked = response_needs(self.policies, self.redactions)
+        if not checked and not self.runtime.read_usage and translation is None:
             return decision
         if translation is not None:
             meter = Meter(translation.backend, BACKEND_KIND[translation.backend])
         else:
             meter = Meter(endpoint.api, endpoint.kind)
         self.meter = meter
-        media = content_type.split(";", 1)[0].strip().lower()
+        policy_args = (endpoint, self.policies, self.redactions, self.decisions)
         if media == "text/event-stream":
-            stream_policy = None if isinstance(policy, JsonFilter) else policy
+            stream_policy = stream_filter(*policy_args) if checked else None
             # A translated OpenAI stream always carries usage; the reader drops it for a
             # client that did not ask, after the cache has seen it.
             stream = translation.stream(True) if translation else None
@@ -642,7 +638,7 @@ class Exchange:
                 # Chunks change size as they pass; the length is no longer known.
                 decision.remove_headers.append("content-length")
         elif media == "application/json":
-            json_policy = policy if isinstance(policy, JsonFilter) else None
+            json_policy = json_filter(*policy_args) if checked else None
             self.reader = JsonReader(meter, json_policy, translation)
         if self.reader is not None:
             decision.response_body = self.reader.mode

@@ -10,7 +10,7 @@ way the client's protocol ends a filtered stream, and everything after is droppe
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -23,13 +23,6 @@ from extproc.sse import Event, Parser
 
 _PLACEHOLDER_PREFIX = re.compile(r"\[[A-Z0-9]{0,24}(?:_[0-9]{0,6})?$")
 _PLACEHOLDER_MAX = 34
-
-
-class OutputFilter(Protocol):
-    mode: str  # "buffered" or "streamed"
-
-    def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        """The replacement for this chunk, or None to pass it unchanged."""
 
 
 class TextGuard:
@@ -90,13 +83,6 @@ class JsonFilter:
         self.policies = policies
         self.redactions = redactions
         self.decisions = decisions
-
-    def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        try:
-            body = orjson.loads(chunk)
-        except orjson.JSONDecodeError:
-            return None
-        return self.process(body) if isinstance(body, dict) else None
 
     def process(self, body: dict[str, Any]) -> bytes | None:
         """The replacement for a parsed JSON response, or None to keep it."""
@@ -388,11 +374,30 @@ def output_filter(
     decisions: Decisions,
 ) -> JsonFilter | StreamFilter | None:
     """The filter for a 200 response, by its content type and the client's API."""
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = media_type(content_type)
     if media == "text/event-stream":
-        if endpoint.api is Schema.ANTHROPIC:
-            return AnthropicStreamFilter(policies, redactions, decisions)
-        return OpenAIStreamFilter(policies, redactions, decisions, endpoint.kind)
-    if media == "application/json" and endpoint.kind is not Kind.EMBEDDINGS:
-        return JsonFilter(endpoint, policies, redactions, decisions)
+        return stream_filter(endpoint, policies, redactions, decisions)
+    if media == "application/json":
+        return json_filter(endpoint, policies, redactions, decisions)
     return None
+
+
+def media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def stream_filter(
+    endpoint: Endpoint, policies: PolicySet, redactions: Redactions, decisions: Decisions
+) -> StreamFilter:
+    if endpoint.api is Schema.ANTHROPIC:
+        return AnthropicStreamFilter(policies, redactions, decisions)
+    return OpenAIStreamFilter(policies, redactions, decisions, endpoint.kind)
+
+
+def json_filter(
+    endpoint: Endpoint, policies: PolicySet, redactions: Redactions, decisions: Decisions
+) -> JsonFilter | None:
+    """Embeddings carry no text to check."""
+    if endpoint.kind is Kind.EMBEDDINGS:
+        return None
+    return JsonFilter(endpoint, policies, redactions, decisions)
