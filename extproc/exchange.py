@@ -459,6 +459,12 @@ class Exchange:
             self.forwarded = True
         return lookup.then
 
+    @property
+    def upstream_suffix(self) -> str:
+        """The endpoint the backend is asked at, below its base path."""
+        assert self.endpoint is not None
+        return self.translation.suffix if self.translation else self.endpoint.suffix
+
     def reads_response(self) -> bool:
         """Whether the service will read this request's response body (if it is a 200, or
         an error to translate)."""
@@ -535,8 +541,7 @@ class Exchange:
         assert self.routed is not None and self.endpoint is not None
         routed = self.routed
         backend = routed.route.attempts[0].backend
-        endpoint_suffix = self.translation.suffix if self.translation else self.endpoint.suffix
-        suffix = endpoint_suffix + (f"?{self._query}" if self._query else "")
+        suffix = self.upstream_suffix + (f"?{self._query}" if self._query else "")
         decision = Continue(clear_route_cache=True)
         if body["model"] != routed.upstream_model:
             body["model"] = routed.upstream_model
@@ -646,8 +651,7 @@ class Exchange:
                 self.reader.raw = []
             if self.drift is not None and not isinstance(self.reader, ErrorReader):
                 backend = routed.route.attempts[self.attempt - 1].backend.name
-                suffix = translation.suffix if translation else endpoint.suffix
-                self.drift_endpoint = f"{suffix} ({self.reader.mode})"
+                self.drift_endpoint = f"{self.upstream_suffix} ({self.reader.mode})"
                 if self.drift.wants(backend, self.drift_endpoint):
                     self.reader.paths = set()  # watched for schema drift
         return decision
@@ -700,9 +704,8 @@ class Exchange:
         }
         backend = self.routed.route.attempts[self.attempt - 1].backend
         api = self.translation.backend if self.translation else self.endpoint.api
-        endpoint = self.translation.suffix if self.translation else self.endpoint.suffix
         record["upstream_api"] = api.value
-        record["upstream_endpoint"] = endpoint
+        record["upstream_endpoint"] = self.upstream_suffix
         record["backend"] = backend.name
         if self.first_chunk_at is not None:
             record["first_byte_ms"] = round((self.first_chunk_at - self.started) * 1000, 3)

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from extproc.translate.common import Dropped, count, invalid, json_arguments, obj
+from extproc.translate.common import Dropped, count, invalid, json_arguments, obj, text_of_parts
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -46,23 +46,6 @@ def _image_url(source: Any, path: str) -> str:
     raise invalid(path, f"image source type {source.get('type')!r} is not supported")
 
 
-def _text(content: Any, path: str) -> str:
-    """Text of a string or of text blocks (system prompts, tool results)."""
-    if isinstance(content, str):
-        return content
-    if content is None:
-        return ""
-    if not isinstance(content, list):
-        raise invalid(path, "must be a string or an array of blocks")
-    texts = []
-    for index, block in enumerate(content):
-        if isinstance(block, dict) and block.get("type") == "text":
-            texts.append(str(block.get("text", "")))
-        else:
-            raise invalid(f"{path}[{index}]", "only text blocks can be translated here")
-    return "\n\n".join(texts)
-
-
 def _user(content: Any, path: str, out: list[dict[str, Any]]) -> None:
     """An Anthropic user turn: tool results become `tool` messages (first, as OpenAI
     requires them right after the assistant's calls), the rest one user message."""
@@ -83,7 +66,7 @@ def _user(content: Any, path: str, out: list[dict[str, Any]]) -> None:
             )
         elif kind == "tool_result":
             result = block.get("content")
-            text = result if isinstance(result, str) else _text(result, f"{here}.content")
+            text = result if isinstance(result, str) else text_of_parts(result, f"{here}.content")
             if block.get("is_error"):
                 text = f"Error: {text}"
             out.append(
@@ -153,7 +136,7 @@ def request(body: dict[str, Any], model: str) -> tuple[dict[str, Any], Dropped]:
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
-        messages.append({"role": "system", "content": _text(system, "system")})
+        messages.append({"role": "system", "content": text_of_parts(system, "system")})
     for index, message in enumerate(body["messages"]):
         path = f"messages[{index}].content"
         role = message.get("role")

@@ -59,17 +59,18 @@ def json_arguments(arguments: Any) -> Any:
 
 
 def text_of_parts(content: Any, path: str) -> str:
-    """A system message's text: a string, or the text parts of an array, joined."""
+    """The text of a string, or of an array of text parts/blocks joined by blank lines
+    (system prompts, tool results); any other part cannot be translated there."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        texts = []
-        for index, part in enumerate(content):
-            if isinstance(part, dict) and part.get("type") == "text":
-                texts.append(str(part.get("text", "")))
-            else:
-                raise invalid(f"{path}[{index}]", "system content must be text")
-        return "\n\n".join(texts)
-    raise invalid(path, "must be a string or an array of text parts")
+    if not isinstance(content, list):
+        raise invalid(path, "must be a string or an array of text parts")
+    texts = []
+    for index, part in enumerate(content):
+        if isinstance(part, dict) and part.get("type") == "text":
+            texts.append(str(part.get("text", "")))
+        else:
+            raise invalid(f"{path}[{index}]", "only text can be translated here")
+    return "\n\n".join(texts)
