@@ -25,7 +25,8 @@ PROVIDER_KEYS = {
     "failing": "sk-failing",
 }
 
-CONFIG = """
+# The ports every test gateway's config takes (filled in by start_gateway).
+PORTS = """
 listener: {{port: {port}}}
 admin: {{port: {admin_port}}}
 service:
@@ -33,7 +34,8 @@ service:
   metrics_address: 127.0.0.1:{metrics_port}
   message_timeout: 5s
   shutdown_grace: 2s
-limits: {{max_request_bytes: 65536}}
+"""
+CONFIG = PORTS + """limits: {{max_request_bytes: 65536}}
 backends:
   - name: openai
     url: http://127.0.0.1:{mock_port}/v1

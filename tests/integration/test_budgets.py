@@ -17,18 +17,10 @@ import pytest
 import redis
 
 from tests.helpers import sha256
-from tests.integration.conftest import Gateway, start_gateway
+from tests.integration.conftest import PORTS, Gateway, start_gateway
 
 BUDGET = 300
-CONFIG = """
-listener: {{port: {port}}}
-admin: {{port: {admin_port}}}
-service:
-  grpc_address: 127.0.0.1:{grpc_port}
-  metrics_address: 127.0.0.1:{metrics_port}
-  message_timeout: 5s
-  shutdown_grace: 2s
-backends:
+CONFIG = PORTS + """backends:
   - {{name: openai, url: "http://127.0.0.1:{mock_port}/v1"}}
   - name: anthropic
     schema: anthropic
