@@ -687,20 +687,25 @@ class Exchange:
         ):
             assert self.endpoint is not None
             self.cache_value = cache.assemble(self.endpoint.api, reader.collected)
+        value = self.cache_value
+        if value is not None and len(value) > self.runtime.source.cache.max_entry_bytes:
+            self.cache_value = None  # too large to store
         if end_of_stream:
             self.response_complete = True
             self.settle_usage()
             decision.metadata = self.usage_metadata()
         return decision
 
-    def capture_record(self, max_body_bytes: int) -> dict[str, Any] | None:
-        """This exchange as the provider saw it, when it was sampled for capture: the body
-        sent, the body or events received, timing, usage and decisions. No headers."""
+    def capture_record(
+        self, summary: dict[str, object], max_body_bytes: int
+    ) -> dict[str, Any] | None:
+        """This exchange as the provider saw it, when it was sampled for capture: its log
+        record's fields, the body sent, the body or events received. No headers."""
         if self.sent_body is None or self.routed is None or self.endpoint is None:
             return None
         record: dict[str, Any] = {
             "time": dt.datetime.fromtimestamp(self._clock(), dt.UTC).isoformat(),
-            **self.record(),
+            **summary,
         }
         backend = self.routed.route.attempts[self.attempt - 1].backend
         api = self.translation.backend if self.translation else self.endpoint.api

@@ -7,8 +7,9 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -103,7 +104,7 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             ]
             self.sampler = Sampler(capture.sample_rate, rules)
             self.sink = Sink(capture.path, capture.max_file_bytes, capture.max_files)
-        # Budget settlements still writing to the store (they outlive their streams).
+        # Budget settlements and cache writes still in flight (they outlive their streams).
         self.settling: set[asyncio.Task[None]] = set()
 
     async def Process(
@@ -170,59 +171,54 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             failed = True
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
-            charges = exchange.finish()
-            if charges:
-                self._settle(charges)
-            value = exchange.cache_value
-            if (
-                exchange.cache_key is not None
-                and value is not None
-                and len(value) <= self.runtime.source.cache.max_entry_bytes
-            ):
-                task = asyncio.get_running_loop().create_task(
-                    self._store(exchange.cache_key, value)
+            self._finished(exchange, failed)
+
+    def _finished(self, exchange: Exchange, failed: bool) -> None:
+        """The exchange is over: settle its budgets, store its answer, write its capture
+        and log records, and count it."""
+        charges = exchange.finish()
+        if charges:
+            self._settle(charges)
+        if exchange.cache_key is not None and exchange.cache_value is not None:
+            self._background(self._store(exchange.cache_key, exchange.cache_value))
+        record = exchange.record()
+        if failed:
+            record["status"] = 500
+            record["error"] = "internal_error"
+        if self.sink is not None:
+            captured = exchange.capture_record(record, self.runtime.source.capture.max_body_bytes)
+            if captured is not None:
+                self.sink.write(captured)
+        if self.drift is not None and (sample := exchange.drift_sample()) is not None:
+            for change in self.drift.observe(*sample):
+                self.metrics.schema_drift.labels(
+                    change.backend, change.endpoint, change.change
+                ).inc()
+                log.warning(
+                    "schema_drift",
+                    backend=change.backend,
+                    endpoint=change.endpoint,
+                    change=change.change,
+                    path=change.path,
                 )
-                self.settling.add(task)
-                task.add_done_callback(self.settling.discard)
-            record = exchange.record()
-            if failed:
-                record["status"] = 500
-                record["error"] = "internal_error"
-            if self.sink is not None:
-                captured = exchange.capture_record(self.runtime.source.capture.max_body_bytes)
-                if captured is not None:
-                    self.sink.write(captured)
-            sample = exchange.drift_sample() if self.drift is not None else None
-            if sample is not None and self.drift is not None:
-                for change in self.drift.observe(*sample):
-                    self.metrics.schema_drift.labels(
-                        change.backend, change.endpoint, change.change
-                    ).inc()
-                    log.warning(
-                        "schema_drift",
-                        backend=change.backend,
-                        endpoint=change.endpoint,
-                        change=change.change,
-                        path=change.path,
-                    )
-            observation = exchange.observation(self.metrics.tenant_labels)
-            if observation is not None:
-                currency = self.runtime.prices.currency if self.runtime.prices else ""
-                self.metrics.observe(observation, currency)
-            routed = exchange.routed
-            model = routed.model.name if routed else ""
-            backend = str(record.get("backend", ""))
-            self.metrics.requests.labels(model, backend, str(record["status"] or "none")).inc()
-            for key in exchange.decisions.counts:
-                self.metrics.policy_decisions.labels(*key).inc()
-            log.info("exchange", **record)
-            if exchange.dropped_fields:
-                # Fields the target API has no place for (names only, never values).
-                log.debug(
-                    "translation_dropped_fields",
-                    request_id=exchange.request_id,
-                    fields=exchange.dropped_fields,
-                )
+        observation = exchange.observation(self.metrics.tenant_labels)
+        if observation is not None:
+            currency = self.runtime.prices.currency if self.runtime.prices else ""
+            self.metrics.observe(observation, currency)
+        routed = exchange.routed
+        model = routed.model.name if routed else ""
+        backend = str(record.get("backend", ""))
+        self.metrics.requests.labels(model, backend, str(record["status"] or "none")).inc()
+        for key in exchange.decisions.counts:
+            self.metrics.policy_decisions.labels(*key).inc()
+        log.info("exchange", **record)
+        if exchange.dropped_fields:
+            # Fields the target API has no place for (names only, never values).
+            log.debug(
+                "translation_dropped_fields",
+                request_id=exchange.request_id,
+                fields=exchange.dropped_fields,
+            )
 
     async def _attempt(self, context: grpc.aio.ServicerContext) -> None:
         attempt = Attempt(self.runtime)
@@ -296,7 +292,11 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         if isinstance(self.store, MemoryStore):
             self.store.adjust_now(charges)
             return
-        task = asyncio.get_running_loop().create_task(self._adjust(charges))
+        self._background(self._adjust(charges))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Store writes that outlive their stream; the drain waits for them."""
+        task = asyncio.get_running_loop().create_task(work)
         self.settling.add(task)
         task.add_done_callback(self.settling.discard)
 

@@ -35,7 +35,9 @@ service:
   message_timeout: 5s
   shutdown_grace: 2s
 """
-CONFIG = PORTS + """limits: {{max_request_bytes: 65536}}
+CONFIG = (
+    PORTS
+    + """limits: {{max_request_bytes: 65536}}
 backends:
   - name: openai
     url: http://127.0.0.1:{mock_port}/v1
@@ -134,6 +136,7 @@ prices:
     - {{models: ["gpt-4o-mini", "text-embedding-*"], input: 0.15, output: 0.6, cached_input: 0.075}}
     - {{models: ["claude-*"], input: 3, output: 15}}
 """
+)
 
 
 @dataclass

@@ -20,7 +20,9 @@ from tests.helpers import sha256
 from tests.integration.conftest import PORTS, Gateway, start_gateway
 
 BUDGET = 300
-CONFIG = PORTS + """backends:
+CONFIG = (
+    PORTS
+    + """backends:
   - {{name: openai, url: "http://127.0.0.1:{mock_port}/v1"}}
   - name: anthropic
     schema: anthropic
@@ -45,6 +47,7 @@ tenants:
     api_key_sha256: ["{streamer}"]
     budgets: [{{name: hourly, window: hour, max_tokens: 1000000}}]
 """
+)
 # One request: a short prompt and a completion cap of 40 (the reservation), of which the
 # mock uses about half.
 HELLO = [{"role": "user", "content": "Hello there, how are you today?"}]
