@@ -447,7 +447,7 @@ class Exchange:
         )
         meter = Meter(self.endpoint.api, self.endpoint.kind)
         meter.json(orjson.loads(stored))
-        self.usage = meter.usage(self.prompt_tokens())
+        self.usage = self.usage_of(meter)
         self.cost = 0.0
         self.cached = True
         self.status = 200
@@ -477,6 +477,13 @@ class Exchange:
         )
 
     # -- budgets --------------------------------------------------------------------
+
+    def usage_of(self, meter: Meter) -> Usage:
+        """The meter's usage; the prompt is counted only when the answer did not say."""
+        usage = meter.usage(None)
+        if "input_tokens" in usage.estimated:
+            usage.input_tokens = self.prompt_tokens()
+        return usage
 
     def prompt_tokens(self) -> int:
         """Estimated prompt tokens of the request as sent; counted once, when needed."""
@@ -757,9 +764,7 @@ class Exchange:
             return
         self.ended_at = time.monotonic()
         if self.meter is not None:
-            self.usage = self.meter.usage(None)
-            if self.usage.estimated & {"input_tokens"}:
-                self.usage.input_tokens = self.prompt_tokens()
+            self.usage = self.usage_of(self.meter)
         elif self.status == 0:
             # No response reached the gateway (the client left, or the attempt failed
             # before headers): the provider may still have read the prompt.
