@@ -24,7 +24,7 @@ from extproc.accounting.usage import Meter, Usage, prompt_estimate
 from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Endpoint, Kind, api_for_path
 from extproc.capture import Sampler, truncated
 from extproc.config.loader import MODEL_NAME
-from extproc.config.runtime import Runtime, Schema, Tenant
+from extproc.config.runtime import Backend, Runtime, Schema, Tenant
 from extproc.decisions import Continue, Decision, Lookup, Reply, Reserve
 from extproc.drift import DriftMonitor
 from extproc.identity import identify
@@ -163,6 +163,14 @@ class Observation:
     time_per_output_token: float | None
 
 
+def _host_of(authority: str) -> str:
+    """The host of an :authority value ("host", "host:443", "[::1]:443")."""
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")]
+    host, sep, port = authority.rpartition(":")
+    return host if sep and port.isdigit() else authority
+
+
 class Exchange:
     """One client request and its response, as seen through the ext_proc phases."""
 
@@ -176,6 +184,7 @@ class Exchange:
         capture: Sampler | None = None,
     ) -> None:
         self.runtime = runtime
+        self.authority = ""
         self.sampler = capture  # traffic capture's sampler, shared by the process
         self.sent_body: bytes | None = None  # set when this exchange is captured
         self.cache_key: str | None = None
@@ -230,6 +239,7 @@ class Exchange:
         self.cache_read = "no-cache" not in directives and "no-store" not in directives
         self.cache_write = "no-store" not in directives
         self.method = headers.get(":method", "")
+        self.authority = headers.get(":authority", "")
         self.path, _, self._query = headers.get(":path", "").partition("?")
         self.api = api_for_path(self.path)
         endpoint = ENDPOINTS.get(self.path)
@@ -342,6 +352,13 @@ class Exchange:
             return self.error(routed)
         self.routed = routed
         backend = routed.route.attempts[0].backend
+        # Behind an Envoy configured elsewhere the request goes to the host the app called,
+        # whatever this exchange decides.
+        if (
+            self.runtime.source.service.external_envoy
+            and (misdirected := self.misdirected(model, backend)) is not None
+        ):
+            return self.error(misdirected)
         schemas = {t.backend.schema for t in routed.route.attempts}
         translatable = self.endpoint.kind in (Kind.CHAT, Kind.MESSAGES)
         if translatable and len(schemas) > 1:
@@ -538,6 +555,20 @@ class Exchange:
             [("retry-after", str(retry_after))],
         )
 
+    def misdirected(self, model: str, backend: Backend) -> ApiError | None:
+        """At a mesh's egress the request reaches the host the app called: only a model
+        served by that host may proceed, or its credential would go to another provider."""
+        called = _host_of(self.authority)
+        if called.lower() == backend.host.lower():
+            return None
+        return ApiError(
+            421,
+            f"The model `{model}` is served by {backend.host}; this request was sent to "
+            f"{called or 'no host'}.",
+            "misdirected_request",
+            "model",
+        )
+
     def budget_unavailable(self) -> Reply:
         return self.error(
             ApiError(503, "Budgets cannot be checked right now; try again.", "budget_unavailable")
@@ -556,7 +587,9 @@ class Exchange:
         if changed:
             decision.body = orjson.dumps(body)
         headers = decision.set_headers
-        headers.append((names.ROUTE_HEADER, routed.route.cluster))
+        if not self.runtime.source.service.external_envoy:
+            # The route table picks the cluster by it; another Envoy would pass it upstream.
+            headers.append((names.ROUTE_HEADER, routed.route.cluster))
         headers.append((":path", backend.path(suffix, routed.upstream_model)))
         credential = backend.credential_value()
         if credential is not None and backend.credential_header is not None:

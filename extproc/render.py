@@ -105,10 +105,65 @@ class Renderer:
                     }
                 ]
             },
-            "static_resources": {"listeners": [self.listener()], "clusters": self.clusters()},
+            "static_resources": {"listeners": self.listeners(), "clusters": self.clusters()},
         }
 
     # -- listener -----------------------------------------------------------------------
+
+    def listeners(self) -> list[dict[str, Any]]:
+        listeners = [self.listener()]
+        if self.config.admin.readiness_address:
+            listeners.append(self.readiness_listener())
+        return listeners
+
+    def readiness_listener(self) -> dict[str, Any]:
+        """GET /ready: 200 once Envoy serves (listeners start after initialisation), 503
+        while it drains; anything else 404. Exposes nothing of the admin interface."""
+        host, _, port = self.config.admin.readiness_address.rpartition(":")
+        manager = {
+            "@type": _HCM,
+            "stat_prefix": "readiness",
+            "route_config": {
+                "virtual_hosts": [
+                    {
+                        "name": "readiness",
+                        "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 404}}],
+                    }
+                ]
+            },
+            "http_filters": [
+                {
+                    "name": "envoy.filters.http.health_check",
+                    "typed_config": {
+                        "@type": _TYPE
+                        + "envoy.extensions.filters.http.health_check.v3.HealthCheck",
+                        "pass_through_mode": False,
+                        "headers": [{"name": ":path", "string_match": {"exact": "/ready"}}],
+                    },
+                },
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {
+                        "@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"
+                    },
+                },
+            ],
+        }
+        return {
+            "name": "readiness",
+            "address": _address(host.strip("[]"), int(port)),
+            "filter_chains": [
+                {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "typed_config": manager,
+                        }
+                    ]
+                }
+            ],
+        }
 
     def listener(self) -> dict[str, Any]:
         listener = self.config.listener

@@ -379,6 +379,14 @@ async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
     address = _bind_address(service.grpc_address)
     if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
         raise OSError(f"cannot listen on {service.grpc_address}")
+    # Probes that cannot reach the socket get a server offering health and nothing else.
+    probes = None
+    if service.health_address:
+        probes = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health, probes)
+        if probes.add_insecure_port(service.health_address) == 0:
+            raise OSError(f"cannot listen on {service.health_address}")
+        await probes.start()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -413,5 +421,7 @@ async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
     abandoned = processor.active
     await server.stop(0)
     await stopping
+    if probes is not None:
+        await probes.stop(0)
     log.info("stopped", abandoned_streams=abandoned)
     return 0

@@ -51,6 +51,7 @@ _OPENAI_TYPES = {
     405: "invalid_request_error",
     410: "invalid_request_error",
     413: "invalid_request_error",
+    421: "invalid_request_error",
     429: "rate_limit_error",
 }
 # Anthropic's documented error types by status.
@@ -62,6 +63,7 @@ _ANTHROPIC_TYPES = {
     405: "invalid_request_error",
     410: "not_found_error",
     413: "request_too_large",
+    421: "invalid_request_error",
     429: "rate_limit_error",
     529: "overloaded_error",
 }

@@ -295,6 +295,12 @@ class _Checker:
         metrics = self.config.service.metrics_address
         if metrics != "off" and (error := parse_grpc_address(metrics)):
             self.problem("service.metrics_address", 'expected "host:port" or "off"')
+        for field, value in (
+            ("service.health_address", self.config.service.health_address),
+            ("admin.readiness_address", self.config.admin.readiness_address),
+        ):
+            if value and (value.startswith("unix:") or parse_grpc_address(value)):
+                self.problem(field, 'expected "host:port"')
         if self.config.service.message_timeout.ToNanoseconds() <= 0:
             self.problem("service.message_timeout", "must be positive")
 

@@ -315,3 +315,39 @@ async def test_unreachable_budget_store_follows_the_configured_failure_mode(
         assert error["code"] == "budget_unavailable"
     errors = metrics.budget_store_errors.labels("reserve")._value.get()
     assert errors == 1
+
+
+def test_health_address_offers_health_and_nothing_else(tmp_path: Path) -> None:
+    """Kubernetes probes reach a second port; ext_proc (whose replies carry provider keys)
+    stays on the socket only."""
+    socket = tmp_path / "run" / "extproc.sock"
+    health = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        BASE_CONFIG + f"\nservice: {{grpc_address: 'unix://{socket}', health_address: '{health}',"
+        " metrics_address: 'off', shutdown_grace: 1s}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "extproc", "serve", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env={**os.environ, "TEST_OPENAI_KEY": "sk-test"},
+    )
+    try:
+        wait_until(lambda: grpc_serving(health), 20, "health server", process)
+        assert grpc_serving(f"unix://{socket}")
+        with grpc.insecure_channel(health) as chan:
+            with pytest.raises(grpc.RpcError) as caught:
+                next(ext_grpc.ExternalProcessorStub(chan).Process(iter([headers_message(CHAT)])))
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            watch = health_pb2_grpc.HealthStub(chan).Watch(health_pb2.HealthCheckRequest())
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            process.send_signal(signal.SIGTERM)
+            # Probes learn of the drain on the health port too.
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -106,6 +106,14 @@ def problems_of(text: str) -> list[str]:
             'service.grpc_address: expected "unix:///path" or "host:port"',
         ),
         (
+            "service: {health_address: 'unix:///run/h.sock'}",
+            'service.health_address: expected "host:port"',
+        ),
+        (
+            "admin: {readiness_address: '10001'}",
+            'admin.readiness_address: expected "host:port"',
+        ),
+        (
             "service: {message_timeout: soon}",
             'service.message_timeout: expected a duration such as "2s"',
         ),

@@ -260,3 +260,51 @@ def test_record_names_backend_of_the_attempt_that_answered() -> None:
     assert record["attempt"] == 2 and record["stream"] is True and record["status"] == 200
     assert record["tenant"] == "team-a" and record["request_id"] == "rid-1"
     assert "key-a" not in str(record) and "sk-test" not in str(record)
+
+
+EXTERNAL = runtime(BASE_CONFIG + "\nservice: {external_envoy: true}\n")
+
+
+@pytest.mark.parametrize("authority", ["api.openai.test", "API.openai.test:443"])
+def test_behind_another_envoy_a_model_of_the_called_host_goes_through(authority: str) -> None:
+    exchange = Exchange(EXTERNAL, clock=lambda: NOW)
+    exchange.request_headers(headers(**{":authority": authority}), False)
+    decision = exchange.request_body(chat())
+    assert isinstance(decision, Continue)
+    sent = dict(decision.set_headers)
+    assert sent["authorization"] == "Bearer sk-test-openai"
+    # That Envoy routes by host; the route header would only travel to the provider.
+    assert "x-extproc-cluster" not in sent
+
+
+def test_behind_another_envoy_a_model_of_another_host_is_refused_without_credentials() -> None:
+    """The request would reach the host the app called: adding the model's backend key
+    would hand it to the wrong provider."""
+    exchange = Exchange(EXTERNAL, clock=lambda: NOW)
+    exchange.request_headers(
+        headers(**{":authority": "api.openai.test", "authorization": "Bearer key-b"}), False
+    )
+    decision = exchange.request_body(chat("claude-3-haiku"))
+    message = openai_error(decision, 421, "misdirected_request")
+    assert "api.anthropic.test" in message and "api.openai.test" in message
+    assert b"sk-test" not in decision.body  # type: ignore[union-attr]
+    anthropic = Exchange(EXTERNAL, clock=lambda: NOW)
+    anthropic.request_headers(
+        {
+            **headers("/v1/messages", **{":authority": "[::1]:8080"}),
+            "authorization": "Bearer key-b",
+        },
+        False,
+    )
+    refused = anthropic.request_body(
+        orjson.dumps(
+            {
+                "model": "claude-3-haiku",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+        )
+    )
+    status, body = reply(refused)
+    assert status == 421 and body["error"]["type"] == "invalid_request_error"
+    assert "sent to ::1" in body["error"]["message"]

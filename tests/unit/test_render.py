@@ -8,7 +8,7 @@ import pytest
 from extproc.config import load_file
 from extproc.render import render, render_yaml
 from extproc.stack import validate_envoy_config
-from tests.helpers import ROOT, runtime
+from tests.helpers import BASE_CONFIG, ROOT, runtime
 
 SHIPPED = [
     ("examples/demo.yaml", "envoy/demo.yaml"),
@@ -118,3 +118,19 @@ def test_shipped_envoy_configs_match_the_renderer_and_validate(source: str, ship
 
 def _minimal() -> str:
     return 'backends: [{name: b, url: "http://127.0.0.1:9/v1"}]\nmodels: [{name: m, routes: [{backend: b}]}]\n'
+
+
+def test_readiness_listener_only_when_configured() -> None:
+    plain = render(runtime())
+    assert [item["name"] for item in plain["static_resources"]["listeners"]] == ["gateway"]
+    probed = render(runtime(BASE_CONFIG + "\nadmin: {readiness_address: '0.0.0.0:10001'}\n"))
+    readiness = probed["static_resources"]["listeners"][1]
+    assert readiness["name"] == "readiness"
+    assert readiness["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 10001}
+    manager = readiness["filter_chains"][0]["filters"][0]["typed_config"]
+    check = manager["http_filters"][0]["typed_config"]
+    assert check["pass_through_mode"] is False
+    assert check["headers"] == [{"name": ":path", "string_match": {"exact": "/ready"}}]
+    # Nothing else of Envoy is reachable there.
+    (route,) = manager["route_config"]["virtual_hosts"][0]["routes"]
+    assert route["direct_response"] == {"status": 404}

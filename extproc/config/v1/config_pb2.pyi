@@ -424,6 +424,8 @@ class Service(_message.Message):
     MESSAGE_TIMEOUT_FIELD_NUMBER: _builtins.int
     SHUTDOWN_GRACE_FIELD_NUMBER: _builtins.int
     FAILURE_MODE_ALLOW_FIELD_NUMBER: _builtins.int
+    HEALTH_ADDRESS_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ENVOY_FIELD_NUMBER: _builtins.int
     grpc_address: _builtins.str
     """Where the ext_proc gRPC server listens: "unix:///path/to.sock" or "host:port".
     Default "127.0.0.1:50051".
@@ -433,6 +435,19 @@ class Service(_message.Message):
     failure_mode_allow: _builtins.bool
     """When true, Envoy forwards requests unprocessed if the service is unreachable
     (fail open). Default false: requests fail with 500, so policy can never be bypassed.
+    """
+    health_address: _builtins.str
+    """A second gRPC server, "host:port", offering only the gRPC health service: for
+    Kubernetes grpc probes when grpc_address is a Unix socket or loopback. The ext_proc
+    service itself is never offered there (its replies carry provider credentials).
+    Default "" (none).
+    """
+    external_envoy: _builtins.bool
+    """True when the service answers an Envoy configured elsewhere (a mesh's egress gateway,
+    Envoy Gateway), whose routes send each request to the host the app called rather than
+    where this service decides. A request is then served only when its model's backend is
+    that host; otherwise it is refused with 421 before any credential is added. Default
+    false.
     """
     @_builtins.property
     def message_timeout(self) -> _duration_pb2.Duration:
@@ -452,10 +467,12 @@ class Service(_message.Message):
         message_timeout: _duration_pb2.Duration | None = ...,
         shutdown_grace: _duration_pb2.Duration | None = ...,
         failure_mode_allow: _builtins.bool = ...,
+        health_address: _builtins.str = ...,
+        external_envoy: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message_timeout", b"message_timeout", "shutdown_grace", b"shutdown_grace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_mode_allow", b"failure_mode_allow", "grpc_address", b"grpc_address", "message_timeout", b"message_timeout", "metrics_address", b"metrics_address", "shutdown_grace", b"shutdown_grace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_envoy", b"external_envoy", "failure_mode_allow", b"failure_mode_allow", "grpc_address", b"grpc_address", "health_address", b"health_address", "message_timeout", b"message_timeout", "metrics_address", b"metrics_address", "shutdown_grace", b"shutdown_grace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -467,19 +484,26 @@ class Admin(_message.Message):
 
     ADDRESS_FIELD_NUMBER: _builtins.int
     PORT_FIELD_NUMBER: _builtins.int
+    READINESS_ADDRESS_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """Default "127.0.0.1"."""
     port: _builtins.int
     """Default 9901."""
+    readiness_address: _builtins.str
+    """A listener, "address:port", where Envoy answers GET /ready: 200 once it serves, 503
+    while it drains. For readiness probes that cannot reach the loopback admin port.
+    Default "" (none).
+    """
     def __init__(
         self,
         *,
         address: _builtins.str = ...,
         port: _builtins.int = ...,
+        readiness_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "port", b"port"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "port", b"port", "readiness_address", b"readiness_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
