@@ -1,9 +1,11 @@
-"""Command line: serve | check-config | render-envoy | up | mock-provider."""
+"""Command line: serve | envoy | inject | check-config | render-envoy | probe | up | replay |
+mock-provider."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import tempfile
@@ -50,6 +52,92 @@ def cmd_render_envoy(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_envoy(args: argparse.Namespace) -> int:
+    """Render the bootstrap for a config into the work directory, then become Envoy (the
+    Envoy container of a pod runs this: signals reach Envoy itself)."""
+    from extproc.render import render_yaml
+    from extproc.stack import envoy_binary
+
+    text = render_yaml(_load(args.config, resolve_secrets=False))
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    bootstrap = workdir / "envoy.yaml"
+    bootstrap.write_text(text)
+    argv = [
+        envoy_binary(),
+        "-c",
+        str(bootstrap),
+        "--disable-hot-restart",
+        # Access log lines (with each request's usage) are written within a second.
+        "--file-flush-interval-msec",
+        "1000",
+        *args.envoy_args,
+    ]
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # noqa: S606 (a fixed binary, an argument list)
+
+
+def cmd_inject(args: argparse.Namespace) -> int:
+    from extproc.inject import InjectorConfig, InjectorConfigError, serve
+
+    try:
+        config = InjectorConfig.load(Path(args.config))
+    except (OSError, InjectorConfigError, ValueError) as error:
+        print(f"{args.config}: {error}", file=sys.stderr)
+        return 1
+    serve(
+        config,
+        host=args.host,
+        port=args.port,
+        cert_file=Path(args.tls_cert),
+        key_file=Path(args.tls_key),
+    )
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """GET a URL until it answers 2xx, or a grpc://host:port until its gRPC health says
+    SERVING, or the wait is over (hooks, helm tests)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
+    deadline = time.monotonic() + args.wait
+    outcome = "no attempt"
+    while True:
+        if args.url.startswith("grpc://"):
+            from extproc.stack import grpc_serving
+
+            try:
+                if grpc_serving(args.url[len("grpc://") :]):
+                    print(f"{args.url}: SERVING")
+                    return 0
+                outcome = "not serving"
+            except Exception as error:  # grpc.RpcError and connection failures alike
+                outcome = type(error).__name__
+            if time.monotonic() >= deadline:
+                print(f"{args.url}: {outcome}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+            continue
+        try:
+            with urllib.request.urlopen(args.url, timeout=5, context=context) as response:  # noqa: S310
+                print(f"{args.url}: {response.status}")
+                return 0
+        except urllib.error.HTTPError as error:
+            if error.code in (args.accept or ()):
+                print(f"{args.url}: {error.code}")
+                return 0
+            outcome = f"HTTP {error.code}"
+        except (OSError, ValueError) as error:
+            outcome = str(error)
+        if time.monotonic() >= deadline:
+            print(f"{args.url}: {outcome}", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
 
 
 def cmd_mock_provider(args: argparse.Namespace) -> int:
@@ -139,6 +227,37 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", help="file to write (default: stdout)")
     render.set_defaults(func=cmd_render_envoy)
 
+    envoy = commands.add_parser(
+        "envoy",
+        help="render the Envoy bootstrap for a config and run Envoy with it "
+        "(Envoy's own options follow --)",
+    )
+    envoy.add_argument("config")
+    envoy.add_argument("--workdir", default="/tmp", help="where the bootstrap is written")
+    envoy.set_defaults(envoy_args=[])
+    envoy.set_defaults(func=cmd_envoy)
+
+    inject = commands.add_parser(
+        "inject", help="serve the sidecar injector (Kubernetes admission webhook, HTTPS)"
+    )
+    inject.add_argument("config", help="the injector config (YAML)")
+    inject.add_argument("--host", default="0.0.0.0")
+    inject.add_argument("--port", type=int, default=8443)
+    inject.add_argument("--tls-cert", required=True)
+    inject.add_argument("--tls-key", required=True)
+    inject.set_defaults(func=cmd_inject)
+
+    probe = commands.add_parser(
+        "probe", help="GET a URL (or gRPC health of grpc://host:port) until up; exit 1 if not"
+    )
+    probe.add_argument("url")
+    probe.add_argument("--wait", type=float, default=60.0, help="seconds to keep trying")
+    probe.add_argument(
+        "--accept", type=int, action="append", help="a non-2xx status that also counts as up"
+    )
+    probe.add_argument("--ca-file", help="CA bundle for an https URL")
+    probe.set_defaults(func=cmd_probe)
+
     mock = commands.add_parser(
         "mock-provider", help="run the OpenAI/Anthropic-compatible mock provider"
     )
@@ -166,5 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # `extproc envoy CONFIG [options] -- ENVOY OPTIONS`: what follows -- is Envoy's.
+    passed: list[str] = []
+    if argv and argv[0] == "envoy" and "--" in argv:
+        cut = argv.index("--")
+        argv, passed = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    if passed:
+        args.envoy_args = passed
     return int(args.func(args))

@@ -1,0 +1,413 @@
+"""The Helm chart: every values profile renders, lints strictly, and every object it
+renders is valid for the oldest and newest Kubernetes the chart supports."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+from cryptography import x509
+
+from extproc.inject import INJECT_LABEL, InjectorConfig
+from tests.k8s.conftest import (
+    CHART,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    PROFILES,
+    Rendered,
+    config_files,
+    deep_merge,
+    pod_specs,
+    profile_values,
+    write,
+)
+from tests.k8s.test_injector import inject
+
+# Objects of APIs that ship as CRDs (their schemas live in those projects' clusters).
+CRD_KINDS = {
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+}
+
+
+def test_profiles_cover_every_mode() -> None:
+    modes = {profile_values(p).get("mode") for p in PROFILES}
+    assert modes == {"gateway", "sidecar", "processor"}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_lint_is_clean_in_strict_mode(profile: str) -> None:
+    for version in KUBE_VERSIONS:
+        report = helm.lint(
+            CHART,
+            profile_values(profile),
+            strict=True,
+            namespace=NAMESPACE,
+            kube_version=f"v{version}",
+        )
+        problems = [m for m in report["messages"] if m["severity"] >= 2]
+        assert problems == [] and report["errors"] == [], report
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_object_is_valid_for_oldest_and_newest_kubernetes(
+    profile: str, render: Callable[..., Rendered]
+) -> None:
+    rendered = render(profile_values(profile))
+    assert rendered.objects
+    for path, document in rendered.objects:
+        if (document["apiVersion"], document["kind"]) in CRD_KINDS:
+            continue
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(document, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                pytest.fail(f"{path} {document['kind']} invalid for {version}: {error.message}")
+
+
+def test_validation_catches_a_misspelt_field(render: Callable[..., Rendered]) -> None:
+    """The check above can fail: an unknown container field is refused."""
+    deployment = render(profile_values("gateway")).one("Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSIONS[0], strict=True)
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"mode": "mesh"}, "/mode"),
+        ({"ports": {"http": 70000}}, "/ports/http"),
+        ({"replicaCount": 3}, "replicaCount"),
+        ({"injector": {"certificate": {"source": "self"}}}, "/injector/certificate/source"),
+        ({"config": {"models": []}}, "/config/models"),
+    ],
+    ids=["mode", "port", "unknown-key", "certificate-source", "no-models"],
+)
+def test_values_schema_refuses_bad_values(
+    values: dict[str, object], where: str, chart: helm.Chart
+) -> None:
+    with pytest.raises(helm.HelmValuesError, match=where):
+        chart.render(values, name="extproc", namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_pods_run_restricted(profile: str, render: Callable[..., Rendered]) -> None:
+    """Non-root, read-only root filesystem, no capabilities, RuntimeDefault seccomp, no
+    service account token: in every pod the chart makes, and in the injected sidecars."""
+    rendered = render(profile_values(profile))
+    containers = []
+    for name, spec in pod_specs(rendered):
+        assert spec["automountServiceAccountToken"] is False, name
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        containers += spec["containers"]
+    for config in _injector_configs(rendered):
+        containers.append({"name": "sidecars", "securityContext": config.security_context})
+    assert containers
+    for container in containers:
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def _injector_configs(rendered: Rendered) -> list[InjectorConfig]:
+    return [
+        InjectorConfig.from_dict(yaml.safe_load(c["data"]["injector.yaml"]))
+        for c in rendered.all("ConfigMap")
+        if "injector.yaml" in c["data"]
+    ]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_service_configs_load_and_their_envoy_config_validates(
+    profile: str, render: Callable[..., Rendered], tmp_path: Path
+) -> None:
+    """Each config.yaml the chart ships loads, and the Envoy bootstrap that the Envoy
+    container's own command renders from it passes `envoy --mode validate`."""
+    files = config_files(render(profile_values(profile)))
+    assert files
+    for name, text in files.items():
+        config = write(tmp_path / name / "config.yaml", text)
+        check = subprocess.run(
+            [sys.executable, "-m", "extproc", "check-config", "--skip-secrets", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert check.returncode == 0, check.stderr
+        if profile_values(profile).get("mode") == "processor":
+            continue  # no Envoy in that pod
+        workdir = tmp_path / name / "run"
+        validate = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "extproc",
+                "envoy",
+                str(config),
+                "--workdir",
+                str(workdir),
+                "--",
+                "--mode",
+                "validate",
+                "-l",
+                "error",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert validate.returncode == 0, validate.stdout + validate.stderr
+        bootstrap = yaml.safe_load((workdir / "envoy.yaml").read_text())
+        listeners = {item["name"] for item in bootstrap["static_resources"]["listeners"]}
+        assert listeners == {"gateway", "readiness"}
+
+
+def _ports_of(spec: dict[str, object]) -> dict[str, int]:
+    return {
+        p["name"]: p["containerPort"]
+        for c in spec["containers"]  # type: ignore[attr-defined]
+        for p in c.get("ports", [])
+    }
+
+
+def test_gateway_probes_and_service_match_the_config(render: Callable[..., Rendered]) -> None:
+    rendered = render(profile_values("gateway"))
+    config = yaml.safe_load(config_files(rendered)[f"{NAMESPACE}/extproc"])
+    spec = rendered.one("Deployment")["spec"]["template"]["spec"]
+    service, envoy = spec["containers"]
+    health_port = int(config["service"]["health_address"].rpartition(":")[2])
+    ready_port = int(config["admin"]["readiness_address"].rpartition(":")[2])
+    assert service["args"] == ["serve", "/etc/extproc/config.yaml"]
+    assert envoy["args"][:2] == ["envoy", "/etc/extproc/config.yaml"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert service[probe]["grpc"]["port"] == health_port
+    for probe in ("startupProbe", "readinessProbe"):
+        assert envoy[probe]["httpGet"] == {"path": "/ready", "port": ready_port}
+    # The socket the service binds is on the volume Envoy mounts too.
+    assert config["service"]["grpc_address"] == "unix:///var/run/extproc/extproc.sock"
+    mounts = [{m["mountPath"] for m in c["volumeMounts"]} for c in (service, envoy)]
+    assert all("/var/run/extproc" in m for m in mounts)
+    ports = _ports_of(spec)
+    assert ports["http"] == config["listener"]["port"]
+    assert config["listener"]["address"] == "0.0.0.0"
+    assert config["admin"]["address"] == "127.0.0.1"
+    svc = rendered.one("Service")
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} <= set(ports)
+    labels = rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+
+
+def test_processor_mode_offers_ext_proc_to_other_envoys(render: Callable[..., Rendered]) -> None:
+    rendered = render(profile_values("processor"))
+    config = yaml.safe_load(config_files(rendered)[f"{NAMESPACE}/extproc"])
+    assert config["service"]["external_envoy"] is True
+    assert config["service"]["grpc_address"] == "0.0.0.0:50051"
+    (container,) = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["serve", "/etc/extproc/config.yaml"]
+    svc = rendered.one("Service")
+    grpc = svc["spec"]["ports"][0]
+    assert (grpc["name"], grpc["port"], grpc["appProtocol"]) == ("grpc", 50051, "grpc")
+    policy = rendered.one("NetworkPolicy")
+    ext_proc_rule = policy["spec"]["ingress"][0]
+    assert ext_proc_rule["ports"] == [{"port": 50051, "protocol": "TCP"}]
+    assert ext_proc_rule["from"] == profile_values("processor")["networkPolicy"]["allowFrom"]
+
+
+def test_user_config_is_kept_and_addresses_are_the_charts(render: Callable[..., Rendered]) -> None:
+    values = profile_values("gateway-full")
+    rendered = render(values)
+    config = yaml.safe_load(config_files(rendered)[f"{NAMESPACE}/extproc"])
+    assert config["models"] == values["config"]["models"]
+    assert config["service"]["message_timeout"] == "5s"  # the user's, next to the chart's
+    assert config["service"]["health_address"] == "0.0.0.0:10002"
+    containers = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert containers[0]["envFrom"] == [{"secretRef": {"name": "llm-provider-keys"}}]
+    assert containers[0]["env"] == values["extraEnv"]
+    assert containers[0]["image"] == "extproc/extproc:0.1.0-test"
+
+
+def test_a_config_change_rolls_the_pods(render: Callable[..., Rendered]) -> None:
+    def checksum(values: dict[str, object]) -> str:
+        template = render(values).one("Deployment")["spec"]["template"]
+        return str(template["metadata"]["annotations"]["checksum/config"])
+
+    base = profile_values("gateway")
+    changed = deep_merge(base, {"config": {"tenants": [{"name": "other"}]}})
+    assert checksum(base) != checksum(changed)
+    assert checksum(base) == checksum(dict(base))
+
+
+def test_optional_objects_follow_values(render: Callable[..., Rendered]) -> None:
+    plain = render(profile_values("gateway"))
+    full = render(profile_values("gateway-full"))
+    for kind in ("ServiceMonitor", "NetworkPolicy", "HorizontalPodAutoscaler"):
+        assert kind not in plain.kinds()
+        assert kind in full.kinds()
+    assert plain.one("PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    assert "PodDisruptionBudget" not in render(profile_values("sidecar-containers")).kinds()
+    # With the autoscaler on, the Deployment leaves the replica count to it.
+    assert "replicas" not in full.one("Deployment")["spec"]
+    assert plain.one("Deployment")["spec"]["replicas"] == 2
+    hpa = full.one("HorizontalPodAutoscaler")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 6)
+    assert hpa["scaleTargetRef"]["name"] == full.one("Deployment")["metadata"]["name"]
+    monitor = full.one("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # Sidecars have no Service: pods labelled for injection are scraped instead.
+    pod_monitor = render(profile_values("sidecar")).one("PodMonitor")["spec"]
+    assert pod_monitor["selector"]["matchLabels"] == {INJECT_LABEL: "true"}
+    assert pod_monitor["podMetricsEndpoints"][0]["port"] == "extproc-metrics"
+
+
+def test_sidecar_mode_puts_the_config_in_every_app_namespace(
+    render: Callable[..., Rendered],
+) -> None:
+    values = profile_values("sidecar")
+    rendered = render(values)
+    files = config_files(rendered)
+    assert set(files) == {f"{ns}/extproc-sidecar" for ns in values["injector"]["namespaces"]}
+    for text in files.values():
+        config = yaml.safe_load(text)
+        assert config["listener"]["address"] == "127.0.0.1"  # the pod's own apps only
+    (injector_config,) = _injector_configs(rendered)
+    assert injector_config.namespace == NAMESPACE
+    assert injector_config.config_map == "extproc-sidecar"
+    assert injector_config.secret == "llm-provider-keys"
+    assert injector_config.native_sidecars is True
+    assert "Deployment" in rendered.kinds() and "Service" in rendered.kinds()
+    assert not [d for d in rendered.all("Deployment") if d["metadata"]["name"] == "extproc"]
+
+
+def test_webhook_selects_labelled_pods_outside_its_namespace(
+    render: Callable[..., Rendered],
+) -> None:
+    rendered = render(profile_values("sidecar"))
+    (webhook,) = rendered.one("MutatingWebhookConfiguration")["webhooks"]
+    assert webhook["objectSelector"] == {"matchLabels": {INJECT_LABEL: "true"}}
+    (expression,) = webhook["namespaceSelector"]["matchExpressions"]
+    assert expression["operator"] == "NotIn" and NAMESPACE in expression["values"]
+    assert webhook["rules"][0]["operations"] == ["CREATE"]
+    assert webhook["admissionReviewVersions"] == ["v1"]
+    assert webhook["sideEffects"] == "None"
+    service = webhook["clientConfig"]["service"]
+    svc = rendered.one("Service", service["name"])
+    assert service["namespace"] == NAMESPACE and service["path"] == "/inject"
+    (port,) = svc["spec"]["ports"]
+    assert port["port"] == service["port"]
+    injector = rendered.one("Deployment", service["name"])["spec"]["template"]["spec"]
+    assert _ports_of(injector)[port["targetPort"]] == 8443
+    assert injector["containers"][0]["args"][0] == "inject"
+
+
+def test_generated_certificate_is_trusted_by_the_webhook(render: Callable[..., Rendered]) -> None:
+    rendered = render(profile_values("sidecar"))
+    (webhook,) = rendered.one("MutatingWebhookConfiguration")["webhooks"]
+    ca = x509.load_pem_x509_certificate(base64.b64decode(webhook["clientConfig"]["caBundle"]))
+    secret = rendered.one("Secret")
+    assert secret["type"] == "kubernetes.io/tls"
+    certificate = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    certificate.verify_directly_issued_by(ca)
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    service = webhook["clientConfig"]["service"]
+    assert f"{service['name']}.{service['namespace']}.svc" in names.get_values_for_type(
+        x509.DNSName
+    )
+    mounted = rendered.one("Deployment", service["name"])["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": secret["metadata"]["name"]}} in mounted
+
+
+def test_cert_manager_issues_the_certificate_when_chosen(render: Callable[..., Rendered]) -> None:
+    rendered = render(profile_values("sidecar-cert-manager"))
+    assert "Secret" not in rendered.kinds()
+    certificate = rendered.one("Certificate")
+    config = rendered.one("MutatingWebhookConfiguration")
+    (webhook,) = config["webhooks"]
+    assert "caBundle" not in webhook["clientConfig"]
+    assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{NAMESPACE}/{certificate['metadata']['name']}"
+    )
+    service = webhook["clientConfig"]["service"]
+    assert f"{service['name']}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    assert certificate["spec"]["issuerRef"]["name"] == rendered.one("Issuer")["metadata"]["name"]
+
+
+def test_auto_certificate_without_cert_manager_is_generated(
+    render: Callable[..., Rendered],
+) -> None:
+    values = deep_merge(
+        profile_values("sidecar"), {"injector": {"certificate": {"source": "auto"}}}
+    )
+    rendered = render(values)
+    assert "Certificate" not in rendered.kinds()
+    assert rendered.one("Secret")["type"] == "kubernetes.io/tls"
+    assert "certificate: generated" in rendered.notes
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_helm_test_pod_exists_and_uses_the_image_entrypoint(
+    profile: str, render: Callable[..., Rendered]
+) -> None:
+    rendered = render(profile_values(profile))
+    (pod,) = rendered.all("Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][0] == "probe"
+    assert "command" not in container  # the image's entrypoint: extproc
+    if (
+        profile_values(profile).get("mode") == "sidecar"
+        and rendered.all("ConfigMap")
+        and pod["metadata"]["labels"].get(INJECT_LABEL) == "true"
+    ):
+        # The injected pod calls its own sidecar through the variable the injector sets.
+        assert container["args"][1] == "$(OPENAI_BASE_URL)/models"
+        assert pod["metadata"]["namespace"] == profile_values(profile)["injector"]["namespaces"][0]
+
+
+def test_notes_tell_how_to_reach_the_gateway(render: Callable[..., Rendered]) -> None:
+    notes = render(profile_values("gateway")).notes
+    assert f"OPENAI_BASE_URL=http://extproc.{NAMESPACE}.svc:10000/v1" in notes
+    assert "helm test extproc" in notes
+    warning = render({"mode": "sidecar"}).notes
+    assert "injector.namespaces is empty" in warning
+
+
+def test_sidecar_helm_test_pod_is_injected_and_finds_its_variable(
+    render: Callable[..., Rendered],
+) -> None:
+    rendered = render(profile_values("sidecar"))
+    pod = rendered.one("Pod")
+    (config,) = _injector_configs(rendered)
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "helm-test",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE",
+            "namespace": pod["metadata"]["namespace"],
+            "object": pod,
+        },
+    }
+    injected = inject(review, config)
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(injected, version, strict=True)
+    (probe,) = injected["spec"]["containers"]
+    assert "OPENAI_BASE_URL" in {e["name"] for e in probe["env"]}
+    assert [c["name"] for c in injected["spec"]["initContainers"]] == ["extproc", "extproc-envoy"]
