@@ -1,0 +1,434 @@
+"""The mesh egress manifests: well-formed, their ext_proc filters parse as Envoy's
+ExternalProcessor and ask for the phases extproc's own Envoy asks for, they point at the
+Service the chart's processor mode creates, and an Envoy running that very filter, routing
+by host as an egress gateway does, is served by the processor pod."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import kubernetes_validate
+import openai
+import pytest
+import yaml
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
+from google.protobuf import any_pb2, json_format
+
+from extproc.render import Renderer
+from extproc.stack import envoy_binary, free_port, wait_until
+from tests.helpers import ROOT, runtime
+from tests.k8s.conftest import (
+    KUBE_VERSIONS,
+    SECRETS,
+    Rendered,
+    config_maps,
+    local_values,
+)
+from tests.k8s.pod import Pod
+
+MESH = ROOT / "k8s" / "mesh"
+EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def manifest(kind: str, mesh: str = "") -> dict[str, Any]:
+    """The one object of a kind in the mesh manifests (of one mesh when named)."""
+    found = [
+        d
+        for path in (MESH / mesh).rglob("*.yaml")
+        if path.name != "values.yaml"
+        for d in documents(path)
+        if d["kind"] == kind
+    ]
+    assert len(found) == 1, kind
+    return found[0]
+
+
+def istio_filter() -> dict[str, Any]:
+    (patch,) = manifest("EnvoyFilter")["spec"]["configPatches"]
+    return patch["patch"]["value"]  # type: ignore[no-any-return]
+
+
+def parse_ext_proc(typed_config: dict[str, Any]) -> ext_proc_pb2.ExternalProcessor:
+    """Strictly: an unknown field or a wrong enum value raises."""
+    packed = json_format.ParseDict(typed_config, any_pb2.Any())
+    assert packed.type_url == EXT_PROC_TYPE
+    message = ext_proc_pb2.ExternalProcessor()
+    assert packed.Unpack(message)
+    return message
+
+
+def phases(processor: ext_proc_pb2.ExternalProcessor) -> dict[str, str]:
+    """The effective processing mode: unset values read as Envoy's defaults (headers
+    sent, bodies not, trailers skipped)."""
+    mode = processor.processing_mode
+    defaults = {"header": "SEND", "trailer": "SKIP", "body": "NONE"}
+    effective = {}
+    for field in mode.DESCRIPTOR.fields:
+        name = field.enum_type.values_by_number[getattr(mode, field.name)].name
+        part = field.name.split("_")[1]
+        effective[field.name] = defaults[part] if name == "DEFAULT" else name
+    return effective
+
+
+def ours() -> ext_proc_pb2.ExternalProcessor:
+    return parse_ext_proc(Renderer(runtime()).ext_proc())
+
+
+def test_manifests_are_well_formed_objects() -> None:
+    paths = sorted(p for p in MESH.rglob("*.yaml") if p.name != "values.yaml")
+    assert {p.parent.name for p in paths} == {"istio", "envoy-gateway"}
+    kinds = set()
+    for path in paths:
+        for document in documents(path):
+            assert document["apiVersion"] and document["metadata"]["name"], path
+            kinds.add(document["kind"])
+    assert {"ServiceEntry", "Gateway", "DestinationRule", "VirtualService", "EnvoyFilter"} <= kinds
+    assert {"EnvoyExtensionPolicy", "HTTPRoute", "Backend", "BackendTLSPolicy"} <= kinds
+
+
+@pytest.mark.parametrize("mesh", ["istio", "envoy-gateway"])
+def test_mesh_values_render_a_valid_processor(mesh: str, render: Callable[..., Rendered]) -> None:
+    values = yaml.safe_load((MESH / mesh / "values.yaml").read_text())
+    rendered = render(values)
+    assert (
+        rendered.one("Deployment")["metadata"]["labels"]["app.kubernetes.io/component"]
+        == "processor"
+    )
+    for _, document in rendered.objects:
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_istio_filter_is_an_external_processor_asking_what_ours_asks() -> None:
+    value = istio_filter()
+    assert value["name"] == "envoy.filters.http.ext_proc"
+    theirs = parse_ext_proc(value["typed_config"])
+    mine = ours()
+    assert phases(theirs) == phases(mine)
+    assert theirs.allow_mode_override and not theirs.failure_mode_allow
+    assert (
+        theirs.metadata_options.receiving_namespaces == mine.metadata_options.receiving_namespaces
+    )
+    assert theirs.message_timeout == mine.message_timeout
+    # The provider is the host the app called: the service may not re-route.
+    assert not theirs.mutation_rules.allow_all_routing.value
+
+
+def test_istio_filter_sits_before_the_router_of_the_egress_gateway() -> None:
+    envoy_filter = manifest("EnvoyFilter")
+    assert envoy_filter["spec"]["workloadSelector"]["labels"] == {"istio": "egressgateway"}
+    (patch,) = envoy_filter["spec"]["configPatches"]
+    assert patch["applyTo"] == "HTTP_FILTER" and patch["patch"]["operation"] == "INSERT_BEFORE"
+    assert patch["match"]["context"] == "GATEWAY"
+    assert patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == (
+        "envoy.filters.http.router"
+    )
+    hosts = set(manifest("ServiceEntry")["spec"]["hosts"])
+    assert hosts == set(manifest("Gateway", "istio")["spec"]["servers"][0]["hosts"])
+
+
+def test_istio_filter_calls_the_service_the_chart_creates(render: Callable[..., Rendered]) -> None:
+    rendered = render(yaml.safe_load((MESH / "istio" / "values.yaml").read_text()))
+    service = rendered.one("Service")
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    expected = (
+        f"outbound|{port}||{service['metadata']['name']}."
+        f"{service['metadata']['namespace']}.svc.cluster.local"
+    )
+    assert (
+        parse_ext_proc(istio_filter()["typed_config"]).grpc_service.envoy_grpc.cluster_name
+        == expected
+    )
+    policy = manifest("AuthorizationPolicy")
+    assert policy["metadata"]["namespace"] == service["metadata"]["namespace"]
+    labels = rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["rules"][0]["to"][0]["operation"]["ports"] == [str(port)]
+
+
+# Envoy Gateway's API for extProc (gateway.envoyproxy.io/v1alpha1 ExtProc): the fields used.
+_BODY_MODES = {
+    "Streamed": "STREAMED",
+    "Buffered": "BUFFERED",
+    "BufferedPartial": "BUFFERED_PARTIAL",
+    "FullDuplexStreamed": "FULL_DUPLEX_STREAMED",
+}
+
+
+def as_external_processor(ext: dict[str, Any]) -> ext_proc_pb2.ExternalProcessor:
+    """The filter Envoy Gateway builds from one extProc entry (request/response present =>
+    their headers are sent; body as given, else none)."""
+    allowed = {"backendRefs", "messageTimeout", "failOpen", "processingMode", "metadata"}
+    assert set(ext) <= allowed, set(ext) - allowed
+    (ref,) = ext["backendRefs"]
+    assert ref.get("kind", "Service") == "Service" and ref.get("group", "") == ""
+    mode = ext["processingMode"]
+    assert set(mode) <= {"request", "response", "allowModeOverride"}
+
+    def phase(name: str) -> dict[str, str]:
+        options = mode.get(name)
+        if options is None:
+            return {f"{name}_header_mode": "SKIP"}
+        assert set(options) <= {"body", "attributes"}
+        body = _BODY_MODES[options["body"]] if "body" in options else "NONE"
+        return {f"{name}_header_mode": "SEND", f"{name}_body_mode": body}
+
+    return parse_ext_proc(
+        {
+            "@type": EXT_PROC_TYPE,
+            "grpc_service": {"envoy_grpc": {"cluster_name": "extproc"}},
+            "message_timeout": ext["messageTimeout"],
+            "failure_mode_allow": ext.get("failOpen", False),
+            "allow_mode_override": mode.get("allowModeOverride", False),
+            "processing_mode": {**phase("request"), **phase("response")},
+            "metadata_options": {
+                "receiving_namespaces": {"untyped": ext["metadata"]["writableNamespaces"]}
+            },
+        }
+    )
+
+
+def test_envoy_gateway_policy_asks_what_ours_asks(render: Callable[..., Rendered]) -> None:
+    policy = manifest("EnvoyExtensionPolicy")
+    assert policy["apiVersion"] == "gateway.envoyproxy.io/v1alpha1"
+    (ext,) = policy["spec"]["extProc"]
+    theirs = as_external_processor(ext)
+    mine = ours()
+    assert phases(theirs) == phases(mine)
+    assert theirs.allow_mode_override and not theirs.failure_mode_allow
+    assert theirs.message_timeout == mine.message_timeout
+    assert (
+        theirs.metadata_options.receiving_namespaces == mine.metadata_options.receiving_namespaces
+    )
+    # It names the chart's processor Service, and a ReferenceGrant lets it.
+    rendered = render(yaml.safe_load((MESH / "envoy-gateway" / "values.yaml").read_text()))
+    service = rendered.one("Service")
+    (ref,) = ext["backendRefs"]
+    assert (ref["name"], ref["namespace"]) == (
+        service["metadata"]["name"],
+        service["metadata"]["namespace"],
+    )
+    assert ref["port"] in {p["port"] for p in service["spec"]["ports"]}
+    grant = manifest("ReferenceGrant")
+    assert grant["metadata"]["namespace"] == ref["namespace"]
+    assert grant["spec"]["from"] == [
+        {
+            "group": "gateway.envoyproxy.io",
+            "kind": "EnvoyExtensionPolicy",
+            "namespace": policy["metadata"]["namespace"],
+        }
+    ]
+    (target,) = policy["spec"]["targetRefs"]
+    gateway = manifest("Gateway", "envoy-gateway")
+    assert (target["kind"], target["name"]) == ("Gateway", gateway["metadata"]["name"])
+    assert gateway["metadata"]["namespace"] == policy["metadata"]["namespace"]
+
+
+def test_envoy_gateway_routes_and_tls_cover_each_provider() -> None:
+    objects = documents(MESH / "envoy-gateway" / "egress.yaml")
+    backends = {
+        d["metadata"]["name"]: d["spec"]["endpoints"][0]["fqdn"]["hostname"]
+        for d in objects
+        if d["kind"] == "Backend"
+    }
+    checked = {}
+    for policy in (d for d in objects if d["kind"] == "BackendTLSPolicy"):
+        (target,) = policy["spec"]["targetRefs"]
+        checked[target["name"]] = policy["spec"]["validation"]["hostname"]
+    # Each backend's certificate is checked against its own host name.
+    assert checked == backends
+    routes = {
+        d["spec"]["hostnames"][0]: d["spec"]["rules"][0]["backendRefs"][0]["name"]
+        for d in objects
+        if d["kind"] == "HTTPRoute"
+    }
+    assert {host: backends[name] for host, name in routes.items()} == {h: h for h in routes}
+
+
+def test_the_parsers_reject_what_envoy_would_reject() -> None:
+    """The checks above can fail: a misspelt field or a wrong enum does not parse."""
+    typed = dict(istio_filter()["typed_config"])
+    with pytest.raises(json_format.ParseError):
+        parse_ext_proc({**typed, "failure_mode_alow": False})
+    with pytest.raises(json_format.ParseError):
+        parse_ext_proc({**typed, "processing_mode": {"request_body_mode": "BUFFER"}})
+    (ext,) = manifest("EnvoyExtensionPolicy")["spec"]["extProc"]
+    with pytest.raises(KeyError):
+        as_external_processor({**ext, "processingMode": {"request": {"body": "Buffer"}}})
+
+
+# -- the filter in a running Envoy ------------------------------------------------------
+
+
+def egress_envoy(
+    filter_value: dict[str, Any], grpc_port: int, mock_port: int, port: int, admin: int
+) -> dict[str, Any]:
+    """An Envoy shaped like an egress gateway: routes by the host the app called, with the
+    EnvoyFilter's ext_proc filter before the router, its cluster name as Istio names it."""
+    cluster_name = filter_value["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+    address = lambda p: {"socket_address": {"address": "127.0.0.1", "port_value": p}}  # noqa: E731
+
+    def upstream(name: str, target: int, http2: bool = False) -> dict[str, Any]:
+        cluster: dict[str, Any] = {
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "2s",
+            "load_assignment": {
+                "cluster_name": name,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(target)}}]}],
+            },
+        }
+        if http2:
+            cluster["typed_extension_protocol_options"] = {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            }
+        return cluster
+
+    def host(name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "domains": [name, f"{name}:*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": name, "timeout": "30s"}}],
+        }
+
+    return {
+        "admin": {"address": address(admin)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "egress",
+                    "address": address(port),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                        "stat_prefix": "egress",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                host("api.openai.com"),
+                                                host("api.anthropic.com"),
+                                            ]
+                                        },
+                                        "http_filters": [
+                                            filter_value,
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {
+                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                                },
+                                            },
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                upstream(cluster_name, grpc_port, http2=True),
+                upstream("api.openai.com", mock_port),
+                upstream("api.anthropic.com", mock_port),
+            ],
+        },
+    }
+
+
+def test_an_egress_gateway_with_the_filter_is_served_by_the_processor_pod(
+    render: Callable[..., Rendered], mock_port: int, tmp_path: Path
+) -> None:
+    # The chart's provider hosts: this Envoy, like an egress gateway, sends each host to its
+    # provider (here the mock).
+    values = local_values("processor")
+    rendered = render(values)
+    spec = rendered.one("Deployment")["spec"]["template"]["spec"]
+    pod = Pod(
+        spec,
+        tmp_path / "pod",
+        config_maps(rendered, rendered.one("Deployment")["metadata"]["namespace"]),
+        SECRETS,
+    )
+    port, admin = free_port(), free_port()
+    bootstrap = tmp_path / "egress.yaml"
+    bootstrap.write_text(
+        yaml.safe_dump(
+            egress_envoy(istio_filter(), values["ports"]["grpc"], mock_port, port, admin)
+        )
+    )
+    with pod.run(spec["containers"]):
+        envoy = subprocess.Popen(
+            [envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart", "-l", "error"],
+            stdout=(tmp_path / "envoy.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        try:
+            wait_until(ready, 30, "egress envoy", envoy)
+            call_through_egress(f"http://127.0.0.1:{port}")
+        finally:
+            envoy.terminate()
+            envoy.wait(timeout=10)
+
+    assert "sk-pod-" not in pod.logs()
+
+
+def call_through_egress(base: str) -> None:
+    """What an app in the mesh does; the mesh brings its provider-host requests here."""
+    # The app calls the provider's host; the mesh brings it to the egress gateway.
+    to_openai = openai.OpenAI(
+        base_url=f"{base}/v1",
+        api_key="unused",
+        max_retries=0,
+        default_headers={"Host": "api.openai.com"},
+    )
+    raw = to_openai.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "out of the mesh"}]
+    )
+    assert raw.parse().choices[0].message.content == "out of the mesh"
+    assert raw.headers["x-mock-host"] == "api.openai.com"
+    assert (
+        raw.headers["x-mock-authorization-sha256"]
+        == hashlib.sha256(b"Bearer sk-pod-openai").hexdigest()
+    )
+    # A model of another provider at this host: refused before any key is added.
+    with pytest.raises(openai.APIStatusError) as refused:
+        to_openai.chat.completions.create(
+            model="claude-3-5-haiku-latest", messages=[{"role": "user", "content": "x"}]
+        )
+    assert refused.value.status_code == 421
+    assert refused.value.body["code"] == "misdirected_request"  # type: ignore[index]
+    to_anthropic = anthropic.Anthropic(
+        base_url=base,
+        api_key="unused",
+        max_retries=0,
+        default_headers={"Host": "api.anthropic.com"},
+    )
+    reply = to_anthropic.messages.create(
+        model="claude-3-5-haiku-latest",
+        max_tokens=20,
+        messages=[{"role": "user", "content": "also out"}],
+    )
+    assert reply.content[0].text == "also out"  # type: ignore[union-attr]
