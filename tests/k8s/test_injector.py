@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
+import os
+import socket
 import ssl
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ import jsonpatch
 import kubernetes_validate
 import pytest
 import trustme
+from cryptography import x509
 
 from extproc.inject import (
     INJECT_LABEL,
@@ -23,6 +29,7 @@ from extproc.inject import (
     InjectorConfig,
     InjectorConfigError,
     Ports,
+    _Certificate,
     review,
 )
 from extproc.stack import free_port, wait_until
@@ -378,3 +385,53 @@ def test_injector_refuses_to_start_with_a_bad_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "image: a non-empty string is required" in result.stderr
+
+
+def _served_serial(context: ssl.SSLContext, ca: Path) -> int:
+    """The serial number of the certificate a server with this context presents."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        connection, _ = listener.accept()
+        with (
+            contextlib.suppress(ssl.SSLError, OSError),
+            context.wrap_socket(connection, server_side=True) as tls,
+        ):
+            tls.recv(1)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    client = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    thread.join(timeout=5)
+    listener.close()
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    """cert-manager rewrites the Secret's files; new handshakes get the new pair."""
+    authority = trustme.CA()
+    ca = tmp_path / "ca.crt"
+    authority.cert_pem.write_to_path(ca)
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+
+    def issue() -> int:
+        issued = authority.issue_cert("127.0.0.1")
+        issued.cert_chain_pems[0].write_to_path(cert)
+        issued.private_key_pem.write_to_path(key)
+        return x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes()).serial_number
+
+    first = issue()
+    certificate = _Certificate(cert, key)
+    assert not certificate.refresh()  # nothing changed
+    assert _served_serial(certificate.context, ca) == first
+    second = issue()
+    os.utime(cert, (time.time() + 5, time.time() + 5))  # a new modification time, always
+    assert certificate.refresh()
+    assert _served_serial(certificate.context, ca) == second
