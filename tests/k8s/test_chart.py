@@ -240,6 +240,11 @@ def test_user_config_is_kept_and_addresses_are_the_charts(render: Callable[..., 
     assert containers[0]["envFrom"] == [{"secretRef": {"name": "llm-provider-keys"}}]
     assert containers[0]["env"] == values["extraEnv"]
     assert containers[0]["image"] == "extproc/extproc:0.1.0-test"
+    # Extra volumes (here a credential file the config names) reach both containers.
+    for container in containers:
+        assert values["extraVolumeMounts"][0] in container["volumeMounts"]
+    pod_volumes = rendered.one("Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert values["extraVolumes"][0] in pod_volumes
 
 
 def test_a_config_change_rolls_the_pods(render: Callable[..., Rendered]) -> None:
