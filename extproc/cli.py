@@ -31,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.configure()
     runtime = _load(args.config)
-    return asyncio.run(serve(runtime))
+    return asyncio.run(serve(runtime, config_path=Path(args.config)))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from extproc.decisions import Lookup, Reserve
 from extproc.drift import DriftMonitor
 from extproc.exchange import Exchange
 from extproc.glob import Glob
+from extproc.reload import Reloader
 from extproc.telemetry.metrics import Metrics
 
 log = structlog.get_logger("extproc")
@@ -106,6 +107,10 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             self.sink = Sink(capture.path, capture.max_file_bytes, capture.max_files)
         # Budget settlements and cache writes still in flight (they outlive their streams).
         self.settling: set[asyncio.Task[None]] = set()
+
+    def apply(self, runtime: Runtime) -> None:
+        """A reloaded config, for exchanges that start from now on."""
+        self.runtime = runtime
 
     async def Process(
         self, requests: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -356,8 +361,11 @@ def _bind_address(address: str) -> str:
     return address
 
 
-async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
-    """Serve until SIGTERM or SIGINT, then drain within the configured grace period."""
+async def serve(
+    runtime: Runtime, *, metrics: Metrics | None = None, config_path: Path | None = None
+) -> int:
+    """Serve until SIGTERM or SIGINT, then drain within the configured grace period. With
+    the config's path, reload it on SIGHUP and when it changes."""
     metrics = metrics or Metrics(tenant_labels=runtime.source.telemetry.tenant_labels)
     service = runtime.source.service
     # A buffered request body arrives in one gRPC message; gRPC's default cap is 4 MiB.
@@ -396,6 +404,20 @@ async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    watching: asyncio.Task[None] | None = None
+    reloads: set[asyncio.Task[str]] = set()
+    if config_path is not None:
+        reloader = Reloader(config_path, runtime, processor.apply, metrics)
+
+        def on_sighup() -> None:
+            task = asyncio.ensure_future(reloader.reload("SIGHUP"))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        interval = service.config_check_interval.ToNanoseconds() / 1e9
+        if interval > 0:
+            watching = asyncio.ensure_future(reloader.watch(interval))
     log.info(
         "serving",
         grpc=service.grpc_address,
@@ -405,6 +427,8 @@ async def serve(runtime: Runtime, *, metrics: Metrics | None = None) -> int:
         pid=os.getpid(),
     )
     await stop.wait()
+    if watching is not None:
+        watching.cancel()
     grace = service.shutdown_grace.ToNanoseconds() / 1e9
     log.info("draining", grace_seconds=grace, active_streams=processor.active)
     # Health watchers (Kubernetes, Envoy) learn first; then no new streams are accepted.

@@ -32,6 +32,7 @@ DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 DEFAULT_MESSAGE_TIMEOUT_S = 2.0
 DEFAULT_SHUTDOWN_GRACE_S = 10.0
+DEFAULT_CONFIG_CHECK_S = 5
 DEFAULT_REQUEST_TIMEOUT_S = 300.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
@@ -135,6 +136,8 @@ def apply_defaults(config: pb.Config) -> None:
         service.metrics_address = DEFAULT_METRICS_ADDRESS
     if not service.HasField("message_timeout"):
         service.message_timeout.FromNanoseconds(int(DEFAULT_MESSAGE_TIMEOUT_S * 1e9))
+    if not service.HasField("config_check_interval"):
+        service.config_check_interval.FromSeconds(DEFAULT_CONFIG_CHECK_S)
     if not service.HasField("shutdown_grace"):
         service.shutdown_grace.FromNanoseconds(int(DEFAULT_SHUTDOWN_GRACE_S * 1e9))
     if not config.limits.max_request_bytes:
@@ -303,6 +306,8 @@ class _Checker:
                 self.problem(field, 'expected "host:port"')
         if self.config.service.message_timeout.ToNanoseconds() <= 0:
             self.problem("service.message_timeout", "must be positive")
+        if self.config.service.config_check_interval.ToNanoseconds() < 0:
+            self.problem("service.config_check_interval", "must not be negative")
 
     def build_policies(self) -> dict[str, Policy]:
         policies: dict[str, Policy] = {}

@@ -179,6 +179,17 @@ class Metrics:
         self.active_streams = Gauge(
             "extproc_active_streams", "ext_proc streams in progress.", registry=self.registry
         )
+        self.config_reloads = Counter(
+            "extproc_config_reloads",
+            "Config reload attempts, by result (applied, invalid, restart_required).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.config_last_reload_successful = Gauge(
+            "extproc_config_last_reload_successful",
+            "1 when the last config load succeeded (at start or reload), 0 when refused.",
+            registry=self.registry,
+        )
         # Bound children once: labels() costs a dict lookup and a lock per call.
         self.phase = {name: self.phase_seconds.labels(name) for name in PHASES}
         self._genai: dict[tuple[str, ...], _GenAiChildren] = {}

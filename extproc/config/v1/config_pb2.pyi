@@ -426,6 +426,7 @@ class Service(_message.Message):
     FAILURE_MODE_ALLOW_FIELD_NUMBER: _builtins.int
     HEALTH_ADDRESS_FIELD_NUMBER: _builtins.int
     EXTERNAL_ENVOY_FIELD_NUMBER: _builtins.int
+    CONFIG_CHECK_INTERVAL_FIELD_NUMBER: _builtins.int
     grpc_address: _builtins.str
     """Where the ext_proc gRPC server listens: "unix:///path/to.sock" or "host:port".
     Default "127.0.0.1:50051".
@@ -459,6 +460,13 @@ class Service(_message.Message):
     def shutdown_grace(self) -> _duration_pb2.Duration:
         """On SIGTERM, how long in-flight exchanges may run before the service exits. Default 10s."""
 
+    @_builtins.property
+    def config_check_interval(self) -> _duration_pb2.Duration:
+        """How often the service checks its config file (and the credential files it names) for
+        changes; a change is loaded and applied to new requests (SIGHUP does the same at
+        once). Default 5s; "0s" checks on SIGHUP only.
+        """
+
     def __init__(
         self,
         *,
@@ -469,10 +477,11 @@ class Service(_message.Message):
         failure_mode_allow: _builtins.bool = ...,
         health_address: _builtins.str = ...,
         external_envoy: _builtins.bool = ...,
+        config_check_interval: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["message_timeout", b"message_timeout", "shutdown_grace", b"shutdown_grace"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config_check_interval", b"config_check_interval", "message_timeout", b"message_timeout", "shutdown_grace", b"shutdown_grace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_envoy", b"external_envoy", "failure_mode_allow", b"failure_mode_allow", "grpc_address", b"grpc_address", "health_address", b"health_address", "message_timeout", b"message_timeout", "metrics_address", b"metrics_address", "shutdown_grace", b"shutdown_grace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_check_interval", b"config_check_interval", "external_envoy", b"external_envoy", "failure_mode_allow", b"failure_mode_allow", "grpc_address", b"grpc_address", "health_address", b"health_address", "message_timeout", b"message_timeout", "metrics_address", b"metrics_address", "shutdown_grace", b"shutdown_grace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,125 @@
+"""Config reload: on SIGHUP, and when the config file or a credential file it names
+changes. A valid change applies to exchanges that start after it (those in flight keep
+the config they started with); an invalid one, or one only a restart can apply, is
+refused and the running config keeps serving. Every attempt is logged and counted."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from extproc.config.loader import ConfigError, load_file
+from extproc.config.runtime import Runtime
+from extproc.render import render
+from extproc.telemetry.metrics import Metrics
+
+log = structlog.get_logger("extproc")
+
+# Read once at start-up: sockets, servers, stores, sinks and metric labels.
+RESTART_FIELDS = (
+    "listener",
+    "service",
+    "admin",
+    "limits",
+    "cache",
+    "capture",
+    "schema_drift",
+    "telemetry",
+)
+
+
+def restart_needed(old: Runtime, new: Runtime) -> list[str]:
+    """The parts of a new config that the running processes cannot take on."""
+    changed = [
+        name for name in RESTART_FIELDS if getattr(old.source, name) != getattr(new.source, name)
+    ]
+    if old.source.accounting.store != new.source.accounting.store:
+        changed.append("accounting.store")
+    if not changed and render(old) != render(new):
+        # Envoy's bootstrap is static: new backends or fallback chains need new clusters.
+        changed.append("Envoy's clusters or routes (backends, fallbacks)")
+    return changed
+
+
+def watched_files(path: Path, runtime: Runtime) -> list[Path]:
+    """The config file and the credential files it names (Secrets rotate them)."""
+    base = path.resolve().parent
+    files = [path]
+    for backend in runtime.source.backends:
+        if backend.credential.file:
+            files.append(base / backend.credential.file)
+    return files
+
+
+def fingerprint(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        try:
+            digest.update(file.read_bytes())
+        except OSError:
+            digest.update(b"\0missing")
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class Reloader:
+    def __init__(
+        self,
+        path: Path,
+        runtime: Runtime,
+        apply: Callable[[Runtime], None],
+        metrics: Metrics,
+    ) -> None:
+        self.path = path
+        self.runtime = runtime
+        self.apply = apply
+        self.metrics = metrics
+        self.lock = asyncio.Lock()
+        self.seen = fingerprint(watched_files(path, runtime))
+        metrics.config_last_reload_successful.set(1)
+
+    async def reload(self, trigger: str) -> str:
+        """Load and apply the config; returns the result counted in the metric."""
+        async with self.lock:
+            self.seen = fingerprint(watched_files(self.path, self.runtime))
+            try:
+                new = await asyncio.to_thread(load_file, self.path)
+            except ConfigError as error:
+                return self._refused(trigger, "invalid", error.problems)
+            blocked = await asyncio.to_thread(restart_needed, self.runtime, new)
+            if blocked:
+                return self._refused(
+                    trigger, "restart_required", [f"{part}: changed" for part in blocked]
+                )
+            self.runtime = new
+            self.apply(new)
+            self.seen = fingerprint(watched_files(self.path, new))
+            self.metrics.config_reloads.labels("applied").inc()
+            self.metrics.config_last_reload_successful.set(1)
+            log.info(
+                "config_reloaded",
+                trigger=trigger,
+                models=len(new.models),
+                backends=len(new.backends),
+                tenants=len(new.tenants),
+            )
+            return "applied"
+
+    def _refused(self, trigger: str, result: str, problems: list[str]) -> str:
+        self.metrics.config_reloads.labels(result).inc()
+        self.metrics.config_last_reload_successful.set(0)
+        # Problems name fields and reasons, never values (the loader's contract).
+        log.error("config_reload_failed", trigger=trigger, result=result, problems=problems)
+        return result
+
+    async def watch(self, interval: float) -> None:
+        """Poll the watched files; reload when their content changes."""
+        while True:
+            await asyncio.sleep(interval)
+            current = await asyncio.to_thread(fingerprint, watched_files(self.path, self.runtime))
+            if current != self.seen:
+                await self.reload("file")
