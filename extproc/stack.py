@@ -115,10 +115,11 @@ class Stack:
     service_command: list[str] | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
+    _service: tuple[list[str], str] | None = None  # its command and gRPC address
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, argv: list[str], append: bool = False) -> subprocess.Popen[bytes]:
         if self.log_to_files:
-            log = (self.workdir / f"{name}.log").open("wb")
+            log = (self.workdir / f"{name}.log").open("ab" if append else "wb")
             self._logs.append(log)
             out: IO[bytes] | None = log
         else:
@@ -160,6 +161,7 @@ class Stack:
                 argv = [sys.executable, "-m", "extproc", "serve", str(self.config_path)]
                 if self.service_command is not None:
                     argv = [*self.service_command, address]
+                self._service = (argv, address)
                 service = self._spawn("service", argv)
                 wait_until(lambda: grpc_serving(address), timeout, "ext_proc service", service)
             envoy_config = self.workdir / "envoy.yaml"
@@ -186,6 +188,15 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def restart_service(self, timeout: float = 30.0) -> None:
+        """Start the service again (after it died or was killed); Envoy keeps running."""
+        assert self._service is not None, "this stack has no service"
+        argv, address = self._service
+        running = self.processes.get("service")
+        assert running is None or running.poll() is not None, "the service is running"
+        service = self._spawn("service", argv, append=True)
+        wait_until(lambda: grpc_serving(address), timeout, "ext_proc service", service)
 
     def stop(self, timeout: float = 15.0) -> dict[str, int | None]:
         """SIGTERM in reverse start order (Envoy first); returns each exit status."""

@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,25 +16,45 @@ os.environ["TEST_OPENAI_KEY"] = "sk-test-openai"
 os.environ["TEST_ANTHROPIC_KEY"] = "sk-ant-test"
 
 
+class RedisServer:
+    """A real redis-server on a free loopback port (`make test` installs the package),
+    which a test may stop and start again on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed; `make test` installs it with apt-get"
+        self.binary = binary
+        self.port = free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        with (self.workdir / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                # DEBUG SLEEP lets a test stall the server.
+                [*argv, "--save", "", "--appendonly", "no", "--enable-debug-command", "local"],
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(lambda: _redis_ping(self.port), 10.0, "redis-server", self.process)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free loopback port (`make test` installs the package)."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed; `make test` installs it with apt-get"
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdout=(workdir / "redis.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
     try:
-        wait_until(lambda: _redis_ping(port), 10.0, "redis-server", process)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 def _redis_ping(port: int) -> bool:

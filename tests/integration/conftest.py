@@ -100,6 +100,8 @@ models:
   - name: doomed
     routes: [{{backend: failing}}]
     fallbacks: [{{backend: broken}}]
+  - name: unreachable
+    routes: [{{backend: broken}}]
   - name: drift-model
     routes: [{{backend: drifting}}]
   - name: captured-gpt
@@ -118,7 +120,7 @@ models:
 tenants:
   - name: team-a
     api_key_sha256: ["{key_a}"]
-    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "mixed", "azure-gpt", "drift-model", "captured-gpt", "cached-gpt"]
+    models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "unreachable", "mixed", "azure-gpt", "drift-model", "captured-gpt", "cached-gpt"]
   - name: team-b
     api_key_sha256: ["{key_b}"]
     models: ["claude-*", "gpt-4o-mini", "mixed", "azure-gpt", "cached-claude"]
