@@ -64,3 +64,40 @@ def _redis_ping(port: int) -> bool:
             return connection.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def _suite_secrets() -> list[str]:
+    """Every credential the suite hands to a gateway, a provider or a pod."""
+    from tests.integration.conftest import GATEWAY_KEYS, PROVIDER_KEYS
+    from tests.k8s.conftest import SECRETS
+
+    return [
+        os.environ["TEST_OPENAI_KEY"],
+        os.environ["TEST_ANTHROPIC_KEY"],
+        *GATEWAY_KEYS.values(),
+        *PROVIDER_KEYS.values(),
+        *(key for keys in SECRETS.values() for key in keys.values()),
+        "sk-provider-openai-b",
+        "sk-reload-first",
+        "sk-reload-second",
+        "key-capped",
+        "key-tiny",
+        "key-streamer",
+        "key-bystander",
+    ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole suite: no credential appears in any log or capture file that any
+    process of any test wrote (services, Envoys, mocks, injectors, pods)."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    secrets = [s.encode() for s in _suite_secrets()]
+    leaked = []
+    for path in base.rglob("*"):
+        if not path.is_file() or path.suffix not in (".log", ".jsonl"):
+            continue
+        data = path.read_bytes()
+        leaked += [f"{path.relative_to(base)}: {s[:5].decode()}..." for s in secrets if s in data]
+    assert not leaked, leaked

@@ -46,6 +46,9 @@ tenants:
   - name: streamer
     api_key_sha256: ["{streamer}"]
     budgets: [{{name: hourly, window: hour, max_tokens: 1000000}}]
+  - name: bystander
+    api_key_sha256: ["{bystander}"]
+    budgets: [{{name: hourly, window: hour, max_tokens: 1000000}}]
 """
 )
 # One request: a short prompt and a completion cap of 40 (the reservation), of which the
@@ -62,6 +65,7 @@ def launch(workdir: Path, store: str, **ports: int) -> Gateway:
         capped=sha256("key-capped"),
         tiny=sha256("key-tiny"),
         streamer=sha256("key-streamer"),
+        bystander=sha256("key-bystander"),
         ports=ports,
     )
 
@@ -203,6 +207,30 @@ def test_over_budget_is_429_in_each_client_schema(memory_gateway: Gateway) -> No
         claude.messages.create(model="claude-x", max_tokens=10, messages=HELLO)
     assert refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     assert refused.value.response.headers["retry-after"]
+
+
+def test_one_tenants_exhausted_budget_is_not_anothers(
+    redis_gateways: tuple[Gateway, Gateway, str], redis_url: str
+) -> None:
+    """Budgets are counted per tenant: one at its limit leaves the others' counters and
+    requests alone, and nothing a client sends chooses whose budget is charged."""
+    gateway, _, prefix = redis_gateways
+    before = redis_tokens(redis_url, prefix, "bystander")
+    tiny = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="key-tiny", max_retries=0)
+    for _ in range(3):
+        with pytest.raises(openai.RateLimitError):
+            tiny.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=HELLO,
+                max_tokens=10,
+                extra_headers={"x-extproc-tenant": "bystander", "x-tenant": "bystander"},
+            )
+    assert redis_tokens(redis_url, prefix, "bystander") == before
+    bystander = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="key-bystander", max_retries=0)
+    reply = bystander.chat.completions.create(model="gpt-4o-mini", messages=HELLO, max_tokens=10)
+    assert reply.choices[0].message.content
+    expected = before + reply.usage.total_tokens  # type: ignore[union-attr]
+    assert settled(redis_url, prefix, "bystander", expected) == expected
 
 
 def test_client_disconnect_is_charged_for_what_was_streamed(
