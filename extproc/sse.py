@@ -25,26 +25,40 @@ class Event:
 
 
 class Parser:
-    """Feed bytes as they arrive; get back every event completed so far."""
+    """Feed bytes as they arrive; get back every event completed so far.
+
+    Linear in the bytes fed however they are split: the buffer grows in place and each
+    feed scans only what the last one could not have (an event end spans at most 4 bytes),
+    so one huge event arriving in small chunks costs no more than one chunk would.
+    """
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0  # the buffer holds no event end before this offset
 
     def feed(self, data: bytes) -> list[Event]:
         self._buffer += data
         events: list[Event] = []
+        start = 0
+        position = max(0, self._scanned - 3)
         while True:
-            match = _EVENT_END.search(self._buffer)
+            match = _EVENT_END.search(self._buffer, position)
             if match is None:
-                return events
-            block, self._buffer = self._buffer[: match.start()], self._buffer[match.end() :]
-            event = _parse_block(block.decode("utf-8", errors="replace"))
+                break
+            event = _parse_block(self._buffer[start : match.start()].decode("utf-8", "replace"))
             if event is not None:
                 events.append(event)
+            start = position = match.end()
+        if start:
+            del self._buffer[:start]
+        self._scanned = len(self._buffer)
+        return events
 
     def close(self) -> list[Event]:
         """An unterminated last event, when the stream ends without its blank line."""
-        rest, self._buffer = self._buffer, b""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._scanned = 0
         if not rest.strip():
             return []
         event = _parse_block(rest.decode("utf-8", errors="replace"))

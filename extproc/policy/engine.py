@@ -7,6 +7,7 @@ responses go through `outputs.py` (JSON) and `streams.py` (SSE) with the same
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,11 @@ _DESCRIPTIONS = {
     "ip_address": "an IP address",
     "secret": "a secret (credential or private key)",
 }
+
+
+# A placeholder as the gateway writes them: "[EMAIL_1]". (No "[" inside the class: a scan
+# from each "[" stops at the next one, so any prompt is matched in linear time.)
+_PLACEHOLDER = re.compile(r"\[([A-Z][A-Z0-9_]*?)_(\d{1,9})\]")
 
 
 @dataclass(slots=True)
@@ -62,6 +68,16 @@ class Redactions:
     by_value: dict[tuple[str, str], str] = field(default_factory=dict)
     originals: dict[str, str] = field(default_factory=dict)  # placeholder -> value, to restore
     numbers: Counter[str] = field(default_factory=Counter)
+
+    def avoid(self, text: str) -> None:
+        """Number new placeholders above any the client wrote itself ("[EMAIL_1]" typed in
+        a prompt), so restoring never turns the client's own text into a value."""
+        if "[" not in text:
+            return
+        for match in _PLACEHOLDER.finditer(text):
+            label, number = match.group(1), int(match.group(2))
+            if number > self.numbers[label]:
+                self.numbers[label] = number
 
     def placeholder(self, label: str, value: str, restore: bool) -> str:
         key = (label, value)
@@ -304,6 +320,8 @@ def evaluate_request(
                     return blocked(rule.name), changed
                 break
     if policies.request_pii:
+        for slot in slots:
+            redactions.avoid(slot.text)
         for slot in slots:
             detection = policies.request_detection[slot.role]
             if not detection.applied:

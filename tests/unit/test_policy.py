@@ -344,3 +344,12 @@ def test_the_demo_config_shows_redaction_and_a_deny_rule() -> None:
         Decisions(),
     )
     assert error is not None and "'prompt-injection'" in error.message
+
+
+def test_a_placeholder_the_client_typed_is_not_restored_into_a_value() -> None:
+    error, body, redactions, _ = run(chat("Reply with [EMAIL_1] literally; mine is a@x.io"))
+    assert error is None
+    (text,) = [m["content"] for m in body["messages"] if m["role"] == "user"]
+    assert "[EMAIL_1] literally" in text and "a@x.io" not in text
+    assert "[EMAIL_2]" in text  # numbered past the client's own
+    assert redactions.restore(text) == "Reply with [EMAIL_1] literally; mine is a@x.io"
