@@ -45,6 +45,24 @@ _PASSTHROUGH = {
 }
 
 
+_PHASE_ORDER = {
+    "request_headers": 0,
+    "request_body": 1,
+    "request_trailers": 2,
+    "response_headers": 3,
+    "response_body": 4,
+    "response_trailers": 5,
+}
+_ONCE = {0, 2, 3, 5}  # headers and trailers phases
+_BODIES = {1, 4}
+_ENDS_WITH = {0, 1, 3, 4}  # phases whose message says whether the body ends there
+_ANSWERED = 6  # after a local answer no phase may follow
+
+
+class _ProtocolViolation(Exception):
+    """The stream does not follow the ext_proc protocol (phases out of order)."""
+
+
 def _is_upstream(context: grpc.aio.ServicerContext) -> bool:
     for key, value in context.invocation_metadata() or ():
         if key == names.ROLE_METADATA and value == names.ROLE_UPSTREAM:
@@ -144,12 +162,30 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         """Answer each ext_proc message with reply_to(kind, message) until Envoy ends the
         stream; time each phase; raise _PhaseFailed (logged) when a phase raised."""
         timers = self.metrics.phase
+        last = -1  # the order of the last phase seen
+        ended = False  # answered at once, or the body in this direction is complete
         while True:
             request = await context.read()
             if request is grpc.aio.EOF:
                 return
             started = time.perf_counter()
-            kind = request.WhichOneof("request") or "request_headers"
+            kind = request.WhichOneof("request")
+            order = _PHASE_ORDER.get(kind or "", -1)
+            # Phases come in order, each headers phase once, nothing after a local answer
+            # or after the end of a body; anything else is not Envoy.
+            if (
+                order < last
+                or order < 0
+                or (order == last and (order in _ONCE or ended))
+                or last < 0 < order
+                or (ended and order in _BODIES and order - 1 <= last)
+            ):
+                log.warning("phase_out_of_order", phase=kind, **describe())
+                raise _ProtocolViolation(f"ext_proc phase {kind} out of order")
+            if order != last:
+                ended = False
+            last = order
+            assert kind is not None
             try:
                 reply = reply_to(kind, request)
                 if not isinstance(reply, ext.ProcessingResponse):
@@ -157,6 +193,10 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             except Exception:
                 log.exception("phase_failed", phase=kind, **describe())
                 raise _PhaseFailed from None
+            if reply.HasField("immediate_response"):
+                last = _ANSWERED
+            elif order in _ENDS_WITH:
+                ended = getattr(request, kind).end_of_stream
             timer = timers.get(timer_prefix + kind)
             if timer is not None:
                 timer.observe(time.perf_counter() - started)
@@ -175,6 +215,9 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         except _PhaseFailed:
             failed = True
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        except _ProtocolViolation as violation:
+            failed = True
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(violation))
         finally:
             self._finished(exchange, failed)
 
@@ -236,6 +279,8 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             )
         except _PhaseFailed:
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        except _ProtocolViolation as violation:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(violation))
 
     def _exchange_reply(
         self, exchange: Exchange, kind: str, message: ext.ProcessingRequest

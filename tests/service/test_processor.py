@@ -132,14 +132,36 @@ async def test_upstream_attempt_stream_is_told_apart_by_metadata(channel: grpc.a
     }
 
 
-async def test_unexpected_failure_is_a_grpc_error_not_a_hang(channel: grpc.aio.Channel) -> None:
+async def test_phases_out_of_order_are_refused(channel: grpc.aio.Channel) -> None:
     stub = ext_grpc.ExternalProcessorStub(channel)
-    call = stub.Process()
-    # A body before any headers: the exchange has no endpoint and cannot continue.
-    await call.write(body_message(b"{}"))
+    for messages in (
+        [body_message(b"{}")],  # a body before any headers
+        [headers_message(CHAT), headers_message(CHAT)],  # headers twice
+        [ext.ProcessingRequest()],  # no phase at all
+    ):
+        call = stub.Process()
+        for message in messages:
+            await call.write(message)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            while True:
+                await call.read()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "out of order" in str(caught.value.details())
+
+
+async def test_unexpected_failure_is_a_grpc_error_not_a_hang(
+    channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("extproc.server.Exchange.request_headers", broken)
+    call = ext_grpc.ExternalProcessorStub(channel).Process()
+    await call.write(headers_message(CHAT))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call.read()
     assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert caught.value.details() == "internal error"  # nothing of the bug leaks
 
 
 # -- the real process: health and drain -----------------------------------------------
