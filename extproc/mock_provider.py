@@ -11,6 +11,8 @@ With tools offered and a user's question last, the reply calls the first tool wi
 {"text": <the question>}; after a tool result, the reply echoes "tool result: ...".
   x-mock-cut-after: 3     streams: send 3 events, pause, close the connection (no final event);
                           JSON: close the connection without answering
+  x-mock-tag: soak        GET /mock/stats counts chat and messages answers served in full
+                          by tag: [answers, prompt tokens, completion tokens]
 Response headers report what arrived, so tests can see what the gateway sent upstream:
   x-mock-path, x-mock-host, x-mock-authorization-sha256, x-mock-api-key-sha256,
   x-mock-headers (the names of all request headers), x-mock-prompt-sha256 (of the last
@@ -171,6 +173,16 @@ def _echo_headers(request: web.Request, prompt: str | None = None) -> dict[str, 
 class MockProvider:
     def __init__(self) -> None:
         self.requests = 0
+        # Chat and messages answers served in full, by the request's x-mock-tag:
+        # [answers, prompt tokens, completion tokens] (GET /mock/stats), so a soak can
+        # check the gateway's usage records against what was served.
+        self.served: dict[str, list[int]] = {}
+
+    def _count(self, request: web.Request, prompt: int, completion: int) -> None:
+        totals = self.served.setdefault(request.headers.get("x-mock-tag", ""), [0, 0, 0])
+        totals[0] += 1
+        totals[1] += prompt
+        totals[2] += completion
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -185,8 +197,10 @@ class MockProvider:
         return response
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        self.requests += 1
         path = request.path
+        if path == "/mock/stats":
+            return web.json_response(self.served)
+        self.requests += 1
         schema = "anthropic" if path.endswith("/messages") else "openai"
         delay = request.headers.get("x-mock-delay-ms")
         if delay and delay.isdigit():
@@ -270,6 +284,7 @@ class MockProvider:
                 "usage": usage,
                 "system_fingerprint": "mock",
             }
+            self._count(request, prompt, completion)
             return web.Response(
                 body=orjson.dumps(_with_extra_field(request, payload)),
                 content_type="application/json",
@@ -306,7 +321,7 @@ class MockProvider:
         if isinstance(options, dict) and options.get("include_usage"):
             events.append(_sse(orjson.dumps({**base, "choices": [], "usage": usage})))
         events.append(b"data: [DONE]\n\n")
-        return await self._stream(request, events, cut_after, text)
+        return await self._stream(request, events, cut_after, text, (prompt, completion))
 
     async def messages(
         self, request: web.Request, body: dict[str, Any], cut_after: int | None
@@ -331,6 +346,7 @@ class MockProvider:
                 "stop_sequence": None,
                 "usage": {"input_tokens": prompt, "output_tokens": completion},
             }
+            self._count(request, prompt, completion)
             return web.Response(
                 body=orjson.dumps(_with_extra_field(request, payload)),
                 content_type="application/json",
@@ -378,7 +394,7 @@ class MockProvider:
             ),
             _sse(b'{"type":"message_stop"}', "message_stop"),
         ]
-        return await self._stream(request, events, cut_after, text)
+        return await self._stream(request, events, cut_after, text, (prompt, completion))
 
     async def _tool_use(
         self,
@@ -439,7 +455,12 @@ class MockProvider:
         return await self._stream(request, events, cut_after, call[1])
 
     async def _stream(
-        self, request: web.Request, events: list[bytes], cut_after: int | None, prompt: str
+        self,
+        request: web.Request,
+        events: list[bytes],
+        cut_after: int | None,
+        prompt: str,
+        tokens: tuple[int, int] | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
@@ -463,6 +484,8 @@ class MockProvider:
                 return response
             await response.write(event)
         await response.write_eof()
+        if tokens is not None:
+            self._count(request, *tokens)
         return response
 
     def embeddings(self, request: web.Request, body: dict[str, Any]) -> web.Response:

@@ -149,3 +149,19 @@ async def test_failure_knobs(mock: tuple[ClientSession, str]) -> None:
     ) as reply:
         with pytest.raises(ClientPayloadError):
             await reply.read()
+
+
+async def test_stats_count_answers_served_in_full_by_tag(mock: tuple[ClientSession, str]) -> None:
+    session, url = mock
+    tag = {"x-mock-tag": "counted"}
+    async with session.post(f"{url}/v1/chat/completions", json=CHAT, headers=tag) as reply:
+        usage = (await reply.json())["usage"]
+    streamed = {**CHAT, "stream": True}
+    async with session.post(f"{url}/v1/chat/completions", json=streamed, headers=tag) as reply:
+        await reply.read()
+    failing = {**tag, "x-mock-status": "503"}
+    async with session.post(f"{url}/v1/chat/completions", json=CHAT, headers=failing) as reply:
+        assert reply.status == 503
+    async with session.get(f"{url}/mock/stats") as reply:
+        stats = await reply.json()
+    assert stats["counted"] == [2, 2 * usage["prompt_tokens"], 2 * usage["completion_tokens"]]
