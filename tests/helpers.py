@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 from extproc.config import Runtime, load_text
+from extproc.stack import grpc_serving, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,3 +80,24 @@ models: [{name: m, routes: [{backend: b}]}]
 tenants: [{name: everyone}]
 auth: {anonymous_tenant: everyone}
 """
+
+
+def start_service(
+    config: Path, address: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`extproc serve CONFIG` as its own process, once its gRPC health says SERVING."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "extproc", "serve", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+    try:
+        wait_until(lambda: grpc_serving(address), 20, "service", process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process

@@ -35,6 +35,16 @@ service:
   message_timeout: 5s
   shutdown_grace: 2s
 """
+# An OpenAI and an Anthropic backend on the mock, and a model for each.
+MOCK_BOTH = """backends:
+  - {{name: openai, url: "http://127.0.0.1:{mock_port}/v1"}}
+  - name: anthropic
+    schema: anthropic
+    url: http://127.0.0.1:{mock_port}/v1
+models:
+  - {{name: gpt-4o-mini, routes: [{{backend: openai}}]}}
+  - {{name: "claude-*", routes: [{{backend: anthropic}}]}}
+"""
 CONFIG = (
     PORTS
     + """limits: {{max_request_bytes: 65536}}

@@ -17,21 +17,13 @@ import pytest
 import redis
 
 from tests.helpers import sha256
-from tests.integration.conftest import PORTS, Gateway, start_gateway
+from tests.integration.conftest import MOCK_BOTH, PORTS, Gateway, start_gateway
 
 BUDGET = 300
 CONFIG = (
     PORTS
-    + """backends:
-  - {{name: openai, url: "http://127.0.0.1:{mock_port}/v1"}}
-  - name: anthropic
-    schema: anthropic
-    url: http://127.0.0.1:{mock_port}/v1
-    headers: {{anthropic-version: "2023-06-01"}}
-models:
-  - {{name: gpt-4o-mini, routes: [{{backend: openai}}]}}
-  - {{name: "claude-*", routes: [{{backend: anthropic}}]}}
-prices:
+    + MOCK_BOTH
+    + """prices:
   models: [{{models: ["*"], input: 1, output: 2}}]
 accounting:
   store: {store}

@@ -14,19 +14,12 @@ import openai
 import pytest
 
 from tests.conftest import RedisServer
-from tests.integration.conftest import PORTS, Gateway, start_gateway
+from tests.integration.conftest import MOCK_BOTH, PORTS, Gateway, start_gateway
 
 CONFIG = (
     PORTS
-    + """backends:
-  - {{name: openai, url: "http://127.0.0.1:{mock_port}/v1"}}
-  - name: anthropic
-    schema: anthropic
-    url: http://127.0.0.1:{mock_port}/v1
-models:
-  - {{name: gpt-4o-mini, routes: [{{backend: openai}}]}}
-  - {{name: "claude-*", routes: [{{backend: anthropic}}]}}
-accounting:
+    + MOCK_BOTH
+    + """accounting:
   store: {{redis: {{url: "{redis}", timeout: 0.2s}}, fail_open: {fail_open}}}
 tenants:
   - name: anyone

@@ -5,9 +5,7 @@ error, and the service keeps serving everyone else."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import grpc
@@ -19,8 +17,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extproc.stack import free_port, grpc_serving, wait_until
-from tests.helpers import BASE_CONFIG, ROOT
+from extproc.stack import free_port, grpc_serving
+from tests.helpers import BASE_CONFIG, start_service
 from tests.service.test_processor import CHAT, body_message, headers_message, mutations
 
 POLICY = """
@@ -42,15 +40,7 @@ def service(
     config.write_text(
         text + POLICY + f"\nservice: {{grpc_address: '{address}', metrics_address: 'off'}}\n"
     )
-    with (workdir / "service.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "extproc", "serve", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=os.environ.copy(),
-        )
-    wait_until(lambda: grpc_serving(address), 20, "service", process)
+    process = start_service(config, address, workdir / "service.log")
     yield process, address
     process.terminate()
     process.wait(10)
@@ -114,6 +104,10 @@ def _headers(
     )
 
 
+def _body(kind: str, body: bytes, end: bool) -> ext.ProcessingRequest:
+    return ext.ProcessingRequest(**{kind: ext.HttpBody(body=body, end_of_stream=end)})
+
+
 _messages = st.one_of(
     st.builds(
         lambda path, method, pairs, flood, end: _headers(
@@ -125,13 +119,7 @@ _messages = st.one_of(
         st.sampled_from([0, 0, 0, 3000]),
         st.booleans(),
     ),
-    st.builds(
-        lambda body, end: ext.ProcessingRequest(
-            request_body=ext.HttpBody(body=body, end_of_stream=end)
-        ),
-        _bodies,
-        st.booleans(),
-    ),
+    st.builds(_body, st.just("request_body"), _bodies, st.booleans()),
     st.builds(
         lambda status, kind, end: _headers(
             "response_headers", [(":status", status), ("content-type", kind)], 0, end
@@ -140,13 +128,7 @@ _messages = st.one_of(
         st.sampled_from([b"application/json", b"text/event-stream", b"\xff"]),
         st.booleans(),
     ),
-    st.builds(
-        lambda body, end: ext.ProcessingRequest(
-            response_body=ext.HttpBody(body=body, end_of_stream=end)
-        ),
-        _bodies,
-        st.booleans(),
-    ),
+    st.builds(_body, st.just("response_body"), _bodies, st.booleans()),
     st.just(ext.ProcessingRequest(request_trailers=ext.HttpTrailers())),
     st.just(ext.ProcessingRequest(response_trailers=ext.HttpTrailers())),
     st.just(ext.ProcessingRequest()),  # no phase at all

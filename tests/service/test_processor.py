@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,9 +19,9 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.server import Processor
-from extproc.stack import free_port, grpc_serving, wait_until
+from extproc.stack import free_port, grpc_serving
 from extproc.telemetry.metrics import Metrics
-from tests.helpers import BASE_CONFIG, ROOT, runtime
+from tests.helpers import BASE_CONFIG, runtime, start_service
 
 
 def headers_message(
@@ -176,16 +174,8 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]
         + f"\nservice: {{grpc_address: '{address}', metrics_address: 'off', shutdown_grace: 3s}}\n"
     )
     log = tmp_path / "service.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "extproc", "serve", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=os.environ.copy(),
-        )
+    process = start_service(config, address, log)
     try:
-        wait_until(lambda: grpc_serving(address), 20, "service", process)
         yield process, address, log
     finally:
         if process.poll() is None:
@@ -349,15 +339,10 @@ def test_health_address_offers_health_and_nothing_else(tmp_path: Path) -> None:
         BASE_CONFIG + f"\nservice: {{grpc_address: 'unix://{socket}', health_address: '{health}',"
         " metrics_address: 'off', shutdown_grace: 1s}\n"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "extproc", "serve", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-        env={**os.environ, "TEST_OPENAI_KEY": "sk-test"},
+    process = start_service(
+        config, health, tmp_path / "service.log", {"TEST_OPENAI_KEY": "sk-test"}
     )
     try:
-        wait_until(lambda: grpc_serving(health), 20, "health server", process)
         assert grpc_serving(f"unix://{socket}")
         with grpc.insecure_channel(health) as chan:
             with pytest.raises(grpc.RpcError) as caught:
