@@ -1,5 +1,5 @@
-"""Command line: serve | envoy | inject | check-config | render-envoy | probe | up | replay |
-mock-provider."""
+"""Command line: serve | envoy | inject | check-config | render-envoy | probe | drain | up |
+replay | mock-provider."""
 
 from __future__ import annotations
 
@@ -140,6 +140,45 @@ def cmd_probe(args: argparse.Namespace) -> int:
         time.sleep(0.2)
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    """Let Envoy finish what it serves before it is stopped (a pod's preStop hook): fail
+    its readiness, drain its listeners, wait until no request is active."""
+    import json
+    import urllib.request
+
+    admin = args.admin.rstrip("/")
+    if not admin.startswith(("http://", "https://")):
+        print(f"drain: --admin must be an http(s) URL, not {admin!r}", file=sys.stderr)
+        return 2
+
+    def post(path: str) -> None:
+        request = urllib.request.Request(f"{admin}{path}", method="POST", data=b"")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5):  # noqa: S310
+            pass
+
+    def active() -> int:
+        url = f"{admin}/stats?format=json&filter=downstream_rq_active$"
+        with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310
+            stats = json.load(reply)["stats"]
+        # Not the admin interface's own: this very request is active there.
+        return sum(
+            int(s.get("value", 0))
+            for s in stats
+            if s["name"].startswith("http.") and not s["name"].startswith("http.admin.")
+        )
+
+    post("/healthcheck/fail")  # readiness answers 503: endpoints are withdrawn
+    post("/drain_listeners?graceful")  # connections are asked to close after their request
+    deadline = time.monotonic() + args.timeout
+    while (left := active()) > 0:
+        if time.monotonic() >= deadline:
+            print(f"drain: {left} requests still active after {args.timeout:g}s", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    print("drain: no request active")
+    return 0
+
+
 def cmd_mock_provider(args: argparse.Namespace) -> int:
     from extproc.mock_provider import run
 
@@ -257,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--ca-file", help="CA bundle for an https URL")
     probe.set_defaults(func=cmd_probe)
+
+    drain = commands.add_parser(
+        "drain", help="fail Envoy's readiness, drain it, wait for active requests to finish"
+    )
+    drain.add_argument("--admin", default="http://127.0.0.1:9901", help="Envoy's admin URL")
+    drain.add_argument("--timeout", type=float, default=25.0, help="seconds to wait at most")
+    drain.set_defaults(func=cmd_drain)
 
     mock = commands.add_parser(
         "mock-provider", help="run the OpenAI/Anthropic-compatible mock provider"

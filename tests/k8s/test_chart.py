@@ -416,3 +416,22 @@ def test_sidecar_helm_test_pod_is_injected_and_finds_its_variable(
     (probe,) = injected["spec"]["containers"]
     assert "OPENAI_BASE_URL" in {e["name"] for e in probe["env"]}
     assert [c["name"] for c in injected["spec"]["initContainers"]] == ["extproc", "extproc-envoy"]
+
+
+def test_gateway_pods_drain_before_they_stop(render: Callable[..., Rendered]) -> None:
+    rendered = render(profile_values("gateway"))
+    spec = rendered.one("Deployment")["spec"]["template"]["spec"]
+    config = yaml.safe_load(config_files(rendered)[f"{NAMESPACE}/extproc"])
+    expected = [
+        "extproc",
+        "drain",
+        "--admin",
+        f"http://127.0.0.1:{config['admin']['port']}",
+        "--timeout",
+        "50",
+    ]
+    for container in spec["containers"]:  # the service waits for Envoy's drain too
+        assert container["lifecycle"]["preStop"]["exec"]["command"] == expected
+    assert spec["terminationGracePeriodSeconds"] > 50
+    with pytest.raises(helm.HelmError, match="drainSeconds must be below"):
+        render({"gateway": {"drainSeconds": 60, "terminationGracePeriodSeconds": 60}})

@@ -117,6 +117,6 @@ def test_every_container_runs_an_extproc_subcommand(
     for container in containers:
         assert "command" not in container, container["name"]  # the image's entrypoint
         assert container["args"][0] in subcommands(), container["args"]
-        hook = container.get("lifecycle", {}).get("postStart", {}).get("exec", {}).get("command")
-        if hook:
-            assert hook[0] == "extproc" and hook[1] in subcommands()
+        for hook in container.get("lifecycle", {}).values():
+            command = hook["exec"]["command"]
+            assert command[0] == "extproc" and command[1] in subcommands(), command

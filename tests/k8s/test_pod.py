@@ -5,6 +5,7 @@ reaches the mock provider."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from tests.k8s.conftest import (
     deep_merge,
     local_values,
 )
-from tests.k8s.pod import Pod
+from tests.k8s.pod import Pod, image_entrypoint
 from tests.k8s.test_injector import fixture, inject
 
 
@@ -97,4 +98,15 @@ def test_gateway_pod_serves_clients_through_its_service_port(
                 "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
             }
         )
+        # The preStop hook, as the kubelet would run it in the Envoy container.
+        hook = spec["containers"][1]["lifecycle"]["preStop"]["exec"]["command"]
+        drained = subprocess.run(
+            [*image_entrypoint(), *hook[1:]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert drained.returncode == 0, drained.stderr
+        assert "no request active" in drained.stdout
     assert "sk-pod-" not in pod.logs()

@@ -85,3 +85,8 @@ env:
 {{- if .Capabilities.APIVersions.Has "cert-manager.io/v1/Certificate" }}cert-manager{{ else }}generated{{ end }}
 {{- else }}{{ $source }}{{ end }}
 {{- end }}
+
+{{/* A gateway pod's preStop: fail Envoy's readiness, drain it, wait for its requests. */}}
+{{- define "extproc.drainCommand" -}}
+["extproc", "drain", "--admin", "http://127.0.0.1:{{ .Values.ports.admin }}", "--timeout", "{{ .Values.gateway.drainSeconds }}"]
+{{- end }}
