@@ -482,7 +482,10 @@ class MockProvider:
                 if request.transport is not None:
                     request.transport.close()
                 return response
-            await response.write(event)
+            try:
+                await response.write(event)
+            except ConnectionError:
+                return response  # the client left: nothing more to send, nothing served in full
         await response.write_eof()
         if tokens is not None:
             self._count(request, *tokens)
