@@ -85,18 +85,22 @@ def test_drain_lets_the_stream_in_flight_finish(draining: tuple[Gateway, int, in
     gateway, admin_port, ready_port = draining
     assert ready(ready_port) == 200
     pieces: list[str] = []
-    reader = threading.Thread(target=stream, args=(gateway, 20, 100, pieces))
+    reader = threading.Thread(target=stream, args=(gateway, 30, 100, pieces))
     reader.start()
     time.sleep(0.4)
     started = time.monotonic()
     hook = drain(admin_port, 20)
-    time.sleep(0.3)
-    assert ready(ready_port) in (0, 503)  # no longer ready: endpoints go away
+    # No longer ready (the endpoint goes away) while the stream is still running.
+    deadline = time.monotonic() + 10
+    while ready(ready_port) == 200:
+        assert time.monotonic() < deadline, "still ready"
+        time.sleep(0.05)
+    assert reader.is_alive()
     reader.join(timeout=20)
     out, err = hook.communicate(timeout=20)
     assert hook.returncode == 0, err
     assert "no request active" in out
-    assert "".join(pieces) == " ".join(["word"] * 20)  # the whole answer
+    assert "".join(pieces) == " ".join(["word"] * 30)  # the whole answer
     assert time.monotonic() - started > 1.0  # it waited for the stream
 
 

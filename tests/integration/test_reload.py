@@ -93,9 +93,9 @@ def test_a_changed_file_applies_to_new_requests_and_spares_those_in_flight(
     gateway, config = watched
     original = config.read_text()
     assert not model_served(gateway, "gpt-4o-reloaded")
-    # A stream in flight across the reload: 12 events, 150 ms apart.
+    # A stream in flight across the reload: 9 events, 400 ms apart.
     chunks: list[str] = []
-    client = gateway.openai(key="none", default_headers={"x-mock-chunk-delay-ms": "150"})
+    client = gateway.openai(key="none", default_headers={"x-mock-chunk-delay-ms": "400"})
 
     def stream() -> None:
         for chunk in client.chat.completions.create(
