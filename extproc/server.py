@@ -28,6 +28,7 @@ from extproc.decisions import Lookup, Reserve
 from extproc.drift import DriftMonitor
 from extproc.exchange import Exchange
 from extproc.glob import Glob
+from extproc.phases import PhaseOrder
 from extproc.reload import Reloader
 from extproc.telemetry.metrics import Metrics
 
@@ -43,20 +44,6 @@ _PASSTHROUGH = {
     "response_body": lambda: ext.ProcessingResponse(response_body=ext.BodyResponse()),
     "response_trailers": lambda: ext.ProcessingResponse(response_trailers=ext.TrailersResponse()),
 }
-
-
-_PHASE_ORDER = {
-    "request_headers": 0,
-    "request_body": 1,
-    "request_trailers": 2,
-    "response_headers": 3,
-    "response_body": 4,
-    "response_trailers": 5,
-}
-_ONCE = {0, 2, 3, 5}  # headers and trailers phases
-_BODIES = {1, 4}
-_ENDS_WITH = {0, 1, 3, 4}  # phases whose message says whether the body ends there
-_ANSWERED = 6  # after a local answer no phase may follow
 
 
 class _ProtocolViolation(Exception):
@@ -162,29 +149,16 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         """Answer each ext_proc message with reply_to(kind, message) until Envoy ends the
         stream; time each phase; raise _PhaseFailed (logged) when a phase raised."""
         timers = self.metrics.phase
-        last = -1  # the order of the last phase seen
-        ended = False  # answered at once, or the body in this direction is complete
+        phases = PhaseOrder()
         while True:
             request = await context.read()
             if request is grpc.aio.EOF:
                 return
             started = time.perf_counter()
             kind = request.WhichOneof("request")
-            order = _PHASE_ORDER.get(kind or "", -1)
-            # Phases come in order, each headers phase once, nothing after a local answer
-            # or after the end of a body; anything else is not Envoy.
-            if (
-                order < last
-                or order < 0
-                or (order == last and (order in _ONCE or ended))
-                or last < 0 < order
-                or (ended and order in _BODIES and order - 1 <= last)
-            ):
+            if not phases.admit(kind):
                 log.warning("phase_out_of_order", phase=kind, **describe())
                 raise _ProtocolViolation(f"ext_proc phase {kind} out of order")
-            if order != last:
-                ended = False
-            last = order
             assert kind is not None
             try:
                 reply = reply_to(kind, request)
@@ -193,10 +167,11 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             except Exception:
                 log.exception("phase_failed", phase=kind, **describe())
                 raise _PhaseFailed from None
-            if reply.HasField("immediate_response"):
-                last = _ANSWERED
-            elif order in _ENDS_WITH:
-                ended = getattr(request, kind).end_of_stream
+            # Trailers carry no end_of_stream: their direction is over anyway.
+            phases.done(
+                getattr(getattr(request, kind), "end_of_stream", True),
+                reply.HasField("immediate_response"),
+            )
             timer = timers.get(timer_prefix + kind)
             if timer is not None:
                 timer.observe(time.perf_counter() - started)
