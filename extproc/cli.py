@@ -105,35 +105,31 @@ def cmd_probe(args: argparse.Namespace) -> int:
     import urllib.request
 
     context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
-    deadline = time.monotonic() + args.wait
-    outcome = "no attempt"
-    while True:
+
+    def check() -> tuple[bool, str]:
+        """Whether the target is up, and what it answered."""
         if args.url.startswith("grpc://"):
-            from extproc.stack import grpc_serving
+            from extproc.stack import grpc_serving  # gRPC only when asked for
 
             try:
-                if grpc_serving(args.url[len("grpc://") :]):
-                    print(f"{args.url}: SERVING")
-                    return 0
-                outcome = "not serving"
+                serving = grpc_serving(args.url[len("grpc://") :])
             except Exception as error:  # grpc.RpcError and connection failures alike
-                outcome = type(error).__name__
-            if time.monotonic() >= deadline:
-                print(f"{args.url}: {outcome}", file=sys.stderr)
-                return 1
-            time.sleep(0.2)
-            continue
+                return False, type(error).__name__
+            return serving, "SERVING" if serving else "not serving"
         try:
             with urllib.request.urlopen(args.url, timeout=5, context=context) as response:  # noqa: S310
-                print(f"{args.url}: {response.status}")
-                return 0
+                return True, str(response.status)
         except urllib.error.HTTPError as error:
-            if error.code in (args.accept or ()):
-                print(f"{args.url}: {error.code}")
-                return 0
-            outcome = f"HTTP {error.code}"
+            return error.code in (args.accept or ()), f"HTTP {error.code}"
         except (OSError, ValueError) as error:
-            outcome = str(error)
+            return False, str(error)
+
+    deadline = time.monotonic() + args.wait
+    while True:
+        up, outcome = check()
+        if up:
+            print(f"{args.url}: {outcome}")
+            return 0
         if time.monotonic() >= deadline:
             print(f"{args.url}: {outcome}", file=sys.stderr)
             return 1
@@ -273,8 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     envoy.add_argument("config")
     envoy.add_argument("--workdir", default="/tmp", help="where the bootstrap is written")
-    envoy.set_defaults(envoy_args=[])
-    envoy.set_defaults(func=cmd_envoy)
+    envoy.set_defaults(func=cmd_envoy, envoy_args=[])
 
     inject = commands.add_parser(
         "inject", help="serve the sidecar injector (Kubernetes admission webhook, HTTPS)"

@@ -354,10 +354,7 @@ class Exchange:
         backend = routed.route.attempts[0].backend
         # Behind an Envoy configured elsewhere the request goes to the host the app called,
         # whatever this exchange decides.
-        if (
-            self.runtime.source.service.external_envoy
-            and (misdirected := self.misdirected(model, backend)) is not None
-        ):
+        if self.runtime.external_envoy and (misdirected := self.misdirected(model, backend)):
             return self.error(misdirected)
         schemas = {t.backend.schema for t in routed.route.attempts}
         translatable = self.endpoint.kind in (Kind.CHAT, Kind.MESSAGES)
@@ -587,7 +584,7 @@ class Exchange:
         if changed:
             decision.body = orjson.dumps(body)
         headers = decision.set_headers
-        if not self.runtime.source.service.external_envoy:
+        if not self.runtime.external_envoy:
             # The route table picks the cluster by it; another Envoy would pass it upstream.
             headers.append((names.ROUTE_HEADER, routed.route.cluster))
         headers.append((":path", backend.path(suffix, routed.upstream_model)))

@@ -255,6 +255,7 @@ class _Checker:
             prices=accounting.build_prices(config, set(backends), self.problem),
             reserved_output_tokens=config.accounting.default_reserved_output_tokens,
             read_usage=not config.accounting.skip_usage,
+            external_envoy=config.service.external_envoy,
         )
         if config.accounting.skip_usage and any(t.budgets for t in tenants.values()):
             self.problem("accounting.skip_usage", "budgets need usage; remove one or the other")

@@ -167,6 +167,8 @@ class Runtime:
     prices: PriceTable | None = None
     # Read responses for usage (accounting.skip_usage turns it off).
     read_usage: bool = True
+    # Served by an Envoy configured elsewhere (service.external_envoy): it routes by host.
+    external_envoy: bool = False
     # Output tokens a request without max_tokens reserves against its budgets.
     reserved_output_tokens: int = 4096
     # Model names that may appear as metric label values (the config's, never a client's).
