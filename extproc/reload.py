@@ -85,7 +85,7 @@ class Reloader:
     async def reload(self, trigger: str) -> str:
         """Load and apply the config; returns the result counted in the metric."""
         async with self.lock:
-            self.seen = fingerprint(watched_files(self.path, self.runtime))
+            self.seen = await asyncio.to_thread(fingerprint, watched_files(self.path, self.runtime))
             try:
                 new = await asyncio.to_thread(load_file, self.path)
             except ConfigError as error:
@@ -97,7 +97,7 @@ class Reloader:
                 )
             self.runtime = new
             self.apply(new)
-            self.seen = fingerprint(watched_files(self.path, new))
+            self.seen = await asyncio.to_thread(fingerprint, watched_files(self.path, new))
             self.metrics.config_reloads.labels("applied").inc()
             self.metrics.config_last_reload_successful.set(1)
             log.info(
