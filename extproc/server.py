@@ -1,4 +1,7 @@
-"""The grpc.aio shell: ext_proc streams in, Exchange/Attempt decisions out; health; drain."""
+"""The gRPC shell: ext_proc streams in, Exchange/Attempt decisions out; health; drain.
+
+The processor speaks grpc.aio's ServicerContext subset (read, write, abort, metadata), so
+it runs on a grpc.aio server (the service tests) and on h2grpc's (what `serve` uses)."""
 
 from __future__ import annotations
 
@@ -15,10 +18,9 @@ import grpc
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
-from grpc_health.v1 import _async as health_async
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
-from extproc import envoy, names, tokens
+from extproc import envoy, h2grpc, names, tokens
 from extproc.accounting.budgets import Charge, MemoryStore, Store, StoreError
 from extproc.attempt import Attempt
 from extproc.cache import CacheStore, MemoryCache
@@ -118,7 +120,9 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.runtime = runtime
 
     async def Process(
-        self, requests: AsyncIterator[ext.ProcessingRequest], context: grpc.aio.ServicerContext
+        self,
+        requests: AsyncIterator[ext.ProcessingRequest] | None,
+        context: grpc.aio.ServicerContext | h2grpc.Context,
     ) -> None:
         # context.read()/write() in one coroutine: no async generators between gRPC and
         # the handler, which costs less per message than yielding replies.
@@ -388,36 +392,32 @@ async def serve(
     the config's path, reload it on SIGHUP and when it changes."""
     metrics = metrics or Metrics(tenant_labels=runtime.source.telemetry.tenant_labels)
     service = runtime.source.service
-    # A buffered request body arrives in one gRPC message; gRPC's default cap is 4 MiB.
-    max_message = runtime.max_request_bytes + 1024 * 1024
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", max_message),
-            ("grpc.max_send_message_length", max_message),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
+    # A buffered request body arrives in one gRPC message.
+    server = h2grpc.Server(max_message=runtime.max_request_bytes + 1024 * 1024)
     # Estimates (cut streams, missing usage, reservations, prompt limits) need the
     # tokenizer; loading it lazily would block the first request that needs it.
     tokens.preload()
     processor = Processor(runtime, metrics, make_store(runtime))
-    ext_grpc.add_ExternalProcessorServicer_to_server(processor, server)
-    health = health_async.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    address = _bind_address(service.grpc_address)
-    if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
-        raise OSError(f"cannot listen on {service.grpc_address}")
+    server.add(
+        f"/{SERVICE_NAME}/Process",
+        h2grpc.Method(
+            True,
+            lambda context: processor.Process(None, context),
+            ext.ProcessingRequest.FromString,
+            ext.ProcessingResponse.SerializeToString,
+        ),
+    )
+    health = h2grpc.Health()
+    health.serve_on(server)
+    await server.listen(_bind_address(service.grpc_address))
     # Probes that cannot reach the socket get a server offering health and nothing else.
     probes = None
     if service.health_address:
-        probes = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        health_pb2_grpc.add_HealthServicer_to_server(health, probes)
-        if probes.add_insecure_port(service.health_address) == 0:
-            raise OSError(f"cannot listen on {service.health_address}")
-        await probes.start()
-    await server.start()
+        probes = h2grpc.Server()
+        health.serve_on(probes)
+        await probes.listen(service.health_address)
     for name in ("", SERVICE_NAME):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        health.set(name, health_pb2.HealthCheckResponse.SERVING)
     if service.metrics_address != "off":
         metrics.serve(service.metrics_address)
     stop = asyncio.Event()
@@ -452,8 +452,8 @@ async def serve(
     grace = service.shutdown_grace.ToNanoseconds() / 1e9
     log.info("draining", grace_seconds=grace, active_streams=processor.active)
     # Health watchers (Kubernetes, Envoy) learn first; then no new streams are accepted.
-    await health.enter_graceful_shutdown()
-    # gRPC's own grace is a backstop: the loop below ends the drain at the deadline.
+    health.shutting_down()
+    # The server's own grace is a backstop: the loop below ends the drain at the deadline.
     stopping = asyncio.ensure_future(server.stop(grace + 1))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(processor.idle.wait(), grace)

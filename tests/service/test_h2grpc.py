@@ -1,0 +1,290 @@
+"""h2grpc, the ext_proc socket's HTTP/2 gRPC server, against grpcio's client and raw bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import hpack
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from extproc import h2grpc
+from extproc.h2grpc import PREFACE, _frame
+
+MAX = 64 * 1024 * 1024
+
+
+class Echo:
+    """Methods for the tests: echo each message; fail; abort; hold until cancelled."""
+
+    def __init__(self) -> None:
+        self.finished: list[str] = []
+
+    async def chat(self, context: h2grpc.Context) -> None:
+        try:
+            while (message := await context.read()) is not h2grpc.EOF:
+                if message == b"boom":
+                    raise RuntimeError("handler bug")
+                if message == b"abort":
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused: é%")
+                await context.write(message)
+        finally:
+            self.finished.append("chat")
+
+    async def upper(self, request: bytes) -> bytes:
+        return request.upper()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[h2grpc.Server, Echo, h2grpc.Health, int]]:
+    server = h2grpc.Server(max_message=MAX)
+    echo = Echo()
+    server.add("/test.Echo/Chat", h2grpc.Method(True, echo.chat, bytes, bytes))
+    server.add("/test.Echo/Upper", h2grpc.Method(False, echo.upper, bytes, bytes))
+    health = h2grpc.Health()
+    health.serve_on(server)
+    health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await server.listen("127.0.0.1:0")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield server, echo, health, port
+    await server.stop(0)
+
+
+def channel(port: int, send: int = MAX) -> grpc.aio.Channel:
+    options = [("grpc.max_receive_message_length", MAX), ("grpc.max_send_message_length", send)]
+    return grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+
+
+def chat(chan: grpc.aio.Channel) -> Any:
+    return chan.stream_stream(
+        "/test.Echo/Chat", request_serializer=bytes, response_deserializer=bytes
+    )()
+
+
+async def test_bidi_stream_unary_call_and_health(served: Any) -> None:
+    *_, port = served
+    async with channel(port) as chan:
+        call = chat(chan)
+        for text in (b"one", b"", b"three"):
+            await call.write(text)
+            assert await call.read() == text
+        await call.done_writing()
+        assert await call.read() is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+        upper = chan.unary_unary("/test.Echo/Upper", bytes, bytes)
+        assert await upper(b"abc") == b"ABC"
+        stub = health_pb2_grpc.HealthStub(chan)
+        reply = await stub.Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Check(health_pb2.HealthCheckRequest(service="nope"))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_messages_larger_than_every_window_cross_both_ways(served: Any) -> None:
+    """32 MiB each way: past grpcio's and our initial windows, in many DATA frames."""
+    *_, port = served
+    big = bytes(range(256)) * (32 * 4096)
+    async with channel(port) as chan:
+        call = chat(chan)
+        for _ in range(2):
+            await call.write(big)
+            assert await call.read() == big
+        await call.done_writing()
+        assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_many_concurrent_streams_on_one_connection(served: Any) -> None:
+    *_, port = served
+
+    async def one(chan: grpc.aio.Channel, index: int) -> bytes:
+        call = chat(chan)
+        await call.write(b"%d" % index)
+        reply: bytes = await call.read()
+        await call.done_writing()
+        return reply
+
+    async with channel(port) as chan:
+        replies = await asyncio.gather(*(one(chan, i) for i in range(300)))
+    assert replies == [b"%d" % i for i in range(300)]
+
+
+async def test_errors_end_the_call_and_the_server_keeps_serving(served: Any) -> None:
+    _, echo, _, port = served
+    async with channel(port) as chan:
+        for message, code, details in (
+            (b"boom", grpc.StatusCode.UNKNOWN, "internal error"),  # no traceback text
+            (b"abort", grpc.StatusCode.INVALID_ARGUMENT, "refused: é%"),
+        ):
+            call = chat(chan)
+            await call.write(message)
+            assert await call.code() == code
+            assert await call.details() == details
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await chan.unary_unary("/test.Echo/Nope", bytes, bytes)(b"x")
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        call = chat(chan)
+        await call.write(b"still here")
+        assert await call.read() == b"still here"
+        await call.done_writing()
+    assert echo.finished.count("chat") >= 3
+
+
+async def test_oversized_and_compressed_messages_are_refused(served: Any) -> None:
+    *_, port = served
+    async with channel(port, send=2 * MAX) as chan:
+        call = chat(chan)
+        await call.write(b"x" * (MAX + 1))
+        assert await call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # grpcio decides itself whether to compress; raw frames make sure.
+    assert await raw_call(port, b"\x01" + struct.pack(">I", 3) + b"abc") == "12"
+    assert await raw_call(port, b"\x00" + struct.pack(">I", 3) + b"abc") == "0"
+    assert await raw_call(port, b"\x00" + struct.pack(">I", 9) + b"abc") == "3"  # cut short
+
+
+async def test_a_cancelled_call_cancels_its_handler(served: Any) -> None:
+    _, echo, _, port = served
+    async with channel(port) as chan:
+        call = chat(chan)
+        await call.write(b"held")
+        assert await call.read() == b"held"
+        call.cancel()
+        for _ in range(100):
+            if echo.finished:
+                break
+            await asyncio.sleep(0.01)
+    assert echo.finished == ["chat"]
+
+
+async def test_watch_follows_health_and_stop_refuses_new_calls(served: Any) -> None:
+    server, _, health, port = served
+    async with channel(port) as chan:
+        watch = health_pb2_grpc.HealthStub(chan).Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        held = chat(chan)
+        await held.write(b"in flight")
+        assert await held.read() == b"in flight"
+        health.shutting_down()
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        stopping = asyncio.ensure_future(server.stop(5))
+        await asyncio.sleep(0.1)
+        # The call in flight still works after GOAWAY; new ones find no listener.
+        await held.write(b"after goaway")
+        assert await held.read() == b"after goaway"
+        refused = chat(chan)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await refused.write(b"new")
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        await held.done_writing()
+        assert await held.code() == grpc.StatusCode.OK
+        watch.cancel()
+        await asyncio.wait_for(stopping, 5)
+
+
+# -- raw bytes ----------------------------------------------------------------------------
+
+
+async def raw(port: int, data: bytes, read_for: float = 0.5) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    received = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), read_for):
+            received += chunk
+    except TimeoutError:
+        pass
+    writer.close()
+    return received
+
+
+def frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    out, offset = [], 0
+    while len(data) - offset >= 9:
+        high, low, kind, flags, stream = struct.unpack_from(">BHBBI", data, offset)
+        length = high << 16 | low
+        out.append((kind, flags, stream, data[offset + 9 : offset + 9 + length]))
+        offset += 9 + length
+    return out
+
+
+async def raw_call(port: int, data: bytes) -> str | None:
+    """One Chat call from raw frames: headers, then data with END_STREAM; its grpc-status."""
+    block = hpack.Encoder().encode(
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/test.Echo/Chat"),
+            (":authority", "x"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+    )
+    received = await raw(
+        port,
+        PREFACE
+        + _frame(h2grpc.SETTINGS, 0, 0)
+        + _frame(h2grpc.HEADERS, h2grpc.END_HEADERS, 1, block)
+        + _frame(h2grpc.DATA, h2grpc.END_STREAM, 1, data),
+        0.3,
+    )
+    decoder = hpack.Decoder()
+    status = None
+    for kind, _, stream, payload in frames(received):
+        if kind == h2grpc.HEADERS and stream == 1:
+            status = dict(decoder.decode(payload)).get("grpc-status", status)
+    return status
+
+
+def goaway_code(received: bytes) -> int | None:
+    for kind, _, _, payload in frames(received):
+        if kind == h2grpc.GOAWAY:
+            return int(struct.unpack(">I", payload[4:8])[0])
+    return None
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", h2grpc.PROTOCOL_ERROR),  # not HTTP/2
+        (PREFACE + _frame(h2grpc.DATA, 0, 0, b"x"), h2grpc.PROTOCOL_ERROR),
+        (PREFACE + _frame(h2grpc.CONTINUATION, 4, 1, b""), h2grpc.PROTOCOL_ERROR),
+        (PREFACE + _frame(h2grpc.HEADERS, 4, 1, b"\xff\xff\xff\xff"), h2grpc.COMPRESSION_ERROR),
+        (PREFACE + _frame(h2grpc.SETTINGS, 0, 0, b"\x00\x04\xff\xff\xff\xff"), 3),
+        (PREFACE + _frame(h2grpc.WINDOW_UPDATE, 0, 0, b"\x00\x00\x00\x00"), 1),
+        (PREFACE + b"\x7f\xff\xff\x00\x00\x00\x00\x00\x01", h2grpc.FRAME_SIZE_ERROR),
+    ],
+)
+async def test_protocol_errors_end_that_connection_only(
+    served: Any, data: bytes, code: int | None
+) -> None:
+    *_, port = served
+    received = await raw(port, data)
+    assert goaway_code(received) == code
+    async with channel(port) as chan:  # the server is unharmed
+        assert await chan.unary_unary("/test.Echo/Upper", bytes, bytes)(b"ok") == b"OK"
+
+
+async def test_ping_is_answered(served: Any) -> None:
+    *_, port = served
+    received = await raw(port, PREFACE + _frame(h2grpc.PING, 0, 0, b"12345678"), 0.3)
+    assert (h2grpc.PING, h2grpc.ACK, 0, b"12345678") in frames(received)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(max_size=300))
+async def test_any_bytes_after_the_preface_leave_the_server_serving(
+    served: Any, junk: bytes
+) -> None:
+    *_, port = served
+    await raw(port, PREFACE + junk, 0.05)
+    async with channel(port) as chan:
+        assert await chan.unary_unary("/test.Echo/Upper", bytes, bytes)(b"ok") == b"OK"
