@@ -1,7 +1,8 @@
 """`make bench`: Envoy alone vs Envoy + the ext_proc service, same mock provider, same machine.
 
-Setups: Envoy alone; Envoy + a bare grpc.aio ext_proc that answers the same three
-messages with no logic (the cost of gRPC in Python); Envoy + the service with accounting
+Setups: Envoy alone; Envoy + a bare ext_proc that answers the same three messages with
+no logic, on grpc.aio and on h2grpc (the service's transport): the cost of gRPC in
+Python either way; Envoy + the service with accounting
 off, on (the default), with a budget, and with the demo policy. For each workload: a
 warm-up, then wrk with a fixed number of connections for a fixed time. Every
 Envoy runs with --concurrency 1 (one worker thread), so the setups get the same
@@ -199,6 +200,7 @@ tenants:
 auth: {anonymous_tenant: bench}
 """
 BARE = [sys.executable, str(ROOT / "bench" / "bare_extproc.py")]
+BARE_H2 = [sys.executable, str(ROOT / "bench" / "bare_h2grpc.py")]
 PLAIN = ("1 KB", "16 KB")
 ALL = ("1 KB", "16 KB", "1 KB, streamed")
 STREAMED = ("1 KB", "1 KB, streamed")
@@ -212,6 +214,7 @@ CACHED = "Envoy + extproc, cache hits"
 SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
     ("Envoy alone", "mock", None, TENANT, ALL),
     ("Envoy + bare grpc.aio ext_proc", None, BARE, TENANT, PLAIN),
+    ("Envoy + bare h2grpc ext_proc", None, BARE_H2, TENANT, PLAIN),
     (NO_ACCOUNTING, None, None, NO_USAGE, ALL),
     (ACCOUNTING, None, None, TENANT, ALL + TRANSLATED),
     (BUDGETS, None, None, BUDGET, STREAMED),

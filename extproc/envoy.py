@@ -75,8 +75,16 @@ def exchange_metadata(request: ext.ProcessingRequest) -> dict[str, str]:
 
 
 def _dynamic_metadata(values: dict[str, str | int | float]) -> struct_pb2.Struct:
+    # Field by field: Struct.update's generic conversion cost ~3x as much per reply.
     metadata = struct_pb2.Struct()
-    metadata.update({names.METADATA_NAMESPACE: values})
+    fields = metadata.fields[names.METADATA_NAMESPACE].struct_value.fields
+    for key, value in values.items():
+        if isinstance(value, str):
+            fields[key].string_value = value
+        elif isinstance(value, bool):
+            fields[key].bool_value = value
+        else:
+            fields[key].number_value = value
     return metadata
 
 

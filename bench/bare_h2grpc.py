@@ -1,0 +1,54 @@
+"""A bare ext_proc on h2grpc, the service's own transport: the same three answers as
+bare_extproc.py with no logic, so the benchmark shows what the transport alone costs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+from grpc_health.v1 import health_pb2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bare_extproc import ROUTE
+
+from extproc import h2grpc
+
+
+async def process(context: h2grpc.Context) -> None:
+    while (request := await context.read()) is not h2grpc.EOF:
+        kind = request.WhichOneof("request")
+        if kind == "request_headers":
+            await context.write(ext.ProcessingResponse(request_headers=ext.HeadersResponse()))
+        elif kind == "request_body":
+            common = ext.CommonResponse(header_mutation=ROUTE, clear_route_cache=True)
+            await context.write(
+                ext.ProcessingResponse(request_body=ext.BodyResponse(response=common))
+            )
+        else:
+            await context.write(ext.ProcessingResponse(response_headers=ext.HeadersResponse()))
+
+
+async def main(address: str) -> None:
+    server = h2grpc.Server()
+    server.add(
+        "/envoy.service.ext_proc.v3.ExternalProcessor/Process",
+        h2grpc.Method(
+            True,
+            process,
+            ext.ProcessingRequest.FromString,
+            ext.ProcessingResponse.SerializeToString,
+        ),
+    )
+    health = h2grpc.Health()
+    health.serve_on(server)
+    health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await server.listen(address)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
