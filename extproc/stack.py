@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -56,7 +59,32 @@ def validate_envoy_config(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _ports() -> Iterator[int]:
+    """Loopback ports below the kernel's ephemeral range, from a random start, in turn: a
+    port from bind(0) could be taken by an outgoing connection before its user binds it
+    (seen as Envoy failing with "Address already in use")."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first = max(1024, low - 16000)
+    span = low - first
+    start = random.randrange(span)
+    for step in itertools.count():
+        yield first + (start + step) % span
+
+
+_PORTS = _ports()
+
+
 def free_port() -> int:
+    for port in itertools.islice(_PORTS, 1000):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
