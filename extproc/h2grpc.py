@@ -37,7 +37,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
 WINDOW_UPDATE, CONTINUATION = 8, 9
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 3
 STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL = 5, 6, 7, 8
 COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 9, 11
 MAX_WINDOW = 2**31 - 1
@@ -50,7 +50,7 @@ _PREFIX = struct.Struct(">BI")  # gRPC message: compressed flag, length
 
 # gRPC status codes used here (grpc.StatusCode values).
 OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED = 0, 1, 2, 3, 5, 8
-UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 12, 13, 14
+UNIMPLEMENTED, INTERNAL = 12, 13
 
 
 def _integer(value: int, prefix_bits: int, first: int) -> bytes:
@@ -93,11 +93,17 @@ def _percent_encode(message: str) -> bytes:
     return bytes(out)
 
 
-def _status_block(code: int, message: str) -> bytes:
-    block = _literal(b"grpc-status", str(code).encode())
-    if message:
-        block += _literal(b"grpc-message", _percent_encode(message))
-    return block
+def _status(stream_id: int, code: int, message: str, headers_sent: bool) -> bytes:
+    """The frame that ends a call: trailers, or trailers-only when no reply was sent."""
+    if code == OK and not message:
+        block = OK_TRAILERS
+    else:
+        block = _literal(b"grpc-status", str(code).encode())
+        if message:
+            block += _literal(b"grpc-message", _percent_encode(message))
+    if not headers_sent:
+        block = RESPONSE_HEADERS + block
+    return _frame(HEADERS, END_HEADERS | END_STREAM, stream_id, block)
 
 
 class ConnectionError_(Exception):
@@ -220,16 +226,18 @@ class Context:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _deliver(self, raw: bytes) -> None:
+        try:
+            self._inbox.append(self._parse(raw))
+        except Exception:
+            raise RpcError(INVALID_ARGUMENT, "the message does not parse") from None
+
     def receive(self, data: bytes, limit: int) -> None:
         buffer = self._buffer
         if not buffer and len(data) >= 5:
             compressed, length = _PREFIX.unpack_from(data)
             if len(data) == 5 + length and not compressed and length <= limit:
-                # The usual case: one whole message in one frame.
-                try:
-                    self._inbox.append(self._parse(data[5:]))
-                except Exception:
-                    raise RpcError(INVALID_ARGUMENT, "the message does not parse") from None
+                self._deliver(data[5:])  # the usual case: one whole message in one frame
                 self._wake()
                 return
         buffer += data
@@ -243,10 +251,7 @@ class Context:
                 break
             raw = bytes(buffer[5 : 5 + length])
             del buffer[: 5 + length]
-            try:
-                self._inbox.append(self._parse(raw))
-            except Exception:
-                raise RpcError(INVALID_ARGUMENT, "the message does not parse") from None
+            self._deliver(raw)
         self._wake()
 
     def close_remote(self) -> None:
@@ -263,13 +268,12 @@ class Context:
         if self.task is not None and not self.task.done():
             self.task.cancel()  # as grpc.aio cancels the handler of a cancelled call
 
-    def flush(self) -> bool:
-        """Send what the windows now allow; True when nothing is left."""
+    def flush(self) -> None:
+        """Send what the windows now allow; a write waiting for that may go on."""
         if self._pending:
             self._conn.send_data(self, self._pending)
         if not self._pending and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
-        return not self._pending
 
 
 class RpcError(Exception):
@@ -491,7 +495,6 @@ class Connection(asyncio.Protocol):
         if flags & END_STREAM:
             context.remote_closed = True
         context.task = self.loop.create_task(self.server.run(context, method))
-        self.server.changed()
 
     def on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
@@ -578,24 +581,17 @@ class Connection(asyncio.Protocol):
         context.done = True
         if context._pending:  # the peer stopped reading; the call cannot end cleanly
             self.write(_frame(RST_STREAM, 0, context._id, _U32.pack(CANCEL)))
-        elif context.headers_sent:
-            block = OK_TRAILERS if code == OK and not message else _status_block(code, message)
-            self.write(_frame(HEADERS, END_HEADERS | END_STREAM, context._id, block))
         else:
-            block = RESPONSE_HEADERS + _status_block(code, message)
-            self.write(_frame(HEADERS, END_HEADERS | END_STREAM, context._id, block))
-        if context.remote_closed:
-            self.streams.pop(context._id, None)
-        else:
-            # The client may still be sending; it has what it needs to stop.
-            self.write(_frame(RST_STREAM, 0, context._id, _U32.pack(NO_ERROR)))
-            self.streams.pop(context._id, None)
+            self.write(_status(context._id, code, message, context.headers_sent))
+            if not context.remote_closed:
+                # The client may still be sending; it has what it needs to stop.
+                self.write(_frame(RST_STREAM, 0, context._id, _U32.pack(NO_ERROR)))
+        self.streams.pop(context._id, None)
         self.server.changed()
         self.close_if_idle()
 
     def trailers_only(self, stream_id: int, code: int, message: str) -> None:
-        block = RESPONSE_HEADERS + _status_block(code, message)
-        self.write(_frame(HEADERS, END_HEADERS | END_STREAM, stream_id, block))
+        self.write(_status(stream_id, code, message, headers_sent=False))
         self.write(_frame(RST_STREAM, 0, stream_id, _U32.pack(NO_ERROR)))
 
     def fail_stream(self, context: Context, code: int, message: str) -> None:
@@ -700,12 +696,15 @@ class Health:
 
     def set(self, service: str, status: int) -> None:
         self.statuses[service] = status
-        self.changed.set()
-        self.changed = asyncio.Event()
+        self._notify()
 
     def shutting_down(self) -> None:
         for service in self.statuses:
             self.statuses[service] = health_pb2.HealthCheckResponse.NOT_SERVING
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake every Watch; the next change gets a fresh event."""
         self.changed.set()
         self.changed = asyncio.Event()
 
