@@ -30,6 +30,7 @@ import grpc
 import hpack
 import structlog
 from grpc_health.v1 import health_pb2
+from hpack.table import HeaderTable
 
 log = structlog.get_logger("extproc.h2grpc")
 
@@ -284,6 +285,21 @@ class RpcError(Exception):
         self.code = code
 
 
+class _CountedTable(HeaderTable):
+    """HPACK's dynamic table, counting its changes: a header block that decoded without
+    changing the table decodes to the same headers until the table changes."""
+
+    changes = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.changes += 1
+        super().add(name, value)
+
+    def _shrink(self) -> None:
+        self.changes += 1
+        super()._shrink()
+
+
 class Connection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -296,6 +312,11 @@ class Connection(asyncio.Protocol):
         self.last_stream = 0
         self.decoder = hpack.Decoder()
         self.decoder.max_header_list_size = 64 * 1024
+        self.table = self.decoder.header_table = _CountedTable()
+        # Decoded blocks that left the table as it was. A client's calls on one connection
+        # usually send the same block each time (Envoy's ext_proc streams do): decoding
+        # it once saves ~30 µs per call.
+        self.blocks: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
         self.max_frame = 16384  # what the peer accepts
         self.initial_window = 65535  # the peer's, for our DATA on new streams
         self.send_window = 65535  # the connection's
@@ -303,6 +324,9 @@ class Connection(asyncio.Protocol):
         self.continuing: tuple[int, int, bytearray] | None = None  # stream, flags, block
         self.going_away = False
         self.closed = False
+        # Frames written during one turn of the loop leave in one transport.write (one
+        # send call for the replies of every stream that ran in that turn).
+        self.outgoing: list[bytes] = []
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -366,6 +390,7 @@ class Connection(asyncio.Protocol):
 
     def abort_connection(self, code: int) -> None:
         if self.transport is not None and not self.closed:
+            self.send_buffered()
             self.transport.write(
                 _frame(GOAWAY, 0, 0, _U32.pack(self.last_stream) + _U32.pack(code))
             )
@@ -463,10 +488,17 @@ class Connection(asyncio.Protocol):
             self.continuing = (stream_id, flags, bytearray(block))
 
     def header_block(self, stream_id: int, flags: int, block: bytes) -> None:
-        try:
-            headers = self.decoder.decode(block, raw=True)
-        except Exception as error:  # hpack raises several kinds
-            raise ConnectionError_(COMPRESSION_ERROR, f"bad header block: {error}") from None
+        headers = self.blocks.get(block)
+        if headers is None:
+            changes = self.table.changes
+            try:
+                headers = tuple(self.decoder.decode(block, raw=True))
+            except Exception as error:  # hpack raises several kinds
+                raise ConnectionError_(COMPRESSION_ERROR, f"bad header block: {error}") from None
+            if self.table.changes != changes:
+                self.blocks.clear()
+            elif len(self.blocks) < 64:
+                self.blocks[block] = headers
         context = self.streams.get(stream_id)
         if context is not None:  # trailers from the client: the request side is over
             if not flags & END_STREAM:
@@ -540,7 +572,16 @@ class Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(data)
+            if not self.outgoing:
+                self.loop.call_soon(self.send_buffered)
+            self.outgoing.append(data)
+
+    def send_buffered(self) -> None:
+        if self.outgoing:
+            data = b"".join(self.outgoing)
+            self.outgoing.clear()
+            if self.transport is not None and not self.closed:
+                self.transport.write(data)
 
     def send_message(self, context: Context, message: bytes) -> None:
         if not context.headers_sent:
@@ -601,6 +642,7 @@ class Connection(asyncio.Protocol):
 
     def close_if_idle(self) -> None:
         if self.going_away and not self.streams and self.transport is not None:
+            self.send_buffered()
             self.transport.close()
 
     def go_away(self) -> None:

@@ -288,3 +288,56 @@ async def test_any_bytes_after_the_preface_leave_the_server_serving(
     await raw(port, PREFACE + junk, 0.05)
     async with channel(port) as chan:
         assert await chan.unary_unary("/test.Echo/Upper", bytes, bytes)(b"ok") == b"OK"
+
+
+async def test_a_repeated_header_block_follows_the_hpack_table() -> None:
+    """A block of indexed fields decodes once while HPACK's table holds still; after the
+    table changes, the same bytes name what the table now holds."""
+    server = h2grpc.Server()
+    echo = Echo()
+    server.add("/test.Echo/Chat", h2grpc.Method(True, echo.chat, bytes, bytes))
+    server.add("/test.Echo/Upper", h2grpc.Method(False, echo.upper, bytes, bytes))
+    await server.listen("127.0.0.1:0")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        encoder, reference = hpack.Encoder(), hpack.Decoder()
+
+        def block(path: str) -> bytes:
+            return encoder.encode(
+                [
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", path),
+                    (":authority", "x"),
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                ]
+            )
+
+        upper, upper_again, chat = (
+            block("/test.Echo/Upper"),
+            block("/test.Echo/Upper"),
+            block("/test.Echo/Chat"),
+        )
+        blocks = [upper, upper_again, upper_again, chat, upper_again]
+        paths = [dict(reference.decode(b))[":path"] for b in blocks]
+        assert paths == ["/test.Echo/" + n for n in ("Upper", "Upper", "Upper", "Chat", "Chat")]
+        message = struct.pack(">BI", 0, 3) + b"abc"
+        data = PREFACE + _frame(h2grpc.SETTINGS, 0, 0)
+        for index, header_block in enumerate(blocks):
+            stream = 2 * index + 1
+            data += _frame(h2grpc.HEADERS, h2grpc.END_HEADERS, stream, header_block)
+            data += _frame(h2grpc.DATA, h2grpc.END_STREAM, stream, message)
+        replies: dict[int, bytes] = {}
+        for kind, _, stream, payload in frames(await raw(port, data, 0.5)):
+            if kind == h2grpc.DATA:
+                replies[stream] = replies.get(stream, b"") + payload
+        assert [replies.get(2 * i + 1, b"")[5:] for i in range(5)] == [
+            b"ABC",
+            b"ABC",
+            b"ABC",
+            b"abc",
+            b"abc",
+        ]
+    finally:
+        await server.stop(0)
