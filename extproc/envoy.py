@@ -5,7 +5,6 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
-from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2, text_format
 
 from extproc import names
@@ -74,9 +73,8 @@ def exchange_metadata(request: ext.ProcessingRequest) -> dict[str, str]:
     return {key: value.string_value for key, value in fields.fields.items()}
 
 
-def _dynamic_metadata(values: dict[str, str | int | float]) -> struct_pb2.Struct:
+def _fill_metadata(metadata: struct_pb2.Struct, values: dict[str, str | int | float]) -> None:
     # Field by field: Struct.update's generic conversion cost ~3x as much per reply.
-    metadata = struct_pb2.Struct()
     fields = metadata.fields[names.METADATA_NAMESPACE].struct_value.fields
     for key, value in values.items():
         if isinstance(value, str):
@@ -85,51 +83,52 @@ def _dynamic_metadata(values: dict[str, str | int | float]) -> struct_pb2.Struct
             fields[key].bool_value = value
         else:
             fields[key].number_value = value
-    return metadata
 
 
-def _mutation(set_headers: list[tuple[str, str]], remove_headers: list[str]) -> ext.HeaderMutation:
-    return ext.HeaderMutation(
-        set_headers=[
-            base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key=name, raw_value=value.encode("latin-1")),
-                append_action=_OVERWRITE,
-            )
-            for name, value in set_headers
-        ],
-        remove_headers=remove_headers,
-    )
+# Replies are filled in place: building sub-messages and copying them into their parent
+# cost about twice as much per reply.
+def _fill_mutation(
+    mutation: ext.HeaderMutation, set_headers: list[tuple[str, str]], remove_headers: list[str]
+) -> None:
+    add = mutation.set_headers.add
+    for name, value in set_headers:
+        option = add()
+        option.header.key = name
+        option.header.raw_value = value.encode("latin-1")
+        option.append_action = _OVERWRITE
+    if remove_headers:
+        mutation.remove_headers.extend(remove_headers)
 
 
-def _common(decision: Continue) -> ext.CommonResponse:
-    common = ext.CommonResponse(clear_route_cache=decision.clear_route_cache)
+def _fill(common: ext.CommonResponse, decision: Continue) -> None:
+    common.SetInParent()  # the reply names its phase even when it changes nothing
+    if decision.clear_route_cache:
+        common.clear_route_cache = True
     if decision.set_headers or decision.remove_headers:
-        common.header_mutation.CopyFrom(_mutation(decision.set_headers, decision.remove_headers))
+        _fill_mutation(common.header_mutation, decision.set_headers, decision.remove_headers)
     if decision.body is not None:
         if decision.body:
             common.body_mutation.body = decision.body
         else:
             common.body_mutation.clear_body = True
-    return common
 
 
 def immediate(reply: Reply) -> ext.ProcessingResponse:
-    return ext.ProcessingResponse(
-        immediate_response=ext.ImmediateResponse(
-            status=http_status_pb2.HttpStatus(code=reply.status),
-            headers=_mutation(reply.headers, []),
-            body=reply.body,
-            details=f"extproc_{reply.status}",
-        )
-    )
+    response = ext.ProcessingResponse()
+    answer = response.immediate_response
+    answer.SetInParent()
+    answer.status.code = reply.status
+    _fill_mutation(answer.headers, reply.headers, [])
+    answer.body = reply.body
+    answer.details = f"extproc_{reply.status}"
+    return response
 
 
 def request_headers_reply(decision: Decision) -> ext.ProcessingResponse:
     if isinstance(decision, Reply):
         return immediate(decision)
-    response = ext.ProcessingResponse(
-        request_headers=ext.HeadersResponse(response=_common(decision))
-    )
+    response = ext.ProcessingResponse()
+    _fill(response.request_headers.response, decision)
     if decision.skip_request_body:
         response.mode_override.CopyFrom(SKIP_REST)
     return response
@@ -138,23 +137,24 @@ def request_headers_reply(decision: Decision) -> ext.ProcessingResponse:
 def request_body_reply(decision: Decision) -> ext.ProcessingResponse:
     if isinstance(decision, Reply):
         return immediate(decision)
-    response = ext.ProcessingResponse(request_body=ext.BodyResponse(response=_common(decision)))
+    response = ext.ProcessingResponse()
+    _fill(response.request_body.response, decision)
     if decision.metadata:
-        response.dynamic_metadata.CopyFrom(_dynamic_metadata(decision.metadata))
+        _fill_metadata(response.dynamic_metadata, decision.metadata)
     return response
 
 
 def response_headers_reply(decision: Continue) -> ext.ProcessingResponse:
-    response = ext.ProcessingResponse(
-        response_headers=ext.HeadersResponse(response=_common(decision))
-    )
+    response = ext.ProcessingResponse()
+    _fill(response.response_headers.response, decision)
     if decision.response_body is not None:
         response.mode_override.CopyFrom(_RESPONSE_BODY_MODES[decision.response_body])
     return response
 
 
 def response_body_reply(decision: Continue) -> ext.ProcessingResponse:
-    response = ext.ProcessingResponse(response_body=ext.BodyResponse(response=_common(decision)))
+    response = ext.ProcessingResponse()
+    _fill(response.response_body.response, decision)
     if decision.metadata:
-        response.dynamic_metadata.CopyFrom(_dynamic_metadata(decision.metadata))
+        _fill_metadata(response.dynamic_metadata, decision.metadata)
     return response

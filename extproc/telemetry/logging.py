@@ -1,17 +1,95 @@
-"""structlog setup: JSON lines when the output is not a terminal, readable lines when it is."""
+"""structlog setup: JSON lines when the output is not a terminal, readable lines when it is.
+
+JSON lines are rendered to bytes by orjson and leave in batches: the lines logged during one
+turn of the event loop (one per finished exchange, mostly) go out in one write at the end
+of that turn. A process killed with SIGKILL can lose that turn's lines; any other exit
+writes them."""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
+import os
 import sys
-from typing import Any
+import threading
+import time
+from typing import IO, Any
 
 import orjson
 import structlog
 
 
-def _dumps(event: Any, **_: Any) -> str:
-    return orjson.dumps(event, default=str).decode()
+def _render(_: Any, __: str, event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event, default=str)
+
+
+class _Stamp:
+    """ISO 8601 UTC timestamps with microseconds; the date and time of day are formatted
+    once per second (structlog's TimeStamper builds a datetime per line)."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self.second:
+            self.second = second
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event["timestamp"] = f"{self.prefix}.{int((now - second) * 1e6):06d}Z"
+        return event
+
+
+class LineWriter:
+    """Where JSON lines go: a file descriptor, written once per loop turn (or at once when
+    no loop runs in the calling thread)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.pending: list[bytes] = []
+        self.lock = threading.Lock()
+        atexit.register(self.flush)
+
+    def line(self, message: bytes) -> None:
+        with self.lock:
+            self.pending.append(message)
+            first = len(self.pending) == 1
+        if not first:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self.lock:
+            if not self.pending:
+                return
+            data = b"\n".join(self.pending) + b"\n"
+            self.pending.clear()
+            try:
+                fd = self.stream.fileno()
+            except (AttributeError, OSError, ValueError):
+                self.stream.write(data.decode())
+                self.stream.flush()
+                return
+            self.stream.flush()  # whatever was printed before goes first
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+
+
+class _Logger:
+    """The structlog logger behind a LineWriter (every level is one method)."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        self.msg = self.debug = self.info = self.warning = self.error = writer.line
+        self.exception = self.critical = self.fatal = self.warn = self.log = writer.line
 
 
 def configure(json: bool | None = None, level: int = logging.INFO) -> None:
@@ -21,21 +99,21 @@ def configure(json: bool | None = None, level: int = logging.INFO) -> None:
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _Stamp(),
     ]
     if json:
+        writer = LineWriter(sys.stderr)
         # Plain tracebacks: formatters that print local variables could print a credential.
-        processors += [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_dumps),
-        ]
+        processors += [structlog.processors.format_exc_info, _render]
+        factory: Any = lambda *_: _Logger(writer)  # noqa: E731
     else:
         processors.append(
             structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
         )
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )

@@ -1,0 +1,71 @@
+"""JSON log lines: one object per line, ISO UTC timestamps, written once per loop turn."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import structlog
+
+from extproc.telemetry import logging
+
+
+@pytest.fixture
+def log_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / "log"
+    with path.open("w") as stream:
+        monkeypatch.setattr(sys, "stderr", stream)
+        logging.configure(json=True)
+        yield path
+    structlog.reset_defaults()
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_lines_outside_a_loop_are_written_at_once(log_file: Path) -> None:
+    before = dt.datetime.now(dt.UTC)
+    structlog.get_logger("t").info("started", port=8080, secret_ref="env:X", ratio=0.5)
+    [record] = lines(log_file)
+    assert record["event"] == "started" and record["level"] == "info"
+    assert record["port"] == 8080 and record["ratio"] == 0.5
+    stamp = str(record["timestamp"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+    parsed = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert before - dt.timedelta(seconds=1) <= parsed <= dt.datetime.now(dt.UTC)
+
+
+def test_lines_of_one_loop_turn_leave_together_and_in_order(log_file: Path) -> None:
+    log = structlog.get_logger("t")
+
+    async def turn() -> list[int]:
+        for index in range(3):
+            log.info("exchange", index=index)
+        seen_in_turn = len(lines(log_file))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return [seen_in_turn, len(lines(log_file))]
+
+    assert asyncio.run(turn()) == [0, 3]
+    # A thread without a loop writes at once, after what the loop had pending.
+    thread = threading.Thread(target=lambda: log.warning("from_thread"))
+    thread.start()
+    thread.join()
+    assert [r["event"] for r in lines(log_file)] == ["exchange"] * 3 + ["from_thread"]
+    assert [r.get("index") for r in lines(log_file)][:3] == [0, 1, 2]
+
+
+def test_lines_of_the_last_loop_turn_are_written_when_the_loop_stops(log_file: Path) -> None:
+    async def last_words() -> None:
+        structlog.get_logger("t").info("stopping")
+
+    asyncio.run(last_words())
+    assert [r["event"] for r in lines(log_file)] == ["stopping"]
