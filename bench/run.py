@@ -9,7 +9,11 @@ Envoy runs with --concurrency 1 (one worker thread), so the setups get the same
 parallelism. CPU per request is read from /proc for Envoy, the ext_proc server and the
 mock. Figures are printed, not asserted: timings are not tests.
 
-Environment: BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (16).
+Then latency when not saturated: Envoy alone and the full pipeline (the demo policy and
+accounting) at a fixed BENCH_RATE requests/s (bench/rate.py), JSON and streamed.
+
+Environment: BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (16),
+BENCH_RATE (200), BENCH_RATE_SECONDS (10).
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.rate import fixed_rate  # noqa: E402
 from extproc.stack import Stack, envoy_binary, free_port, wait_until  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+RATE = float(os.environ.get("BENCH_RATE", "200"))
+RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "10"))
 SIZES = (1024, 16 * 1024)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -210,6 +217,8 @@ ACCOUNTING = "Envoy + extproc"
 TRANSLATED = ("1 KB -> Anthropic", "1 KB, streamed -> Anthropic")
 BUDGETS = "Envoy + extproc + budget"
 CACHED = "Envoy + extproc, cache hits"
+# The full pipeline: tenant, routing, the demo policy, accounting of the response.
+FULL = "Envoy + extproc, demo policy"
 # (label, bare backend, ext_proc command, config tail, workloads)
 SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
     ("Envoy alone", "mock", None, TENANT, ALL),
@@ -219,7 +228,7 @@ SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
     (ACCOUNTING, None, None, TENANT, ALL + TRANSLATED),
     (BUDGETS, None, None, BUDGET, STREAMED),
     (CACHED, None, None, CACHE, STREAMED),
-    ("Envoy + extproc, demo policy", None, None, POLICY.replace("DIRS", "request"), PLAIN),
+    (FULL, None, None, POLICY.replace("DIRS", "request"), PLAIN),
     (
         "Envoy + extproc, demo policy + output check",
         None,
@@ -247,6 +256,7 @@ def stream_events(size: int) -> int:
 
 def main() -> None:
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    rated: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="extproc-bench-") as tmp:
         workdir = Path(tmp)
         bodies = {}
@@ -286,12 +296,45 @@ def main() -> None:
                         result = measure(stack, mock, url, bodies[workload])
                         print(f"{label} / {workload}: {result['rps']:,.0f} req/s", flush=True)
                         runs.setdefault((label, workload), []).append(result)
+            for _ in range(ROUNDS):
+                for label in ("Envoy alone", FULL):
+                    for workload in STREAMED:
+                        url = stacks[label][1]
+                        result = fixed_rate(url, bodies[workload].read_bytes(), RATE, RATE_SECONDS)
+                        print(f"{label} / {workload} at {RATE:.0f}/s: {result}", flush=True)
+                        rated.setdefault((label, workload), []).append(result)
         finally:
             for stack, _ in stacks.values():
                 stack.stop()
             mock.terminate()
             mock.wait()
     report(runs)
+    report_rated(rated)
+
+
+def report_rated(rated: dict[tuple[str, str], list[dict[str, float]]]) -> None:
+    print(
+        f"\nat a fixed {RATE:.0f} requests/s for {RATE_SECONDS:.0f} s (open loop, latency from "
+        f"each request's scheduled start), median of {ROUNDS} rounds; first byte = the first "
+        "SSE event of a streamed reply (time to first token)\n"
+    )
+    print("| setup | request | p50 ms | p99 ms | first byte p50 ms | first byte p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    medians = {key: median_of(measured) for key, measured in rated.items()}
+    for (label, workload), r in medians.items():
+        print(
+            f"| {label} | {workload} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {r['first_p50_ms']:.2f} | {r['first_p99_ms']:.2f} | {r['errors']:.0f} |"
+        )
+    for workload in STREAMED:
+        alone, full = medians.get(("Envoy alone", workload)), medians.get((FULL, workload))
+        if alone is None or full is None:
+            continue
+        added = {key: full[key] - alone[key] for key in alone if key.endswith("_ms")}
+        print(
+            f"- {workload}: the full pipeline adds p50 {added['p50_ms']:+.2f} ms, "
+            f"p99 {added['p99_ms']:+.2f} ms, first byte p50 {added['first_p50_ms']:+.2f} ms"
+        )
 
 
 def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
@@ -358,7 +401,7 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         )
     for workload in PLAIN:
         with_policy, without = (
-            cpu("Envoy + extproc, demo policy", workload),
+            cpu(FULL, workload),
             cpu("Envoy + extproc", workload),
         )
         if with_policy is not None and without is not None:
