@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 CONFIG ?= examples/demo.yaml
 
-.PHONY: install system-packages run test unit lint typecheck proto envoy-configs bench soak clean
+.PHONY: install system-packages run test unit lint typecheck proto envoy-configs bench bench-peers soak clean
 # Debian packages are installed with apt-get, through sudo when not root.
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 
@@ -54,10 +54,16 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py
 
+## The same load on LiteLLM proxy and the Portkey gateway (installed under .bench/), with ratios.
+bench-peers: $(STAMP)
+	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
+	command -v npm >/dev/null || ($(APT) update -qq && $(APT) install -y -qq nodejs npm >/dev/null)
+	$(BIN)/python bench/peers.py
+
 ## Minutes of mixed traffic (SOAK_SECONDS, default 180): outcomes, memory, and whether the
 ## records, the provider's counts and the Redis budget agree (exit 1 when they do not).
 soak: $(STAMP) system-packages
 	$(BIN)/python bench/soak.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -98,8 +98,13 @@ def _field(pattern: str, out: str) -> str:
     return match.group(1)
 
 
-def wrk(url: str, body_file: Path, seconds: int) -> dict[str, float]:
+def wrk(
+    url: str, body_file: Path, seconds: int, headers: dict[str, str] | None = None
+) -> dict[str, float]:
     script = body_file.with_suffix(".lua")
+    extra = "".join(
+        f'wrk.headers["{name}"] = "{value}"\n' for name, value in (headers or {}).items()
+    )
     script.write_text(
         textwrap.dedent(
             f"""
@@ -110,6 +115,7 @@ def wrk(url: str, body_file: Path, seconds: int) -> dict[str, float]:
             f:close()
             """
         )
+        + extra
     )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url],

@@ -1,0 +1,354 @@
+"""`make bench-peers`: this gateway beside LiteLLM's proxy and Portkey's gateway, same mock,
+same load, same machine.
+
+Each peer is installed in its own environment under .bench/ (on first use): LiteLLM proxy
+1.110.2 in a Python venv (bench/peers/litellm.txt says why its requirements are listed by
+hand) and the Portkey gateway 1.15.2 with npm. Every gateway gets one core of parallelism:
+Envoy --concurrency 1 and one service process, LiteLLM with one worker, Portkey as one node
+process. Portkey's start-up binds all interfaces; bench/peers/loopback.cjs makes it bind
+127.0.0.1, and the run stops before any load if a peer listens anywhere but loopback.
+
+Workloads: a 1 KB chat request, JSON and streamed. A peer whose streamed request fails
+(Portkey's does, with the @hono/node-server release its package resolves today: HTTP 500)
+is measured on JSON only, and the report says so.
+CPU per request counts every process of a gateway (Envoy and the service for this one).
+
+Environment: BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (16).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import (  # noqa: E402
+    CONFIG,
+    POLICY,
+    ROUNDS,
+    SECONDS,
+    TENANT,
+    chat_body,
+    cpu_seconds,
+    machine,
+    start_mock,
+    wrk,
+)
+from extproc.stack import Stack, free_port, wait_until  # noqa: E402
+
+PEERS = ROOT / ".bench"
+LITELLM_REQUIREMENTS = ROOT / "bench" / "peers" / "litellm.txt"
+PORTKEY_PACKAGE = "@portkey-ai/gateway@1.15.2"
+LOOPBACK = ROOT / "bench" / "peers" / "loopback.cjs"
+MASTER_KEY = "sk-bench-peers"  # LiteLLM refuses to start without one; loopback only
+LITELLM_CONFIG = """
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:{mock_port}/v1
+      api_key: mock-key
+litellm_settings:
+  telemetry: false
+"""
+OURS = "Envoy + extproc (demo policy, accounting)"
+PORTS = ("port", "admin_port", "grpc_port", "metrics_port")
+WORKLOADS = (("1 KB", False), ("1 KB, streamed", True))
+
+
+def install_litellm() -> Path:
+    venv = PEERS / "litellm"
+    digest = hashlib.sha256(LITELLM_REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    stamp = venv / f".installed-{digest}"
+    if not stamp.exists():
+        print("installing LiteLLM proxy into .bench/litellm ...", flush=True)
+        if not (venv / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, "--upgrade", "pip"], check=True)
+        subprocess.run([*pip, "-r", str(LITELLM_REQUIREMENTS)], check=True)
+        stamp.touch()
+    return venv / "bin" / "litellm"
+
+
+def install_portkey() -> Path:
+    prefix = PEERS / "portkey"
+    start = prefix / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+    if not start.exists():
+        print("installing the Portkey gateway into .bench/portkey ...", flush=True)
+        prefix.mkdir(parents=True, exist_ok=True)
+        npm = shutil.which("npm")
+        if npm is None:
+            raise SystemExit("npm is missing (make bench-peers installs it with apt-get)")
+        subprocess.run(
+            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", PORTKEY_PACKAGE],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return start
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a listening TCP socket on `port` (IPv4 and IPv6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].rsplit(":", 1)
+            if int(hex_port, 16) == port and fields[3] == "0A":  # LISTEN
+                found.add(address)
+    return found
+
+
+def require_loopback(name: str, port: int) -> None:
+    loopback = {"0100007F", "00000000000000000000000001000000"}
+    addresses = listening_addresses(port)
+    if not addresses or not addresses <= loopback:
+        raise SystemExit(f"{name} listens on {addresses or 'nothing'}, not loopback only: stop")
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        queue.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a worker that has exited
+            total += cpu_seconds(pid)
+    return total
+
+
+def answers(url: str, headers: dict[str, str], body: bytes) -> bool:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return bool(response.status == 200 and json.load(response).get("choices"))
+    except (OSError, ValueError):
+        return False
+
+
+def stream_status(url: str, headers: dict[str, str], body: bytes) -> str:
+    """'ok' when a streamed request gets SSE events ending in [DONE], else what happened."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code}: {error.read().decode(errors='replace')[:80]}"
+    except OSError as error:
+        return str(error)
+    return "ok" if "data: [DONE]" in text else f"no [DONE] in {len(text)} bytes"
+
+
+class Gateway:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        headers: dict[str, str],
+        pids: Callable[[], list[int]],
+        streams: bool = True,
+    ) -> None:
+        self.name, self.url, self.headers, self.pids, self.streams = (
+            name,
+            url,
+            headers,
+            pids,
+            streams,
+        )
+
+
+def measure(gateway: Gateway, body_file: Path) -> dict[str, float]:
+    wrk(gateway.url, body_file, 2, gateway.headers)  # warm-up
+    pids = gateway.pids()
+    before = tree_cpu(pids)
+    result = wrk(gateway.url, body_file, SECONDS, gateway.headers)
+    result["cpu_us"] = (tree_cpu(pids) - before) / max(result["requests"], 1) * 1e6
+    return result
+
+
+def main() -> None:
+    litellm = install_litellm()
+    portkey = install_portkey()
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    notes: list[str] = []
+    processes: list[subprocess.Popen[bytes]] = []
+    stacks: list[Stack] = []
+    with tempfile.TemporaryDirectory(prefix="extproc-peers-") as tmp:
+        workdir = Path(tmp)
+        body = json.loads(chat_body(1024))
+        bodies = {}
+        for label, streamed in WORKLOADS:
+            bodies[label] = workdir / f"body-{streamed}.json"
+            bodies[label].write_text(json.dumps({**body, "stream": streamed}))
+        mock_port = free_port()
+        mock = start_mock(mock_port, workdir)
+        processes.append(mock)
+        try:
+            gateways = []
+            for name, tail, bare in (
+                ("Envoy alone", TENANT, "mock"),
+                (OURS, POLICY.replace("DIRS", "request"), None),
+            ):
+                ports = {k: free_port() for k in PORTS}
+                config = workdir / f"{len(stacks)}.yaml"
+                config.write_text(CONFIG.format(**ports, mock_port=mock_port) + tail)
+                stack = Stack(
+                    config_path=config,
+                    workdir=workdir / config.stem,
+                    envoy_args=["--concurrency", "1"],
+                    bare_backend=bare,
+                )
+                stack.start()
+                stacks.append(stack)
+                gateways.append(
+                    Gateway(
+                        name,
+                        f"http://127.0.0.1:{ports['port']}/v1/chat/completions",
+                        {},
+                        lambda s=stack: [p.pid for p in s.processes.values()],
+                    )
+                )
+
+            litellm_port = free_port()
+            litellm_config = workdir / "litellm.yaml"
+            litellm_config.write_text(LITELLM_CONFIG.format(mock_port=mock_port))
+            litellm_log = (workdir / "litellm.log").open("wb")
+            env = {
+                **os.environ,
+                "LITELLM_MASTER_KEY": MASTER_KEY,
+                # Without it, start-up spends ~30 s trying to download a price list.
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            }
+            litellm_process = subprocess.Popen(
+                [
+                    *(str(litellm), "--config", str(litellm_config), "--host", "127.0.0.1"),
+                    *("--port", str(litellm_port), "--num_workers", "1"),
+                ],
+                stdout=litellm_log,
+                stderr=litellm_log,
+                env=env,
+            )
+            processes.append(litellm_process)
+            headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+            litellm_gateway = Gateway(
+                "LiteLLM proxy 1.110.2",
+                f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
+                headers,
+                lambda: tree(litellm_process.pid),
+            )
+            portkey_port = free_port()
+            portkey_log = (workdir / "portkey.log").open("wb")
+            portkey_process = subprocess.Popen(
+                ["node", "-r", str(LOOPBACK), str(portkey), f"--port={portkey_port}", "--headless"],
+                stdout=portkey_log,
+                stderr=portkey_log,
+            )
+            processes.append(portkey_process)
+            portkey_gateway = Gateway(
+                "Portkey gateway 1.15.2",
+                f"http://127.0.0.1:{portkey_port}/v1/chat/completions",
+                {
+                    "Authorization": "Bearer mock-key",
+                    "x-portkey-provider": "openai",
+                    "x-portkey-custom-host": f"http://127.0.0.1:{mock_port}/v1",
+                },
+                lambda: tree(portkey_process.pid),
+            )
+            plain = bodies["1 KB"].read_bytes()
+            for gateway, process in (
+                (litellm_gateway, litellm_process),
+                (portkey_gateway, portkey_process),
+            ):
+                wait_until(
+                    lambda g=gateway: answers(
+                        g.url, {**g.headers, "Content-Type": "application/json"}, plain
+                    ),
+                    120,
+                    gateway.name,
+                    process,
+                )
+                require_loopback(gateway.name, int(gateway.url.split(":")[2].split("/")[0]))
+                streamed = bodies["1 KB, streamed"].read_bytes()
+                status = stream_status(
+                    gateway.url, {**gateway.headers, "Content-Type": "application/json"}, streamed
+                )
+                if status != "ok":
+                    gateway.streams = False
+                    notes.append(f"{gateway.name}: streamed requests fail ({status}); JSON only.")
+                gateways.append(gateway)
+            for _ in range(ROUNDS):
+                for gateway in gateways:
+                    for label, streamed in WORKLOADS:
+                        if streamed and not gateway.streams:
+                            continue
+                        result = measure(gateway, bodies[label])
+                        print(f"{gateway.name} / {label}: {result['rps']:,.0f} req/s", flush=True)
+                        runs.setdefault((gateway.name, label), []).append(result)
+        finally:
+            for stack in stacks:
+                stack.stop()
+            for process in processes:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    report(runs, notes)
+
+
+def report(runs: dict[tuple[str, str], list[dict[str, float]]], notes: list[str]) -> None:
+    print(f"\nmachine: {machine()}")
+    print(
+        f"load: wrk -t1 -c16 -d{SECONDS}s, POST /v1/chat/completions (1 KB chat), one core of "
+        f"parallelism per gateway, median of {ROUNDS} interleaved rounds\n"
+    )
+    print(
+        "| gateway | request | requests/s | p50 ms | p99 ms | gateway CPU µs/req "
+        "| requests/s vs this gateway | errors |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    medians = {
+        key: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for key, rs in runs.items()
+    }
+    for (name, label), r in medians.items():
+        ours = medians.get((OURS, label))
+        ratio = f"{r['rps'] / ours['rps']:.2f}x" if ours else "-"
+        print(
+            f"| {name} | {label} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {r['cpu_us']:,.0f} | {ratio} | {r['errors']:.0f} |"
+        )
+    for note in notes:
+        print(f"\n{note}")
+
+
+if __name__ == "__main__":
+    main()
