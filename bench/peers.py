@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import (  # noqa: E402
-    CONFIG,
     POLICY,
     ROUNDS,
     SECONDS,
@@ -45,6 +44,7 @@ from bench.run import (  # noqa: E402
     cpu_seconds,
     machine,
     start_mock,
+    start_setup,
     wrk,
 )
 from extproc.stack import Stack, free_port, wait_until  # noqa: E402
@@ -65,7 +65,6 @@ litellm_settings:
   telemetry: false
 """
 OURS = "Envoy + extproc (demo policy, accounting)"
-PORTS = ("port", "admin_port", "grpc_port", "metrics_port")
 WORKLOADS = (("1 KB", False), ("1 KB, streamed", True))
 
 
@@ -218,25 +217,10 @@ def main() -> None:
                 ("Envoy alone", TENANT, "mock"),
                 (OURS, POLICY.replace("DIRS", "request"), None),
             ):
-                ports = {k: free_port() for k in PORTS}
-                config = workdir / f"{len(stacks)}.yaml"
-                config.write_text(CONFIG.format(**ports, mock_port=mock_port) + tail)
-                stack = Stack(
-                    config_path=config,
-                    workdir=workdir / config.stem,
-                    envoy_args=["--concurrency", "1"],
-                    bare_backend=bare,
-                )
-                stack.start()
+                stack, url = start_setup(workdir / f"stack-{len(stacks)}", mock_port, tail, bare)
                 stacks.append(stack)
-                gateways.append(
-                    Gateway(
-                        name,
-                        f"http://127.0.0.1:{ports['port']}/v1/chat/completions",
-                        {},
-                        lambda s=stack: [p.pid for p in s.processes.values()],
-                    )
-                )
+                pids = [process.pid for process in stack.processes.values()]
+                gateways.append(Gateway(name, url, {}, lambda pids=pids: pids))
 
             litellm_port = free_port()
             litellm_config = workdir / "litellm.yaml"

@@ -177,6 +177,30 @@ def start_mock(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     return mock
 
 
+def start_setup(
+    workdir: Path,
+    mock_port: int,
+    tail: str,
+    bare: str | None = None,
+    command: list[str] | None = None,
+) -> tuple[Stack, str]:
+    """Envoy (one worker thread) and the service (or a bare ext_proc command, or none with a
+    bare backend) in front of the mock, on free ports; the stack and its chat URL."""
+    ports = {k: free_port() for k in ("port", "admin_port", "grpc_port", "metrics_port")}
+    workdir.mkdir(parents=True)
+    config = workdir / "config.yaml"
+    config.write_text(CONFIG.format(**ports, mock_port=mock_port) + tail)
+    stack = Stack(
+        config_path=config,
+        workdir=workdir / "stack",
+        envoy_args=["--concurrency", "1"],
+        bare_backend=bare,
+        service_command=command,
+    )
+    stack.start()
+    return stack, f"http://127.0.0.1:{ports['port']}/v1/chat/completions"
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -280,21 +304,8 @@ def main() -> None:
             # All setups stay up on their own ports, sharing one mock provider, so the
             # rounds can be interleaved and the machine's drift spreads over all of them.
             for label, bare, command, tail, _ in SETUPS:
-                ports = {
-                    k: free_port() for k in ("port", "admin_port", "grpc_port", "metrics_port")
-                }
                 name = label.replace(" ", "-").replace(",", "").replace("+", "")
-                config = workdir / f"{name}.yaml"
-                config.write_text(CONFIG.format(**ports, mock_port=mock_port) + tail)
-                stack = Stack(
-                    config_path=config,
-                    workdir=workdir / config.stem,
-                    envoy_args=["--concurrency", "1"],
-                    bare_backend=bare,
-                    service_command=command,
-                )
-                stack.start()
-                stacks[label] = (stack, f"http://127.0.0.1:{ports['port']}/v1/chat/completions")
+                stacks[label] = start_setup(workdir / name, mock_port, tail, bare, command)
             workloads = {label: names for label, *_, names in SETUPS}
             for _ in range(ROUNDS):
                 for label, (stack, url) in stacks.items():
