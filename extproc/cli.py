@@ -26,11 +26,17 @@ def _load(path: str, *, resolve_secrets: bool = True):  # type: ignore[no-untype
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from extproc.server import serve
     from extproc.telemetry import logging
 
     logging.configure()
     runtime = _load(args.config)
+    if runtime.source.service.workers > 1:
+        # Before anything imports prometheus_client (it picks multiprocess mode then).
+        from extproc.workers import supervise
+
+        return supervise(runtime, Path(args.config))
+    from extproc.server import serve
+
     return asyncio.run(serve(runtime, config_path=Path(args.config)))
 
 

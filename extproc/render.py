@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from extproc import names
+from extproc import names, workers
 from extproc.apis import ApiError
 from extproc.config.runtime import Backend, Model, Route, Runtime, Schema
 
@@ -455,23 +455,27 @@ class Renderer:
             return clusters
         for route in self.runtime.fallback_routes.values():
             clusters.append(self.composite_cluster(route))
-        address = self.config.service.grpc_address
-        clusters.append(
-            {
-                "name": EXTPROC_CLUSTER,
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": _protocol_options(
-                    {"explicit_http_config": {"http2_protocol_options": {}}}
-                ),
-                "load_assignment": {
-                    "cluster_name": EXTPROC_CLUSTER,
-                    "endpoints": [
-                        {"lb_endpoints": [{"endpoint": {"address": _grpc_target(address)}}]}
-                    ],
-                },
-            }
-        )
+        service = self.config.service
+        # One endpoint per worker; each new stream goes to the one with fewer in flight.
+        endpoints = [
+            {"endpoint": {"address": _grpc_target(address)}}
+            for address in workers.addresses(service.grpc_address, service.workers)
+        ]
+        cluster: dict[str, Any] = {
+            "name": EXTPROC_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": _protocol_options(
+                {"explicit_http_config": {"http2_protocol_options": {}}}
+            ),
+            "load_assignment": {
+                "cluster_name": EXTPROC_CLUSTER,
+                "endpoints": [{"lb_endpoints": endpoints}],
+            },
+        }
+        if len(endpoints) > 1:
+            cluster["lb_policy"] = "LEAST_REQUEST"
+        clusters.append(cluster)
         return clusters
 
     def backend_cluster(self, backend: Backend) -> dict[str, Any]:

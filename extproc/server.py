@@ -20,7 +20,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from grpc_health.v1 import health_pb2
 
-from extproc import envoy, h2grpc, names, tokens
+from extproc import envoy, h2grpc, names, tokens, workers
 from extproc.accounting.budgets import Charge, MemoryStore, Store, StoreError
 from extproc.attempt import Attempt
 from extproc.cache import CacheStore, MemoryCache
@@ -75,7 +75,9 @@ def make_store(runtime: Runtime) -> Store:
 
 
 class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, runtime: Runtime, metrics: Metrics, store: Store | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, metrics: Metrics, store: Store | None = None, worker: int = 0
+    ) -> None:
         self.runtime = runtime
         self.metrics = metrics
         self.store = store if store is not None else MemoryStore()
@@ -111,7 +113,11 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 for rate in capture.rates
             ]
             self.sampler = Sampler(capture.sample_rate, rules)
-            self.sink = Sink(capture.path, capture.max_file_bytes, capture.max_files)
+            self.sink = Sink(
+                workers.capture_path(capture.path, worker),
+                capture.max_file_bytes,
+                capture.max_files,
+            )
         # Budget settlements and cache writes still in flight (they outlive their streams).
         self.settling: set[asyncio.Task[None]] = set()
 
@@ -386,18 +392,27 @@ def _bind_address(address: str) -> str:
 
 
 async def serve(
-    runtime: Runtime, *, metrics: Metrics | None = None, config_path: Path | None = None
+    runtime: Runtime,
+    *,
+    metrics: Metrics | None = None,
+    config_path: Path | None = None,
+    worker: int | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain within the configured grace period. With
-    the config's path, reload it on SIGHUP and when it changes."""
+    the config's path, reload it on SIGHUP and when it changes. A worker (service.workers
+    > 1) listens on its own address, leaves metrics and the probe server to the supervisor
+    and worker 0, and writes its own capture file."""
     metrics = metrics or Metrics(tenant_labels=runtime.source.telemetry.tenant_labels)
     service = runtime.source.service
+    address = service.grpc_address
+    if worker is not None:
+        address = workers.addresses(address, service.workers)[worker]
     # A buffered request body arrives in one gRPC message.
     server = h2grpc.Server(max_message=runtime.max_request_bytes + 1024 * 1024)
     # Estimates (cut streams, missing usage, reservations, prompt limits) need the
     # tokenizer; loading it lazily would block the first request that needs it.
     tokens.preload()
-    processor = Processor(runtime, metrics, make_store(runtime))
+    processor = Processor(runtime, metrics, make_store(runtime), worker=worker or 0)
     server.add(
         f"/{SERVICE_NAME}/Process",
         h2grpc.Method(
@@ -409,16 +424,16 @@ async def serve(
     )
     health = h2grpc.Health()
     health.serve_on(server)
-    await server.listen(_bind_address(service.grpc_address))
+    await server.listen(_bind_address(address))
     # Probes that cannot reach the socket get a server offering health and nothing else.
     probes = None
-    if service.health_address:
+    if service.health_address and not worker:
         probes = h2grpc.Server()
         health.serve_on(probes)
         await probes.listen(service.health_address)
     for name in ("", SERVICE_NAME):
         health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    if service.metrics_address != "off":
+    if service.metrics_address != "off" and worker is None:
         metrics.serve(service.metrics_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -440,7 +455,7 @@ async def serve(
             watching = asyncio.ensure_future(reloader.watch(interval))
     log.info(
         "serving",
-        grpc=service.grpc_address,
+        grpc=address,
         metrics=service.metrics_address,
         models=len(runtime.models),
         backends=len(runtime.backends),

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.config.loader import load_file
 from extproc.render import render_yaml
+from extproc.workers import addresses
 
 
 def envoy_binary() -> str:
@@ -191,7 +192,11 @@ class Stack:
                     argv = [*self.service_command, address]
                 self._service = (argv, address)
                 service = self._spawn("service", argv)
-                wait_until(lambda: grpc_serving(address), timeout, "ext_proc service", service)
+                count = runtime.source.service.workers
+                for worker in addresses(address, count if self.service_command is None else 1):
+                    wait_until(
+                        lambda w=worker: grpc_serving(w), timeout, "ext_proc service", service
+                    )
             envoy_config = self.workdir / "envoy.yaml"
             envoy_config.write_text(render_yaml(runtime, bare_backend=self.bare_backend))
             envoy = self._spawn(

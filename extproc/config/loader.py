@@ -193,6 +193,9 @@ def parse_instant(text: str) -> dt.datetime | None:
     return value
 
 
+MAX_WORKERS = 64
+
+
 def parse_grpc_address(address: str) -> str | None:
     """The problem with a "unix:///path" or "host:port" address, or None when it is fine."""
     if address.startswith("unix://"):
@@ -257,6 +260,16 @@ class _Checker:
             read_usage=not config.accounting.skip_usage,
             external_envoy=config.service.external_envoy,
         )
+        if (
+            config.service.workers > 1
+            and not config.accounting.store.HasField("redis")
+            and any(t.budgets for t in tenants.values())
+        ):
+            self.problem(
+                "service.workers",
+                "budgets with more than one worker need accounting.store.redis "
+                "(each worker would keep its own books)",
+            )
         if config.accounting.skip_usage and any(t.budgets for t in tenants.values()):
             self.problem("accounting.skip_usage", "budgets need usage; remove one or the other")
         accounting.check_store(config, self.problem)
@@ -309,6 +322,38 @@ class _Checker:
             self.problem("service.message_timeout", "must be positive")
         if self.config.service.config_check_interval.ToNanoseconds() < 0:
             self.problem("service.config_check_interval", "must not be negative")
+        self.check_workers()
+
+    def check_workers(self) -> None:
+        service = self.config.service
+        if service.workers > MAX_WORKERS:
+            self.problem("service.workers", f"at most {MAX_WORKERS}")
+        elif service.workers > 1 and not parse_grpc_address(service.grpc_address):
+            address = service.grpc_address
+            if not address.startswith("unix://"):
+                first = int(address.rpartition(":")[2])
+                last = first + service.workers - 1
+                if last > 65535:
+                    self.problem("service.workers", f"workers would need port {last}")
+                    return
+                others = [
+                    ("listener.port", self.config.listener.port),
+                    ("admin.port", self.config.admin.port),
+                ] + [
+                    (field, int(value.rpartition(":")[2]))
+                    for field, value in (
+                        ("service.metrics_address", service.metrics_address),
+                        ("service.health_address", service.health_address),
+                        ("admin.readiness_address", self.config.admin.readiness_address),
+                    )
+                    if value and value != "off" and not parse_grpc_address(value)
+                ]
+                for field, port in others:
+                    if first <= port <= last:
+                        self.problem(
+                            "service.workers",
+                            f"the workers' ports {first}-{last} include {field}'s {port}",
+                        )
 
     def build_policies(self) -> dict[str, Policy]:
         policies: dict[str, Policy] = {}

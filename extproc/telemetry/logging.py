@@ -42,6 +42,15 @@ class _Stamp:
         return event
 
 
+_writers: list[LineWriter] = []
+
+
+def flush() -> None:
+    """Write pending lines now (a process about to leave with os._exit)."""
+    for writer in _writers:
+        writer.flush()
+
+
 class LineWriter:
     """Where JSON lines go: a file descriptor, written once per loop turn (or at once when
     no loop runs in the calling thread)."""
@@ -51,6 +60,7 @@ class LineWriter:
         self.pending: list[bytes] = []
         self.lock = threading.Lock()
         atexit.register(self.flush)
+        _writers.append(self)
 
     def line(self, message: bytes) -> None:
         with self.lock:

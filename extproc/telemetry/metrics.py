@@ -143,6 +143,7 @@ class Metrics:
             "extproc_cache_bytes",
             "Bytes held by the in-process response cache.",
             registry=self.registry,
+            multiprocess_mode="livesum",  # service.workers > 1: the workers' caches together
         )
         self.schema_drift = Counter(
             "extproc_schema_drift",
@@ -177,7 +178,10 @@ class Metrics:
             registry=self.registry,
         )
         self.active_streams = Gauge(
-            "extproc_active_streams", "ext_proc streams in progress.", registry=self.registry
+            "extproc_active_streams",
+            "ext_proc streams in progress.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.config_reloads = Counter(
             "extproc_config_reloads",
@@ -189,6 +193,7 @@ class Metrics:
             "extproc_config_last_reload_successful",
             "1 when the last config load succeeded (at start or reload), 0 when refused.",
             registry=self.registry,
+            multiprocess_mode="livemin",  # 0 when any worker refused its last load
         )
         # Bound children once: labels() costs a dict lookup and a lock per call.
         self.phase = {name: self.phase_seconds.labels(name) for name in PHASES}

@@ -89,12 +89,42 @@ def test_ext_proc_filter_fails_closed_with_a_raised_timeout() -> None:
     assert hcm["forward_client_cert_details"] == "SANITIZE"
 
 
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.0.0.1:50051", [("127.0.0.1", 50051), ("127.0.0.1", 50052), ("127.0.0.1", 50053)]),
+        ("unix:///run/e.sock", ["/run/e.sock", "/run/e.sock.1", "/run/e.sock.2"]),
+    ],
+)
+def test_each_worker_is_an_endpoint_of_the_ext_proc_cluster(address: str, expected: list) -> None:
+    cluster = clusters(
+        render(runtime(f"service: {{workers: 3, grpc_address: '{address}'}}\n" + _minimal()))
+    )["extproc"]
+    endpoints = [
+        e["endpoint"]["address"] for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    found = [
+        e["pipe"]["path"]
+        if "pipe" in e
+        else (e["socket_address"]["address"], e["socket_address"]["port_value"])
+        for e in endpoints
+    ]
+    assert found == expected
+    assert cluster["lb_policy"] == "LEAST_REQUEST"
+    single = clusters(render(runtime()))["extproc"]
+    assert "lb_policy" not in single
+    assert len(single["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 1
+
+
 def test_every_rendered_config_is_accepted_by_envoy(tmp_path: Path) -> None:
     cert = ROOT / "tests" / "data"
     variants = {
         "base": runtime(),
         "fail-open": runtime(
             "service: {failure_mode_allow: true, grpc_address: 'unix:///tmp/x.sock'}\n" + _minimal()
+        ),
+        "workers": runtime(
+            "service: {workers: 3, grpc_address: 'unix:///tmp/x.sock'}\n" + _minimal()
         ),
         "tls": runtime(
             f"listener: {{tls: {{cert_file: {cert}/server.pem, key_file: {cert}/server.key, client_ca_file: {cert}/ca.pem}}}}\n"

@@ -427,6 +427,7 @@ class Service(_message.Message):
     HEALTH_ADDRESS_FIELD_NUMBER: _builtins.int
     EXTERNAL_ENVOY_FIELD_NUMBER: _builtins.int
     CONFIG_CHECK_INTERVAL_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
     grpc_address: _builtins.str
     """Where the ext_proc gRPC server listens: "unix:///path/to.sock" or "host:port".
     Default "127.0.0.1:50051".
@@ -449,6 +450,14 @@ class Service(_message.Message):
     where this service decides. A request is then served only when its model's backend is
     that host; otherwise it is refused with 421 before any credential is added. Default
     false.
+    """
+    workers: _builtins.int
+    """Service processes, each on its own socket: grpc_address for the first, then the
+    next ports ("host:port") or "<path>.1", "<path>.2", ... (Unix sockets). Envoy spreads
+    ext_proc streams over them (least request). The tokenizer tables are loaded once and
+    shared; the Prometheus endpoint reports all workers together. Budgets then need the
+    Redis store (each process would keep its own books); the response cache stays per
+    process unless it is Redis. Default 1.
     """
     @_builtins.property
     def message_timeout(self) -> _duration_pb2.Duration:
@@ -478,10 +487,11 @@ class Service(_message.Message):
         health_address: _builtins.str = ...,
         external_envoy: _builtins.bool = ...,
         config_check_interval: _duration_pb2.Duration | None = ...,
+        workers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config_check_interval", b"config_check_interval", "message_timeout", b"message_timeout", "shutdown_grace", b"shutdown_grace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_check_interval", b"config_check_interval", "external_envoy", b"external_envoy", "failure_mode_allow", b"failure_mode_allow", "grpc_address", b"grpc_address", "health_address", b"health_address", "message_timeout", b"message_timeout", "metrics_address", b"metrics_address", "shutdown_grace", b"shutdown_grace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_check_interval", b"config_check_interval", "external_envoy", b"external_envoy", "failure_mode_allow", b"failure_mode_allow", "grpc_address", b"grpc_address", "health_address", b"health_address", "message_timeout", b"message_timeout", "metrics_address", b"metrics_address", "shutdown_grace", b"shutdown_grace", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
