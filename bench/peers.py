@@ -18,7 +18,6 @@ Environment: BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3), BENCH_CONNECT
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -41,10 +40,11 @@ from bench.run import (  # noqa: E402
     SECONDS,
     TENANT,
     chat_body,
-    cpu_seconds,
     machine,
     start_mock,
     start_setup,
+    tree,
+    tree_cpu,
     wrk,
 )
 from extproc.stack import Stack, free_port, wait_until  # noqa: E402
@@ -117,32 +117,6 @@ def require_loopback(name: str, port: int) -> None:
     addresses = listening_addresses(port)
     if not addresses or not addresses <= loopback:
         raise SystemExit(f"{name} listens on {addresses or 'nothing'}, not loopback only: stop")
-
-
-def tree(pid: int) -> list[int]:
-    """pid and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        found.append(current)
-        queue.extend(children.get(current, []))
-    return found
-
-
-def tree_cpu(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):  # a worker that has exited
-            total += cpu_seconds(pid)
-    return total
 
 
 def answers(url: str, headers: dict[str, str], body: bytes) -> bool:

@@ -18,6 +18,7 @@ BENCH_RATE (200), BENCH_RATE_SECONDS (10).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -138,14 +139,41 @@ def measure(
     stack: Stack, mock: subprocess.Popen[bytes], url: str, body_file: Path
 ) -> dict[str, float]:
     wrk(url, body_file, 2)  # warm-up: connections, caches, allocator
-    pids = {name: process.pid for name, process in stack.processes.items()}
-    pids["mock"] = mock.pid
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    # A process and its children: the service's workers count as the service.
+    pids = {name: tree(process.pid) for name, process in stack.processes.items()}
+    pids["mock"] = [mock.pid]
+    before = {name: tree_cpu(group) for name, group in pids.items()}
     result = wrk(url, body_file, SECONDS)
-    for name, pid in pids.items():
-        spent = cpu_seconds(pid) - before[name]
+    for name, group in pids.items():
+        spent = tree_cpu(group) - before[name]
         result[f"{name}_cpu_us"] = spent / max(result["requests"], 1) * 1e6
     return result
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        queue.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a worker that has exited
+            total += cpu_seconds(pid)
+    return total
 
 
 def machine() -> str:
@@ -183,13 +211,21 @@ def start_setup(
     tail: str,
     bare: str | None = None,
     command: list[str] | None = None,
+    workers: int = 1,
 ) -> tuple[Stack, str]:
     """Envoy (one worker thread) and the service (or a bare ext_proc command, or none with a
     bare backend) in front of the mock, on free ports; the stack and its chat URL."""
     ports = {k: free_port() for k in ("port", "admin_port", "grpc_port", "metrics_port")}
     workdir.mkdir(parents=True)
     config = workdir / "config.yaml"
-    config.write_text(CONFIG.format(**ports, mock_port=mock_port) + tail)
+    text = CONFIG.format(**ports, mock_port=mock_port)
+    if workers > 1:  # a socket each: the ports after grpc_port may be taken
+        socket = workdir / "sock" / "extproc.sock"
+        text = text.replace(
+            f'grpc_address: "127.0.0.1:{ports["grpc_port"]}"',
+            f'grpc_address: "unix://{socket}", workers: {workers}',
+        )
+    config.write_text(text + tail)
     stack = Stack(
         config_path=config,
         workdir=workdir / "stack",
@@ -249,6 +285,9 @@ BUDGETS = "Envoy + extproc + budget"
 CACHED = "Envoy + extproc, cache hits"
 # The full pipeline: tenant, routing, the demo policy, accounting of the response.
 FULL = "Envoy + extproc, demo policy"
+# The same with service.workers: 2 (Envoy still one worker thread).
+FULL_WORKERS = "Envoy + extproc, demo policy, 2 workers"
+WORKERS = {FULL_WORKERS: 2}
 # (label, bare backend, ext_proc command, config tail, workloads)
 SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
     ("Envoy alone", "mock", None, TENANT, ALL),
@@ -259,6 +298,7 @@ SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
     (BUDGETS, None, None, BUDGET, STREAMED),
     (CACHED, None, None, CACHE, STREAMED),
     (FULL, None, None, POLICY.replace("DIRS", "request"), PLAIN),
+    (FULL_WORKERS, None, None, POLICY.replace("DIRS", "request"), PLAIN),
     (
         "Envoy + extproc, demo policy + output check",
         None,
@@ -305,7 +345,9 @@ def main() -> None:
             # rounds can be interleaved and the machine's drift spreads over all of them.
             for label, bare, command, tail, _ in SETUPS:
                 name = label.replace(" ", "-").replace(",", "").replace("+", "")
-                stacks[label] = start_setup(workdir / name, mock_port, tail, bare, command)
+                stacks[label] = start_setup(
+                    workdir / name, mock_port, tail, bare, command, WORKERS.get(label, 1)
+                )
             workloads = {label: names for label, *_, names in SETUPS}
             for _ in range(ROUNDS):
                 for label, (stack, url) in stacks.items():
@@ -423,6 +465,14 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         )
         if with_policy is not None and without is not None:
             print(f"- demo policy, {workload} prompt: {with_policy - without:+,.0f} µs per request")
+    print("\nservice.workers: 2 vs 1 (the full pipeline; Envoy --concurrency 1):")
+    for workload in PLAIN:
+        one, two = medians.get((FULL, workload)), medians.get((FULL_WORKERS, workload))
+        if one is not None and two is not None:
+            print(
+                f"- {workload}: {two['rps']:,.0f} vs {one['rps']:,.0f} req/s, service CPU "
+                f"{two['service_cpu_us']:,.0f} vs {one['service_cpu_us']:,.0f} µs per request"
+            )
 
 
 if __name__ == "__main__":
