@@ -396,6 +396,20 @@ def report_rated(rated: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         )
 
 
+def pairs(
+    medians: dict[tuple[str, str], dict[str, float]],
+    first: str,
+    second: str,
+    workloads: tuple[str, ...],
+) -> list[tuple[str, dict[str, float], dict[str, float]]]:
+    """(workload, first's medians, second's medians) for the workloads both setups ran."""
+    return [
+        (workload, medians[(first, workload)], medians[(second, workload)])
+        for workload in workloads
+        if (first, workload) in medians and (second, workload) in medians
+    ]
+
+
 def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
     print(f"\nmachine: {machine()}")
     load = f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, POST /v1/chat/completions"
@@ -438,14 +452,12 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         if budget is not None and plain is not None:
             print(f"- budget reserve + settle, {workload}: {budget - plain:+,.0f} µs per request")
     print("\nresponse cache: a hit answered by the service vs a provider call")
-    for workload in STREAMED:
-        hit, call = medians.get((CACHED, workload)), medians.get((ACCOUNTING, workload))
-        if hit is not None and call is not None:
-            print(
-                f"- {workload}: service CPU {hit['service_cpu_us']:,.0f} vs "
-                f"{call['service_cpu_us']:,.0f} µs, p50 {hit['p50_ms']:.2f} vs "
-                f"{call['p50_ms']:.2f} ms, {hit['rps']:,.0f} vs {call['rps']:,.0f} req/s"
-            )
+    for workload, hit, call in pairs(medians, CACHED, ACCOUNTING, STREAMED):
+        print(
+            f"- {workload}: service CPU {hit['service_cpu_us']:,.0f} vs "
+            f"{call['service_cpu_us']:,.0f} µs, p50 {hit['p50_ms']:.2f} vs "
+            f"{call['p50_ms']:.2f} ms, {hit['rps']:,.0f} vs {call['rps']:,.0f} req/s"
+        )
     print("\ntranslation (OpenAI client, Anthropic backend), service CPU:")
     same, translated = cpu(ACCOUNTING, "1 KB"), cpu(ACCOUNTING, TRANSLATED[0])
     if same is not None and translated is not None:
@@ -466,13 +478,11 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         if with_policy is not None and without is not None:
             print(f"- demo policy, {workload} prompt: {with_policy - without:+,.0f} µs per request")
     print("\nservice.workers: 2 vs 1 (the full pipeline; Envoy --concurrency 1):")
-    for workload in PLAIN:
-        one, two = medians.get((FULL, workload)), medians.get((FULL_WORKERS, workload))
-        if one is not None and two is not None:
-            print(
-                f"- {workload}: {two['rps']:,.0f} vs {one['rps']:,.0f} req/s, service CPU "
-                f"{two['service_cpu_us']:,.0f} vs {one['service_cpu_us']:,.0f} µs per request"
-            )
+    for workload, two, one in pairs(medians, FULL_WORKERS, FULL, PLAIN):
+        print(
+            f"- {workload}: {two['rps']:,.0f} vs {one['rps']:,.0f} req/s, service CPU "
+            f"{two['service_cpu_us']:,.0f} vs {one['service_cpu_us']:,.0f} µs per request"
+        )
 
 
 if __name__ == "__main__":
