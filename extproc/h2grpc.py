@@ -48,6 +48,8 @@ OUR_SETTINGS = struct.pack(">HIHIHI", 0x3, 1 << 20, 0x4, MAX_WINDOW, 0x5, OUR_MA
 _FRAME = struct.Struct(">BHBBI")  # length (8 + 16 bits), type, flags, stream id
 _U32 = struct.Struct(">I")
 _PREFIX = struct.Struct(">BI")  # gRPC message: compressed flag, length
+# Frames queued for the end of the loop turn beyond this many bytes are sent at once.
+_SEND_NOW = 64 * 1024
 
 # gRPC status codes used here (grpc.StatusCode values).
 OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED = 0, 1, 2, 3, 5, 8
@@ -206,7 +208,14 @@ class Context:
         if self.done:
             raise asyncio.CancelledError("the stream is closed")
         payload = self._serialise(message)
-        self._conn.send_message(self, _PREFIX.pack(0, len(payload)) + payload)
+        conn = self._conn
+        conn.send_message(self, _PREFIX.pack(0, len(payload)) + payload)
+        if conn.paused is not None:
+            # The peer reads slower than we write: wait until the socket drains (a peer
+            # with large flow-control windows could otherwise make the buffer grow).
+            await asyncio.shield(conn.paused)
+            if self.done:
+                raise asyncio.CancelledError("the stream is closed")
         if self._pending:
             self._drained = self._conn.loop.create_future()
             try:
@@ -327,6 +336,9 @@ class Connection(asyncio.Protocol):
         # Frames written during one turn of the loop leave in one transport.write (one
         # send call for the replies of every stream that ran in that turn).
         self.outgoing: list[bytes] = []
+        self.outgoing_bytes = 0
+        # Set while the transport's buffer is above its high-water mark.
+        self.paused: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -339,7 +351,17 @@ class Connection(asyncio.Protocol):
             + _frame(WINDOW_UPDATE, 0, 0, _U32.pack(MAX_WINDOW - 65535))
         )
 
+    def pause_writing(self) -> None:
+        if self.paused is None:
+            self.paused = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        paused, self.paused = self.paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.resume_writing()
         self.closed = True
         self.server.connections.discard(self)
         for context in list(self.streams.values()):
@@ -575,11 +597,16 @@ class Connection(asyncio.Protocol):
             if not self.outgoing:
                 self.loop.call_soon(self.send_buffered)
             self.outgoing.append(data)
+            self.outgoing_bytes += len(data)
+            if self.outgoing_bytes >= _SEND_NOW:
+                # Large replies go at once, so the transport can say when it is full.
+                self.send_buffered()
 
     def send_buffered(self) -> None:
         if self.outgoing:
             data = b"".join(self.outgoing)
             self.outgoing.clear()
+            self.outgoing_bytes = 0
             if self.transport is not None and not self.closed:
                 self.transport.write(data)
 

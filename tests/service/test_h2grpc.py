@@ -214,18 +214,23 @@ def frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
     return out
 
 
-async def raw_call(port: int, data: bytes) -> str | None:
-    """One Chat call from raw frames: headers, then data with END_STREAM; its grpc-status."""
-    block = hpack.Encoder().encode(
+def request_block(encoder: hpack.Encoder, path: str = "/test.Echo/Chat") -> bytes:
+    """The HEADERS block of a gRPC call to `path`."""
+    return encoder.encode(
         [
             (":method", "POST"),
             (":scheme", "http"),
-            (":path", "/test.Echo/Chat"),
+            (":path", path),
             (":authority", "x"),
             ("content-type", "application/grpc"),
             ("te", "trailers"),
         ]
     )
+
+
+async def raw_call(port: int, data: bytes) -> str | None:
+    """One Chat call from raw frames: headers, then data with END_STREAM; its grpc-status."""
+    block = request_block(hpack.Encoder())
     received = await raw(
         port,
         PREFACE
@@ -303,16 +308,7 @@ async def test_a_repeated_header_block_follows_the_hpack_table() -> None:
         encoder, reference = hpack.Encoder(), hpack.Decoder()
 
         def block(path: str) -> bytes:
-            return encoder.encode(
-                [
-                    (":method", "POST"),
-                    (":scheme", "http"),
-                    (":path", path),
-                    (":authority", "x"),
-                    ("content-type", "application/grpc"),
-                    ("te", "trailers"),
-                ]
-            )
+            return request_block(encoder, path)
 
         upper, upper_again, chat = (
             block("/test.Echo/Upper"),
@@ -341,3 +337,42 @@ async def test_a_repeated_header_block_follows_the_hpack_table() -> None:
         ]
     finally:
         await server.stop(0)
+
+
+async def test_a_peer_that_stops_reading_holds_back_the_writer(served: Any) -> None:
+    """A client with huge flow-control windows that does not read: the server's send buffer
+    stays near one message instead of growing by every reply; once it reads, all arrive."""
+    server, *_, port = served
+    size, count = 1_000_000, 20
+    message = struct.pack(">BI", 0, size) + bytes(size)
+    block = request_block(hpack.Encoder())
+    settings = struct.pack(">HIHI", 0x4, h2grpc.MAX_WINDOW, 0x5, 1 << 20)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        PREFACE
+        + _frame(h2grpc.SETTINGS, 0, 0, settings)
+        + _frame(h2grpc.WINDOW_UPDATE, 0, 0, struct.pack(">I", h2grpc.MAX_WINDOW - 65535))
+        + _frame(h2grpc.HEADERS, h2grpc.END_HEADERS, 1, block)
+    )
+    for index in range(count):
+        flags = h2grpc.END_STREAM if index == count - 1 else 0
+        writer.write(_frame(h2grpc.DATA, flags, 1, message))
+    await writer.drain()
+    await asyncio.sleep(1.0)
+    [connection] = server.connections
+    assert connection.transport.get_write_buffer_size() < 3 * size
+    received = 0
+    want = count * len(message)
+    buffered = b""
+    while received < want:
+        buffered += await asyncio.wait_for(reader.read(1 << 20), 10)
+        while len(buffered) >= 9:
+            high, low, kind, _, stream = struct.unpack_from(">BHBBI", buffered)
+            length = high << 16 | low
+            if len(buffered) < 9 + length:
+                break
+            if kind == h2grpc.DATA and stream == 1:
+                received += length
+            buffered = buffered[9 + length :]
+    assert received == want
+    writer.close()
