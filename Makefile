@@ -22,9 +22,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/extproc up $(CONFIG)
 
-## Debian packages the suite needs: redis-server for the shared budget store.
+## Debian packages the suite needs: redis-server for the shared budget store; Go and
+## grpc-go to build a health client on the gRPC implementation kubelet's probes use.
 system-packages:
 	command -v redis-server >/dev/null || ($(APT) update -qq && $(APT) install -y -qq redis-server >/dev/null)
+	(command -v go >/dev/null && test -d /usr/share/gocode/src/google.golang.org/grpc) || \
+	  ($(APT) update -qq && $(APT) install -y -qq golang-go golang-google-grpc-dev >/dev/null)
 
 ## The whole suite: lint, types, unit, service and integration tests (real Envoy, Redis).
 test: $(STAMP) system-packages lint typecheck

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import struct
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,6 +22,7 @@ from extproc import h2grpc
 from extproc.h2grpc import PREFACE, _frame
 
 MAX = 64 * 1024 * 1024
+GOPROBE = Path(__file__).resolve().parent.parent / "data" / "goprobe" / "main.go"
 
 
 class Echo:
@@ -376,3 +381,44 @@ async def test_a_peer_that_stops_reading_holds_back_the_writer(served: Any) -> N
             buffered = buffered[9 + length :]
     assert received == want
     writer.close()
+
+
+@pytest.fixture(scope="session")
+def goprobe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/data/goprobe built with Debian's grpc-go (make test installs both)."""
+    root = tmp_path_factory.mktemp("goprobe")
+    source = root / "src" / "goprobe"
+    source.mkdir(parents=True)
+    shutil.copy(GOPROBE, source / "main.go")
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{root}:/usr/share/gocode"}
+    subprocess.run(
+        ["go", "build", "-o", str(root / "goprobe"), "goprobe"], env=env, check=True, timeout=300
+    )
+    return root / "goprobe"
+
+
+async def test_grpc_go_health_checks_and_watches(served: Any, goprobe: Path) -> None:
+    """Kubelet's grpc probes are grpc-go: its client checks and watches h2grpc's health."""
+    _, _, health, port = served
+    ext_proc = "envoy.service.ext_proc.v3.ExternalProcessor"
+    health.set(ext_proc, health_pb2.HealthCheckResponse.SERVING)
+    check = await asyncio.create_subprocess_exec(
+        str(goprobe), f"127.0.0.1:{port}", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(check.communicate(), 60)
+    lines = out.decode().splitlines()
+    assert lines[:2] == [": SERVING", f"{ext_proc}: SERVING"]
+    assert "code = NotFound" in lines[2]
+    watch = await asyncio.create_subprocess_exec(
+        str(goprobe), f"127.0.0.1:{port}", "watch", stdout=asyncio.subprocess.PIPE
+    )
+    assert watch.stdout is not None
+    try:
+        first = await asyncio.wait_for(watch.stdout.readline(), 30)
+        assert first.decode().strip() == "SERVING"
+        health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        second = await asyncio.wait_for(watch.stdout.readline(), 30)
+        assert second.decode().strip() == "NOT_SERVING"
+    finally:
+        watch.kill()
+        await watch.wait()
