@@ -328,6 +328,13 @@ class _Checker:
         service = self.config.service
         if service.workers > MAX_WORKERS:
             self.problem("service.workers", f"at most {MAX_WORKERS}")
+        elif service.workers > 1 and service.external_envoy:
+            # That Envoy's ext_proc cluster names one address; scale with replicas there.
+            self.problem(
+                "service.workers",
+                "an Envoy configured elsewhere (external_envoy) sends to one address; "
+                "run more replicas instead",
+            )
         elif service.workers > 1 and not parse_grpc_address(service.grpc_address):
             address = service.grpc_address
             if not address.startswith("unix://"):

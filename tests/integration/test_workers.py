@@ -131,6 +131,10 @@ def test_a_worker_that_dies_stops_the_service(workers: Gateway) -> None:
         ("", "service.workers: workers would need port 65536"),
         (
             "",
+            "service.workers: an Envoy configured elsewhere (external_envoy) sends to one address",
+        ),
+        (
+            "",
             "service.workers: the workers' ports 50051-50052 include service.metrics_address's "
             "50052",
         ),
@@ -138,8 +142,14 @@ def test_a_worker_that_dies_stops_the_service(workers: Gateway) -> None:
 )
 def test_worker_configs_that_cannot_work_are_refused(tail: str, problem: str) -> None:
     port = "65535" if "65536" in problem else "50051"
+    external = "true" if "external_envoy" in problem else "false"
+    metrics = "127.0.0.1:50052" if "metrics" in problem else "127.0.0.1:9464"
     text = f"""
-service: {{grpc_address: "127.0.0.1:{port}", workers: 2, metrics_address: "127.0.0.1:50052"}}
+service:
+  grpc_address: "127.0.0.1:{port}"
+  workers: 2
+  metrics_address: "{metrics}"
+  external_envoy: {external}
 backends: [{{name: b, url: "http://127.0.0.1:9/v1"}}]
 models: [{{name: m, routes: [{{backend: b}}]}}]
 {tail}"""
