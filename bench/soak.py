@@ -15,7 +15,9 @@ resident memory over time (growth after warm-up), and whether the books balance:
     clients left included): nothing charged twice, nothing left reserved.
 Exits non-zero when the books do not balance. Figures are printed, not asserted.
 
-Environment: SOAK_SECONDS (default 180), SOAK_CLIENTS (default 16).
+Environment: SOAK_SECONDS (default 180), SOAK_CLIENTS (default 16), SOAK_WORKERS (default 1:
+service.workers; with more, the service's memory is the proportional set size of all its
+processes, since RSS would count the pages they share once per process).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from extproc.stack import Stack, free_port, wait_until  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "180"))
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "16"))
+WORKERS = int(os.environ.get("SOAK_WORKERS", "1"))
 SAMPLE_EVERY = 5.0
 PREFIX = "soak:"
 
@@ -173,11 +176,28 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def service_mb(pid: int) -> float:
+    """RSS of the service; with workers, the PSS of the supervisor and its workers."""
+    if WORKERS == 1:
+        return rss_mb(pid)
+    total = 0
+    for process in [pid, *(int(child) for child in _children(pid))]:
+        for line in Path(f"/proc/{process}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def _children(pid: int) -> list[str]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return path.read_text().split() if path.exists() else []
+
+
 async def sample(stack: Stack, deadline: float, samples: list[tuple[float, float, float]]) -> None:
     started = time.monotonic()
     service, envoy = stack.processes["service"].pid, stack.processes["envoy"].pid
     while True:
-        samples.append((time.monotonic() - started, rss_mb(service), rss_mb(envoy)))
+        samples.append((time.monotonic() - started, service_mb(service), rss_mb(envoy)))
         if time.monotonic() >= deadline:
             return
         await asyncio.sleep(SAMPLE_EVERY)
@@ -230,9 +250,13 @@ def main() -> int:
             for name in ("port", "admin_port", "grpc_port", "metrics_port", "mock_port")
         }
         config = workdir / "soak.yaml"
-        config.write_text(
-            textwrap.dedent(CONFIG).format(**ports, redis_port=redis_port, prefix=PREFIX)
-        )
+        text = textwrap.dedent(CONFIG).format(**ports, redis_port=redis_port, prefix=PREFIX)
+        if WORKERS > 1:  # a socket each: the ports after grpc_port may be taken
+            text = text.replace(
+                f'grpc_address: "127.0.0.1:{ports["grpc_port"]}"',
+                f'grpc_address: "unix://{workdir}/sock/extproc.sock"\n  workers: {WORKERS}',
+            )
+        config.write_text(text)
         stack = Stack(config_path=config, workdir=workdir, mock_port=ports["mock_port"])
         stack.start()
         try:
@@ -289,14 +313,16 @@ def report(
     if failures:
         problems.append(f"client-side failures: {dict(failures)}")
 
-    print("\n| time s | service RSS MB | Envoy RSS MB |\n|---|---|---|")
+    memory = "RSS" if WORKERS == 1 else f"PSS ({WORKERS} workers + supervisor)"
+    print(f"\n| time s | service {memory} MB | Envoy RSS MB |\n|---|---|---|")
     for at, service, envoy in samples:
         print(f"| {at:.0f} | {service:.1f} | {envoy:.1f} |")
     warm = next((s for s in samples if s[0] >= min(30.0, elapsed / 4)), samples[0])
     last = samples[-1]
     print(
-        f"\nservice RSS: {warm[1]:.1f} MB after warm-up ({warm[0]:.0f} s), {last[1]:.1f} MB at "
-        f"the end: {last[1] - warm[1]:+.1f} MB; Envoy {warm[2]:.1f} -> {last[2]:.1f} MB"
+        f"\nservice {memory}: {warm[1]:.1f} MB after warm-up ({warm[0]:.0f} s), "
+        f"{last[1]:.1f} MB at the end: {last[1] - warm[1]:+.1f} MB; "
+        f"Envoy {warm[2]:.1f} -> {last[2]:.1f} MB"
     )
 
     # Every request the clients made: exactly one record, with the status they saw.
