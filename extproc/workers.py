@@ -32,6 +32,7 @@ from extproc.config.runtime import Runtime
 from extproc.telemetry import logging
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def addresses(grpc_address: str, workers: int) -> list[str]:
@@ -65,9 +66,13 @@ def supervise(runtime: Runtime, config_path: Path) -> int:
 
     tokens.preload()
     children: dict[int, int] = {}  # pid -> worker index
+    # Signals wait until the supervisor can pass them on (a SIGTERM while forking would
+    # otherwise end the supervisor and leave the workers serving).
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     for index in range(count):
         pid = os.fork()
         if pid == 0:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
             code = 1
             try:
                 code = _worker(runtime, config_path, index)
@@ -114,8 +119,9 @@ def _supervise(runtime: Runtime, children: dict[int, int], directory: str) -> in
             with contextlib.suppress(ProcessLookupError):  # exited, not yet reaped
                 os.kill(pid, signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in _FORWARDED:
         signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     if service.metrics_address != "off":
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
@@ -154,7 +160,10 @@ def _supervise(runtime: Runtime, children: dict[int, int], directory: str) -> in
         deadline = time.monotonic() + 5
         while children and time.monotonic() < deadline:
             for pid in list(children):
-                if os.waitpid(pid, os.WNOHANG)[0]:
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        children.pop(pid)
+                except ChildProcessError:
                     children.pop(pid)
             time.sleep(0.05)
         for pid in children:
