@@ -29,6 +29,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,11 +42,10 @@ from bench.run import (  # noqa: E402
     TENANT,
     chat_body,
     machine,
+    measure_cpu,
     start_mock,
     start_setup,
     tree,
-    tree_cpu,
-    wrk,
 )
 from extproc.stack import Stack, free_port, wait_until  # noqa: E402
 
@@ -141,31 +141,17 @@ def stream_status(url: str, headers: dict[str, str], body: bytes) -> str:
     return "ok" if "data: [DONE]" in text else f"no [DONE] in {len(text)} bytes"
 
 
+@dataclass
 class Gateway:
-    def __init__(
-        self,
-        name: str,
-        url: str,
-        headers: dict[str, str],
-        pids: Callable[[], list[int]],
-        streams: bool = True,
-    ) -> None:
-        self.name, self.url, self.headers, self.pids, self.streams = (
-            name,
-            url,
-            headers,
-            pids,
-            streams,
-        )
+    name: str
+    url: str
+    headers: dict[str, str]
+    pids: Callable[[], list[int]]  # its processes, when measured
+    streams: bool = True
 
 
 def measure(gateway: Gateway, body_file: Path) -> dict[str, float]:
-    wrk(gateway.url, body_file, 2, gateway.headers)  # warm-up
-    pids = gateway.pids()
-    before = tree_cpu(pids)
-    result = wrk(gateway.url, body_file, SECONDS, gateway.headers)
-    result["cpu_us"] = (tree_cpu(pids) - before) / max(result["requests"], 1) * 1e6
-    return result
+    return measure_cpu(gateway.url, body_file, {"gateway": gateway.pids()}, gateway.headers)
 
 
 def main() -> None:
@@ -302,7 +288,7 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]], notes: list[str]
         ratio = f"{r['rps'] / ours['rps']:.2f}x" if ours else "-"
         print(
             f"| {name} | {label} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-            f"| {r['cpu_us']:,.0f} | {ratio} | {r['errors']:.0f} |"
+            f"| {r['gateway_cpu_us']:,.0f} | {ratio} | {r['errors']:.0f} |"
         )
     for note in notes:
         print(f"\n{note}")

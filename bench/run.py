@@ -138,14 +138,24 @@ def wrk(
 def measure(
     stack: Stack, mock: subprocess.Popen[bytes], url: str, body_file: Path
 ) -> dict[str, float]:
-    wrk(url, body_file, 2)  # warm-up: connections, caches, allocator
     # A process and its children: the service's workers count as the service.
-    pids = {name: tree(process.pid) for name, process in stack.processes.items()}
-    pids["mock"] = [mock.pid]
-    before = {name: tree_cpu(group) for name, group in pids.items()}
-    result = wrk(url, body_file, SECONDS)
-    for name, group in pids.items():
-        spent = tree_cpu(group) - before[name]
+    groups = {name: tree(process.pid) for name, process in stack.processes.items()}
+    groups["mock"] = [mock.pid]
+    return measure_cpu(url, body_file, groups)
+
+
+def measure_cpu(
+    url: str,
+    body_file: Path,
+    groups: dict[str, list[int]],
+    headers: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """A warm-up, then wrk's figures and "<group>_cpu_us": each group's CPU per request."""
+    wrk(url, body_file, 2, headers)  # warm-up: connections, caches, allocator
+    before = {name: tree_cpu(pids) for name, pids in groups.items()}
+    result = wrk(url, body_file, SECONDS, headers)
+    for name, pids in groups.items():
+        spent = tree_cpu(pids) - before[name]
         result[f"{name}_cpu_us"] = spent / max(result["requests"], 1) * 1e6
     return result
 

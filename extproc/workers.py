@@ -28,8 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from extproc.config.runtime import Runtime
 from extproc.telemetry import logging
+
+log = structlog.get_logger("extproc")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -77,11 +81,7 @@ def supervise(runtime: Runtime, config_path: Path) -> int:
             try:
                 code = _worker(runtime, config_path, index)
             except BaseException as error:  # the process ends here either way
-                import structlog
-
-                structlog.get_logger("extproc").error(
-                    "worker_failed", worker=index, error=f"{type(error).__name__}: {error}"
-                )
+                log.error("worker_failed", worker=index, error=f"{type(error).__name__}: {error}")
             finally:
                 logging.flush()
                 sys.stdout.flush()
@@ -94,8 +94,6 @@ def supervise(runtime: Runtime, config_path: Path) -> int:
 def _worker(runtime: Runtime, config_path: Path, index: int) -> int:
     import asyncio
 
-    import structlog
-
     from extproc.server import serve
 
     structlog.contextvars.bind_contextvars(worker=index)
@@ -103,11 +101,11 @@ def _worker(runtime: Runtime, config_path: Path, index: int) -> int:
 
 
 def _supervise(runtime: Runtime, children: dict[int, int], directory: str) -> int:
-    import structlog
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-    log = structlog.get_logger("extproc")
+    from extproc.telemetry.metrics import serve_registry
+
     service = runtime.source.service
     stopping = False
 
@@ -125,8 +123,7 @@ def _supervise(runtime: Runtime, children: dict[int, int], directory: str) -> in
     if service.metrics_address != "off":
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-        host, _, port = service.metrics_address.rpartition(":")
-        start_http_server(int(port), addr=host, registry=registry)
+        serve_registry(service.metrics_address, registry)
     log.info(
         "supervising",
         workers=len(children),

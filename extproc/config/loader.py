@@ -326,41 +326,44 @@ class _Checker:
 
     def check_workers(self) -> None:
         service = self.config.service
+        if service.workers <= 1:
+            return
         if service.workers > MAX_WORKERS:
             self.problem("service.workers", f"at most {MAX_WORKERS}")
-        elif service.workers > 1 and service.external_envoy:
+            return
+        if service.external_envoy:
             # That Envoy's ext_proc cluster names one address; scale with replicas there.
             self.problem(
                 "service.workers",
                 "an Envoy configured elsewhere (external_envoy) sends to one address; "
                 "run more replicas instead",
             )
-        elif service.workers > 1 and not parse_grpc_address(service.grpc_address):
-            address = service.grpc_address
-            if not address.startswith("unix://"):
-                first = int(address.rpartition(":")[2])
-                last = first + service.workers - 1
-                if last > 65535:
-                    self.problem("service.workers", f"workers would need port {last}")
-                    return
-                others = [
-                    ("listener.port", self.config.listener.port),
-                    ("admin.port", self.config.admin.port),
-                ] + [
-                    (field, int(value.rpartition(":")[2]))
-                    for field, value in (
-                        ("service.metrics_address", service.metrics_address),
-                        ("service.health_address", service.health_address),
-                        ("admin.readiness_address", self.config.admin.readiness_address),
-                    )
-                    if value and value != "off" and not parse_grpc_address(value)
-                ]
-                for field, port in others:
-                    if first <= port <= last:
-                        self.problem(
-                            "service.workers",
-                            f"the workers' ports {first}-{last} include {field}'s {port}",
-                        )
+            return
+        address = service.grpc_address
+        if address.startswith("unix://") or parse_grpc_address(address):
+            return  # sockets "<path>.N" cannot collide; a bad address is reported already
+        first = int(address.rpartition(":")[2])
+        last = first + service.workers - 1
+        if last > 65535:
+            self.problem("service.workers", f"workers would need port {last}")
+            return
+        others = [
+            ("listener.port", self.config.listener.port),
+            ("admin.port", self.config.admin.port),
+        ] + [
+            (field, int(value.rpartition(":")[2]))
+            for field, value in (
+                ("service.metrics_address", service.metrics_address),
+                ("service.health_address", service.health_address),
+                ("admin.readiness_address", self.config.admin.readiness_address),
+            )
+            if value and value != "off" and not parse_grpc_address(value)
+        ]
+        for field, port in others:
+            if first <= port <= last:
+                self.problem(
+                    "service.workers", f"the workers' ports {first}-{last} include {field}'s {port}"
+                )
 
     def build_policies(self) -> dict[str, Policy]:
         policies: dict[str, Policy] = {}

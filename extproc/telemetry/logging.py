@@ -46,9 +46,12 @@ _writers: list[LineWriter] = []
 
 
 def flush() -> None:
-    """Write pending lines now (a process about to leave with os._exit)."""
+    """Write pending lines now (at exit, and before a process leaves with os._exit)."""
     for writer in _writers:
         writer.flush()
+
+
+atexit.register(flush)
 
 
 class LineWriter:
@@ -59,7 +62,6 @@ class LineWriter:
         self.stream = stream
         self.pending: list[bytes] = []
         self.lock = threading.Lock()
-        atexit.register(self.flush)
         _writers.append(self)
 
     def line(self, message: bytes) -> None:

@@ -237,5 +237,10 @@ class Metrics:
             children.estimated.inc()
 
     def serve(self, address: str) -> None:
-        host, _, port = address.rpartition(":")
-        start_http_server(int(port), addr=host, registry=self.registry)
+        serve_registry(address, self.registry)
+
+
+def serve_registry(address: str, registry: CollectorRegistry) -> None:
+    """A Prometheus endpoint for `registry` on "host:port", in a thread."""
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host, registry=registry)
