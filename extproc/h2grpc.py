@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import hpack
 import structlog
 from grpc_health.v1 import health_pb2
@@ -121,9 +120,14 @@ class Aborted(Exception):
     """Raised by Context.abort after the status was sent (as grpc.aio's abort does)."""
 
 
-# What Context.read returns once the peer half-closed: grpc.aio's own sentinel, so one
-# handler serves on either server.
-EOF: Any = grpc.aio.EOF
+class _EndOfStream:
+    def __repr__(self) -> str:
+        return "h2grpc.EOF"
+
+
+# What Context.read returns once the peer half-closed (grpc.aio has its own: a handler
+# written for both servers checks for a message instead).
+EOF: Any = _EndOfStream()
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,10 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from grpc_health.v1 import health_pb2
 
 from extproc import envoy, h2grpc, names, tokens, workers
@@ -33,6 +31,9 @@ from extproc.glob import Glob
 from extproc.phases import PhaseOrder
 from extproc.reload import Reloader
 from extproc.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    import grpc
 
 log = structlog.get_logger("extproc")
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
@@ -59,6 +60,19 @@ def _is_upstream(context: grpc.aio.ServicerContext) -> bool:
     return False
 
 
+async def _abort(
+    context: grpc.aio.ServicerContext | h2grpc.Context, code: int, details: str
+) -> None:
+    """End the call with a gRPC status; raises, as both servers' abort does."""
+    if isinstance(context, h2grpc.Context):
+        await context.abort(code, details)
+    # grpc.aio (the service tests) takes its enum. Imported here: the service itself runs
+    # on h2grpc and does not load gRPC's C core (~9 MB).
+    import grpc
+
+    await context.abort(next(s for s in grpc.StatusCode if s.value[0] == code), details)
+
+
 def make_store(runtime: Runtime) -> Store:
     """The budget store the config names (connections open lazily)."""
     config = runtime.source.accounting.store
@@ -74,7 +88,7 @@ def make_store(runtime: Runtime) -> Store:
     return MemoryStore()
 
 
-class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+class Processor:
     def __init__(
         self, runtime: Runtime, metrics: Metrics, store: Store | None = None, worker: int = 0
     ) -> None:
@@ -162,7 +176,7 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         phases = PhaseOrder()
         while True:
             request = await context.read()
-            if request is grpc.aio.EOF:
+            if not isinstance(request, ext.ProcessingRequest):  # the end, on either server
                 return
             started = time.perf_counter()
             kind = request.WhichOneof("request")
@@ -199,10 +213,10 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             )
         except _PhaseFailed:
             failed = True
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            await _abort(context, h2grpc.INTERNAL, "internal error")
         except _ProtocolViolation as violation:
             failed = True
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(violation))
+            await _abort(context, h2grpc.INVALID_ARGUMENT, str(violation))
         finally:
             self._finished(exchange, failed)
 
@@ -263,9 +277,9 @@ class Processor(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 lambda: {"role": "upstream"},
             )
         except _PhaseFailed:
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            await _abort(context, h2grpc.INTERNAL, "internal error")
         except _ProtocolViolation as violation:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(violation))
+            await _abort(context, h2grpc.INVALID_ARGUMENT, str(violation))
 
     def _exchange_reply(
         self, exchange: Exchange, kind: str, message: ext.ProcessingRequest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -358,3 +359,17 @@ def test_health_address_offers_health_and_nothing_else(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_service_does_not_load_grpc_core() -> None:
+    """`extproc serve` runs on h2grpc: gRPC's C core (~9 MB resident) stays unloaded. The
+    processor still serves on grpc.aio (the tests above), importing it only there."""
+    code = (
+        "import sys\n"
+        "import extproc.cli, extproc.server, extproc.workers\n"
+        "print(sorted(name for name in sys.modules if name == 'grpc' or name.startswith('grpc.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "[]"
