@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 CONFIG ?= examples/demo.yaml
 
-.PHONY: install system-packages run test unit lint typecheck proto envoy-configs bench bench-peers soak clean
+.PHONY: install system-packages run test unit lint typecheck proto envoy-configs bench bench-peers bench-streams soak clean
 # Debian packages are installed with apt-get, through sudo when not root.
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 
@@ -62,6 +62,11 @@ bench-peers: $(STAMP)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	command -v npm >/dev/null || ($(APT) update -qq && $(APT) install -y -qq nodejs npm >/dev/null)
 	$(BIN)/python bench/peers.py
+
+## Service memory over 1.25 M ext_proc streams (STREAMS_TOTAL) of the full pipeline, with wrk.
+bench-streams: $(STAMP)
+	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
+	$(BIN)/python bench/streams.py
 
 ## Minutes of mixed traffic (SOAK_SECONDS, default 180): outcomes, memory, and whether the
 ## records, the provider's counts and the Redis budget agree (exit 1 when they do not).

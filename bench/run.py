@@ -150,14 +150,24 @@ def measure_cpu(
     groups: dict[str, list[int]],
     headers: dict[str, str] | None = None,
 ) -> dict[str, float]:
-    """A warm-up, then wrk's figures and "<group>_cpu_us": each group's CPU per request."""
+    """A warm-up, then wrk's figures, "<group>_cpu_us" (each group's CPU per request) and
+    "idle_pct" (the share of the machine's CPU time that no process used meanwhile)."""
     wrk(url, body_file, 2, headers)  # warm-up: connections, caches, allocator
     before = {name: tree_cpu(pids) for name, pids in groups.items()}
+    idle_before = idle_ticks()
     result = wrk(url, body_file, SECONDS, headers)
+    idle, total = (after - first for after, first in zip(idle_ticks(), idle_before, strict=True))
     for name, pids in groups.items():
         spent = tree_cpu(pids) - before[name]
         result[f"{name}_cpu_us"] = spent / max(result["requests"], 1) * 1e6
+    result["idle_pct"] = 100 * idle / max(total, 1)
     return result
+
+
+def idle_ticks() -> tuple[int, int]:
+    """The machine's idle (and I/O wait) clock ticks, and all its ticks, since boot."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
 
 
 def tree(pid: int) -> list[int]:
@@ -358,6 +368,11 @@ def main() -> None:
                 stacks[label] = start_setup(
                     workdir / name, mock_port, tail, bare, command, WORKERS.get(label, 1)
                 )
+            # Before any request: what a service costs to keep around.
+            idle = {
+                label: [memory_mb(pid) for pid in tree(stacks[label][0].processes["service"].pid)]
+                for label in (FULL, FULL_WORKERS)
+            }
             workloads = {label: names for label, *_, names in SETUPS}
             for _ in range(ROUNDS):
                 for label, (stack, url) in stacks.items():
@@ -379,6 +394,28 @@ def main() -> None:
             mock.wait()
     report(runs)
     report_rated(rated)
+    report_idle(idle)
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """Resident set size, and proportional set size (each shared page split among the
+    processes sharing it), in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name] = int(value) / 1024
+    return fields.get("Rss:", 0.0), fields.get("Pss:", 0.0)
+
+
+def report_idle(idle: dict[str, list[tuple[float, float]]]) -> None:
+    print("\nservice memory at idle, after start-up and before any request:")
+    for label, processes in idle.items():
+        each = " + ".join(f"{pss:.0f}" for _, pss in processes)
+        rss = processes[0][0]
+        print(
+            f"- {label}: PSS {sum(pss for _, pss in processes):.0f} MB ({each} MB), "
+            f"RSS of the {'supervisor' if len(processes) > 1 else 'service'} {rss:.0f} MB"
+        )
 
 
 def report_rated(rated: dict[tuple[str, str], list[dict[str, float]]]) -> None:
