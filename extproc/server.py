@@ -467,6 +467,9 @@ async def serve(
         interval = service.config_check_interval.ToNanoseconds() / 1e9
         if interval > 0:
             watching = asyncio.ensure_future(reloader.watch(interval))
+    # A worker starts with these blocked (see workers.supervise); one that came meanwhile
+    # is delivered now, to the handlers above.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, workers.FORWARDED)
     log.info(
         "serving",
         grpc=address,

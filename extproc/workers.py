@@ -36,7 +36,8 @@ from extproc.telemetry import logging
 log = structlog.get_logger("extproc")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+# What the supervisor passes on to its workers.
+FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def addresses(grpc_address: str, workers: int) -> list[str]:
@@ -72,11 +73,13 @@ def supervise(runtime: Runtime, config_path: Path) -> int:
     children: dict[int, int] = {}  # pid -> worker index
     # Signals wait until the supervisor can pass them on (a SIGTERM while forking would
     # otherwise end the supervisor and leave the workers serving).
-    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     for index in range(count):
         pid = os.fork()
         if pid == 0:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
+            # The signals stay blocked until serve() has its handlers: one that came while
+            # the worker started would otherwise end it by the default action (SIGTERM,
+            # SIGHUP) or a KeyboardInterrupt (SIGINT) instead of a drain.
             code = 1
             try:
                 code = _worker(runtime, config_path, index)
@@ -117,9 +120,9 @@ def _supervise(runtime: Runtime, children: dict[int, int], directory: str) -> in
             with contextlib.suppress(ProcessLookupError):  # exited, not yet reaped
                 os.kill(pid, signum)
 
-    for signum in _FORWARDED:
+    for signum in FORWARDED:
         signal.signal(signum, forward)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     if service.metrics_address != "off":
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]

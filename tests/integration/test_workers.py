@@ -181,3 +181,34 @@ models: [{{name: m, routes: [{{backend: b}}]}}]
     assert [r["worker"] for r in failed] == [1]
     assert "extproc.sock.1" in str(failed[0]["error"])
     assert [r["worker"] for r in records if r["event"] == "worker_exited"] == [1]
+
+
+def test_sigterm_while_the_workers_start_stops_them_cleanly(tmp_path: Path) -> None:
+    """A SIGTERM that reaches a worker before its handlers are installed waits for them: the
+    worker drains (nothing to drain yet) and exits 0, instead of dying of the signal."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"""
+service: {{grpc_address: "unix://{tmp_path / "extproc.sock"}", metrics_address: "off",
+           workers: 4}}
+backends: [{{name: b, url: "http://127.0.0.1:9/v1"}}]
+models: [{{name: m, routes: [{{backend: b}}]}}]
+"""
+    )
+    for _ in range(3):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "extproc", "serve", str(config)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stderr is not None
+        lines = []
+        for line in process.stderr:  # the workers exist once the supervisor says so
+            lines.append(line)
+            if '"supervising"' in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        lines.extend(process.stderr)
+        assert process.wait(timeout=30) == 0, "".join(lines)
+        events = [orjson.loads(line)["event"] for line in lines if line.startswith("{")]
+        assert "worker_exited" not in events and "worker_failed" not in events
