@@ -9,7 +9,8 @@ tests/unit/test_tokens.py checks it against the package's public API.
 
 The extension file embeds the tables it builds the tokenizer from (~32 MB of read-only
 data). Once the tokenizer is built the process no longer reads them, so their pages are
-handed back (see _release); counting reads back ~0.1 MB of them.
+handed back (see _release); counting maps ~0.1-2 MB of them back (a page cache folio
+at a time).
 """
 
 from __future__ import annotations

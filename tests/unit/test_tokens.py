@@ -66,4 +66,6 @@ def test_loading_skips_the_packages_init_and_hands_back_the_tables() -> None:
         [sys.executable, "-c", LOAD], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
     assert out[:2] == ["False", "True"]
-    assert int(out[2]) < 2048  # KB still resident after counting a long text
+    # KB of the tables resident again after counting a long text: pages are mapped back a
+    # folio at a time (64 KB to 2 MB, by the kernel and file system), never the ~32 MB.
+    assert int(out[2]) <= 4096
