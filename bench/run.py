@@ -463,16 +463,17 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
     print(f"load: {load}, Envoy --concurrency 1, median of {ROUNDS} interleaved rounds\n")
     print(
         "| setup | request | requests/s | p50 ms | p99 ms "
-        "| Envoy CPU µs/req | ext_proc CPU µs/req | mock CPU µs/req | errors |"
+        "| Envoy CPU µs/req | ext_proc CPU µs/req | mock CPU µs/req | CPU idle | errors |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     medians = {key: median_of(measured) for key, measured in runs.items()}
     for (label, workload), r in medians.items():
         service = f"{r['service_cpu_us']:,.0f}" if "service_cpu_us" in r else "-"
         print(
             f"| {label} | {workload} | {r['rps']:,.0f} "
             f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{r['envoy_cpu_us']:,.0f} | {service} | {r['mock_cpu_us']:,.0f} | {r['errors']:.0f} |"
+            f"{r['envoy_cpu_us']:,.0f} | {service} | {r['mock_cpu_us']:,.0f} "
+            f"| {r['idle_pct']:.0f}% | {r['errors']:.0f} |"
         )
     events = stream_events(1024)
     print(f"\nstreamed responses carry {events} SSE events; service CPU per streamed event:")
