@@ -43,6 +43,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.run import memory_mb, tree  # noqa: E402
 from extproc.stack import Stack, free_port, wait_until  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "180"))
@@ -170,27 +171,14 @@ async def clients(
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return memory_mb(pid)[0]
 
 
 def service_mb(pid: int) -> float:
     """RSS of the service; with workers, the PSS of the supervisor and its workers."""
     if WORKERS == 1:
         return rss_mb(pid)
-    total = 0
-    for process in [pid, *(int(child) for child in _children(pid))]:
-        for line in Path(f"/proc/{process}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                total += int(line.split()[1])
-    return total / 1024
-
-
-def _children(pid: int) -> list[str]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return path.read_text().split() if path.exists() else []
+    return sum(memory_mb(process)[1] for process in tree(pid))
 
 
 async def sample(stack: Stack, deadline: float, samples: list[tuple[float, float, float]]) -> None:

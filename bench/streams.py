@@ -22,17 +22,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import run  # noqa: E402
-from bench.soak import rss_mb  # noqa: E402
+from extproc.stack import free_port  # noqa: E402
 
 TOTAL = int(os.environ.get("STREAMS_TOTAL", "1250000"))
 SLICE = int(os.environ.get("STREAMS_SLICE", "30"))
+
+
+def rss_mb(pid: int) -> float:
+    return run.memory_mb(pid)[0]
 
 
 def main() -> None:
     print(run.machine())
     with tempfile.TemporaryDirectory(prefix="extproc-streams-") as tmp:
         workdir = Path(tmp)
-        mock_port = run.free_port()
+        mock_port = free_port()
         mock = run.start_mock(mock_port, workdir)
         stack, url = run.start_setup(
             workdir / "full", mock_port, run.POLICY.replace("DIRS", "request")

@@ -15,6 +15,7 @@ at a time).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib.util
@@ -47,8 +48,8 @@ def _tokenizer() -> Any:
 _MADV_DONTNEED = 4
 
 
-def _release(library: Path) -> int:
-    """Drop the resident pages of `library`'s clean read-only mappings; the bytes dropped.
+def _release(library: Path) -> None:
+    """Drop the resident pages of `library`'s clean read-only mappings.
 
     Clean pages of a private file mapping are the file's own bytes: after MADV_DONTNEED
     a later read maps them again from the page cache or the file (unlike pages that were
@@ -56,17 +57,12 @@ def _release(library: Path) -> int:
     just leaves the pages resident.
     """
     if not sys.platform.startswith("linux"):
-        return 0
-    try:
+        return
+    with contextlib.suppress(OSError, AttributeError, ValueError):
         madvise = ctypes.CDLL(None, use_errno=True).madvise
         madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        released = 0
-        for start, end, resident in _clean_read_only(str(library.resolve())):
-            if madvise(start, end - start, _MADV_DONTNEED) == 0:
-                released += resident
-        return released
-    except (OSError, AttributeError, ValueError):
-        return 0
+        for start, end, _ in _clean_read_only(str(library.resolve())):
+            madvise(start, end - start, _MADV_DONTNEED)
 
 
 def _clean_read_only(path: str) -> list[tuple[int, int, int]]:

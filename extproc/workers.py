@@ -7,12 +7,12 @@ stream to the least busy one. An exchange is one stream, so it never spans worke
 shared between exchanges either lives in Redis (budgets must, when workers > 1) or is a
 per-worker cache (the response cache without Redis, drift learning).
 
-The supervisor loads the tokenizer tables before forking (~140 MB that the workers then
-share instead of each building its own), serves the Prometheus endpoint for all workers
-(prometheus_client's multiprocess mode: every worker writes its values to files in a
-private directory, the supervisor adds them up), forwards SIGTERM, SIGINT and SIGHUP, and
-exits when the workers have: 0 after a drain, 1 when a worker died on its own (the
-orchestrator restarts the whole service rather than run with fewer workers than it
+The supervisor imports the service and loads the tokenizer before forking (~50 MB that
+the workers then share instead of each building its own), serves the Prometheus endpoint
+for all workers (prometheus_client's multiprocess mode: every worker writes its values to
+files in a private directory, the supervisor adds them up), forwards SIGTERM, SIGINT and
+SIGHUP, and exits when the workers have: 0 after a drain, 1 when a worker died on its own
+(the orchestrator restarts the whole service rather than run with fewer workers than it
 planned for).
 """
 
