@@ -22,9 +22,9 @@ import asyncio
 import contextlib
 import struct
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import hpack
 import structlog
@@ -130,15 +130,28 @@ class _EndOfStream:
 EOF: Any = _EndOfStream()
 
 
+class Session(Protocol):
+    """A bidirectional stream answered message by message: message() returns the reply
+    (or a coroutine that gives it) and raises RpcError to end the call with a status;
+    close() is called once, when the call is over in any way."""
+
+    def message(self, message: Any) -> Any: ...
+
+    def close(self, failed: bool) -> None: ...
+
+
 @dataclass(frozen=True)
 class Method:
     """A handler: a bidirectional stream (handler(context)) or a unary call
-    (handler(request) -> response), with its message types' parse and serialise."""
+    (handler(request) -> response), with its message types' parse and serialise. With a
+    session factory, a stream's messages are answered as their frames arrive instead: no
+    coroutine wakes up for a message that is answered at once (handler is then unused)."""
 
     streaming: bool
     handler: Callable[..., Awaitable[Any]]
     parse: Callable[[bytes], Any]
     serialise: Callable[[Any], bytes]
+    session: Callable[[Context], Session] | None = None
 
 
 class Context:
@@ -154,12 +167,14 @@ class Context:
         "_pending",
         "_serialise",
         "_waiter",
+        "busy",
         "done",
         "headers_sent",
         "metadata",
         "remote_closed",
         "reset",
         "send_window",
+        "session",
         "task",
     )
 
@@ -187,6 +202,8 @@ class Context:
         self._pending = bytearray()  # DATA waiting for flow-control window
         self._drained: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
+        self.session: Session | None = None
+        self.busy = False  # the session's reply to a message is being awaited
 
     # -- what handlers use (grpc.aio's names) ------------------------------------------
 
@@ -242,9 +259,88 @@ class Context:
 
     def _deliver(self, raw: bytes) -> None:
         try:
-            self._inbox.append(self._parse(raw))
+            message = self._parse(raw)
         except Exception:
             raise RpcError(INVALID_ARGUMENT, "the message does not parse") from None
+        if (
+            self.session is not None
+            and not self.busy
+            and not self._inbox
+            and self._conn.paused is None
+        ):
+            self._handle(message)
+        else:
+            self._inbox.append(message)
+
+    # -- a session's stream ---------------------------------------------------------------
+
+    def _handle(self, message: Any) -> None:
+        session = self.session
+        if session is None or self.done:
+            return
+        try:
+            reply = session.message(message)
+        except Exception as error:
+            self._failed(error)
+            return
+        if isinstance(reply, Coroutine):
+            self.busy = True
+            self.task = self._conn.loop.create_task(self._later(reply))
+            return
+        self._reply(reply)
+
+    async def _later(self, reply: Coroutine[Any, Any, Any]) -> None:
+        try:
+            answer = await reply
+        except Exception as error:
+            self._failed(error)
+            return
+        self.busy = False
+        self.task = None
+        if self.done:
+            return
+        self._reply(answer)
+        self._continue()
+
+    def _reply(self, reply: Any) -> None:
+        payload = self._serialise(reply)
+        self._conn.send_message(self, _PREFIX.pack(0, len(payload)) + payload)
+
+    def _continue(self) -> None:
+        """Messages that came while a reply was awaited or the peer was not reading (their
+        replies wait, as a handler's write does); the end, once all are answered."""
+        inbox = self._inbox
+        conn = self._conn
+        while inbox and not self.busy and not self.done and conn.paused is None:
+            item = inbox.popleft()
+            if isinstance(item, RpcError):
+                self._fail(item.code, str(item))
+                return
+            self._handle(item)
+        if self.remote_closed and not inbox and not self.busy and not self.done:
+            self._conn.finish(self, OK, "")
+            self._close_session(False)
+
+    def _failed(self, error: Exception) -> None:
+        """The session raised (called in its except block): the call ends with the status
+        an RpcError names, or UNKNOWN for anything else (logged)."""
+        if isinstance(error, RpcError):
+            self._fail(error.code, str(error))
+        else:
+            log.exception("grpc_handler_failed")
+            self._fail(UNKNOWN, "internal error")
+
+    def _fail(self, code: int, message: str) -> None:
+        self._conn.finish(self, code, message)
+        self._close_session(True)
+
+    def _close_session(self, failed: bool) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            try:
+                session.close(failed)
+            except Exception:
+                log.exception("grpc_handler_failed")
 
     def receive(self, data: bytes, limit: int) -> None:
         buffer = self._buffer
@@ -272,10 +368,13 @@ class Context:
         self.remote_closed = True
         if self._buffer:
             self._inbox.append(RpcError(INVALID_ARGUMENT, "the stream ended mid-message"))
+        if self.session is not None:
+            self._continue()
         self._wake()
 
     def on_reset(self) -> None:
         self.reset = self.done = True
+        self._close_session(False)
         self._wake()
         if self._drained is not None and not self._drained.done():
             self._drained.set_exception(asyncio.CancelledError())
@@ -341,6 +440,8 @@ class Connection(asyncio.Protocol):
         # send call for the replies of every stream that ran in that turn).
         self.outgoing: list[bytes] = []
         self.outgoing_bytes = 0
+        # Inside data_received: what its frames' handlers write leaves when it returns.
+        self.receiving = False
         # Set while the transport's buffer is above its high-water mark.
         self.paused: asyncio.Future[None] | None = None
 
@@ -363,6 +464,10 @@ class Connection(asyncio.Protocol):
         paused, self.paused = self.paused, None
         if paused is not None and not paused.done():
             paused.set_result(None)
+        if paused is not None:
+            for context in list(self.streams.values()):
+                if context.session is not None:
+                    context._continue()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.resume_writing()
@@ -376,6 +481,16 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.receiving = True
+        try:
+            self._received(data)
+        finally:
+            self.receiving = False
+            # Replies of sessions answered at once: sent now, not a loop turn later.
+            if self.outgoing:
+                self.send_buffered()
+
+    def _received(self, data: bytes) -> None:
         if self.buffer:
             self.buffer += data
             if len(self.buffer) < self.need:
@@ -550,6 +665,16 @@ class Connection(asyncio.Protocol):
             return
         context = Context(self, stream_id, method, tuple(metadata), self.initial_window)
         self.streams[stream_id] = context
+        if method.session is not None:
+            try:
+                context.session = method.session(context)
+            except Exception:
+                log.exception("grpc_handler_failed")
+                self.finish(context, UNKNOWN, "internal error")
+                return
+            if flags & END_STREAM:
+                context.close_remote()
+            return
         if flags & END_STREAM:
             context.remote_closed = True
         context.task = self.loop.create_task(self.server.run(context, method))
@@ -598,7 +723,7 @@ class Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
-            if not self.outgoing:
+            if not self.outgoing and not self.receiving:
                 self.loop.call_soon(self.send_buffered)
             self.outgoing.append(data)
             self.outgoing_bytes += len(data)

@@ -1,7 +1,9 @@
 """The gRPC shell: ext_proc streams in, Exchange/Attempt decisions out; health; drain.
 
-The processor speaks grpc.aio's ServicerContext subset (read, write, abort, metadata), so
-it runs on a grpc.aio server (the service tests) and on h2grpc's (what `serve` uses)."""
+A Stream answers one ext_proc stream message by message. `serve` hands it to h2grpc as a
+session: each message is answered inside the callback its frames arrive in, with no
+coroutine woken for it. Processor.Process drives the same Stream as a coroutine over
+grpc.aio's ServicerContext subset (read, write, abort, metadata), for the service tests."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +51,19 @@ _PASSTHROUGH = {
 }
 
 
-class _ProtocolViolation(Exception):
+class StreamFailed(h2grpc.RpcError):
+    """The stream ends with this gRPC status (Envoy then answers the client itself)."""
+
+
+def _protocol_violation(message: str) -> StreamFailed:
     """The stream does not follow the ext_proc protocol (phases out of order)."""
+    return StreamFailed(h2grpc.INVALID_ARGUMENT, message)
+
+
+def _phase_failed() -> StreamFailed:
+    """A phase handler raised (logged): Envoy gets a gRPC error and answers 500, never a
+    hang."""
+    return StreamFailed(h2grpc.INTERNAL, "internal error")
 
 
 def _is_upstream(context: grpc.aio.ServicerContext) -> bool:
@@ -97,6 +110,12 @@ class Processor:
         self.store = store if store is not None else MemoryStore()
         self.fail_open = runtime.source.accounting.store.fail_open
         self.active = 0  # ext_proc streams in progress
+        # The per-attempt processor's phase timers, by phase.
+        self.timers_upstream = {
+            name.removeprefix("upstream_"): timer
+            for name, timer in metrics.phase.items()
+            if name.startswith("upstream_")
+        }
         self.idle = asyncio.Event()  # set while no stream is in progress
         self.idle.set()
         drift_config = runtime.source.schema_drift
@@ -139,86 +158,33 @@ class Processor:
         """A reloaded config, for exchanges that start from now on."""
         self.runtime = runtime
 
+    def open(self, context: grpc.aio.ServicerContext | h2grpc.Context) -> Stream:
+        """The handling of one ext_proc stream, message by message (h2grpc calls it from
+        the frames' callback: no coroutine wakes up for a message answered at once)."""
+        return Stream(self, context)
+
     async def Process(
         self,
         requests: AsyncIterator[ext.ProcessingRequest] | None,
         context: grpc.aio.ServicerContext | h2grpc.Context,
     ) -> None:
-        # context.read()/write() in one coroutine: no async generators between gRPC and
-        # the handler, which costs less per message than yielding replies.
-        self.active += 1
-        self.idle.clear()
-        self.metrics.active_streams.inc()
-        try:
-            if _is_upstream(context):
-                await self._attempt(context)
-            else:
-                await self._exchange(context)
-        finally:
-            self.active -= 1
-            if not self.active:
-                self.idle.set()
-            self.metrics.active_streams.dec()
-
-    async def _phases(
-        self,
-        context: grpc.aio.ServicerContext,
-        reply_to: Callable[
-            [str, ext.ProcessingRequest],
-            ext.ProcessingResponse | Awaitable[ext.ProcessingResponse],
-        ],
-        timer_prefix: str,
-        describe: Callable[[], dict[str, object]],
-    ) -> None:
-        """Answer each ext_proc message with reply_to(kind, message) until Envoy ends the
-        stream; time each phase; raise _PhaseFailed (logged) when a phase raised."""
-        timers = self.metrics.phase
-        phases = PhaseOrder()
-        while True:
-            request = await context.read()
-            if not isinstance(request, ext.ProcessingRequest):  # the end, on either server
-                return
-            started = time.perf_counter()
-            kind = request.WhichOneof("request")
-            if not phases.admit(kind):
-                log.warning("phase_out_of_order", phase=kind, **describe())
-                raise _ProtocolViolation(f"ext_proc phase {kind} out of order")
-            assert kind is not None
-            try:
-                reply = reply_to(kind, request)
-                if not isinstance(reply, ext.ProcessingResponse):
-                    reply = await reply
-            except Exception:
-                log.exception("phase_failed", phase=kind, **describe())
-                raise _PhaseFailed from None
-            # Trailers carry no end_of_stream: their direction is over anyway.
-            phases.done(
-                getattr(getattr(request, kind), "end_of_stream", True),
-                reply.HasField("immediate_response"),
-            )
-            timer = timers.get(timer_prefix + kind)
-            if timer is not None:
-                timer.observe(time.perf_counter() - started)
-            await context.write(reply)
-
-    async def _exchange(self, context: grpc.aio.ServicerContext) -> None:
-        exchange = Exchange(self.runtime, drift=self.drift, capture=self.sampler)
+        """The same handling as a coroutine, for grpc.aio (the service tests)."""
+        stream = self.open(context)
         failed = False
         try:
-            await self._phases(
-                context,
-                lambda kind, message: self._exchange_reply(exchange, kind, message),
-                "",
-                lambda: {"request_id": exchange.request_id},
-            )
-        except _PhaseFailed:
+            while True:
+                request = await context.read()
+                if not isinstance(request, ext.ProcessingRequest):  # the end, on either server
+                    return
+                reply = stream.message(request)
+                if not isinstance(reply, ext.ProcessingResponse):
+                    reply = await reply
+                await context.write(reply)
+        except StreamFailed as failure:
             failed = True
-            await _abort(context, h2grpc.INTERNAL, "internal error")
-        except _ProtocolViolation as violation:
-            failed = True
-            await _abort(context, h2grpc.INVALID_ARGUMENT, str(violation))
+            await _abort(context, failure.code, str(failure))
         finally:
-            self._finished(exchange, failed)
+            stream.close(failed)
 
     def _finished(self, exchange: Exchange, failed: bool) -> None:
         """The exchange is over: settle its budgets, store its answer, write its capture
@@ -267,23 +233,9 @@ class Processor:
                 fields=exchange.dropped_fields,
             )
 
-    async def _attempt(self, context: grpc.aio.ServicerContext) -> None:
-        attempt = Attempt(self.runtime)
-        try:
-            await self._phases(
-                context,
-                lambda kind, message: _attempt_reply(attempt, kind, message),
-                "upstream_",
-                lambda: {"role": "upstream"},
-            )
-        except _PhaseFailed:
-            await _abort(context, h2grpc.INTERNAL, "internal error")
-        except _ProtocolViolation as violation:
-            await _abort(context, h2grpc.INVALID_ARGUMENT, str(violation))
-
     def _exchange_reply(
         self, exchange: Exchange, kind: str, message: ext.ProcessingRequest
-    ) -> ext.ProcessingResponse | Awaitable[ext.ProcessingResponse]:
+    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
         if kind == "request_body":
             decision = exchange.request_body(message.request_body.body)
             if isinstance(decision, Lookup):
@@ -357,8 +309,104 @@ class Processor:
             log.warning("budget_store_failed", operation="settle", error=str(error))
 
 
-class _PhaseFailed(Exception):
-    """A phase handler raised; Envoy gets a gRPC error (and answers 500), never a hang."""
+class Stream:
+    """One ext_proc stream: each message admitted in the phases' order, answered by the
+    exchange (or, on the per-attempt processor, the attempt), and timed. message() raises
+    StreamFailed (logged) when the stream must end with an error; close() ends it."""
+
+    __slots__ = ("closed", "describe", "exchange", "phases", "processor", "reply_to", "timers")
+
+    def __init__(
+        self, processor: Processor, context: grpc.aio.ServicerContext | h2grpc.Context
+    ) -> None:
+        self.processor = processor
+        self.phases = PhaseOrder()
+        self.closed = False
+        processor.active += 1
+        processor.idle.clear()
+        processor.metrics.active_streams.inc()
+        self.exchange: Exchange | None = None
+        self.reply_to: Callable[
+            [str, ext.ProcessingRequest],
+            ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse],
+        ]
+        if _is_upstream(context):
+            attempt = Attempt(processor.runtime)
+            self.reply_to = lambda kind, message: _attempt_reply(attempt, kind, message)
+            self.timers = processor.timers_upstream
+            self.describe: Callable[[], dict[str, object]] = lambda: {"role": "upstream"}
+        else:
+            exchange = Exchange(processor.runtime, drift=processor.drift, capture=processor.sampler)
+            self.exchange = exchange
+            self.reply_to = lambda kind, message: processor._exchange_reply(exchange, kind, message)
+            self.timers = processor.metrics.phase
+            self.describe = lambda: {"request_id": exchange.request_id}
+
+    def message(
+        self, request: ext.ProcessingRequest
+    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+        """The reply to one message, or a coroutine that gives it (a store to ask)."""
+        started = time.perf_counter()
+        kind = request.WhichOneof("request")
+        if not self.phases.admit(kind):
+            log.warning("phase_out_of_order", phase=kind, **self.describe())
+            raise _protocol_violation(f"ext_proc phase {kind} out of order")
+        assert kind is not None
+        try:
+            reply = self.reply_to(kind, request)
+        except Exception:
+            log.exception("phase_failed", phase=kind, **self.describe())
+            raise _phase_failed() from None
+        if isinstance(reply, ext.ProcessingResponse):
+            self._answered(kind, request, reply, started)
+            return reply
+        return self._awaited(kind, request, reply, started)
+
+    async def _awaited(
+        self,
+        kind: str,
+        request: ext.ProcessingRequest,
+        reply: Coroutine[Any, Any, ext.ProcessingResponse],
+        started: float,
+    ) -> ext.ProcessingResponse:
+        try:
+            answer = await reply
+        except Exception:
+            log.exception("phase_failed", phase=kind, **self.describe())
+            raise _phase_failed() from None
+        self._answered(kind, request, answer, started)
+        return answer
+
+    def _answered(
+        self,
+        kind: str,
+        request: ext.ProcessingRequest,
+        reply: ext.ProcessingResponse,
+        started: float,
+    ) -> None:
+        # Trailers carry no end_of_stream: their direction is over anyway.
+        self.phases.done(
+            getattr(getattr(request, kind), "end_of_stream", True),
+            reply.HasField("immediate_response"),
+        )
+        timer = self.timers.get(kind)
+        if timer is not None:
+            timer.observe(time.perf_counter() - started)
+
+    def close(self, failed: bool) -> None:
+        """The stream is over (answered, failed, or cancelled by Envoy); once."""
+        if self.closed:
+            return
+        self.closed = True
+        processor = self.processor
+        try:
+            if self.exchange is not None:
+                processor._finished(self.exchange, failed)
+        finally:
+            processor.active -= 1
+            if not processor.active:
+                processor.idle.set()
+            processor.metrics.active_streams.dec()
 
 
 def _exchange_reply(
@@ -434,6 +482,7 @@ async def serve(
             lambda context: processor.Process(None, context),
             ext.ProcessingRequest.FromString,
             ext.ProcessingResponse.SerializeToString,
+            session=processor.open,
         ),
     )
     health = h2grpc.Health()

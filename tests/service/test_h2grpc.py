@@ -45,6 +45,37 @@ class Echo:
     async def upper(self, request: bytes) -> bytes:
         return request.upper()
 
+    def tally(self, context: h2grpc.Context) -> Tally:
+        return Tally(self.finished)
+
+
+class Tally:
+    """A session (answered as frames arrive): echo; b"slow:X" answers X after a pause
+    (later messages wait their turn); b"boom" is a bug; b"refuse" ends the call."""
+
+    def __init__(self, finished: list[str]) -> None:
+        self.finished = finished
+
+    def message(self, message: bytes) -> Any:
+        if message == b"boom":
+            raise RuntimeError("handler bug")
+        if message == b"refuse":
+            raise h2grpc.RpcError(h2grpc.INVALID_ARGUMENT, "refused")
+        if message.startswith(b"slow:"):
+            return self.slow(message[5:])
+        return message
+
+    async def slow(self, message: bytes) -> bytes:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            self.finished.append("slow cancelled")
+            raise
+        return message
+
+    def close(self, failed: bool) -> None:
+        self.finished.append(f"session failed={failed}")
+
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[h2grpc.Server, Echo, h2grpc.Health, int]]:
@@ -52,6 +83,7 @@ async def served() -> AsyncIterator[tuple[h2grpc.Server, Echo, h2grpc.Health, in
     echo = Echo()
     server.add("/test.Echo/Chat", h2grpc.Method(True, echo.chat, bytes, bytes))
     server.add("/test.Echo/Upper", h2grpc.Method(False, echo.upper, bytes, bytes))
+    server.add("/test.Echo/Tally", h2grpc.Method(True, echo.chat, bytes, bytes, session=echo.tally))
     health = h2grpc.Health()
     health.serve_on(server)
     health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -66,10 +98,64 @@ def channel(port: int, send: int = MAX) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
 
 
-def chat(chan: grpc.aio.Channel) -> Any:
+def chat(chan: grpc.aio.Channel, method: str = "Chat") -> Any:
     return chan.stream_stream(
-        "/test.Echo/Chat", request_serializer=bytes, response_deserializer=bytes
+        f"/test.Echo/{method}", request_serializer=bytes, response_deserializer=bytes
     )()
+
+
+async def test_a_session_answers_in_order_and_closes_once(served: Any) -> None:
+    _, echo, _, port = served
+    async with channel(port) as chan:
+        call = chat(chan, "Tally")
+        for text in (b"one", b"slow:two", b"three", b"slow:four", b"five"):
+            await call.write(text)
+        await call.done_writing()
+        replies = [await call.read() for _ in range(5)]
+        assert replies == [b"one", b"two", b"three", b"four", b"five"]
+        assert await call.read() is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+    assert echo.finished == ["session failed=False"]
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "details"),
+    [
+        (b"boom", grpc.StatusCode.UNKNOWN, "internal error"),
+        (b"refuse", grpc.StatusCode.INVALID_ARGUMENT, "refused"),
+    ],
+)
+async def test_a_failing_session_ends_its_call_only(
+    served: Any, message: bytes, code: grpc.StatusCode, details: str
+) -> None:
+    _, echo, _, port = served
+    async with channel(port) as chan:
+        call = chat(chan, "Tally")
+        await call.write(b"before")
+        assert await call.read() == b"before"
+        await call.write(message)
+        assert await call.code() == code
+        assert await call.details() == details
+        assert echo.finished == ["session failed=True"]
+        other = chat(chan, "Tally")
+        await other.write(b"still serving")
+        assert await other.read() == b"still serving"
+        await other.done_writing()
+        assert await other.code() == grpc.StatusCode.OK
+
+
+async def test_a_cancelled_session_call_closes_it_and_cancels_its_reply(served: Any) -> None:
+    _, echo, _, port = served
+    async with channel(port) as chan:
+        call = chat(chan, "Tally")
+        await call.write(b"slow:never")
+        await asyncio.sleep(0.01)
+        call.cancel()
+        for _ in range(100):
+            if len(echo.finished) == 2:
+                break
+            await asyncio.sleep(0.01)
+    assert sorted(echo.finished) == ["session failed=False", "slow cancelled"]
 
 
 async def test_bidi_stream_unary_call_and_health(served: Any) -> None:
@@ -346,13 +432,15 @@ async def test_a_repeated_header_block_follows_the_hpack_table() -> None:
         await server.stop(0)
 
 
-async def test_a_peer_that_stops_reading_holds_back_the_writer(served: Any) -> None:
+@pytest.mark.parametrize("path", ["/test.Echo/Chat", "/test.Echo/Tally"])
+async def test_a_peer_that_stops_reading_holds_back_the_writer(served: Any, path: str) -> None:
     """A client with huge flow-control windows that does not read: the server's send buffer
-    stays near one message instead of growing by every reply; once it reads, all arrive."""
+    stays near one message instead of growing by every reply; once it reads, all arrive.
+    A session's messages wait unanswered meanwhile, as a handler blocked in write does."""
     server, *_, port = served
     size, count = 1_000_000, 20
     message = struct.pack(">BI", 0, size) + bytes(size)
-    block = request_block(hpack.Encoder())
+    block = request_block(hpack.Encoder(), path)
     settings = struct.pack(">HIHI", 0x4, h2grpc.MAX_WINDOW, 0x5, 1 << 20)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
