@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # An event ends at a blank line; lines end in \\n, \\r\\n or \\r (the SSE spec allows all three).
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\r\n\n|\n\r\n")
@@ -15,8 +15,13 @@ class Event:
     data: str
     # Comment lines (": keep-alive") carry no event; they pass through as they came.
     comment: str | None = None
+    # The bytes the event arrived as (a parsed event), sent on as they are; a new or
+    # changed event is a new Event, encoded from its fields.
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     def encode(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
         if self.comment is not None:
             return f":{self.comment}\n\n".encode()
         head = f"event: {self.name}\n" if self.name else ""
@@ -37,6 +42,8 @@ class Parser:
         self._scanned = 0  # the buffer holds no event end before this offset
 
     def feed(self, data: bytes) -> list[Event]:
+        if not self._buffer and data.endswith(b"\n\n") and b"\r" not in data:
+            return _whole_events(data)
         self._buffer += data
         events: list[Event] = []
         start = 0
@@ -47,6 +54,7 @@ class Parser:
                 break
             event = _parse_block(self._buffer[start : match.start()].decode("utf-8", "replace"))
             if event is not None:
+                event.raw = bytes(self._buffer[start : match.end()])
                 events.append(event)
             start = position = match.end()
         if start:
@@ -63,6 +71,24 @@ class Parser:
             return []
         event = _parse_block(rest.decode("utf-8", errors="replace"))
         return [event] if event is not None else []
+
+
+def _whole_events(data: bytes) -> list[Event]:
+    """The usual chunk: whole events ending in blank lines, no CR (Parser.feed's result
+    for it, with less work for one-line `data:` events)."""
+    events = []
+    for block in data.split(b"\n\n")[:-1]:
+        if not block:
+            continue  # blank lines between events
+        raw = block + b"\n\n"
+        if block.startswith(b"data: ") and b"\n" not in block:
+            events.append(Event(None, block[6:].decode("utf-8", "replace"), raw=raw))
+            continue
+        event = _parse_block(block.decode("utf-8", "replace"))
+        if event is not None:
+            event.raw = raw
+            events.append(event)
+    return events
 
 
 def _parse_block(block: str) -> Event | None:

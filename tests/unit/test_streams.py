@@ -264,3 +264,24 @@ def test_sse_parser_line_endings_and_comments(ending: bytes) -> None:
             (None, "", " keep-alive"),
             ("a", "1\n2", None),
         ]
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_parsed_events_pass_on_as_they_came(ending: bytes) -> None:
+    """Whole events in one chunk (the usual case) and the same bytes split anyhow parse to
+    the same events, each re-encoded to exactly its own bytes; a new event is encoded."""
+    events = [
+        b'data: {"a": 1}' + ending * 2,
+        b": keep-alive" + ending * 2,
+        b"event: x" + ending + b"data: 1" + ending + b"data: 2" + ending * 2,
+        b"data: [DONE]" + ending * 2,
+    ]
+    data = b"".join(events)
+    whole = Parser().feed(data)
+    assert [e.encode() for e in whole] == events
+    for chunks in splits(data):
+        parser = Parser()
+        parsed = [e for chunk in chunks for e in parser.feed(chunk)]
+        assert parsed == whole
+        assert b"".join(e.encode() for e in parsed) == data
+    assert Event("x", "1\n2").encode() == b"event: x\ndata: 1\ndata: 2\n\n"
