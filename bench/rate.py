@@ -24,10 +24,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def _run(url: str, body: bytes, rate: float, seconds: float) -> dict[str, float]:
+async def _run(
+    url: str, body: bytes, rate: float, seconds: float, extra: dict[str, str] | None
+) -> dict[str, float]:
     total, first, errors = [], [], 0
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **(extra or {})}
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one(scheduled: float) -> None:
@@ -72,6 +74,8 @@ async def _run(url: str, body: bytes, rate: float, seconds: float) -> dict[str, 
     }
 
 
-def fixed_rate(url: str, body: bytes, rate: float, seconds: float) -> dict[str, float]:
+def fixed_rate(
+    url: str, body: bytes, rate: float, seconds: float, headers: dict[str, str] | None = None
+) -> dict[str, float]:
     """Send `body` to `url` at `rate` requests per second for `seconds`; latencies in ms."""
-    return asyncio.run(_run(url, body, rate, seconds))
+    return asyncio.run(_run(url, body, rate, seconds, headers))

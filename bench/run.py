@@ -42,6 +42,11 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 RATE = float(os.environ.get("BENCH_RATE", "200"))
 RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "10"))
+# "Paced" streams: the upstream sends their events this far apart, as a provider does, so
+# each event reaches the gateway on its own (one ext_proc message each). Unpaced, a whole
+# stream arrives at once and Envoy passes it on in one or two chunks.
+PACE_MS = int(os.environ.get("BENCH_PACE_MS", "2"))
+PACED_HEADERS = {"x-mock-chunk-delay-ms": str(PACE_MS)}
 SIZES = (1024, 16 * 1024)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -63,8 +68,10 @@ auth: {anonymous_tenant: bench}
 """
 
 
-def chat_body(size: int) -> bytes:
-    """A chat request of about `size` bytes: a system prompt and a user message."""
+def chat_body(size: int, answer_words: int | None = None) -> bytes:
+    """A chat request of about `size` bytes: a system prompt and a user message (which the
+    mock echoes). With answer_words, the filler goes to the system prompt and the user
+    message has that many words: a short answer to the same size of request."""
     skeleton = {
         "model": "gpt-4o-mini",
         "messages": [
@@ -73,9 +80,11 @@ def chat_body(size: int) -> bytes:
         ],
         "temperature": 0.2,
     }
+    if answer_words is not None:
+        skeleton["messages"][1]["content"] = " ".join(["word"] * answer_words)  # type: ignore[index]
     filler = size - len(json.dumps(skeleton))
     words = ("lorem ipsum dolor sit amet " * (filler // 27 + 1))[: max(filler, 1)]
-    skeleton["messages"][1]["content"] = words  # type: ignore[index]
+    skeleton["messages"][0 if answer_words is not None else 1]["content"] = words  # type: ignore[index]
     return json.dumps(skeleton).encode()
 
 
@@ -135,13 +144,21 @@ def wrk(
     }
 
 
+def headers_for(workload: str) -> dict[str, str] | None:
+    return PACED_HEADERS if workload.endswith(", paced") else None
+
+
 def measure(
-    stack: Stack, mock: subprocess.Popen[bytes], url: str, body_file: Path
+    stack: Stack,
+    mock: subprocess.Popen[bytes],
+    url: str,
+    body_file: Path,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, float]:
     # A process and its children: the service's workers count as the service.
     groups = {name: tree(process.pid) for name, process in stack.processes.items()}
     groups["mock"] = [mock.pid]
-    return measure_cpu(url, body_file, groups)
+    return measure_cpu(url, body_file, groups, headers)
 
 
 def measure_cpu(
@@ -300,6 +317,10 @@ BARE_H2 = [sys.executable, str(ROOT / "bench" / "bare_h2grpc.py")]
 PLAIN = ("1 KB", "16 KB")
 ALL = ("1 KB", "16 KB", "1 KB, streamed")
 STREAMED = ("1 KB", "1 KB, streamed")
+PACED = ("1 KB, streamed, paced", "1 KB, streamed -> Anthropic, paced")
+# At a fixed rate: JSON, and a stream whose first event arrives alone (time to first token).
+SHORT_STREAM = "1 KB, 16-word stream, paced"
+RATED = ("1 KB", SHORT_STREAM)
 NO_ACCOUNTING = "Envoy + extproc, accounting off"
 ACCOUNTING = "Envoy + extproc"
 # The OpenAI request sent to a model whose backend speaks Anthropic's API.
@@ -313,11 +334,11 @@ FULL_WORKERS = "Envoy + extproc, demo policy, 2 workers"
 WORKERS = {FULL_WORKERS: 2}
 # (label, bare backend, ext_proc command, config tail, workloads)
 SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
-    ("Envoy alone", "mock", None, TENANT, ALL),
+    ("Envoy alone", "mock", None, TENANT, (*ALL, PACED[0])),
     ("Envoy + bare grpc.aio ext_proc", None, BARE, TENANT, PLAIN),
     ("Envoy + bare h2grpc ext_proc", None, BARE_H2, TENANT, PLAIN),
     (NO_ACCOUNTING, None, None, NO_USAGE, ALL),
-    (ACCOUNTING, None, None, TENANT, ALL + TRANSLATED),
+    (ACCOUNTING, None, None, TENANT, ALL + TRANSLATED + PACED),
     (BUDGETS, None, None, BUDGET, STREAMED),
     (CACHED, None, None, CACHE, STREAMED),
     (FULL, None, None, POLICY.replace("DIRS", "request"), PLAIN),
@@ -327,7 +348,7 @@ SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
         None,
         None,
         POLICY.replace("DIRS", "request, response"),
-        ALL,
+        (*ALL, PACED[0]),
     ),
 ]
 # Workloads: (label, body size, streamed)
@@ -337,6 +358,9 @@ WORKLOADS = [
     ("1 KB, streamed", 1024, True, "gpt-4o-mini"),
     ("1 KB -> Anthropic", 1024, False, "claude-bench"),
     ("1 KB, streamed -> Anthropic", 1024, True, "claude-bench"),
+    (PACED[0], 1024, True, "gpt-4o-mini"),
+    (PACED[1], 1024, True, "claude-bench"),
+    (SHORT_STREAM, 1024, True, "gpt-4o-mini"),
 ]
 
 
@@ -355,7 +379,7 @@ def main() -> None:
         bodies = {}
         for label, size, streamed, model in WORKLOADS:
             bodies[label] = workdir / f"body-{size}-{streamed}-{model}.json"
-            body = json.loads(chat_body(size))
+            body = json.loads(chat_body(size, 16 if label == SHORT_STREAM else None))
             body["model"] = model
             if streamed:
                 body["stream"] = True
@@ -380,14 +404,15 @@ def main() -> None:
             for _ in range(ROUNDS):
                 for label, (stack, url) in stacks.items():
                     for workload in workloads[label]:
-                        result = measure(stack, mock, url, bodies[workload])
+                        result = measure(stack, mock, url, bodies[workload], headers_for(workload))
                         print(f"{label} / {workload}: {result['rps']:,.0f} req/s", flush=True)
                         runs.setdefault((label, workload), []).append(result)
             for _ in range(ROUNDS):
                 for label in ("Envoy alone", FULL):
-                    for workload in STREAMED:
+                    for workload in RATED:
                         url = stacks[label][1]
-                        result = fixed_rate(url, bodies[workload].read_bytes(), RATE, RATE_SECONDS)
+                        body = bodies[workload].read_bytes()
+                        result = fixed_rate(url, body, RATE, RATE_SECONDS, headers_for(workload))
                         print(f"{label} / {workload} at {RATE:.0f}/s: {result}", flush=True)
                         rated.setdefault((label, workload), []).append(result)
         finally:
@@ -435,7 +460,7 @@ def report_rated(rated: dict[tuple[str, str], list[dict[str, float]]]) -> None:
             f"| {label} | {workload} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {r['first_p50_ms']:.2f} | {r['first_p99_ms']:.2f} | {r['errors']:.0f} |"
         )
-    for workload in STREAMED:
+    for workload in RATED:
         alone, full = medians.get(("Envoy alone", workload)), medians.get((FULL, workload))
         if alone is None or full is None:
             continue
@@ -491,6 +516,25 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         if streamed is not None and plain is not None:
             per_event[label] = (streamed - plain) / events
             print(f"- {label}: {per_event[label]:,.1f} µs per event beyond the request's own cost")
+    paced_events = {PACED[0]: events, PACED[1]: events + 3}  # Anthropic: start, block, ping
+    plain_of = {PACED[0]: "1 KB", PACED[1]: TRANSLATED[0]}
+    print(
+        f"\npaced streams (events {PACE_MS} ms apart: one ext_proc message each), CPU per "
+        "event beyond the request's own cost:"
+    )
+    alone = medians.get(("Envoy alone", PACED[0]), {}).get("envoy_cpu_us")
+    paced_runs = ((ACCOUNTING, PACED[0]), (ACCOUNTING, PACED[1]), (output_check, PACED[0]))
+    for label, workload in paced_runs:
+        slow, fast = medians.get((label, workload)), medians.get((label, plain_of[workload]))
+        if slow is None or fast is None:
+            continue
+        count = paced_events[workload]
+        own = (slow["service_cpu_us"] - fast["service_cpu_us"]) / count
+        envoy = (slow["envoy_cpu_us"] - fast["envoy_cpu_us"]) / count
+        print(f"- {label}, {workload}: service {own:,.1f} µs, Envoy {envoy:,.1f} µs")
+    if alone is not None and ("Envoy alone", "1 KB") in medians:
+        plain_alone = medians[("Envoy alone", "1 KB")]["envoy_cpu_us"]
+        print(f"- Envoy alone, {PACED[0]}: Envoy {(alone - plain_alone) / events:,.1f} µs")
     print("\naccounting (usage, cost, metrics, record), service CPU:")
     on, off = cpu(ACCOUNTING, "1 KB"), cpu(NO_ACCOUNTING, "1 KB")
     if on is not None and off is not None:

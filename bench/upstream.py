@@ -5,7 +5,8 @@ the gateway it is meant to measure. This server answers the same requests with t
 bytes for ~20 µs: the first time it sees a request (method, path, body and the headers the
 mock reads) it asks an in-process mock provider and records the answer; after that it
 replays it on its own HTTP/1.1 loop. A stream is replayed one event per write, as the mock
-sends it. Usage: python bench/upstream.py PORT
+sends it, and with the mock's x-mock-chunk-delay-ms that long between events (a provider's
+pace). Usage: python bench/upstream.py PORT
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ class Replay(asyncio.Protocol):
                 # Asked of the mock; the requests behind this one wait for its answer.
                 self.pending = asyncio.ensure_future(self.ask(key, method, path, headers, body))
                 return
+            pause = headers.get("x-mock-chunk-delay-ms", "")
+            if pause.isdigit() and int(pause) and len(answer.writes) > 1:
+                self.pending = asyncio.ensure_future(self.paced(answer, int(pause) / 1000))
+                return
             self.write(answer)
 
     async def ask(
@@ -107,6 +112,17 @@ class Replay(asyncio.Protocol):
             self.server.answers[key] = answer
         self.pending = None
         self.write(answer)
+        self.serve()
+
+    async def paced(self, answer: Answer, pause: float) -> None:
+        assert self.transport is not None
+        self.transport.write(answer.head + answer.writes[0])
+        for piece in answer.writes[1:]:
+            await asyncio.sleep(pause)
+            if self.transport.is_closing():
+                return
+            self.transport.write(piece)
+        self.pending = None
         self.serve()
 
     def write(self, answer: Answer) -> None:

@@ -97,6 +97,30 @@ async def test_answers_are_the_mocks_and_repeat_from_memory() -> None:
         await server.close()
 
 
+async def test_a_paced_stream_is_replayed_at_its_pace() -> None:
+    server = upstream.Upstream()
+    port = free_port()
+    await server.start(port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        stream = json.dumps({**json.loads(CHAT), "stream": True}).encode()
+        paced = _request("/v1/chat/completions", stream, {"x-mock-chunk-delay-ms": "30"})
+        writer.write(paced)
+        recorded = await _response(reader)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        writer.write(paced + _request("/v1/chat/completions", CHAT))
+        replayed = await _response(reader)
+        elapsed = loop.time() - started
+        after = await _response(reader)  # the next request waited for the stream's end
+        assert replayed == recorded
+        assert elapsed >= 5 * 0.03  # six events, five pauses
+        assert json.loads(after[2])["choices"][0]["message"]["content"] == "one two three"
+    finally:
+        writer.close()
+        await server.close()
+
+
 async def test_gzip_only_for_a_client_that_accepts_it() -> None:
     server = upstream.Upstream()
     port = free_port()
