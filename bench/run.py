@@ -378,7 +378,7 @@ def main() -> None:
         workdir = Path(tmp)
         bodies = {}
         for label, size, streamed, model in WORKLOADS:
-            bodies[label] = workdir / f"body-{size}-{streamed}-{model}.json"
+            bodies[label] = workdir / f"body-{len(bodies)}.json"
             body = json.loads(chat_body(size, 16 if label == SHORT_STREAM else None))
             body["model"] = model
             if streamed:

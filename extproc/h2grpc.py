@@ -12,8 +12,10 @@ HEADERS with CONTINUATION (HPACK through the hpack package), DATA with padding,
 RST_STREAM, PING, GOAWAY (graceful shutdown), length-prefixed messages (uncompressed
 only), trailers with grpc-status, and trailers-only errors. Handlers are bidirectional
 streams (a context with read/write/abort, the subset of grpc.aio's ServicerContext the
-service uses) or unary calls. Whatever a peer sends, the damage stays within its
-connection: a protocol error ends that connection with GOAWAY, never the server.
+service uses), unary calls, or sessions: a stream whose messages are answered inside
+data_received, the replies sent when it returns (the ext_proc stream). Whatever a peer
+sends, the damage stays within its connection: a protocol error ends that connection with
+GOAWAY, never the server.
 """
 
 from __future__ import annotations
