@@ -42,6 +42,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --explicit-package-bases bench
 
 ## Regenerate extproc/config/v1 from proto/ (a test fails when this is stale).
 proto: $(STAMP)

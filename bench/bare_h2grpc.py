@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bare_extproc import ROUTE
+from bare_extproc import ROUTE  # type: ignore[import-not-found]
 
 from extproc import h2grpc
 

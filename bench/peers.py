@@ -18,6 +18,7 @@ Environment: BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3), BENCH_CONNECT
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -180,7 +181,7 @@ def main() -> None:
                 stack, url = start_setup(workdir / f"stack-{len(stacks)}", mock_port, tail, bare)
                 stacks.append(stack)
                 pids = [process.pid for process in stack.processes.values()]
-                gateways.append(Gateway(name, url, {}, lambda pids=pids: pids))
+                gateways.append(Gateway(name, url, {}, functools.partial(list, pids)))
 
             litellm_port = free_port()
             litellm_config = workdir / "litellm.yaml"
@@ -241,9 +242,11 @@ def main() -> None:
                     process,
                 )
                 require_loopback(gateway.name, int(gateway.url.split(":")[2].split("/")[0]))
-                streamed = bodies["1 KB, streamed"].read_bytes()
+                payload = bodies["1 KB, streamed"].read_bytes()
                 status = stream_status(
-                    gateway.url, {**gateway.headers, "Content-Type": "application/json"}, streamed
+                    gateway.url,
+                    {**gateway.headers, "Content-Type": "application/json"},
+                    payload,
                 )
                 if status != "ok":
                     gateway.streams = False

@@ -376,7 +376,7 @@ def main() -> None:
     rated: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="extproc-bench-") as tmp:
         workdir = Path(tmp)
-        bodies = {}
+        bodies: dict[str, Path] = {}
         for label, size, streamed, model in WORKLOADS:
             bodies[label] = workdir / f"body-{len(bodies)}.json"
             body = json.loads(chat_body(size, 16 if label == SHORT_STREAM else None))

@@ -122,7 +122,8 @@ async def one(client: httpx.AsyncClient, kind: str, rng: random.Random) -> Outco
     text = prompt(rng)
     headers = {"x-mock-tag": "leave" if kind == "leave_stream" else "keep"}
     messages = [{"role": "user", "content": text}]
-    path, body = "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": messages}
+    path = "/v1/chat/completions"
+    body: dict[str, Any] = {"model": "gpt-4o-mini", "messages": messages}
     stream = kind in ("openai_stream", "anthropic_stream", "leave_stream")
     if kind.startswith("anthropic"):
         path = "/v1/messages"
