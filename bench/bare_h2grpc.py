@@ -18,18 +18,25 @@ from bare_extproc import ROUTE  # type: ignore[import-not-found]
 from extproc import h2grpc
 
 
-async def process(context: h2grpc.Context) -> None:
-    while (request := await context.read()) is not h2grpc.EOF:
+class Bare:
+    """The answers, as a session: each message answered as its frame arrives (the way the
+    service's ext_proc streams run on h2grpc)."""
+
+    def message(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse:
         kind = request.WhichOneof("request")
         if kind == "request_headers":
-            await context.write(ext.ProcessingResponse(request_headers=ext.HeadersResponse()))
-        elif kind == "request_body":
+            return ext.ProcessingResponse(request_headers=ext.HeadersResponse())
+        if kind == "request_body":
             common = ext.CommonResponse(header_mutation=ROUTE, clear_route_cache=True)
-            await context.write(
-                ext.ProcessingResponse(request_body=ext.BodyResponse(response=common))
-            )
-        else:
-            await context.write(ext.ProcessingResponse(response_headers=ext.HeadersResponse()))
+            return ext.ProcessingResponse(request_body=ext.BodyResponse(response=common))
+        return ext.ProcessingResponse(response_headers=ext.HeadersResponse())
+
+    def close(self, failed: bool) -> None:
+        pass
+
+
+async def process(context: h2grpc.Context) -> None:
+    raise NotImplementedError  # sessions only
 
 
 async def main(address: str) -> None:
@@ -41,6 +48,7 @@ async def main(address: str) -> None:
             process,
             ext.ProcessingRequest.FromString,
             ext.ProcessingResponse.SerializeToString,
+            session=lambda context: Bare(),
         ),
     )
     health = h2grpc.Health()
