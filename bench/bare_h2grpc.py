@@ -35,20 +35,14 @@ class Bare:
         pass
 
 
-async def process(context: h2grpc.Context) -> None:
-    raise NotImplementedError  # sessions only
-
-
 async def main(address: str) -> None:
     server = h2grpc.Server()
     server.add(
         "/envoy.service.ext_proc.v3.ExternalProcessor/Process",
-        h2grpc.Method(
-            True,
-            process,
+        h2grpc.Method.of_session(
+            lambda context: Bare(),
             ext.ProcessingRequest.FromString,
             ext.ProcessingResponse.SerializeToString,
-            session=lambda context: Bare(),
         ),
     )
     health = h2grpc.Health()

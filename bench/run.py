@@ -351,7 +351,7 @@ SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
         (*ALL, PACED[0]),
     ),
 ]
-# Workloads: (label, body size, streamed)
+# Workloads: (label, body size, streamed, model)
 WORKLOADS = [
     ("1 KB", 1024, False, "gpt-4o-mini"),
     ("16 KB", 16 * 1024, False, "gpt-4o-mini"),

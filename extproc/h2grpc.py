@@ -142,18 +142,32 @@ class Session(Protocol):
     def close(self, failed: bool) -> None: ...
 
 
+async def _no_handler(*_: Any) -> None:
+    raise RuntimeError("a session method has no handler coroutine")
+
+
 @dataclass(frozen=True)
 class Method:
     """A handler: a bidirectional stream (handler(context)) or a unary call
     (handler(request) -> response), with its message types' parse and serialise. With a
-    session factory, a stream's messages are answered as their frames arrive instead: no
-    coroutine wakes up for a message that is answered at once (handler is then unused)."""
+    session factory (Method.of_session), a stream's messages are answered as their frames
+    arrive instead: no coroutine wakes up for a message that is answered at once."""
 
     streaming: bool
     handler: Callable[..., Awaitable[Any]]
     parse: Callable[[bytes], Any]
     serialise: Callable[[Any], bytes]
     session: Callable[[Context], Session] | None = None
+
+    @classmethod
+    def of_session(
+        cls,
+        session: Callable[[Context], Session],
+        parse: Callable[[bytes], Any],
+        serialise: Callable[[Any], bytes],
+    ) -> Method:
+        """A bidirectional stream whose calls are each answered by session(context)."""
+        return cls(True, _no_handler, parse, serialise, session)
 
 
 class Context:

@@ -477,12 +477,10 @@ async def serve(
     processor = Processor(runtime, metrics, make_store(runtime), worker=worker or 0)
     server.add(
         f"/{SERVICE_NAME}/Process",
-        h2grpc.Method(
-            True,
-            lambda context: processor.Process(None, context),
+        h2grpc.Method.of_session(
+            processor.open,
             ext.ProcessingRequest.FromString,
             ext.ProcessingResponse.SerializeToString,
-            session=processor.open,
         ),
     )
     health = h2grpc.Health()

@@ -83,7 +83,7 @@ async def served() -> AsyncIterator[tuple[h2grpc.Server, Echo, h2grpc.Health, in
     echo = Echo()
     server.add("/test.Echo/Chat", h2grpc.Method(True, echo.chat, bytes, bytes))
     server.add("/test.Echo/Upper", h2grpc.Method(False, echo.upper, bytes, bytes))
-    server.add("/test.Echo/Tally", h2grpc.Method(True, echo.chat, bytes, bytes, session=echo.tally))
+    server.add("/test.Echo/Tally", h2grpc.Method.of_session(echo.tally, bytes, bytes))
     health = h2grpc.Health()
     health.serve_on(server)
     health.set("", health_pb2.HealthCheckResponse.SERVING)
