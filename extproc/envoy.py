@@ -152,6 +152,72 @@ def response_headers_reply(decision: Continue) -> ext.ProcessingResponse:
     return response
 
 
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _BYTE[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_BYTE = [bytes((value,)) for value in range(0x80)]
+
+
+def _field_number(message: type, name: str) -> int:
+    return message.DESCRIPTOR.fields_by_name[name].number  # type: ignore[attr-defined, no-any-return]
+
+
+# A streamed chunk's reply, serialised here: it is the message a stream carries most
+# often, and building it as protobuf objects costs ~0.8 µs of the ~10 a chunk costs.
+_CHUNK_PASS: bytes = ext.ProcessingResponse(
+    response_body=ext.BodyResponse(response=ext.CommonResponse())
+).SerializeToString()
+_CHUNK_CLEAR: bytes = ext.ProcessingResponse(
+    response_body=ext.BodyResponse(
+        response=ext.CommonResponse(body_mutation=ext.BodyMutation(clear_body=True))
+    )
+).SerializeToString()
+# The length-delimited fields' tags from ProcessingResponse down to BodyMutation.body.
+_TAGS = [
+    _varint(_field_number(message, name) << 3 | 2)
+    for message, name in (
+        (ext.ProcessingResponse, "response_body"),
+        (ext.BodyResponse, "response"),
+        (ext.CommonResponse, "body_mutation"),
+        (ext.BodyMutation, "body"),
+    )
+]
+
+
+def chunk_reply(body: bytes | None) -> bytes:
+    """The serialised reply to a streamed response chunk that is not the last: pass it as
+    it came (None) or send `body` instead; equal to response_body_reply(Continue(body=body))
+    serialised."""
+    if body is None:
+        return _CHUNK_PASS
+    if not body:
+        return _CHUNK_CLEAR
+    # Each field: its tag, its length, its bytes; the innermost is the body.
+    size = len(body)
+    mutation = _TAGS[3] + _varint(size)
+    size += len(mutation)
+    common = _TAGS[2] + _varint(size)
+    size += len(common)
+    response = _TAGS[1] + _varint(size)
+    size += len(response)
+    return b"".join((_TAGS[0], _varint(size), response, common, mutation, body))
+
+
+def serialise(reply: ext.ProcessingResponse | bytes) -> bytes:
+    """A reply for the wire; chunk replies come serialised already."""
+    return reply if type(reply) is bytes else reply.SerializeToString()  # type: ignore[union-attr]
+
+
 def response_body_reply(decision: Continue) -> ext.ProcessingResponse:
     response = ext.ProcessingResponse()
     _fill(response.response_body.response, decision)

@@ -212,6 +212,8 @@ class Exchange:
         self.redactions = Redactions()
         self.decisions = Decisions()
         self.reader: JsonReader | StreamReader | ErrorReader | None = None
+        # A StreamReader reads the response: its chunks may take response_chunk.
+        self.streamed_response = False
         # Set when the client's API differs from the backend's.
         self.translation: Translation | None = None
         self.dropped_fields: list[str] = []
@@ -673,6 +675,7 @@ class Exchange:
             # client that did not ask, after the cache has seen it.
             stream = translation.stream(True) if translation else None
             self.reader = StreamReader(meter, stream_policy, self.strip_usage, stream)
+            self.streamed_response = True
             self.reader.emit_usage = self.client_include_usage
             if self.cache_key is not None and self.cache_write and stream_policy is None:
                 self.reader.collected = []
@@ -694,6 +697,15 @@ class Exchange:
         return decision
 
     # -- response body ----------------------------------------------------------------
+
+    def response_chunk(self, chunk: bytes) -> bytes | None:
+        """A streamed response's chunk that is not its last (a StreamReader reads it): the
+        bytes the client gets instead, or None when they pass as they came. What
+        response_body(chunk, False) decides, with nothing else to decide."""
+        assert isinstance(self.reader, StreamReader), "response_chunk without a stream"
+        if self.first_chunk_at is None and chunk:
+            self.first_chunk_at = time.monotonic()
+        return self.reader.feed(chunk, False)
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Continue:
         reader = self.reader

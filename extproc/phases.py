@@ -39,6 +39,15 @@ class PhaseOrder:
         self.last = order
         return True
 
+    def chunk(self) -> bool:
+        """A response body message that is not its direction's last, on a stream now in
+        its response phases: admitted and answered in one step (admit, then done(False,
+        False), for the message a stream carries most of). False: take the long way."""
+        if self.ended or not 3 <= self.last <= 4:
+            return False
+        self.last = 4
+        return True
+
     def done(self, end_of_stream: bool, answered: bool) -> None:
         """The admitted phase was answered: locally (the stream is over), or with the
         message saying whether the body in its direction ended there."""

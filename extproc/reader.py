@@ -26,6 +26,7 @@ from extproc.translate.pair import ToAnthropicStream, ToOpenAIStream, Translatio
 # A top-level `"usage":null` member, with the comma that joins it to its neighbours. Inside
 # JSON strings quotes are escaped, so this cannot match a model's text.
 _NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?\s*')
+_NULL_USAGE_BYTES = re.compile(_NULL_USAGE.pattern.encode())
 
 
 def _usage_only(payload: Any) -> bool:
@@ -105,6 +106,14 @@ class StreamReader:
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if self.raw is not None:
             self.raw.append(chunk)
+        if (
+            not end_of_stream
+            and self.policy is None
+            and self.paths is None
+            and self.collected is None
+            and (blocks := self.parser.blocks(chunk)) is not None
+        ):
+            return self._feed_blocks(blocks)
         events = self.parser.feed(chunk)
         if end_of_stream:
             events += self.parser.close()
@@ -153,3 +162,48 @@ class StreamReader:
         else:
             out = [event for event, _ in items]
         return b"".join(event.encode() for event in out)
+
+    def _feed_blocks(self, blocks: list[tuple[bytes | None, bytes, bytes]]) -> bytes | None:
+        """feed() for the usual chunk (Parser.blocks) when no policy reads the stream and
+        nothing collects it: the same meter, usage stripping and translation, on bytes."""
+        meter, openai, translation = self.meter, self.openai, self.translation
+        strip = self.strip_usage
+        out: list[bytes] = []
+        changed = False
+        for name, data, raw in blocks:
+            try:
+                payload = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                # Not JSON, or not UTF-8: read (and, if changed, sent) as the parser's
+                # text, with invalid bytes replaced.
+                data = data.decode("utf-8", "replace").encode()
+                payload = payload_of(Event(None, data.decode()))
+            if isinstance(payload, dict):
+                if openai:
+                    meter.openai_chunk(payload)
+                else:
+                    meter.anthropic_event(payload)
+            elif openai and data == b"[DONE]":
+                meter.complete = True
+                payload = "[DONE]"
+            if translation is not None:
+                for event, item in translation.event(payload):
+                    if self.emit_usage or not _usage_only(item):
+                        out.append(event.encode())
+                continue
+            if not strip:
+                continue
+            if isinstance(payload, dict) and "usage" in payload:
+                if payload["usage"] is not None and not payload.get("choices"):
+                    meter.saw_usage_chunk = True
+                    changed = True
+                    continue  # the usage-only chunk the client did not ask for
+                if payload["usage"] is None:
+                    data = _NULL_USAGE_BYTES.sub(b"", data, count=1)
+                    head = b"event: " + name + b"\n" if name else b""
+                    raw = head + b"data: " + data + b"\n\n"
+                    changed = True
+            out.append(raw)
+        if translation is None and not changed:
+            return None  # the client gets the provider's bytes as they came
+        return b"".join(out)

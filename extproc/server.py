@@ -32,7 +32,7 @@ from extproc.exchange import Exchange
 from extproc.glob import Glob
 from extproc.phases import PhaseOrder
 from extproc.reload import Reloader
-from extproc.telemetry.metrics import Metrics
+from extproc.telemetry.metrics import Metrics, Tally
 
 if TYPE_CHECKING:
     import grpc
@@ -177,7 +177,9 @@ class Processor:
                 if not isinstance(request, ext.ProcessingRequest):  # the end, on either server
                     return
                 reply = stream.message(request)
-                if not isinstance(reply, ext.ProcessingResponse):
+                if isinstance(reply, bytes):  # a chunk's reply, serialised already
+                    reply = ext.ProcessingResponse.FromString(reply)
+                elif not isinstance(reply, ext.ProcessingResponse):
                     reply = await reply
                 await context.write(reply)
         except StreamFailed as failure:
@@ -314,7 +316,16 @@ class Stream:
     exchange (or, on the per-attempt processor, the attempt), and timed. message() raises
     StreamFailed (logged) when the stream must end with an error; close() ends it."""
 
-    __slots__ = ("closed", "describe", "exchange", "phases", "processor", "reply_to", "timers")
+    __slots__ = (
+        "chunk_times",
+        "closed",
+        "describe",
+        "exchange",
+        "phases",
+        "processor",
+        "reply_to",
+        "timers",
+    )
 
     def __init__(
         self, processor: Processor, context: grpc.aio.ServicerContext | h2grpc.Context
@@ -322,6 +333,9 @@ class Stream:
         self.processor = processor
         self.phases = PhaseOrder()
         self.closed = False
+        # The response_body timer's observations for chunks taking the short way: added
+        # to it when the stream ends.
+        self.chunk_times: Tally | None = None
         processor.active += 1
         processor.idle.clear()
         processor.metrics.active_streams.inc()
@@ -344,10 +358,31 @@ class Stream:
 
     def message(
         self, request: ext.ProcessingRequest
-    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
-        """The reply to one message, or a coroutine that gives it (a store to ask)."""
+    ) -> ext.ProcessingResponse | bytes | Coroutine[Any, Any, ext.ProcessingResponse]:
+        """The reply to one message (serialised already for a streamed chunk), or a
+        coroutine that gives it (a store to ask)."""
         started = time.perf_counter()
         kind = request.WhichOneof("request")
+        if kind == "response_body":
+            exchange = self.exchange
+            chunk = request.response_body
+            if (
+                exchange is not None
+                and exchange.streamed_response
+                and not chunk.end_of_stream
+                and self.phases.chunk()
+            ):
+                # The message a stream carries most: the short way, same checks.
+                try:
+                    encoded = envoy.chunk_reply(exchange.response_chunk(chunk.body))
+                except Exception:
+                    log.exception("phase_failed", phase=kind, **self.describe())
+                    raise _phase_failed() from None
+                tally = self.chunk_times
+                if tally is None:
+                    tally = self.chunk_times = Tally(self.timers["response_body"])
+                tally.observe(time.perf_counter() - started)
+                return encoded
         if not self.phases.admit(kind):
             log.warning("phase_out_of_order", phase=kind, **self.describe())
             raise _protocol_violation(f"ext_proc phase {kind} out of order")
@@ -399,6 +434,8 @@ class Stream:
             return
         self.closed = True
         processor = self.processor
+        if self.chunk_times is not None:
+            self.chunk_times.add_to(self.timers["response_body"])
         try:
             if self.exchange is not None:
                 processor._finished(self.exchange, failed)
@@ -480,7 +517,7 @@ async def serve(
         h2grpc.Method.of_session(
             processor.open,
             ext.ProcessingRequest.FromString,
-            ext.ProcessingResponse.SerializeToString,
+            envoy.serialise,
         ),
     )
     health = h2grpc.Health()

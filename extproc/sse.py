@@ -62,6 +62,28 @@ class Parser:
         self._scanned = len(self._buffer)
         return events
 
+    def blocks(self, data: bytes) -> list[tuple[bytes | None, bytes, bytes]] | None:
+        """The usual chunk without Event objects: (name, data, bytes) of each event, when
+        the chunk is whole events of one `data:` line each, an `event:` line before it or
+        not, LF only, nothing buffered. None for any other chunk (feed() reads it; nothing
+        was consumed)."""
+        if self._buffer or not data.endswith(b"\n\n") or b"\r" in data:
+            return None
+        found: list[tuple[bytes | None, bytes, bytes]] = []
+        for block in data.split(b"\n\n")[:-1]:
+            if block.startswith(b"data: "):
+                if b"\n" in block:
+                    return None
+                found.append((None, block[6:], block + b"\n\n"))
+            elif block.startswith(b"event: "):
+                head, _, line = block.partition(b"\n")
+                if not line.startswith(b"data: ") or b"\n" in line:
+                    return None
+                found.append((head[7:], line[6:], block + b"\n\n"))
+            else:
+                return None  # comments, other fields, blank lines between events
+        return found
+
     def close(self) -> list[Event]:
         """An unterminated last event, when the stream ends without its blank line."""
         rest = bytes(self._buffer)

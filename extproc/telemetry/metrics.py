@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,30 @@ PHASES = (
     "upstream_request_headers",
     "upstream_request_body",
 )
+
+
+class Tally:
+    """Observations for one histogram child, counted here and added to it in one step
+    (add_to). An observation costs ~0.1 µs instead of observe()'s ~0.6 (two locked
+    increments): for the many messages of one stream, added when the stream ends."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, child: Histogram) -> None:
+        self.bounds: list[float] = child._upper_bounds  # ends with +Inf
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        # The first bucket whose bound is >= value: where Histogram.observe counts it.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def add_to(self, child: Histogram) -> None:
+        child._sum.inc(self.total)
+        for index, count in enumerate(self.counts):
+            if count:
+                child._buckets[index].inc(count)
 
 
 # OpenTelemetry GenAI semantic conventions: the advised bucket boundaries.

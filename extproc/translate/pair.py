@@ -23,7 +23,13 @@ Item = tuple[Event, Any]
 
 
 def _json_event(payload: Any, name: str | None = None) -> Item:
-    return Event(name, orjson.dumps(payload).decode()), payload
+    data = orjson.dumps(payload)
+    head = b"event: " + name.encode() + b"\n" if name else b""
+    # Encoded once here: the event's bytes are what Event.encode() would give.
+    return Event(name, data.decode(), raw=head + b"data: " + data + b"\n\n"), payload
+
+
+_DONE = Event(None, "[DONE]", raw=b"data: [DONE]\n\n")
 
 
 class ToOpenAIStream:
@@ -33,7 +39,7 @@ class ToOpenAIStream:
         self.translator = o2a.StreamTranslator(include_usage)
 
     def _items(self, out: list[dict[str, Any] | str]) -> list[Item]:
-        return [(Event(None, "[DONE]"), None) if c == "[DONE]" else _json_event(c) for c in out]
+        return [(_DONE, None) if c == "[DONE]" else _json_event(c) for c in out]
 
     def event(self, payload: Any) -> list[Item]:
         return self._items(self.translator.event(payload)) if isinstance(payload, dict) else []

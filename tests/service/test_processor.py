@@ -163,6 +163,81 @@ async def test_unexpected_failure_is_a_grpc_error_not_a_hang(
     assert caught.value.details() == "internal error"  # nothing of the bug leaks
 
 
+
+def _chunk(content: str) -> bytes:
+    payload = {"id": "c", "choices": [{"index": 0, "delta": {"content": content}}], "usage": None}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _streamed(chunks: list[tuple[bytes, bool]]) -> list[ext.ProcessingRequest]:
+    body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    response = {":status": "200", "content-type": "text/event-stream"}
+    return [
+        headers_message(CHAT),
+        body_message(orjson.dumps(body)),
+        headers_message(response, field="response_headers"),
+        *(
+            ext.ProcessingRequest(response_body=ext.HttpBody(body=chunk, end_of_stream=end))
+            for chunk, end in chunks
+        ),
+    ]
+
+
+async def test_streamed_chunks_are_answered_and_timed() -> None:
+    """The chunks of a stream (answered the short way) get the bytes the client should
+    see; their timings reach the phase histogram when the stream ends."""
+    metrics = Metrics()
+    server = grpc.aio.server()
+    ext_grpc.add_ExternalProcessorServicer_to_server(Processor(runtime(), metrics), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    chunks = [(_chunk("a"), False), (_chunk("b") + _chunk("c"), False), (b"", True)]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+            replies = await exchange(chan, *_streamed(chunks))
+            await asyncio.sleep(0.1)
+    finally:
+        await server.stop(None)
+    bodies = [r.response_body.response.body_mutation.body for r in replies[3:5]]
+    # The gateway asked for usage the client did not: "usage": null is cut out.
+    assert bodies == [chunk.replace(b',"usage":null', b"") for chunk, _ in chunks[:2]]
+    assert all(b"usage" not in body for body in bodies)
+    count = metrics.registry.get_sample_value(
+        "extproc_phase_duration_seconds_count", {"phase": "response_body"}
+    )
+    assert count == 3
+
+
+async def test_a_failing_chunk_is_a_grpc_error(
+    channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("extproc.server.Exchange.response_chunk", broken)
+    call = ext_grpc.ExternalProcessorStub(channel).Process()
+    messages = _streamed([(_chunk("a"), False)])
+    for message in messages[:-1]:
+        await call.write(message)
+        await call.read()
+    await call.write(messages[-1])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call.read()
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert caught.value.details() == "internal error"
+
+
+async def test_a_chunk_after_the_last_is_refused(channel: grpc.aio.Channel) -> None:
+    call = ext_grpc.ExternalProcessorStub(channel).Process()
+    for message in _streamed([(_chunk("a"), True)]):
+        await call.write(message)
+        await call.read()
+    await call.write(_streamed([(_chunk("b"), False)])[-1])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call.read()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 # -- the real process: health and drain -----------------------------------------------
 
 

@@ -71,3 +71,40 @@ def test_what_envoy_sends_is_admitted(steps: list[tuple[str, bool, bool]]) -> No
 def test_what_envoy_never_sends_is_refused(steps: list[tuple[str | None, bool, bool]]) -> None:
     admitted = run(*steps)
     assert admitted[-1] is False and all(admitted[:-1])
+
+
+HEADERS_DONE = [("request_headers", True, False), ("response_headers", False, False)]
+
+
+@pytest.mark.parametrize(
+    ("before", "short_way"),
+    [
+        ([], False),
+        ([("request_headers", False, False)], False),
+        ([("request_headers", False, False), ("request_body", True, False)], False),
+        ([("request_headers", True, False), ("response_headers", True, False)], False),
+        (HEADERS_DONE, True),
+        ([*HEADERS_DONE, ("response_body", False, False)], True),
+        ([*HEADERS_DONE, ("response_body", True, False)], False),
+        ([("request_headers", True, False), ("response_headers", False, True)], False),
+    ],
+)
+def test_chunk_is_admit_then_done_for_a_body_message_that_is_not_the_last(
+    before: list[tuple[str, bool, bool]], short_way: bool
+) -> None:
+    """chunk() takes a response body message in the response phases, leaving the order as
+    admit("response_body") and done(False, False) would; elsewhere it declines and changes
+    nothing (the long way then decides)."""
+    short, long = PhaseOrder(), PhaseOrder()
+    for kind, end, answered in before:
+        for order in (short, long):
+            assert order.admit(kind)
+            order.done(end, answered)
+    state = (short.last, short.ended)
+    assert short.chunk() is short_way
+    if short_way:
+        assert long.admit("response_body")
+        long.done(False, False)
+        assert (short.last, short.ended) == (long.last, long.ended)
+    else:
+        assert (short.last, short.ended) == state

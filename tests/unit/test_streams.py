@@ -285,3 +285,44 @@ def test_parsed_events_pass_on_as_they_came(ending: bytes) -> None:
         assert parsed == whole
         assert b"".join(e.encode() for e in parsed) == data
     assert Event("x", "1\n2").encode() == b"event: x\ndata: 1\ndata: 2\n\n"
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b'data: {"a": 1}\n\n',
+        b'data: {"a": 1}\n\nevent: x\ndata: 2\n\ndata: [DONE]\n\n',
+        b"event: \ndata:  two spaces\n\n",
+    ],
+)
+def test_blocks_are_what_feed_would_parse(chunk: bytes) -> None:
+    """Parser.blocks gives each event's name, data and bytes as feed() parses them."""
+    blocks = Parser().blocks(chunk)
+    assert blocks is not None
+    events = Parser().feed(chunk)
+    assert [(n.decode() if n is not None else None, d.decode(), r) for n, d, r in blocks] == [
+        (e.name, e.data, e.raw) for e in events
+    ]
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b'data: {"a": 1}\n',  # unfinished
+        b'data: {"a": 1}\r\n\r\n',  # CR line ends
+        b": keep-alive\n\n",  # a comment
+        b"data: 1\ndata: 2\n\n",  # two data lines
+        b"event: x\n\n",  # no data
+        b"id: 7\ndata: 1\n\n",  # another field
+        b"data: 1\n\n\n\ndata: 2\n\n",  # blank lines between events
+        b"data:1\n\n",  # no space after the colon
+    ],
+)
+def test_blocks_leave_other_chunks_to_feed(chunk: bytes) -> None:
+    assert Parser().blocks(chunk) is None
+
+
+def test_blocks_wait_for_a_buffered_event() -> None:
+    parser = Parser()
+    assert parser.feed(b"data: 1") == []
+    assert parser.blocks(b"\n\ndata: 2\n\n") is None  # the first event ends here

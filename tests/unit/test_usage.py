@@ -15,6 +15,8 @@ from extproc.accounting.usage import Meter, Usage, prompt_estimate
 from extproc.apis import Kind
 from extproc.config.runtime import Schema
 from extproc.reader import JsonReader, StreamReader
+from extproc.telemetry.metrics import Metrics, Tally
+from extproc.translate.pair import ToAnthropicStream, ToOpenAIStream
 
 DATA = Path(__file__).parent.parent / "data" / "responses"
 
@@ -265,3 +267,92 @@ def test_tenant_labels_are_opt_in() -> None:
         without.registry.get_sample_value("gen_ai_server_time_to_first_token_seconds_count", labels)
         == 1
     )
+
+
+HAND_MADE = (
+    b'event: chunk\ndata: {"id":"a","usage":null,"choices":[{"index":0,"delta":{"content":"x"}}]}'
+    b"\n\n"
+    b"data: not json\n\n"
+    b"data: [1, 2]\n\n"
+    b'data: {"id":"a","choices":[{"index":0,"delta":{"content":"\xff y"}}],"usage":null}\n\n'
+    b'data: {"id":"a","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,'
+    b'"total_tokens":5}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def _reader(case: str) -> StreamReader:
+    openai, anthropic = Schema.OPENAI, Schema.ANTHROPIC
+    if case == "strip":
+        return StreamReader(Meter(openai, Kind.CHAT), None, strip_usage=True)
+    if case == "keep":
+        return StreamReader(Meter(openai, Kind.CHAT), None, strip_usage=False)
+    if case.startswith("to openai"):
+        reader = StreamReader(Meter(anthropic, Kind.MESSAGES), None, False, ToOpenAIStream(True))
+        reader.emit_usage = case.endswith("usage")
+        return reader
+    return StreamReader(Meter(openai, Kind.CHAT), None, False, ToAnthropicStream())
+
+
+@pytest.mark.parametrize(
+    ("case", "stream"),
+    [
+        ("strip", "openai_stream_usage.sse"),
+        ("strip", HAND_MADE),
+        ("keep", "openai_stream_usage.sse"),
+        ("keep", HAND_MADE),
+        ("to openai, with usage", "anthropic_stream.sse"),
+        ("to openai", "anthropic_stream.sse"),
+        ("to anthropic", "openai_stream_usage.sse"),
+        ("to anthropic", HAND_MADE),
+    ],
+)
+@pytest.mark.parametrize("per_chunk", [1, 3])
+def test_whole_event_chunks_read_as_the_parser_reads_them(
+    case: str, stream: str | bytes, per_chunk: int
+) -> None:
+    """Chunks of whole events take a shorter path (no Event objects) than other chunks;
+    both give the client the same bytes and the meter the same counts."""
+    data = fixture(stream) if isinstance(stream, str) else stream
+    events = [block + b"\n\n" for block in data.split(b"\n\n") if block]
+    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    short, long = _reader(case), _reader(case)
+    long.paths = set()  # a schema-drift watch: every chunk takes the parser's path
+    outputs = []
+    for reader in (short, long):
+        out = []
+        for number, chunk in enumerate(chunks):
+            result = reader.feed(chunk, number == len(chunks) - 1)
+            out.append(chunk if result is None else result)
+        outputs.append(b"".join(out))
+    assert outputs[0] == outputs[1]
+    assert dataclasses.asdict(short.meter) == dataclasses.asdict(long.meter)
+    assert short.meter.texts  # the meter did read the stream
+
+
+def test_a_tally_adds_what_observe_would_have() -> None:
+    """Observations counted in a Tally and added in one step leave the histogram as
+    observing each would: same buckets (bounds included), same sum."""
+    values = [0.0, 0.00001, 0.00005, 0.00005001, 0.0003, 0.001, 0.1, 0.5, 2.0]
+    one_by_one, tallied = Metrics(), Metrics()
+    for value in values:
+        one_by_one.phase["response_body"].observe(value)
+    tally = Tally(tallied.phase["response_body"])
+    for value in values:
+        tally.observe(value)
+    assert tallied.registry.get_sample_value(
+        "extproc_phase_duration_seconds_count", {"phase": "response_body"}
+    ) in (None, 0.0)
+    tally.add_to(tallied.phase["response_body"])
+
+    def samples(metrics: Metrics) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name, s.labels, round(s.value, 12))
+            for family in metrics.registry.collect()
+            if family.name == "extproc_phase_duration_seconds"
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples(tallied) == samples(one_by_one)
+    assert any(s[0].endswith("_count") and s[2] == len(values) for s in samples(tallied))
