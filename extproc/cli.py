@@ -4,7 +4,6 @@ replay | mock-provider."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
@@ -35,9 +34,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from extproc.workers import supervise
 
         return supervise(runtime, Path(args.config))
-    from extproc.server import serve
+    from extproc.server import run
 
-    return asyncio.run(serve(runtime, config_path=Path(args.config)))
+    return run(runtime, config_path=Path(args.config))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import hpack
 import structlog
@@ -476,10 +476,10 @@ class Connection(asyncio.BufferedProtocol):
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport: asyncio's, or uvloop's (which does not subclass it).
+        self.transport = cast(asyncio.Transport, transport)
         self.server.connections.add(self)
-        transport.write(
+        self.transport.write(
             _frame(SETTINGS, 0, 0, OUR_SETTINGS)
             + _frame(WINDOW_UPDATE, 0, 0, _U32.pack(MAX_WINDOW - 65535))
         )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
+import uvloop
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from grpc_health.v1 import health_pb2
 
@@ -488,6 +489,13 @@ def _bind_address(address: str) -> str:
             path.unlink()
         return f"unix:{path}"
     return address
+
+
+def run(runtime: Runtime, *, config_path: Path, worker: int | None = None) -> int:
+    """serve() on uvloop: a stream's messages mostly arrive one per wake-up (SSE events
+    come paced), and its loop costs less per wake-up than asyncio's own (~6% of a
+    paced event's CPU, bench/run.py)."""
+    return uvloop.run(serve(runtime, config_path=config_path, worker=worker))
 
 
 async def serve(

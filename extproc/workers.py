@@ -95,12 +95,10 @@ def supervise(runtime: Runtime, config_path: Path) -> int:
 
 
 def _worker(runtime: Runtime, config_path: Path, index: int) -> int:
-    import asyncio
-
-    from extproc.server import serve
+    from extproc.server import run
 
     structlog.contextvars.bind_contextvars(worker=index)
-    return asyncio.run(serve(runtime, config_path=config_path, worker=index))
+    return run(runtime, config_path=config_path, worker=index)
 
 
 def _supervise(runtime: Runtime, children: dict[int, int], directory: str) -> int:

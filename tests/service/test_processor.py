@@ -163,7 +163,6 @@ async def test_unexpected_failure_is_a_grpc_error_not_a_hang(
     assert caught.value.details() == "internal error"  # nothing of the bug leaks
 
 
-
 def _chunk(content: str) -> bytes:
     payload = {"id": "c", "choices": [{"index": 0, "delta": {"content": content}}], "usage": None}
     return b"data: " + orjson.dumps(payload) + b"\n\n"
