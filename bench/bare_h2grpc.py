@@ -1,5 +1,6 @@
 """A bare ext_proc on h2grpc, the service's own transport: the same three answers as
-bare_extproc.py with no logic, so the benchmark shows what the transport alone costs."""
+bare_extproc.py with no logic (and an SSE response's chunks relayed unchanged), so the
+benchmark shows what the transport alone costs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import uvloop
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from grpc_health.v1 import health_pb2
 
@@ -17,19 +20,39 @@ from bare_extproc import ROUTE  # type: ignore[import-not-found]
 
 from extproc import h2grpc
 
+_Mode = processing_mode_pb2.ProcessingMode
+# An SSE response's body is relayed through the ext_proc, one message per chunk, as the
+# service asks for it (the full mode, as a mode_override).
+STREAMED = _Mode(
+    request_header_mode=_Mode.SEND,
+    request_body_mode=_Mode.BUFFERED,
+    request_trailer_mode=_Mode.SKIP,
+    response_header_mode=_Mode.SEND,
+    response_body_mode=_Mode.STREAMED,
+    response_trailer_mode=_Mode.SKIP,
+)
+PASS_CHUNK = ext.ProcessingResponse(response_body=ext.BodyResponse(response=ext.CommonResponse()))
+
 
 class Bare:
     """The answers, as a session: each message answered as its frame arrives (the way the
-    service's ext_proc streams run on h2grpc)."""
+    service's ext_proc streams run on h2grpc). An SSE response's chunks come through and
+    pass unchanged: the transport's own cost per streamed event."""
 
     def message(self, request: ext.ProcessingRequest) -> ext.ProcessingResponse:
         kind = request.WhichOneof("request")
+        if kind == "response_body":
+            return PASS_CHUNK
         if kind == "request_headers":
             return ext.ProcessingResponse(request_headers=ext.HeadersResponse())
         if kind == "request_body":
             common = ext.CommonResponse(header_mutation=ROUTE, clear_route_cache=True)
             return ext.ProcessingResponse(request_body=ext.BodyResponse(response=common))
-        return ext.ProcessingResponse(response_headers=ext.HeadersResponse())
+        reply = ext.ProcessingResponse(response_headers=ext.HeadersResponse())
+        for header in request.response_headers.headers.headers:
+            if header.key == "content-type" and header.raw_value.startswith(b"text/event-stream"):
+                reply.mode_override.CopyFrom(STREAMED)
+        return reply
 
     def close(self, failed: bool) -> None:
         pass
@@ -53,4 +76,4 @@ async def main(address: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    uvloop.run(main(sys.argv[1]))  # the service's loop

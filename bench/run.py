@@ -2,15 +2,17 @@
 
 Setups: Envoy alone; Envoy + a bare ext_proc that answers the same three messages with
 no logic, on grpc.aio and on h2grpc (the service's transport): the cost of gRPC in
-Python either way; Envoy + the service with accounting
+Python either way (the h2grpc one also relays paced SSE chunks unchanged: the floor per
+streamed event); Envoy + the service with accounting
 off, on (the default), with a budget, and with the demo policy. For each workload: a
 warm-up, then wrk with a fixed number of connections for a fixed time. Every
 Envoy runs with --concurrency 1 (one worker thread), so the setups get the same
 parallelism. CPU per request is read from /proc for Envoy, the ext_proc server and the
 mock. Figures are printed, not asserted: timings are not tests.
 
-Then latency when not saturated: Envoy alone and the full pipeline (the demo policy and
-accounting) at a fixed BENCH_RATE requests/s (bench/rate.py), JSON and streamed.
+Then latency when not saturated: Envoy alone, the bare h2grpc ext_proc and the full
+pipeline (the demo policy and accounting) at a fixed BENCH_RATE requests/s
+(bench/rate.py), JSON and streamed.
 
 Environment: BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (16),
 BENCH_RATE (200), BENCH_RATE_SECONDS (10).
@@ -314,6 +316,7 @@ auth: {anonymous_tenant: bench}
 """
 BARE = [sys.executable, str(ROOT / "bench" / "bare_extproc.py")]
 BARE_H2 = [sys.executable, str(ROOT / "bench" / "bare_h2grpc.py")]
+BARE_H2_LABEL = "Envoy + bare h2grpc ext_proc"
 PLAIN = ("1 KB", "16 KB")
 ALL = ("1 KB", "16 KB", "1 KB, streamed")
 STREAMED = ("1 KB", "1 KB, streamed")
@@ -336,7 +339,7 @@ WORKERS = {FULL_WORKERS: 2}
 SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
     ("Envoy alone", "mock", None, TENANT, (*ALL, PACED[0])),
     ("Envoy + bare grpc.aio ext_proc", None, BARE, TENANT, PLAIN),
-    ("Envoy + bare h2grpc ext_proc", None, BARE_H2, TENANT, PLAIN),
+    (BARE_H2_LABEL, None, BARE_H2, TENANT, (*PLAIN, PACED[0])),
     (NO_ACCOUNTING, None, None, NO_USAGE, ALL),
     (ACCOUNTING, None, None, TENANT, ALL + TRANSLATED + PACED),
     (BUDGETS, None, None, BUDGET, STREAMED),
@@ -408,7 +411,7 @@ def main() -> None:
                         print(f"{label} / {workload}: {result['rps']:,.0f} req/s", flush=True)
                         runs.setdefault((label, workload), []).append(result)
             for _ in range(ROUNDS):
-                for label in ("Envoy alone", FULL):
+                for label in ("Envoy alone", BARE_H2_LABEL, FULL):
                     for workload in RATED:
                         url = stacks[label][1]
                         body = bodies[workload].read_bytes()
@@ -461,14 +464,16 @@ def report_rated(rated: dict[tuple[str, str], list[dict[str, float]]]) -> None:
             f"| {r['first_p50_ms']:.2f} | {r['first_p99_ms']:.2f} | {r['errors']:.0f} |"
         )
     for workload in RATED:
-        alone, full = medians.get(("Envoy alone", workload)), medians.get((FULL, workload))
-        if alone is None or full is None:
-            continue
-        added = {key: full[key] - alone[key] for key in alone if key.endswith("_ms")}
-        print(
-            f"- {workload}: the full pipeline adds p50 {added['p50_ms']:+.2f} ms, "
-            f"p99 {added['p99_ms']:+.2f} ms, first byte p50 {added['first_p50_ms']:+.2f} ms"
-        )
+        alone = medians.get(("Envoy alone", workload))
+        for label, what in ((FULL, "the full pipeline"), (BARE_H2_LABEL, "a bare h2grpc ext_proc")):
+            with_it = medians.get((label, workload))
+            if alone is None or with_it is None:
+                continue
+            added = {key: with_it[key] - alone[key] for key in alone if key.endswith("_ms")}
+            print(
+                f"- {workload}: {what} adds p50 {added['p50_ms']:+.2f} ms, "
+                f"p99 {added['p99_ms']:+.2f} ms, first byte p50 {added['first_p50_ms']:+.2f} ms"
+            )
 
 
 def pairs(
@@ -523,7 +528,12 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         "event beyond the request's own cost:"
     )
     alone = medians.get(("Envoy alone", PACED[0]), {}).get("envoy_cpu_us")
-    paced_runs = ((ACCOUNTING, PACED[0]), (ACCOUNTING, PACED[1]), (output_check, PACED[0]))
+    paced_runs = (
+        (ACCOUNTING, PACED[0]),
+        (ACCOUNTING, PACED[1]),
+        (output_check, PACED[0]),
+        (BARE_H2_LABEL, PACED[0]),  # the transport alone: the floor under the rows above
+    )
     for label, workload in paced_runs:
         slow, fast = medians.get((label, workload)), medians.get((label, plain_of[workload]))
         if slow is None or fast is None:
