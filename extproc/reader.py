@@ -187,9 +187,9 @@ class StreamReader:
                 meter.complete = True
                 payload = "[DONE]"
             if translation is not None:
-                for event, item in translation.event(payload):
+                for encoded, item in translation.encoded(payload):
                     if self.emit_usage or not _usage_only(item):
-                        out.append(event.encode())
+                        out.append(encoded)
                 continue
             if not strip:
                 continue

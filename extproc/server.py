@@ -493,8 +493,8 @@ def _bind_address(address: str) -> str:
 
 def run(runtime: Runtime, *, config_path: Path, worker: int | None = None) -> int:
     """serve() on uvloop: a stream's messages mostly arrive one per wake-up (SSE events
-    come paced), and its loop costs less per wake-up than asyncio's own (~6% of a
-    paced event's CPU, bench/run.py)."""
+    come paced), and its loop costs less per wake-up than asyncio's own (~6% of a paced
+    event's CPU, README: Dependencies)."""
     return uvloop.run(serve(runtime, config_path=config_path, worker=worker))
 
 

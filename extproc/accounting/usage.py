@@ -149,6 +149,11 @@ def prompt_estimate(kind: Kind, body: dict[str, Any]) -> int:
     return count
 
 
+# Where a streamed delta carries output text (counted when usage is missing).
+_DELTA_TEXTS = frozenset(("content", "reasoning_content", "refusal"))
+_BLOCK_TEXTS = frozenset(("text", "partial_json", "thinking"))
+
+
 @dataclass(slots=True)
 class Meter:
     """Collects usage for one response, in the provider's schema (the client's API)."""
@@ -189,24 +194,30 @@ class Meter:
             delta = choice.get("delta")
             if not isinstance(delta, dict):
                 continue
-            for key in ("content", "reasoning_content", "refusal"):
-                if isinstance(text := delta.get(key), str) and text:
-                    self.texts.append(text)
-            for call in delta.get("tool_calls") or ():
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict):
-                    for key in ("name", "arguments"):
-                        if isinstance(text := function.get(key), str) and text:
-                            self.texts.append(text)
+            # A delta holds a key or two: walking it beats looking each text key up.
+            for key, value in delta.items():
+                if key in _DELTA_TEXTS:
+                    if isinstance(value, str) and value:
+                        self.texts.append(value)
+                elif key == "tool_calls":
+                    self._tool_calls(value)
+
+    def _tool_calls(self, calls: Any) -> None:
+        for call in calls or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                for key in ("name", "arguments"):
+                    if isinstance(text := function.get(key), str) and text:
+                        self.texts.append(text)
 
     def anthropic_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "content_block_delta":
             delta = event.get("delta")
             if isinstance(delta, dict):
-                for key in ("text", "partial_json", "thinking"):
-                    if isinstance(text := delta.get(key), str) and text:
-                        self.texts.append(text)
+                for key, value in delta.items():
+                    if key in _BLOCK_TEXTS and isinstance(value, str) and value:
+                        self.texts.append(value)
         elif kind == "message_start":
             message = event.get("message")
             if isinstance(message, dict):

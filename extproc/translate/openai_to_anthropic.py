@@ -325,6 +325,15 @@ class StreamTranslator:
     def event(self, event: dict[str, Any]) -> list[dict[str, Any] | str]:
         """Chunks for one Anthropic event; the string "[DONE]" ends the stream."""
         kind = event.get("type")
+        if kind == "content_block_delta":  # nearly every event: first
+            delta = obj(event.get("delta"))
+            if delta.get("type") == "text_delta":
+                return [self._chunk({"content": delta.get("text", "")})]
+            if delta.get("type") == "input_json_delta":
+                index = self.tool_index.get(event.get("index", 0), 0)
+                call = {"index": index, "function": {"arguments": delta.get("partial_json", "")}}
+                return [self._chunk({"tool_calls": [call]})]
+            return []
         if kind == "message_start":
             message = obj(event.get("message"))
             self.id = str(message.get("id", ""))
@@ -343,15 +352,6 @@ class StreamTranslator:
                     "type": "function",
                     "function": {"name": block.get("name"), "arguments": ""},
                 }
-                return [self._chunk({"tool_calls": [call]})]
-            return []
-        if kind == "content_block_delta":
-            delta = obj(event.get("delta"))
-            if delta.get("type") == "text_delta":
-                return [self._chunk({"content": delta.get("text", "")})]
-            if delta.get("type") == "input_json_delta":
-                index = self.tool_index.get(event.get("index", 0), 0)
-                call = {"index": index, "function": {"arguments": delta.get("partial_json", "")}}
                 return [self._chunk({"tool_calls": [call]})]
             return []
         if kind == "message_delta":

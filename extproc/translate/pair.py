@@ -22,14 +22,26 @@ _OPENAI_STATUS = {529: 503}
 Item = tuple[Event, Any]
 
 
+def _head(name: str | None) -> bytes:
+    """An encoded event's bytes before its JSON."""
+    head = _HEADS.get(name)
+    if head is None:
+        head = _HEADS[name] = (b"event: " + name.encode() + b"\n" if name else b"") + b"data: "
+    return head
+
+
+_HEADS: dict[str | None, bytes] = {}  # by event name: few (the APIs' event types)
+
+
 def _json_event(payload: Any, name: str | None = None) -> Item:
     data = orjson.dumps(payload)
-    head = b"event: " + name.encode() + b"\n" if name else b""
     # Encoded once here: the event's bytes are what Event.encode() would give.
-    return Event(name, data.decode(), raw=head + b"data: " + data + b"\n\n"), payload
+    return Event(name, data.decode(), raw=_head(name) + data + b"\n\n"), payload
 
 
-_DONE = Event(None, "[DONE]", raw=b"data: [DONE]\n\n")
+_DONE_BYTES = b"data: [DONE]\n\n"
+_DONE = Event(None, "[DONE]", raw=_DONE_BYTES)
+Encoded = tuple[bytes, Any]  # an event's bytes, and its payload
 
 
 class ToOpenAIStream:
@@ -43,6 +55,15 @@ class ToOpenAIStream:
 
     def event(self, payload: Any) -> list[Item]:
         return self._items(self.translator.event(payload)) if isinstance(payload, dict) else []
+
+    def encoded(self, payload: Any) -> list[Encoded]:
+        """event()'s events as bytes, with no Event objects (nothing reads them)."""
+        if not isinstance(payload, dict):
+            return []
+        return [
+            (_DONE_BYTES, None) if c == "[DONE]" else (b"data: " + orjson.dumps(c) + b"\n\n", c)
+            for c in self.translator.event(payload)
+        ]
 
     def finish(self) -> list[Item]:
         return self._items(self.translator.finish())
@@ -60,6 +81,16 @@ class ToAnthropicStream:
         if not isinstance(payload, dict):
             return []
         return [_json_event(p, name) for name, p in self.translator.chunk(payload)]
+
+    def encoded(self, payload: Any) -> list[Encoded]:
+        """event()'s events as bytes, with no Event objects (nothing reads them)."""
+        if payload == "[DONE]":
+            out = self.translator.finish()
+        elif isinstance(payload, dict):
+            out = self.translator.chunk(payload)
+        else:
+            return []
+        return [(_head(name) + orjson.dumps(p) + b"\n\n", p) for name, p in out]
 
     def finish(self) -> list[Item]:
         return [_json_event(p, name) for name, p in self.translator.finish()]
