@@ -202,15 +202,29 @@ def chunk_reply(body: bytes | None) -> bytes:
         return _CHUNK_PASS
     if not body:
         return _CHUNK_CLEAR
-    # Each field: its tag, its length, its bytes; the innermost is the body.
     size = len(body)
+    head = _CHUNK_HEADS.get(size)
+    if head is None:
+        head = _chunk_head(size)
+        if size < _CACHED_HEADS:
+            _CHUNK_HEADS[size] = head
+    return head + body
+
+
+def _chunk_head(size: int) -> bytes:
+    """The reply's bytes before a body of `size` bytes: each field's tag and length."""
     mutation = _TAGS[3] + _varint(size)
     size += len(mutation)
     common = _TAGS[2] + _varint(size)
     size += len(common)
     response = _TAGS[1] + _varint(size)
     size += len(response)
-    return b"".join((_TAGS[0], _varint(size), response, common, mutation, body))
+    return b"".join((_TAGS[0], _varint(size), response, common, mutation))
+
+
+# Chunk replies' heads by body size, for the sizes SSE chunks come in (at most ~100 KB).
+_CACHED_HEADS = 4096
+_CHUNK_HEADS: dict[int, bytes] = {}
 
 
 def serialise(reply: ext.ProcessingResponse | bytes) -> bytes:

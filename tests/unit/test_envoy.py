@@ -15,6 +15,7 @@ from extproc.decisions import Continue
 def test_chunk_reply_is_the_serialised_body_reply(body: bytes | None) -> None:
     built = envoy.response_body_reply(Continue(body=body))
     assert envoy.chunk_reply(body) == built.SerializeToString()
+    # Again: a size seen before takes its head from the cache.
     assert ext.ProcessingResponse.FromString(envoy.chunk_reply(body)) == built
 
 
