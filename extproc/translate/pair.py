@@ -49,6 +49,21 @@ class ToOpenAIStream:
 
     def __init__(self, include_usage: bool) -> None:
         self.translator = o2a.StreamTranslator(include_usage)
+        # A text chunk's bytes around its text, for the message they belong to.
+        self._frame: tuple[bytes, bytes] = (b"", b"")
+        self._framed: tuple[str, str] | None = None
+
+    def _text_frame(self) -> tuple[bytes, bytes]:
+        translator = self.translator
+        key = (translator.id, translator.model)
+        if key != self._framed:
+            # The translator's own chunk around a marker (a control character, which JSON
+            # escapes): what comes before and after it holds for every text delta.
+            whole = orjson.dumps(translator._chunk({"content": "\x01"}))
+            head, _, tail = whole.rpartition(b'"\\u0001"')
+            self._frame = (b"data: " + head, tail + b"\n\n")
+            self._framed = key
+        return self._frame
 
     def _items(self, out: list[dict[str, Any] | str]) -> list[Item]:
         return [(_DONE, None) if c == "[DONE]" else _json_event(c) for c in out]
@@ -57,9 +72,16 @@ class ToOpenAIStream:
         return self._items(self.translator.event(payload)) if isinstance(payload, dict) else []
 
     def encoded(self, payload: Any) -> list[Encoded]:
-        """event()'s events as bytes, with no Event objects (nothing reads them)."""
+        """event()'s events as bytes, with no Event objects (nothing reads them). A text
+        delta, nearly every event, is its text JSON-encoded between the bytes every text
+        chunk of the message shares (its payload is not kept: it is no usage chunk)."""
         if not isinstance(payload, dict):
             return []
+        if payload.get("type") == "content_block_delta":
+            delta = payload.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                head, tail = self._text_frame()
+                return [(head + orjson.dumps(delta.get("text", "")) + tail, None)]
         return [
             (_DONE_BYTES, None) if c == "[DONE]" else (b"data: " + orjson.dumps(c) + b"\n\n", c)
             for c in self.translator.event(payload)

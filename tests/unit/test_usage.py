@@ -281,6 +281,61 @@ HAND_MADE = (
 )
 
 
+ANTHROPIC_HAND_MADE = b"".join(
+    b"event: " + name + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+    for name, payload in [
+        (
+            b"content_block_delta",
+            {
+                "type": "content_block_delta",
+                "delta": {"type": "text_delta", "text": "before the start"},
+            },
+        ),
+        (
+            b"message_start",
+            {
+                "type": "message_start",
+                "message": {"id": 'm\u0001"1', "model": "\u0001", "usage": {"input_tokens": 3}},
+            },
+        ),
+        (
+            b"content_block_delta",
+            {
+                "type": "content_block_delta",
+                "delta": {"type": "text_delta", "text": 'quotes " and \n é \u2028'},
+            },
+        ),
+        (
+            b"content_block_delta",
+            {"type": "content_block_delta", "delta": {"type": "text_delta", "text": None}},
+        ),
+        (b"content_block_delta", {"type": "content_block_delta", "delta": {"type": "text_delta"}}),
+        (
+            b"content_block_delta",
+            {
+                "type": "content_block_delta",
+                "delta": {"type": "input_json_delta", "partial_json": "{"},
+            },
+        ),
+        (b"content_block_delta", {"type": "content_block_delta", "delta": "not a dict"}),
+        (b"message_start", {"type": "message_start", "message": {"id": "m2", "model": "other"}}),
+        (
+            b"content_block_delta",
+            {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "after"}},
+        ),
+        (
+            b"message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn"},
+                "usage": {"output_tokens": 4},
+            },
+        ),
+        (b"message_stop", {"type": "message_stop"}),
+    ]
+)
+
+
 def _reader(case: str) -> StreamReader:
     openai, anthropic = Schema.OPENAI, Schema.ANTHROPIC
     if case == "strip":
@@ -303,6 +358,7 @@ def _reader(case: str) -> StreamReader:
         ("keep", HAND_MADE),
         ("to openai, with usage", "anthropic_stream.sse"),
         ("to openai", "anthropic_stream.sse"),
+        ("to openai, with usage", ANTHROPIC_HAND_MADE),
         ("to anthropic", "openai_stream_usage.sse"),
         ("to anthropic", HAND_MADE),
     ],
