@@ -779,33 +779,34 @@ class Connection(asyncio.BufferedProtocol):
             self.write(_frame(HEADERS, END_HEADERS, context._id, RESPONSE_HEADERS))
         if context._pending:
             context._pending += message
-            return
-        size = len(message)
+        else:
+            self.send_data(context, message)
+
+    def send_data(self, context: Context, data: bytes | bytearray) -> None:
+        """Send as much of data as both windows allow; keep the rest as pending."""
+        size = len(data)
         if size <= self.max_frame and size <= self.send_window and size <= context.send_window:
-            # The usual reply: one frame, within both windows.
+            # The usual case: all of it, in one frame.
             self.send_window -= size
             context.send_window -= size
-            self.write(_frame(DATA, 0, context._id, message))
+            self.write(_frame(DATA, 0, context._id, bytes(data)))
+            if data is context._pending:
+                data.clear()
             return
-        self.send_data(context, bytearray(message))
-
-    def send_data(self, context: Context, data: bytearray) -> None:
-        """Send as much of data as both windows allow; keep the rest as pending."""
-        allowed = min(len(data), self.send_window, context.send_window)
-        if allowed <= 0:
-            context._pending = data
-            return
-        frames = []
-        sent = 0
-        while sent < allowed:
-            size = min(allowed - sent, self.max_frame)
-            frames.append(_frame(DATA, 0, context._id, bytes(data[sent : sent + size])))
-            sent += size
-        self.send_window -= sent
-        context.send_window -= sent
-        self.write(b"".join(frames))
-        del data[:sent]
-        context._pending = data
+        allowed = min(size, self.send_window, context.send_window)
+        pending = bytearray(data)
+        if allowed > 0:
+            step = self.max_frame
+            self.write(
+                b"".join(
+                    _frame(DATA, 0, context._id, bytes(pending[sent : min(sent + step, allowed)]))
+                    for sent in range(0, allowed, step)
+                )
+            )
+            self.send_window -= allowed
+            context.send_window -= allowed
+            del pending[:allowed]
+        context._pending = pending
 
     def flush_all(self) -> None:
         for context in list(self.streams.values()):
