@@ -42,8 +42,16 @@ class Parser:
         self._scanned = 0  # the buffer holds no event end before this offset
 
     def feed(self, data: bytes) -> list[Event]:
-        if not self._buffer and data.endswith(b"\n\n") and b"\r" not in data:
-            return _whole_events(data)
+        found = self.blocks(data)
+        if found is not None:  # the usual chunk: no buffer, no regular expression
+            return [
+                Event(
+                    None if name is None else name.decode("utf-8", "replace"),
+                    line.decode("utf-8", "replace"),
+                    raw=raw,
+                )
+                for name, line, raw in found
+            ]
         self._buffer += data
         events: list[Event] = []
         start = 0
@@ -93,24 +101,6 @@ class Parser:
             return []
         event = _parse_block(rest.decode("utf-8", errors="replace"))
         return [event] if event is not None else []
-
-
-def _whole_events(data: bytes) -> list[Event]:
-    """The usual chunk: whole events ending in blank lines, no CR (Parser.feed's result
-    for it, with less work for one-line `data:` events)."""
-    events = []
-    for block in data.split(b"\n\n")[:-1]:
-        if not block:
-            continue  # blank lines between events
-        raw = block + b"\n\n"
-        if block.startswith(b"data: ") and b"\n" not in block:
-            events.append(Event(None, block[6:].decode("utf-8", "replace"), raw=raw))
-            continue
-        event = _parse_block(block.decode("utf-8", "replace"))
-        if event is not None:
-            event.raw = raw
-            events.append(event)
-    return events
 
 
 def _parse_block(block: str) -> Event | None:
