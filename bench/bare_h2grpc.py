@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import uvloop
-from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from grpc_health.v1 import health_pb2
 
@@ -19,18 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_extproc import ROUTE  # type: ignore[import-not-found]
 
 from extproc import h2grpc
+from extproc.envoy import RESPONSE_BODY_MODES
 
-_Mode = processing_mode_pb2.ProcessingMode
 # An SSE response's body is relayed through the ext_proc, one message per chunk, as the
-# service asks for it (the full mode, as a mode_override).
-STREAMED = _Mode(
-    request_header_mode=_Mode.SEND,
-    request_body_mode=_Mode.BUFFERED,
-    request_trailer_mode=_Mode.SKIP,
-    response_header_mode=_Mode.SEND,
-    response_body_mode=_Mode.STREAMED,
-    response_trailer_mode=_Mode.SKIP,
-)
+# service asks for it (the same mode_override).
+STREAMED = RESPONSE_BODY_MODES["streamed"]
 PASS_CHUNK = ext.ProcessingResponse(response_body=ext.BodyResponse(response=ext.CommonResponse()))
 
 

@@ -21,8 +21,9 @@ SKIP_REST = _Mode(
     response_body_mode=_Mode.NONE,
     response_trailer_mode=_Mode.SKIP,
 )
-# The response-headers reply turns on the response body only where a policy must read it.
-_RESPONSE_BODY_MODES = {
+# The response-headers reply turns on the response body only where a policy must read it
+# (as full modes, by the reader's mode: "buffered" or "streamed").
+RESPONSE_BODY_MODES = {
     name: _Mode(
         request_header_mode=_Mode.SEND,
         request_body_mode=_Mode.BUFFERED,
@@ -148,7 +149,7 @@ def response_headers_reply(decision: Continue) -> ext.ProcessingResponse:
     response = ext.ProcessingResponse()
     _fill(response.response_headers.response, decision)
     if decision.response_body is not None:
-        response.mode_override.CopyFrom(_RESPONSE_BODY_MODES[decision.response_body])
+        response.mode_override.CopyFrom(RESPONSE_BODY_MODES[decision.response_body])
     return response
 
 

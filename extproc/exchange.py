@@ -212,8 +212,6 @@ class Exchange:
         self.redactions = Redactions()
         self.decisions = Decisions()
         self.reader: JsonReader | StreamReader | ErrorReader | None = None
-        # A StreamReader reads the response: its chunks may take response_chunk.
-        self.streamed_response = False
         # Set when the client's API differs from the backend's.
         self.translation: Translation | None = None
         self.dropped_fields: list[str] = []
@@ -675,7 +673,6 @@ class Exchange:
             # client that did not ask, after the cache has seen it.
             stream = translation.stream(True) if translation else None
             self.reader = StreamReader(meter, stream_policy, self.strip_usage, stream)
-            self.streamed_response = True
             self.reader.emit_usage = self.client_include_usage
             if self.cache_key is not None and self.cache_write and stream_policy is None:
                 self.reader.collected = []
@@ -697,6 +694,11 @@ class Exchange:
         return decision
 
     # -- response body ----------------------------------------------------------------
+
+    @property
+    def streamed_response(self) -> bool:
+        """A StreamReader reads the response: its chunks may take response_chunk."""
+        return type(self.reader) is StreamReader
 
     def response_chunk(self, chunk: bytes) -> bytes | None:
         """A streamed response's chunk that is not its last (a StreamReader reads it): the
