@@ -148,13 +148,14 @@ async def test_phases_out_of_order_are_refused(channel: grpc.aio.Channel) -> Non
         assert "out of order" in str(caught.value.details())
 
 
+def _broken(*_: object) -> None:
+    raise RuntimeError("a bug")
+
+
 async def test_unexpected_failure_is_a_grpc_error_not_a_hang(
     channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*_: object) -> None:
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr("extproc.server.Exchange.request_headers", broken)
+    monkeypatch.setattr("extproc.server.Exchange.request_headers", _broken)
     call = ext_grpc.ExternalProcessorStub(channel).Process()
     await call.write(headers_message(CHAT))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -210,10 +211,7 @@ async def test_streamed_chunks_are_answered_and_timed() -> None:
 async def test_a_failing_chunk_is_a_grpc_error(
     channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*_: object) -> None:
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr("extproc.server.Exchange.response_chunk", broken)
+    monkeypatch.setattr("extproc.server.Exchange.response_chunk", _broken)
     call = ext_grpc.ExternalProcessorStub(channel).Process()
     messages = _streamed([(_chunk("a"), False)])
     for message in messages[:-1]:
