@@ -97,22 +97,19 @@ class ToAnthropicStream:
     def __init__(self) -> None:
         self.translator = a2o.StreamTranslator()
 
-    def event(self, payload: Any) -> list[Item]:
+    def _chunks(self, payload: Any) -> list[tuple[str, dict[str, Any]]]:
         if payload == "[DONE]":
-            return self.finish()
+            return self.translator.finish()
         if not isinstance(payload, dict):
             return []
-        return [_json_event(p, name) for name, p in self.translator.chunk(payload)]
+        return self.translator.chunk(payload)
+
+    def event(self, payload: Any) -> list[Item]:
+        return [_json_event(p, name) for name, p in self._chunks(payload)]
 
     def encoded(self, payload: Any) -> list[Encoded]:
         """event()'s events as bytes, with no Event objects (nothing reads them)."""
-        if payload == "[DONE]":
-            out = self.translator.finish()
-        elif isinstance(payload, dict):
-            out = self.translator.chunk(payload)
-        else:
-            return []
-        return [(_head(name) + orjson.dumps(p) + b"\n\n", p) for name, p in out]
+        return [(_head(name) + orjson.dumps(p) + b"\n\n", p) for name, p in self._chunks(payload)]
 
     def finish(self) -> list[Item]:
         return [_json_event(p, name) for name, p in self.translator.finish()]
