@@ -15,6 +15,7 @@ EXTPROC_CLUSTER = "extproc"
 _TYPE = "type.googleapis.com/"
 _HCM = _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _EXT_PROC = _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+_EXTPROC_FILTER = "envoy.filters.http.ext_proc"
 _PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _CONNECTIONS_MONITOR = (
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
@@ -34,6 +35,18 @@ USAGE_LOG_FIELDS = (
     "cost",
     "estimated",
 )
+# The ext_proc filter's own timings of its calls to the service (its filter state), per
+# phase, written to every access log line: what the gateway's processing added to the
+# request as Envoy waited for it (a round trip each, transport included). Envoy writes
+# these fields as strings of digits.
+EXTPROC_LOG_FIELDS = {
+    "extproc_request_headers_us": "request_header_latency_us",
+    "extproc_request_body_us": "request_body_total_latency_us",
+    "extproc_response_headers_us": "response_header_latency_us",
+    "extproc_response_body_us": "response_body_total_latency_us",
+    "extproc_response_body_max_us": "response_body_max_latency_us",
+    "extproc_response_body_calls": "response_body_call_count",
+}
 _CEL_FILTER = _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 _UNROUTED = ApiError(404, "No route for this request.", "unknown_url")
 
@@ -212,7 +225,7 @@ class Renderer:
         if self.bare_backend is None:
             if self.config.service.failure_mode_allow:
                 filters.append(self.strip_internal_headers())
-            filters.append({"name": "envoy.filters.http.ext_proc", "typed_config": self.ext_proc()})
+            filters.append({"name": _EXTPROC_FILTER, "typed_config": self.ext_proc()})
         filters.append(
             {
                 "name": "envoy.filters.http.router",
@@ -345,6 +358,10 @@ class Renderer:
                         **{
                             key: f"%DYNAMIC_METADATA({names.METADATA_NAMESPACE}:{key})%"
                             for key in USAGE_LOG_FIELDS
+                        },
+                        **{
+                            key: f"%FILTER_STATE({_EXTPROC_FILTER}:FIELD:{field})%"
+                            for key, field in EXTPROC_LOG_FIELDS.items()
                         },
                     }
                 },
@@ -554,7 +571,7 @@ class Renderer:
                     "explicit_http_config": {"http_protocol_options": {}},
                     "http_filters": [
                         {
-                            "name": "envoy.filters.http.ext_proc",
+                            "name": _EXTPROC_FILTER,
                             "typed_config": self.upstream_ext_proc(),
                         },
                         {

@@ -9,6 +9,7 @@ import httpx
 import orjson
 import pytest
 
+from extproc.render import EXTPROC_LOG_FIELDS
 from tests.integration.conftest import Gateway
 
 PROMPT = "Count the tokens of this sentence, please: café ☕ and more words."
@@ -102,6 +103,42 @@ def test_access_log_line_carries_the_usage(gateway: Gateway) -> None:
     assert entry["estimated"] == ""
     record = gateway.record(request_id)
     assert record["usage"]["total_tokens"] == entry["total_tokens"]
+
+
+def _extproc_fields(entry: dict[str, Any]) -> dict[str, int]:
+    """The access log's ext_proc timings (Envoy writes them as strings of digits)."""
+    fields = {key: value for key, value in entry.items() if key.startswith("extproc_")}
+    assert set(fields) == set(EXTPROC_LOG_FIELDS)
+    assert all(isinstance(value, str) and value.isdigit() for value in fields.values()), fields
+    return {key: int(value) for key, value in fields.items()}
+
+
+def test_access_log_line_times_each_ext_proc_phase(gateway: Gateway) -> None:
+    """Envoy's own timing of each call to the service, per phase: a JSON exchange makes
+    one call per phase it asks for, a stream one response_body call per chunk."""
+    raw = gateway.openai().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}]
+    )
+    entry = _extproc_fields(gateway.access_log(raw.headers["x-request-id"]))
+    for phase in ("request_headers", "request_body", "response_headers", "response_body"):
+        assert entry[f"extproc_{phase}_us"] > 0, phase
+    assert entry["extproc_response_body_calls"] == 1
+    assert entry["extproc_response_body_max_us"] == entry["extproc_response_body_us"]
+
+    # Paced, each event reaches Envoy, and the service, on its own.
+    with gateway.openai().chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": PROMPT}],
+        stream=True,
+        extra_headers={"x-mock-chunk-delay-ms": "5"},
+    ) as response:
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+        request_id = response.headers["x-request-id"]
+    entry = _extproc_fields(gateway.access_log(request_id))
+    # One call per event the provider sent (the usage-only one the client did not get
+    # included), and the end of the stream.
+    assert len(events) + 1 <= entry["extproc_response_body_calls"] <= len(events) + 2
+    assert 0 < entry["extproc_response_body_max_us"] <= entry["extproc_response_body_us"]
 
 
 def test_anthropic_stream_usage_is_merged(gateway: Gateway) -> None:
