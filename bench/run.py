@@ -12,10 +12,12 @@ mock. Figures are printed, not asserted: timings are not tests.
 
 Then latency when not saturated: Envoy alone, the bare h2grpc ext_proc and the full
 pipeline (the demo policy and accounting) at a fixed BENCH_RATE requests/s
-(bench/rate.py), JSON and streamed.
+(bench/rate.py), JSON and streamed, with Envoy's wait on the ext_proc per message (its
+access log's extproc_* fields).
 
 Environment: BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (16),
-BENCH_RATE (200), BENCH_RATE_SECONDS (10).
+BENCH_RATE (200), BENCH_RATE_SECONDS (10), BENCH_ONLY=rated (the fixed-rate part alone:
+~3 minutes).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.rate import fixed_rate  # noqa: E402
+from extproc.render import EXTPROC_LOG_FIELDS  # noqa: E402
 from extproc.stack import Stack, envoy_binary, free_port, wait_until  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -285,7 +289,8 @@ def _port_open(port: int) -> bool:
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    keys = [key for key in runs[0] if all(key in run for run in runs)]
+    return {key: statistics.median(run[key] for run in runs) for key in keys}
 
 
 # The demo config's policy (examples/demo.yaml): e-mail redaction, card blocking and a
@@ -335,6 +340,9 @@ FULL = "Envoy + extproc, demo policy"
 # The same with service.workers: 2 (Envoy still one worker thread).
 FULL_WORKERS = "Envoy + extproc, demo policy, 2 workers"
 WORKERS = {FULL_WORKERS: 2}
+# The setups measured at a fixed rate (BENCH_ONLY=rated: only these, only that).
+RATED_SETUPS = ("Envoy alone", BARE_H2_LABEL, FULL)
+ONLY_RATED = os.environ.get("BENCH_ONLY") == "rated"
 # (label, bare backend, ext_proc command, config tail, workloads)
 SETUPS: list[tuple[str, str | None, list[str] | None, str, tuple[str, ...]]] = [
     ("Envoy alone", "mock", None, TENANT, (*ALL, PACED[0])),
@@ -394,6 +402,8 @@ def main() -> None:
             # All setups stay up on their own ports, sharing one mock provider, so the
             # rounds can be interleaved and the machine's drift spreads over all of them.
             for label, bare, command, tail, _ in SETUPS:
+                if ONLY_RATED and label not in RATED_SETUPS:
+                    continue
                 name = label.replace(" ", "-").replace(",", "").replace("+", "")
                 stacks[label] = start_setup(
                     workdir / name, mock_port, tail, bare, command, WORKERS.get(label, 1)
@@ -402,20 +412,24 @@ def main() -> None:
             idle = {
                 label: [memory_mb(pid) for pid in tree(stacks[label][0].processes["service"].pid)]
                 for label in (FULL, FULL_WORKERS)
+                if label in stacks
             }
             workloads = {label: names for label, *_, names in SETUPS}
-            for _ in range(ROUNDS):
+            for _ in range(0 if ONLY_RATED else ROUNDS):
                 for label, (stack, url) in stacks.items():
                     for workload in workloads[label]:
                         result = measure(stack, mock, url, bodies[workload], headers_for(workload))
                         print(f"{label} / {workload}: {result['rps']:,.0f} req/s", flush=True)
                         runs.setdefault((label, workload), []).append(result)
             for _ in range(ROUNDS):
-                for label in ("Envoy alone", BARE_H2_LABEL, FULL):
+                for label in RATED_SETUPS:
                     for workload in RATED:
-                        url = stacks[label][1]
+                        stack, url = stacks[label]
                         body = bodies[workload].read_bytes()
+                        log = stack.workdir / "envoy.log"
+                        offset = log.stat().st_size
                         result = fixed_rate(url, body, RATE, RATE_SECONDS, headers_for(workload))
+                        result.update(extproc_waits(log, offset))
                         print(f"{label} / {workload} at {RATE:.0f}/s: {result}", flush=True)
                         rated.setdefault((label, workload), []).append(result)
         finally:
@@ -423,9 +437,38 @@ def main() -> None:
                 stack.stop()
             mock.terminate()
             mock.wait()
-    report(runs)
+    if ONLY_RATED:
+        print(f"\nmachine: {machine()}")
+    else:
+        report(runs)
     report_rated(rated)
-    report_idle(idle)
+    if idle:
+        report_idle(idle)
+
+
+def extproc_waits(log: Path, offset: int) -> dict[str, float]:
+    """Medians of Envoy's waits on the ext_proc per message (µs), from the access log lines
+    written after `offset` (its extproc_* fields; none for Envoy alone). For a stream, a
+    response chunk's wait is its exchange's total over its calls."""
+    time.sleep(1.2)  # Envoy flushes its access log once a second
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        entries = [json.loads(line) for line in lines if line.startswith(b"{")]
+    waits: dict[str, list[float]] = {}
+    for entry in entries:
+        fields = {
+            k: v
+            for k, v in entry.items()
+            if k in EXTPROC_LOG_FIELDS and isinstance(v, str) and v.isdigit()
+        }
+        for phase in ("request_headers", "request_body", "response_headers"):
+            if f"extproc_{phase}_us" in fields:
+                waits.setdefault(f"{phase}_wait_us", []).append(int(fields[f"extproc_{phase}_us"]))
+        calls = int(fields.get("extproc_response_body_calls", "0"))
+        if calls:
+            total = int(fields["extproc_response_body_us"])
+            waits.setdefault("response_body_wait_us", []).append(total / calls)
+    return {key: statistics.median(values) for key, values in waits.items()}
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -463,6 +506,20 @@ def report_rated(rated: dict[tuple[str, str], list[dict[str, float]]]) -> None:
             f"| {label} | {workload} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {r['first_p50_ms']:.2f} | {r['first_p99_ms']:.2f} | {r['errors']:.0f} |"
         )
+    waits = ["request_headers", "request_body", "response_headers", "response_body"]
+    print(
+        "\nEnvoy's wait on the ext_proc per message, the same runs (µs, median; its access "
+        "log's extproc_* fields; a response chunk: its exchange's mean)\n"
+    )
+    print("| setup | request | " + " | ".join(waits) + " |")
+    print("|---|---|" + "---|" * len(waits))
+    for (label, workload), r in medians.items():
+        if f"{waits[0]}_wait_us" in r:
+            row = " | ".join(
+                f"{r[f'{w}_wait_us']:.0f}" if f"{w}_wait_us" in r else "" for w in waits
+            )
+            print(f"| {label} | {workload} | {row} |")
+    print()
     for workload in RATED:
         alone = medians.get(("Envoy alone", workload))
         for label, what in ((FULL, "the full pipeline"), (BARE_H2_LABEL, "a bare h2grpc ext_proc")):
