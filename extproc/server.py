@@ -33,6 +33,7 @@ from extproc.exchange import Exchange
 from extproc.glob import Glob
 from extproc.phases import PhaseOrder
 from extproc.reload import Reloader
+from extproc.telemetry import logging as json_lines
 from extproc.telemetry.metrics import Metrics, Tally
 
 if TYPE_CHECKING:
@@ -227,7 +228,7 @@ class Processor:
         self.metrics.requests.labels(model, backend, str(record["status"] or "none")).inc()
         for key in exchange.decisions.counts:
             self.metrics.policy_decisions.labels(*key).inc()
-        log.info("exchange", **record)
+        json_lines.info("exchange", record)
         if exchange.dropped_fields:
             # Fields the target API has no place for (names only, never values).
             log.debug(

@@ -104,17 +104,48 @@ class _Logger:
         self.exception = self.critical = self.fatal = self.warn = self.log = writer.line
 
 
+# Where configure() sends JSON lines (None: structlog renders every line), its level, and
+# the processors it gave structlog (while they are structlog's, the lines are ours).
+_json_writer: LineWriter | None = None
+_level = logging.INFO
+_processors: tuple[Any, ...] = ()
+_stamp = _Stamp()
+
+
+def info(event: str, fields: dict[str, Any]) -> None:
+    """structlog's info(event, **fields), written straight to the JSON lines when they are
+    configured: the same line for the record of every exchange, at ~1.5 µs instead of the
+    ~9 µs of structlog's bound logger and processor chain (~40 µs per request with cold
+    caches). The line's keys come in structlog's order: the fields, event, the bound
+    context variables, level, timestamp."""
+    writer = _json_writer
+    if writer is None or tuple(structlog.get_config()["processors"]) != _processors:
+        structlog.get_logger("extproc").info(event, **fields)
+        return
+    if _level > logging.INFO:
+        return
+    line = dict(fields)
+    line["event"] = event
+    for key, value in structlog.contextvars.get_contextvars().items():
+        line.setdefault(key, value)
+    line["level"] = "info"
+    writer.line(_render(None, "", _stamp(None, "", line)))
+
+
 def configure(json: bool | None = None, level: int = logging.INFO) -> None:
     """Configure once at start-up. json=None picks JSON unless stderr is a terminal."""
+    global _json_writer, _level, _processors
     if json is None:
         json = not sys.stderr.isatty()
+    _json_writer = None
+    _level = level
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        _Stamp(),
+        _stamp,
     ]
     if json:
-        writer = LineWriter(sys.stderr)
+        writer = _json_writer = LineWriter(sys.stderr)
         # Plain tracebacks: formatters that print local variables could print a credential.
         processors += [structlog.processors.format_exc_info, _render]
         factory: Any = lambda *_: _Logger(writer)  # noqa: E731
@@ -123,6 +154,7 @@ def configure(json: bool | None = None, level: int = logging.INFO) -> None:
             structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
         )
         factory = structlog.PrintLoggerFactory(file=sys.stderr)
+    _processors = tuple(processors)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),

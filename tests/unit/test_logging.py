@@ -69,3 +69,49 @@ def test_lines_of_the_last_loop_turn_are_written_when_the_loop_stops(log_file: P
 
     asyncio.run(last_words())
     assert [r["event"] for r in lines(log_file)] == ["stopping"]
+
+
+RECORD = {
+    "request_id": "r-1",
+    "status": 200,
+    "stream": False,
+    "duration_ms": 1.25,
+    "usage": {"input_tokens": 3, "estimated": ["output_tokens"], "cost": 1.5e-06},
+    "policy": [{"policy": "demo", "count": 2}],
+}
+
+
+def _without_time(record: dict[str, object]) -> list[tuple[str, object]]:
+    return [(k, v) for k, v in record.items() if k != "timestamp"]
+
+
+def test_info_writes_the_line_structlog_writes(log_file: Path) -> None:
+    structlog.contextvars.bind_contextvars(worker=1)
+    try:
+        structlog.get_logger("extproc").info("exchange", **RECORD)
+        logging.info("exchange", RECORD)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    through_structlog, direct = lines(log_file)
+    # The same keys in the same order, the same values; the timestamps a moment apart.
+    assert _without_time(direct) == _without_time(through_structlog)
+    assert list(direct)[-3:] == ["worker", "level", "timestamp"]
+    assert str(direct["timestamp"]) >= str(through_structlog["timestamp"])
+
+
+def test_info_follows_the_configured_level(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "log"
+    with path.open("w") as stream:
+        monkeypatch.setattr(sys, "stderr", stream)
+        logging.configure(json=True, level=30)  # warnings and up
+        logging.info("exchange", RECORD)
+        structlog.get_logger("t").warning("kept")
+    structlog.reset_defaults()
+    assert [r["event"] for r in lines(path)] == ["kept"]
+
+
+def test_info_goes_through_structlog_once_it_is_configured_otherwise(log_file: Path) -> None:
+    with structlog.testing.capture_logs() as captured:
+        logging.info("exchange", RECORD)
+    assert captured == [{**RECORD, "event": "exchange", "log_level": "info"}]
+    assert lines(log_file) == []
