@@ -225,7 +225,7 @@ class Processor:
         routed = exchange.routed
         model = routed.model.name if routed else ""
         backend = str(record.get("backend", ""))
-        self.metrics.requests.labels(model, backend, str(record["status"] or "none")).inc()
+        self.metrics.request(model, backend, str(record["status"] or "none"))
         for key in exchange.decisions.counts:
             self.metrics.policy_decisions.labels(*key).inc()
         json_lines.info("exchange", record)
@@ -511,6 +511,8 @@ async def serve(
     > 1) listens on its own address, leaves metrics and the probe server to the supervisor
     and worker 0, and writes its own capture file."""
     metrics = metrics or Metrics(tenant_labels=runtime.source.telemetry.tenant_labels)
+    if worker is None and workers.MULTIPROC_ENV not in os.environ:
+        metrics.defer()  # this loop alone observes; a scrape has it add what it counted
     service = runtime.source.service
     address = service.grpc_address
     if worker is not None:

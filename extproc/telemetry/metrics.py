@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import threading
 from bisect import bisect_left
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.process_collector import ProcessCollector
@@ -39,26 +42,63 @@ PHASES = (
 
 class Tally:
     """Observations for one histogram child, counted here and added to it in one step
-    (add_to). An observation costs ~0.1 µs instead of observe()'s ~0.6 (two locked
-    increments): for the many messages of one stream, added when the stream ends."""
+    (add_to). An observation costs ~0.1 µs instead of observe()'s ~1.1 (two locked
+    increments and a walk of the buckets): for the many messages of one stream, added when
+    the stream ends; in the serving process, for every observation, added when scraped."""
 
-    __slots__ = ("bounds", "counts", "total")
+    __slots__ = ("_upper_bounds", "counts", "total")
 
-    def __init__(self, child: Histogram) -> None:
-        self.bounds: list[float] = child._upper_bounds  # ends with +Inf
-        self.counts = [0] * len(self.bounds)
+    def __init__(self, child: Histogram | Tally) -> None:
+        self._upper_bounds: list[float] = child._upper_bounds  # ends with +Inf
+        self.counts = [0] * len(self._upper_bounds)
         self.total = 0.0
 
     def observe(self, value: float) -> None:
         # The first bucket whose bound is >= value: where Histogram.observe counts it.
-        self.counts[bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(self._upper_bounds, value)] += 1
         self.total += value
 
-    def add_to(self, child: Histogram) -> None:
-        child._sum.inc(self.total)
+    def add_to(self, target: Histogram | Tally) -> None:
+        if isinstance(target, Tally):
+            target.total += self.total
+            for index, count in enumerate(self.counts):
+                target.counts[index] += count
+            return
+        target._sum.inc(self.total)
         for index, count in enumerate(self.counts):
             if count:
-                child._buckets[index].inc(count)
+                target._buckets[index].inc(count)
+
+    def clear(self) -> None:
+        self.counts = [0] * len(self._upper_bounds)
+        self.total = 0.0
+
+
+class Count:
+    """Increments of one counter child, added to it in one step (see Tally)."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.total += amount
+
+
+class _Flush:
+    """Registered first in the registry: a scrape (prometheus_client's HTTP thread) has the
+    event loop add the tallies to their metrics before any metric is read."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        self.metrics.flush_soon()
+        return []
 
 
 # OpenTelemetry GenAI semantic conventions: the advised bucket boundaries.
@@ -87,18 +127,24 @@ GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request
 
 @dataclass(frozen=True, slots=True)
 class _GenAiChildren:
-    input_tokens: Histogram
-    output_tokens: Histogram
-    duration: Histogram
-    time_to_first_token: Histogram
-    time_per_output_token: Histogram
-    cost: Counter
-    estimated: Counter
+    input_tokens: Histogram | Tally
+    output_tokens: Histogram | Tally
+    duration: Histogram | Tally
+    time_to_first_token: Histogram | Tally
+    time_per_output_token: Histogram | Tally
+    cost: Counter | Count
+    estimated: Counter | Count
 
 
 class Metrics:
     def __init__(self, *, tenant_labels: bool = False) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(_Flush(self))
+        # defer(): the loop whose thread alone observes, and what it has not added yet.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread = 0
+        self.tallies: list[tuple[Histogram, Tally]] = []
+        self.counts: list[tuple[Counter, Count]] = []
         self.tenant_labels = tenant_labels
         genai = list(GENAI_LABELS) + (["tenant"] if tenant_labels else [])
         self.token_usage = Histogram(
@@ -221,8 +267,11 @@ class Metrics:
             multiprocess_mode="livemin",  # 0 when any worker refused its last load
         )
         # Bound children once: labels() costs a dict lookup and a lock per call.
-        self.phase = {name: self.phase_seconds.labels(name) for name in PHASES}
+        self.phase: dict[str, Histogram | Tally] = {
+            name: self.phase_seconds.labels(name) for name in PHASES
+        }
         self._genai: dict[tuple[str, ...], _GenAiChildren] = {}
+        self._requests: dict[tuple[str, str, str], Counter | Count] = {}
 
     def _children(self, labels: tuple[str, ...], currency: str) -> _GenAiChildren:
         # labels() costs a lock and a dict lookup per call; label sets are bounded by the
@@ -230,15 +279,82 @@ class Metrics:
         found = self._genai.get(labels)
         if found is None:
             found = self._genai[labels] = _GenAiChildren(
-                self.token_usage.labels(*labels, "input"),
-                self.token_usage.labels(*labels, "output"),
-                self.request_duration.labels(*labels, ""),
-                self.time_to_first_token.labels(*labels),
-                self.time_per_output_token.labels(*labels),
-                self.cost.labels(*labels, currency),
-                self.estimated.labels(*labels),
+                self._histogram(self.token_usage.labels(*labels, "input")),
+                self._histogram(self.token_usage.labels(*labels, "output")),
+                self._histogram(self.request_duration.labels(*labels, "")),
+                self._histogram(self.time_to_first_token.labels(*labels)),
+                self._histogram(self.time_per_output_token.labels(*labels)),
+                self._counter(self.cost.labels(*labels, currency)),
+                self._counter(self.estimated.labels(*labels)),
             )
         return found
+
+    def request(self, model: str, backend: str, status: str) -> None:
+        """One exchange processed (extproc_requests)."""
+        key = (model, backend, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self._counter(self.requests.labels(*key))
+        child.inc()
+
+    # -- deferred observations: the serving process's own -------------------------------
+
+    def defer(self) -> None:
+        """From now on the running loop's thread alone observes: the busiest metrics are
+        counted in plain tallies (~0.1 µs an observation instead of ~1.1) and added to
+        their children when a scrape asks (flush_soon). Not for service.workers, whose
+        multiprocess metrics are read from files by the supervisor."""
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
+        self.phase = {name: self._histogram(self.phase_seconds.labels(name)) for name in PHASES}
+
+    def _histogram(self, child: Histogram) -> Histogram | Tally:
+        if self.loop is None:
+            return child
+        tally = Tally(child)
+        self.tallies.append((child, tally))
+        return tally
+
+    def _counter(self, child: Counter) -> Counter | Count:
+        if self.loop is None:
+            return child
+        count = Count()
+        self.counts.append((child, count))
+        return count
+
+    def flush(self) -> None:
+        """Add the tallies to their metrics (on the loop's thread)."""
+        for child, tally in self.tallies:
+            if tally.total or any(tally.counts):
+                tally.add_to(child)
+                tally.clear()
+        for counter, count in self.counts:
+            if count.total:
+                counter.inc(count.total)
+                count.total = 0.0
+
+    def flush_soon(self) -> None:
+        """flush() from any thread: on the loop's, waiting up to a second for it (a scrape
+        then reads what was observed before it asked)."""
+        loop = self.loop
+        if loop is None:
+            return
+        if threading.get_ident() == self.loop_thread:
+            self.flush()
+            return
+        done = concurrent.futures.Future[None]()
+
+        def flush() -> None:
+            try:
+                self.flush()
+            finally:
+                done.set_result(None)
+
+        try:
+            loop.call_soon_threadsafe(flush)
+            done.result(timeout=1.0)
+        except (RuntimeError, concurrent.futures.TimeoutError):
+            pass  # the loop is closed or busy: this scrape reads what was added so far
 
     def observe(self, observation: Observation, currency: str) -> None:
         labels = observation.labels
@@ -247,6 +363,7 @@ class Metrics:
         if not observation.error_type or usage.total_tokens:
             children.input_tokens.observe(usage.input_tokens)
             children.output_tokens.observe(usage.output_tokens)
+        duration: Histogram | Tally
         if observation.error_type:
             duration = self.request_duration.labels(*labels, observation.error_type)
         else:

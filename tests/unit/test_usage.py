@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
+import threading
 from pathlib import Path
 
 import orjson
@@ -412,3 +414,71 @@ def test_a_tally_adds_what_observe_would_have() -> None:
 
     assert samples(tallied) == samples(one_by_one)
     assert any(s[0].endswith("_count") and s[2] == len(values) for s in samples(tallied))
+
+
+def test_deferred_metrics_reach_a_scrape_as_observed() -> None:
+    """In the serving process the loop's thread counts observations in tallies; a scrape
+    from another thread (prometheus_client's) has the loop add them first, and reads what
+    observing each at once would have left."""
+    from extproc.exchange import Observation
+
+    observation = Observation(
+        labels=("chat", "openai", "gpt-4o-mini", "mock"),
+        usage=Usage(input_tokens=12, output_tokens=30, estimated=frozenset({"output_tokens"})),
+        cost=0.0002,
+        duration=0.42,
+        error_type="",
+        time_to_first_token=0.05,
+        time_per_output_token=0.01,
+    )
+    deferred, direct = Metrics(), Metrics()
+
+    def observe(metrics: Metrics, times: int) -> None:
+        for _ in range(times):
+            metrics.phase["request_body"].observe(0.00004)
+            metrics.phase["request_body"].observe(0.3)
+            metrics.request("gpt-4o-mini", "mock", "200")
+            metrics.observe(observation, "USD")
+        chunks = Tally(metrics.phase["response_body"])
+        chunks.observe(0.00002)
+        chunks.add_to(metrics.phase["response_body"])
+
+    def samples(metrics: Metrics) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name, s.labels, round(s.value, 12))
+            for family in metrics.registry.collect()
+            if not family.name.startswith("process_")
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+
+        async def on_the_loop(times: int) -> None:
+            if deferred.loop is None:
+                deferred.defer()
+            observe(deferred, times)
+
+        asyncio.run_coroutine_threadsafe(on_the_loop(3), loop).result(timeout=5)
+        observe(direct, 3)
+        assert isinstance(deferred.phase["request_body"], Tally)
+        assert samples(deferred) == samples(direct)  # the scrape had the loop add them
+        asyncio.run_coroutine_threadsafe(on_the_loop(2), loop).result(timeout=5)
+        observe(direct, 2)
+        assert samples(deferred) == samples(direct)  # added once each, not again
+        assert (
+            deferred.registry.get_sample_value(
+                "extproc_requests_total",
+                {"model": "gpt-4o-mini", "backend": "mock", "status": "200"},
+            )
+            == 5
+        )
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()
+    # The loop is gone: a scrape reads what was added and does not wait.
+    assert samples(deferred) == samples(direct)
