@@ -446,6 +446,10 @@ def main() -> None:
         report_idle(idle)
 
 
+# The ext_proc phases whose waits the access log carries (render.EXTPROC_LOG_FIELDS).
+WAIT_PHASES = ("request_headers", "request_body", "response_headers", "response_body")
+
+
 def extproc_waits(log: Path, offset: int) -> dict[str, float]:
     """Medians of Envoy's waits on the ext_proc per message (µs), from the access log lines
     written after `offset` (its extproc_* fields; none for Envoy alone). For a stream, a
@@ -454,20 +458,23 @@ def extproc_waits(log: Path, offset: int) -> dict[str, float]:
     with log.open("rb") as lines:
         lines.seek(offset)
         entries = [json.loads(line) for line in lines if line.startswith(b"{")]
-    waits: dict[str, list[float]] = {}
+    waits: dict[str, list[int]] = {}
     for entry in entries:
         fields = {
             k: v
             for k, v in entry.items()
             if k in EXTPROC_LOG_FIELDS and isinstance(v, str) and v.isdigit()
         }
-        for phase in ("request_headers", "request_body", "response_headers"):
-            if f"extproc_{phase}_us" in fields:
-                waits.setdefault(f"{phase}_wait_us", []).append(int(fields[f"extproc_{phase}_us"]))
-        calls = int(fields.get("extproc_response_body_calls", "0"))
-        if calls:
-            total = int(fields["extproc_response_body_us"])
-            waits.setdefault("response_body_wait_us", []).append(total / calls)
+        for phase in WAIT_PHASES:
+            if f"extproc_{phase}_us" not in fields:
+                continue
+            wait = int(fields[f"extproc_{phase}_us"])
+            if phase == "response_body":  # all the response's calls: their mean
+                calls = int(fields["extproc_response_body_calls"])
+                if not calls:
+                    continue
+                wait //= calls
+            waits.setdefault(f"{phase}_wait_us", []).append(wait)
     return {key: statistics.median(values) for key, values in waits.items()}
 
 
@@ -506,7 +513,7 @@ def report_rated(rated: dict[tuple[str, str], list[dict[str, float]]]) -> None:
             f"| {label} | {workload} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {r['first_p50_ms']:.2f} | {r['first_p99_ms']:.2f} | {r['errors']:.0f} |"
         )
-    waits = ["request_headers", "request_body", "response_headers", "response_body"]
+    waits = WAIT_PHASES
     print(
         "\nEnvoy's wait on the ext_proc per message, the same runs (µs, median; its access "
         "log's extproc_* fields; a response chunk: its exchange's mean)\n"

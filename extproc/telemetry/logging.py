@@ -114,10 +114,10 @@ _stamp = _Stamp()
 
 def info(event: str, fields: dict[str, Any]) -> None:
     """structlog's info(event, **fields), written straight to the JSON lines when they are
-    configured: the same line for the record of every exchange, at ~1.5 µs instead of the
-    ~9 µs of structlog's bound logger and processor chain (~40 µs per request with cold
-    caches). The line's keys come in structlog's order: the fields, event, the bound
-    context variables, level, timestamp."""
+    configured: the same line for the record of every exchange, at ~3 µs instead of the
+    ~7.5 µs of structlog's bound logger and processor chain (before the line's write).
+    The line's keys come in structlog's order: the fields, event, the bound context
+    variables, level, timestamp."""
     writer = _json_writer
     if writer is None or tuple(structlog.get_config()["processors"]) != _processors:
         structlog.get_logger("extproc").info(event, **fields)
