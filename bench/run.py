@@ -452,8 +452,8 @@ WAIT_PHASES = ("request_headers", "request_body", "response_headers", "response_
 
 def extproc_waits(log: Path, offset: int) -> dict[str, float]:
     """Medians of Envoy's waits on the ext_proc per message (µs), from the access log lines
-    written after `offset` (its extproc_* fields; none for Envoy alone). For a stream, a
-    response chunk's wait is its exchange's total over its calls."""
+    written after `offset` (its extproc_* fields; none for Envoy alone). A response
+    chunk's wait is the mean of its exchange's response-body calls."""
     time.sleep(1.2)  # Envoy flushes its access log once a second
     with log.open("rb") as lines:
         lines.seek(offset)
@@ -513,17 +513,16 @@ def report_rated(rated: dict[tuple[str, str], list[dict[str, float]]]) -> None:
             f"| {label} | {workload} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {r['first_p50_ms']:.2f} | {r['first_p99_ms']:.2f} | {r['errors']:.0f} |"
         )
-    waits = WAIT_PHASES
     print(
         "\nEnvoy's wait on the ext_proc per message, the same runs (µs, median; its access "
         "log's extproc_* fields; a response chunk: its exchange's mean)\n"
     )
-    print("| setup | request | " + " | ".join(waits) + " |")
-    print("|---|---|" + "---|" * len(waits))
+    print("| setup | request | " + " | ".join(WAIT_PHASES) + " |")
+    print("|---|---|" + "---|" * len(WAIT_PHASES))
     for (label, workload), r in medians.items():
-        if f"{waits[0]}_wait_us" in r:
+        if f"{WAIT_PHASES[0]}_wait_us" in r:
             row = " | ".join(
-                f"{r[f'{w}_wait_us']:.0f}" if f"{w}_wait_us" in r else "" for w in waits
+                f"{r[f'{w}_wait_us']:.0f}" if f"{w}_wait_us" in r else "" for w in WAIT_PHASES
             )
             print(f"| {label} | {workload} | {row} |")
     print()
