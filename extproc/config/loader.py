@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from extproc import names
 from extproc.config import accounting
 from extproc.config import runtime as rt
 from extproc.config.schema import NAME, fill
@@ -47,6 +48,8 @@ SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 MODEL_NAME = re.compile(r"^[\x21-\x7e]{1,256}$")
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# Unreserved URI characters: a name that needs no escaping, matched after unescaping.
+_QUERY_PARAM = re.compile(r"^[a-z0-9._~-]{1,64}$")
 _CREDENTIAL_HEADERS = {
     pb.OPENAI: "authorization",
     pb.ANTHROPIC: "x-api-key",
@@ -140,6 +143,10 @@ def apply_defaults(config: pb.Config) -> None:
         service.config_check_interval.FromSeconds(DEFAULT_CONFIG_CHECK_S)
     if not service.HasField("shutdown_grace"):
         service.shutdown_grace.FromNanoseconds(int(DEFAULT_SHUTDOWN_GRACE_S * 1e9))
+    if not config.auth.client_credential_headers:
+        config.auth.client_credential_headers.extend(names.CLIENT_CREDENTIAL_HEADERS)
+    if not config.auth.client_credential_query_params:
+        config.auth.client_credential_query_params.extend(names.CLIENT_CREDENTIAL_QUERY_PARAMS)
     if not config.limits.max_request_bytes:
         config.limits.max_request_bytes = DEFAULT_MAX_REQUEST_BYTES
     for backend in config.backends:
@@ -242,6 +249,7 @@ class _Checker:
                 self.problem(
                     "auth.anonymous_tenant", f'no tenant named "{config.auth.anonymous_tenant}"'
                 )
+        credential_headers, credential_params = self.build_client_credentials()
         runtime = rt.Runtime(
             source=config,
             backends=backends,
@@ -259,6 +267,8 @@ class _Checker:
             reserved_output_tokens=config.accounting.default_reserved_output_tokens,
             read_usage=not config.accounting.skip_usage,
             external_envoy=config.service.external_envoy,
+            client_credential_headers=credential_headers,
+            client_credential_query_params=credential_params,
         )
         if (
             config.service.workers > 1
@@ -281,6 +291,33 @@ class _Checker:
         self.index_models(runtime)
         runtime.metric_models = frozenset(runtime.exact_models) | {m.name for m in runtime.models}
         return runtime
+
+    def build_client_credentials(self) -> tuple[tuple[str, ...], frozenset[str]]:
+        auth = self.config.auth
+        headers: list[str] = []
+        for i, name in enumerate(auth.client_credential_headers):
+            lowered = name.lower()
+            if not _HEADER_NAME.match(lowered) or lowered in _RESERVED_HEADERS:
+                self.problem(f"auth.client_credential_headers[{i}]", f'"{name}" is not a header')
+            elif lowered in headers:
+                self.problem(f"auth.client_credential_headers[{i}]", f'"{name}" is listed twice')
+            else:
+                headers.append(lowered)
+        missing = [name for name in names.GATEWAY_KEY_HEADERS if name not in headers]
+        if missing:
+            self.problem(
+                "auth.client_credential_headers",
+                f"must include {', '.join(missing)}: the gateway reads client keys there",
+            )
+        params = set()
+        for i, name in enumerate(auth.client_credential_query_params):
+            if not _QUERY_PARAM.match(name.lower()):
+                self.problem(
+                    f"auth.client_credential_query_params[{i}]",
+                    f'"{name}" is not a plain query parameter name',
+                )
+            params.add(name.lower())
+        return tuple(headers), frozenset(params)
 
     def check_capture(self) -> None:
         capture = self.config.capture

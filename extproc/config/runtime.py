@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from extproc import names
 from extproc.config.v1 import config_pb2 as pb
 from extproc.glob import Glob
 from extproc.policy.rules import EMPTY, Policy, PolicySet
@@ -173,6 +174,9 @@ class Runtime:
     reserved_output_tokens: int = 4096
     # Model names that may appear as metric label values (the config's, never a client's).
     metric_models: frozenset[str] = frozenset()
+    # The client's credentials, removed from every upstream request (auth.*), lower case.
+    client_credential_headers: tuple[str, ...] = names.CLIENT_CREDENTIAL_HEADERS
+    client_credential_query_params: frozenset[str] = frozenset(names.CLIENT_CREDENTIAL_QUERY_PARAMS)
     # One merged set per (tenant, model) pair, built on first use; bounded by the config.
     _policy_sets: dict[tuple[str, str], PolicySet] = field(default_factory=dict)
 

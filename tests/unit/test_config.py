@@ -134,6 +134,29 @@ def problems_of(text: str) -> list[str]:
             "backends[0].headers.host: not a header the gateway can set",
         ),
         ("models: 3", "models: expected a list, got 3"),
+        (
+            "auth: {client_credential_headers: [authorization, x-api-key, api-key]}",
+            "auth.client_credential_headers: must include x-goog-api-key: the gateway reads",
+        ),
+        (
+            "auth: {client_credential_headers: [authorization, x-api-key, api-key,"
+            " x-goog-api-key, 'bad header']}",
+            'auth.client_credential_headers[4]: "bad header" is not a header',
+        ),
+        (
+            "auth: {client_credential_headers: [authorization, x-api-key, api-key,"
+            " x-goog-api-key, Host]}",
+            'auth.client_credential_headers[4]: "Host" is not a header',
+        ),
+        (
+            "auth: {client_credential_headers: [authorization, X-Api-Key, api-key,"
+            " x-goog-api-key, x-api-key]}",
+            'auth.client_credential_headers[4]: "x-api-key" is listed twice',
+        ),
+        (
+            "auth: {client_credential_query_params: ['key&x']}",
+            'auth.client_credential_query_params[0]: "key&x" is not a plain query parameter',
+        ),
     ],
 )
 def test_every_problem_names_its_field(text: str, expected: str) -> None:
@@ -161,6 +184,29 @@ def test_defaults_are_written_into_the_config() -> None:
     assert source.listener.request_timeout.seconds == 300
     assert source.limits.max_request_bytes == 8 * 1024 * 1024
     assert list(source.models[0].retry_on) == ["connect-failure", "reset", "5xx", "429"]
+
+
+def test_client_credentials_default_to_every_sdks_headers_and_googles_query_key() -> None:
+    loaded = load_text(MINIMAL)
+    assert loaded.client_credential_headers == (
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "proxy-authorization",
+    )
+    assert list(loaded.source.auth.client_credential_headers) == list(
+        loaded.client_credential_headers
+    )
+    assert loaded.client_credential_query_params == {"key"}
+    # A list given replaces the default; names are compared in lower case.
+    custom = load_text(
+        MINIMAL + "auth: {client_credential_headers: [Authorization, x-api-key, api-key, "
+        "x-goog-api-key, x-portkey-api-key], client_credential_query_params: [key, API_KEY]}"
+    )
+    assert custom.client_credential_headers[-1] == "x-portkey-api-key"
+    assert "proxy-authorization" not in custom.client_credential_headers
+    assert custom.client_credential_query_params == {"key", "api_key"}
 
 
 def test_enums_are_case_insensitive_and_durations_parse() -> None:

@@ -894,7 +894,9 @@ class Tenant(_message.Message):
     @_builtins.property
     def api_key_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """SHA-256 digests (hex) of the gateway API keys this tenant's clients present as
-        "Authorization: Bearer <key>" or "x-api-key: <key>". The keys themselves are never stored.
+        "Authorization: Bearer <key>", "x-api-key: <key>", "api-key: <key>" or
+        "x-goog-api-key: <key>" (each SDK's default header). A request presenting two
+        different keys is refused (401). The keys themselves are never stored.
         """
 
     @_builtins.property
@@ -1008,16 +1010,38 @@ class Auth(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ANONYMOUS_TENANT_FIELD_NUMBER: _builtins.int
+    CLIENT_CREDENTIAL_HEADERS_FIELD_NUMBER: _builtins.int
+    CLIENT_CREDENTIAL_QUERY_PARAMS_FIELD_NUMBER: _builtins.int
     anonymous_tenant: _builtins.str
     """Tenant for requests that present no credential. Empty: such requests get 401."""
+    @_builtins.property
+    def client_credential_headers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Request headers carrying a client's credentials. Every one is removed before a
+        provider sees the request, by the service and again by Envoy's route (the chosen
+        backend's own credential header is then set to the provider's key). Names are
+        case-insensitive. Default ["authorization", "x-api-key", "api-key", "x-goog-api-key",
+        "proxy-authorization"]; a list given here replaces it and must name the first four,
+        where the gateway reads a client's key from.
+        """
+
+    @_builtins.property
+    def client_credential_query_params(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Query parameters carrying a client's credentials ("?key=" of Google's SDKs): removed
+        from the path before it is forwarded. Never accepted as a gateway key, and never
+        logged: the access log and the service's records carry no query string at all.
+        Names are case-insensitive. Default ["key"]; a list given here replaces it.
+        """
+
     def __init__(
         self,
         *,
         anonymous_tenant: _builtins.str = ...,
+        client_credential_headers: _abc.Iterable[_builtins.str] | None = ...,
+        client_credential_query_params: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anonymous_tenant", b"anonymous_tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anonymous_tenant", b"anonymous_tenant", "client_credential_headers", b"client_credential_headers", "client_credential_query_params", b"client_credential_query_params"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
