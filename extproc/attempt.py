@@ -17,7 +17,6 @@ import orjson
 from extproc import names
 from extproc.config.runtime import Route, Runtime, Schema, Target
 from extproc.decisions import Continue, Decision
-from extproc.exchange import CLIENT_CREDENTIAL_HEADERS
 from extproc.translate.common import Untranslatable
 from extproc.translate.pair import Translation
 
@@ -83,8 +82,11 @@ class Attempt:
         if credential is not None and backend.credential_header is not None:
             decision.set_headers.append((backend.credential_header, credential))
         decision.set_headers.extend(backend.headers)
-        stale = set(CLIENT_CREDENTIAL_HEADERS).union(*(_header_names(t) for t in route.attempts))
-        stale -= {name for name, _ in decision.set_headers}
+        # Envoy applies removals before sets: every value of the client's credentials and of
+        # what an earlier attempt's backend needed goes, then this attempt's are set once.
+        stale = set(self.runtime.client_credential_headers).union(
+            *(_header_names(t) for t in route.attempts)
+        )
         decision.remove_headers.extend(sorted(stale))
         return decision
 

@@ -27,7 +27,7 @@ from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Backend, Runtime, Schema, Tenant
 from extproc.decisions import Continue, Decision, Lookup, Reply, Reserve
 from extproc.drift import DriftMonitor
-from extproc.identity import identify
+from extproc.identity import identify, without_params
 from extproc.policy.engine import (
     Decisions,
     Redactions,
@@ -58,8 +58,6 @@ _OPERATIONS = {
     Kind.COMPLETIONS: "text_completion",
 }
 OTHER = "_OTHER"
-# The client's credentials for the gateway; removed from every upstream request.
-CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 # Endpoints whose responses carry token usage.
 METERED = frozenset({Kind.CHAT, Kind.MESSAGES, Kind.EMBEDDINGS, Kind.COMPLETIONS})
@@ -202,7 +200,7 @@ class Exchange:
         self.request_id = ""
         self.method = ""
         self.path = ""
-        self._query = ""
+        self._query = ""  # as forwarded: without the client's credentials
         self.routed: Routed | None = None
         self.stream = False
         self.status = 0
@@ -240,8 +238,10 @@ class Exchange:
         self.cache_write = "no-store" not in directives
         self.method = headers.get(":method", "")
         self.authority = headers.get(":authority", "")
-        self.path, _, self._query = headers.get(":path", "").partition("?")
+        self.path, _, query = headers.get(":path", "").partition("?")
         self.api = api_for_path(self.path)
+        dropped = self.runtime.client_credential_query_params
+        self._query = without_params(query, dropped) if query else ""
         endpoint = ENDPOINTS.get(self.path)
         if endpoint is None and self.path.startswith(MODELS_PREFIX):
             endpoint = ENDPOINTS["/v1/models"]
@@ -610,10 +610,11 @@ class Exchange:
                 decision.metadata[names.METADATA_ADDED_STREAM_OPTIONS] = "1"
         if decision.body is not None:
             headers.append(("content-length", str(len(decision.body))))
-        # The client's gateway credential never reaches a provider; a header the backend
-        # needs under the same name was overwritten above instead.
+        # The client's credentials never reach a provider. Envoy applies removals before
+        # sets, so a header the backend needs under the same name is removed (every value
+        # the client sent) and then set once, to the provider's key.
+        decision.remove_headers.extend(self.runtime.client_credential_headers)
         set_names = {name for name, _ in headers}
-        decision.remove_headers.extend(h for h in CLIENT_CREDENTIAL_HEADERS if h not in set_names)
         if self.translation is not None and backend.schema is Schema.OPENAI:
             # The Anthropic SDK's protocol headers mean nothing to an OpenAI backend.
             decision.remove_headers.extend(h for h in ANTHROPIC_HEADERS if h not in set_names)

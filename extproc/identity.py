@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from urllib.parse import unquote_plus
 
 from extproc.apis import ApiError
 from extproc.config.runtime import Runtime, Tenant
@@ -26,6 +27,17 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
             return key.strip()
     key = headers.get("x-api-key", "").strip()
     return key or None
+
+
+def without_params(query: str, params: Collection[str]) -> str:
+    """The query string without the named parameters (compared unescaped, in lower case,
+    as a server would read them: "%6Bey" is "key")."""
+    kept = [
+        part
+        for part in query.split("&")
+        if part and unquote_plus(part.partition("=")[0]).lower() not in params
+    ]
+    return "&".join(kept)
 
 
 def spiffe_id(xfcc: str) -> str | None:

@@ -14,9 +14,11 @@ With tools offered and a user's question last, the reply calls the first tool wi
   x-mock-tag: soak        GET /mock/stats counts chat and messages answers served in full
                           by tag: [answers, prompt tokens, completion tokens]
 Response headers report what arrived, so tests can see what the gateway sent upstream:
-  x-mock-path, x-mock-host, x-mock-authorization-sha256, x-mock-api-key-sha256,
-  x-mock-headers (the names of all request headers), x-mock-prompt-sha256 (of the last
-  user message's text, as the provider received it)
+  x-mock-path (with the query), x-mock-host, x-mock-headers (the names of all request
+  headers), x-mock-authorization-sha256, x-mock-api-key-sha256 (of x-api-key) and
+  x-mock-azure-api-key-sha256 (of api-key), each over every value that arrived joined
+  by ", " (one value: its digest), x-mock-prompt-sha256 (of the last user message's
+  text, as the provider received it)
 """
 
 from __future__ import annotations
@@ -155,16 +157,25 @@ def _error(schema: str, status: int, message: str) -> web.Response:
     )
 
 
+# Credential headers whose values the mock reports (as digests), by label.
+_ECHOED_CREDENTIALS = (
+    ("authorization", "authorization"),
+    ("x-api-key", "api-key"),
+    ("api-key", "azure-api-key"),
+)
+
+
 def _echo_headers(request: web.Request, prompt: str | None = None) -> dict[str, str]:
     headers = {
         "x-mock-path": request.path_qs,
         "x-mock-host": request.headers.get("host", ""),
         "x-mock-headers": ",".join(sorted({k.lower() for k in request.headers})),
     }
-    for name, label in (("authorization", "authorization"), ("x-api-key", "api-key")):
-        value = request.headers.get(name)
-        if value is not None:
-            headers[f"x-mock-{label}-sha256"] = hashlib.sha256(value.encode()).hexdigest()
+    for name, label in _ECHOED_CREDENTIALS:
+        values = request.headers.getall(name, [])
+        if values:
+            joined = ", ".join(values)
+            headers[f"x-mock-{label}-sha256"] = hashlib.sha256(joined.encode()).hexdigest()
     if prompt is not None:
         headers["x-mock-prompt-sha256"] = hashlib.sha256(prompt.encode()).hexdigest()
     return headers

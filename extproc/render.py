@@ -347,7 +347,8 @@ class Renderer:
                         "time": "%START_TIME%",
                         "request_id": "%REQ(X-REQUEST-ID)%",
                         "method": "%REQ(:METHOD)%",
-                        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                        # Never the query string: a client's key may travel there.
+                        "path": "%PATH(NQ)%",
                         "status": "%RESPONSE_CODE%",
                         "flags": "%RESPONSE_FLAGS%",
                         "details": "%RESPONSE_CODE_DETAILS%",
@@ -386,24 +387,7 @@ class Renderer:
                 for route in model.routes:
                     if route.has_fallbacks:
                         routes.append(self.fallback_route(model, route, timeout))
-            routes.append(
-                {
-                    "name": "backend",
-                    "match": {
-                        "prefix": "/",
-                        "headers": [{"name": names.ROUTE_HEADER, "present_match": True}],
-                    },
-                    "route": {
-                        "cluster_header": names.ROUTE_HEADER,
-                        "timeout": timeout,
-                        "auto_host_rewrite": True,
-                    },
-                    "request_headers_to_remove": [
-                        *names.INTERNAL_REQUEST_HEADERS,
-                        *names.PROXY_REQUEST_HEADERS,
-                    ],
-                }
-            )
+            routes.extend(self.backend_route(b, timeout) for b in self.runtime.backends.values())
             # Reached only when the service did not route the request (fail-open mode).
             routes.append(
                 {
@@ -435,6 +419,27 @@ class Renderer:
             ],
         }
 
+    def backend_route(self, backend: Backend, timeout: str) -> dict[str, Any]:
+        """The route to one backend, chosen by the service. It removes the client's
+        credentials once more, after the service has set this backend's own: only the
+        headers the service sets for it are left for the service to have replaced."""
+        own = {name for name, _ in backend.headers} | {backend.credential_header}
+        return {
+            "name": backend.cluster,
+            "match": {
+                "prefix": "/",
+                "headers": [
+                    {"name": names.ROUTE_HEADER, "string_match": {"exact": backend.cluster}}
+                ],
+            },
+            "route": {"cluster": backend.cluster, "timeout": timeout, "auto_host_rewrite": True},
+            "request_headers_to_remove": [
+                *names.INTERNAL_REQUEST_HEADERS,
+                *names.PROXY_REQUEST_HEADERS,
+                *(h for h in self.runtime.client_credential_headers if h not in own),
+            ],
+        }
+
     def fallback_route(self, model: Model, route: Route, timeout: str) -> dict[str, Any]:
         retry_on = sorted({c for c in model.retry_on if c in _ENVOY_RETRY_ON})
         statuses = sorted(int(c) for c in model.retry_on if c.isdigit())
@@ -460,8 +465,12 @@ class Renderer:
                 "retry_policy": policy,
             },
             # Matched already; the per-attempt processor strips the proxy headers itself
-            # because it needs the attempt count.
-            "request_headers_to_remove": list(names.INTERNAL_REQUEST_HEADERS),
+            # because it needs the attempt count. The client's credentials go before any
+            # attempt: the per-attempt processor sets each attempt's own.
+            "request_headers_to_remove": [
+                *names.INTERNAL_REQUEST_HEADERS,
+                *self.runtime.client_credential_headers,
+            ],
         }
 
     # -- clusters -----------------------------------------------------------------------

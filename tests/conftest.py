@@ -68,7 +68,7 @@ def _redis_ping(port: int) -> bool:
 
 def _suite_secrets() -> list[str]:
     """Every credential the suite hands to a gateway, a provider or a pod."""
-    from tests.integration.conftest import GATEWAY_KEYS, PROVIDER_KEYS
+    from tests.integration.conftest import GATEWAY_KEYS, PROVIDER_KEYS, PROXY_AUTHORIZATION
     from tests.k8s.conftest import SECRETS
 
     return [
@@ -76,6 +76,7 @@ def _suite_secrets() -> list[str]:
         os.environ["TEST_ANTHROPIC_KEY"],
         *GATEWAY_KEYS.values(),
         *PROVIDER_KEYS.values(),
+        PROXY_AUTHORIZATION.removeprefix("Basic "),
         *(key for keys in SECRETS.values() for key in keys.values()),
         "sk-provider-openai-b",
         "sk-reload-first",

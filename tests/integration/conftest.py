@@ -24,6 +24,8 @@ PROVIDER_KEYS = {
     "anthropic": "sk-ant-provider",
     "failing": "sk-failing",
 }
+# What a client gives its own forward proxy ("proxy-user:proxy-pass-123", Basic).
+PROXY_AUTHORIZATION = "Basic cHJveHktdXNlcjpwcm94eS1wYXNzLTEyMw=="
 
 # The ports every test gateway's config takes (filled in by start_gateway).
 PORTS = """
@@ -267,7 +269,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 def assert_no_secret_logged(workdir: Path) -> None:
     """After every test has used a gateway: no key, the client's or a provider's, appears
     in any log its processes wrote (service, Envoy's access log, mock) or in its capture."""
-    secrets = [*GATEWAY_KEYS.values(), *PROVIDER_KEYS.values(), "sk-provider-openai-b"]
+    secrets = [
+        *GATEWAY_KEYS.values(),
+        *PROVIDER_KEYS.values(),
+        "sk-provider-openai-b",
+        PROXY_AUTHORIZATION.removeprefix("Basic "),
+    ]
     files = [*workdir.glob("*.log"), *workdir.glob("capture/*")]
     assert files
     for path in files:

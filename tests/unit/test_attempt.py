@@ -30,9 +30,18 @@ def test_every_attempt_is_written_in_full_and_drops_proxy_headers() -> None:
         ":path": "/v1/chat/completions",
         "authorization": "Bearer sk-test-openai",
     }
-    assert {"x-forwarded-for", "x-envoy-attempt-count", "x-extra", "x-api-key"} <= set(
-        decision.remove_headers
-    )
+    # Removed before the sets apply: the client's credentials, whatever earlier attempts'
+    # backends needed, and every value of this backend's own header.
+    assert {
+        "x-forwarded-for",
+        "x-envoy-attempt-count",
+        "x-extra",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "proxy-authorization",
+        "authorization",
+    } <= set(decision.remove_headers)
     # The body already names this attempt's model: it passes untouched.
     assert attempt.request_body(b'{"model": "first"}') == Continue()
 

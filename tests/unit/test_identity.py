@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import pytest
+
 from extproc.apis import ApiError
-from extproc.identity import identify, presented_key, spiffe_id
+from extproc.identity import identify, presented_key, spiffe_id, without_params
 from tests.helpers import MINIMAL_WITH_ANONYMOUS, runtime
 
 RT = runtime()
@@ -56,3 +58,19 @@ def test_parsers() -> None:
     assert spiffe_id('Hash=1;URI="spiffe://a/b"') == "spiffe://a/b"
     assert spiffe_id("By=x;URI=spiffe://old,By=y;URI=spiffe://new") == "spiffe://new"
     assert spiffe_id("Hash=1") is None
+
+
+@pytest.mark.parametrize(
+    ("query", "kept"),
+    [
+        ("key=secret", ""),
+        ("alt=sse&key=secret", "alt=sse"),
+        ("key=a&key=b&x=1", "x=1"),
+        ("%6Bey=secret&x=1", "x=1"),  # what a server would read as "key"
+        ("KEY=secret", ""),
+        ("keys=1&monkey=2&key", "keys=1&monkey=2"),
+        ("x=key%3D1&&y=2", "x=key%3D1&y=2"),
+    ],
+)
+def test_credential_query_parameters_are_removed(query: str, kept: str) -> None:
+    assert without_params(query, frozenset({"key"})) == kept

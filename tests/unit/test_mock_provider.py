@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from hashlib import sha256
 
 import orjson
 import pytest
@@ -165,3 +166,14 @@ async def test_stats_count_answers_served_in_full_by_tag(mock: tuple[ClientSessi
     async with session.get(f"{url}/mock/stats") as reply:
         stats = await reply.json()
     assert stats["counted"] == [2, 2 * usage["prompt_tokens"], 2 * usage["completion_tokens"]]
+
+
+async def test_every_value_of_a_credential_header_is_reported(
+    mock: tuple[ClientSession, str],
+) -> None:
+    session, url = mock
+    headers = [("api-key", "a"), ("api-key", "b"), ("x-api-key", "c")]
+    async with session.post(f"{url}/v1/chat/completions", json=CHAT, headers=headers) as reply:
+        assert reply.headers["x-mock-azure-api-key-sha256"] == sha256(b"a, b").hexdigest()
+        assert reply.headers["x-mock-api-key-sha256"] == sha256(b"c").hexdigest()
+        assert "x-mock-authorization-sha256" not in reply.headers

@@ -164,3 +164,42 @@ def test_readiness_listener_only_when_configured() -> None:
     # Nothing else of Envoy is reachable there.
     (route,) = manager["route_config"]["virtual_hosts"][0]["routes"]
     assert route["direct_response"] == {"status": 404}
+
+
+def _routes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    return {r["name"]: r for r in routes}
+
+
+def test_each_backends_route_removes_the_client_credentials_it_does_not_set() -> None:
+    loaded = runtime()
+    routes = _routes(render(loaded))
+    credentials = {"authorization", "x-api-key", "api-key", "x-goog-api-key"}
+    removed = {
+        name: set(routes[f"backend.{name}"]["request_headers_to_remove"])
+        for name in ("openai", "second", "anthropic")
+    }
+    # The service sets the backend's own credential header; Envoy removes the others.
+    assert removed["openai"] >= credentials - {"authorization"}
+    assert "authorization" not in removed["openai"]
+    assert removed["anthropic"] >= credentials - {"x-api-key"}
+    assert "x-api-key" not in removed["anthropic"]
+    assert removed["second"] >= credentials | {"proxy-authorization"}
+    for name, route in routes.items():
+        if name.startswith("backend."):
+            assert route["route"]["cluster"] == name
+            assert route["match"]["headers"] == [
+                {"name": "x-extproc-cluster", "string_match": {"exact": name}}
+            ]
+    # A fallback route removes them all: each attempt's processor sets that attempt's own.
+    (fallback,) = loaded.fallback_routes
+    assert set(routes[fallback]["request_headers_to_remove"]) >= credentials
+
+
+def test_the_access_log_never_carries_the_query_string() -> None:
+    manager = render(runtime())["static_resources"]["listeners"][0]["filter_chains"][0]
+    log_format = manager["filters"][0]["typed_config"]["access_log"][0]["typed_config"]
+    fields = log_format["log_format"]["json_format"]
+    assert fields["path"] == "%PATH(NQ)%"
+    assert not [value for value in fields.values() if ":PATH" in value or "QUERY" in value]
