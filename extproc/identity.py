@@ -8,25 +8,47 @@ from urllib.parse import unquote_plus
 
 from extproc.apis import ApiError
 from extproc.config.runtime import Runtime, Tenant
-from extproc.names import CLIENT_CERT_HEADER
+from extproc.names import CLIENT_CERT_HEADER, GATEWAY_KEY_HEADERS
 
 MISSING_KEY = ApiError(
     401,
-    "You didn't provide an API key. Provide it as 'Authorization: Bearer <key>' or 'x-api-key'.",
+    "You didn't provide an API key. Provide it as 'Authorization: Bearer <key>', "
+    "'x-api-key', 'api-key' or 'x-goog-api-key'.",
     "missing_api_key",
 )
 INVALID_KEY = ApiError(401, "Incorrect API key provided.", "invalid_api_key")
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key from "Authorization: Bearer <key>" or "x-api-key: <key>", if any."""
-    authorization = headers.get("authorization")
-    if authorization:
-        scheme, _, key = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer" and key.strip():
-            return key.strip()
-    key = headers.get("x-api-key", "").strip()
-    return key or None
+def _conflict(first: str, second: str) -> ApiError:
+    return ApiError(
+        401,
+        f"Different API keys were provided in '{first}' and '{second}'; provide one key.",
+        "conflicting_api_keys",
+    )
+
+
+def presented_key(headers: Mapping[str, str]) -> str | ApiError | None:
+    """The gateway key from "Authorization: Bearer <key>", x-api-key, api-key or
+    x-goog-api-key, if any. The same key in several of them is one key; two different
+    keys are refused rather than one picked, since which one the client meant is a guess."""
+    found: str | None = None
+    where = ""
+    for name in GATEWAY_KEY_HEADERS:
+        value = headers.get(name)
+        if not value:
+            continue
+        if name == "authorization":
+            scheme, _, value = value.strip().partition(" ")
+            if scheme.lower() != "bearer":
+                continue  # Basic and other schemes carry no gateway key
+        key = value.strip()
+        if not key:
+            continue
+        if found is None:
+            found, where = key, name
+        elif key != found:
+            return _conflict(where, name)
+    return found
 
 
 def without_params(query: str, params: Collection[str]) -> str:
@@ -53,13 +75,16 @@ def spiffe_id(xfcc: str) -> str | None:
 
 
 def identify(runtime: Runtime, headers: Mapping[str, str]) -> Tenant | ApiError:
-    key = presented_key(headers)
     # A key is only checked when key authentication is in use; otherwise SDKs that insist
     # on sending some key (the OpenAI SDK does) still reach the anonymous tenant. The key
     # is removed from the upstream request either way.
-    if key is not None and runtime.tenants_by_key_digest:
-        tenant = runtime.tenants_by_key_digest.get(hashlib.sha256(key.encode()).hexdigest())
-        return tenant if tenant is not None else INVALID_KEY
+    if runtime.tenants_by_key_digest:
+        key = presented_key(headers)
+        if isinstance(key, ApiError):
+            return key
+        if key is not None:
+            tenant = runtime.tenants_by_key_digest.get(hashlib.sha256(key.encode()).hexdigest())
+            return tenant if tenant is not None else INVALID_KEY
     xfcc = headers.get(CLIENT_CERT_HEADER)
     if xfcc:
         peer = spiffe_id(xfcc)

@@ -1,5 +1,5 @@
-"""The client's credentials through a real Envoy: none of the forms client SDKs send
-reaches a provider or a log."""
+"""The client's credentials through a real Envoy: every form a client SDK sends is accepted
+as the gateway key where it is one, and none of them reaches a provider or a log."""
 
 from __future__ import annotations
 
@@ -112,6 +112,46 @@ def test_no_client_credential_reaches_a_provider(gateway: Gateway, case: str) ->
     assert key not in gateway.access_log(request_id)["path"]
 
 
+@pytest.mark.parametrize("header", ["authorization", "x-api-key", "api-key", "x-goog-api-key"])
+def test_the_gateway_key_is_accepted_in_each_sdks_header(gateway: Gateway, header: str) -> None:
+    key = GATEWAY_KEYS["team-a"]
+    value = f"Bearer {key}" if header == "authorization" else key
+    with gateway.http() as http:
+        # gpt-4o is team-a's only: the anonymous tenant would get 403.
+        reply = http.post("/v1/chat/completions", json=body("gpt-4o"), headers={header: value})
+    assert reply.status_code == 200, reply.text
+    assert gateway.record(reply.headers["x-request-id"])["tenant"] == "team-a"
+    received = set(reply.headers["x-mock-headers"].split(","))
+    assert received & CREDENTIAL_HEADERS == {"authorization"}  # the provider's, only
+    assert reply.headers["x-mock-authorization-sha256"] == sha256(
+        f"Bearer {PROVIDER_KEYS['openai']}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [("/v1/chat/completions", "gpt-4o-mini"), ("/v1/messages", "claude-3-5-haiku-latest")],
+)
+def test_two_different_keys_are_refused_in_the_clients_schema(
+    gateway: Gateway, path: str, model: str
+) -> None:
+    headers = {
+        "authorization": f"Bearer {GATEWAY_KEYS['team-a']}",
+        "api-key": GATEWAY_KEYS["team-b"],
+        "anthropic-version": "2023-06-01",
+    }
+    with gateway.http() as http:
+        reply = http.post(path, json=body(model), headers=headers)
+    assert reply.status_code == 401 and "x-mock-path" not in reply.headers
+    error = reply.json()["error"]
+    assert error["type"] == (
+        "authentication_error" if path == "/v1/messages" else "invalid_request_error"
+    )
+    assert "'authorization'" in error["message"] and "'api-key'" in error["message"]
+    assert not [k for k in GATEWAY_KEYS.values() if k in reply.text]
+    assert gateway.record(reply.headers["x-request-id"])["error"] == "conflicting_api_keys"
+
+
 def test_a_key_in_the_query_string_is_neither_accepted_nor_logged(gateway: Gateway) -> None:
     key = GATEWAY_KEYS["team-a"]
     with gateway.http() as http:
@@ -133,6 +173,13 @@ def test_a_key_in_the_query_string_is_neither_accepted_nor_logged(gateway: Gatew
         assert gateway.record(request_id)["path"] == path
     assert key not in (gateway.stack.workdir / "envoy.log").read_text()
     assert key not in gateway.service_log()
+
+
+def test_the_proxy_credential_never_identifies_a_tenant(gateway: Gateway) -> None:
+    headers = {"proxy-authorization": f"Bearer {GATEWAY_KEYS['team-a']}"}
+    with gateway.http() as http:
+        reply = http.post("/v1/chat/completions", json=body("gpt-4o"), headers=headers)
+    assert reply.status_code == 403 and "x-mock-path" not in reply.headers
 
 
 def test_the_mock_reports_every_credential_it_receives(gateway: Gateway) -> None:

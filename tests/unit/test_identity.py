@@ -61,6 +61,53 @@ def test_parsers() -> None:
 
 
 @pytest.mark.parametrize(
+    "headers",
+    [
+        {"authorization": "Bearer key-a"},
+        {"x-api-key": "key-a"},
+        {"api-key": "key-a"},
+        {"x-goog-api-key": "key-a"},
+    ],
+    ids=["openai-bearer", "anthropic-x-api-key", "azure-api-key", "google-x-goog-api-key"],
+)
+def test_the_key_is_read_from_each_sdks_default_header(headers: dict[str, str]) -> None:
+    assert tenant_name(headers) == "team-a"
+
+
+def test_the_same_key_in_several_headers_is_one_key() -> None:
+    headers = {"authorization": "Bearer key-a", "api-key": "key-a", "x-goog-api-key": " key-a "}
+    assert tenant_name(headers) == "team-a"
+
+
+def test_two_different_keys_are_refused_naming_the_headers_not_the_keys() -> None:
+    result = identify(RT, {"x-api-key": "key-a", "api-key": "key-b"})
+    assert isinstance(result, ApiError) and (result.status, result.code) == (
+        401,
+        "conflicting_api_keys",
+    )
+    assert "'x-api-key'" in result.message and "'api-key'" in result.message
+    assert "key-a" not in result.message and "key-b" not in result.message
+    # Valid or not, two keys are two keys.
+    assert tenant_name({"authorization": "Bearer key-a", "x-goog-api-key": "guess"}) == (
+        "error 401 conflicting_api_keys"
+    )
+
+
+def test_a_proxy_credential_or_a_query_key_is_no_gateway_key() -> None:
+    assert presented_key({"proxy-authorization": "Bearer key-a"}) is None
+    # A Basic credential next to a key is not a second key.
+    assert presented_key({"authorization": "Basic abc", "api-key": "key-a"}) == "key-a"
+    assert tenant_name({"proxy-authorization": "Bearer key-a"}) == "public"
+
+
+def test_conflicts_do_not_matter_without_key_authentication() -> None:
+    anonymous_only = runtime(MINIMAL_WITH_ANONYMOUS)
+    assert tenant_name({"authorization": "Bearer x", "api-key": "y"}, anonymous_only) == (
+        "everyone"
+    )
+
+
+@pytest.mark.parametrize(
     ("query", "kept"),
     [
         ("key=secret", ""),
