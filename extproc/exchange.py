@@ -21,7 +21,7 @@ from extproc import cache, names
 from extproc.accounting.budgets import NANOS, Charge, Reservation, plan
 from extproc.accounting.prices import Price
 from extproc.accounting.usage import Meter, Usage, prompt_estimate
-from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Endpoint, Kind, api_for_path
+from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Endpoint, Kind, api_for_path, azure
 from extproc.capture import Sampler, truncated
 from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Backend, Runtime, Schema, Tenant
@@ -200,6 +200,8 @@ class Exchange:
         self.request_id = ""
         self.method = ""
         self.path = ""
+        self.served_path = ""  # the gateway's own path for it (an Azure path's OpenAI one)
+        self.deployment: str | None = None  # the model an Azure deployment path names
         self._query = ""  # as forwarded: without the client's credentials
         self.routed: Routed | None = None
         self.stream = False
@@ -240,10 +242,15 @@ class Exchange:
         self.authority = headers.get(":authority", "")
         self.path, _, query = headers.get(":path", "").partition("?")
         self.api = api_for_path(self.path)
+        served = self.path
         dropped = self.runtime.client_credential_query_params
+        if served.startswith(azure.PREFIX) and (found := azure.openai_path(served)) is not None:
+            served, self.deployment = found
+            dropped = dropped | {azure.API_VERSION_PARAM}
+        self.served_path = served
         self._query = without_params(query, dropped) if query else ""
-        endpoint = ENDPOINTS.get(self.path)
-        if endpoint is None and self.path.startswith(MODELS_PREFIX):
+        endpoint = ENDPOINTS.get(served)
+        if endpoint is None and served.startswith(MODELS_PREFIX):
             endpoint = ENDPOINTS["/v1/models"]
         if endpoint is None:
             return self.error(
@@ -279,7 +286,7 @@ class Exchange:
 
     def models_reply(self, tenant: Tenant) -> Reply:
         anthropic = self.api is Schema.ANTHROPIC
-        if self.path == "/v1/models":
+        if self.served_path == "/v1/models":
             items = listing(self.runtime, tenant)
             if anthropic:
                 data = [anthropic_model(self.runtime, str(item["id"])) for item in items]
@@ -293,7 +300,7 @@ class Exchange:
                     },
                 )
             return self.json_reply(200, {"object": "list", "data": items})
-        name = unquote(self.path[len(MODELS_PREFIX) :])
+        name = unquote(self.served_path[len(MODELS_PREFIX) :])
         model = self.runtime.exact_models.get(name)
         if model is None or not tenant.allows(model.name):
             return self.error(
@@ -328,6 +335,11 @@ class Exchange:
                     "invalid_json",
                 )
             )
+        replaced = False
+        if self.deployment is not None and body.get("model") != self.deployment:
+            # Azure names the model in the path and ignores the body's; so does the gateway.
+            body["model"] = self.deployment
+            replaced = True
         model = body.get("model")
         if model is None:
             return self.error(
@@ -377,7 +389,7 @@ class Exchange:
                 )
             )
         self.policies = self.runtime.policy_set(self.tenant, routed.model)
-        changed = False
+        changed = replaced
         if not self.policies.empty:
             too_large = body_size_error(self.policies, len(raw), self.decisions)
             if too_large is not None:

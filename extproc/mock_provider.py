@@ -245,7 +245,7 @@ class MockProvider:
         if path.endswith("/embeddings"):
             return self.embeddings(request, body)
         if path.endswith("/completions"):
-            return self.completions(request, body)
+            return await self.completions(request, body, cut_after)
         return _error(schema, 404, f"unknown path {path}")
 
     async def _cut(self, request: web.Request) -> web.StreamResponse:
@@ -533,21 +533,35 @@ class MockProvider:
             headers=_echo_headers(request),
         )
 
-    def completions(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+    async def completions(
+        self, request: web.Request, body: dict[str, Any], cut_after: int | None
+    ) -> web.StreamResponse:
         prompt = body.get("prompt")
         text = prompt if isinstance(prompt, str) else ""
         tokens = count_tokens(text)
-        payload = {
+        base = {
             "id": f"cmpl-mock{self.requests}",
             "object": "text_completion",
             "created": int(time.time()),
             "model": body.get("model"),
+        }
+        usage = {"prompt_tokens": tokens, "completion_tokens": tokens, "total_tokens": 2 * tokens}
+        if body.get("stream"):
+
+            def chunk(piece: str, finish: str | None = None) -> bytes:
+                choice = {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}
+                return _sse(orjson.dumps({**base, "choices": [choice]}))
+
+            events = [chunk(piece) for piece in _pieces(text)] + [chunk("", "stop")]
+            options = body.get("stream_options")
+            if isinstance(options, dict) and options.get("include_usage"):
+                events.append(_sse(orjson.dumps({**base, "choices": [], "usage": usage})))
+            events.append(b"data: [DONE]\n\n")
+            return await self._stream(request, events, cut_after, text)
+        payload = {
+            **base,
             "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
-            "usage": {
-                "prompt_tokens": tokens,
-                "completion_tokens": tokens,
-                "total_tokens": 2 * tokens,
-            },
+            "usage": usage,
         }
         return web.Response(
             body=orjson.dumps(payload),

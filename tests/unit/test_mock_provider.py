@@ -168,6 +168,24 @@ async def test_stats_count_answers_served_in_full_by_tag(mock: tuple[ClientSessi
     assert stats["counted"] == [2, 2 * usage["prompt_tokens"], 2 * usage["completion_tokens"]]
 
 
+async def test_completions_stream_like_openais_legacy_api(mock: tuple[ClientSession, str]) -> None:
+    session, url = mock
+    request = {"model": "m", "prompt": "one two", "stream": True}
+    for include_usage in (False, True):
+        request["stream_options"] = {"include_usage": include_usage}
+        async with session.post(f"{url}/openai/deployments/d/completions", json=request) as reply:
+            assert reply.headers["content-type"] == "text/event-stream"
+            events = sse_events(await reply.read())
+        assert events[-1] == (None, b"[DONE]")
+        chunks = [orjson.loads(data) for _, data in events[:-1]]
+        assert {c["object"] for c in chunks} == {"text_completion"}
+        text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+        assert text == "one two"
+        finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+        assert finishes[-1] == "stop" and set(finishes[:-1]) == {None}
+        assert ("usage" in chunks[-1]) is include_usage
+
+
 async def test_every_value_of_a_credential_header_is_reported(
     mock: tuple[ClientSession, str],
 ) -> None:
