@@ -313,7 +313,15 @@ class _Checker:
         if error:
             self.problem("service.grpc_address", error)
         else:
+            before = len(self.problems)
             grpc_tls.check(self.config.service, self.check_file, self.problem)
+            service = self.config.service
+            if (
+                service.HasField("grpc_tls")
+                and self.resolve_secrets
+                and len(self.problems) == before
+            ):
+                grpc_tls.check_usable(service.grpc_tls, self.problem)
         metrics = self.config.service.metrics_address
         if metrics != "off" and (error := parse_grpc_address(metrics)):
             self.problem("service.metrics_address", 'expected "host:port" or "off"')

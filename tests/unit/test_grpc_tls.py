@@ -173,6 +173,29 @@ def test_tls_problems_name_their_field(certs: Path, change: tuple[str, str], exp
     assert any(expected in p for p in found), found
 
 
+def test_unusable_tls_files_are_named_without_their_contents(certs: Path) -> None:
+    text = TLS.format(address="127.0.0.1:50051", envoy_id=ENVOY_ID)
+    # A key of another certificate, and a "CA bundle" that is a private key.
+    found = problems(
+        text.replace("key_file: service.key", "key_file: envoy.key").replace(
+            "client_ca_file: client-ca.pem", "client_ca_file: service.key"
+        ),
+        certs,
+    )
+    assert [p.split(":")[0] for p in found] == [
+        "service.grpc_tls.key_file",
+        "service.grpc_tls.client_ca_file",
+    ]
+    assert "not a key for cert_file's certificate" in found[0]
+    assert not any("BEGIN" in p or "PRIVATE" in p for p in found)
+    # check-config --skip-secrets reads no key.
+    load_text(
+        textwrap.dedent(text.replace("key_file: service.key", "key_file: envoy.key")) + MINIMAL,
+        base_dir=certs,
+        resolve_secrets=False,
+    )
+
+
 def test_an_envoy_configured_elsewhere_needs_no_envoy_client(certs: Path) -> None:
     text = TLS.format(address="0.0.0.0:50051", envoy_id=ENVOY_ID).replace(
         "    envoy_client: {cert_file: envoy.pem, key_file: envoy.key, ca_file: service-ca.pem}\n",
