@@ -26,12 +26,15 @@ import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import hpack
 import structlog
 from grpc_health.v1 import health_pb2
 from hpack.table import HeaderTable
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 log = structlog.get_logger("extproc.h2grpc")
 
@@ -476,8 +479,15 @@ class Connection(asyncio.BufferedProtocol):
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Over TLS this comes once the handshake is done: the peer's certificate is known.
         # A stream transport: asyncio's, or uvloop's (which does not subclass it).
         self.transport = cast(asyncio.Transport, transport)
+        # Over TLS this comes once the handshake is done: the peer's certificate is known.
+        admit = self.server.admit
+        if admit is not None and not admit(transport):
+            self.closed = True
+            self.transport.abort()  # at once: no TLS shutdown to wait for
+            return
         self.server.connections.add(self)
         self.transport.write(
             _frame(SETTINGS, 0, 0, OUR_SETTINGS)
@@ -854,6 +864,9 @@ class Connection(asyncio.BufferedProtocol):
 class Server:
     """Serves gRPC methods on TCP or Unix addresses ("host:port", "unix:/path")."""
 
+    # Set by listen: who may speak on a new connection (None: anyone who connects).
+    admit: Callable[[asyncio.BaseTransport], bool] | None = None
+
     def __init__(self, *, max_message: int = 4 * 1024 * 1024) -> None:
         self.methods: dict[bytes, Method] = {}
         self.max_message = max_message
@@ -865,15 +878,29 @@ class Server:
     def add(self, path: str, method: Method) -> None:
         self.methods[path.encode()] = method
 
-    async def listen(self, address: str) -> None:
+    async def listen(
+        self,
+        address: str,
+        *,
+        ssl: SSLContext | None = None,
+        admit: Callable[[asyncio.BaseTransport], bool] | None = None,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        """ssl: serve TLS, each handshake done within handshake_timeout seconds or the
+        connection closed (a peer that stalls holds a socket, never the loop). admit: asked
+        about each new connection (after its handshake); False closes it unserved."""
         loop = asyncio.get_running_loop()
+        self.admit = admit
         factory = lambda: Connection(self)  # noqa: E731
+        tls: dict[str, Any] = (
+            {} if ssl is None else {"ssl": ssl, "ssl_handshake_timeout": handshake_timeout}
+        )
         if address.startswith("unix:"):
-            server = await loop.create_unix_server(factory, address[len("unix:") :])
+            server = await loop.create_unix_server(factory, address[len("unix:") :], **tls)
         else:
             host, _, port = address.rpartition(":")
             server = await loop.create_server(
-                factory, host.strip("[]") or None, int(port), reuse_address=True
+                factory, host.strip("[]") or None, int(port), reuse_address=True, **tls
             )
         self.servers.append(server)
 

@@ -501,8 +501,38 @@ class Renderer:
         }
         if len(endpoints) > 1:
             cluster["lb_policy"] = "LEAST_REQUEST"
+        if service.grpc_tls.HasField("envoy_client"):
+            cluster["transport_socket"] = self.extproc_tls()
         clusters.append(cluster)
         return clusters
+
+    def extproc_tls(self) -> dict[str, Any]:
+        """Envoy's side of the ext_proc port's mutual TLS (service.grpc_tls): its client
+        certificate, and the service's certificate checked for the configured name."""
+        client = self.config.service.grpc_tls.envoy_client
+        name = client.server_name
+        san_type = "URI" if "://" in name else "IP_ADDRESS" if _is_ip(name) else "DNS"
+        context: dict[str, Any] = {
+            "@type": _TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": client.cert_file},
+                        "private_key": {"filename": client.key_file},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": client.ca_file},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": san_type, "matcher": {"exact": name}}
+                    ],
+                },
+            },
+        }
+        if san_type == "DNS":
+            context["sni"] = name
+        return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
     def backend_cluster(self, backend: Backend) -> dict[str, Any]:
         default_port = 443 if backend.tls else 80

@@ -31,6 +31,7 @@ from extproc.decisions import Lookup, Reserve
 from extproc.drift import DriftMonitor
 from extproc.exchange import Exchange
 from extproc.glob import Glob
+from extproc.grpc_tls import ServerTls
 from extproc.phases import PhaseOrder
 from extproc.reload import Reloader
 from extproc.telemetry import logging as json_lines
@@ -533,8 +534,13 @@ async def serve(
     )
     health = h2grpc.Health()
     health.serve_on(server)
-    await server.listen(_bind_address(address))
-    # Probes that cannot reach the socket get a server offering health and nothing else.
+    if service.HasField("grpc_tls"):
+        tls = ServerTls(service.grpc_tls)
+        await server.listen(_bind_address(address), ssl=tls.context, admit=tls.admit)
+    else:
+        await server.listen(_bind_address(address))
+    # Probes that cannot reach the socket, or present no client certificate, get a server
+    # offering health and nothing else, in plaintext: it carries no secret.
     probes = None
     if service.health_address and not worker:
         probes = h2grpc.Server()
@@ -568,6 +574,7 @@ async def serve(
     log.info(
         "serving",
         grpc=address,
+        grpc_tls=service.HasField("grpc_tls"),
         metrics=service.metrics_address,
         models=len(runtime.models),
         backends=len(runtime.backends),

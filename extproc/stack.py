@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.config.loader import load_file
+from extproc.config.v1.config_pb2 import GrpcTls
 from extproc.render import render_yaml
 from extproc.workers import addresses
 
@@ -113,9 +114,24 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def grpc_serving(address: str) -> bool:
+def _channel(target: str, tls: GrpcTls | None) -> grpc.Channel:
+    """Plaintext, or the mutual TLS of service.grpc_tls as the Envoy rendered from that
+    config does it (its client certificate, the service's name checked)."""
+    if tls is None or not tls.HasField("envoy_client"):
+        return grpc.insecure_channel(target)
+    client = tls.envoy_client
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(client.ca_file).read_bytes(),
+        private_key=Path(client.key_file).read_bytes(),
+        certificate_chain=Path(client.cert_file).read_bytes(),
+    )
+    options = [("grpc.ssl_target_name_override", client.server_name)]
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def grpc_serving(address: str, tls: GrpcTls | None = None) -> bool:
     target = f"unix:{address[len('unix://') :]}" if address.startswith("unix://") else address
-    with grpc.insecure_channel(target) as channel:
+    with _channel(target, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -145,6 +161,7 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
     _service: tuple[list[str], str] | None = None  # its command and gRPC address
+    _tls: GrpcTls | None = None  # the service's, when its port needs client certificates
 
     def _spawn(self, name: str, argv: list[str], append: bool = False) -> subprocess.Popen[bytes]:
         if self.log_to_files:
@@ -191,11 +208,16 @@ class Stack:
                 if self.service_command is not None:
                     argv = [*self.service_command, address]
                 self._service = (argv, address)
+                if runtime.source.service.HasField("grpc_tls"):
+                    self._tls = runtime.source.service.grpc_tls
                 service = self._spawn("service", argv)
                 count = runtime.source.service.workers
                 for worker in addresses(address, count if self.service_command is None else 1):
                     wait_until(
-                        lambda w=worker: grpc_serving(w), timeout, "ext_proc service", service
+                        lambda w=worker: grpc_serving(w, self._tls),
+                        timeout,
+                        "ext_proc service",
+                        service,
                     )
             envoy_config = self.workdir / "envoy.yaml"
             envoy_config.write_text(render_yaml(runtime, bare_backend=self.bare_backend))
@@ -229,7 +251,7 @@ class Stack:
         running = self.processes.get("service")
         assert running is None or running.poll() is not None, "the service is running"
         service = self._spawn("service", argv, append=True)
-        wait_until(lambda: grpc_serving(address), timeout, "ext_proc service", service)
+        wait_until(lambda: grpc_serving(address, self._tls), timeout, "ext_proc service", service)
 
     def stop(self, timeout: float = 15.0) -> dict[str, int | None]:
         """SIGTERM in reverse start order (Envoy first); returns each exit status."""

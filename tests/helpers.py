@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import ipaddress
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from extproc.config import Runtime, load_text
 from extproc.stack import grpc_serving, wait_until
@@ -101,3 +109,44 @@ def start_service(
         process.wait()
         raise
     return process
+
+
+def issue_certificate(
+    ca: trustme.CA,
+    directory: Path,
+    stem: str,
+    *,
+    uris: tuple[str, ...] = (),
+    dns: tuple[str, ...] = (),
+    ips: tuple[str, ...] = (),
+) -> tuple[Path, Path]:
+    """A leaf certificate with these subject alternative names (trustme cannot issue URI
+    SANs such as SPIFFE ids), written as <stem>.pem and <stem>.key."""
+    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
+    names += [x509.DNSName(d) for d in dns]
+    names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

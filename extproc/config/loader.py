@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from extproc import names
-from extproc.config import accounting
+from extproc.config import accounting, grpc_tls
 from extproc.config import runtime as rt
 from extproc.config.schema import NAME, fill
 from extproc.config.v1 import config_pb2 as pb
@@ -231,9 +231,12 @@ class _Checker:
         path = Path(name)
         return path if path.is_absolute() else self.base_dir / path
 
-    def check_file(self, path: str, name: str) -> None:
+    def check_file(self, path: str, name: str) -> str | None:
+        """The file's absolute path, or None (a problem) when it does not exist."""
         if not self.path_of(name).is_file():
             self.problem(path, f'file "{name}" does not exist')
+            return None
+        return str(self.path_of(name))
 
     def build(self) -> rt.Runtime:
         config = self.config
@@ -346,6 +349,16 @@ class _Checker:
         error = parse_grpc_address(self.config.service.grpc_address)
         if error:
             self.problem("service.grpc_address", error)
+        else:
+            before = len(self.problems)
+            grpc_tls.check(self.config.service, self.check_file, self.problem)
+            service = self.config.service
+            if (
+                service.HasField("grpc_tls")
+                and self.resolve_secrets
+                and len(self.problems) == before
+            ):
+                grpc_tls.check_usable(service.grpc_tls, self.problem)
         metrics = self.config.service.metrics_address
         if metrics != "off" and (error := parse_grpc_address(metrics)):
             self.problem("service.metrics_address", 'expected "host:port" or "off"')

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import ssl
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.helpers import issue_certificate
 from tests.integration.conftest import Gateway, start_gateway
 
 APP_ID = "spiffe://test/ns/app/sa/client"
@@ -50,37 +45,6 @@ tenants:
 """
 
 
-def client_certificate(ca: trustme.CA, spiffe_id: str, directory: Path) -> tuple[Path, Path]:
-    """A client certificate whose only SAN is a SPIFFE URI (trustme cannot issue URI SANs)."""
-    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "client")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-    )
-    cert_path, key_path = directory / "client.pem", directory / "client.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="module")
 def tls_gateway(
     tmp_path_factory: pytest.TempPathFactory,
@@ -96,7 +60,7 @@ def tls_gateway(
     provider = backend_ca.issue_cert("localhost")
     provider.cert_chain_pems[0].write_to_path(workdir / "provider.pem")
     provider.private_key_pem.write_to_path(workdir / "provider.key")
-    cert, key = client_certificate(client_ca, APP_ID, workdir)
+    cert, key = issue_certificate(client_ca, workdir, "client", uris=(APP_ID,))
     context = ssl.create_default_context()
     listener_ca.configure_trust(context)
     context.load_cert_chain(cert, key)

@@ -142,11 +142,12 @@ SECRETS = {
 }
 
 
-def local_values(profile: str, mock_port: int | None = None) -> dict[str, Any]:
-    """The profile with ports free on this machine, and the providers replaced by the mock
-    when its port is given."""
+def local_values(profile: str | dict[str, Any], mock_port: int | None = None) -> dict[str, Any]:
+    """The profile (a ci/ name, or values) with ports free on this machine, and the
+    providers replaced by the mock when its port is given."""
     ports = ("http", "readiness", "health", "metrics", "admin", "grpc")
-    values = deep_merge(profile_values(profile), {"ports": {name: free_port() for name in ports}})
+    base = profile_values(profile) if isinstance(profile, str) else profile
+    values = deep_merge(base, {"ports": {name: free_port() for name in ports}})
     if mock_port is None:
         return values
     mock = f"http://127.0.0.1:{mock_port}/v1"

@@ -68,17 +68,21 @@ class Pod:
                 files = self.config_maps[volume["configMap"]["name"]]
                 for file, text in files.items():
                     (path / file).write_text(self._localise(text))
+            if "secret" in volume:
+                data = self.secrets[volume["secret"]["secretName"]]
+                items = volume["secret"].get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    (path / item["path"]).write_text(data[item["key"]])
         return self.volumes[name]
 
     def _mounts(self, container: dict[str, Any]) -> dict[str, Path]:
         return {m["mountPath"]: self._volume(m["name"]) for m in container["volumeMounts"]}
 
     def _localise(self, text: str) -> str:
-        for container in self.running:
-            for mount in container["volumeMounts"]:
-                text = text.replace(
-                    mount["mountPath"], str(self.workdir / "volumes" / mount["name"])
-                )
+        mounts = {m["mountPath"]: m["name"] for c in self.running for m in c["volumeMounts"]}
+        # Longest first: /etc/extproc must not replace the start of /etc/extproc-grpc-tls.
+        for path in sorted(mounts, key=len, reverse=True):
+            text = text.replace(path, str(self.workdir / "volumes" / mounts[path]))
         return text.replace("0.0.0.0:", "127.0.0.1:")
 
     def start(self, containers: list[dict[str, Any]]) -> None:

@@ -30,6 +30,7 @@ from tests.k8s.conftest import (
 )
 from tests.k8s.test_injector import inject
 
+GRPC_TLS_PATH = "/etc/extproc-grpc-tls"
 # Objects of APIs that ship as CRDs (their schemas live in those projects' clusters).
 CRD_KINDS = {
     ("cert-manager.io/v1", "Issuer"),
@@ -90,8 +91,18 @@ def test_validation_catches_a_misspelt_field(render: Callable[..., Rendered]) ->
         ({"replicaCount": 3}, "replicaCount"),
         ({"injector": {"certificate": {"source": "self"}}}, "/injector/certificate/source"),
         ({"config": {"models": []}}, "/config/models"),
+        ({"processor": {"authentication": "none"}}, "/processor/authentication"),
+        ({"processor": {"tls": {"allowedPeers": [""]}}}, "/processor/tls/allowedPeers"),
     ],
-    ids=["mode", "port", "unknown-key", "certificate-source", "no-models"],
+    ids=[
+        "mode",
+        "port",
+        "unknown-key",
+        "certificate-source",
+        "no-models",
+        "authentication",
+        "empty-peer",
+    ],
 )
 def test_values_schema_refuses_bad_values(
     values: dict[str, object], where: str, chart: helm.Chart
@@ -140,6 +151,11 @@ def test_service_configs_load_and_their_envoy_config_validates(
     files = config_files(render(profile_values(profile)))
     assert files
     for name, text in files.items():
+        # The ext_proc port's Secret, where the pod mounts it.
+        secret = tmp_path / name / "grpc-tls"
+        for file in ("tls.crt", "tls.key", "ca.crt"):
+            write(secret / file, "")
+        text = text.replace(GRPC_TLS_PATH, str(secret))
         config = write(tmp_path / name / "config.yaml", text)
         check = subprocess.run(
             [sys.executable, "-m", "extproc", "check-config", "--skip-secrets", str(config)],
@@ -214,19 +230,110 @@ def test_gateway_probes_and_service_match_the_config(render: Callable[..., Rende
 
 
 def test_processor_mode_offers_ext_proc_to_other_envoys(render: Callable[..., Rendered]) -> None:
-    rendered = render(profile_values("processor"))
+    values = profile_values("processor")
+    rendered = render(values)
     config = yaml.safe_load(config_files(rendered)[f"{NAMESPACE}/extproc"])
     assert config["service"]["external_envoy"] is True
     assert config["service"]["grpc_address"] == "0.0.0.0:50051"
-    (container,) = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    spec = rendered.one("Deployment")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
     assert container["args"] == ["serve", "/etc/extproc/config.yaml"]
+    # mTLS: the Secret's files where the config names them, the allowed callers.
+    assert config["service"]["grpc_tls"] == {
+        "cert_file": f"{GRPC_TLS_PATH}/tls.crt",
+        "key_file": f"{GRPC_TLS_PATH}/tls.key",
+        "client_ca_file": f"{GRPC_TLS_PATH}/ca.crt",
+        "allowed_peers": values["processor"]["tls"]["allowedPeers"],
+    }
+    assert "unauthenticated_grpc" not in config["service"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == GRPC_TLS_PATH]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == values["processor"]["tls"]["secretName"]
     svc = rendered.one("Service")
-    grpc = svc["spec"]["ports"][0]
-    assert (grpc["name"], grpc["port"], grpc["appProtocol"]) == ("grpc", 50051, "grpc")
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    grpc = ports["grpc"]
+    assert (grpc["port"], grpc["appProtocol"]) == (50051, "grpc")
+    # helm test asks the health-only port (plaintext, no secret), not the ext_proc port.
+    assert rendered.one("Pod")["spec"]["containers"][0]["args"][1] == (
+        f"grpc://extproc.{NAMESPACE}.svc:{ports['health']['port']}"
+    )
     policy = rendered.one("NetworkPolicy")
-    ext_proc_rule = policy["spec"]["ingress"][0]
+    ext_proc_rule, health_rule = policy["spec"]["ingress"][:2]
     assert ext_proc_rule["ports"] == [{"port": 50051, "protocol": "TCP"}]
-    assert ext_proc_rule["from"] == profile_values("processor")["networkPolicy"]["allowFrom"]
+    assert ext_proc_rule["from"] == values["networkPolicy"]["allowFrom"]
+    assert health_rule == {
+        "from": [{"podSelector": {}}],
+        "ports": [{"port": ports["health"]["port"], "protocol": "TCP"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("processor", "message"),
+    [
+        ({}, "processor mode: set processor.authentication: mtls"),
+        (
+            {"authentication": "mtls"},
+            "needs processor.tls.secretName and processor.tls.allowedPeers",
+        ),
+        (
+            {"authentication": "mtls", "tls": {"secretName": "s"}},
+            "needs processor.tls.secretName and processor.tls.allowedPeers",
+        ),
+    ],
+    ids=["no-authentication", "mtls-without-secret", "mtls-without-peers"],
+)
+def test_processor_mode_without_caller_authentication_is_refused(
+    processor: dict[str, object], message: str, render: Callable[..., Rendered]
+) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        render({"mode": "processor", "processor": processor})
+
+
+@pytest.mark.parametrize("authentication", ["mesh", "insecure-none"])
+def test_processor_mode_says_so_when_another_layer_or_nobody_authenticates(
+    authentication: str, render: Callable[..., Rendered]
+) -> None:
+    rendered = render({"mode": "processor", "processor": {"authentication": authentication}})
+    config = yaml.safe_load(config_files(rendered)[f"{NAMESPACE}/extproc"])
+    assert config["service"]["unauthenticated_grpc"] is True
+    assert "grpc_tls" not in config["service"]
+    spec = rendered.one("Deployment")["spec"]["template"]["spec"]
+    assert not [v for v in spec["volumes"] if "secret" in v]
+
+
+def test_default_values_give_no_one_anonymous_use_of_the_provider_keys(
+    render: Callable[..., Rendered],
+) -> None:
+    """The defaults: no anonymous tenant, and a NetworkPolicy admitting only the
+    release's namespace to the gateway's port."""
+    rendered = render({})
+    config = yaml.safe_load(config_files(rendered)[f"{NAMESPACE}/extproc"])
+    assert not config.get("auth", {}).get("anonymous_tenant")
+    assert config["tenants"] == []
+    policy = rendered.one("NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    gateway_rule = policy["ingress"][0]
+    assert gateway_rule == {
+        "from": [{"podSelector": {}}],  # pods of the policy's own namespace
+        "ports": [{"port": 10000, "protocol": "TCP"}],
+    }
+    assert policy["podSelector"]["matchLabels"].items() <= (
+        rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_network_policy_follows_the_mode_unless_set(render: Callable[..., Rendered]) -> None:
+    processor = {"mode": "processor", "processor": {"authentication": "mesh"}}
+    assert "NetworkPolicy" in render(processor).kinds()
+    assert "NetworkPolicy" not in render({"mode": "sidecar"}).kinds()
+    assert "NetworkPolicy" not in render({"networkPolicy": {"enabled": False}}).kinds()
+    assert (
+        "NetworkPolicy" in render({"mode": "sidecar", "networkPolicy": {"enabled": True}}).kinds()
+    )
+    # No peers listed: nobody may call (a rule without peers would admit everyone).
+    closed = render({"networkPolicy": {"allowFrom": []}}).one("NetworkPolicy")["spec"]
+    assert all(rule.get("from") for rule in closed["ingress"])
+    assert {p["port"] for rule in closed["ingress"] for p in rule["ports"]} == {9464}
 
 
 def test_user_config_is_kept_and_addresses_are_the_charts(render: Callable[..., Rendered]) -> None:
@@ -261,7 +368,7 @@ def test_a_config_change_rolls_the_pods(render: Callable[..., Rendered]) -> None
 def test_optional_objects_follow_values(render: Callable[..., Rendered]) -> None:
     plain = render(profile_values("gateway"))
     full = render(profile_values("gateway-full"))
-    for kind in ("ServiceMonitor", "NetworkPolicy", "HorizontalPodAutoscaler"):
+    for kind in ("ServiceMonitor", "HorizontalPodAutoscaler"):
         assert kind not in plain.kinds()
         assert kind in full.kinds()
     assert plain.one("PodDisruptionBudget")["spec"]["minAvailable"] == 1

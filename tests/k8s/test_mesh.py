@@ -5,26 +5,31 @@ by host as an egress gateway does, is served by the processor pod."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anthropic
+import grpc
 import kubernetes_validate
 import openai
 import pytest
+import trustme
 import yaml
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from google.protobuf import any_pb2, json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.render import Renderer
 from extproc.stack import envoy_binary, free_port, wait_until
-from tests.helpers import ROOT, runtime
+from tests.helpers import ROOT, issue_certificate, runtime
 from tests.k8s.conftest import (
     KUBE_VERSIONS,
+    NAMESPACE,
     SECRETS,
     Rendered,
     config_maps,
@@ -244,7 +249,8 @@ def test_envoy_gateway_routes_and_tls_cover_each_provider() -> None:
     checked = {}
     for policy in (d for d in objects if d["kind"] == "BackendTLSPolicy"):
         (target,) = policy["spec"]["targetRefs"]
-        checked[target["name"]] = policy["spec"]["validation"]["hostname"]
+        if target["kind"] == "Backend":
+            checked[target["name"]] = policy["spec"]["validation"]["hostname"]
     # Each backend's certificate is checked against its own host name.
     assert checked == backends
     routes = {
@@ -253,6 +259,52 @@ def test_envoy_gateway_routes_and_tls_cover_each_provider() -> None:
         if d["kind"] == "HTTPRoute"
     }
     assert {host: backends[name] for host, name in routes.items()} == {h: h for h in routes}
+
+
+def test_envoy_gateway_presents_the_certificate_the_processor_allows(
+    render: Callable[..., Rendered],
+) -> None:
+    values = yaml.safe_load((MESH / "envoy-gateway" / "values.yaml").read_text())
+    assert values["processor"]["authentication"] == "mtls"
+    objects = documents(MESH / "envoy-gateway" / "egress.yaml")
+    certificates = [d for d in objects if d["kind"] == "Certificate"]
+    gateway = manifest("Gateway", "envoy-gateway")
+    reference = gateway["spec"]["tls"]["backend"]["clientCertificateRef"]
+    (client,) = [c for c in certificates if c["spec"]["secretName"] == reference["name"]]
+    assert client["metadata"]["namespace"] == gateway["metadata"]["namespace"]
+    assert client["spec"]["uris"] and set(client["spec"]["uris"]) <= set(
+        values["processor"]["tls"]["allowedPeers"]
+    )
+    service = render(values).one("Service")
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    secret = values["processor"]["tls"]["secretName"]
+    (server,) = [c for c in certificates if c["spec"]["secretName"] == secret]
+    assert server["metadata"]["namespace"] == namespace
+    # One CA issues both: the processor's ca.crt checks the Gateway's certificate.
+    assert server["spec"]["issuerRef"] == client["spec"]["issuerRef"]
+    (policy,) = [
+        d
+        for d in objects
+        if d["kind"] == "BackendTLSPolicy" and d["spec"]["targetRefs"][0]["kind"] == "Service"
+    ]
+    assert policy["metadata"]["namespace"] == namespace
+    assert policy["spec"]["targetRefs"] == [{"group": "", "kind": "Service", "name": name}]
+    hostname = policy["spec"]["validation"]["hostname"]
+    assert hostname == f"{name}.{namespace}.svc" and hostname in server["spec"]["dnsNames"]
+
+
+def test_istio_processor_is_authenticated_by_the_mesh(render: Callable[..., Rendered]) -> None:
+    values = yaml.safe_load((MESH / "istio" / "values.yaml").read_text())
+    assert values["processor"]["authentication"] == "mesh"
+    rendered = render(values)
+    service = rendered.one("Service")
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    labels = rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert labels["sidecar.istio.io/inject"] == "true"
+    peer = manifest("PeerAuthentication")
+    assert peer["metadata"]["namespace"] == service["metadata"]["namespace"]
+    assert peer["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert peer["spec"]["portLevelMtls"][port] == {"mode": "STRICT"}
 
 
 def test_the_parsers_reject_what_envoy_would_reject() -> None:
@@ -271,10 +323,16 @@ def test_the_parsers_reject_what_envoy_would_reject() -> None:
 
 
 def egress_envoy(
-    filter_value: dict[str, Any], grpc_port: int, mock_port: int, port: int, admin: int
+    filter_value: dict[str, Any],
+    grpc_port: int,
+    mock_port: int,
+    port: int,
+    admin: int,
+    tls: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An Envoy shaped like an egress gateway: routes by the host the app called, with the
-    EnvoyFilter's ext_proc filter before the router, its cluster name as Istio names it."""
+    EnvoyFilter's ext_proc filter before the router, its cluster name as Istio names it;
+    with tls, the transport socket of that cluster."""
     cluster_name = filter_value["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
     address = lambda p: {"socket_address": {"address": "127.0.0.1", "port_value": p}}  # noqa: E731
 
@@ -342,7 +400,10 @@ def egress_envoy(
                 }
             ],
             "clusters": [
-                upstream(cluster_name, grpc_port, http2=True),
+                {
+                    **upstream(cluster_name, grpc_port, http2=True),
+                    **({"transport_socket": tls} if tls else {}),
+                },
                 upstream("api.openai.com", mock_port),
                 upstream("api.anthropic.com", mock_port),
             ],
@@ -350,49 +411,129 @@ def egress_envoy(
     }
 
 
-def test_an_egress_gateway_with_the_filter_is_served_by_the_processor_pod(
-    render: Callable[..., Rendered], mock_port: int, tmp_path: Path
-) -> None:
-    # The chart's provider hosts: this Envoy, like an egress gateway, sends each host to its
-    # provider (here the mock).
-    values = local_values("processor")
-    rendered = render(values)
-    spec = rendered.one("Deployment")["spec"]["template"]["spec"]
-    pod = Pod(
-        spec,
-        tmp_path / "pod",
-        config_maps(rendered, rendered.one("Deployment")["metadata"]["namespace"]),
-        SECRETS,
-    )
+@contextlib.contextmanager
+def egress_gateway(
+    tmp_path: Path, grpc_port: int, mock_port: int, tls: dict[str, Any] | None = None
+) -> Iterator[str]:
+    """The egress Envoy running the EnvoyFilter's filter; its base URL."""
     port, admin = free_port(), free_port()
     bootstrap = tmp_path / "egress.yaml"
     bootstrap.write_text(
-        yaml.safe_dump(
-            egress_envoy(istio_filter(), values["ports"]["grpc"], mock_port, port, admin)
-        )
+        yaml.safe_dump(egress_envoy(istio_filter(), grpc_port, mock_port, port, admin, tls))
     )
-    with pod.run(spec["containers"]):
-        envoy = subprocess.Popen(
-            [envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart", "-l", "error"],
-            stdout=(tmp_path / "envoy.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+    envoy = subprocess.Popen(
+        [envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart", "-l", "error"],
+        stdout=(tmp_path / "envoy.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
 
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
+    def ready() -> bool:
         try:
-            wait_until(ready, 30, "egress envoy", envoy)
-            call_through_egress(f"http://127.0.0.1:{port}")
-        finally:
-            envoy.terminate()
-            envoy.wait(timeout=10)
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
+    try:
+        wait_until(ready, 30, "egress envoy", envoy)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        envoy.terminate()
+        envoy.wait(timeout=10)
+
+
+def processor_pod(
+    rendered: Rendered, tmp_path: Path, secrets: dict[str, dict[str, str]] | None = None
+) -> tuple[Pod, dict[str, Any]]:
+    spec = rendered.one("Deployment")["spec"]["template"]["spec"]
+    maps = config_maps(rendered, rendered.one("Deployment")["metadata"]["namespace"])
+    return Pod(spec, tmp_path / "pod", maps, {**SECRETS, **(secrets or {})}), spec
+
+
+def test_an_egress_gateway_with_the_filter_is_served_by_the_processor_pod(
+    render: Callable[..., Rendered], mock_port: int, tmp_path: Path
+) -> None:
+    """Istio's values (the mesh authenticates the callers, so no TLS here): this Envoy,
+    like an egress gateway, sends each provider host to its provider (here the mock)."""
+    values = local_values(yaml.safe_load((MESH / "istio" / "values.yaml").read_text()))
+    pod, spec = processor_pod(render(values), tmp_path)
+    with (
+        pod.run(spec["containers"]),
+        egress_gateway(tmp_path, values["ports"]["grpc"], mock_port) as base,
+    ):
+        call_through_egress(base)
     assert "sk-pod-" not in pod.logs()
+
+
+def test_an_envoy_with_an_allowed_certificate_is_served_by_the_mtls_processor_pod(
+    render: Callable[..., Rendered], mock_port: int, tmp_path: Path
+) -> None:
+    """Envoy Gateway's values: the pod's ext_proc port requires a client certificate for
+    an allowed name. The egress Envoy presents one and is served; clients without one, or
+    with one for another name from the same CA, are refused."""
+    values = local_values(yaml.safe_load((MESH / "envoy-gateway" / "values.yaml").read_text()))
+    (allowed,) = values["processor"]["tls"]["allowedPeers"]
+    name = f"extproc.{NAMESPACE}.svc"
+    ca = trustme.CA()
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    issue_certificate(ca, certs, "service", dns=(name,))
+    issue_certificate(ca, certs, "egress", uris=(allowed,))
+    issue_certificate(ca, certs, "stranger", uris=("spiffe://cluster.local/ns/apps/sa/app",))
+    ca.cert_pem.write_to_path(str(certs / "ca.pem"))
+    secret = {
+        "tls.crt": (certs / "service.pem").read_text(),
+        "tls.key": (certs / "service.key").read_text(),
+        "ca.crt": (certs / "ca.pem").read_text(),
+    }
+    pod, spec = processor_pod(
+        render(values), tmp_path, {values["processor"]["tls"]["secretName"]: secret}
+    )
+    tls = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(certs / "egress.pem")},
+                        "private_key": {"filename": str(certs / "egress.key")},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(certs / "ca.pem")},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": name}}
+                    ],
+                },
+            },
+        },
+    }
+    grpc_port = values["ports"]["grpc"]
+    with pod.run(spec["containers"]), egress_gateway(tmp_path, grpc_port, mock_port, tls) as base:
+        call_through_egress(base)
+        for stem in (None, "stranger"):
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=(certs / "ca.pem").read_bytes(),
+                private_key=(certs / f"{stem}.key").read_bytes() if stem else None,
+                certificate_chain=(certs / f"{stem}.pem").read_bytes() if stem else None,
+            )
+            options = [("grpc.ssl_target_name_override", name)]
+            target = f"127.0.0.1:{grpc_port}"
+            with (
+                grpc.secure_channel(target, credentials, options) as channel,
+                pytest.raises(grpc.RpcError) as refused,
+            ):
+                health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        call_through_egress(base)  # still served
+    logs = pod.logs()
+    assert "sk-pod-" not in logs and "PRIVATE KEY" not in logs
+    assert "grpc_peer_refused" in logs and "spiffe://cluster.local/ns/apps/sa/app" in logs
 
 
 def call_through_egress(base: str) -> None:

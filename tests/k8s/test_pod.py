@@ -28,9 +28,9 @@ from tests.k8s.pod import Pod, image_entrypoint
 from tests.k8s.test_injector import fixture, inject
 
 
-def call_both_sdks(env: dict[str, str]) -> None:
+def call_both_sdks(env: dict[str, str], key: str = "unused") -> None:
     """What an app in the pod does: its SDKs read the base URLs the pod gives them."""
-    chat = openai.OpenAI(base_url=env["OPENAI_BASE_URL"], api_key="unused", max_retries=0)
+    chat = openai.OpenAI(base_url=env["OPENAI_BASE_URL"], api_key=key, max_retries=0)
     raw = chat.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hello from the pod"}]
     )
@@ -40,9 +40,7 @@ def call_both_sdks(env: dict[str, str]) -> None:
         raw.headers["x-mock-authorization-sha256"]
         == hashlib.sha256(b"Bearer sk-pod-openai").hexdigest()
     )
-    messages = anthropic.Anthropic(
-        base_url=env["ANTHROPIC_BASE_URL"], api_key="unused", max_retries=0
-    )
+    messages = anthropic.Anthropic(base_url=env["ANTHROPIC_BASE_URL"], api_key=key, max_retries=0)
     reply = messages.messages.create(
         model="claude-3-5-haiku-latest",
         max_tokens=50,
@@ -86,18 +84,21 @@ def test_injected_sidecars_serve_the_pods_sdks(
 def test_gateway_pod_serves_clients_through_its_service_port(
     render: Callable[..., Rendered], mock_port: int, tmp_path: Path
 ) -> None:
-    values = local_values("gateway", mock_port)
+    # The defaults admit no anonymous caller: a tenant with a gateway key.
+    tenant = {"name": "apps", "api_key_sha256": [hashlib.sha256(b"gw-key-apps").hexdigest()]}
+    values = deep_merge(local_values("gateway", mock_port), {"config": {"tenants": [tenant]}})
     rendered = render(values)
     spec = rendered.one("Deployment")["spec"]["template"]["spec"]
     pod = Pod(spec, tmp_path, config_maps(rendered, NAMESPACE), SECRETS)
     with pod.run(spec["containers"]):
         port = values["ports"]["http"]
-        call_both_sdks(
-            {
-                "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
-                "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
-            }
-        )
+        env = {
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+        }
+        with pytest.raises(openai.AuthenticationError):
+            call_both_sdks(env)
+        call_both_sdks(env, key="gw-key-apps")
         # The preStop hook, as the kubelet would run it in the Envoy container.
         hook = spec["containers"][1]["lifecycle"]["preStop"]["exec"]["command"]
         drained = subprocess.run(

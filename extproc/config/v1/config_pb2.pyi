@@ -428,6 +428,8 @@ class Service(_message.Message):
     EXTERNAL_ENVOY_FIELD_NUMBER: _builtins.int
     CONFIG_CHECK_INTERVAL_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
+    GRPC_TLS_FIELD_NUMBER: _builtins.int
+    UNAUTHENTICATED_GRPC_FIELD_NUMBER: _builtins.int
     grpc_address: _builtins.str
     """Where the ext_proc gRPC server listens: "unix:///path/to.sock" or "host:port".
     Default "127.0.0.1:50051".
@@ -459,6 +461,11 @@ class Service(_message.Message):
     Redis store (each process would keep its own books); the response cache stays per
     process unless it is Redis. Default 1.
     """
+    unauthenticated_grpc: _builtins.bool
+    """A grpc_address that is neither loopback (127.0.0.0/8, ::1, localhost) nor a Unix
+    socket needs grpc_tls, unless this says that something else authenticates its callers
+    (a mesh's mutual TLS and authorization policy). Default false.
+    """
     @_builtins.property
     def message_timeout(self) -> _duration_pb2.Duration:
         """How long Envoy waits for each reply from the service. Envoy's own default (200ms)
@@ -476,6 +483,12 @@ class Service(_message.Message):
         once). Default 5s; "0s" checks on SIGHUP only.
         """
 
+    @_builtins.property
+    def grpc_tls(self) -> Global___GrpcTls:
+        """TLS with client certificates on grpc_address (every worker's): the ext_proc replies
+        carry provider keys, so only the listed peers may open a stream. TCP addresses only.
+        """
+
     def __init__(
         self,
         *,
@@ -488,14 +501,98 @@ class Service(_message.Message):
         external_envoy: _builtins.bool = ...,
         config_check_interval: _duration_pb2.Duration | None = ...,
         workers: _builtins.int = ...,
+        grpc_tls: Global___GrpcTls | None = ...,
+        unauthenticated_grpc: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config_check_interval", b"config_check_interval", "message_timeout", b"message_timeout", "shutdown_grace", b"shutdown_grace"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config_check_interval", b"config_check_interval", "grpc_tls", b"grpc_tls", "message_timeout", b"message_timeout", "shutdown_grace", b"shutdown_grace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_check_interval", b"config_check_interval", "external_envoy", b"external_envoy", "failure_mode_allow", b"failure_mode_allow", "grpc_address", b"grpc_address", "health_address", b"health_address", "message_timeout", b"message_timeout", "metrics_address", b"metrics_address", "shutdown_grace", b"shutdown_grace", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_check_interval", b"config_check_interval", "external_envoy", b"external_envoy", "failure_mode_allow", b"failure_mode_allow", "grpc_address", b"grpc_address", "grpc_tls", b"grpc_tls", "health_address", b"health_address", "message_timeout", b"message_timeout", "metrics_address", b"metrics_address", "shutdown_grace", b"shutdown_grace", "unauthenticated_grpc", b"unauthenticated_grpc", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Service: _TypeAlias = Service  # noqa: Y015
+
+@_typing.final
+class GrpcTls(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERT_FILE_FIELD_NUMBER: _builtins.int
+    KEY_FILE_FIELD_NUMBER: _builtins.int
+    CLIENT_CA_FILE_FIELD_NUMBER: _builtins.int
+    ALLOWED_PEERS_FIELD_NUMBER: _builtins.int
+    ENVOY_CLIENT_FIELD_NUMBER: _builtins.int
+    cert_file: _builtins.str
+    """PEM certificate chain and private key the service presents (paths relative to the
+    config file, like every path in it). Read again for new connections when they change.
+    """
+    key_file: _builtins.str
+    client_ca_file: _builtins.str
+    """PEM bundle of the CAs whose certificates callers must present."""
+    @_builtins.property
+    def allowed_peers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Identities allowed to call, matched exactly against the caller certificate's subject
+        alternative names: URIs (a SPIFFE id "spiffe://cluster.local/ns/istio-system/sa/
+        istio-egressgateway-service-account") or DNS names. A certificate the CA signed for
+        anyone else is refused after the handshake.
+        """
+
+    @_builtins.property
+    def envoy_client(self) -> Global___GrpcTlsClient:
+        """What the Envoy rendered from this config presents to the service and expects of it.
+        Required unless service.external_envoy (that Envoy is configured elsewhere).
+        """
+
+    def __init__(
+        self,
+        *,
+        cert_file: _builtins.str = ...,
+        key_file: _builtins.str = ...,
+        client_ca_file: _builtins.str = ...,
+        allowed_peers: _abc.Iterable[_builtins.str] | None = ...,
+        envoy_client: Global___GrpcTlsClient | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envoy_client", b"envoy_client"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_peers", b"allowed_peers", "cert_file", b"cert_file", "client_ca_file", b"client_ca_file", "envoy_client", b"envoy_client", "key_file", b"key_file"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrpcTls: _TypeAlias = GrpcTls  # noqa: Y015
+
+@_typing.final
+class GrpcTlsClient(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERT_FILE_FIELD_NUMBER: _builtins.int
+    KEY_FILE_FIELD_NUMBER: _builtins.int
+    CA_FILE_FIELD_NUMBER: _builtins.int
+    SERVER_NAME_FIELD_NUMBER: _builtins.int
+    cert_file: _builtins.str
+    """PEM certificate chain and private key Envoy presents; one of allowed_peers must be
+    among its subject alternative names.
+    """
+    key_file: _builtins.str
+    ca_file: _builtins.str
+    """PEM bundle of the CAs trusted for the service's certificate."""
+    server_name: _builtins.str
+    """The name the service's certificate must carry: a DNS name (also sent as SNI), an IP
+    address or a URI (a SPIFFE id). Default: grpc_address's host.
+    """
+    def __init__(
+        self,
+        *,
+        cert_file: _builtins.str = ...,
+        key_file: _builtins.str = ...,
+        ca_file: _builtins.str = ...,
+        server_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_file", b"ca_file", "cert_file", b"cert_file", "key_file", b"key_file", "server_name", b"server_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrpcTlsClient: _TypeAlias = GrpcTlsClient  # noqa: Y015
 
 @_typing.final
 class Admin(_message.Message):

@@ -61,6 +61,17 @@ probes and Service agree on. Pass (dict "root" $ "listen" "0.0.0.0").
 }}
 {{- if eq .root.Values.mode "processor" }}
 {{- $_ := set $fixed.service "external_envoy" true }}
+{{- if eq .root.Values.processor.authentication "mtls" }}
+{{- $dir := include "extproc.grpcTlsPath" . }}
+{{- $_ := set $fixed.service "grpc_tls" (dict
+  "cert_file" (printf "%s/tls.crt" $dir)
+  "key_file" (printf "%s/tls.key" $dir)
+  "client_ca_file" (printf "%s/ca.crt" $dir)
+  "allowed_peers" .root.Values.processor.tls.allowedPeers) }}
+{{- else }}
+{{- /* mesh or insecure-none, said explicitly (checked by extproc.checkProcessor) */}}
+{{- $_ := set $fixed.service "unauthenticated_grpc" true }}
+{{- end }}
 {{- end }}
 {{- toYaml (mergeOverwrite (deepCopy .root.Values.config) $fixed) }}
 {{- end }}
@@ -89,4 +100,26 @@ env:
 {{/* A gateway pod's preStop: fail Envoy's readiness, drain it, wait for its requests. */}}
 {{- define "extproc.drainCommand" -}}
 ["extproc", "drain", "--admin", "http://127.0.0.1:{{ .Values.ports.admin }}", "--timeout", "{{ .Values.gateway.drainSeconds }}"]
+{{- end }}
+
+{{/* Where processor mode mounts the ext_proc port's TLS Secret. */}}
+{{- define "extproc.grpcTlsPath" -}}
+/etc/extproc-grpc-tls
+{{- end }}
+
+{{/* Processor mode only with its callers authenticated, or explicitly not. */}}
+{{- define "extproc.checkProcessor" -}}
+{{- $auth := .Values.processor.authentication }}
+{{- if not $auth }}
+{{- fail "processor mode: set processor.authentication: mtls (client certificates, processor.tls), mesh (the mesh's mutual TLS and authorization policy) or insecure-none (any pod networkPolicy admits can read the provider keys)" }}
+{{- end }}
+{{- if and (eq $auth "mtls") (or (not .Values.processor.tls.secretName) (not .Values.processor.tls.allowedPeers)) }}
+{{- fail "processor.authentication mtls needs processor.tls.secretName and processor.tls.allowedPeers" }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the NetworkPolicy is rendered: networkPolicy.enabled, or by mode when null. */}}
+{{- define "extproc.networkPolicyEnabled" -}}
+{{- $enabled := .Values.networkPolicy.enabled }}
+{{- if kindIs "invalid" $enabled }}{{ ternary "true" "" (ne .Values.mode "sidecar") }}{{ else }}{{ ternary "true" "" $enabled }}{{ end }}
 {{- end }}

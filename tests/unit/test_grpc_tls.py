@@ -1,0 +1,336 @@
+"""The ext_proc port's client authentication: the config rules (a port other hosts can
+reach authenticates its callers), the allow-list of peers, and certificate rotation."""
+
+from __future__ import annotations
+
+import ssl
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from structlog.testing import capture_logs
+
+from extproc.cli import main
+from extproc.config import ConfigError, load_text
+from extproc.config.runtime import Runtime
+from extproc.grpc_tls import ServerTls
+from extproc.render import render, render_yaml
+from extproc.stack import validate_envoy_config
+from tests.helpers import BASE_CONFIG, issue_certificate, runtime
+
+MINIMAL = """
+backends: [{name: b, url: "http://127.0.0.1:9/v1"}]
+models: [{name: m, routes: [{backend: b}]}]
+"""
+ENVOY_ID = "spiffe://test/ns/gw/sa/envoy"
+TLS = """
+service:
+  grpc_address: "{address}"
+  grpc_tls:
+    cert_file: service.pem
+    key_file: service.key
+    client_ca_file: client-ca.pem
+    allowed_peers: ["{envoy_id}", Egress.Example]
+    envoy_client: {{cert_file: envoy.pem, key_file: envoy.key, ca_file: service-ca.pem}}
+"""
+
+
+@pytest.fixture(scope="module")
+def cas() -> tuple[trustme.CA, trustme.CA]:
+    """The CA of the service's certificate, and the CA of its callers'."""
+    return trustme.CA(), trustme.CA()
+
+
+@pytest.fixture
+def certs(tmp_path: Path, cas: tuple[trustme.CA, trustme.CA]) -> Path:
+    service_ca, client_ca = cas
+    issue_certificate(service_ca, tmp_path, "service", dns=("extproc.test",), ips=("127.0.0.1",))
+    issue_certificate(client_ca, tmp_path, "envoy", uris=(ENVOY_ID,))
+    service_ca.cert_pem.write_to_path(str(tmp_path / "service-ca.pem"))
+    client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.pem"))
+    return tmp_path
+
+
+def load(text: str, base_dir: Path | None = None) -> Runtime:
+    return load_text(textwrap.dedent(text) + MINIMAL, base_dir=base_dir)
+
+
+def problems(text: str, base_dir: Path | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(text, base_dir)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    "address", ["0.0.0.0:50051", "[::]:50051", "10.1.2.3:50051", "extproc.svc:50051"]
+)
+def test_a_port_other_hosts_reach_needs_client_authentication(address: str) -> None:
+    (problem,) = problems(f"service: {{grpc_address: '{address}'}}")
+    assert problem.startswith(f'service.grpc_address: "{address}" is reachable from other hosts')
+    assert "service.grpc_tls" in problem and "service.unauthenticated_grpc: true" in problem
+    # Saying so explicitly is the way out (a mesh authenticates the callers).
+    load(f"service: {{grpc_address: '{address}', unauthenticated_grpc: true}}")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1:50051",
+        "127.9.8.7:50051",
+        "[::1]:50051",
+        "localhost:50051",
+        "unix:///run/extproc/x.sock",
+    ],
+)
+def test_loopback_and_unix_sockets_need_no_client_authentication(address: str) -> None:
+    load(f"service: {{grpc_address: '{address}'}}")
+
+
+def test_check_config_prints_the_refusal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "open.yaml"
+    config.write_text("service: {grpc_address: '0.0.0.0:50051'}\n" + MINIMAL)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check-config", "--skip-secrets", str(config)])
+    assert exit_info.value.code == 1
+    assert 'service.grpc_address: "0.0.0.0:50051" is reachable' in capsys.readouterr().err
+
+
+def test_tls_paths_resolve_against_the_config_and_the_name_defaults_to_the_host(
+    certs: Path,
+) -> None:
+    tls = load(
+        TLS.format(address="0.0.0.0:50051", envoy_id=ENVOY_ID).replace(
+            "ca_file: service-ca.pem}", "ca_file: service-ca.pem, server_name: extproc.test}"
+        ),
+        certs,
+    ).source.service.grpc_tls
+    assert tls.cert_file == str(certs / "service.pem")
+    assert tls.client_ca_file == str(certs / "client-ca.pem")
+    assert tls.envoy_client.key_file == str(certs / "envoy.key")
+    assert tls.envoy_client.server_name == "extproc.test"
+    default = load(TLS.format(address="[::1]:50051", envoy_id=ENVOY_ID), certs)
+    assert default.source.service.grpc_tls.envoy_client.server_name == "::1"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("cert_file: service.pem", "cert_file: gone.pem"), 'grpc_tls.cert_file: file "gone.pem"'),
+        (("    key_file: service.key\n", ""), "service.grpc_tls.key_file: required"),
+        (
+            ('allowed_peers: ["{envoy_id}", Egress.Example]', "allowed_peers: []"),
+            "service.grpc_tls.allowed_peers: required",
+        ),
+        (
+            ("Egress.Example", "'not a name'"),
+            'service.grpc_tls.allowed_peers[1]: "not a name" is neither',
+        ),
+        (("Egress.Example", "10.0.0.1"), 'allowed_peers[1]: "10.0.0.1" is neither'),
+        (
+            (
+                "    envoy_client: {{cert_file: envoy.pem, key_file: envoy.key, ca_file: service-ca.pem}}\n",
+                "",
+            ),
+            "service.grpc_tls.envoy_client: required",
+        ),
+        (
+            ("ca_file: service-ca.pem", "ca_file: ''"),
+            "service.grpc_tls.envoy_client.ca_file: required",
+        ),
+        (
+            ('"{address}"', "0.0.0.0:50051"),
+            'envoy_client.server_name: required: grpc_address\'s host "0.0.0.0"',
+        ),
+        (
+            ('"{address}"', "unix:///run/x.sock"),
+            "service.grpc_tls: only for a TCP grpc_address",
+        ),
+        (
+            ("  grpc_tls:\n", "  unauthenticated_grpc: true\n  grpc_tls:\n"),
+            "service.unauthenticated_grpc: grpc_tls authenticates callers; set only one",
+        ),
+    ],
+    ids=[
+        "missing-file",
+        "no-key",
+        "no-peers",
+        "bad-peer",
+        "ip-peer",
+        "no-envoy-client",
+        "no-envoy-ca",
+        "unspecified-host",
+        "unix-socket",
+        "both",
+    ],
+)
+def test_tls_problems_name_their_field(certs: Path, change: tuple[str, str], expected: str) -> None:
+    template = TLS.replace(*change)
+    found = problems(template.format(address="127.0.0.1:50051", envoy_id=ENVOY_ID), certs)
+    assert any(expected in p for p in found), found
+
+
+def test_unusable_tls_files_are_named_without_their_contents(certs: Path) -> None:
+    text = TLS.format(address="127.0.0.1:50051", envoy_id=ENVOY_ID)
+    # A key of another certificate, and a "CA bundle" that is a private key.
+    found = problems(
+        text.replace("key_file: service.key", "key_file: envoy.key").replace(
+            "client_ca_file: client-ca.pem", "client_ca_file: service.key"
+        ),
+        certs,
+    )
+    assert [p.split(":")[0] for p in found] == [
+        "service.grpc_tls.key_file",
+        "service.grpc_tls.client_ca_file",
+    ]
+    assert "not a key for cert_file's certificate" in found[0]
+    assert not any("BEGIN" in p or "PRIVATE" in p for p in found)
+    # check-config --skip-secrets reads no key.
+    load_text(
+        textwrap.dedent(text.replace("key_file: service.key", "key_file: envoy.key")) + MINIMAL,
+        base_dir=certs,
+        resolve_secrets=False,
+    )
+
+
+def test_an_envoy_configured_elsewhere_needs_no_envoy_client(certs: Path) -> None:
+    text = TLS.format(address="0.0.0.0:50051", envoy_id=ENVOY_ID).replace(
+        "    envoy_client: {cert_file: envoy.pem, key_file: envoy.key, ca_file: service-ca.pem}\n",
+        "  external_envoy: true\n",
+    )
+    assert not load(text, certs).source.service.grpc_tls.HasField("envoy_client")
+
+
+# -- the service's side ----------------------------------------------------------------
+
+
+class Transport:
+    """What admit reads of a connection: its peer's certificate and address."""
+
+    def __init__(self, names: tuple[tuple[str, str], ...]) -> None:
+        self.extra = {"peercert": {"subjectAltName": names}, "peername": ("10.0.0.7", 41000)}
+
+    def get_extra_info(self, name: str) -> Any:
+        return self.extra[name]
+
+
+def server_tls(certs: Path) -> ServerTls:
+    return ServerTls(
+        load(TLS.format(address="127.0.0.1:1", envoy_id=ENVOY_ID), certs).source.service.grpc_tls
+    )
+
+
+def test_allowed_peers_match_uri_sans_exactly_and_dns_sans_in_any_case(certs: Path) -> None:
+    tls = server_tls(certs)
+    assert tls.admit(Transport((("DNS", "x.test"), ("URI", ENVOY_ID))))
+    assert tls.admit(Transport((("DNS", "egress.example"),)))
+    with capture_logs() as logs:
+        assert not tls.admit(Transport((("URI", ENVOY_ID.upper()),)))
+        assert not tls.admit(Transport((("URI", ENVOY_ID + "/more"), ("DNS", "x" * 300))))
+        # A DNS name in a URI SAN, or an identity only in the subject, is not a match.
+        assert not tls.admit(Transport((("URI", "egress.example"), ("email", ENVOY_ID))))
+    assert [entry["event"] for entry in logs] == ["grpc_peer_refused"] * 3
+    assert logs[1]["presented"] == [f"URI:{ENVOY_ID}/more", "DNS:" + "x" * 256]
+    assert logs[1]["peer"] == "('10.0.0.7', 41000)"
+    assert logs[2]["presented"] == ["URI:egress.example"]
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> bytes:
+    """A TLS handshake over memory buffers; the DER certificate the server presented."""
+    server_in, server_out, client_in, client_out = (ssl.MemoryBIO() for _ in range(4))
+    server_side = server.wrap_bio(server_in, server_out, server_side=True)
+    client_side = client.wrap_bio(client_in, client_out, server_hostname="127.0.0.1")
+    done = {"client": False, "server": False}
+    for _ in range(10):
+        for name, side in (("client", client_side), ("server", server_side)):
+            if not done[name]:
+                try:
+                    side.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+        if all(done.values()):
+            break
+    assert all(done.values())
+    presented = client_side.getpeercert(binary_form=True)
+    assert presented is not None
+    return presented
+
+
+def test_rotated_certificate_files_serve_new_handshakes(
+    certs: Path, cas: tuple[trustme.CA, trustme.CA]
+) -> None:
+    service_ca, _ = cas
+    tls = server_tls(certs)
+    client = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
+    client.load_cert_chain(certs / "envoy.pem", certs / "envoy.key")
+    first = handshake(tls.context, client)
+    assert handshake(tls.context, client) == first
+    # A rotation half done (the certificate replaced, its key not yet): the old pair stays.
+    issue_certificate(service_ca, certs, "next", ips=("127.0.0.1",))
+    (certs / "service.pem").write_bytes((certs / "next.pem").read_bytes())
+    with capture_logs() as logs:
+        assert handshake(tls.context, client) == first
+    assert [entry["event"] for entry in logs] == ["grpc_tls_reload_failed"]
+    assert "BEGIN" not in logs[0]["error"]
+    (certs / "service.key").write_bytes((certs / "next.key").read_bytes())
+    with capture_logs() as logs:
+        rotated = handshake(tls.context, client)
+    assert rotated != first and rotated == ssl.PEM_cert_to_DER_cert(
+        (certs / "next.pem").read_text()
+    )
+    assert [entry["event"] for entry in logs] == ["grpc_tls_reloaded"]
+    # The rotated context still asks for a client certificate from the configured CA.
+    anonymous = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
+    with pytest.raises(ssl.SSLError):
+        handshake(tls.context, anonymous)
+
+
+# -- Envoy's side ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("server_name", "san_type"),
+    [("", "IP_ADDRESS"), ("extproc.test", "DNS"), ("spiffe://test/ns/x/sa/extproc", "URI")],
+)
+def test_the_rendered_envoy_presents_its_certificate_and_checks_the_services(
+    certs: Path, tmp_path: Path, server_name: str, san_type: str
+) -> None:
+    text = TLS.format(address="127.0.0.1:50051", envoy_id=ENVOY_ID)
+    if server_name:
+        text = text.replace(
+            "ca_file: service-ca.pem}", f"ca_file: service-ca.pem, server_name: '{server_name}'}}"
+        )
+    config = runtime(BASE_CONFIG + textwrap.dedent(text), base_dir=certs, resolve_secrets=False)
+    bootstrap = render(config)
+    (cluster,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "extproc"]
+    context = cluster["transport_socket"]["typed_config"]
+    common = context["common_tls_context"]
+    assert common["alpn_protocols"] == ["h2"]
+    assert common["tls_certificates"] == [
+        {
+            "certificate_chain": {"filename": str(certs / "envoy.pem")},
+            "private_key": {"filename": str(certs / "envoy.key")},
+        }
+    ]
+    validation = common["validation_context"]
+    assert validation["trusted_ca"] == {"filename": str(certs / "service-ca.pem")}
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": san_type, "matcher": {"exact": server_name or "127.0.0.1"}}
+    ]
+    assert context.get("sni") == (server_name if san_type == "DNS" else None)
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render_yaml(config))
+    result = validate_envoy_config(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_plaintext_service_gets_a_plaintext_cluster() -> None:
+    bootstrap = render(runtime())
+    (cluster,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "extproc"]
+    assert "transport_socket" not in cluster
