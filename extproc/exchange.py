@@ -26,6 +26,7 @@ from extproc.capture import Sampler, truncated
 from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Backend, Runtime, Schema, Tenant
 from extproc.decisions import Continue, Decision, Lookup, Reply, Reserve
+from extproc.digits import strict_int
 from extproc.drift import DriftMonitor
 from extproc.identity import identify
 from extproc.policy.engine import (
@@ -168,7 +169,7 @@ def _host_of(authority: str) -> str:
     if authority.startswith("["):
         return authority[1 : authority.find("]")]
     host, sep, port = authority.rpartition(":")
-    return host if sep and port.isdigit() else authority
+    return host if sep and strict_int(port, 65535) is not None else authority
 
 
 class Exchange:
@@ -268,8 +269,8 @@ class Exchange:
             if names.ANTHROPIC_VERSION_HEADER in headers:
                 self.api = Schema.ANTHROPIC  # the Anthropic SDK: its list format, its errors
             return self.models_reply(identity)
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.runtime.max_request_bytes:
+        length = strict_int(headers.get("content-length", ""))
+        if length is not None and length > self.runtime.max_request_bytes:
             return self.too_large()
         if end_of_stream:
             return self.error(
@@ -625,17 +626,16 @@ class Exchange:
     # -- response headers -----------------------------------------------------------
 
     def response_headers(self, headers: Mapping[str, str]) -> Continue:
-        status = headers.get(":status", "0")
-        self.status = int(status) if status.isdigit() else 0
+        self.status = strict_int(headers.get(":status", ""), 999) or 0
         # Envoy reports the attempt count for the service, not for the client.
         decision = Continue(remove_headers=[names.ATTEMPT_HEADER])
         routed = self.routed
         if routed is None:
             return decision
         if routed.route.has_fallbacks:
-            attempt = headers.get(names.ATTEMPT_HEADER, "1")
-            if attempt.isdigit() and 1 <= int(attempt) <= len(routed.route.attempts):
-                self.attempt = int(attempt)
+            attempt = strict_int(headers.get(names.ATTEMPT_HEADER, "1"))
+            if attempt is not None and 1 <= attempt <= len(routed.route.attempts):
+                self.attempt = attempt
             schema = routed.route.attempts[self.attempt - 1].backend.schema
             if self.mixed_schemas and self.endpoint is not None and schema is not self.api:
                 self.translation = Translation(self.endpoint.api, schema)

@@ -34,6 +34,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from extproc.digits import strict_int
+
 _WORD = re.compile(r"\S+\s*")
 
 
@@ -202,12 +204,12 @@ class MockProvider:
             return web.json_response(self.served)
         self.requests += 1
         schema = "anthropic" if path.endswith("/messages") else "openai"
-        delay = request.headers.get("x-mock-delay-ms")
-        if delay and delay.isdigit():
-            await asyncio.sleep(int(delay) / 1000)
-        status = request.headers.get("x-mock-status")
-        if status and status.isdigit() and int(status) >= 400:
-            response = _error(schema, int(status), f"mock failure {status}")
+        delay = strict_int(request.headers.get("x-mock-delay-ms", ""))
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        status = strict_int(request.headers.get("x-mock-status", ""), 999)
+        if status is not None and status >= 400:
+            response = _error(schema, status, f"mock failure {status}")
             response.headers.update(_echo_headers(request))
             return response
         if request.method == "GET" and path.endswith("/models"):
@@ -225,8 +227,7 @@ class MockProvider:
             return _error(schema, 400, "invalid JSON")
         if not isinstance(body, dict):
             return _error(schema, 400, "body must be an object")
-        cut = request.headers.get("x-mock-cut-after")
-        cut_after = int(cut) if cut and cut.isdigit() else None
+        cut_after = strict_int(request.headers.get("x-mock-cut-after", ""))
         if path.endswith("/chat/completions"):
             return await self.chat(request, body, cut_after)
         if path.endswith("/messages"):
@@ -470,8 +471,7 @@ class MockProvider:
             }
         )
         await response.prepare(request)
-        pause = request.headers.get("x-mock-chunk-delay-ms", "")
-        pause_s = int(pause) / 1000 if pause.isdigit() else 0.0
+        pause_s = (strict_int(request.headers.get("x-mock-chunk-delay-ms", "")) or 0) / 1000
         for number, event in enumerate(events):
             if pause_s and number:
                 await asyncio.sleep(pause_s)

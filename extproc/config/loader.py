@@ -16,6 +16,7 @@ from extproc.config import accounting
 from extproc.config import runtime as rt
 from extproc.config.schema import NAME, fill
 from extproc.config.v1 import config_pb2 as pb
+from extproc.digits import strict_int
 from extproc.glob import Glob
 from extproc.policy.compile import compile_policy
 from extproc.policy.rules import Policy
@@ -205,7 +206,7 @@ def parse_grpc_address(address: str) -> str | None:
             else "unix socket path must be absolute"
         )
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not strict_int(port, 65535):
         return 'expected "unix:///path" or "host:port"'
     return None
 
@@ -523,7 +524,7 @@ class _Checker:
                 ok = False
         for position, condition in enumerate(model.retry_on):
             if condition not in RETRY_CONDITIONS and not (
-                condition.isdigit() and 400 <= int(condition) <= 599
+                400 <= (strict_int(condition) or 0) <= 599
             ):
                 choices = ", ".join(sorted(RETRY_CONDITIONS))
                 self.problem(
