@@ -84,9 +84,11 @@ class ConfigError(Exception):
 
 def load_file(path: str | Path, *, resolve_secrets: bool = True) -> rt.Runtime:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     return load_text(text, base_dir=Path(path).resolve().parent, resolve_secrets=resolve_secrets)
 
 
@@ -489,9 +491,12 @@ class _Checker:
                 return header, None
         else:
             try:
-                value = self.path_of(credential.file).read_text().strip()
+                value = self.path_of(credential.file).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 self.problem(f"{path}.file", f'cannot read "{credential.file}": {exc.strerror}')
+                return header, None
+            except UnicodeDecodeError:
+                self.problem(f"{path}.file", f'"{credential.file}" is not UTF-8 text')
                 return header, None
             if not value:
                 self.problem(f"{path}.file", f'"{credential.file}" is empty')
