@@ -153,6 +153,7 @@ class Processor:
                 capture.max_file_bytes,
                 capture.max_files,
             )
+        self.capture_failing: str | None = None  # the cause of the last write's failure
         # Budget settlements and cache writes still in flight (they outlive their streams).
         self.settling: set[asyncio.Task[None]] = set()
 
@@ -202,10 +203,6 @@ class Processor:
         if failed:
             record["status"] = 500
             record["error"] = "internal_error"
-        if self.sink is not None:
-            captured = exchange.capture_record(record, self.runtime.source.capture.max_body_bytes)
-            if captured is not None:
-                self.sink.write(captured)
         if self.drift is not None and (sample := exchange.drift_sample()) is not None:
             for change in self.drift.observe(*sample):
                 self.metrics.schema_drift.labels(
@@ -236,6 +233,24 @@ class Processor:
                 request_id=exchange.request_id,
                 fields=exchange.dropped_fields,
             )
+        if self.sink is not None:
+            captured = exchange.capture_record(record, self.runtime.source.capture.max_body_bytes)
+            if captured is not None:
+                self._capture(self.sink, captured)
+
+    def _capture(self, sink: Sink, record: dict[str, Any]) -> None:
+        """Write a captured exchange; a failure is counted, and logged when its cause
+        changes (not once per exchange while a disk stays full)."""
+        cause = sink.write(record)
+        if cause is not None:
+            self.metrics.capture_errors.labels(cause).inc()
+        if cause == self.capture_failing:
+            return
+        if cause is not None:
+            log.error("capture_failed", cause=cause, path=str(sink.path))
+        else:
+            log.info("capture_recovered", path=str(sink.path))
+        self.capture_failing = cause
 
     def _exchange_reply(
         self, exchange: Exchange, kind: str, message: ext.ProcessingRequest
