@@ -676,9 +676,9 @@ class Exchange:
             self.reader.emit_usage = self.client_include_usage
             if self.cache_key is not None and self.cache_write and stream_policy is None:
                 self.reader.collected = []
-            if stream_policy is not None or self.strip_usage or stream is not None:
-                # Chunks change size as they pass; the length is no longer known.
-                decision.remove_headers.append("content-length")
+            # Chunks change size as they pass, and a stream cut short gets an end of its
+            # own: the length is no longer known.
+            decision.remove_headers.append("content-length")
         elif media == "application/json":
             json_policy = json_filter(*policy_args) if checked else None
             self.reader = JsonReader(meter, json_policy, translation)
@@ -742,7 +742,8 @@ class Exchange:
         if value is not None and len(value) > self.runtime.source.cache.max_entry_bytes:
             self.cache_value = None  # too large to store
         if end_of_stream:
-            self.response_complete = True
+            # A stream whose body ended without its final event is no complete answer.
+            self.response_complete = self.meter is None or self.meter.complete
             self.settle_usage()
             decision.metadata = self.usage_metadata()
         return decision

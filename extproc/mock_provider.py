@@ -11,6 +11,7 @@ With tools offered and a user's question last, the reply calls the first tool wi
 {"text": <the question>}; after a tool result, the reply echoes "tool result: ...".
   x-mock-cut-after: 3     streams: send 3 events, pause, close the connection (no final event);
                           JSON: close the connection without answering
+  x-mock-end-after: 3     streams: send 3 events and end the response (no final event)
   x-mock-tag: soak        GET /mock/stats counts chat and messages answers served in full
                           by tag: [answers, prompt tokens, completion tokens]
 Response headers report what arrived, so tests can see what the gateway sent upstream:
@@ -472,6 +473,8 @@ class MockProvider:
         )
         await response.prepare(request)
         pause_s = (strict_int(request.headers.get("x-mock-chunk-delay-ms", "")) or 0) / 1000
+        # Ends the response after this many events, cleanly, without the final event.
+        end_after = strict_int(request.headers.get("x-mock-end-after", ""))
         for number, event in enumerate(events):
             if pause_s and number:
                 await asyncio.sleep(pause_s)
@@ -481,6 +484,9 @@ class MockProvider:
                 await asyncio.sleep(0.2)
                 if request.transport is not None:
                     request.transport.close()
+                return response
+            if end_after is not None and number >= end_after:
+                await response.write_eof()
                 return response
             try:
                 await response.write(event)

@@ -149,6 +149,11 @@ async def test_failure_knobs(mock: tuple[ClientSession, str]) -> None:
     ) as reply:
         with pytest.raises(ClientPayloadError):
             await reply.read()
+    async with session.post(
+        f"{url}/v1/chat/completions", json=request, headers={"x-mock-end-after": "2"}
+    ) as reply:
+        events = sse_events(await reply.read())  # a whole response, without the final event
+    assert len(events) == 2 and all(data != b"[DONE]" for _, data in events)
 
 
 @pytest.mark.parametrize("value", ["²", "١٢", "+5", "5_0"])
