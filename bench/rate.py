@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import uvloop
 
+from extproc.digits import strict_int
+
 MAX_HEAD = 64 * 1024
 
 
@@ -59,9 +61,10 @@ class _Response:
             lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
             del buffer[: end + 4]
             parts = lines[0].split(" ", 2)
-            if len(parts) < 2 or not parts[1].isdigit():
+            status = strict_int(parts[1], 999) if len(parts) > 1 else None
+            if status is None:
                 raise ResponseError(f"bad status line {lines[0]!r}")
-            self.status = int(parts[1])
+            self.status = status
             headers = {}
             for line in lines[1:]:
                 name, _, value = line.partition(":")

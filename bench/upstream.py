@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from extproc.digits import strict_int
 from extproc.mock_provider import MockProvider
 
 # The request headers that change the mock's answer (its x-mock-* switches; gzip).
@@ -95,9 +96,9 @@ class Replay(asyncio.Protocol):
                 # Asked of the mock; the requests behind this one wait for its answer.
                 self.pending = asyncio.ensure_future(self.ask(key, method, path, headers, body))
                 return
-            pause = headers.get("x-mock-chunk-delay-ms", "")
-            if pause.isdigit() and int(pause) and len(answer.writes) > 1:
-                self.pending = asyncio.ensure_future(self.paced(answer, int(pause) / 1000))
+            pause = strict_int(headers.get("x-mock-chunk-delay-ms", ""))
+            if pause and len(answer.writes) > 1:
+                self.pending = asyncio.ensure_future(self.paced(answer, pause / 1000))
                 return
             self.write(answer)
 

@@ -17,6 +17,7 @@ import orjson
 from extproc import names
 from extproc.config.runtime import Route, Runtime, Schema, Target
 from extproc.decisions import Continue, Decision
+from extproc.digits import strict_int
 from extproc.translate.common import Untranslatable
 from extproc.translate.pair import Translation
 
@@ -32,7 +33,7 @@ def _header_names(target: Target) -> set[str]:
 def attempt_index(route: Route, attempt_header: str | None, host_backend: str | None) -> int:
     """Which of the route's attempts this is: the chosen host says which backend, the
     attempt count tells apart a backend that appears twice in the chain."""
-    counted = int(attempt_header) - 1 if attempt_header and attempt_header.isdigit() else 0
+    counted = (strict_int(attempt_header or "") or 1) - 1
     counted = min(max(counted, 0), len(route.attempts) - 1)
     if host_backend is None or route.attempts[counted].backend.name == host_backend:
         return counted

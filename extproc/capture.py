@@ -8,11 +8,14 @@ key nor the provider's can be.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
@@ -60,39 +63,68 @@ class Sampler:
 class Sink:
     """Appends lines to `path`; past `max_bytes` the file is rotated to path.1 (path.1 to
     path.2, ...), keeping `max_files` rotated files. Disk use is bounded by
-    (max_files + 1) x max_bytes."""
+    (max_files + 1) x max_bytes.
+
+    A line that cannot be written (disk full, a file size limit, a rotation that fails)
+    is dropped whole: the file is cut back to where the line began and the current file
+    stays open, so the next line tries again and never lands past the bound."""
 
     def __init__(self, path: str | Path, max_bytes: int, max_files: int) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.max_files = max_files
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes] = self.path.open("ab")
+        self._file = self._open()
         self._size = self._file.tell()
+        self._moved = False  # the file was rotated away; its successor is not open yet
 
-    def write(self, record: dict[str, Any]) -> None:
+    def _open(self) -> io.FileIO:
+        # Unbuffered: a failed write leaves no bytes behind to be flushed later.
+        return io.FileIO(self.path, "ab")
+
+    def write(self, record: dict[str, Any]) -> str | None:
+        """Append one record; the cause (an errno name) when it could not be."""
         line = orjson.dumps(record, default=str) + b"\n"
-        if self._size and self._size + len(line) > self.max_bytes:
-            self._rotate()
-        self._file.write(line)
-        self._file.flush()
+        try:
+            if self._size and self._size + len(line) > self.max_bytes:
+                self._rotate()
+            self._append(line)
+        except OSError as error:
+            return errno.errorcode.get(error.errno or 0, type(error).__name__)
+        return None
+
+    def _append(self, line: bytes) -> None:
+        view = memoryview(line)
+        try:
+            while view:
+                view = view[self._file.write(view) or 0 :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._file.truncate(self._size)  # no partial line stays behind
+            raise
         self._size += len(line)
 
     def _rotate(self) -> None:
+        # The renames come first, with the current file still open: when one fails, the
+        # next line tries again from there, and nothing is written past the bound.
+        if not self._moved:
+            for number in range(self.max_files, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{number}")
+                if number == self.max_files:
+                    older.unlink(missing_ok=True)
+                    continue
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
+            if self.max_files:
+                os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+            else:
+                self.path.unlink(missing_ok=True)
+            self._moved = True
+        fresh = self._open()
         self._file.close()
-        for number in range(self.max_files, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{number}")
-            if number == self.max_files:
-                older.unlink(missing_ok=True)
-                continue
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
-        if self.max_files:
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        else:
-            self.path.unlink(missing_ok=True)
-        self._file = self.path.open("ab")
+        self._file = fresh
         self._size = 0
+        self._moved = False
 
     def close(self) -> None:
         self._file.close()

@@ -26,6 +26,7 @@ from extproc.capture import Sampler, truncated
 from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Backend, Runtime, Schema, Tenant
 from extproc.decisions import Continue, Decision, Lookup, Reply, Reserve
+from extproc.digits import strict_int
 from extproc.drift import DriftMonitor
 from extproc.identity import identify, without_params
 from extproc.policy.engine import (
@@ -166,7 +167,7 @@ def _host_of(authority: str) -> str:
     if authority.startswith("["):
         return authority[1 : authority.find("]")]
     host, sep, port = authority.rpartition(":")
-    return host if sep and port.isdigit() else authority
+    return host if sep and strict_int(port, 65535) is not None else authority
 
 
 class Exchange:
@@ -275,8 +276,8 @@ class Exchange:
             if names.ANTHROPIC_VERSION_HEADER in headers:
                 self.api = Schema.ANTHROPIC  # the Anthropic SDK: its list format, its errors
             return self.models_reply(identity)
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.runtime.max_request_bytes:
+        length = strict_int(headers.get("content-length", ""))
+        if length is not None and length > self.runtime.max_request_bytes:
             return self.too_large()
         if end_of_stream:
             return self.error(
@@ -638,17 +639,16 @@ class Exchange:
     # -- response headers -----------------------------------------------------------
 
     def response_headers(self, headers: Mapping[str, str]) -> Continue:
-        status = headers.get(":status", "0")
-        self.status = int(status) if status.isdigit() else 0
+        self.status = strict_int(headers.get(":status", ""), 999) or 0
         # Envoy reports the attempt count for the service, not for the client.
         decision = Continue(remove_headers=[names.ATTEMPT_HEADER])
         routed = self.routed
         if routed is None:
             return decision
         if routed.route.has_fallbacks:
-            attempt = headers.get(names.ATTEMPT_HEADER, "1")
-            if attempt.isdigit() and 1 <= int(attempt) <= len(routed.route.attempts):
-                self.attempt = int(attempt)
+            attempt = strict_int(headers.get(names.ATTEMPT_HEADER, "1"))
+            if attempt is not None and 1 <= attempt <= len(routed.route.attempts):
+                self.attempt = attempt
             schema = routed.route.attempts[self.attempt - 1].backend.schema
             if self.mixed_schemas and self.endpoint is not None and schema is not self.api:
                 self.translation = Translation(self.endpoint.api, schema)
@@ -689,9 +689,9 @@ class Exchange:
             self.reader.emit_usage = self.client_include_usage
             if self.cache_key is not None and self.cache_write and stream_policy is None:
                 self.reader.collected = []
-            if stream_policy is not None or self.strip_usage or stream is not None:
-                # Chunks change size as they pass; the length is no longer known.
-                decision.remove_headers.append("content-length")
+            # Chunks change size as they pass, and a stream cut short gets an end of its
+            # own: the length is no longer known.
+            decision.remove_headers.append("content-length")
         elif media == "application/json":
             json_policy = json_filter(*policy_args) if checked else None
             self.reader = JsonReader(meter, json_policy, translation)
@@ -755,7 +755,8 @@ class Exchange:
         if value is not None and len(value) > self.runtime.source.cache.max_entry_bytes:
             self.cache_value = None  # too large to store
         if end_of_stream:
-            self.response_complete = True
+            # A stream whose body ended without its final event is no complete answer.
+            self.response_complete = self.meter is None or self.meter.complete
             self.settle_usage()
             decision.metadata = self.usage_metadata()
         return decision

@@ -11,6 +11,7 @@ With tools offered and a user's question last, the reply calls the first tool wi
 {"text": <the question>}; after a tool result, the reply echoes "tool result: ...".
   x-mock-cut-after: 3     streams: send 3 events, pause, close the connection (no final event);
                           JSON: close the connection without answering
+  x-mock-end-after: 3     streams: send 3 events and end the response (no final event)
   x-mock-tag: soak        GET /mock/stats counts chat and messages answers served in full
                           by tag: [answers, prompt tokens, completion tokens]
 Response headers report what arrived, so tests can see what the gateway sent upstream:
@@ -35,6 +36,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from extproc.digits import strict_int
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -213,12 +216,12 @@ class MockProvider:
             return web.json_response(self.served)
         self.requests += 1
         schema = "anthropic" if path.endswith("/messages") else "openai"
-        delay = request.headers.get("x-mock-delay-ms")
-        if delay and delay.isdigit():
-            await asyncio.sleep(int(delay) / 1000)
-        status = request.headers.get("x-mock-status")
-        if status and status.isdigit() and int(status) >= 400:
-            response = _error(schema, int(status), f"mock failure {status}")
+        delay = strict_int(request.headers.get("x-mock-delay-ms", ""))
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        status = strict_int(request.headers.get("x-mock-status", ""), 999)
+        if status is not None and status >= 400:
+            response = _error(schema, status, f"mock failure {status}")
             response.headers.update(_echo_headers(request))
             return response
         if request.method == "GET" and path.endswith("/models"):
@@ -236,8 +239,7 @@ class MockProvider:
             return _error(schema, 400, "invalid JSON")
         if not isinstance(body, dict):
             return _error(schema, 400, "body must be an object")
-        cut = request.headers.get("x-mock-cut-after")
-        cut_after = int(cut) if cut and cut.isdigit() else None
+        cut_after = strict_int(request.headers.get("x-mock-cut-after", ""))
         if path.endswith("/chat/completions"):
             return await self.chat(request, body, cut_after)
         if path.endswith("/messages"):
@@ -481,8 +483,9 @@ class MockProvider:
             }
         )
         await response.prepare(request)
-        pause = request.headers.get("x-mock-chunk-delay-ms", "")
-        pause_s = int(pause) / 1000 if pause.isdigit() else 0.0
+        pause_s = (strict_int(request.headers.get("x-mock-chunk-delay-ms", "")) or 0) / 1000
+        # Ends the response after this many events, cleanly, without the final event.
+        end_after = strict_int(request.headers.get("x-mock-end-after", ""))
         for number, event in enumerate(events):
             if pause_s and number:
                 await asyncio.sleep(pause_s)
@@ -492,6 +495,9 @@ class MockProvider:
                 await asyncio.sleep(0.2)
                 if request.transport is not None:
                     request.transport.close()
+                return response
+            if end_after is not None and number >= end_after:
+                await response.write_eof()
                 return response
             try:
                 await response.write(event)

@@ -18,6 +18,7 @@ import orjson
 
 from extproc import drift
 from extproc.accounting.usage import Meter
+from extproc.apis import ApiError
 from extproc.config.runtime import Schema
 from extproc.policy.filters import JsonFilter, StreamFilter, payload_of
 from extproc.sse import Event, Parser
@@ -31,6 +32,21 @@ _NULL_USAGE_BYTES = re.compile(_NULL_USAGE.pattern.encode())
 
 def _usage_only(payload: Any) -> bool:
     return isinstance(payload, dict) and payload.get("choices") == [] and "usage" in payload
+
+
+# A stream the provider ended without its final event ([DONE], message_stop) ends with an
+# error event in the client's schema: what OpenAI and Anthropic send themselves when a
+# stream fails mid-way, and what each SDK raises as an API error. An appended [DONE] or
+# message_stop alone would pass an incomplete answer off as a complete one.
+_INCOMPLETE = ApiError(
+    502,
+    "The provider ended the stream before its final event; the answer is incomplete.",
+    "stream_incomplete",
+)
+_INCOMPLETE_EVENTS = {
+    Schema.OPENAI: [Event(None, _INCOMPLETE.body(Schema.OPENAI).decode()), Event(None, "[DONE]")],
+    Schema.ANTHROPIC: [Event("error", _INCOMPLETE.body(Schema.ANTHROPIC).decode())],
+}
 
 
 class JsonReader:
@@ -102,6 +118,12 @@ class StreamReader:
         self.collected: list[dict[str, Any]] | None = None
         # Whether the client gets the OpenAI usage-only chunk a translation produces.
         self.emit_usage = True
+        if translation is None:
+            self.client = meter.api
+        else:
+            self.client = (
+                Schema.OPENAI if isinstance(translation, ToOpenAIStream) else Schema.ANTHROPIC
+            )
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if self.raw is not None:
@@ -149,10 +171,13 @@ class StreamReader:
                     del payload["usage"]
                     event = Event(event.name, _NULL_USAGE.sub("", event.data, count=1))
             items.append((event, payload))
-        if translation is not None and end_of_stream:
-            items.extend(translation.finish())  # a clean end without the final event
+        incomplete = end_of_stream and not self.meter.complete
         if not rewrite:
-            return None
+            if not incomplete:
+                return None
+            # The provider's bytes as they came, an unterminated last event ended.
+            tail = b"\n\n" if events and events[-1].raw is None else b""
+            return chunk + tail + self._incomplete()
         if self.collected is not None:
             self.collected.extend(p for _, p in items if isinstance(p, dict))
         if translation is not None and not self.emit_usage:
@@ -161,7 +186,14 @@ class StreamReader:
             out = self.policy.process(items, end_of_stream)
         else:
             out = [event for event, _ in items]
-        return b"".join(event.encode() for event in out)
+        encoded = b"".join(event.encode() for event in out)
+        if incomplete and not (self.policy is not None and self.policy.ended):
+            encoded += self._incomplete()  # unless a policy ended the client's stream itself
+        return encoded
+
+    def _incomplete(self) -> bytes:
+        """The end of a stream the provider cut short, in the client's schema."""
+        return b"".join(event.encode() for event in _INCOMPLETE_EVENTS[self.client])
 
     def _feed_blocks(self, blocks: list[tuple[bytes | None, bytes, bytes]]) -> bytes | None:
         """feed() for the usual chunk (Parser.blocks) when no policy reads the stream and

@@ -88,9 +88,14 @@ class Reloader:
             self.seen = await asyncio.to_thread(fingerprint, watched_files(self.path, self.runtime))
             try:
                 new = await asyncio.to_thread(load_file, self.path)
+                blocked = await asyncio.to_thread(restart_needed, self.runtime, new)
             except ConfigError as error:
                 return self._refused(trigger, "invalid", error.problems)
-            blocked = await asyncio.to_thread(restart_needed, self.runtime, new)
+            except Exception as error:
+                # Any failure to load is an invalid config. Its type only: a message may
+                # quote what the file holds.
+                problem = f"{self.path}: cannot load: {type(error).__name__}"
+                return self._refused(trigger, "invalid", [problem])
             if blocked:
                 return self._refused(
                     trigger, "restart_required", [f"{part}: changed" for part in blocked]
@@ -117,9 +122,20 @@ class Reloader:
         return result
 
     async def watch(self, interval: float) -> None:
-        """Poll the watched files; reload when their content changes."""
+        """Poll the watched files; reload when their content changes. Nothing a file holds
+        ends the watch: a reload that fails is refused (logged and counted) and the next
+        change is picked up as usual."""
+        failing = ""  # the error of the checks failing in a row, logged once
         while True:
             await asyncio.sleep(interval)
-            current = await asyncio.to_thread(fingerprint, watched_files(self.path, self.runtime))
-            if current != self.seen:
-                await self.reload("file")
+            try:
+                current = await asyncio.to_thread(
+                    fingerprint, watched_files(self.path, self.runtime)
+                )
+                if current != self.seen:
+                    await self.reload("file")
+                failing = ""
+            except Exception as error:
+                if type(error).__name__ != failing:
+                    failing = type(error).__name__
+                    log.error("config_watch_failed", error=failing)

@@ -22,7 +22,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from grpc_health.v1 import health_pb2
 
 from extproc import envoy, h2grpc, names, tokens, workers
-from extproc.accounting.budgets import Charge, MemoryStore, Store, StoreError
+from extproc.accounting.budgets import Charge, MemoryStore, Reservation, Store, StoreError
 from extproc.attempt import Attempt
 from extproc.cache import CacheStore, MemoryCache
 from extproc.capture import Rate, Sampler, Sink
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("extproc")
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
+# Store writes (settlements, cache entries) in flight at once, per process: each holds a
+# Redis connection for up to the store's timeout.
+MAX_BACKGROUND = 1024
 
 # Replies for phases a stream was not configured to need, so Envoy never waits on one.
 _PASSTHROUGH = {
@@ -154,8 +157,9 @@ class Processor:
                 capture.max_file_bytes,
                 capture.max_files,
             )
+        self.capture_failing: str | None = None  # the cause of the last write's failure
         # Budget settlements and cache writes still in flight (they outlive their streams).
-        self.settling: set[asyncio.Task[None]] = set()
+        self.settling: set[asyncio.Future[Any]] = set()
 
     def apply(self, runtime: Runtime) -> None:
         """A reloaded config, for exchanges that start from now on."""
@@ -197,16 +201,17 @@ class Processor:
         charges = exchange.finish()
         if charges:
             self._settle(charges)
-        if exchange.cache_key is not None and exchange.cache_value is not None:
-            self._background(self._store(exchange.cache_key, exchange.cache_value))
+        entry, value = exchange.cache_key, exchange.cache_value
+        if (
+            entry is not None
+            and value is not None
+            and not self._background(self._store(entry, value))
+        ):
+            log.warning("cache_store_failed", operation="set", error="too many in flight")
         record = exchange.record()
         if failed:
             record["status"] = 500
             record["error"] = "internal_error"
-        if self.sink is not None:
-            captured = exchange.capture_record(record, self.runtime.source.capture.max_body_bytes)
-            if captured is not None:
-                self.sink.write(captured)
         if self.drift is not None and (sample := exchange.drift_sample()) is not None:
             for change in self.drift.observe(*sample):
                 self.metrics.schema_drift.labels(
@@ -237,6 +242,24 @@ class Processor:
                 request_id=exchange.request_id,
                 fields=exchange.dropped_fields,
             )
+        if self.sink is not None:
+            captured = exchange.capture_record(record, self.runtime.source.capture.max_body_bytes)
+            if captured is not None:
+                self._capture(self.sink, captured)
+
+    def _capture(self, sink: Sink, record: dict[str, Any]) -> None:
+        """Write a captured exchange; a failure is counted, and logged when its cause
+        changes (not once per exchange while a disk stays full)."""
+        cause = sink.write(record)
+        if cause is not None:
+            self.metrics.capture_errors.labels(cause).inc()
+        if cause == self.capture_failing:
+            return
+        if cause is not None:
+            log.error("capture_failed", cause=cause, path=str(sink.path))
+        else:
+            log.info("capture_recovered", path=str(sink.path))
+        self.capture_failing = cause
 
     def _exchange_reply(
         self, exchange: Exchange, kind: str, message: ext.ProcessingRequest
@@ -281,7 +304,10 @@ class Processor:
     async def _reserve(self, exchange: Exchange, reserve: Reserve) -> ext.ProcessingResponse:
         charges = reserve.reservation.charges
         try:
-            refused = await self.store.reserve(charges)
+            if isinstance(self.store, MemoryStore):
+                refused = await self.store.reserve(charges)  # never suspends: no answer to lose
+            else:
+                refused = await self._reserve_shielded(reserve.reservation)
         except StoreError as error:
             self.metrics.budget_store_errors.labels("reserve").inc()
             log.warning("budget_store_failed", operation="reserve", error=str(error))
@@ -294,17 +320,53 @@ class Processor:
             return envoy.request_body_reply(exchange.over_budget(charges[refused]))
         return envoy.request_body_reply(exchange.reserved(reserve))
 
+    async def _reserve_shielded(self, reservation: Reservation) -> int:
+        """The store's answer even when the stream is cancelled meanwhile (the client left,
+        Envoy's message timeout): a reservation it applied would otherwise stay counted
+        until its window ends. The task and the shield cost some CPU per reservation (README:
+        Accounting)."""
+        reserving = asyncio.ensure_future(self.store.reserve(reservation.charges))
+        try:
+            return await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            self.settling.add(reserving)  # the drain waits for it too
+            reserving.add_done_callback(self.settling.discard)
+            reserving.add_done_callback(lambda done: self._abandoned(done, reservation))
+            raise
+
+    def _abandoned(self, reserving: asyncio.Future[int], reservation: Reservation) -> None:
+        """The store answered a reservation whose stream is gone: nothing was sent to a
+        provider, so what it applied is taken back whole."""
+        if reserving.cancelled():
+            return
+        error = reserving.exception()
+        if error is not None:
+            # Not known to be applied (the store's timeout): nothing to take back.
+            self.metrics.budget_store_errors.labels("reserve").inc()
+            log.warning("budget_store_failed", operation="reserve", error=str(error))
+            return
+        if reserving.result() < 0:
+            self._settle(reservation.settle(0, 0, time.time()))
+
     def _settle(self, charges: Sequence[Charge]) -> None:
         if isinstance(self.store, MemoryStore):
             self.store.adjust_now(charges)
             return
-        self._background(self._adjust(charges))
+        if not self._background(self._adjust(charges)):
+            self.metrics.budget_store_errors.labels("settle").inc()
+            log.warning("budget_store_failed", operation="settle", error="too many in flight")
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Store writes that outlive their stream; the drain waits for them."""
+    def _background(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Store writes that outlive their stream; the drain waits for them. At most
+        MAX_BACKGROUND at once: a store that stalls holds each one up to its timeout, and
+        a flood of streams must not make them pile up. False when `work` was dropped."""
+        if len(self.settling) >= MAX_BACKGROUND:
+            work.close()
+            return False
         task = asyncio.get_running_loop().create_task(work)
         self.settling.add(task)
         task.add_done_callback(self.settling.discard)
+        return True
 
     async def _adjust(self, charges: Sequence[Charge]) -> None:
         try:

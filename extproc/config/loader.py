@@ -17,6 +17,7 @@ from extproc.config import accounting, grpc_tls
 from extproc.config import runtime as rt
 from extproc.config.schema import NAME, fill
 from extproc.config.v1 import config_pb2 as pb
+from extproc.digits import strict_int
 from extproc.glob import Glob
 from extproc.policy.compile import compile_policy
 from extproc.policy.rules import Policy
@@ -86,9 +87,11 @@ class ConfigError(Exception):
 
 def load_file(path: str | Path, *, resolve_secrets: bool = True) -> rt.Runtime:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     return load_text(text, base_dir=Path(path).resolve().parent, resolve_secrets=resolve_secrets)
 
 
@@ -212,7 +215,7 @@ def parse_grpc_address(address: str) -> str | None:
             else "unix socket path must be absolute"
         )
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not strict_int(port, 65535):
         return 'expected "unix:///path" or "host:port"'
     return None
 
@@ -538,9 +541,12 @@ class _Checker:
                 return header, None
         else:
             try:
-                value = self.path_of(credential.file).read_text().strip()
+                value = self.path_of(credential.file).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 self.problem(f"{path}.file", f'cannot read "{credential.file}": {exc.strerror}')
+                return header, None
+            except UnicodeDecodeError:
+                self.problem(f"{path}.file", f'"{credential.file}" is not UTF-8 text')
                 return header, None
             if not value:
                 self.problem(f"{path}.file", f'"{credential.file}" is empty')
@@ -573,7 +579,7 @@ class _Checker:
                 ok = False
         for position, condition in enumerate(model.retry_on):
             if condition not in RETRY_CONDITIONS and not (
-                condition.isdigit() and 400 <= int(condition) <= 599
+                400 <= (strict_int(condition) or 0) <= 599
             ):
                 choices = ", ".join(sorted(RETRY_CONDITIONS))
                 self.problem(

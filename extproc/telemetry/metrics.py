@@ -228,6 +228,12 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
+        self.capture_errors = Counter(
+            "extproc_capture_errors",
+            "Captured exchanges that could not be written, by cause (an errno name).",
+            ["cause"],
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "extproc_requests",

@@ -211,13 +211,26 @@ class Gateway:
             time.sleep(0.05)
 
     def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        """The service's log once it holds `text`; the test fails if it does not in time."""
+        assert text, "every log holds the empty string: wait for something of this test's"
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             log = self.service_log()
             if text in log:
                 return log
+            assert time.monotonic() < deadline, f"{text!r} not in the service's log"
             time.sleep(0.02)
-        return self.service_log()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples with these labels (others any), now."""
+        total = 0.0
+        for line in httpx.get(self.metrics_url, timeout=5).text.splitlines():
+            sample, _, value = line.rpartition(" ")
+            if sample != name and not sample.startswith(name + "{"):
+                continue
+            if all(f'{key}="{wanted}"' in sample for key, wanted in labels.items()):
+                total += float(value)
+        return total
 
 
 def start_gateway(workdir: Path, template: str, **values: Any) -> Gateway:

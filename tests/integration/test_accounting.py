@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
@@ -213,44 +212,53 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def test_genai_metrics(gateway: Gateway) -> None:
     client = gateway.openai()
-    before = httpx.get(gateway.metrics_url).text
-    completion = client.chat.completions.create(
-        model="mini", messages=[{"role": "user", "content": PROMPT}]
-    )
-    list(
-        client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], stream=True
-        )
-    )
     labels = {
         "gen_ai_operation_name": "chat",
         "gen_ai_provider_name": "openai",
         "gen_ai_request_model": "mini",
         "backend": "openai",
     }
-    after = gateway.wait_for_log("")  # the records are written as the streams end
-    assert after is not None
-    text = httpx.get(gateway.metrics_url).text
-    assert completion.usage is not None
-    grown = metric(
-        text, "gen_ai_client_token_usage_sum", **labels, gen_ai_token_type="input"
-    ) - metric(before, "gen_ai_client_token_usage_sum", **labels, gen_ai_token_type="input")
-    assert grown == completion.usage.prompt_tokens
-    assert metric(text, "gen_ai_server_request_duration_seconds_count", **labels) >= 1
     streamed = {**labels, "gen_ai_request_model": "gpt-4o-mini"}
-    assert metric(text, "gen_ai_server_time_to_first_token_seconds_count", **streamed) >= 1
-    assert metric(text, "gen_ai_server_time_per_output_token_seconds_count", **streamed) >= 1
-    assert metric(text, "extproc_cost_total", **labels, currency="USD") > 0
+    series = {
+        "input": ("gen_ai_client_token_usage_sum", {**labels, "gen_ai_token_type": "input"}),
+        "duration": ("gen_ai_server_request_duration_seconds_count", labels),
+        "cost": ("extproc_cost_total", {**labels, "currency": "USD"}),
+        "ttft": ("gen_ai_server_time_to_first_token_seconds_count", streamed),
+        "tpot": ("gen_ai_server_time_per_output_token_seconds_count", streamed),
+        "streamed": ("gen_ai_server_request_duration_seconds_count", streamed),
+    }
+    before = {key: gateway.metric(name, **match) for key, (name, match) in series.items()}
+    raw = client.chat.completions.with_raw_response.create(
+        model="mini", messages=[{"role": "user", "content": PROMPT}]
+    )
+    completion = raw.parse()
+    stream = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], stream=True
+    )
+    list(stream.parse())
+    # Both exchanges are recorded, and counted, once their records are written.
+    record = gateway.record(raw.headers["x-request-id"])
+    streamed_record = gateway.record(stream.headers["x-request-id"])
+    assert streamed_record["usage"]["output_tokens"] > 1
+    grown = {
+        key: gateway.metric(name, **match) - before[key] for key, (name, match) in series.items()
+    }
+    assert completion.usage is not None
+    assert grown["input"] == completion.usage.prompt_tokens
+    assert grown["duration"] == 1
+    assert grown["cost"] == pytest.approx(record["usage"]["cost"], rel=1e-6)
+    assert grown["ttft"] == grown["tpot"] == grown["streamed"] == 1
     # Label values come from the config only: a model matched by a pattern is _OTHER.
-    client_b = gateway.anthropic()
-    client_b.messages.create(
+    others = ("gen_ai_server_request_duration_seconds_count", {"gen_ai_request_model": "_OTHER"})
+    counted = gateway.metric(others[0], **others[1])
+    other = gateway.anthropic().messages.with_raw_response.create(
         model="claude-free-form-name-123",
         max_tokens=50,
         messages=[{"role": "user", "content": "hi"}],
     )
-    text = httpx.get(gateway.metrics_url).text
-    assert "claude-free-form-name-123" not in text
-    assert re.search(r'gen_ai_request_model="_OTHER"', text)
+    gateway.record(other.headers["x-request-id"])
+    assert gateway.metric(others[0], **others[1]) == counted + 1
+    assert "claude-free-form-name-123" not in httpx.get(gateway.metrics_url).text
 
 
 def test_compressed_responses_are_still_read(gateway: Gateway) -> None:

@@ -62,3 +62,49 @@ def test_capture_rotates_holds_no_credential_and_replays(gateway: Gateway) -> No
     report = out.getvalue()
     assert "fields added: safety_ratings" in report
     assert f"{len(latest)} replayed" in report
+
+
+def test_a_capture_that_cannot_be_written_loses_no_record(gateway: Gateway) -> None:
+    """A rotation that fails (the oldest file cannot be removed: a directory stands in
+    its place) drops only the captures: every exchange is still logged and counted, the
+    failures are counted by cause and logged once, and capture resumes once it can."""
+    client = gateway.openai()
+    blocker = gateway.stack.workdir / "capture" / "traffic.jsonl.2"
+    blocker.unlink(missing_ok=True)
+    blocker.mkdir()
+    failed_lines = gateway.service_log().count('"capture_failed"')
+    errors = gateway.metric("extproc_capture_errors_total", cause="EISDIR")
+    served = gateway.metric("extproc_requests_total", model="captured-gpt", status="200")
+    try:
+        # Each capture takes more than 750 bytes: 8 of them need a rotation at 6,000.
+        ids = [
+            client.chat.completions.with_raw_response.create(
+                model="captured-gpt", messages=[{"role": "user", "content": f"{PROMPT} {n}"}]
+            ).headers["x-request-id"]
+            for n in range(8)
+        ]
+        assert all(gateway.record(request_id)["status"] == 200 for request_id in ids)
+        assert gateway.metric("extproc_requests_total", model="captured-gpt", status="200") == (
+            served + 8
+        )
+        captured = {
+            orjson.loads(line)["request_id"]
+            for path in capture_files(gateway)
+            if path.is_file()
+            for line in path.read_bytes().splitlines()
+        }
+        lost = [request_id for request_id in ids if request_id not in captured]
+        assert lost and lost == ids[-len(lost) :]  # from the first rotation on
+        assert gateway.metric("extproc_capture_errors_total", cause="EISDIR") == errors + len(lost)
+        log = gateway.service_log()
+        assert log.count('"capture_failed"') == failed_lines + 1
+        assert '"cause":"EISDIR"' in log
+    finally:
+        blocker.rmdir()
+    recovered = client.chat.completions.with_raw_response.create(
+        model="captured-gpt", messages=[{"role": "user", "content": PROMPT}]
+    ).headers["x-request-id"]
+    gateway.record(recovered)
+    gateway.wait_for_log('"capture_recovered"')
+    newest = capture_files(gateway)[0].read_bytes().splitlines()
+    assert [orjson.loads(line)["request_id"] for line in newest] == [recovered]

@@ -145,6 +145,36 @@ def test_an_invalid_file_is_refused_and_the_old_config_keeps_serving(
     wait_for(lambda: metric(gateway, "extproc_config_last_reload_successful") == 1)
 
 
+def test_files_that_are_not_utf8_are_refused_and_the_watch_goes_on(
+    watched: tuple[Gateway, Path],
+) -> None:
+    gateway, config = watched
+    original = config.read_text()
+    key = config.parent / "key.txt"
+    before = metric(gateway, 'extproc_config_reloads_total{result="invalid"}') or 0
+    config.with_suffix(".new").write_bytes(original.encode() + b"# caf\xe9\n")
+    config.with_suffix(".new").replace(config)
+    wait_for(
+        lambda: metric(gateway, 'extproc_config_reloads_total{result="invalid"}') == before + 1
+    )
+    gateway.wait_for_log("not UTF-8 text")
+    replace(config, original)
+    wait_for(lambda: metric(gateway, "extproc_config_last_reload_successful") == 1)
+    key.write_bytes(b"sk-reload-\xff\n")
+    wait_for(
+        lambda: metric(gateway, 'extproc_config_reloads_total{result="invalid"}') == before + 2
+    )
+    gateway.wait_for_log('\\"key.txt\\" is not UTF-8 text')
+    assert ask(gateway, "gpt-4o-mini").choices[0].message.content == "still there?"
+    key.write_text("sk-reload-first\n")
+    wait_for(lambda: metric(gateway, "extproc_config_last_reload_successful") == 1)
+    # The watch is still on: a later change applies.
+    replace(config, original.replace("models:\n", "models:\n" + NEW_MODEL.format(), 1))
+    wait_for(lambda: model_served(gateway, "gpt-4o-reloaded"))
+    replace(config, original)
+    wait_for(lambda: not model_served(gateway, "gpt-4o-reloaded"))
+
+
 def test_a_change_envoy_would_need_is_refused(watched: tuple[Gateway, Path]) -> None:
     gateway, config = watched
     original = config.read_text()

@@ -349,10 +349,15 @@ def test_injector_serves_admission_reviews_over_https(injector: Any) -> None:
     refused = client.post(f"{url}/inject", content=b"\x00garbage")
     assert refused.status_code == 200 and refused.json()["response"]["allowed"] is False
     assert client.post(f"{url}/inject", json=document).json()["response"]["allowed"] is True
-    # One log line per review: identifiers and outcome, never the pod.
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    reviews = [line for line in lines if line.get("event") == "admission review"]
-    assert [r["outcome"] for r in reviews] == ["injected", "refused", "injected"]
+
+    # One log line per review: identifiers and outcome, never the pod. A line is written
+    # at the end of the loop turn that answered, which may come after the client has read.
+    def outcomes() -> list[str]:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        return [line["outcome"] for line in lines if line.get("event") == "admission review"]
+
+    wait_until(lambda: len(outcomes()) >= 3, 5, "the third review's log line")
+    assert outcomes() == ["injected", "refused", "injected"]
     assert "registry.example" not in log.read_text()
 
 

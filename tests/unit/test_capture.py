@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import subprocess
+import sys
 from pathlib import Path
+
+import orjson
+import pytest
 
 from extproc.capture import Rate, Sampler, Sink, truncated
 from extproc.glob import Glob
@@ -36,3 +43,72 @@ def test_large_or_odd_bodies() -> None:
     assert truncated(b'{"a": 1}', 100) == {"a": 1}
     assert truncated(b"x" * 200, 100) == {"truncated": True, "bytes": 200}
     assert truncated(b"not json", 100) == {"text": "not json"}
+
+
+def test_a_full_disk_drops_the_line_and_says_why() -> None:
+    # /dev/full answers every write with ENOSPC, as a full filesystem does.
+    sink = Sink("/dev/full", max_bytes=1000, max_files=0)
+    assert sink.write({"n": 1}) == "ENOSPC"
+    assert sink.write({"n": 2}) == "ENOSPC"
+    sink.close()
+
+
+# A sink under a file size limit (RLIMIT_FSIZE), in its own process: the line that crosses
+# the limit is cut back out, the ones after it fail whole.
+_LIMITED = """
+import resource, sys
+from extproc.capture import Sink
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+sink = Sink(sys.argv[1], max_bytes=100_000, max_files=1)
+print(",".join(str(sink.write({"n": n, "pad": "x" * 40})) for n in range(40)))
+"""
+
+
+def test_a_line_past_a_file_size_limit_leaves_no_partial_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", _LIMITED, str(path)], capture_output=True, check=True, text=True
+    )
+    causes = done.stdout.strip().split(",")
+    lines = path.read_bytes().splitlines()
+    assert causes == ["None"] * len(lines) + ["EFBIG"] * (40 - len(lines))
+    assert 0 < len(lines) < 40 and path.stat().st_size <= 1000
+    assert [orjson.loads(line)["n"] for line in lines] == list(range(len(lines)))
+
+
+def test_a_rotation_that_fails_keeps_the_bound_and_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    sink = Sink(path, max_bytes=100, max_files=2)
+    (tmp_path / "c.jsonl.2").mkdir()  # the oldest file cannot be removed: a directory
+    causes = [sink.write({"n": n, "pad": "x" * 30}) for n in range(6)]
+    # Two lines fit in the file; every line after them needs a rotation, which fails.
+    assert causes == [None, None, "EISDIR", "EISDIR", "EISDIR", "EISDIR"]
+    assert all(p.stat().st_size <= 100 for p in tmp_path.iterdir() if p.is_file())
+    (tmp_path / "c.jsonl.2").rmdir()
+    assert sink.write({"n": 6, "pad": "x" * 30}) is None
+    sink.close()
+    assert [orjson.loads(line)["n"] for line in path.read_bytes().splitlines()] == [6]
+    rotated = (tmp_path / "c.jsonl.1").read_bytes().splitlines()
+    assert [orjson.loads(line)["n"] for line in rotated] == [0, 1]
+
+
+def test_a_rotation_that_cannot_open_its_new_file_resumes_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.jsonl"
+    sink = Sink(path, max_bytes=100, max_files=2)
+    assert [sink.write({"n": n, "pad": "x" * 30}) for n in range(2)] == [None, None]
+
+    def no_descriptor_left() -> io.FileIO:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(sink, "_open", no_descriptor_left)
+    assert sink.write({"n": 2, "pad": "x" * 30}) == "EMFILE"
+    assert sink.write({"n": 3, "pad": "x" * 30}) == "EMFILE"
+    monkeypatch.undo()
+    assert sink.write({"n": 4, "pad": "x" * 30}) is None
+    sink.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "c.jsonl.1"]
+    assert orjson.loads(path.read_bytes())["n"] == 4
+    rotated = (tmp_path / "c.jsonl.1").read_bytes().splitlines()
+    assert [orjson.loads(line)["n"] for line in rotated] == [0, 1]

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from extproc.apis import ENDPOINTS, Kind
@@ -131,7 +131,8 @@ def check(decision: object, path: str) -> None:
         else:
             assert isinstance(body["error"]["message"], str)
     if isinstance(decision, Continue) and decision.body is not None:
-        orjson.loads(decision.body)  # whatever is sent on is JSON
+        sent = orjson.loads(decision.body)  # whatever is sent on is a request, in JSON
+        assert isinstance(sent, dict) and isinstance(sent.get("model"), str), sent
 
 
 @FAST
@@ -145,10 +146,25 @@ def test_any_json_body_gets_a_decision_never_an_exception(path: str, body: dict[
 
 @FAST
 @given(st.sampled_from(["/v1/chat/completions", "/v1/messages"]), st.binary(max_size=500))
+@example("/v1/chat/completions", b"")
+@example("/v1/messages", b"\xff\xfe{")
+@example("/v1/chat/completions", b"[]")
+@example("/v1/messages", b"{}")
 def test_any_bytes_as_a_body_get_a_clear_error(path: str, raw: bytes) -> None:
     exchange = Exchange(RT)
     exchange.request_headers({":path": path, ":method": "POST", "x-request-id": "r"}, False)
-    check(exchange.request_body(raw), path)
+    decision = exchange.request_body(raw)
+    # Random bytes are never a request: a 400 in the client's schema, saying why.
+    assert isinstance(decision, Reply) and decision.status == 400, decision
+    check(decision, path)
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        assert exchange.error_code in ("missing_required_parameter", "invalid_type")
+    else:
+        assert exchange.error_code == "invalid_json"
 
 
 # -- redaction --------------------------------------------------------------------------

@@ -150,6 +150,25 @@ async def test_failure_knobs(mock: tuple[ClientSession, str]) -> None:
     ) as reply:
         with pytest.raises(ClientPayloadError):
             await reply.read()
+    async with session.post(
+        f"{url}/v1/chat/completions", json=request, headers={"x-mock-end-after": "2"}
+    ) as reply:
+        events = sse_events(await reply.read())  # a whole response, without the final event
+    assert len(events) == 2 and all(data != b"[DONE]" for _, data in events)
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "+5", "5_0"])
+async def test_knobs_that_are_no_numbers_are_ignored(
+    mock: tuple[ClientSession, str], value: str
+) -> None:
+    session, url = mock
+    knobs = ("x-mock-status", "x-mock-delay-ms", "x-mock-cut-after", "x-mock-chunk-delay-ms")
+    request = {**CHAT, "stream": True}
+    async with session.post(
+        f"{url}/v1/chat/completions", json=request, headers=dict.fromkeys(knobs, value)
+    ) as reply:
+        assert reply.status == 200
+        assert sse_events(await reply.read())[-1] == (None, b"[DONE]")
 
 
 async def test_stats_count_answers_served_in_full_by_tag(mock: tuple[ClientSession, str]) -> None:

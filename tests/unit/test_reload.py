@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from extproc.reload import fingerprint, restart_needed, watched_files
+from extproc import reload
+from extproc.config.loader import ConfigError, load_file
+from extproc.config.runtime import Runtime
+from extproc.reload import Reloader, fingerprint, restart_needed, watched_files
+from extproc.telemetry.metrics import Metrics
 from tests.helpers import BASE_CONFIG, runtime
 
 
@@ -57,3 +64,81 @@ def test_the_fingerprint_covers_credential_files(tmp_path: Path) -> None:
     assert fingerprint(files) != before
     (tmp_path / "key").unlink()
     assert fingerprint(files) not in (before, fingerprint([config]))
+
+
+NOT_UTF8 = "models: [é]\n".encode("latin-1")
+
+
+def test_a_config_that_is_not_utf8_is_an_invalid_config(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_bytes(NOT_UTF8)
+    with pytest.raises(ConfigError) as raised:
+        load_file(path)
+    assert raised.value.problems == [f"{path}: not UTF-8 text (byte 9)"]
+
+
+def test_a_credential_file_that_is_not_utf8_is_a_problem_naming_no_value(tmp_path: Path) -> None:
+    (tmp_path / "key").write_bytes(b"sk-secret-\xff")
+    with pytest.raises(ConfigError) as raised:
+        runtime(
+            BASE_CONFIG.replace("credential: {env: TEST_OPENAI_KEY}", "credential: {file: key}"),
+            base_dir=tmp_path,
+        )
+    assert raised.value.problems == ['backends[0].credential.file: "key" is not UTF-8 text']
+
+
+def count(metrics: Metrics, result: str) -> float:
+    value = metrics.registry.get_sample_value("extproc_config_reloads_total", {"result": result})
+    return value or 0.0
+
+
+async def until(check: Callable[[], bool]) -> None:
+    for _ in range(1000):  # 10 s
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+async def test_the_watch_outlives_a_file_that_is_not_utf8_and_applies_the_next_change(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(BASE_CONFIG)
+    applied: list[Runtime] = []
+    metrics = Metrics()
+    reloader = Reloader(path, load_file(path), applied.append, metrics)
+    watch = asyncio.ensure_future(reloader.watch(0.01))
+    try:
+        with capture_logs() as logs:
+            path.write_bytes(NOT_UTF8)
+            await until(lambda: count(metrics, "invalid") == 1)
+        assert not watch.done() and not applied
+        assert metrics.registry.get_sample_value("extproc_config_last_reload_successful") == 0
+        [failed] = [entry for entry in logs if entry["event"] == "config_reload_failed"]
+        assert failed["problems"] == [f"{path}: not UTF-8 text (byte 9)"]
+        path.write_text(BASE_CONFIG.replace("  - name: gone\n", "  - name: gone-too\n"))
+        await until(lambda: count(metrics, "applied") == 1)
+        assert [m.name for m in applied[0].models if m.name.startswith("gone")] == ["gone-too"]
+        assert metrics.registry.get_sample_value("extproc_config_last_reload_successful") == 1
+    finally:
+        watch.cancel()
+
+
+async def test_any_failure_to_load_is_an_invalid_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(BASE_CONFIG)
+    metrics = Metrics()
+    reloader = Reloader(path, load_file(path), lambda _: None, metrics)
+
+    def deep(_: object) -> Runtime:
+        raise RecursionError("maximum recursion depth exceeded, near sk-secret")
+
+    monkeypatch.setattr(reload, "load_file", deep)
+    with capture_logs() as logs:
+        assert await reloader.reload("SIGHUP") == "invalid"
+    assert count(metrics, "invalid") == 1
+    [failed] = [entry for entry in logs if entry["event"] == "config_reload_failed"]
+    assert failed["problems"] == [f"{path}: cannot load: RecursionError"]

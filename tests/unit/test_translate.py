@@ -3,6 +3,7 @@ formats of each provider, in both directions."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -665,11 +666,20 @@ def test_stream_translators_survive_any_events(events: list[dict[str, Any]]) -> 
     to_anthropic = a2o.StreamTranslator()
     for event in events:
         for chunk in to_openai.event(event):
+            # Each is an OpenAI chunk, an error, or the end; whatever the events held.
+            assert chunk == "[DONE]" or (
+                isinstance(chunk, dict)
+                and (chunk.get("object") == "chat.completion.chunk" or set(chunk) == {"error"})
+            ), chunk
             orjson.dumps(chunk)
-        for _, payload in to_anthropic.chunk(event):
+        for name, payload in to_anthropic.chunk(event):
+            assert payload["type"] == name, (name, payload)  # Anthropic's event framing
             orjson.dumps(payload)
+    # However the events went, each stream is closed once: [DONE], message_stop.
     assert to_openai.finish()[-1:] in (["[DONE]"], [])
+    assert to_openai.finished and to_openai.finish() == []
     assert [name for name, _ in to_anthropic.finish()][-1:] in (["message_stop"], [])
+    assert to_anthropic.finished and to_anthropic.finish() == []
 
 
 _messages = st.lists(
@@ -694,16 +704,28 @@ _messages = st.lists(
 def test_request_translators_refuse_cleanly(
     messages: list[dict[str, Any]], extra: dict[str, Any]
 ) -> None:
-    for translate in (
-        lambda body: o2a.request(body, "m", 10),
-        lambda body: a2o.request({**body, "max_tokens": 5}, "m"),
-    ):
-        try:
-            out, _ = translate({"model": "m", "messages": messages, **extra})
-        except Untranslatable as refused:
-            assert refused.error.status == 400
-        else:
-            orjson.dumps(out)
+    body = {"model": "m", "messages": messages, **extra}
+    try:
+        to_anthropic, _ = o2a.request(body, "m", 10)
+    except Untranslatable as refused:
+        assert refused.error.status == 400
+    else:
+        # Anthropic's shape: alternating user/assistant turns of content blocks.
+        assert to_anthropic["model"] == "m" and to_anthropic["max_tokens"] == 10
+        turns = to_anthropic["messages"]
+        assert all(turn["role"] in ("user", "assistant") for turn in turns)
+        assert all(a["role"] != b["role"] for a, b in itertools.pairwise(turns))
+        assert all(isinstance(turn["content"], list) for turn in turns)
+        orjson.dumps(to_anthropic)
+    try:
+        to_openai, _ = a2o.request({**body, "max_tokens": 5}, "m")
+    except Untranslatable as refused:
+        assert refused.error.status == 400
+    else:
+        assert to_openai["model"] == "m" and to_openai["max_tokens"] == 5
+        roles = ("system", "user", "assistant", "tool")
+        assert all(message["role"] in roles for message in to_openai["messages"])
+        orjson.dumps(to_openai)
 
 
 @settings(max_examples=150, deadline=None)
@@ -715,5 +737,26 @@ def test_request_translators_refuse_cleanly(
     )
 )
 def test_response_translators_survive_any_body(body: dict[str, Any]) -> None:
-    orjson.dumps(o2a.response(body))
-    orjson.dumps(a2o.response(body))
+    # Whatever the provider's body holds, the client gets its API's shape.
+    completion = o2a.response(body, created=1)
+    assert completion["object"] == "chat.completion" and completion["created"] == 1
+    [choice] = completion["choices"]
+    assert choice["finish_reason"] in set(o2a.FINISH_REASONS.values()) | {"stop"}
+    message = choice["message"]
+    assert message["role"] == "assistant"
+    assert isinstance(message["content"], str) or message.get("tool_calls")
+    for call in message.get("tool_calls", []):
+        assert call["type"] == "function" and isinstance(call["function"]["arguments"], str)
+    assert set(completion["usage"]) >= {"prompt_tokens", "completion_tokens", "total_tokens"}
+    orjson.dumps(completion)
+    anthropic_message = a2o.response(body)
+    assert anthropic_message["type"] == "message" and anthropic_message["role"] == "assistant"
+    assert anthropic_message["id"].startswith("msg_")
+    assert anthropic_message["stop_reason"] in set(a2o.STOP_REASONS.values()) | {"end_turn"}
+    for block in anthropic_message["content"]:
+        assert (block["type"] == "text" and isinstance(block["text"], str) and block["text"]) or (
+            block["type"] == "tool_use" and isinstance(block["input"], dict)
+        )
+    usage = anthropic_message["usage"]
+    assert all(isinstance(value, int) and value >= 0 for value in usage.values())
+    orjson.dumps(anthropic_message)

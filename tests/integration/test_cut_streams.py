@@ -1,0 +1,90 @@
+"""A provider's stream that stops short, through a real Envoy, with both SDKs.
+
+Ended without its final event (the body ends cleanly, as HTTP goes): the service sees the
+end and closes the client's protocol with an error event in the client's schema, which
+each SDK raises as an API error. Cut mid-body (the connection closes or resets): Envoy
+resets the client's stream, which no service can append to, and each SDK raises a
+connection error. Either way the events that arrived reach the client first, and the
+record holds the partial usage (estimated), `complete: false`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from tests.integration.conftest import GATEWAY_KEYS, Gateway
+
+WORDS = "one two three four five six seven eight"
+PROMPT = [{"role": "user", "content": WORDS}]
+# (client SDK, model, key): each SDK to a backend of its own API and of the other one.
+CASES = [
+    ("openai", "gpt-4o-mini", "team-a"),
+    ("openai", "claude-3-5-haiku", "team-b"),
+    ("anthropic", "claude-3-5-haiku", "team-b"),
+    ("anthropic", "gpt-4o-mini", "team-b"),
+]
+IDS = ["openai", "openai-to-anthropic", "anthropic", "anthropic-to-openai"]
+
+
+def stream(gateway: Gateway, sdk: str, model: str, key: str, knob: str) -> tuple[str, Any, str]:
+    """Stream until the SDK raises: (the text received, the error, the request id)."""
+    text = ""
+    headers = {knob: "4"}
+    if sdk == "openai":
+        raw = gateway.openai(key=GATEWAY_KEYS[key]).chat.completions.with_raw_response.create(
+            model=model, messages=PROMPT, stream=True, extra_headers=headers
+        )
+        with pytest.raises(Exception) as caught:
+            for chunk in raw.parse():
+                text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        return text, caught.value, raw.headers["x-request-id"]
+    claude = gateway.anthropic(key=GATEWAY_KEYS[key]).messages.with_raw_response.create(
+        model=model, max_tokens=100, messages=PROMPT, stream=True, extra_headers=headers
+    )
+    with pytest.raises(Exception) as caught:
+        for event in claude.parse():
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                text += event.delta.text
+    return text, caught.value, claude.headers["x-request-id"]
+
+
+def check_partial_record(gateway: Gateway, request_id: str) -> None:
+    record = gateway.record(request_id)
+    assert record["status"] == 200
+    usage = record["usage"]
+    assert usage["complete"] is False
+    assert "output_tokens" in usage["estimated"] and usage["output_tokens"] > 0
+
+
+@pytest.mark.parametrize(("sdk", "model", "key"), CASES, ids=IDS)
+def test_a_stream_ended_without_its_final_event_ends_in_an_api_error(
+    gateway: Gateway, sdk: str, model: str, key: str
+) -> None:
+    text, error, request_id = stream(gateway, sdk, model, key, "x-mock-end-after")
+    assert text and WORDS.startswith(text)  # what arrived before the end, in order
+    message = "The provider ended the stream before its final event; the answer is incomplete."
+    if sdk == "openai":
+        assert isinstance(error, openai.APIError) and not isinstance(error, openai.APIStatusError)
+        assert error.code == "stream_incomplete" and error.message == message
+    else:
+        assert isinstance(error, anthropic.APIStatusError)
+        assert error.body == {"type": "error", "error": {"type": "api_error", "message": message}}
+    check_partial_record(gateway, request_id)
+
+
+@pytest.mark.parametrize(("sdk", "model", "key"), CASES, ids=IDS)
+def test_a_stream_cut_mid_body_ends_in_a_connection_error(
+    gateway: Gateway, sdk: str, model: str, key: str
+) -> None:
+    text, error, request_id = stream(gateway, sdk, model, key, "x-mock-cut-after")
+    assert text and WORDS.startswith(text)
+    if sdk == "openai":
+        assert isinstance(error, openai.APIConnectionError)
+    else:
+        # The Anthropic SDK lets its HTTP client's error through mid-stream.
+        assert type(error).__name__ == "RemoteProtocolError"
+        assert "incomplete chunked read" in str(error)
+    check_partial_record(gateway, request_id)
