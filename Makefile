@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 CONFIG ?= examples/demo.yaml
 
-.PHONY: install system-packages run test unit lint typecheck proto envoy-configs bench bench-peers bench-streams soak clean
+.PHONY: install system-packages run test unit lint typecheck proto envoy-configs bench bench-peers bench-streams bench-large soak clean
 # Debian packages are installed with apt-get, through sudo when not root.
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 
@@ -68,6 +68,12 @@ bench-peers: $(STAMP)
 bench-streams: $(STAMP)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/streams.py
+
+## Memory and CPU of request bodies at the default limit (~30 MB of images, 1/2/4 at once),
+## and the per-body cost of request validation.
+bench-large: $(STAMP)
+	$(BIN)/python bench/large_bodies.py
+	$(BIN)/python bench/validation.py
 
 ## Minutes of mixed traffic (SOAK_SECONDS, default 180): outcomes, memory, and whether the
 ## records, the provider's counts and the Redis budget agree (exit 1 when they do not).

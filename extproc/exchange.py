@@ -22,8 +22,9 @@ from extproc.accounting.budgets import NANOS, Charge, Reservation, plan
 from extproc.accounting.prices import Price
 from extproc.accounting.usage import Meter, Usage, prompt_estimate
 from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Endpoint, Kind, api_for_path, azure
+from extproc.apis.checks import json_type
+from extproc.apis.validation import validate
 from extproc.capture import Sampler, truncated
-from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Backend, Runtime, Schema, Tenant
 from extproc.decisions import Continue, Decision, Lookup, Reply, Reserve
 from extproc.digits import strict_int
@@ -74,80 +75,6 @@ def requested_output_tokens(kind: Kind, body: dict[str, Any]) -> int | None:
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
-    return None
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return "null"
-
-
-def _wrong_type(field: str, expected: str, value: Any) -> ApiError:
-    return ApiError(
-        400,
-        f"Invalid type for '{field}': expected {expected}, but got {_type_name(value)} instead.",
-        "invalid_type",
-        field,
-    )
-
-
-def validate_body(endpoint: Endpoint, body: dict[str, Any]) -> ApiError | None:
-    """Type checks every request of the endpoint must pass before it is routed."""
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        return _wrong_type("stream", "a boolean", stream)
-    if endpoint.kind in (Kind.CHAT, Kind.MESSAGES):
-        messages = body.get("messages")
-        if messages is None:
-            return ApiError(
-                400,
-                "Missing required parameter: 'messages'.",
-                "missing_required_parameter",
-                "messages",
-            )
-        if not isinstance(messages, list):
-            return _wrong_type("messages", "an array", messages)
-        if not messages:
-            return ApiError(
-                400, "'messages' must contain at least one message.", "invalid_value", "messages"
-            )
-        if not all(isinstance(m, dict) for m in messages):
-            return ApiError(
-                400, "Each item of 'messages' must be an object.", "invalid_type", "messages"
-            )
-    if endpoint.kind is Kind.MESSAGES:
-        max_tokens = body.get("max_tokens")
-        if max_tokens is None:
-            return ApiError(
-                400, "max_tokens: Field required", "missing_required_parameter", "max_tokens"
-            )
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-            return _wrong_type("max_tokens", "an integer", max_tokens)
-    if endpoint.kind is Kind.EMBEDDINGS:
-        text = body.get("input")
-        if text is None:
-            return ApiError(
-                400, "Missing required parameter: 'input'.", "missing_required_parameter", "input"
-            )
-        if not isinstance(text, str | list):
-            return _wrong_type("input", "a string or an array", text)
-    if endpoint.kind is Kind.COMPLETIONS:
-        prompt = body.get("prompt")
-        if prompt is None:
-            return ApiError(
-                400, "Missing required parameter: 'prompt'.", "missing_required_parameter", "prompt"
-            )
-        if not isinstance(prompt, str | list):
-            return _wrong_type("prompt", "a string or an array", prompt)
     return None
 
 
@@ -332,7 +259,7 @@ class Exchange:
             return self.error(
                 ApiError(
                     400,
-                    f"The request body must be a JSON object, not {_type_name(body)}.",
+                    f"The request body must be a JSON object, not {json_type(body)}.",
                     "invalid_json",
                 )
             )
@@ -341,23 +268,10 @@ class Exchange:
             # Azure names the model in the path and ignores the body's; so does the gateway.
             body["model"] = self.deployment
             replaced = True
-        model = body.get("model")
-        if model is None:
-            return self.error(
-                ApiError(
-                    400,
-                    "You must provide a model parameter.",
-                    "missing_required_parameter",
-                    "model",
-                )
-            )
-        if not isinstance(model, str):
-            return self.error(_wrong_type("model", "a string", model))
-        if not MODEL_NAME.match(model):
-            return self.error(ApiError(400, "Invalid model name.", "invalid_value", "model"))
-        invalid = validate_body(self.endpoint, body)
+        invalid = validate(self.endpoint, body)
         if invalid is not None:
             return self.error(invalid)
+        model: str = body["model"]
         self.stream = body.get("stream") is True
         now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
         routed = resolve(self.runtime, model, self.tenant, now=now, roll=self._roll())

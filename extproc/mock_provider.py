@@ -19,7 +19,9 @@ Response headers report what arrived, so tests can see what the gateway sent ups
   headers), x-mock-authorization-sha256, x-mock-api-key-sha256 (of x-api-key) and
   x-mock-azure-api-key-sha256 (of api-key), each over every value that arrived joined
   by ", " (one value: its digest), x-mock-prompt-sha256 (of the last user message's
-  text, as the provider received it)
+  text, as the provider received it), x-mock-body-bytes (the request body's size),
+  x-mock-images-sha256 (of the base64 data of the request's images, in order, in
+  either API's parts)
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from aiohttp import web
 from extproc.digits import strict_int
 
 _WORD = re.compile(r"\S+\s*")
+# Headers describing the request body, set once it is read (x-mock-body-bytes, ...).
+_BODY_HEADERS = web.RequestKey("mock_body_headers", dict[str, str])
 
 
 def count_tokens(text: str) -> int:
@@ -168,11 +172,27 @@ _ECHOED_CREDENTIALS = (
 )
 
 
+def _image_data(body: dict[str, Any]) -> Iterator[str]:
+    """The base64 data of a request's images: OpenAI `image_url` data URLs, Anthropic
+    base64 `image` sources."""
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if not isinstance(part, dict):
+                continue
+            image, source = part.get("image_url"), part.get("source")
+            if isinstance(image, dict) and str(image.get("url", "")).startswith("data:"):
+                yield str(image["url"]).partition(",")[2]
+            elif part.get("type") == "image" and isinstance(source, dict):
+                yield str(source.get("data", ""))
+
+
 def _echo_headers(request: web.Request, prompt: str | None = None) -> dict[str, str]:
     headers = {
         "x-mock-path": request.path_qs,
         "x-mock-host": request.headers.get("host", ""),
         "x-mock-headers": ",".join(sorted({k.lower() for k in request.headers})),
+        **request.get(_BODY_HEADERS, {}),
     }
     for name, label in _ECHOED_CREDENTIALS:
         values = request.headers.getall(name, [])
@@ -233,12 +253,19 @@ class MockProvider:
             )
         if request.method != "POST":
             return _error(schema, 405, "method not allowed")
+        raw = await request.read()
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return _error(schema, 400, "invalid JSON")
         if not isinstance(body, dict):
             return _error(schema, 400, "body must be an object")
+        described = {"x-mock-body-bytes": str(len(raw))}
+        images = hashlib.sha256()
+        for data in _image_data(body):
+            images.update(data.encode())
+            described["x-mock-images-sha256"] = images.hexdigest()
+        request[_BODY_HEADERS] = described
         cut_after = strict_int(request.headers.get("x-mock-cut-after", ""))
         if path.endswith("/chat/completions"):
             return await self.chat(request, body, cut_after)

@@ -182,7 +182,7 @@ def test_defaults_are_written_into_the_config() -> None:
     assert source.service.grpc_address == "127.0.0.1:50051"
     assert source.service.message_timeout.ToNanoseconds() == 2_000_000_000
     assert source.listener.request_timeout.seconds == 300
-    assert source.limits.max_request_bytes == 8 * 1024 * 1024
+    assert source.limits.max_request_bytes == 32 * 1024 * 1024
     assert list(source.models[0].retry_on) == ["connect-failure", "reset", "5xx", "429"]
 
 

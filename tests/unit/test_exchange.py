@@ -67,7 +67,7 @@ def openai_error(decision: object, status: int, code: str) -> str:
         (b'{"model": null, "messages": []}', 400, "missing_required_parameter"),
         (b'{"model": "a b", "messages": [{"role": "user"}]}', 400, "invalid_value"),
         (b'{"model": "gpt-4o-mini", "messages": "hi"}', 400, "invalid_type"),
-        (b'{"model": "gpt-4o-mini", "messages": []}', 400, "invalid_value"),
+        (b'{"model": "gpt-4o-mini", "messages": []}', 400, "empty_array"),
         (b'{"model": "gpt-4o-mini", "messages": ["hi"]}', 400, "invalid_type"),
         (b'{"model": "gpt-4o-mini"}', 400, "missing_required_parameter"),
         (chat(stream="yes"), 400, "invalid_type"),

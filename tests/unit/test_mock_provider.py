@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from hashlib import sha256
@@ -214,3 +215,51 @@ async def test_every_value_of_a_credential_header_is_reported(
         assert reply.headers["x-mock-azure-api-key-sha256"] == sha256(b"a, b").hexdigest()
         assert reply.headers["x-mock-api-key-sha256"] == sha256(b"c").hexdigest()
         assert "x-mock-authorization-sha256" not in reply.headers
+
+
+async def test_images_received_are_reported_by_digest(mock: tuple[ClientSession, str]) -> None:
+    """Either API's base64 images, hashed in order, and the body's size: what a test needs
+    to see that a large multimodal request arrived whole."""
+    session, url = mock
+    openai = {
+        "model": "m-1",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+                    {"type": "image_url", "image_url": {"url": "data:image/gif;base64,BBBB"}},
+                ],
+            }
+        ],
+    }
+    anthropic = {
+        "model": "m-1",
+        "max_tokens": 8,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"},
+                    },
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/gif", "data": "BBBB"},
+                    },
+                ],
+            }
+        ],
+    }
+    expected = hashlib.sha256(b"AAAABBBB").hexdigest()
+    for path, body in (("/v1/chat/completions", openai), ("/v1/messages", anthropic)):
+        raw = orjson.dumps(body)
+        async with session.post(f"{url}{path}", data=raw) as reply:
+            assert reply.status == 200
+            assert reply.headers["x-mock-images-sha256"] == expected
+            assert reply.headers["x-mock-body-bytes"] == str(len(raw))
+    async with session.post(f"{url}/v1/chat/completions", json=CHAT) as reply:
+        assert "x-mock-images-sha256" not in reply.headers

@@ -1150,7 +1150,11 @@ class Limits(_message.Message):
 
     MAX_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
     max_request_bytes: _builtins.int
-    """Largest request body accepted, in bytes. Default 8 MiB. Larger bodies get 413."""
+    """Largest request body accepted, in bytes. Default 32 MiB: several base64 images of
+    ~10 MB each. Larger bodies get 413 in the client's schema. Envoy buffers up to this
+    plus 1 MiB per stream; the README's "Request body limit" gives the memory a body of
+    this size costs Envoy and the service.
+    """
     def __init__(
         self,
         *,

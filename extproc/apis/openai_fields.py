@@ -1,0 +1,247 @@
+"""The fields of OpenAI's request bodies the gateway checks: chat completions, completions,
+embeddings, with the types and ranges of OpenAI's OpenAPI spec
+(github.com/openai/openai-openapi: `CreateChatCompletionRequest`, `CreateCompletionRequest`,
+`CreateEmbeddingRequest`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extproc.apis.checks import (
+    ARRAY,
+    INTEGER,
+    STRING,
+    Check,
+    Expected,
+    Invalid,
+    Problem,
+    anything,
+    array,
+    boolean,
+    by_type,
+    enum,
+    fields,
+    integer,
+    number,
+    string,
+    tagged,
+)
+
+_PARTS = Expected("one of a string or array of objects", "a valid string or a valid list")
+_STRINGS = Expected("one of a string or array of strings", "a valid string or a valid list")
+_TOKENS = Expected(
+    "one of a string, array of strings, array of integers or array of arrays of integers",
+    "a valid string or a valid list",
+)
+
+
+def _content(**parts: Check) -> Check:
+    """Message content: a string, or a non-empty array of parts of these types."""
+    return by_type(_PARTS, {str: None, list: array(tagged("type", parts), min_items=1)})
+
+
+def _all_ints(values: list[Any]) -> bool:
+    """Whether every element is an integer, at C speed: a sum of integers is an integer, a
+    float makes it a float and anything else raises. (A boolean passes as 1; the provider
+    refuses it.) A Python loop over millions of token ids would cost as much as parsing."""
+    try:
+        return type(sum(values)) is int
+    except TypeError:
+        return False
+
+
+def _token_lists(*, min_items: int, max_items: int | None) -> Check:
+    """An array of strings, of token ids, or of non-empty arrays of token ids (prompts and
+    embedding inputs)."""
+    check_length = array(min_items=min_items, max_items=max_items)
+
+    def check(value: list[Any]) -> None:
+        check_length(value)
+        if not value:
+            return
+        first = type(value[0])
+        if first is int and _all_ints(value):
+            return
+        if first is str and set(map(type, value)) == {str}:
+            return
+        if first is list and set(map(type, value)) == {list}:
+            for index, ids in enumerate(value):
+                if ids and _all_ints(ids):
+                    continue
+                invalid = _misfit(ids, int) if ids else Invalid(Problem.EMPTY, ids, 1)
+                invalid.path.append(index)
+                raise invalid
+            return
+        raise _misfit(value, first if first in (str, int, list) else str)
+
+    return check
+
+
+def _misfit(values: list[Any], kind: type) -> Invalid:
+    """The first element of `values` that is not a `kind`, as the failure to report."""
+    position = next(i for i, v in enumerate(values) if type(v) is not kind)
+    expected = {str: STRING, int: INTEGER, list: ARRAY}[kind]
+    invalid = Invalid(Problem.TYPE, values[position], expected)
+    invalid.path.append(position)
+    return invalid
+
+
+_STOP = by_type(_STRINGS, {str: None, list: array(string, min_items=1, max_items=4)})
+_STREAM_OPTIONS = fields({"include_usage": boolean, "include_obfuscation": boolean})
+_SAMPLING: dict[str, Check] = {
+    "stream": boolean,
+    "stream_options": _STREAM_OPTIONS,
+    "n": integer(1, 128),
+    "temperature": number(0, 2),
+    "top_p": number(0, 1),
+    "presence_penalty": number(-2, 2),
+    "frequency_penalty": number(-2, 2),
+    "stop": _STOP,
+    "seed": integer(),
+    "user": string,
+}
+
+# -- OpenAI chat completions --------------------------------------------------------------
+
+_TEXT_PART = fields({"text": string}, required=("text",))
+_USER_PARTS = {
+    "text": _TEXT_PART,
+    "image_url": fields(
+        {"image_url": fields({"url": string, "detail": string}, required=("url",))},
+        required=("image_url",),
+    ),
+    "input_audio": fields(
+        {"input_audio": fields({"data": string, "format": string}, required=("data", "format"))},
+        required=("input_audio",),
+    ),
+    "file": fields(
+        {"file": fields({"file_data": string, "file_id": string, "filename": string})},
+        required=("file",),
+    ),
+}
+
+
+def _named(kind: str, table: dict[str, Check], required: tuple[str, ...]) -> Check:
+    """`{"type": kind, kind: {...}}`: the shape of OpenAI's tools, tool calls and choices."""
+    return fields({kind: fields(table, required=required)}, required=(kind,))
+
+
+_TOOL_CALL = tagged(
+    "type",
+    {
+        "function": fields(
+            {
+                "id": string,
+                "function": fields(
+                    {"name": string, "arguments": string}, required=("name", "arguments")
+                ),
+            },
+            required=("id", "function"),
+        ),
+        "custom": fields(
+            {"id": string, "custom": fields({"name": string, "input": string})},
+            required=("id", "custom"),
+        ),
+    },
+)
+_SYSTEM = fields({"content": _content(text=_TEXT_PART), "name": string}, required=("content",))
+_CHAT_MESSAGE = tagged(
+    "role",
+    {
+        "system": _SYSTEM,
+        "developer": _SYSTEM,
+        "user": fields({"content": _content(**_USER_PARTS), "name": string}, required=("content",)),
+        "assistant": fields(
+            {
+                "content": _content(
+                    text=_TEXT_PART, refusal=fields({"refusal": string}, required=("refusal",))
+                ),
+                "refusal": string,
+                "name": string,
+                "tool_calls": array(_TOOL_CALL),
+            }
+        ),
+        "tool": fields(
+            {"content": _content(text=_TEXT_PART), "tool_call_id": string},
+            required=("content", "tool_call_id"),
+        ),
+        "function": fields({"content": string, "name": string}, required=("name",)),
+    },
+)
+_CHAT_TOOL = tagged(
+    "type",
+    {
+        "function": _named(
+            "function",
+            {"name": string, "description": string, "parameters": anything, "strict": boolean},
+            ("name",),
+        ),
+        "custom": _named("custom", {"name": string, "description": string}, ("name",)),
+    },
+)
+_CHAT_TOOL_CHOICE = by_type(
+    Expected("one of a string or object", "a valid string or a valid dictionary"),
+    {
+        str: enum("none", "auto", "required"),
+        dict: tagged(
+            "type",
+            {
+                "function": _named("function", {"name": string}, ("name",)),
+                "custom": _named("custom", {"name": string}, ("name",)),
+                "allowed_tools": fields({"allowed_tools": anything}, required=("allowed_tools",)),
+            },
+        ),
+    },
+)
+_RESPONSE_FORMAT = tagged(
+    "type",
+    {
+        "text": anything,
+        "json_object": anything,
+        "json_schema": _named(
+            "json_schema",
+            {"name": string, "description": string, "schema": anything, "strict": boolean},
+            ("name",),
+        ),
+    },
+)
+CHAT = fields(
+    {
+        "messages": array(_CHAT_MESSAGE, min_items=1),
+        **_SAMPLING,
+        # The spec gives no minimum; the API answers 0 with `integer_below_min_value`.
+        "max_tokens": integer(1),
+        "max_completion_tokens": integer(1),
+        "logprobs": boolean,
+        "top_logprobs": integer(0, 20),
+        "tools": array(_CHAT_TOOL),
+        "tool_choice": _CHAT_TOOL_CHOICE,
+        "parallel_tool_calls": boolean,
+        "response_format": _RESPONSE_FORMAT,
+    },
+    required=("messages",),
+)
+
+# -- OpenAI completions and embeddings ----------------------------------------------------
+
+COMPLETIONS = fields(
+    {
+        "prompt": by_type(_TOKENS, {str: None, list: _token_lists(min_items=0, max_items=None)}),
+        **_SAMPLING,
+        "max_tokens": integer(0),
+        "logprobs": integer(0, 5),
+        "best_of": integer(0, 20),
+        "echo": boolean,
+        "suffix": string,
+    },
+    required=("prompt",),
+)
+EMBEDDINGS = fields(
+    {
+        "input": by_type(_TOKENS, {str: None, list: _token_lists(min_items=1, max_items=2048)}),
+        "dimensions": integer(1),
+        "encoding_format": enum("float", "base64"),
+        "user": string,
+    },
+    required=("input",),
+)

@@ -1,0 +1,51 @@
+"""Request fields checked as each provider's published API types them, before routing.
+
+One table per endpoint (`openai_fields`, `anthropic_fields`) names the fields the gateway
+reads, translates or forwards with meaning (routing, policy, accounting, cache keys,
+translation), with their published types, ranges and, where the gateway acts on the value,
+enums (roles, part and block types, tool and tool_choice types). Fields a table does not
+name pass to the provider unchecked: providers add fields often, and an old gateway must
+not refuse a new one. The README's Errors section lists the checks and their sources.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extproc.apis import ApiError, Endpoint, Kind
+from extproc.apis.anthropic_fields import MESSAGES
+from extproc.apis.checks import STRING, Check, Invalid, Problem, error, missing
+from extproc.apis.openai_fields import CHAT, COMPLETIONS, EMBEDDINGS
+from extproc.config.loader import MODEL_NAME
+from extproc.config.runtime import Schema
+
+TABLES: dict[Kind, Check] = {
+    Kind.CHAT: CHAT,
+    Kind.COMPLETIONS: COMPLETIONS,
+    Kind.EMBEDDINGS: EMBEDDINGS,
+    Kind.MESSAGES: MESSAGES,
+}
+
+
+def validate(endpoint: Endpoint, body: dict[str, Any]) -> ApiError | None:
+    """The first field of the body that breaks the endpoint's published API, as the 400
+    its client expects; None when every field the gateway knows fits."""
+    model = body.get("model")
+    if model is None and endpoint.api is not Schema.ANTHROPIC:
+        return ApiError(
+            400, "You must provide a model parameter.", "missing_required_parameter", "model"
+        )
+    if type(model) is not str:
+        invalid = missing("model") if model is None else Invalid(Problem.TYPE, model, STRING)
+        invalid.path[:] = ["model"]
+        return error(invalid, endpoint.api)
+    if not MODEL_NAME.match(model):
+        # The gateway's own rule: names a config can route (no spaces, no control bytes).
+        return ApiError(400, "Invalid model name.", "invalid_value", "model")
+    table = TABLES.get(endpoint.kind)
+    if table is not None:
+        try:
+            table(body)
+        except Invalid as invalid:
+            return error(invalid, endpoint.api)
+    return None
