@@ -206,6 +206,28 @@ async def test_messages_larger_than_every_window_cross_both_ways(served: Any) ->
         assert await call.code() == grpc.StatusCode.OK
 
 
+async def test_large_messages_side_by_side_wait_their_turn_for_room() -> None:
+    """Room beyond the windows for one 3 MiB message at a time: six sent at once, on six
+    calls, each waits its turn and all arrive whole (a peer that keeps to the windows
+    is slowed, never refused)."""
+    size = 3 * 1024 * 1024
+    limits = transport.Limits(max_message=size, message_budget=size)
+    server = transport.Server(limits=limits)
+    echo = Echo()
+    server.add("/test.Echo/Upper", transport.Method(False, echo.upper, bytes, bytes))
+    await server.listen("127.0.0.1:0")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        async with channel(port) as chan:
+            upper = chan.unary_unary("/test.Echo/Upper", bytes, bytes)
+            bodies = [bytes([97 + i]) * size for i in range(6)]
+            replies = await asyncio.gather(*(upper(body, timeout=60) for body in bodies))
+        assert replies == [body.upper() for body in bodies]
+        assert server.budget.free == size and not server.budget.waiting
+    finally:
+        await server.stop(0)
+
+
 async def test_many_concurrent_streams_on_one_connection(served: Any) -> None:
     *_, port = served
 
