@@ -3,7 +3,7 @@
 One frozen value per Server (as h2's H2Configuration and grpcio's channel options): the
 HTTP/2 state machine and the gRPC calls enforce these, the tests drive each with raw
 frames. Not in the YAML config: the defaults fit Envoy, the only peer of the ext_proc
-port, and kubelet on the health port (README: "h2grpc's limits").
+port, and kubelet on the health port (README: "h2grpc: bounded by construction").
 """
 
 from __future__ import annotations
