@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 CONFIG ?= examples/demo.yaml
 
-.PHONY: install system-packages run test unit lint typecheck proto envoy-configs bench bench-peers bench-streams bench-large soak clean
+.PHONY: install system-packages run test unit lint typecheck proto envoy-configs bench bench-transport bench-peers bench-streams bench-large soak clean
 # Debian packages are installed with apt-get, through sudo when not root.
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 
@@ -57,6 +57,10 @@ envoy-configs: $(STAMP)
 bench: $(STAMP)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py
+
+## The ext_proc transport alone: server CPU per message from raw HTTP/2 frames, no Envoy.
+bench-transport: $(STAMP)
+	$(BIN)/python bench/transport.py
 
 ## The same load on LiteLLM proxy and the Portkey gateway (installed under .bench/), with ratios.
 bench-peers: $(STAMP)

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bare_extproc import ROUTE  # type: ignore[import-not-found]
 
-from extproc import h2grpc
+from extproc import transport
 from extproc.envoy import RESPONSE_BODY_MODES
 
 # An SSE response's body is relayed through the ext_proc, one message per chunk, as the
@@ -51,16 +51,16 @@ class Bare:
 
 
 async def main(address: str) -> None:
-    server = h2grpc.Server()
+    server = transport.Server()
     server.add(
         "/envoy.service.ext_proc.v3.ExternalProcessor/Process",
-        h2grpc.Method.of_session(
+        transport.Method.of_session(
             lambda context: Bare(),
             ext.ProcessingRequest.FromString,
             ext.ProcessingResponse.SerializeToString,
         ),
     )
-    health = h2grpc.Health()
+    health = transport.Health()
     health.serve_on(server)
     health.set("", health_pb2.HealthCheckResponse.SERVING)
     await server.listen(address)

@@ -10,6 +10,7 @@ import yaml
 from extproc import names, workers
 from extproc.apis import ApiError
 from extproc.config.runtime import Backend, Model, Route, Runtime, Schema
+from extproc.transport.limits import Limits
 
 EXTPROC_CLUSTER = "extproc"
 _TYPE = "type.googleapis.com/"
@@ -487,13 +488,38 @@ class Renderer:
             {"endpoint": {"address": _grpc_target(address)}}
             for address in workers.addresses(service.grpc_address, service.workers)
         ]
+        # The service's transport takes this many streams per connection: Envoy opens
+        # another connection past them (none is refused), holds as many streams as the
+        # service's connections take (its default circuit breakers stop at 1,024 requests
+        # in flight, each an ext_proc stream), and closes an idle connection before the
+        # service would.
+        served = Limits()
+        streams = len(endpoints) * served.max_connections * served.max_concurrent_streams
         cluster: dict[str, Any] = {
             "name": EXTPROC_CLUSTER,
             "type": "STATIC",
             "connect_timeout": "1s",
             "typed_extension_protocol_options": _protocol_options(
-                {"explicit_http_config": {"http2_protocol_options": {}}}
+                {
+                    "common_http_protocol_options": {
+                        "idle_timeout": _seconds(served.idle_timeout / 2)
+                    },
+                    "explicit_http_config": {
+                        "http2_protocol_options": {
+                            "max_concurrent_streams": served.max_concurrent_streams
+                        }
+                    },
+                }
             ),
+            "circuit_breakers": {
+                "thresholds": [
+                    {
+                        "max_connections": len(endpoints) * served.max_connections,
+                        "max_pending_requests": streams,
+                        "max_requests": streams,
+                    }
+                ]
+            },
             "load_assignment": {
                 "cluster_name": EXTPROC_CLUSTER,
                 "endpoints": [{"lb_endpoints": endpoints}],

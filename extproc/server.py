@@ -1,9 +1,10 @@
 """The gRPC shell: ext_proc streams in, Exchange/Attempt decisions out; health; drain.
 
-A Stream answers one ext_proc stream message by message. `serve` hands it to h2grpc as a
-session: each message is answered inside the callback its frames arrive in, with no
-coroutine woken for it. Processor.Process drives the same Stream as a coroutine over
-grpc.aio's ServicerContext subset (read, write, abort, metadata), for the service tests."""
+A Stream answers one ext_proc stream message by message. `serve` hands it to the
+transport (HTTP/2 and gRPC on the loop) as a session: each message is answered inside the
+callback its frames arrive in, with no coroutine woken for it. Processor.Process drives
+the same Stream as a coroutine over grpc.aio's ServicerContext subset (read, write, abort,
+metadata), for the service tests."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import uvloop
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from grpc_health.v1 import health_pb2
 
-from extproc import envoy, h2grpc, names, tokens, workers
+from extproc import envoy, names, tokens, transport, workers
 from extproc.accounting.budgets import Charge, MemoryStore, Reservation, Store, StoreError
 from extproc.attempt import Attempt
 from extproc.cache import CacheStore, MemoryCache
@@ -57,19 +58,19 @@ _PASSTHROUGH = {
 }
 
 
-class StreamFailed(h2grpc.RpcError):
+class StreamFailed(transport.RpcError):
     """The stream ends with this gRPC status (Envoy then answers the client itself)."""
 
 
 def _protocol_violation(message: str) -> StreamFailed:
     """The stream does not follow the ext_proc protocol (phases out of order)."""
-    return StreamFailed(h2grpc.INVALID_ARGUMENT, message)
+    return StreamFailed(transport.INVALID_ARGUMENT, message)
 
 
 def _phase_failed() -> StreamFailed:
     """A phase handler raised (logged): Envoy gets a gRPC error and answers 500, never a
     hang."""
-    return StreamFailed(h2grpc.INTERNAL, "internal error")
+    return StreamFailed(transport.INTERNAL, "internal error")
 
 
 def _is_upstream(context: grpc.aio.ServicerContext) -> bool:
@@ -80,13 +81,13 @@ def _is_upstream(context: grpc.aio.ServicerContext) -> bool:
 
 
 async def _abort(
-    context: grpc.aio.ServicerContext | h2grpc.Context, code: int, details: str
+    context: grpc.aio.ServicerContext | transport.Context, code: int, details: str
 ) -> None:
     """End the call with a gRPC status; raises, as both servers' abort does."""
-    if isinstance(context, h2grpc.Context):
+    if isinstance(context, transport.Context):
         await context.abort(code, details)
     # grpc.aio (the service tests) takes its enum. Imported here: the service itself runs
-    # on h2grpc and does not load gRPC's C core (~9 MB).
+    # on the transport and does not load gRPC's C core (~9 MB).
     import grpc
 
     await context.abort(next(s for s in grpc.StatusCode if s.value[0] == code), details)
@@ -165,15 +166,15 @@ class Processor:
         """A reloaded config, for exchanges that start from now on."""
         self.runtime = runtime
 
-    def open(self, context: grpc.aio.ServicerContext | h2grpc.Context) -> Stream:
-        """The handling of one ext_proc stream, message by message (h2grpc calls it from
-        the frames' callback: no coroutine wakes up for a message answered at once)."""
+    def open(self, context: grpc.aio.ServicerContext | transport.Context) -> Stream:
+        """The handling of one ext_proc stream, message by message (the transport calls it
+        from the frames' callback: no coroutine wakes up for a message answered at once)."""
         return Stream(self, context)
 
     async def Process(
         self,
         requests: AsyncIterator[ext.ProcessingRequest] | None,
-        context: grpc.aio.ServicerContext | h2grpc.Context,
+        context: grpc.aio.ServicerContext | transport.Context,
     ) -> None:
         """The same handling as a coroutine, for grpc.aio (the service tests)."""
         stream = self.open(context)
@@ -393,7 +394,7 @@ class Stream:
     )
 
     def __init__(
-        self, processor: Processor, context: grpc.aio.ServicerContext | h2grpc.Context
+        self, processor: Processor, context: grpc.aio.ServicerContext | transport.Context
     ) -> None:
         self.processor = processor
         self.phases = PhaseOrder()
@@ -581,20 +582,20 @@ async def serve(
     if worker is not None:
         address = workers.addresses(address, service.workers)[worker]
     # A buffered request body arrives in one gRPC message.
-    server = h2grpc.Server(max_message=runtime.max_request_bytes + 1024 * 1024)
+    server = transport.Server(max_message=runtime.max_request_bytes + 1024 * 1024)
     # Estimates (cut streams, missing usage, reservations, prompt limits) need the
     # tokenizer; loading it lazily would block the first request that needs it.
     tokens.preload()
     processor = Processor(runtime, metrics, make_store(runtime), worker=worker or 0)
     server.add(
         f"/{SERVICE_NAME}/Process",
-        h2grpc.Method.of_session(
+        transport.Method.of_session(
             processor.open,
             ext.ProcessingRequest.FromString,
             envoy.serialise,
         ),
     )
-    health = h2grpc.Health()
+    health = transport.Health()
     health.serve_on(server)
     if service.HasField("grpc_tls"):
         tls = ServerTls(service.grpc_tls)
@@ -605,7 +606,7 @@ async def serve(
     # offering health and nothing else, in plaintext: it carries no secret.
     probes = None
     if service.health_address and not worker:
-        probes = h2grpc.Server()
+        probes = transport.Server(limits=transport.PROBES)
         health.serve_on(probes)
         await probes.listen(service.health_address)
     for name in ("", SERVICE_NAME):

@@ -6,6 +6,7 @@ TLS, gets no ext_proc reply, and Envoy keeps being served."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import ssl
 from collections.abc import Iterator
@@ -17,10 +18,11 @@ import trustme
 import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extproc import h2grpc
+from extproc import transport
 from extproc.config import load_file
 from extproc.grpc_tls import ServerTls
 from extproc.stack import free_port
+from extproc.transport import frames
 from tests.helpers import issue_certificate
 from tests.integration.conftest import PORTS, PROVIDER_KEYS, Gateway, start_gateway
 
@@ -103,7 +105,7 @@ def first_bytes(port: int, context: ssl.SSLContext | None) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         try:
             conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
-            conn.sendall(h2grpc.PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            conn.sendall(frames.PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
             return conn.recv(9)
         except (ssl.SSLError, ConnectionResetError):
             return b""
@@ -139,7 +141,7 @@ def test_only_an_allowed_certificate_gets_an_ext_proc_reply(
     # The same client code with Envoy's certificate is served: the refusals below are the
     # certificates', not the client's.
     assert health(port, workdir, "envoy") == serving
-    assert first_bytes(port, client_context(workdir, "envoy"))[3] == h2grpc.SETTINGS
+    assert first_bytes(port, client_context(workdir, "envoy"))[3] == frames.SETTINGS
     for stem in (None, "stranger"):
         with pytest.raises(grpc.RpcError) as refused:
             health(port, workdir, stem)
@@ -176,15 +178,17 @@ def test_a_client_that_never_finishes_its_handshake_holds_nothing_up(
 
 
 def test_a_stalled_handshake_is_closed_at_its_deadline(mtls: tuple[Gateway, Path]) -> None:
-    """h2grpc with the service's TLS and a short handshake deadline: a peer that stops
+    """The transport with the service's TLS and a short handshake deadline: a peer that stops
     mid-handshake is disconnected, and a peer that completes one meanwhile is served."""
     _, workdir = mtls
     config = load_file(workdir / "gateway.yaml", resolve_secrets=False)
     tls = ServerTls(config.source.service.grpc_tls)
 
     async def scenario() -> tuple[bytes, bytes]:
-        server = h2grpc.Server()
-        await server.listen("127.0.0.1:0", ssl=tls.context, admit=tls.admit, handshake_timeout=0.5)
+        server = transport.Server(
+            limits=dataclasses.replace(transport.Limits(), handshake_timeout=0.5)
+        )
+        await server.listen("127.0.0.1:0", ssl=tls.context, admit=tls.admit)
         port = server.servers[0].sockets[0].getsockname()[1]
         stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", port)
         stalled.write(b"\x16\x03\x01")
@@ -199,5 +203,5 @@ def test_a_stalled_handshake_is_closed_at_its_deadline(mtls: tuple[Gateway, Path
         return served, ended
 
     served, ended = uvloop.run(scenario())
-    assert served[3] == h2grpc.SETTINGS
+    assert served[3] == frames.SETTINGS
     assert ended == b""

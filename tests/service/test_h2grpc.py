@@ -1,4 +1,5 @@
-"""h2grpc, the ext_proc socket's HTTP/2 gRPC server, against grpcio's client and raw bytes."""
+"""h2grpc (extproc.transport), the service's HTTP/2 gRPC server, against grpcio's and
+grpc-go's clients and raw bytes."""
 
 from __future__ import annotations
 
@@ -18,8 +19,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extproc import h2grpc
-from extproc.h2grpc import PREFACE, _frame
+from extproc import transport
+from extproc.transport import frames as h2
+from extproc.transport.frames import PREFACE
+from extproc.transport.frames import frame as _frame
+from tests.service.h2peer import (
+    OPEN,
+    Peer,
+    frames,
+    goaway_code,
+    hpack_request,
+    message,
+    path_added,
+    path_literal,
+    raw,
+    request_block,
+)
 
 MAX = 64 * 1024 * 1024
 GOPROBE = Path(__file__).resolve().parent.parent / "data" / "goprobe" / "main.go"
@@ -31,9 +46,9 @@ class Echo:
     def __init__(self) -> None:
         self.finished: list[str] = []
 
-    async def chat(self, context: h2grpc.Context) -> None:
+    async def chat(self, context: transport.Context) -> None:
         try:
-            while (message := await context.read()) is not h2grpc.EOF:
+            while (message := await context.read()) is not transport.EOF:
                 if message == b"boom":
                     raise RuntimeError("handler bug")
                 if message == b"abort":
@@ -45,7 +60,7 @@ class Echo:
     async def upper(self, request: bytes) -> bytes:
         return request.upper()
 
-    def tally(self, context: h2grpc.Context) -> Tally:
+    def tally(self, context: transport.Context) -> Tally:
         return Tally(self.finished)
 
 
@@ -60,7 +75,7 @@ class Tally:
         if message == b"boom":
             raise RuntimeError("handler bug")
         if message == b"refuse":
-            raise h2grpc.RpcError(h2grpc.INVALID_ARGUMENT, "refused")
+            raise transport.RpcError(transport.INVALID_ARGUMENT, "refused")
         if message.startswith(b"slow:"):
             return self.slow(message[5:])
         return message
@@ -78,13 +93,13 @@ class Tally:
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[h2grpc.Server, Echo, h2grpc.Health, int]]:
-    server = h2grpc.Server(max_message=MAX)
+async def served() -> AsyncIterator[tuple[transport.Server, Echo, transport.Health, int]]:
+    server = transport.Server(max_message=MAX)
     echo = Echo()
-    server.add("/test.Echo/Chat", h2grpc.Method(True, echo.chat, bytes, bytes))
-    server.add("/test.Echo/Upper", h2grpc.Method(False, echo.upper, bytes, bytes))
-    server.add("/test.Echo/Tally", h2grpc.Method.of_session(echo.tally, bytes, bytes))
-    health = h2grpc.Health()
+    server.add("/test.Echo/Chat", transport.Method(True, echo.chat, bytes, bytes))
+    server.add("/test.Echo/Upper", transport.Method(False, echo.upper, bytes, bytes))
+    server.add("/test.Echo/Tally", transport.Method.of_session(echo.tally, bytes, bytes))
+    health = transport.Health()
     health.serve_on(server)
     health.set("", health_pb2.HealthCheckResponse.SERVING)
     await server.listen("127.0.0.1:0")
@@ -191,6 +206,28 @@ async def test_messages_larger_than_every_window_cross_both_ways(served: Any) ->
         assert await call.code() == grpc.StatusCode.OK
 
 
+async def test_large_messages_side_by_side_wait_their_turn_for_room() -> None:
+    """Room beyond the windows for one 3 MiB message at a time: six sent at once, on six
+    calls, each waits its turn and all arrive whole (a peer that keeps to the windows
+    is slowed, never refused)."""
+    size = 3 * 1024 * 1024
+    limits = transport.Limits(max_message=size, message_budget=size)
+    server = transport.Server(limits=limits)
+    echo = Echo()
+    server.add("/test.Echo/Upper", transport.Method(False, echo.upper, bytes, bytes))
+    await server.listen("127.0.0.1:0")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        async with channel(port) as chan:
+            upper = chan.unary_unary("/test.Echo/Upper", bytes, bytes)
+            bodies = [bytes([97 + i]) * size for i in range(6)]
+            replies = await asyncio.gather(*(upper(body, timeout=60) for body in bodies))
+        assert replies == [body.upper() for body in bodies]
+        assert server.budget.free == size and not server.budget.waiting
+    finally:
+        await server.stop(0)
+
+
 async def test_many_concurrent_streams_on_one_connection(served: Any) -> None:
     *_, port = served
 
@@ -283,80 +320,35 @@ async def test_watch_follows_health_and_stop_refuses_new_calls(served: Any) -> N
 # -- raw bytes ----------------------------------------------------------------------------
 
 
-async def raw(port: int, data: bytes, read_for: float = 0.5) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    received = b""
-    try:
-        while chunk := await asyncio.wait_for(reader.read(65536), read_for):
-            received += chunk
-    except TimeoutError:
-        pass
-    writer.close()
-    return received
-
-
-def frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
-    out, offset = [], 0
-    while len(data) - offset >= 9:
-        high, low, kind, flags, stream = struct.unpack_from(">BHBBI", data, offset)
-        length = high << 16 | low
-        out.append((kind, flags, stream, data[offset + 9 : offset + 9 + length]))
-        offset += 9 + length
-    return out
-
-
-def request_block(encoder: hpack.Encoder, path: str = "/test.Echo/Chat") -> bytes:
-    """The HEADERS block of a gRPC call to `path`."""
-    return encoder.encode(
-        [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", path),
-            (":authority", "x"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ]
-    )
-
-
 async def raw_call(port: int, data: bytes) -> str | None:
     """One Chat call from raw frames: headers, then data with END_STREAM; its grpc-status."""
     block = request_block(hpack.Encoder())
     received = await raw(
         port,
         PREFACE
-        + _frame(h2grpc.SETTINGS, 0, 0)
-        + _frame(h2grpc.HEADERS, h2grpc.END_HEADERS, 1, block)
-        + _frame(h2grpc.DATA, h2grpc.END_STREAM, 1, data),
+        + _frame(h2.SETTINGS, 0, 0)
+        + _frame(h2.HEADERS, h2.END_HEADERS, 1, block)
+        + _frame(h2.DATA, h2.END_STREAM, 1, data),
         0.3,
     )
     decoder = hpack.Decoder()
     status = None
     for kind, _, stream, payload in frames(received):
-        if kind == h2grpc.HEADERS and stream == 1:
+        if kind == h2.HEADERS and stream == 1:
             status = dict(decoder.decode(payload)).get("grpc-status", status)
     return status
-
-
-def goaway_code(received: bytes) -> int | None:
-    for kind, _, _, payload in frames(received):
-        if kind == h2grpc.GOAWAY:
-            return int(struct.unpack(">I", payload[4:8])[0])
-    return None
 
 
 @pytest.mark.parametrize(
     ("data", "code"),
     [
-        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", h2grpc.PROTOCOL_ERROR),  # not HTTP/2
-        (PREFACE + _frame(h2grpc.DATA, 0, 0, b"x"), h2grpc.PROTOCOL_ERROR),
-        (PREFACE + _frame(h2grpc.CONTINUATION, 4, 1, b""), h2grpc.PROTOCOL_ERROR),
-        (PREFACE + _frame(h2grpc.HEADERS, 4, 1, b"\xff\xff\xff\xff"), h2grpc.COMPRESSION_ERROR),
-        (PREFACE + _frame(h2grpc.SETTINGS, 0, 0, b"\x00\x04\xff\xff\xff\xff"), 3),
-        (PREFACE + _frame(h2grpc.WINDOW_UPDATE, 0, 0, b"\x00\x00\x00\x00"), 1),
-        (PREFACE + b"\x7f\xff\xff\x00\x00\x00\x00\x00\x01", h2grpc.FRAME_SIZE_ERROR),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", h2.PROTOCOL_ERROR),  # not HTTP/2
+        (PREFACE + _frame(h2.DATA, 0, 0, b"x"), h2.PROTOCOL_ERROR),
+        (PREFACE + _frame(h2.CONTINUATION, 4, 1, b""), h2.PROTOCOL_ERROR),
+        (OPEN + _frame(h2.HEADERS, 4, 1, b"\xff\xff\xff\xff"), h2.COMPRESSION_ERROR),
+        (PREFACE + _frame(h2.SETTINGS, 0, 0, b"\x00\x04\xff\xff\xff\xff"), 3),
+        (OPEN + _frame(h2.WINDOW_UPDATE, 0, 0, b"\x00\x00\x00\x00"), 1),
+        (PREFACE + b"\x7f\xff\xff\x00\x00\x00\x00\x00\x01", h2.FRAME_SIZE_ERROR),
     ],
 )
 async def test_protocol_errors_end_that_connection_only(
@@ -371,8 +363,8 @@ async def test_protocol_errors_end_that_connection_only(
 
 async def test_ping_is_answered(served: Any) -> None:
     *_, port = served
-    received = await raw(port, PREFACE + _frame(h2grpc.PING, 0, 0, b"12345678"), 0.3)
-    assert (h2grpc.PING, h2grpc.ACK, 0, b"12345678") in frames(received)
+    received = await raw(port, OPEN + _frame(h2.PING, 0, 0, b"12345678"), 0.3)
+    assert (h2.PING, h2.ACK, 0, b"12345678") in frames(received)
 
 
 @settings(
@@ -389,45 +381,55 @@ async def test_any_bytes_after_the_preface_leave_the_server_serving(
 
 
 async def test_a_repeated_header_block_follows_the_hpack_table() -> None:
-    """A block of indexed fields decodes once while HPACK's table holds still; after the
-    table changes, the same bytes name what the table now holds."""
-    server = h2grpc.Server()
+    """A block that leaves HPACK's table alone decodes once while the table holds still;
+    after the table changes (an entry added, the table emptied by a size update to 0),
+    the same bytes name what the table now holds, or nothing."""
+    server = transport.Server()
     echo = Echo()
-    server.add("/test.Echo/Chat", h2grpc.Method(True, echo.chat, bytes, bytes))
-    server.add("/test.Echo/Upper", h2grpc.Method(False, echo.upper, bytes, bytes))
+    server.add("/test.Echo/Chat", transport.Method(True, echo.chat, bytes, bytes))
+    server.add("/test.Echo/Upper", transport.Method(False, echo.upper, bytes, bytes))
     await server.listen("127.0.0.1:0")
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        encoder, reference = hpack.Encoder(), hpack.Decoder()
-
-        def block(path: str) -> bytes:
-            return request_block(encoder, path)
-
-        upper, upper_again, chat = (
-            block("/test.Echo/Upper"),
-            block("/test.Echo/Upper"),
-            block("/test.Echo/Chat"),
-        )
-        blocks = [upper, upper_again, upper_again, chat, upper_again]
-        paths = [dict(reference.decode(b))[":path"] for b in blocks]
-        assert paths == ["/test.Echo/" + n for n in ("Upper", "Upper", "Upper", "Chat", "Chat")]
+        newest = hpack_request(b"\xbe")  # :path from dynamic entry 62
+        blocks = [
+            hpack_request(path_added(b"/test.Echo/Upper")),
+            newest,
+            newest,  # decoded from the cache
+            hpack_request(path_added(b"/test.Echo/Chat")),
+            newest,  # now Chat's
+            # Two size updates (0 empties the table, then back to 4096), the path literal.
+            hpack_request(path_literal(b"/test.Echo/Upper"), table_updates=b"\x20\x3f\xe1\x1f"),
+            newest,  # names an entry that is gone
+        ]
         message = struct.pack(">BI", 0, 3) + b"abc"
-        data = PREFACE + _frame(h2grpc.SETTINGS, 0, 0)
+        peer = await Peer.connect(port)
         for index, header_block in enumerate(blocks):
             stream = 2 * index + 1
-            data += _frame(h2grpc.HEADERS, h2grpc.END_HEADERS, stream, header_block)
-            data += _frame(h2grpc.DATA, h2grpc.END_STREAM, stream, message)
+            await peer.send(
+                _frame(h2.HEADERS, h2.END_HEADERS, stream, header_block)
+                + _frame(h2.DATA, h2.END_STREAM, stream, message)
+            )
+            received = await peer.until(
+                lambda found, stream=stream: (
+                    any(f.stream == stream for f in found) or goaway_code(found) is not None
+                )
+            )
         replies: dict[int, bytes] = {}
-        for kind, _, stream, payload in frames(await raw(port, data, 0.5)):
-            if kind == h2grpc.DATA:
+        for kind, _, stream, payload in received:
+            if kind == h2.DATA:
                 replies[stream] = replies.get(stream, b"") + payload
-        assert [replies.get(2 * i + 1, b"")[5:] for i in range(5)] == [
+        assert [replies.get(2 * i + 1, b"")[5:] for i in range(7)] == [
             b"ABC",
             b"ABC",
             b"ABC",
             b"abc",
             b"abc",
+            b"ABC",
+            b"",
         ]
+        assert goaway_code(received) == h2.COMPRESSION_ERROR
+        peer.close()
     finally:
         await server.stop(0)
 
@@ -435,42 +437,39 @@ async def test_a_repeated_header_block_follows_the_hpack_table() -> None:
 @pytest.mark.parametrize("path", ["/test.Echo/Chat", "/test.Echo/Tally"])
 async def test_a_peer_that_stops_reading_holds_back_the_writer(served: Any, path: str) -> None:
     """A client with huge flow-control windows that does not read: the server's send buffer
-    stays near one message instead of growing by every reply; once it reads, all arrive.
-    A session's messages wait unanswered meanwhile, as a handler blocked in write does."""
+    stays near a couple of replies instead of growing by every one; once it reads, all
+    arrive. A session's messages wait unanswered meanwhile, as a handler blocked in write
+    does."""
     server, *_, port = served
-    size, count = 1_000_000, 20
-    message = struct.pack(">BI", 0, size) + bytes(size)
+    size, count = 60_000, 60  # each message within a stream's window, 3.6 MB in all
+    data = message(bytes(size))
     block = request_block(hpack.Encoder(), path)
-    settings = struct.pack(">HIHI", 0x4, h2grpc.MAX_WINDOW, 0x5, 1 << 20)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
+    settings = struct.pack(">HI", h2.INITIAL_WINDOW_SIZE, h2.MAX_WINDOW)
+    out = (
         PREFACE
-        + _frame(h2grpc.SETTINGS, 0, 0, settings)
-        + _frame(h2grpc.WINDOW_UPDATE, 0, 0, struct.pack(">I", h2grpc.MAX_WINDOW - 65535))
-        + _frame(h2grpc.HEADERS, h2grpc.END_HEADERS, 1, block)
+        + _frame(h2.SETTINGS, 0, 0, settings)
+        + _frame(h2.WINDOW_UPDATE, 0, 0, struct.pack(">I", h2.MAX_WINDOW - 65535))
     )
-    for index in range(count):
-        flags = h2grpc.END_STREAM if index == count - 1 else 0
-        writer.write(_frame(h2grpc.DATA, flags, 1, message))
-    await writer.drain()
+    for stream in range(1, 2 * count, 2):
+        out += _frame(h2.HEADERS, h2.END_HEADERS, stream, block)
+        pieces = [data[at : at + 16384] for at in range(0, len(data), 16384)]
+        for index, piece in enumerate(pieces):
+            out += _frame(h2.DATA, h2.END_STREAM if index == len(pieces) - 1 else 0, stream, piece)
+    peer = await Peer.connect(port, out)
     await asyncio.sleep(1.0)
     [connection] = server.connections
-    assert connection.transport.get_write_buffer_size() < 3 * size
-    received = 0
-    want = count * len(message)
-    buffered = b""
-    while received < want:
-        buffered += await asyncio.wait_for(reader.read(1 << 20), 10)
-        while len(buffered) >= 9:
-            high, low, kind, _, stream = struct.unpack_from(">BHBBI", buffered)
-            length = high << 16 | low
-            if len(buffered) < 9 + length:
-                break
-            if kind == h2grpc.DATA and stream == 1:
-                received += length
-            buffered = buffered[9 + length :]
-    assert received == want
-    writer.close()
+    assert connection.transport.get_write_buffer_size() < 4 * size
+    received = await peer.until(
+        lambda found: (
+            sum(f.stream for f in found if f.kind == h2.HEADERS and f.flags & 1) == count * count
+        )
+    )
+    replies: dict[int, int] = {}
+    for found in received:
+        if found.kind == h2.DATA:
+            replies[found.stream] = replies.get(found.stream, 0) + len(found.payload)
+    assert replies == {stream: len(data) for stream in range(1, 2 * count, 2)}
+    peer.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import pytest
 from extproc.config import load_file
 from extproc.render import render, render_yaml
 from extproc.stack import validate_envoy_config
+from extproc.transport import Limits
 from tests.helpers import BASE_CONFIG, ROOT, runtime
 
 SHIPPED = [
@@ -203,3 +204,17 @@ def test_the_access_log_never_carries_the_query_string() -> None:
     fields = log_format["log_format"]["json_format"]
     assert fields["path"] == "%PATH(NQ)%"
     assert not [value for value in fields.values() if ":PATH" in value or "QUERY" in value]
+
+
+def test_the_ext_proc_cluster_keeps_within_the_services_streams() -> None:
+    """Envoy opens another connection rather than exceed the streams the service's
+    transport takes on one, and lets through as many as the service's connections take."""
+    served = Limits()
+    options = clusters(render(runtime()))["extproc"]["typed_extension_protocol_options"]
+    http = next(iter(options.values()))
+    assert http["explicit_http_config"]["http2_protocol_options"] == {
+        "max_concurrent_streams": served.max_concurrent_streams
+    }
+    assert float(http["common_http_protocol_options"]["idle_timeout"][:-1]) < served.idle_timeout
+    [thresholds] = clusters(render(runtime()))["extproc"]["circuit_breakers"]["thresholds"]
+    assert thresholds["max_requests"] == served.max_connections * served.max_concurrent_streams
