@@ -53,13 +53,19 @@ def presented_key(headers: Mapping[str, str]) -> str | ApiError | None:
 
 def without_params(query: str, params: Collection[str]) -> str:
     """The query string without the named parameters (compared unescaped, in lower case,
-    as a server would read them: "%6Bey" is "key")."""
-    kept = [
-        part
-        for part in query.split("&")
-        if part and unquote_plus(part.partition("=")[0]).lower() not in params
-    ]
+    as a server would read them: "%6Bey" is "key"). Some servers also split on ";", so a
+    parameter after one is removed too."""
+    kept = []
+    for part in query.split("&"):
+        if ";" in part:
+            part = ";".join(p for p in part.split(";") if not _named(p, params))
+        if part and not _named(part, params):
+            kept.append(part)
     return "&".join(kept)
+
+
+def _named(part: str, params: Collection[str]) -> bool:
+    return unquote_plus(part.partition("=")[0]).lower() in params
 
 
 def spiffe_id(xfcc: str) -> str | None:

@@ -117,6 +117,9 @@ def test_conflicts_do_not_matter_without_key_authentication() -> None:
         ("KEY=secret", ""),
         ("keys=1&monkey=2&key", "keys=1&monkey=2"),
         ("x=key%3D1&&y=2", "x=key%3D1&y=2"),
+        ("x=1;key=secret&y=2", "x=1&y=2"),  # servers that split on ";" read "key" here
+        ("key=secret;x=1", "x=1"),
+        (";key=secret", ""),
     ],
 )
 def test_credential_query_parameters_are_removed(query: str, kept: str) -> None:
