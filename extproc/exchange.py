@@ -309,11 +309,12 @@ class Exchange:
             too_large = body_size_error(self.policies, len(raw), self.decisions)
             if too_large is not None:
                 return self.error(too_large)
-            refusal, changed = evaluate_request(
+            refusal, redacted = evaluate_request(
                 self.policies, self.endpoint.kind, body, self.redactions, self.decisions
             )
             if refusal is not None:
                 return self.error(refusal)
+            changed = changed or redacted
         endpoint = self.endpoint
         options = body.get("stream_options")
         self.client_include_usage = (

@@ -78,6 +78,21 @@ def test_the_deployment_is_the_model_and_wins_over_the_body() -> None:
     assert isinstance(send("/openai/deployments/gpt-4o/chat/completions", CHAT), Continue)
 
 
+def test_the_deployment_reaches_the_backend_when_a_policy_leaves_the_body_alone() -> None:
+    """A policy that changes nothing must not undo the model the deployment put in."""
+    guarded = runtime(
+        BASE_CONFIG.replace("  - name: public\n", "  - name: public\n    policies: [guard]\n", 1)
+        + "policies:\n  - name: guard\n    deny: [{name: never, keywords: [zzzz-never]}]\n"
+    )
+    exchange = Exchange(guarded)
+    exchange.request_headers(
+        {":path": "/openai/deployments/gpt-4o-mini/chat/completions", ":method": "POST"}, False
+    )
+    decision = exchange.request_body(orjson.dumps(CHAT))
+    assert isinstance(decision, Continue) and decision.body is not None
+    assert orjson.loads(decision.body) == {**CHAT, "model": "gpt-4o-mini"}
+
+
 def test_an_azure_backend_gets_its_own_api_version_not_the_clients() -> None:
     decision = send(
         "/openai/deployments/gpt-4o-azure/chat/completions?api-version=2099-01-01&key=secret",
