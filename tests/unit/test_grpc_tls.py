@@ -3,8 +3,10 @@ reach authenticates its callers), the allow-list of peers, and certificate rotat
 
 from __future__ import annotations
 
+import os
 import ssl
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,11 @@ import pytest
 import trustme
 from structlog.testing import capture_logs
 
+from extproc import grpc_tls
 from extproc.cli import main
 from extproc.config import ConfigError, load_text
 from extproc.config.runtime import Runtime
+from extproc.config.v1 import config_pb2 as pb
 from extproc.grpc_tls import ServerTls
 from extproc.render import render, render_yaml
 from extproc.stack import validate_envoy_config
@@ -299,6 +303,114 @@ def test_rotated_certificate_files_serve_new_handshakes(
     anonymous = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
     with pytest.raises(ssl.SSLError):
         handshake(tls.context, anonymous)
+
+
+def settle(*paths: Path) -> None:
+    """Files last written long ago (time stamps an hour back)."""
+    past = time.time() - 3600
+    for path in paths:
+        os.utime(path, (past, past))
+
+
+def counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per time a ServerTls reads its files' contents."""
+    reads: list[int] = []
+    original = ServerTls._stamp
+
+    def counted(self: ServerTls) -> bytes:
+        reads.append(1)
+        return original(self)
+
+    monkeypatch.setattr(ServerTls, "_stamp", counted)
+    return reads
+
+
+def test_a_client_hello_reads_no_file_that_did_not_change(
+    certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any peer may send a ClientHello: unchanged files cost a stat each, not a read."""
+    settle(certs / "service.pem", certs / "service.key", certs / "client-ca.pem")
+    tls = server_tls(certs)
+    reads = counting_reads(monkeypatch)
+    client = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
+    client.load_cert_chain(certs / "envoy.pem", certs / "envoy.key")
+    first = handshake(tls.context, client)
+    for _ in range(3):
+        assert handshake(tls.context, client) == first
+    assert reads == []
+
+
+def test_a_file_written_within_its_time_stamps_tick_is_compared_by_content(
+    certs: Path, cas: tuple[trustme.CA, trustme.CA], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Time stamps tick coarsely: a file rewritten in place in the same tick, at the
+    same size, looks unchanged to stat. While the files are that recent their contents
+    are compared; once they are older, stat alone is trusted."""
+    service_ca, _ = cas
+    tls = server_tls(certs)
+    # What stat says, frozen: recently written, then never again.
+    frozen = grpc_tls._identities(tls.files)
+    monkeypatch.setattr(grpc_tls, "_identities", lambda files: frozen)
+    issue_certificate(service_ca, certs, "next", ips=("127.0.0.1",))
+    client = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
+    client.load_cert_chain(certs / "envoy.pem", certs / "envoy.key")
+    first = handshake(tls.context, client)
+    for stem in ("service", "next"):
+        (certs / "service.pem").write_bytes((certs / f"{stem}.pem").read_bytes())
+        (certs / "service.key").write_bytes((certs / f"{stem}.key").read_bytes())
+    rotated = handshake(tls.context, client)
+    assert rotated == ssl.PEM_cert_to_DER_cert((certs / "next.pem").read_text()) != first
+    # The same stat an hour later: trusted, the contents not read.
+    settled = tuple((*i[:3], i[3] - 3600 * 10**9, *i[4:]) for i in frozen)
+    monkeypatch.setattr(grpc_tls, "_identities", lambda files: settled)
+    handshake(tls.context, client)
+    reads = counting_reads(monkeypatch)
+    assert handshake(tls.context, client) == rotated
+    assert reads == []
+
+
+def secret_volume(directory: Path, generation: str, files: dict[str, bytes]) -> None:
+    """How the kubelet updates a Secret volume: the files written to a new directory,
+    then the ..data symlink swapped to it at once; each file's name is a symlink through
+    ..data. The new files' time stamps say nothing (an hour back here)."""
+    target = directory / f"..{generation}"
+    target.mkdir()
+    for name, content in files.items():
+        (target / name).write_bytes(content)
+        settle(target / name)
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(Path("..data") / name)
+    (directory / "..data_tmp").symlink_to(target.name)
+    os.replace(directory / "..data_tmp", directory / "..data")
+
+
+def test_a_secret_volume_update_serves_new_handshakes(
+    certs: Path, cas: tuple[trustme.CA, trustme.CA], tmp_path: Path
+) -> None:
+    service_ca, _ = cas
+    issue_certificate(service_ca, certs, "next", ips=("127.0.0.1",))
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    pair = {"tls.crt": "service.pem", "tls.key": "service.key", "ca.crt": "client-ca.pem"}
+    secret_volume(volume, "1", {name: (certs / stem).read_bytes() for name, stem in pair.items()})
+    tls = ServerTls(
+        pb.GrpcTls(
+            cert_file=str(volume / "tls.crt"),
+            key_file=str(volume / "tls.key"),
+            client_ca_file=str(volume / "ca.crt"),
+            allowed_peers=[ENVOY_ID],
+        )
+    )
+    client = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
+    client.load_cert_chain(certs / "envoy.pem", certs / "envoy.key")
+    first = handshake(tls.context, client)
+    pair.update({"tls.crt": "next.pem", "tls.key": "next.key"})
+    secret_volume(volume, "2", {name: (certs / stem).read_bytes() for name, stem in pair.items()})
+    assert (
+        handshake(tls.context, client)
+        == ssl.PEM_cert_to_DER_cert((certs / "next.pem").read_text())
+        != first
+    )
 
 
 # -- Envoy's side ----------------------------------------------------------------------
