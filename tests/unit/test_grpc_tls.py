@@ -3,25 +3,30 @@ reach authenticates its callers), the allow-list of peers, and certificate rotat
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import ssl
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import trustme
+import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from structlog.testing import capture_logs
 
-from extproc import grpc_tls
+from extproc import grpc_tls, transport
 from extproc.cli import main
 from extproc.config import ConfigError, load_text
 from extproc.config.runtime import Runtime
 from extproc.config.v1 import config_pb2 as pb
 from extproc.grpc_tls import ServerTls
 from extproc.render import render, render_yaml
-from extproc.stack import validate_envoy_config
+from extproc.stack import free_port, validate_envoy_config
 from tests.helpers import BASE_CONFIG, issue_certificate, runtime
 
 MINIMAL = """
@@ -411,6 +416,88 @@ def test_a_secret_volume_update_serves_new_handshakes(
         == ssl.PEM_cert_to_DER_cert((certs / "next.pem").read_text())
         != first
     )
+
+
+def test_rotation_on_uvloop_serves_new_handshakes_from_the_new_files(
+    certs: Path, cas: tuple[trustme.CA, trustme.CA], tmp_path: Path
+) -> None:
+    """The server as `extproc serve` runs it (uvloop's TLS, the transport's listener):
+    a Secret update rotating the service's certificate and its callers' CA applies to
+    the next handshake. The new certificate is served, a caller of the new CA is served,
+    a caller of the old CA is refused."""
+    service_ca, _ = cas
+    next_client_ca = trustme.CA()
+    issue_certificate(service_ca, certs, "next", ips=("127.0.0.1",))
+    issue_certificate(next_client_ca, certs, "envoy-next", uris=(ENVOY_ID,))
+    next_client_ca.cert_pem.write_to_path(str(certs / "client-ca-next.pem"))
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    files = {"tls.crt": "service.pem", "tls.key": "service.key", "ca.crt": "client-ca.pem"}
+    secret_volume(volume, "1", {name: (certs / stem).read_bytes() for name, stem in files.items()})
+    tls = ServerTls(
+        pb.GrpcTls(
+            cert_file=str(volume / "tls.crt"),
+            key_file=str(volume / "tls.key"),
+            client_ca_file=str(volume / "ca.crt"),
+            allowed_peers=[ENVOY_ID],
+        )
+    )
+    port = free_port()
+
+    def served_certificate(caller: str) -> bytes:
+        client = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
+        client.load_cert_chain(certs / f"{caller}.pem", certs / f"{caller}.key")
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            client.wrap_socket(raw, server_hostname="127.0.0.1") as connection,
+        ):
+            presented = connection.getpeercert(binary_form=True)
+        assert presented is not None
+        return presented
+
+    def check(caller: str) -> str:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=(certs / "service-ca.pem").read_bytes(),
+            private_key=(certs / f"{caller}.key").read_bytes(),
+            certificate_chain=(certs / f"{caller}.pem").read_bytes(),
+        )
+        # A channel of its own: a new connection, so a new handshake.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=10
+                )
+            except grpc.RpcError as error:
+                return str(error.code())
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    async def scenario() -> tuple[bytes, bytes]:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        server = transport.Server()
+        health = transport.Health()
+        health.serve_on(server)
+        health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await server.listen(f"127.0.0.1:{port}", ssl=tls.context, admit=tls.admit)
+        try:
+            first = await asyncio.to_thread(served_certificate, "envoy")
+            assert await asyncio.to_thread(check, "envoy") == "SERVING"
+            rotated = {"tls.crt": "next.pem", "tls.key": "next.key", "ca.crt": "client-ca-next.pem"}
+            secret_volume(
+                volume, "2", {name: (certs / stem).read_bytes() for name, stem in rotated.items()}
+            )
+            served = await asyncio.to_thread(served_certificate, "envoy-next")
+            assert await asyncio.to_thread(check, "envoy-next") == "SERVING"
+            assert await asyncio.to_thread(check, "envoy") == str(grpc.StatusCode.UNAVAILABLE)
+        finally:
+            await server.stop(0)
+        return first, served
+
+    with capture_logs() as logs:
+        first, served = uvloop.run(scenario())
+    assert first == ssl.PEM_cert_to_DER_cert((certs / "service.pem").read_text())
+    assert served == ssl.PEM_cert_to_DER_cert((certs / "next.pem").read_text())
+    assert [e["event"] for e in logs if e["event"].startswith("grpc_tls")] == ["grpc_tls_reloaded"]
 
 
 # -- Envoy's side ----------------------------------------------------------------------
