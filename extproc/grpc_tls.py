@@ -9,7 +9,10 @@ naming what it presented."""
 from __future__ import annotations
 
 import hashlib
+import os
 import ssl
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -21,6 +24,20 @@ log = structlog.get_logger("extproc")
 # What a refusal's log line repeats of a certificate's names (it comes from a peer).
 _MAX_LOGGED_NAMES = 8
 _MAX_LOGGED_LENGTH = 256
+# Time stamps tick coarsely: a file written this recently may be written again without
+# its stat changing, so its contents are compared until it is older than this.
+_SETTLING_NS = 1_000_000_000
+
+
+def _identities(files: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+    """What shows that a file changed without reading it: a file replaced (a Secret
+    volume's ..data symlink swapped to a new directory) is another inode, one written in
+    place has a new mtime, ctime or size. Symlinks are followed."""
+    found = []
+    for name in files:
+        stat = os.stat(name)
+        found.append((stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+    return tuple(found)
 
 
 class ServerTls:
@@ -30,6 +47,8 @@ class ServerTls:
         self.files = (config.cert_file, config.key_file, config.client_ca_file)
         self.uris = frozenset(p for p in config.allowed_peers if "://" in p)
         self.dns_names = frozenset(p.lower() for p in config.allowed_peers if "://" not in p)
+        # Looked at before the contents are read: a change in between shows next time.
+        self.seen, self.settled = self._look()
         self.stamp = self._stamp()
         # The context the server listens with; each handshake starts there and is moved to
         # `current`, the one built from the files as they are now (see _handshake).
@@ -48,9 +67,15 @@ class ServerTls:
         context.set_alpn_protocols(["h2"])
         return context
 
+    def _look(self) -> tuple[tuple[tuple[int, ...], ...], bool]:
+        """The files' identities, and whether they are old enough to be trusted."""
+        now = time.time_ns()
+        seen = _identities(self.files)
+        return seen, all(now - mtime > _SETTLING_NS for _, _, _, mtime, _ in seen)
+
     def _stamp(self) -> bytes:
-        """A digest of the files' contents: a replaced file shows whatever its size and
-        time stamps (a few KB read per handshake)."""
+        """A digest of the files' contents: what decides whether they changed, once
+        their identities say they may have (a few KB read)."""
         digest = hashlib.sha256()
         for name in self.files:
             with open(name, "rb") as file:
@@ -59,8 +84,8 @@ class ServerTls:
 
     def _handshake(self, connection: Any, server_name: str | None, context: Any) -> None:
         """OpenSSL's server-name callback, called for every ClientHello (with or without
-        SNI) before the certificate is chosen: the place to switch to rotated files. Envoy
-        keeps its connections, so handshakes are rare."""
+        SNI) before the certificate is chosen: the place to switch to rotated files. Any
+        peer may send one, so it costs three stat calls while the files stay the same."""
         self.refresh()
         if self.current is not context:
             connection.context = self.current
@@ -70,9 +95,13 @@ class ServerTls:
         cannot be read or do not fit together (a rotation half done), until they change
         again."""
         try:
+            seen, settled = self._look()
+            if seen == self.seen and self.settled:
+                return
             stamp = self._stamp()
         except OSError:
             return
+        self.seen, self.settled = seen, settled
         if stamp == self.stamp:
             return
         self.stamp = stamp

@@ -1,7 +1,9 @@
 """Config reload: on SIGHUP, and when the config file or a credential file it names
 changes. A valid change applies to exchanges that start after it (those in flight keep
 the config they started with); an invalid one, or one only a restart can apply, is
-refused and the running config keeps serving. Every attempt is logged and counted."""
+refused and the running config keeps serving. Every attempt is logged and counted.
+Files only a start reads (TLS files, CA bundles) are neither watched nor read again:
+their sections are compared instead (see load_file's start_files)."""
 
 from __future__ import annotations
 
@@ -87,7 +89,7 @@ class Reloader:
         async with self.lock:
             self.seen = await asyncio.to_thread(fingerprint, watched_files(self.path, self.runtime))
             try:
-                new = await asyncio.to_thread(load_file, self.path)
+                new = await asyncio.to_thread(load_file, self.path, start_files=False)
                 blocked = await asyncio.to_thread(restart_needed, self.runtime, new)
             except ConfigError as error:
                 return self._refused(trigger, "invalid", error.problems)

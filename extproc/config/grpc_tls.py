@@ -20,12 +20,11 @@ Problem = Callable[[str, str], None]
 
 
 def is_loopback(host: str) -> bool:
-    """localhost, 127.0.0.0/8 or ::1 (bracketed or not)."""
-    host = host.strip("[]")
-    if host.lower() == "localhost":
-        return True
+    """A literal 127.0.0.0/8 or ::1 (bracketed or not). Not a name, localhost included:
+    the server resolves it when it binds (/etc/hosts, DNS), on whatever host it runs,
+    after this check has passed."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -52,9 +51,15 @@ def check(service: pb.Service, resolve: Callable[[str, str], str | None], proble
     host = "" if unix else address.rpartition(":")[0]
     if not service.HasField("grpc_tls"):
         if not unix and host and not is_loopback(host) and not service.unauthenticated_grpc:
+            reach = (
+                "is reachable from other hosts"
+                if _is_ip(host.strip("[]"))
+                else "may be reachable from other hosts (a name is resolved when the "
+                "service binds; loopback is 127.0.0.1 or [::1])"
+            )
             problem(
                 "service.grpc_address",
-                f'"{address}" is reachable from other hosts and nothing authenticates its '
+                f'"{address}" {reach} and nothing authenticates its '
                 "callers (ext_proc replies carry provider keys): set service.grpc_tls, or "
                 "service.unauthenticated_grpc: true when a mesh authenticates them",
             )

@@ -87,18 +87,34 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def load_file(path: str | Path, *, resolve_secrets: bool = True) -> rt.Runtime:
+def load_file(
+    path: str | Path, *, resolve_secrets: bool = True, start_files: bool = True
+) -> rt.Runtime:
+    """start_files=False (a reload): the files read only when the processes start (the
+    listener's and the ext_proc port's TLS files, backends' CA bundles) are resolved but
+    not checked. A reload refuses any change to the sections naming them, and the service
+    reads its TLS files again on its own, so a rotation caught half done must not refuse
+    the credential or routing change landing at the same moment."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
-    return load_text(text, base_dir=Path(path).resolve().parent, resolve_secrets=resolve_secrets)
+    return load_text(
+        text,
+        base_dir=Path(path).resolve().parent,
+        resolve_secrets=resolve_secrets,
+        start_files=start_files,
+    )
 
 
 def load_text(
-    text: str, *, base_dir: Path | None = None, resolve_secrets: bool = True
+    text: str,
+    *,
+    base_dir: Path | None = None,
+    resolve_secrets: bool = True,
+    start_files: bool = True,
 ) -> rt.Runtime:
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
@@ -106,11 +122,17 @@ def load_text(
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([f"<yaml>: {where}{getattr(exc, 'problem', exc)}"]) from None
-    return load_data(data, base_dir=base_dir, resolve_secrets=resolve_secrets)
+    return load_data(
+        data, base_dir=base_dir, resolve_secrets=resolve_secrets, start_files=start_files
+    )
 
 
 def load_data(
-    data: object, *, base_dir: Path | None = None, resolve_secrets: bool = True
+    data: object,
+    *,
+    base_dir: Path | None = None,
+    resolve_secrets: bool = True,
+    start_files: bool = True,
 ) -> rt.Runtime:
     config = pb.Config()
     problems: list[str] = []
@@ -118,7 +140,7 @@ def load_data(
     if problems:
         raise ConfigError(problems)
     apply_defaults(config)
-    checker = _Checker(config, base_dir or Path.cwd(), resolve_secrets)
+    checker = _Checker(config, base_dir or Path.cwd(), resolve_secrets, start_files)
     runtime = checker.build()
     if checker.problems:
         raise ConfigError(checker.problems)
@@ -223,10 +245,13 @@ def parse_grpc_address(address: str) -> str | None:
 
 
 class _Checker:
-    def __init__(self, config: pb.Config, base_dir: Path, resolve_secrets: bool) -> None:
+    def __init__(
+        self, config: pb.Config, base_dir: Path, resolve_secrets: bool, start_files: bool
+    ) -> None:
         self.config = config
         self.base_dir = base_dir
         self.resolve_secrets = resolve_secrets
+        self.start_files = start_files
         self.problems: list[str] = []
 
     def problem(self, path: str, message: str) -> None:
@@ -237,8 +262,9 @@ class _Checker:
         return path if path.is_absolute() else self.base_dir / path
 
     def check_file(self, path: str, name: str) -> str | None:
-        """The file's absolute path, or None (a problem) when it does not exist."""
-        if not self.path_of(name).is_file():
+        """The absolute path of a file read at start, or None (a problem) when it does
+        not exist (not checked without start_files)."""
+        if self.start_files and not self.path_of(name).is_file():
             self.problem(path, f'file "{name}" does not exist')
             return None
         return str(self.path_of(name))
@@ -361,6 +387,7 @@ class _Checker:
             if (
                 service.HasField("grpc_tls")
                 and self.resolve_secrets
+                and self.start_files
                 and len(self.problems) == before
             ):
                 grpc_tls.check_usable(service.grpc_tls, self.problem)

@@ -336,6 +336,105 @@ def test_network_policy_follows_the_mode_unless_set(render: Callable[..., Render
     assert {p["port"] for rule in closed["ingress"] for p in rule["ports"]} == {9464}
 
 
+def egress(rendered: Rendered) -> list[dict[str, object]]:
+    """The NetworkPolicy's egress rules after the DNS one every policy starts with."""
+    dns, *rules = rendered.one("NetworkPolicy")["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    return rules  # type: ignore[no-any-return]
+
+
+def tcp(*ports: int) -> dict[str, object]:
+    return {"ports": [{"port": port, "protocol": "TCP"} for port in ports]}
+
+
+def test_network_policy_allows_the_ports_the_config_connects_to(
+    render: Callable[..., Rendered],
+) -> None:
+    """A backend on another port than 443 (vLLM's 8000) or Redis left out of egress would
+    time out (for the budget store: 503 budget_unavailable). The config's ports that
+    networkPolicy.egress does not name get a rule; the ones it names are left as
+    written, to the peers it says."""
+    full = profile_values("gateway-full")
+    assert egress(render(full)) == [*full["networkPolicy"]["egress"], tcp(6379, 6380, 8000)]
+    # The Envoy calling a processor calls the backends; the processor calls Redis alone.
+    processor = profile_values("processor")
+    assert egress(render(processor)) == processor["networkPolicy"]["egress"]
+    vllm = {"name": "vllm", "url": "http://vllm.models.svc:8000/v1"}
+    with_vllm = deep_merge(processor, {"config": {"backends": [vllm]}})
+    assert egress(render(with_vllm)) == processor["networkPolicy"]["egress"]
+    assert egress(render(deep_merge(full, {"mode": "gateway", "config": {"backends": [vllm]}})))[
+        -1
+    ] == tcp(6379, 6380, 8000)
+    # The defaults: https providers, on the 443 egress allows.
+    assert egress(render({})) == [tcp(443)]
+
+
+def test_egress_ports_come_from_each_url_of_the_config(render: Callable[..., Rendered]) -> None:
+    config = {
+        "backends": [
+            {"name": "a", "url": "http://[fd00::1]:8001/v1"},
+            {"name": "b", "url": "HTTP://plain.example/v1"},
+            {"name": "c", "url": "https://tls.example:8443/v1"},
+            {"name": "d", "url": "https://api.openai.com/v1"},
+        ],
+        "accounting": {"store": {"redis": {"url": "rediss://:secret@redis.example/0"}}},
+        "cache": {"redis": {"url": "unix:///run/redis/redis.sock"}},
+    }
+    assert egress(render({"config": config})) == [tcp(443), tcp(80, 6379, 8001, 8443)]
+
+
+@pytest.mark.parametrize(
+    ("rules", "added"),
+    [
+        ([{"ports": [{"port": 6379}]}], []),
+        ([{"ports": [{"port": 6000, "endPort": 7000, "protocol": "TCP"}]}], []),
+        ([{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}], []),
+        ([{"ports": [{"protocol": "TCP"}]}], []),
+        ([{"ports": [{"port": 6379, "protocol": "UDP"}]}], [6379]),
+        ([{"ports": [{"port": 6380, "endPort": 7000}]}], [6379]),
+        ([{"ports": [{"port": "redis"}]}], [6379]),
+        ([], [6379]),
+    ],
+    ids=[
+        "port",
+        "range",
+        "all-ports-to-peers",
+        "all-tcp-ports",
+        "udp-only",
+        "range-above",
+        "named-port",
+        "none",
+    ],
+)
+def test_a_port_egress_allows_is_not_added_again(
+    rules: list[dict[str, object]], added: list[int], render: Callable[..., Rendered]
+) -> None:
+    values = {
+        "mode": "processor",
+        "processor": {"authentication": "mesh"},
+        "networkPolicy": {"egress": rules},
+        "config": {"accounting": {"store": {"redis": {"url": "redis://redis:6379/0"}}}},
+    }
+    assert egress(render(values)) == rules + ([tcp(*added)] if added else [])
+
+
+def test_without_egress_from_config_a_port_egress_does_not_allow_fails_the_render(
+    render: Callable[..., Rendered],
+) -> None:
+    values = {
+        "networkPolicy": {"egressFromConfig": False},
+        "config": {"backends": [{"name": "vllm", "url": "http://vllm.models.svc:8000/v1"}]},
+    }
+    with pytest.raises(
+        helm.HelmError,
+        match=r"networkPolicy.egress allows no TCP port 8000, which config.backends\[0\].url",
+    ):
+        render(values)
+    rule = {"to": [{"namespaceSelector": {}}], "ports": [{"port": 8000, "protocol": "TCP"}]}
+    allowed = deep_merge(values, {"networkPolicy": {"egress": [rule]}})
+    assert egress(render(allowed)) == [rule]
+
+
 def test_user_config_is_kept_and_addresses_are_the_charts(render: Callable[..., Rendered]) -> None:
     values = profile_values("gateway-full")
     rendered = render(values)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from google.protobuf import any_pb2, json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extproc.render import Renderer
+from extproc.render import EXTPROC_LOG_FIELDS, Renderer
 from extproc.stack import envoy_binary, free_port, wait_until
 from tests.helpers import ROOT, issue_certificate, runtime
 from tests.k8s.conftest import (
@@ -50,7 +52,7 @@ def manifest(kind: str, mesh: str = "") -> dict[str, Any]:
     found = [
         d
         for path in (MESH / mesh).rglob("*.yaml")
-        if path.name != "values.yaml"
+        if not path.name.endswith("values.yaml")
         for d in documents(path)
         if d["kind"] == kind
     ]
@@ -90,7 +92,7 @@ def ours() -> ext_proc_pb2.ExternalProcessor:
 
 
 def test_manifests_are_well_formed_objects() -> None:
-    paths = sorted(p for p in MESH.rglob("*.yaml") if p.name != "values.yaml")
+    paths = sorted(p for p in MESH.rglob("*.yaml") if not p.name.endswith("values.yaml"))
     assert {p.parent.name for p in paths} == {"istio", "envoy-gateway"}
     kinds = set()
     for path in paths:
@@ -99,6 +101,57 @@ def test_manifests_are_well_formed_objects() -> None:
             kinds.add(document["kind"])
     assert {"ServiceEntry", "Gateway", "DestinationRule", "VirtualService", "EnvoyFilter"} <= kinds
     assert {"EnvoyExtensionPolicy", "HTTPRoute", "Backend", "BackendTLSPolicy"} <= kinds
+    assert {"Telemetry", "EnvoyProxy"} <= kinds
+
+
+# -- access logs -------------------------------------------------------------------------
+
+
+def istio_access_log() -> dict[str, str]:
+    """The format of the provider the egress gateway's Telemetry names."""
+    telemetry = manifest("Telemetry")
+    ((provider,),) = [entry["providers"] for entry in telemetry["spec"]["accessLogging"]]
+    mesh = yaml.safe_load((MESH / "istio" / "istiod-values.yaml").read_text())["meshConfig"]
+    (defined,) = [p for p in mesh["extensionProviders"] if p["name"] == provider["name"]]
+    return defined["envoyFileAccessLog"]["logFormat"]["labels"]  # type: ignore[no-any-return]
+
+
+def envoy_gateway_access_log() -> dict[str, str]:
+    """The format of the EnvoyProxy the Gateway names."""
+    gateway = manifest("Gateway", "envoy-gateway")
+    reference = gateway["spec"]["infrastructure"]["parametersRef"]
+    proxy = manifest("EnvoyProxy")
+    assert (reference["group"], reference["kind"], reference["name"]) == (
+        "gateway.envoyproxy.io",
+        "EnvoyProxy",
+        proxy["metadata"]["name"],
+    )
+    assert proxy["metadata"]["namespace"] == gateway["metadata"]["namespace"]
+    (setting,) = proxy["spec"]["telemetry"]["accessLog"]["settings"]
+    assert setting["format"]["type"] == "JSON"
+    return setting["format"]["json"]  # type: ignore[no-any-return]
+
+
+def test_mesh_access_logs_are_extprocs_without_the_query_string() -> None:
+    """Istio's and Envoy Gateway's default formats log the path with its query, where a
+    client's key may travel, also for requests the service refuses. The manifests give
+    their Envoys the format extproc renders for its own (path without query, usage), plus
+    the host called; Envoy Gateway names its ext_proc filter its own way, so the filter's
+    timings are not there."""
+    ours = Renderer(runtime()).access_log()["typed_config"]["log_format"]["json_format"]
+    assert ours["path"] == "%PATH(NQ)%"
+    expected = {**ours, "authority": "%REQ(:AUTHORITY)%"}
+    assert istio_access_log() == expected
+    assert envoy_gateway_access_log() == {
+        k: v for k, v in expected.items() if k not in EXTPROC_LOG_FIELDS
+    }
+    # Istio: the Telemetry selects the egress gateway, where the ext_proc filter is.
+    telemetry = manifest("Telemetry")
+    assert telemetry["metadata"]["namespace"] == manifest("EnvoyFilter")["metadata"]["namespace"]
+    assert (
+        telemetry["spec"]["selector"]["matchLabels"]
+        == manifest("EnvoyFilter")["spec"]["workloadSelector"]["labels"]
+    )
 
 
 @pytest.mark.parametrize("mesh", ["istio", "envoy-gateway"])
@@ -329,10 +382,11 @@ def egress_envoy(
     port: int,
     admin: int,
     tls: dict[str, Any] | None = None,
+    access_log: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """An Envoy shaped like an egress gateway: routes by the host the app called, with the
     EnvoyFilter's ext_proc filter before the router, its cluster name as Istio names it;
-    with tls, the transport socket of that cluster."""
+    with tls, the transport socket of that cluster; with access_log, those loggers."""
     cluster_name = filter_value["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
     address = lambda p: {"socket_address": {"address": "127.0.0.1", "port_value": p}}  # noqa: E731
 
@@ -377,6 +431,7 @@ def egress_envoy(
                                     "typed_config": {
                                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                                         "stat_prefix": "egress",
+                                        "access_log": access_log or [],
                                         "route_config": {
                                             "virtual_hosts": [
                                                 host("api.openai.com"),
@@ -413,13 +468,31 @@ def egress_envoy(
 
 @contextlib.contextmanager
 def egress_gateway(
-    tmp_path: Path, grpc_port: int, mock_port: int, tls: dict[str, Any] | None = None
+    tmp_path: Path,
+    grpc_port: int,
+    mock_port: int,
+    tls: dict[str, Any] | None = None,
+    access_logs: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[str]:
-    """The egress Envoy running the EnvoyFilter's filter; its base URL."""
+    """The egress Envoy running the EnvoyFilter's filter; its base URL. access_logs: name
+    -> JSON format, each written to <name>.log in tmp_path (complete once this exits)."""
     port, admin = free_port(), free_port()
     bootstrap = tmp_path / "egress.yaml"
+    loggers = [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": str(tmp_path / f"{name}.log"),
+                "log_format": {"json_format": log_format},
+            },
+        }
+        for name, log_format in (access_logs or {}).items()
+    ]
     bootstrap.write_text(
-        yaml.safe_dump(egress_envoy(istio_filter(), grpc_port, mock_port, port, admin, tls))
+        yaml.safe_dump(
+            egress_envoy(istio_filter(), grpc_port, mock_port, port, admin, tls, loggers)
+        )
     )
     envoy = subprocess.Popen(
         [envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart", "-l", "error"],
@@ -457,12 +530,67 @@ def test_an_egress_gateway_with_the_filter_is_served_by_the_processor_pod(
     like an egress gateway, sends each provider host to its provider (here the mock)."""
     values = local_values(yaml.safe_load((MESH / "istio" / "values.yaml").read_text()))
     pod, spec = processor_pod(render(values), tmp_path)
+    access_logs = {
+        "istio": istio_access_log(),
+        "envoy-gateway": envoy_gateway_access_log(),
+        # How Istio's and Envoy Gateway's default formats write the path.
+        "default": {"path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%", "status": "%RESPONSE_CODE%"},
+    }
+    grpc_port = values["ports"]["grpc"]
     with (
         pod.run(spec["containers"]),
-        egress_gateway(tmp_path, values["ports"]["grpc"], mock_port) as base,
+        egress_gateway(tmp_path, grpc_port, mock_port, access_logs=access_logs) as base,
     ):
         call_through_egress(base)
+        call_with_a_key_in_the_query(base)
     assert "sk-pod-" not in pod.logs()
+    # The manifests' formats log every request without its query, refused ones too.
+    for name in ("istio", "envoy-gateway"):
+        text = (tmp_path / f"{name}.log").read_text()
+        assert QUERY_KEY not in text
+        lines = [json.loads(line) for line in text.splitlines()]
+        assert {(line["path"], str(line["status"])) for line in lines} >= {
+            ("/v1/chat/completions", "200"),
+            ("/v1/chat/completions", "421"),
+            ("/v1/nowhere", "404"),
+        }
+        assert {line["authority"] for line in lines} == {"api.openai.com", "api.anthropic.com"}
+    # The check can fail: the defaults' way writes the key of both refusals (the served
+    # request's path is the one the service forwarded, without the key).
+    default = (tmp_path / "default.log").read_text()
+    assert f"/v1/chat/completions?key={QUERY_KEY}" in default
+    assert f"/v1/nowhere?key={QUERY_KEY}" in default
+    assert default.count(QUERY_KEY) == 2
+
+
+QUERY_KEY = "sk-client-key-in-the-query"
+
+
+def call_with_a_key_in_the_query(base: str) -> None:
+    """Requests carrying a key as "?key=", the way some SDKs send Google's: one served,
+    one the service refuses after reading its body (421), one it refuses at once (404)."""
+    client = openai.OpenAI(
+        base_url=f"{base}/v1",
+        api_key="unused",
+        max_retries=0,
+        default_headers={"Host": "api.openai.com"},
+        default_query={"key": QUERY_KEY},
+    )
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "key in the query"}]
+    )
+    assert reply.choices[0].message.content == "key in the query"
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(
+            model="claude-3-5-haiku-latest", messages=[{"role": "user", "content": "x"}]
+        )
+    assert refused.value.status_code == 421
+    request = urllib.request.Request(
+        f"{base}/v1/nowhere?key={QUERY_KEY}", headers={"Host": "api.openai.com"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(request, timeout=10)
+    assert missing.value.code == 404
 
 
 def test_an_envoy_with_an_allowed_certificate_is_served_by_the_mtls_processor_pod(

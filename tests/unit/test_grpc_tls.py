@@ -3,21 +3,30 @@ reach authenticates its callers), the allow-list of peers, and certificate rotat
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import ssl
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import trustme
+import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from structlog.testing import capture_logs
 
+from extproc import grpc_tls, transport
 from extproc.cli import main
 from extproc.config import ConfigError, load_text
 from extproc.config.runtime import Runtime
+from extproc.config.v1 import config_pb2 as pb
 from extproc.grpc_tls import ServerTls
 from extproc.render import render, render_yaml
-from extproc.stack import validate_envoy_config
+from extproc.stack import free_port, validate_envoy_config
 from tests.helpers import BASE_CONFIG, issue_certificate, runtime
 
 MINIMAL = """
@@ -64,11 +73,22 @@ def problems(text: str, base_dir: Path | None = None) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "address", ["0.0.0.0:50051", "[::]:50051", "10.1.2.3:50051", "extproc.svc:50051"]
+    "address",
+    [
+        "0.0.0.0:50051",
+        "[::]:50051",
+        "10.1.2.3:50051",
+        "extproc.svc:50051",
+        # A name is resolved when the server binds (/etc/hosts, DNS), not when the config
+        # is checked: only a literal loopback address is known to stay on the host.
+        "localhost:50051",
+        "LOCALHOST:50051",
+    ],
 )
 def test_a_port_other_hosts_reach_needs_client_authentication(address: str) -> None:
     (problem,) = problems(f"service: {{grpc_address: '{address}'}}")
-    assert problem.startswith(f'service.grpc_address: "{address}" is reachable from other hosts')
+    reach = "is reachable" if address[0] in "0123456789[" else "may be reachable"
+    assert problem.startswith(f'service.grpc_address: "{address}" {reach} from other hosts')
     assert "service.grpc_tls" in problem and "service.unauthenticated_grpc: true" in problem
     # Saying so explicitly is the way out (a mesh authenticates the callers).
     load(f"service: {{grpc_address: '{address}', unauthenticated_grpc: true}}")
@@ -80,7 +100,6 @@ def test_a_port_other_hosts_reach_needs_client_authentication(address: str) -> N
         "127.0.0.1:50051",
         "127.9.8.7:50051",
         "[::1]:50051",
-        "localhost:50051",
         "unix:///run/extproc/x.sock",
     ],
 )
@@ -289,6 +308,196 @@ def test_rotated_certificate_files_serve_new_handshakes(
     anonymous = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
     with pytest.raises(ssl.SSLError):
         handshake(tls.context, anonymous)
+
+
+def settle(*paths: Path) -> None:
+    """Files last written long ago (time stamps an hour back)."""
+    past = time.time() - 3600
+    for path in paths:
+        os.utime(path, (past, past))
+
+
+def counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per time a ServerTls reads its files' contents."""
+    reads: list[int] = []
+    original = ServerTls._stamp
+
+    def counted(self: ServerTls) -> bytes:
+        reads.append(1)
+        return original(self)
+
+    monkeypatch.setattr(ServerTls, "_stamp", counted)
+    return reads
+
+
+def test_a_client_hello_reads_no_file_that_did_not_change(
+    certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any peer may send a ClientHello: unchanged files cost a stat each, not a read."""
+    settle(certs / "service.pem", certs / "service.key", certs / "client-ca.pem")
+    tls = server_tls(certs)
+    reads = counting_reads(monkeypatch)
+    client = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
+    client.load_cert_chain(certs / "envoy.pem", certs / "envoy.key")
+    first = handshake(tls.context, client)
+    for _ in range(3):
+        assert handshake(tls.context, client) == first
+    assert reads == []
+
+
+def test_a_file_written_within_its_time_stamps_tick_is_compared_by_content(
+    certs: Path, cas: tuple[trustme.CA, trustme.CA], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Time stamps tick coarsely: a file rewritten in place in the same tick, at the
+    same size, looks unchanged to stat. While the files are that recent their contents
+    are compared; once they are older, stat alone is trusted."""
+    service_ca, _ = cas
+    tls = server_tls(certs)
+    # What stat says, frozen: recently written, then never again.
+    frozen = grpc_tls._identities(tls.files)
+    monkeypatch.setattr(grpc_tls, "_identities", lambda files: frozen)
+    issue_certificate(service_ca, certs, "next", ips=("127.0.0.1",))
+    client = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
+    client.load_cert_chain(certs / "envoy.pem", certs / "envoy.key")
+    first = handshake(tls.context, client)
+    for stem in ("service", "next"):
+        (certs / "service.pem").write_bytes((certs / f"{stem}.pem").read_bytes())
+        (certs / "service.key").write_bytes((certs / f"{stem}.key").read_bytes())
+    rotated = handshake(tls.context, client)
+    assert rotated == ssl.PEM_cert_to_DER_cert((certs / "next.pem").read_text()) != first
+    # The same stat an hour later: trusted, the contents not read.
+    settled = tuple((*i[:3], i[3] - 3600 * 10**9, *i[4:]) for i in frozen)
+    monkeypatch.setattr(grpc_tls, "_identities", lambda files: settled)
+    handshake(tls.context, client)
+    reads = counting_reads(monkeypatch)
+    assert handshake(tls.context, client) == rotated
+    assert reads == []
+
+
+def secret_volume(directory: Path, generation: str, files: dict[str, bytes]) -> None:
+    """How the kubelet updates a Secret volume: the files written to a new directory,
+    then the ..data symlink swapped to it at once; each file's name is a symlink through
+    ..data. The new files' time stamps say nothing (an hour back here)."""
+    target = directory / f"..{generation}"
+    target.mkdir()
+    for name, content in files.items():
+        (target / name).write_bytes(content)
+        settle(target / name)
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(Path("..data") / name)
+    (directory / "..data_tmp").symlink_to(target.name)
+    os.replace(directory / "..data_tmp", directory / "..data")
+
+
+def test_a_secret_volume_update_serves_new_handshakes(
+    certs: Path, cas: tuple[trustme.CA, trustme.CA], tmp_path: Path
+) -> None:
+    service_ca, _ = cas
+    issue_certificate(service_ca, certs, "next", ips=("127.0.0.1",))
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    pair = {"tls.crt": "service.pem", "tls.key": "service.key", "ca.crt": "client-ca.pem"}
+    secret_volume(volume, "1", {name: (certs / stem).read_bytes() for name, stem in pair.items()})
+    tls = ServerTls(
+        pb.GrpcTls(
+            cert_file=str(volume / "tls.crt"),
+            key_file=str(volume / "tls.key"),
+            client_ca_file=str(volume / "ca.crt"),
+            allowed_peers=[ENVOY_ID],
+        )
+    )
+    client = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
+    client.load_cert_chain(certs / "envoy.pem", certs / "envoy.key")
+    first = handshake(tls.context, client)
+    pair.update({"tls.crt": "next.pem", "tls.key": "next.key"})
+    secret_volume(volume, "2", {name: (certs / stem).read_bytes() for name, stem in pair.items()})
+    assert (
+        handshake(tls.context, client)
+        == ssl.PEM_cert_to_DER_cert((certs / "next.pem").read_text())
+        != first
+    )
+
+
+def test_rotation_on_uvloop_serves_new_handshakes_from_the_new_files(
+    certs: Path, cas: tuple[trustme.CA, trustme.CA], tmp_path: Path
+) -> None:
+    """The server as `extproc serve` runs it (uvloop's TLS, the transport's listener):
+    a Secret update rotating the service's certificate and its callers' CA applies to
+    the next handshake. The new certificate is served, a caller of the new CA is served,
+    a caller of the old CA is refused."""
+    service_ca, _ = cas
+    next_client_ca = trustme.CA()
+    issue_certificate(service_ca, certs, "next", ips=("127.0.0.1",))
+    issue_certificate(next_client_ca, certs, "envoy-next", uris=(ENVOY_ID,))
+    next_client_ca.cert_pem.write_to_path(str(certs / "client-ca-next.pem"))
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    files = {"tls.crt": "service.pem", "tls.key": "service.key", "ca.crt": "client-ca.pem"}
+    secret_volume(volume, "1", {name: (certs / stem).read_bytes() for name, stem in files.items()})
+    tls = ServerTls(
+        pb.GrpcTls(
+            cert_file=str(volume / "tls.crt"),
+            key_file=str(volume / "tls.key"),
+            client_ca_file=str(volume / "ca.crt"),
+            allowed_peers=[ENVOY_ID],
+        )
+    )
+    port = free_port()
+
+    def served_certificate(caller: str) -> bytes:
+        client = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
+        client.load_cert_chain(certs / f"{caller}.pem", certs / f"{caller}.key")
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            client.wrap_socket(raw, server_hostname="127.0.0.1") as connection,
+        ):
+            presented = connection.getpeercert(binary_form=True)
+        assert presented is not None
+        return presented
+
+    def check(caller: str) -> str:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=(certs / "service-ca.pem").read_bytes(),
+            private_key=(certs / f"{caller}.key").read_bytes(),
+            certificate_chain=(certs / f"{caller}.pem").read_bytes(),
+        )
+        # A channel of its own: a new connection, so a new handshake.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=10
+                )
+            except grpc.RpcError as error:
+                return str(error.code())
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    async def scenario() -> tuple[bytes, bytes]:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        server = transport.Server()
+        health = transport.Health()
+        health.serve_on(server)
+        health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await server.listen(f"127.0.0.1:{port}", ssl=tls.context, admit=tls.admit)
+        try:
+            first = await asyncio.to_thread(served_certificate, "envoy")
+            assert await asyncio.to_thread(check, "envoy") == "SERVING"
+            rotated = {"tls.crt": "next.pem", "tls.key": "next.key", "ca.crt": "client-ca-next.pem"}
+            secret_volume(
+                volume, "2", {name: (certs / stem).read_bytes() for name, stem in rotated.items()}
+            )
+            served = await asyncio.to_thread(served_certificate, "envoy-next")
+            assert await asyncio.to_thread(check, "envoy-next") == "SERVING"
+            assert await asyncio.to_thread(check, "envoy") == str(grpc.StatusCode.UNAVAILABLE)
+        finally:
+            await server.stop(0)
+        return first, served
+
+    with capture_logs() as logs:
+        first, served = uvloop.run(scenario())
+    assert first == ssl.PEM_cert_to_DER_cert((certs / "service.pem").read_text())
+    assert served == ssl.PEM_cert_to_DER_cert((certs / "next.pem").read_text())
+    assert [e["event"] for e in logs if e["event"].startswith("grpc_tls")] == ["grpc_tls_reloaded"]
 
 
 # -- Envoy's side ----------------------------------------------------------------------

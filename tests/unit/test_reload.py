@@ -5,6 +5,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trustme
 from structlog.testing import capture_logs
 
 from extproc import reload
@@ -12,7 +13,7 @@ from extproc.config.loader import ConfigError, load_file
 from extproc.config.runtime import Runtime
 from extproc.reload import Reloader, fingerprint, restart_needed, watched_files
 from extproc.telemetry.metrics import Metrics
-from tests.helpers import BASE_CONFIG, runtime
+from tests.helpers import BASE_CONFIG, issue_certificate, runtime
 
 
 @pytest.mark.parametrize(
@@ -133,7 +134,7 @@ async def test_any_failure_to_load_is_an_invalid_config(
     metrics = Metrics()
     reloader = Reloader(path, load_file(path), lambda _: None, metrics)
 
-    def deep(_: object) -> Runtime:
+    def deep(_: object, **__: object) -> Runtime:
         raise RecursionError("maximum recursion depth exceeded, near sk-secret")
 
     monkeypatch.setattr(reload, "load_file", deep)
@@ -142,3 +143,55 @@ async def test_any_failure_to_load_is_an_invalid_config(
     assert count(metrics, "invalid") == 1
     [failed] = [entry for entry in logs if entry["event"] == "config_reload_failed"]
     assert failed["problems"] == [f"{path}: cannot load: RecursionError"]
+
+
+GRPC_TLS = """
+service:
+  grpc_address: "127.0.0.1:50051"
+  grpc_tls:
+    cert_file: service.pem
+    key_file: service.key
+    client_ca_file: ca.pem
+    allowed_peers: [envoy.test]
+    envoy_client: {cert_file: envoy.pem, key_file: envoy.key, ca_file: ca.pem}
+"""
+
+
+@pytest.mark.parametrize("rotation", ["half-done", "missing"])
+async def test_a_credential_change_applies_while_the_grpc_tls_files_rotate(
+    tmp_path: Path, rotation: str
+) -> None:
+    """The ext_proc port's TLS files are read by the running service on its own (and a
+    change to service.grpc_tls needs a restart), so a reload does not read them again: a
+    rotation caught half done, or a file briefly gone, does not refuse a credential
+    change that lands at the same moment."""
+    ca = trustme.CA()
+    issue_certificate(ca, tmp_path, "service", ips=("127.0.0.1",))
+    issue_certificate(ca, tmp_path, "envoy", dns=("envoy.test",))
+    issue_certificate(ca, tmp_path, "next", ips=("127.0.0.1",))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    (tmp_path / "key").write_text("sk-first")
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        BASE_CONFIG.replace("credential: {env: TEST_OPENAI_KEY}", "credential: {file: key}")
+        + GRPC_TLS
+    )
+    applied: list[Runtime] = []
+    metrics = Metrics()
+    reloader = Reloader(path, load_file(path), applied.append, metrics)
+    if rotation == "half-done":  # the new certificate, the old key
+        (tmp_path / "service.pem").write_bytes((tmp_path / "next.pem").read_bytes())
+    else:
+        (tmp_path / "service.key").unlink()
+    (tmp_path / "key").write_text("sk-second")
+    watch = asyncio.ensure_future(reloader.watch(0.01))
+    try:
+        await until(lambda: count(metrics, "applied") + count(metrics, "invalid") > 0)
+    finally:
+        watch.cancel()
+    assert count(metrics, "invalid") == 0
+    (new,) = applied
+    assert new.backends["openai"].credential_value() == "Bearer sk-second"
+    # A change to the TLS settings themselves still needs a restart.
+    path.write_text(path.read_text().replace("allowed_peers: [envoy.test]", "allowed_peers: [x]"))
+    assert await reloader.reload("SIGHUP") == "restart_required"

@@ -462,9 +462,10 @@ class Service(_message.Message):
     process unless it is Redis. Default 1.
     """
     unauthenticated_grpc: _builtins.bool
-    """A grpc_address that is neither loopback (127.0.0.0/8, ::1, localhost) nor a Unix
-    socket needs grpc_tls, unless this says that something else authenticates its callers
-    (a mesh's mutual TLS and authorization policy). Default false.
+    """A grpc_address that is neither a literal loopback address (127.0.0.0/8, ::1; a name,
+    localhost too, is resolved only when the service binds) nor a Unix socket needs
+    grpc_tls, unless this says that something else authenticates its callers (a mesh's
+    mutual TLS and authorization policy). Default false.
     """
     @_builtins.property
     def message_timeout(self) -> _duration_pb2.Duration:

@@ -123,3 +123,72 @@ env:
 {{- $enabled := .Values.networkPolicy.enabled }}
 {{- if kindIs "invalid" $enabled }}{{ ternary "true" "" (ne .Values.mode "sidecar") }}{{ else }}{{ ternary "true" "" $enabled }}{{ end }}
 {{- end }}
+
+{{/*
+The TCP ports the pod connects to, from the config it runs, as JSON {"00080": ["80",
+"field"]} (keys in numeric order):
+the backends' URLs in gateway mode (its Envoy calls them; in processor mode the Envoy
+configured elsewhere does), and the Redis of accounting.store and cache in both modes
+(the service calls it). A URL without a port has its scheme's; a Unix socket has none.
+*/}}
+{{- define "extproc.egressPorts" -}}
+{{- $config := .Values.config }}
+{{- $urls := list }}
+{{- if eq .Values.mode "gateway" }}
+{{- range $i, $backend := $config.backends }}
+{{- $urls = append $urls (list (printf "config.backends[%d].url" $i) $backend.url) }}
+{{- end }}
+{{- end }}
+{{- $store := dig "accounting" "store" "redis" "url" "" $config }}
+{{- $urls = append $urls (list "config.accounting.store.redis.url" $store) }}
+{{- $cache := dig "cache" "redis" "url" "" $config }}
+{{- $urls = append $urls (list "config.cache.redis.url" $cache) }}
+{{- $defaults := dict "http" "80" "https" "443" "redis" "6379" "rediss" "6379" }}
+{{- $ports := dict }}
+{{- range $urls }}
+{{- $field := index . 0 }}
+{{- $url := index . 1 | default "" | toString }}
+{{- if $url }}
+{{- $parsed := urlParse $url }}
+{{- $port := regexFind ":[0-9]+$" $parsed.host | trimPrefix ":" }}
+{{- $port = $port | default (get $defaults $parsed.scheme) }}
+{{- if $port }}
+{{- $key := printf "%05d" (int $port) }}
+{{- if not (hasKey $ports $key) }}
+{{- $_ := set $ports $key (list $port $field) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $ports }}
+{{- end }}
+
+{{/*
+Whether rules (networkPolicy.egress) allow TCP port .port to some peer: "true" or "".
+A rule without ports, an entry without a port, a range (endPort) or the port itself
+does; a named port cannot be told here and does not.
+*/}}
+{{- define "extproc.egressAllows" -}}
+{{- $port := int .port }}
+{{- $allowed := false }}
+{{- range .rules }}
+{{- if not .ports }}
+{{- $allowed = true }}
+{{- end }}
+{{- range .ports }}
+{{- if eq (.protocol | default "TCP") "TCP" }}
+{{- if not (hasKey . "port") }}
+{{- $allowed = true }}
+{{- else if kindIs "string" .port }}
+{{- else if hasKey . "endPort" }}
+{{- if and (le (int .port) $port) (ge (int .endPort) $port) }}
+{{- $allowed = true }}
+{{- end }}
+{{- else if eq (int .port) $port }}
+{{- $allowed = true }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- ternary "true" "" $allowed }}
+{{- end }}
