@@ -210,6 +210,11 @@ class Exchange:
             return self.error(
                 ApiError(400, "The request body is empty; expected a JSON object.", "invalid_json")
             )
+        if self._query != query:
+            # The client's key leaves the path now, not only on the way upstream: a request
+            # refused after its body is then logged without it by any Envoy access log.
+            path = f"{self.path}?{self._query}" if self._query else self.path
+            return Continue(set_headers=[(":path", path)])
         return Continue()
 
     def models_reply(self, tenant: Tenant) -> Reply:

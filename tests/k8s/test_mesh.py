@@ -555,12 +555,11 @@ def test_an_egress_gateway_with_the_filter_is_served_by_the_processor_pod(
             ("/v1/nowhere", "404"),
         }
         assert {line["authority"] for line in lines} == {"api.openai.com", "api.anthropic.com"}
-    # The check can fail: the defaults' way writes the key of both refusals (the served
-    # request's path is the one the service forwarded, without the key).
+    # The check can fail: the defaults' way writes the key of the request refused at its
+    # headers. Requests that reach the body phase lost the key from their path there.
     default = (tmp_path / "default.log").read_text()
-    assert f"/v1/chat/completions?key={QUERY_KEY}" in default
     assert f"/v1/nowhere?key={QUERY_KEY}" in default
-    assert default.count(QUERY_KEY) == 2
+    assert default.count(QUERY_KEY) == 1
 
 
 QUERY_KEY = "sk-client-key-in-the-query"

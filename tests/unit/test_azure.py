@@ -112,6 +112,28 @@ def test_other_query_parameters_pass_and_credential_ones_do_not() -> None:
     assert dict(decision.set_headers)[":path"] == "/v1/chat/completions?x=1"
 
 
+@pytest.mark.parametrize(
+    ("path", "kept"),
+    [
+        ("/v1/chat/completions?key=secret&x=1", "/v1/chat/completions?x=1"),
+        ("/v1/chat/completions?key=secret", "/v1/chat/completions"),
+        (
+            "/openai/deployments/d/chat/completions?api-version=1",
+            "/openai/deployments/d/chat/completions",
+        ),
+        ("/v1/chat/completions?x=1", None),
+        ("/v1/chat/completions", None),
+    ],
+)
+def test_the_headers_phase_takes_the_credential_query_off_the_path(
+    path: str, kept: str | None
+) -> None:
+    """Before the body is read: a request refused after it is logged without the key."""
+    decision = Exchange(RT).request_headers({":path": path, ":method": "POST", **KEY}, False)
+    assert isinstance(decision, Continue)
+    assert decision.set_headers == ([] if kept is None else [(":path", kept)])
+
+
 def test_a_translated_deployment_keeps_no_azure_query() -> None:
     decision = send(
         "/openai/deployments/claude-sonnet/chat/completions?api-version=2024-10-21",
