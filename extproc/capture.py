@@ -97,7 +97,12 @@ class Sink:
         view = memoryview(line)
         try:
             while view:
-                view = view[self._file.write(view) or 0 :]
+                written = self._file.write(view)
+                if not written:
+                    # A file that takes no bytes (None: it would block; 0) would take none
+                    # the next time either: the line fails like any write that cannot be.
+                    raise OSError(errno.EIO, f"the capture file took no bytes ({written!r})")
+                view = view[written:]
         except OSError:
             with contextlib.suppress(OSError):
                 self._file.truncate(self._size)  # no partial line stays behind

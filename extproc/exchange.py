@@ -607,6 +607,12 @@ class Exchange:
             stream = translation.stream(True) if translation else None
             self.reader = StreamReader(meter, stream_policy, self.strip_usage, stream)
             self.reader.emit_usage = self.client_include_usage
+            answering = routed.route.attempts[self.attempt - 1].backend
+            self.reader.usage_asked = (
+                translation is not None
+                or self.client_include_usage
+                or (self.strip_usage and not answering.omit_stream_options)
+            )
             if self.cache_key is not None and self.cache_write and stream_policy is None:
                 self.reader.collected = []
             # Chunks change size as they pass, and a stream cut short gets an end of its

@@ -12,6 +12,8 @@ With tools offered and a user's question last, the reply calls the first tool wi
   x-mock-cut-after: 3     streams: send 3 events, pause, close the connection (no final event);
                           JSON: close the connection without answering
   x-mock-end-after: 3     streams: send 3 events and end the response (no final event)
+  x-mock-omit-final: 1    streams: the whole answer without its last event ([DONE] or
+                          message_stop), as some OpenAI-compatible servers send it
   x-mock-tag: soak        GET /mock/stats counts chat and messages answers served in full
                           by tag: [answers, prompt tokens, completion tokens]
 Response headers report what arrived, so tests can see what the gateway sent upstream:
@@ -513,6 +515,8 @@ class MockProvider:
         pause_s = (strict_int(request.headers.get("x-mock-chunk-delay-ms", "")) or 0) / 1000
         # Ends the response after this many events, cleanly, without the final event.
         end_after = strict_int(request.headers.get("x-mock-end-after", ""))
+        if request.headers.get("x-mock-omit-final") == "1":
+            events = events[:-1]  # every stream's last event is its [DONE] or message_stop
         for number, event in enumerate(events):
             if pause_s and number:
                 await asyncio.sleep(pause_s)

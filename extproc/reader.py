@@ -34,15 +34,21 @@ def _usage_only(payload: Any) -> bool:
     return isinstance(payload, dict) and payload.get("choices") == [] and "usage" in payload
 
 
-# A stream the provider ended without its final event ([DONE], message_stop) ends with an
-# error event in the client's schema: what OpenAI and Anthropic send themselves when a
-# stream fails mid-way, and what each SDK raises as an API error. An appended [DONE] or
-# message_stop alone would pass an incomplete answer off as a complete one.
+# A stream the provider ended before its answer (a choice without its finish_reason, no
+# stop_reason) ends with an error event in the client's schema: what OpenAI and Anthropic
+# send themselves when a stream fails mid-way, and what each SDK raises as an API error.
+# An appended [DONE] or message_stop alone would pass an incomplete answer off as a
+# complete one.
 _INCOMPLETE = ApiError(
     502,
-    "The provider ended the stream before its final event; the answer is incomplete.",
+    "The provider ended the stream before the answer did; the answer is incomplete.",
     "stream_incomplete",
 )
+# The last event of a stream, by the provider's schema.
+_TERMINAL = {
+    Schema.OPENAI: Event(None, "[DONE]"),
+    Schema.ANTHROPIC: Event("message_stop", '{"type":"message_stop"}'),
+}
 _INCOMPLETE_EVENTS = {
     Schema.OPENAI: [Event(None, _INCOMPLETE.body(Schema.OPENAI).decode()), Event(None, "[DONE]")],
     Schema.ANTHROPIC: [Event("error", _INCOMPLETE.body(Schema.ANTHROPIC).decode())],
@@ -118,6 +124,9 @@ class StreamReader:
         self.collected: list[dict[str, Any]] | None = None
         # Whether the client gets the OpenAI usage-only chunk a translation produces.
         self.emit_usage = True
+        # Whether the request asked an OpenAI backend for stream usage (the gateway, or
+        # the client: the exchange adds the client's ask); a translated request always does.
+        self.usage_asked = strip_usage or isinstance(translation, ToAnthropicStream)
         if translation is None:
             self.client = meter.api
         else:
@@ -139,9 +148,42 @@ class StreamReader:
         events = self.parser.feed(chunk)
         if end_of_stream:
             events += self.parser.close()
-        translation = self.translation
-        rewrite = self.policy is not None or self.strip_usage or translation is not None
+        rewrite = self.policy is not None or self.strip_usage or self.translation is not None
         items: list[tuple[Event, Any]] = []
+        self._read(events, rewrite, items)
+        # The provider's stream ended without its last event: after a whole answer (ended)
+        # or before (cut).
+        ended = cut = False
+        if end_of_stream and not self.meter.complete:
+            if self.meter.answered():
+                self._end(rewrite, items)
+                ended = True
+            else:
+                cut = True
+        if not rewrite:
+            if not ended and not cut:
+                return None
+            # The provider's bytes as they came, an unterminated last event ended.
+            tail = b"\n\n" if events and events[-1].raw is None else b""
+            end = _TERMINAL[self.meter.api].encode() if ended else self._incomplete()
+            return chunk + tail + end
+        if self.collected is not None:
+            self.collected.extend(p for _, p in items if isinstance(p, dict))
+        if self.translation is not None and not self.emit_usage:
+            items = [(e, p) for e, p in items if not _usage_only(p)]
+        if self.policy is not None:
+            out = self.policy.process(items, end_of_stream)
+        else:
+            out = [event for event, _ in items]
+        encoded = b"".join(event.encode() for event in out)
+        if cut and not (self.policy is not None and self.policy.ended):
+            encoded += self._incomplete()  # unless a policy ended the client's stream itself
+        return encoded
+
+    def _read(self, events: list[Event], rewrite: bool, items: list[tuple[Event, Any]]) -> None:
+        """Meter events (and watch their fields); with `rewrite`, add what the client gets
+        for them to `items`, usage stripped and translated."""
+        translation = self.translation
         for event in events:
             payload = payload_of(event)
             if isinstance(payload, dict):
@@ -171,25 +213,18 @@ class StreamReader:
                     del payload["usage"]
                     event = Event(event.name, _NULL_USAGE.sub("", event.data, count=1))
             items.append((event, payload))
-        incomplete = end_of_stream and not self.meter.complete
-        if not rewrite:
-            if not incomplete:
-                return None
-            # The provider's bytes as they came, an unterminated last event ended.
-            tail = b"\n\n" if events and events[-1].raw is None else b""
-            return chunk + tail + self._incomplete()
-        if self.collected is not None:
-            self.collected.extend(p for _, p in items if isinstance(p, dict))
-        if translation is not None and not self.emit_usage:
-            items = [(e, p) for e, p in items if not _usage_only(p)]
-        if self.policy is not None:
-            out = self.policy.process(items, end_of_stream)
-        else:
-            out = [event for event, _ in items]
-        encoded = b"".join(event.encode() for event in out)
-        if incomplete and not (self.policy is not None and self.policy.ended):
-            encoded += self._incomplete()  # unless a policy ended the client's stream itself
-        return encoded
+
+    def _end(self, rewrite: bool, items: list[tuple[Event, Any]]) -> None:
+        """The provider ended a whole answer without its stream's last event (servers
+        that never send `[DONE]`, or `message_stop`): it is read as if it had come, so
+        the client's stream ends as the provider's should have, translated and filtered
+        like any event."""
+        meter = self.meter
+        self._read([_TERMINAL[meter.api]], rewrite, items)
+        # Usage asked for and never sent: the text is whole, the count is not.
+        meter.complete = not (
+            self.openai and self.usage_asked and "output_tokens" not in meter.reported
+        )
 
     def _incomplete(self) -> bytes:
         """The end of a stream the provider cut short, in the client's schema."""

@@ -35,6 +35,7 @@ from extproc.glob import Glob
 from extproc.grpc_tls import ServerTls
 from extproc.phases import PhaseOrder
 from extproc.reload import Reloader
+from extproc.settling import Settler
 from extproc.telemetry import logging as json_lines
 from extproc.telemetry.metrics import Metrics, Tally
 
@@ -43,8 +44,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("extproc")
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
-# Store writes (settlements, cache entries) in flight at once, per process: each holds a
-# Redis connection for up to the store's timeout.
+# Cache writes in flight at once, per process: each holds a Redis connection for up to
+# the store's timeout. (Budget settlements wait in settling.Settler's map instead.)
 MAX_BACKGROUND = 1024
 
 # Replies for phases a stream was not configured to need, so Envoy never waits on one.
@@ -159,8 +160,16 @@ class Processor:
                 capture.max_files,
             )
         self.capture_failing: str | None = None  # the cause of the last write's failure
-        # Budget settlements and cache writes still in flight (they outlive their streams).
-        self.settling: set[asyncio.Future[Any]] = set()
+        # Budget adjustments on their way to a store that can fail (the in-process one
+        # cannot: it adjusts at once).
+        self.settler: Settler | None = None
+        if not isinstance(self.store, MemoryStore):
+            pending = metrics.budget_settlements_pending.set
+            self.settler = Settler(self.store, self._settle_failed, pending)
+        # Reservations still being answered for streams that are gone (each for at most
+        # the store's timeout), and cache writes: they outlive their streams.
+        self.reserving: set[asyncio.Future[int]] = set()
+        self.background: set[asyncio.Future[Any]] = set()
 
     def apply(self, runtime: Runtime) -> None:
         """A reloaded config, for exchanges that start from now on."""
@@ -330,8 +339,8 @@ class Processor:
         try:
             return await asyncio.shield(reserving)
         except asyncio.CancelledError:
-            self.settling.add(reserving)  # the drain waits for it too
-            reserving.add_done_callback(self.settling.discard)
+            self.reserving.add(reserving)  # the drain waits for it too
+            reserving.add_done_callback(self.reserving.discard)
             reserving.add_done_callback(lambda done: self._abandoned(done, reservation))
             raise
 
@@ -350,31 +359,42 @@ class Processor:
             self._settle(reservation.settle(0, 0, time.time()))
 
     def _settle(self, charges: Sequence[Charge]) -> None:
-        if isinstance(self.store, MemoryStore):
+        if self.settler is not None:
+            self.settler.add(charges)  # written by the settler's task, however the store is
+        elif isinstance(self.store, MemoryStore):
             self.store.adjust_now(charges)
-            return
-        if not self._background(self._adjust(charges)):
-            self.metrics.budget_store_errors.labels("settle").inc()
-            log.warning("budget_store_failed", operation="settle", error="too many in flight")
+
+    def _settle_failed(self, error: StoreError, waiting: int) -> None:
+        self.metrics.budget_store_errors.labels("settle").inc()
+        log.warning("budget_store_failed", operation="settle", error=str(error), waiting=waiting)
 
     def _background(self, work: Coroutine[Any, Any, None]) -> bool:
-        """Store writes that outlive their stream; the drain waits for them. At most
+        """Cache writes that outlive their stream; the drain waits for them. At most
         MAX_BACKGROUND at once: a store that stalls holds each one up to its timeout, and
         a flood of streams must not make them pile up. False when `work` was dropped."""
-        if len(self.settling) >= MAX_BACKGROUND:
+        if len(self.background) >= MAX_BACKGROUND:
             work.close()
             return False
         task = asyncio.get_running_loop().create_task(work)
-        self.settling.add(task)
-        task.add_done_callback(self.settling.discard)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
         return True
 
-    async def _adjust(self, charges: Sequence[Charge]) -> None:
-        try:
-            await self.store.adjust(charges)
-        except StoreError as error:
-            self.metrics.budget_store_errors.labels("settle").inc()
-            log.warning("budget_store_failed", operation="settle", error=str(error))
+    async def drain(self, grace: float) -> None:
+        """Wait, up to `grace` seconds, for what streams left behind: reservations still
+        answering (and their take-backs), budget adjustments, cache writes."""
+        deadline = time.monotonic() + grace
+        if self.reserving:
+            await asyncio.wait(set(self.reserving), timeout=grace)
+        if self.background:
+            await asyncio.wait(set(self.background), timeout=max(deadline - time.monotonic(), 0))
+        settler = self.settler
+        if settler is not None and not settler.idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settler.idle.wait(), max(deadline - time.monotonic(), 0))
+            if settler.task is not None:  # the store is still failing: stop trying
+                settler.task.cancel()
+                log.error("budget_settlements_lost", adjustments=len(settler))
 
 
 class Stream:
@@ -655,8 +675,7 @@ async def serve(
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(processor.idle.wait(), grace)
     # In-flight exchanges are done (or out of time); their settlements finish writing.
-    if processor.settling:
-        await asyncio.wait(set(processor.settling), timeout=max(grace, 1.0))
+    await processor.drain(max(grace, 1.0))
     await processor.store.close()
     # End what is left, such as health watches.
     abandoned = processor.active

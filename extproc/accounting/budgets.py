@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -79,6 +79,65 @@ class Charge:
     window_end: int
 
 
+@dataclass(slots=True)
+class Adjustment:
+    """What is still to be added to one counter: the sum of its settlements."""
+
+    tokens: int
+    cost: int  # nano-units
+    keep_until: int  # epoch seconds the counter must be kept until
+    window_end: int
+
+    def ttl(self, now: float) -> int:
+        return max(self.keep_until - int(now), 1)
+
+
+Batch = dict[str, Adjustment]  # by counter key
+
+
+def current(batch: Batch, now: float) -> Batch:
+    """The adjustments of a batch that still matter: their window has not ended (an ended
+    window's counter decides nothing any more) and they change something."""
+    return {
+        key: adjustment
+        for key, adjustment in batch.items()
+        if adjustment.window_end > now and (adjustment.tokens or adjustment.cost)
+    }
+
+
+class Pending:
+    """Settlements not yet written to the store, summed by counter key. A key names one
+    window of one budget of one tenant (and model), and adjustments of ended windows are
+    dropped: the map holds at most one entry per counter of the current windows, a size
+    set by the config, however many requests settle."""
+
+    def __init__(self) -> None:
+        self.batch: Batch = {}
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def add(self, charges: Iterable[Charge], now: float) -> None:
+        for charge in charges:
+            if charge.window_end <= now:
+                continue
+            keep_until = int(now) + charge.ttl
+            found = self.batch.get(charge.key)
+            if found is None:
+                self.batch[charge.key] = Adjustment(
+                    charge.tokens, charge.cost, keep_until, charge.window_end
+                )
+            else:
+                found.tokens += charge.tokens
+                found.cost += charge.cost
+                found.keep_until = max(found.keep_until, keep_until)
+
+    def take(self, now: float) -> Batch:
+        """What is pending and still matters, for one write; nothing is pending after."""
+        taken, self.batch = self.batch, {}
+        return current(taken, now)
+
+
 class StoreError(Exception):
     """The budget store could not be reached or answered wrongly."""
 
@@ -88,8 +147,11 @@ class Store(Protocol):
         """Add every charge if each counter stays within its limits; otherwise add none.
         Returns -1 when added, else the index of the first charge that did not fit."""
 
-    async def adjust(self, charges: Sequence[Charge]) -> None:
-        """Add the charges unconditionally (settlement: refund or top-up)."""
+    async def apply(self, batch: Batch, number: int) -> None:
+        """Add a batch of adjustments unconditionally (settlements: refunds, top-ups).
+        Batches are numbered upwards, one writer's at a time; written again under the same
+        number after a failure (the store may have applied it all the same: a timeout),
+        each counter's adjustment is added once."""
 
     async def usage(self, key: str) -> tuple[int, int]:
         """Tokens and cost (nano-units) counted so far under a key."""
@@ -184,29 +246,35 @@ class MemoryStore:
         for key in [k for k, v in self._counters.items() if v[2] < now]:
             del self._counters[key]
 
-    def _counter(self, charge: Charge, now: int) -> list[int]:
-        counter = self._counters.get(charge.key)
+    def _counter(self, key: str, now: int) -> list[int]:
+        counter = self._counters.get(key)
         if counter is None or counter[2] < now:
-            counter = self._counters[charge.key] = [0, 0, 0]
+            counter = self._counters[key] = [0, 0, 0]
         return counter
 
     async def reserve(self, charges: Sequence[Charge]) -> int:
         now = int(time.time())
         self._expire(now)
-        counters = [self._counter(charge, now) for charge in charges]
+        counters = [self._counter(charge.key, now) for charge in charges]
         for index, (counter, charge) in enumerate(zip(counters, charges, strict=True)):
             if not _fits(counter, charge):
                 return index
         self._add(counters, charges, now)
         return -1
 
-    async def adjust(self, charges: Sequence[Charge]) -> None:
-        self.adjust_now(charges)
+    async def apply(self, batch: Batch, number: int) -> None:
+        now = int(time.time())
+        for key, adjustment in batch.items():
+            counter = self._counter(key, now)
+            counter[0] += adjustment.tokens
+            counter[1] += adjustment.cost
+            counter[2] = max(counter[2], adjustment.keep_until)
 
     def adjust_now(self, charges: Sequence[Charge]) -> None:
-        """adjust() without a coroutine: the settlement path needs no task for this store."""
+        """Add the charges unconditionally, without a coroutine: this store never fails,
+        so its settlements need neither a task nor the pending map."""
         now = int(time.time())
-        self._add([self._counter(charge, now) for charge in charges], charges, now)
+        self._add([self._counter(charge.key, now) for charge in charges], charges, now)
 
     @staticmethod
     def _add(counters: list[list[int]], charges: Sequence[Charge], now: int) -> None:

@@ -3,19 +3,22 @@
 Each counter is a hash {t: tokens, c: cost in nano-units} with an expiry past its
 window. Reserving is one Lua script: it checks every counter of the request against
 its limits and adds to all of them only when all fit, so concurrent requests on any
-number of replicas can never together pass a limit.
+number of replicas can never together pass a limit. Settlements arrive in numbered
+batches (settling.Settler) that a mark per tenant and process makes safe to write again.
 """
 
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from extproc.accounting.budgets import Charge, StoreError
+from extproc.accounting.budgets import Batch, Charge, StoreError
 
 # ARGV per key: tokens, cost, max_tokens, max_cost, ttl (0 means no limit).
 _RESERVE = """
@@ -41,17 +44,31 @@ end
 return -1
 """
 
-_ADJUST = """
-for i = 1, #KEYS do
-  local base = (i - 1) * 3
+# KEYS[1]: this writer's mark for the counters' tenant, KEYS[2..]: the counters. ARGV[1]:
+# the batch's number, ARGV[2]: the mark's ttl, then per counter: tokens, cost, ttl. A
+# batch written again under its number (after a timeout: Redis may have run it) is
+# skipped, so a retried settlement is never added twice.
+_APPLY = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+for i = 2, #KEYS do
+  local base = 2 + (i - 2) * 3
   redis.call('HINCRBY', KEYS[i], 't', ARGV[base + 1])
   redis.call('HINCRBY', KEYS[i], 'c', ARGV[base + 2])
   if redis.call('TTL', KEYS[i]) < tonumber(ARGV[base + 3]) then
     redis.call('EXPIRE', KEYS[i], ARGV[base + 3])
   end
 end
-return 0
+return 1
 """
+
+
+def _tag(key: str) -> str:
+    """A counter key's hash tag, `{tenant}` (budgets.counter_key): the keys one script
+    may touch together in a Redis Cluster."""
+    return key[: key.find("}") + 1]
 
 
 class RedisStore:
@@ -66,7 +83,9 @@ class RedisStore:
             options["password"] = os.environ.get(password_env, "")
         self._client = aioredis.Redis.from_url(url, **options)
         self._reserve = self._client.register_script(_RESERVE)
-        self._adjust = self._client.register_script(_ADJUST)
+        self._apply = self._client.register_script(_APPLY)
+        # This process's batch numbers are its own: its marks carry its name.
+        self._writer = uuid.uuid4().hex[:16]
 
     async def reserve(self, charges: Sequence[Charge]) -> int:
         args: list[int] = []
@@ -78,12 +97,29 @@ class RedisStore:
             raise StoreError(f"redis: {type(error).__name__}") from None
         return int(result)
 
-    async def adjust(self, charges: Sequence[Charge]) -> None:
-        args: list[int] = []
-        for c in charges:
-            args += [c.tokens, c.cost, c.ttl]
+    async def apply(self, batch: Batch, number: int) -> None:
+        """One script per tenant (its counters share a Cluster slot); several tenants' in
+        one pipeline (which costs a round trip more: it checks the script is loaded)."""
+        tenants: dict[str, list[str]] = {}
+        for key in batch:
+            tenants.setdefault(_tag(key), []).append(key)
+        now = time.time()
+        calls: list[tuple[list[str], list[int]]] = []
+        for tag, keys in tenants.items():
+            args = [number, max(batch[key].ttl(now) for key in keys)]
+            for key in keys:
+                adjustment = batch[key]
+                args += [adjustment.tokens, adjustment.cost, adjustment.ttl(now)]
+            mark = f"{self._prefix}{tag}:applied:{self._writer}"
+            calls.append(([mark, *(self._prefix + key for key in keys)], args))
         try:
-            await self._adjust(keys=[self._prefix + c.key for c in charges], args=args)
+            if len(calls) == 1:
+                await self._apply(keys=calls[0][0], args=calls[0][1])
+                return
+            async with self._client.pipeline(transaction=False) as pipeline:
+                for keys, args in calls:
+                    await self._apply(keys=keys, args=args, client=pipeline)
+                await pipeline.execute()
         except (redis.exceptions.RedisError, OSError) as error:
             raise StoreError(f"redis: {type(error).__name__}") from None
 

@@ -166,10 +166,16 @@ class Meter:
     texts: list[str] = field(default_factory=list)
     # The whole JSON body, kept to count its output text only when usage is missing.
     body: dict[str, Any] | None = None
-    # The stream's last event arrived (message_stop / [DONE]).
+    # The stream's last event arrived (message_stop / [DONE]); at the stream's end, the
+    # reader also sets it for an answer complete without one (reader.StreamReader).
     complete: bool = False
     # The stream carried the gateway-requested usage-only chunk.
     saw_usage_chunk: bool = False
+    # OpenAI streams: the choices seen, by index, and those a finish_reason ended.
+    choices: set[Any] = field(default_factory=set)
+    finished: set[Any] = field(default_factory=set)
+    # Anthropic streams: a message_delta carried the stop_reason.
+    stopped: bool = False
 
     def json(self, body: dict[str, Any]) -> None:
         self.body = body
@@ -187,6 +193,13 @@ class Meter:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
+            index = choice.get("index", 0)
+            try:
+                self.choices.add(index)
+                if choice.get("finish_reason") is not None:
+                    self.finished.add(index)
+            except TypeError:
+                pass  # an index that is no JSON scalar: no choice of the API's
             if self.kind is Kind.COMPLETIONS:
                 if isinstance(text := choice.get("text"), str) and text:
                     self.texts.append(text)
@@ -229,8 +242,18 @@ class Meter:
         elif kind == "message_delta":
             anthropic_fields(event.get("usage"), self._anthropic)
             self.reported = anthropic_usage(self._anthropic)
+            delta = event.get("delta")
+            if isinstance(delta, dict) and delta.get("stop_reason") is not None:
+                self.stopped = True
         elif kind == "message_stop":
             self.complete = True
+
+    def answered(self) -> bool:
+        """Whether the answer itself ended, its stream's last event or not: every choice
+        seen has its finish_reason (OpenAI), the stop_reason arrived (Anthropic)."""
+        if self.api is Schema.ANTHROPIC:
+            return self.stopped
+        return bool(self.choices) and self.choices <= self.finished
 
     def _output_estimate(self) -> int:
         if self.body is not None:

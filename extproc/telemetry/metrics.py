@@ -228,6 +228,12 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
+        self.budget_settlements_pending = Gauge(
+            "extproc_budget_settlements_pending",
+            "Budget adjustments waiting for the store: at most two per counter.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.capture_errors = Counter(
             "extproc_capture_errors",
             "Captured exchanges that could not be written, by cause (an errno name).",

@@ -63,7 +63,8 @@ def stalled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisSer
 def used(server: RedisServer, prefix: str) -> int:
     client = redis.Redis.from_url(server.url)
     try:
-        return sum(int(client.hget(key, "t") or 0) for key in client.scan_iter(f"{prefix}*"))
+        counters = client.scan_iter(f"{prefix}*", _type="hash")  # not the settlements' marks
+        return sum(int(client.hget(key, "t") or 0) for key in counters)
     finally:
         client.close()
 

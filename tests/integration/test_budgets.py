@@ -152,7 +152,8 @@ def redis_tokens(redis_url: str, prefix: str, tenant: str) -> int:
     client = redis.Redis.from_url(redis_url)
     try:
         return sum(
-            int(client.hget(key, "t") or 0) for key in client.scan_iter(f"{prefix}{{{tenant}}}:*")
+            int(client.hget(key, "t") or 0)
+            for key in client.scan_iter(f"{prefix}{{{tenant}}}:*", _type="hash")  # no marks
         )
     finally:
         client.close()

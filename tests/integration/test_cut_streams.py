@@ -1,5 +1,8 @@
 """A provider's stream that stops short, through a real Envoy, with both SDKs.
 
+A whole answer whose stream lacks only its last event (servers that never send `[DONE]`)
+reaches the client whole, ended as its API ends a stream.
+
 Ended without its final event (the body ends cleanly, as HTTP goes): the service sees the
 end and closes the client's protocol with an error event in the client's schema, which
 each SDK raises as an API error. Cut mid-body (the connection closes or resets): Envoy
@@ -65,7 +68,7 @@ def test_a_stream_ended_without_its_final_event_ends_in_an_api_error(
 ) -> None:
     text, error, request_id = stream(gateway, sdk, model, key, "x-mock-end-after")
     assert text and WORDS.startswith(text)  # what arrived before the end, in order
-    message = "The provider ended the stream before its final event; the answer is incomplete."
+    message = "The provider ended the stream before the answer did; the answer is incomplete."
     if sdk == "openai":
         assert isinstance(error, openai.APIError) and not isinstance(error, openai.APIStatusError)
         assert error.code == "stream_incomplete" and error.message == message
@@ -88,3 +91,55 @@ def test_a_stream_cut_mid_body_ends_in_a_connection_error(
         assert type(error).__name__ == "RemoteProtocolError"
         assert "incomplete chunked read" in str(error)
     check_partial_record(gateway, request_id)
+
+
+@pytest.mark.parametrize(("sdk", "model", "key"), CASES, ids=IDS)
+def test_a_whole_answer_without_its_last_event_reaches_the_sdk_whole(
+    gateway: Gateway, sdk: str, model: str, key: str
+) -> None:
+    """Servers that never send `[DONE]` (or `message_stop`): the answer is whole, so the
+    client's stream ends as its API's does, with no error."""
+    headers = {"x-mock-omit-final": "1"}
+    text, reasons = "", []
+    if sdk == "openai":
+        raw = gateway.openai(key=GATEWAY_KEYS[key]).chat.completions.with_raw_response.create(
+            model=model, messages=PROMPT, stream=True, extra_headers=headers
+        )
+        for chunk in raw.parse():
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                reasons.append(choice.finish_reason)
+        request_id = raw.headers["x-request-id"]
+        path, body = "/v1/chat/completions", {"messages": PROMPT}
+        last = b"data: [DONE]\n\n"
+    else:
+        claude = gateway.anthropic(key=GATEWAY_KEYS[key]).messages.with_raw_response.create(
+            model=model, max_tokens=100, messages=PROMPT, stream=True, extra_headers=headers
+        )
+        for event in claude.parse():
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                text += event.delta.text
+            if event.type == "message_delta":
+                reasons.append(event.delta.stop_reason)
+        request_id = claude.headers["x-request-id"]
+        path, body = "/v1/messages", {"messages": PROMPT, "max_tokens": 100}
+        last = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    assert text == WORDS and reasons[-1] in ("stop", "end_turn")
+    record = gateway.record(request_id)
+    assert record["status"] == 200 and "error" not in record
+    assert record["usage"]["complete"] is True and record["usage"]["estimated"] == []
+    # The bytes the client got end with its API's last event, and hold no error.
+    auth = (
+        {"authorization": f"Bearer {GATEWAY_KEYS[key]}"}
+        if sdk == "openai"
+        else {"x-api-key": GATEWAY_KEYS[key], "anthropic-version": "2023-06-01"}
+    )
+    with gateway.http() as client:
+        reply = client.post(
+            path,
+            json={"model": model, "stream": True, **body},
+            headers={**headers, **auth},
+        )
+    assert reply.status_code == 200
+    assert reply.content.endswith(last) and reply.content.count(last) == 1
+    assert b"error" not in reply.content

@@ -79,7 +79,7 @@ def test_reserve_is_all_or_nothing_and_settles_the_difference() -> None:
         assert await store.reserve(second.charges) == 0
         assert await store.usage(first.charges[1].key) == (60, NANOS // 2)
         # The first request used 25 tokens: 35 are refunded, and the second now fits.
-        await store.adjust(first.settle(25, NANOS // 8, NOW))
+        store.adjust_now(first.settle(25, NANOS // 8, NOW))
         assert await store.usage(first.charges[0].key) == (25, NANOS // 8)
         assert await store.reserve(second.charges) == -1
         assert await store.usage(first.charges[0].key) == (85, NANOS // 8 + NANOS // 4)

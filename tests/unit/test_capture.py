@@ -112,3 +112,38 @@ def test_a_rotation_that_cannot_open_its_new_file_resumes_where_it_stopped(
     assert orjson.loads(path.read_bytes())["n"] == 4
     rotated = (tmp_path / "c.jsonl.1").read_bytes().splitlines()
     assert [orjson.loads(line)["n"] for line in rotated] == [0, 1]
+
+
+class TakesNothing(io.FileIO):
+    """A file that takes part of the first write, then no bytes (`taken` from write())."""
+
+    def __init__(self, path: Path, taken: int | None) -> None:
+        super().__init__(path, "ab")
+        self.taken = taken
+        self.calls = 0
+
+    def write(self, data: memoryview) -> int | None:  # type: ignore[override]
+        self.calls += 1
+        assert self.calls < 100, "write() asked again and again after taking no bytes"
+        if self.calls == 1:
+            return super().write(data[:10])
+        return self.taken
+
+
+@pytest.mark.parametrize("taken", [0, None])
+def test_a_file_that_takes_no_bytes_fails_the_line_instead_of_looping(
+    tmp_path: Path, taken: int | None
+) -> None:
+    path = tmp_path / "c.jsonl"
+    sink = Sink(path, max_bytes=1000, max_files=1)
+    assert sink.write({"n": 0}) is None
+    sink._file.close()
+    sink._file = TakesNothing(path, taken)
+    assert sink.write({"n": 1, "pad": "x" * 30}) == "EIO"
+    assert sink._file.calls == 2
+    assert path.read_bytes() == b'{"n":0}\n'  # the part it took is cut back out
+    sink._file.close()
+    sink._file = io.FileIO(path, "ab")
+    assert sink.write({"n": 2}) is None
+    sink.close()
+    assert path.read_bytes() == b'{"n":0}\n{"n":2}\n'

@@ -156,6 +156,14 @@ async def test_failure_knobs(mock: tuple[ClientSession, str]) -> None:
     ) as reply:
         events = sse_events(await reply.read())  # a whole response, without the final event
     assert len(events) == 2 and all(data != b"[DONE]" for _, data in events)
+    omit = {"x-mock-omit-final": "1"}
+    async with session.post(f"{url}/v1/chat/completions", json=request, headers=omit) as reply:
+        events = sse_events(await reply.read())  # the whole answer, without [DONE]
+    assert all(data != b"[DONE]" for _, data in events)
+    assert orjson.loads(events[-1][1])["choices"][0]["finish_reason"] == "stop"
+    async with session.post(f"{url}/v1/messages", json=request, headers=omit) as reply:
+        events = sse_events(await reply.read())
+    assert events[-1][0] == "message_delta"
 
 
 @pytest.mark.parametrize("value", ["²", "١٢", "+5", "5_0"])
