@@ -65,7 +65,7 @@ proto: $(DEV_STAMP)
 ## into site/ with --strict (a broken link or a page missing from the nav fails it).
 docs: $(DEV_STAMP)
 	$(BIN)/python tools/gen_config_docs.py
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 ## Re-render the shipped Envoy configs under envoy/ (a test fails when they are stale).
 envoy-configs: $(RUN_STAMP)
