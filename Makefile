@@ -1,25 +1,37 @@
-# Everything a target needs is installed by the target itself (into .venv).
+# Everything a target needs is installed by the target itself (into .venv): `make run` the
+# package alone, every other target the test, lint, Kubernetes and docs tools as well.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+INPUTS := $(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+RUN_STAMP := $(VENV)/.run-$(INPUTS)
+DEV_STAMP := $(VENV)/.dev-$(INPUTS)
 CONFIG ?= examples/demo.yaml
 
-.PHONY: install system-packages run test unit lint typecheck proto envoy-configs bench bench-transport bench-peers bench-streams bench-large soak clean
+.PHONY: install system-packages run test unit lint typecheck proto docs envoy-configs bench bench-transport bench-peers bench-streams bench-large soak clean
 # Debian packages are installed with apt-get, through sudo when not root.
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
+PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-$(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
 
-install: $(STAMP)
+$(RUN_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) --editable .
+	rm -f $(VENV)/.run-*
+	touch $@
+
+# The dev install holds the run install too.
+$(DEV_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) --editable '.[dev]'
+	rm -f $(VENV)/.run-* $(VENV)/.dev-*
+	touch $(RUN_STAMP) $@
+
+install: $(DEV_STAMP)
 
 ## Envoy + ext_proc + the mock provider on loopback with the demo config (Ctrl-C stops all).
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/extproc up $(CONFIG)
 
 ## Debian packages the suite needs: redis-server for the shared budget store; Go and
@@ -29,60 +41,67 @@ system-packages:
 	(command -v go >/dev/null && test -d /usr/share/gocode/src/google.golang.org/grpc) || \
 	  ($(APT) update -qq && $(APT) install -y -qq golang-go golang-google-grpc-dev >/dev/null)
 
-## The whole suite: lint, types, unit, service and integration tests (real Envoy, Redis).
-test: $(STAMP) system-packages lint typecheck
+## The whole suite: lint, types, unit, service and integration tests (real Envoy, Redis),
+## and the docs site's strict build (a broken link or a stale config reference fails it).
+test: $(DEV_STAMP) system-packages lint typecheck
 	$(BIN)/pytest -q
 
-unit: $(STAMP)
+unit: $(DEV_STAMP)
 	$(BIN)/pytest -q tests/unit
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --explicit-package-bases bench
 
 ## Regenerate extproc/config/v1 from proto/ (a test fails when this is stale).
-proto: $(STAMP)
+proto: $(DEV_STAMP)
 	$(BIN)/python tools/gen_proto.py
 
+## The documentation site: the config reference from the schema's comments, then docs/ built
+## into site/ with --strict (a broken link or a page missing from the nav fails it).
+docs: $(DEV_STAMP)
+	$(BIN)/python tools/gen_config_docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 ## Re-render the shipped Envoy configs under envoy/ (a test fails when they are stale).
-envoy-configs: $(STAMP)
+envoy-configs: $(RUN_STAMP)
 	$(BIN)/extproc render-envoy examples/demo.yaml -o envoy/demo.yaml
 	$(BIN)/extproc render-envoy examples/sidecar.yaml -o envoy/sidecar.yaml
 
 ## Envoy alone vs Envoy + service, 1 KB and 16 KB chat requests (installs wrk if missing).
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py
 
 ## The ext_proc transport alone: server CPU per message from raw HTTP/2 frames, no Envoy.
-bench-transport: $(STAMP)
+bench-transport: $(DEV_STAMP)
 	$(BIN)/python bench/transport.py
 
 ## The same load on LiteLLM proxy and the Portkey gateway (installed under .bench/), with ratios.
-bench-peers: $(STAMP)
+bench-peers: $(DEV_STAMP)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	command -v npm >/dev/null || ($(APT) update -qq && $(APT) install -y -qq nodejs npm >/dev/null)
 	$(BIN)/python bench/peers.py
 
 ## Service memory over 1.25 M ext_proc streams (STREAMS_TOTAL) of the full pipeline, with wrk.
-bench-streams: $(STAMP)
+bench-streams: $(DEV_STAMP)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/streams.py
 
 ## Memory and CPU of request bodies at the default limit (~30 MB of images, 1/2/4 at once),
 ## and the per-body cost of request validation.
-bench-large: $(STAMP)
+bench-large: $(DEV_STAMP)
 	$(BIN)/python bench/large_bodies.py
 	$(BIN)/python bench/validation.py
 
 ## Minutes of mixed traffic (SOAK_SECONDS, default 180): outcomes, memory, and whether the
 ## records, the provider's counts and the Redis budget agree (exit 1 when they do not).
-soak: $(STAMP) system-packages
+soak: $(DEV_STAMP) system-packages
 	$(BIN)/python bench/soak.py
 
 clean:
-	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info site

@@ -174,7 +174,8 @@ def _field_number(message: type, name: str) -> int:
 
 
 # A streamed chunk's reply, serialised here: it is the message a stream carries most
-# often, and building it as protobuf objects costs ~0.8 µs of the ~10 a chunk costs.
+# often, and building it as protobuf objects was a tenth of a chunk's cost
+# (docs/decisions/hand-built-chunk-replies.md).
 _CHUNK_PASS: bytes = ext.ProcessingResponse(
     response_body=ext.BodyResponse(response=ext.CommonResponse())
 ).SerializeToString()

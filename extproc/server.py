@@ -88,7 +88,7 @@ async def _abort(
     if isinstance(context, transport.Context):
         await context.abort(code, details)
     # grpc.aio (the service tests) takes its enum. Imported here: the service itself runs
-    # on the transport and does not load gRPC's C core (~9 MB).
+    # on the transport and does not load gRPC's C core (its memory: docs/benchmarks.md).
     import grpc
 
     await context.abort(next(s for s in grpc.StatusCode if s.value[0] == code), details)
@@ -333,8 +333,8 @@ class Processor:
     async def _reserve_shielded(self, reservation: Reservation) -> int:
         """The store's answer even when the stream is cancelled meanwhile (the client left,
         Envoy's message timeout): a reservation it applied would otherwise stay counted
-        until its window ends. The task and the shield cost some CPU per reservation (README:
-        Accounting)."""
+        until its window ends. The task and the shield cost some CPU per reservation
+        (docs/benchmarks.md)."""
         reserving = asyncio.ensure_future(self.store.reserve(reservation.charges))
         try:
             return await asyncio.shield(reserving)
@@ -578,8 +578,8 @@ def _bind_address(address: str) -> str:
 
 def run(runtime: Runtime, *, config_path: Path, worker: int | None = None) -> int:
     """serve() on uvloop: a stream's messages mostly arrive one per wake-up (SSE events
-    come paced), and its loop costs less per wake-up than asyncio's own (~6% of a paced
-    event's CPU, README: Dependencies)."""
+    come paced), and its loop costs less per wake-up than asyncio's own
+    (docs/decisions/uvloop.md)."""
     return uvloop.run(serve(runtime, config_path=config_path, worker=worker))
 
 

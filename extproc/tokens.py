@@ -99,8 +99,8 @@ def _clean_read_only(path: str) -> list[tuple[int, int, int]]:
 
 
 def preload() -> None:
-    """Load the tokenizer now (~50 ms): the first estimate on the hot path would otherwise
-    pay for it."""
+    """Load the tokenizer now: the first estimate on the hot path would otherwise pay for
+    it (docs/benchmarks.md)."""
     _tokenizer()
 
 

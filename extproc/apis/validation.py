@@ -5,7 +5,7 @@ reads, translates or forwards with meaning (routing, policy, accounting, cache k
 translation), with their published types, ranges and, where the gateway acts on the value,
 enums (roles, part and block types, tool and tool_choice types). Fields a table does not
 name pass to the provider unchecked: providers add fields often, and an old gateway must
-not refuse a new one. The README's Errors section lists the checks and their sources.
+not refuse a new one. docs/configuration/errors.md lists the checks and their sources.
 """
 
 from __future__ import annotations

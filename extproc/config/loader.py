@@ -38,7 +38,7 @@ DEFAULT_CONFIG_CHECK_S = 5
 DEFAULT_REQUEST_TIMEOUT_S = 300.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 # Several base64 images of ~10 MB each, as multimodal clients send (OpenAI takes images up
-# to 20 MB); the README's "Request body limit" gives the memory a body of this size costs.
+# to 20 MB); docs/configuration/request-body-limit.md gives the memory such a body costs.
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_TOKENS = 4096
 ANTHROPIC_VERSION = "2023-06-01"

@@ -260,8 +260,8 @@ BUILTIN: dict[str, Detector] = {
             edge=_EMAIL_CHARS - {"."},
             charset=_email_char,
             max_length=254,
-            # Unicode classes make RE2 slow on long text (5 ms per 16 KB): search only
-            # around each "@" instead (~0.1 ms).
+            # Unicode classes make RE2 slow on long text: search only around each "@"
+            # instead (docs/benchmarks.md).
             anchor="@",
             reach=(65, 256),
         ),

@@ -124,7 +124,7 @@ class HeaderDecoder:
         self.decoder = hpack.Decoder(max_header_list_size=limits.max_header_list_size)
         self.table = self.decoder.header_table = _Table()
         # Blocks that decoded without changing the table, with what they named: Envoy sends
-        # one block for every stream, so most streams skip the decoder (~30 µs each).
+        # one block for every stream, so most streams skip the decoder (docs/benchmarks.md).
         self.cache: dict[bytes, Request | None] = {}
         self.cache_entries = limits.header_cache_entries
         self.cache_block = limits.header_cache_block

@@ -3,7 +3,7 @@
 One frozen value per Server (as h2's H2Configuration and grpcio's channel options): the
 HTTP/2 state machine and the gRPC calls enforce these, the tests drive each with raw
 frames. Not in the YAML config: the defaults fit Envoy, the only peer of the ext_proc
-port, and kubelet on the health port (README: "h2grpc: bounded by construction").
+port, and kubelet on the health port (docs/h2grpc.md).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Limits:
     # metadata limit (GRPC_ARG_ABSOLUTE_MAX_METADATA_SIZE).
     max_header_list_size: int = 16 * KIB
     # A header block as sent (HEADERS + CONTINUATION), before HPACK decoding: the
-    # pure-Python decoder's worst case for this size is a few milliseconds (README).
+    # pure-Python decoder's worst case for this size is a few milliseconds (docs/h2grpc.md).
     max_header_block: int = 8 * KIB
     # Decoded header blocks kept per connection (Envoy sends the same block on every
     # stream), each at most this many bytes as sent.

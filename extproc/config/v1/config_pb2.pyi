@@ -67,6 +67,7 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     SYSTEM: _Role.ValueType  # 1
     """System prompts (OpenAI "system" and "developer", Anthropic "system")."""
     USER: _Role.ValueType  # 2
+    """What the person (or the application) wrote."""
     ASSISTANT: _Role.ValueType  # 3
     """Model output, including tool-call arguments."""
     TOOL: _Role.ValueType  # 4
@@ -79,6 +80,7 @@ ROLE_UNSPECIFIED: Role.ValueType  # 0
 SYSTEM: Role.ValueType  # 1
 """System prompts (OpenAI "system" and "developer", Anthropic "system")."""
 USER: Role.ValueType  # 2
+"""What the person (or the application) wrote."""
 ASSISTANT: Role.ValueType  # 3
 """Model output, including tool-call arguments."""
 TOOL: Role.ValueType  # 4
@@ -93,14 +95,18 @@ class _DirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Direction.V
     DESCRIPTOR: _descriptor.EnumDescriptor
     DIRECTION_UNSPECIFIED: _Direction.ValueType  # 0
     REQUEST: _Direction.ValueType  # 1
+    """The client's request, checked before any provider sees it."""
     RESPONSE: _Direction.ValueType  # 2
+    """The provider's answer, checked before the client sees it."""
 
 class Direction(_Direction, metaclass=_DirectionEnumTypeWrapper):
     """Which way the text travels: to the provider, or back to the client."""
 
 DIRECTION_UNSPECIFIED: Direction.ValueType  # 0
 REQUEST: Direction.ValueType  # 1
+"""The client's request, checked before any provider sees it."""
 RESPONSE: Direction.ValueType  # 2
+"""The provider's answer, checked before the client sees it."""
 Global___Direction: _TypeAlias = Direction  # noqa: Y015
 
 @_typing.final
@@ -295,6 +301,7 @@ class CaptureRate(_message.Message):
     TENANTS_FIELD_NUMBER: _builtins.int
     RATE_FIELD_NUMBER: _builtins.int
     rate: _builtins.float
+    """Share of the matching exchanges captured, 0 to 1."""
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Model names (globs); empty: any."""
@@ -333,7 +340,7 @@ class SchemaDrift(_message.Message):
     """Turn the watch off."""
     check_every: _builtins.int
     """After learning, every how many responses one is checked (reading a response's field
-    names costs ~20 µs per JSON body and ~11 µs per stream event). Default 20.
+    names costs CPU on every body and stream event; docs/benchmarks.md). Default 20.
     """
     def __init__(
         self,
@@ -394,8 +401,9 @@ class ListenerTls(_message.Message):
     KEY_FILE_FIELD_NUMBER: _builtins.int
     CLIENT_CA_FILE_FIELD_NUMBER: _builtins.int
     cert_file: _builtins.str
-    """PEM certificate chain and private key served to clients."""
+    """PEM certificate chain served to clients (paths are relative to the config file)."""
     key_file: _builtins.str
+    """PEM private key of that certificate."""
     client_ca_file: _builtins.str
     """When set, clients must present a certificate signed by this CA (mTLS). Envoy then
     forwards the peer's URI SAN (a SPIFFE id) to the service, which maps it to a tenant.
@@ -523,10 +531,11 @@ class GrpcTls(_message.Message):
     ALLOWED_PEERS_FIELD_NUMBER: _builtins.int
     ENVOY_CLIENT_FIELD_NUMBER: _builtins.int
     cert_file: _builtins.str
-    """PEM certificate chain and private key the service presents (paths relative to the
-    config file, like every path in it). Read again for new connections when they change.
+    """PEM certificate chain the service presents (paths relative to the config file, like
+    every path in it). Read again for new connections when they change.
     """
     key_file: _builtins.str
+    """PEM private key of that certificate; read again with it."""
     client_ca_file: _builtins.str
     """PEM bundle of the CAs whose certificates callers must present."""
     @_builtins.property
@@ -569,10 +578,11 @@ class GrpcTlsClient(_message.Message):
     CA_FILE_FIELD_NUMBER: _builtins.int
     SERVER_NAME_FIELD_NUMBER: _builtins.int
     cert_file: _builtins.str
-    """PEM certificate chain and private key Envoy presents; one of allowed_peers must be
-    among its subject alternative names.
+    """PEM certificate chain Envoy presents; one of allowed_peers must be among its subject
+    alternative names.
     """
     key_file: _builtins.str
+    """PEM private key of that certificate."""
     ca_file: _builtins.str
     """PEM bundle of the CAs trusted for the service's certificate."""
     server_name: _builtins.str
@@ -661,6 +671,7 @@ class Backend(_message.Message):
     DEFAULT_MAX_TOKENS_FIELD_NUMBER: _builtins.int
     API_VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Named by models' routes and fallbacks, prices, logs and metrics."""
     schema: Global___Schema.ValueType
     """Default OPENAI."""
     url: _builtins.str
@@ -877,6 +888,9 @@ class CachePolicy(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     SHARED_FIELD_NUMBER: _builtins.int
     mode: Global___CachePolicy.Mode.ValueType
+    """Which requests are cached. Unset on a tenant: the model's setting applies; unset on
+    both: none.
+    """
     shared: _builtins.bool
     """Entries are shared by all tenants instead of kept per tenant. Default false."""
     def __init__(
@@ -961,6 +975,7 @@ class Deprecation(_message.Message):
     replacement: _builtins.str
     """The model to use instead; named in headers and errors."""
     after_sunset: Global___Deprecation.AfterSunset.ValueType
+    """What a request for the model gets once the sunset has passed."""
     def __init__(
         self,
         *,
@@ -989,6 +1004,7 @@ class Tenant(_message.Message):
     BUDGETS_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Named in logs, metrics, errors and Envoy's access log."""
     @_builtins.property
     def api_key_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """SHA-256 digests (hex) of the gateway API keys this tenant's clients present as
@@ -1050,16 +1066,22 @@ class Budget(_message.Message):
         DESCRIPTOR: _descriptor.EnumDescriptor
         WINDOW_UNSPECIFIED: Budget._Window.ValueType  # 0
         MINUTE: Budget._Window.ValueType  # 1
+        """From the start of each UTC minute."""
         HOUR: Budget._Window.ValueType  # 2
+        """From the start of each UTC hour."""
         DAY: Budget._Window.ValueType  # 3
+        """From midnight UTC."""
         MONTH: Budget._Window.ValueType  # 4
         """A calendar month (UTC)."""
 
     class Window(_Window, metaclass=_WindowEnumTypeWrapper): ...
     WINDOW_UNSPECIFIED: Budget.Window.ValueType  # 0
     MINUTE: Budget.Window.ValueType  # 1
+    """From the start of each UTC minute."""
     HOUR: Budget.Window.ValueType  # 2
+    """From the start of each UTC hour."""
     DAY: Budget.Window.ValueType  # 3
+    """From midnight UTC."""
     MONTH: Budget.Window.ValueType  # 4
     """A calendar month (UTC)."""
 
@@ -1153,8 +1175,8 @@ class Limits(_message.Message):
     max_request_bytes: _builtins.int
     """Largest request body accepted, in bytes. Default 32 MiB: several base64 images of
     ~10 MB each. Larger bodies get 413 in the client's schema. Envoy buffers up to this
-    plus 1 MiB per stream; the README's "Request body limit" gives the memory a body of
-    this size costs Envoy and the service.
+    plus 1 MiB per stream; docs/configuration/request-body-limit.md gives the memory a
+    body of this size costs Envoy and the service.
     """
     def __init__(
         self,
@@ -1200,7 +1222,9 @@ class Policy(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     SYSTEM_PROMPT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Named by tenants and models, and in logs and metrics."""
     mode: Global___Policy.Mode.ValueType
+    """Whether decisions are applied or only recorded. Default: enforce."""
     restore_redacted: _builtins.bool
     """Reversible redaction: providers see placeholders ("[EMAIL_1]"), and the client's
     response has the original values put back (JSON and streams).
@@ -1216,7 +1240,9 @@ class Policy(_message.Message):
         """Personal data and secrets, and what to do when they are found."""
 
     @_builtins.property
-    def limits(self) -> Global___PolicyLimits: ...
+    def limits(self) -> Global___PolicyLimits:
+        """Size limits on requests (messages, prompt tokens, completion length, body bytes)."""
+
     @_builtins.property
     def system_prompt(self) -> Global___SystemPrompt:
         """System messages added to every request."""
@@ -1338,9 +1364,11 @@ class PiiRule(_message.Message):
     name: _builtins.str
     """Or a custom detector: a name and an RE2 pattern."""
     pattern: _builtins.str
+    """The custom detector's RE2 pattern (linear time on any input)."""
     label: _builtins.str
     """Placeholder type for a custom detector ("[LABEL_1]"). Default: the name, upper-cased."""
     action: Global___PiiRule.Action.ValueType
+    """What happens to a finding. Default: redact."""
     max_match_length: _builtins.int
     """Custom detectors in streamed responses: the longest text the pattern can match;
     streamed output is held back this far. Default 32.
@@ -1482,8 +1510,9 @@ class Price(_message.Message):
     backend: _builtins.str
     """Only for requests served by this backend. Default: any backend."""
     input: _builtins.float
-    """Prices per million tokens."""
+    """Price per million input tokens (uncached)."""
     output: _builtins.float
+    """Price per million output tokens."""
     cached_input: _builtins.float
     """Input tokens read from the provider's prompt cache. Default: the input price."""
     cache_creation_input: _builtins.float
