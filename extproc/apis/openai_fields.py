@@ -19,7 +19,6 @@ from extproc.apis.checks import (
     array,
     boolean,
     by_type,
-    enum,
     fields,
     integer,
     number,
@@ -104,7 +103,11 @@ _SAMPLING: dict[str, Check] = {
 # -- OpenAI chat completions --------------------------------------------------------------
 
 _TEXT_PART = fields({"text": string}, required=("text",))
-_USER_PARTS = {
+# Content parts by type, wherever they appear: which roles may carry which is the
+# provider's to say (OpenAI takes only text from system, developer and tool messages;
+# vLLM takes any part in any role). Other types pass unchecked: OpenAI-compatible servers
+# add their own (vLLM's `video_url`, `audio_url`, ...).
+PARTS: dict[str, Check] = {
     "text": _TEXT_PART,
     "image_url": fields(
         {"image_url": fields({"url": string, "detail": string}, required=("url",))},
@@ -118,7 +121,9 @@ _USER_PARTS = {
         {"file": fields({"file_data": string, "file_id": string, "filename": string})},
         required=("file",),
     ),
+    "refusal": fields({"refusal": string}, required=("refusal",)),
 }
+_CONTENT = by_type(_PARTS, {str: None, list: array(tagged("type", PARTS), min_items=1)})
 
 
 def _named(kind: str, table: dict[str, Check], required: tuple[str, ...]) -> Check:
@@ -144,30 +149,25 @@ _TOOL_CALL = tagged(
         ),
     },
 )
-_SYSTEM = fields({"content": _content(text=_TEXT_PART), "name": string}, required=("content",))
-_CHAT_MESSAGE = tagged(
-    "role",
-    {
-        "system": _SYSTEM,
-        "developer": _SYSTEM,
-        "user": fields({"content": _content(**_USER_PARTS), "name": string}, required=("content",)),
-        "assistant": fields(
-            {
-                "content": _content(
-                    text=_TEXT_PART, refusal=fields({"refusal": string}, required=("refusal",))
-                ),
-                "refusal": string,
-                "name": string,
-                "tool_calls": array(_TOOL_CALL),
-            }
-        ),
-        "tool": fields(
-            {"content": _content(text=_TEXT_PART), "tool_call_id": string},
-            required=("content", "tool_call_id"),
-        ),
-        "function": fields({"content": string, "name": string}, required=("name",)),
-    },
+_SYSTEM = fields({"content": _CONTENT, "name": string}, required=("content",))
+ROLES: dict[str, Check] = {
+    "system": _SYSTEM,
+    "developer": _SYSTEM,
+    "user": fields({"content": _CONTENT, "name": string}, required=("content",)),
+    "assistant": fields(
+        {"content": _CONTENT, "refusal": string, "name": string, "tool_calls": array(_TOOL_CALL)}
+    ),
+    "tool": fields(
+        {"content": _CONTENT, "tool_call_id": string}, required=("content", "tool_call_id")
+    ),
+    "function": fields({"content": string, "name": string}, required=("name",)),
+}
+# A role OpenAI does not publish (vLLM takes any): the fields the gateway reads, typed as
+# the published roles type them.
+_OTHER_ROLE = fields(
+    {"content": _CONTENT, "name": string, "tool_call_id": string, "tool_calls": array(_TOOL_CALL)}
 )
+_CHAT_MESSAGE = tagged("role", ROLES, other=_OTHER_ROLE)
 _CHAT_TOOL = tagged(
     "type",
     {
@@ -182,7 +182,7 @@ _CHAT_TOOL = tagged(
 _CHAT_TOOL_CHOICE = by_type(
     Expected("one of a string or object", "a valid string or a valid dictionary"),
     {
-        str: enum("none", "auto", "required"),
+        str: None,
         dict: tagged(
             "type",
             {
@@ -240,7 +240,7 @@ EMBEDDINGS = fields(
     {
         "input": by_type(_TOKENS, {str: None, list: _token_lists(min_items=1, max_items=2048)}),
         "dimensions": integer(1),
-        "encoding_format": enum("float", "base64"),
+        "encoding_format": string,
         "user": string,
     },
     required=("input",),

@@ -17,7 +17,7 @@ import orjson
 from extproc.apis import ApiError, Kind
 from extproc.policy.detectors import Detector, Finding, scan
 from extproc.policy.rules import Action, Applied, Detection, PolicySet
-from extproc.policy.text import Slot, request_slots
+from extproc.policy.text import Slot, Unread, request_slots
 from extproc.tokens import at_most
 
 _DESCRIPTIONS = {
@@ -300,6 +300,32 @@ def body_size_error(policies: PolicySet, size: int, decisions: Decisions) -> Api
     return None
 
 
+def unreadable(
+    policies: PolicySet, kind: Kind, part: Unread, decisions: Decisions
+) -> ApiError | None:
+    """A part whose text the gateway cannot read (a type it does not know) may carry text
+    for the model: where an enforced policy reads that role's text, it is refused rather
+    than let past the policy unread. Shadow policies record what they would have done."""
+    enforced = None
+    for policy, shadow in policies.request_readers.get(part.role, ()):
+        decisions.add(policy, "content", "unread_part", "block", shadow, "request")
+        if not shadow and enforced is None:
+            enforced = policy
+    if enforced is None:
+        return None
+    if kind is Kind.MESSAGES:
+        where = ".".join(str(step) for step in part.path)
+    else:
+        where = "".join(f"[{s}]" if type(s) is int else f".{s}" for s in part.path)[1:]
+    return ApiError(
+        400,
+        f"'{where}' is of type '{part.kind}', whose text policy '{enforced}' cannot read; "
+        "the gateway reads text parts and blocks.",
+        "unsupported_value",
+        f"{where}.type",
+    )
+
+
 def evaluate_request(
     policies: PolicySet,
     kind: Kind,
@@ -308,7 +334,12 @@ def evaluate_request(
     decisions: Decisions,
 ) -> tuple[ApiError | None, bool]:
     """Apply the policies to a parsed request body in place; (error, body changed)."""
-    slots = request_slots(kind, body)
+    unread: list[Unread] = []
+    slots = request_slots(kind, body, unread)
+    for part in unread:
+        refusal = unreadable(policies, kind, part, decisions)
+        if refusal is not None:
+            return refusal, False
     error, changed = _limits(policies, kind, body, slots, decisions)
     if error is not None:
         return error, changed

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from extproc.apis import Kind
+from extproc.apis.anthropic_fields import BLOCKS
+from extproc.apis.openai_fields import PARTS
 from extproc.config.runtime import Schema
 
 # OpenAI roles onto the policy roles.
@@ -47,25 +51,123 @@ def _string_slots(role: str, container: Any, key: Any, out: list[Slot]) -> None:
                 out.append(Slot(role, value, index))
 
 
-def _blocks(role: str, content: Any, out: list[Slot]) -> None:
-    """Content parts / blocks: text parts, and Anthropic tool results (role tool)."""
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """A part or block whose text the gateway cannot read: a type it does not know, or
+    one nested deeper than it reads. `path` leads to it from the body."""
+
+    role: str
+    path: tuple[str | int, ...]
+    kind: str
+
+
+class _AsJson:
+    """An object field (an Anthropic tool call's `input`) read and rewritten as its JSON
+    text, as OpenAI carries tool-call arguments. Text that no longer parses as an object
+    after a rewrite is kept whole under "arguments" (as translation keeps such arguments)."""
+
+    __slots__ = ("holder", "key")
+
+    def __init__(self, holder: dict[str, Any], key: str) -> None:
+        self.holder = holder
+        self.key = key
+
+    def __getitem__(self, _: object) -> str:
+        return orjson.dumps(self.holder[self.key]).decode()
+
+    def __setitem__(self, _: object, text: str) -> None:
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            value = text
+        self.holder[self.key] = value if isinstance(value, dict) else {"arguments": value}
+
+
+# OpenAI content parts carrying text, by the field that holds it. Other published types
+# (images, audio, files) hold none a policy can read.
+_OPENAI_TEXTS = {"text": "text", "refusal": "refusal"}
+# How deep the gateway reads blocks inside blocks: a tool result's (depth 1) documents and
+# search results (depth 2). A container any deeper, which no published shape has, is not
+# opened: it is unread, as an unknown type is.
+_NESTED = 2
+
+
+def _parts(
+    role: str, content: Any, out: list[Slot], unread: list[Unread] | None, message: int
+) -> None:
+    """OpenAI content parts."""
     if not isinstance(content, list):
         return
-    for block in content:
+    for index, part in enumerate(content):
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        key = _OPENAI_TEXTS.get(kind) if type(kind) is str else None
+        if key is not None:
+            if isinstance(part.get(key), str):
+                out.append(Slot(role, part, key))
+        elif unread is not None and kind not in PARTS:
+            unread.append(Unread(role, ("messages", message, "content", index), str(kind)))
+
+
+def _request_blocks(
+    role: str,
+    content: Any,
+    out: list[Slot],
+    unread: list[Unread] | None,
+    at: tuple[str | int, ...],
+    depth: int = 0,
+) -> None:
+    """Anthropic content blocks: text, tool calls (their input as JSON text), tool results
+    (role tool, MCP's too), and the text of documents and search results."""
+    if not isinstance(content, list):
+        return
+    for index, block in enumerate(content):
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
-        if kind == "text" and isinstance(block.get("text"), str):
-            out.append(Slot(role, block, "text"))
-        elif kind == "tool_result":
-            inner = block.get("content")
+        if type(kind) is not str:  # unchecked inside a block the gateway does not know
+            kind = repr(kind)
+        if kind == "text":
+            if isinstance(block.get("text"), str):
+                out.append(Slot(role, block, "text"))
+        elif kind == "tool_use":
+            if isinstance(block.get("input"), dict):
+                out.append(Slot(role, _AsJson(block, "input"), None, json_text=True))
+        elif kind in _CONTAINERS and depth < _NESTED:
+            inner_role = "tool" if kind in ("tool_result", "mcp_tool_result") else role
+            for key in ("title", "context"):
+                if isinstance(block.get(key), str):
+                    out.append(Slot(inner_role, block, key))
+            holder = block.get("source") if kind == "document" else block
+            if not isinstance(holder, dict):
+                continue
+            source = holder.get("type") if kind == "document" else None
+            if kind == "document" and (type(source) is not str or source not in _DOCUMENT_SOURCES):
+                if unread is not None:
+                    unread.append(Unread(role, (*at, index, "source"), f"{kind} {source!r}"))
+                continue
+            key = "data" if source == "text" else "content"
+            inner = holder.get(key)
             if isinstance(inner, str):
-                out.append(Slot("tool", block, "content"))
+                out.append(Slot(inner_role, holder, key))
             else:
-                _blocks("tool", inner, out)
+                where = (*at, index, "source", key) if holder is not block else (*at, index, key)
+                _request_blocks(inner_role, inner, out, unread, where, depth + 1)
+        elif unread is not None and (kind not in BLOCKS or kind in _CONTAINERS):
+            unread.append(Unread(role, (*at, index), str(kind)))
 
 
-def request_slots(kind: Kind, body: dict[str, Any]) -> list[Slot]:
+_CONTAINERS = frozenset(("tool_result", "mcp_tool_result", "document", "search_result"))
+# Document sources: text (read), content blocks (read), and the binary ones.
+_DOCUMENT_SOURCES = frozenset(("text", "content", "base64", "url", "file"))
+
+
+def request_slots(
+    kind: Kind, body: dict[str, Any], unread: list[Unread] | None = None
+) -> list[Slot]:
+    """The text of a request, and in `unread` (when given) every part or block whose text
+    the gateway cannot read."""
     slots: list[Slot] = []
     if kind is Kind.EMBEDDINGS:
         _string_slots("user", body, "input", slots)
@@ -76,17 +178,19 @@ def request_slots(kind: Kind, body: dict[str, Any]) -> list[Slot]:
         if isinstance(system, str):
             slots.append(Slot("system", body, "system"))
         else:
-            _blocks("system", system, slots)
-        for message in body.get("messages") or ():
+            _request_blocks("system", system, slots, unread, ("system",))
+        for index, message in enumerate(body.get("messages") or ()):
             if not isinstance(message, dict):
                 continue
-            role = "assistant" if message.get("role") == "assistant" else "user"
+            # A role Anthropic does not publish gets the most scrutiny: the user's.
+            role = _ANTHROPIC_ROLES.get(str(message.get("role")), "user")
             if isinstance(message.get("content"), str):
                 slots.append(Slot(role, message, "content"))
             else:
-                _blocks(role, message.get("content"), slots)
+                at = ("messages", index, "content")
+                _request_blocks(role, message.get("content"), slots, unread, at)
     elif kind is Kind.CHAT:
-        for message in body.get("messages") or ():
+        for index, message in enumerate(body.get("messages") or ()):
             if not isinstance(message, dict):
                 continue
             # An unknown role gets the most scrutiny: it is treated as the user's.
@@ -94,9 +198,12 @@ def request_slots(kind: Kind, body: dict[str, Any]) -> list[Slot]:
             if isinstance(message.get("content"), str):
                 slots.append(Slot(role, message, "content"))
             else:
-                _blocks(role, message.get("content"), slots)
+                _parts(role, message.get("content"), slots, unread, index)
             _tool_call_slots(message, slots)
     return slots
+
+
+_ANTHROPIC_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
 
 
 def _tool_call_slots(message: dict[str, Any], slots: list[Slot]) -> None:
@@ -104,6 +211,15 @@ def _tool_call_slots(message: dict[str, Any], slots: list[Slot]) -> None:
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict) and isinstance(function.get("arguments"), str):
             slots.append(Slot("assistant", function, "arguments", json_text=True))
+
+
+def _blocks(role: str, content: Any, out: list[Slot]) -> None:
+    """Text blocks of a response's content."""
+    if not isinstance(content, list):
+        return
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "text" and type(block["text"]) is str:
+            out.append(Slot(role, block, "text"))
 
 
 def response_slots(api: Schema, kind: Kind, body: dict[str, Any]) -> list[Slot]:
