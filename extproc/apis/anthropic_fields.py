@@ -160,7 +160,8 @@ MESSAGES = fields(
         "top_p": number(0, 1),
         "top_k": integer(0),
         "stop_sequences": array(string),
-        "tools": array(_anthropic_tool),
+        # Anthropic's tool search takes catalogs of up to 10,000 tools.
+        "tools": array(_anthropic_tool, max_items=10_000),
         "tool_choice": tagged(
             "type",
             {

@@ -108,11 +108,18 @@ def number(minimum: float, maximum: float) -> Check:
     return check
 
 
+# The bound of an array no provider bounds (content parts, blocks, stop sequences, ...):
+# Anthropic's largest published bound (100,000 messages), beyond any real request. Every
+# array a check walks is bounded: by its provider's published bound where there is one,
+# else by this.
+MAX_ITEMS = 100_000
+
+
 def array(
     item: Check | None = None,
     *,
     min_items: int = 0,
-    max_items: int | None = None,
+    max_items: int = MAX_ITEMS,
     expected: Expected = ARRAY,
 ) -> Check:
     def check(value: Any) -> None:
@@ -120,7 +127,7 @@ def array(
             raise Invalid(Problem.TYPE, value, expected)
         if len(value) < min_items:
             raise Invalid(Problem.EMPTY, value, min_items)
-        if max_items is not None and len(value) > max_items:
+        if len(value) > max_items:
             raise Invalid(Problem.TOO_LONG, len(value), max_items)
         if item is not None:
             for index, element in enumerate(value):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections.abc
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -761,6 +762,62 @@ EXTENSIONS: list[tuple[Any, dict[str, Any]]] = [
 @pytest.mark.parametrize(("endpoint", "change"), ACCEPTED + EXTENSIONS)
 def test_published_bodies_are_accepted(endpoint: Any, change: dict[str, Any]) -> None:
     assert check(endpoint, change) is None
+
+
+# -- element counts ----------------------------------------------------------------------
+
+HI = {"role": "user", "content": "hi"}
+A = {"type": "text", "text": "a"}
+CHAT_TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
+# (endpoint, the body's fields with n elements, the bound, where the 400 points). Bounds
+# the provider publishes, or MAX_ITEMS / MAX_TOKEN_IDS where it publishes none (README).
+BOUNDS: list[tuple[Any, Callable[[int], dict[str, Any]], int, str]] = [
+    (CHAT, lambda n: {"messages": [HI] * n}, 100_000, "messages"),
+    (CHAT, lambda n: user(*[A] * n), 100_000, "messages[0].content"),
+    (
+        CHAT,
+        lambda n: turns({"role": "assistant", "tool_calls": [TOOL_CALL] * n}),
+        128,
+        "messages[0].tool_calls",
+    ),
+    (CHAT, lambda n: {"tools": [CHAT_TOOL] * n}, 128, "tools"),
+    (CHAT, lambda n: {"stop": ["x"] * n}, 4, "stop"),
+    (COMPLETIONS, lambda n: {"prompt": ["a"] * n}, 100_000, "prompt"),
+    (COMPLETIONS, lambda n: {"prompt": [[1]] * n}, 100_000, "prompt"),
+    (COMPLETIONS, lambda n: {"prompt": [7] * n}, 10_000_000, "prompt"),
+    (COMPLETIONS, lambda n: {"prompt": [[1], [7] * n]}, 10_000_000, "prompt[1]"),
+    (EMBEDDINGS, lambda n: {"input": ["a"] * n}, 2048, "input"),
+    (EMBEDDINGS, lambda n: {"input": [7] * n}, 2048, "input"),
+    (EMBEDDINGS, lambda n: {"input": [[1]] * n}, 2048, "input"),
+    (EMBEDDINGS, lambda n: {"input": [[7] * n]}, 10_000_000, "input[0]"),
+    (MESSAGES, lambda n: {"messages": [HI] * n}, 100_000, "messages"),
+    (MESSAGES, lambda n: user(*[A] * n), 100_000, "messages.0.content"),
+    (MESSAGES, lambda n: {"system": [A] * n}, 100_000, "system"),
+    (
+        MESSAGES,
+        lambda n: user({"type": "tool_result", "tool_use_id": "t", "content": [A] * n}),
+        100_000,
+        "messages.0.content.0.content",
+    ),
+    (
+        MESSAGES,
+        lambda n: {"tools": [{"name": "f", "input_schema": {}}] * n},
+        10_000,
+        "tools",
+    ),
+    (MESSAGES, lambda n: {"stop_sequences": ["x"] * n}, 100_000, "stop_sequences"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "fields", "bound", "param"), BOUNDS)
+def test_arrays_are_bounded_as_published(
+    endpoint: Any, fields: Callable[[int], dict[str, Any]], bound: int, param: str
+) -> None:
+    assert check(endpoint, fields(bound)) is None
+    error = check(endpoint, fields(bound + 1))
+    assert error is not None
+    assert (error.status, error.code, error.param) == (400, "array_above_max_length", param)
+    assert str(bound) in error.message and str(bound + 1) in error.message
 
 
 # -- the tables against the official SDKs' published types --------------------------------
