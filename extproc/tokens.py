@@ -147,16 +147,22 @@ class Measure:
         return self.rest_bytes == 0
 
 
-def measure(texts: Sequence[str], tokens: int | None = None, calls: int | None = None) -> Measure:
+def measure(
+    texts: Sequence[str],
+    tokens: int | None = None,
+    calls: int | None = None,
+    size: int | None = None,
+) -> Measure:
     """Count texts in order while their tokens fit in `tokens` (EXACT_TOKENS by default),
     their bytes in EXACT_BYTES and their number in `calls` (EXACT_TEXTS); a text past any
-    of them counts its bytes. Bounded work whatever the size or the number of texts."""
+    of them counts its bytes. Bounded work whatever the size or the number of texts.
+    `size`, when the caller knows it, is the texts' UTF-8 bytes (saves encoding them)."""
     tokenizer = _tokenizer()
     room = EXACT_TOKENS if tokens is None else tokens
     budget = EXACT_BYTES
     calls = EXACT_TEXTS if calls is None else calls
-    counted = counted_bytes = rest_bytes = 0
-    rest = None
+    counted = counted_bytes = 0
+    uncounted: list[str] = []
     overflow = False
     index = 0
     while index < len(texts) and calls and not overflow:
@@ -164,24 +170,26 @@ def measure(texts: Sequence[str], tokens: int | None = None, calls: int | None =
         index += 1
         if not text:
             continue
-        size = _size(text)
-        found = None
-        if size <= budget:
-            budget -= size
-            calls -= 1
-            found = tokenizer.count_till_limit(text, room)
-            overflow = found is None  # the BPE work spent reaching the room: no more
+        # A text of more characters than the budget has bytes is past it: no need to
+        # encode it to know.
+        length = len(text) if len(text) > budget else _size(text)
+        if length > budget:
+            uncounted.append(text)
+            continue
+        budget -= length
+        calls -= 1
+        found = tokenizer.count_till_limit(text, room)
         if found is None:
-            rest_bytes += size
-            rest = rest if rest is not None else text
+            overflow = True  # the BPE work spent reaching the room: no more
+            uncounted.append(text)
         else:
             counted += found
-            counted_bytes += size
+            counted_bytes += length
             room -= found
-    if index < len(texts):  # the rest by their bytes, at C speed
-        tail = texts[index:]
-        rest_bytes += _size("".join(tail))
-        rest = rest if rest is not None else next((t for t in tail if t), None)
+    uncounted.extend(texts[index:])
+    # The rest's bytes at C speed, or from the caller's total.
+    rest_bytes = _size("".join(uncounted)) if size is None else size - counted_bytes
+    rest = next((text for text in uncounted if text), None)
     return Measure(counted, counted_bytes, rest_bytes, rest, overflow)
 
 
@@ -227,9 +235,10 @@ def at_most(texts: list[str], limit: int) -> tuple[bool, bool]:
     not be counted counts its bytes, so a prompt that might exceed the limit is never said
     to fit.
     """
-    if _size("".join(texts)) <= limit:
+    size = _size("".join(texts))
+    if size <= limit:
         return True, True
-    found = measure(texts, limit, max(EXACT_TEXTS, limit + 1))
+    found = measure(texts, limit, max(EXACT_TEXTS, limit + 1), size)
     if found.overflow:
         return False, True
     return found.bound <= limit, found.exact

@@ -90,7 +90,8 @@ def _string_slots(role: str, container: Any, key: Any, emit: Emit) -> None:
     value = container.get(key) if isinstance(container, dict) else container[key]
     if isinstance(value, str):
         emit(role, container, key)
-    elif isinstance(value, list):
+    elif isinstance(value, list) and value and type(value[0]) is str:
+        # Validated: an array of strings, or of token ids not worth a look each.
         for index, item in enumerate(value):
             if isinstance(item, str):
                 emit(role, value, index)
