@@ -78,6 +78,7 @@ bench-streams: $(STAMP)
 bench-large: $(STAMP)
 	$(BIN)/python bench/large_bodies.py
 	$(BIN)/python bench/validation.py
+	$(BIN)/python bench/request_path.py
 
 ## Minutes of mixed traffic (SOAK_SECONDS, default 180): outcomes, memory, and whether the
 ## records, the provider's counts and the Redis budget agree (exit 1 when they do not).
