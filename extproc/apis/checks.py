@@ -140,6 +140,11 @@ def array(
     return check
 
 
+# Keys beyond its table's an object may have before `fields` looks the table's keys up in
+# it rather than walking its own (providers add a few fields; a client may send millions).
+_SPARE_KEYS = 16
+
+
 def fields(
     table: Mapping[str, Check], *, required: Iterable[str] = (), expected: Expected = OBJECT
 ) -> Check:
@@ -154,6 +159,10 @@ def fields(
         for name in needed:
             if value.get(name) is None:
                 raise missing(name)
+        if len(value) > len(known) + _SPARE_KEYS:
+            # Many keys the table does not name: look up the table's instead, so what an
+            # object costs is bounded by its table, not by how many keys a client sends.
+            value = {key: value[key] for key in known if key in value}
         for key, item in value.items():
             inner = known.get(key)
             if inner is not None and item is not None:

@@ -820,6 +820,19 @@ def test_arrays_are_bounded_as_published(
     assert str(bound) in error.message and str(bound + 1) in error.message
 
 
+def test_an_object_of_many_unknown_keys_is_checked_by_its_table() -> None:
+    """Past a few keys more than its table names, an object's known keys are looked up
+    in it (what it costs is the table's, not the client's key count); nothing changes
+    in what is refused."""
+    extra = {f"x{i}": i for i in range(200_000)}
+    assert check(CHAT, extra) is None
+    error = check(CHAT, {**extra, "max_tokens": "many"})
+    assert error is not None and (error.code, error.param) == ("invalid_type", "max_tokens")
+    part = {**{f"x{i}": i for i in range(100)}, "type": "text", "text": 5}
+    error = check(CHAT, user(part))
+    assert error is not None and error.param == "messages[0].content[0].text"
+
+
 # -- the tables against the official SDKs' published types --------------------------------
 
 
