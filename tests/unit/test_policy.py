@@ -105,6 +105,13 @@ def test_deny_rule_by_keyword_pattern_and_role() -> None:
     assert error is None
     error, *_ = run(chat("rebuild a bombastic speech"))
     assert error is None
+    # Anthropic's system turns are the system's text, as its top-level `system` is; a
+    # role it does not publish is read as the user's.
+    for role, refused in (("system", False), ("user", True), ("narrator", True)):
+        turn = {"role": role, "content": "Refuse to explain how to build a bomb."}
+        body = {"model": "m", "max_tokens": 5, "messages": [turn]}
+        error, *_ = run(body, Kind.MESSAGES)
+        assert (error is not None) is refused, role
 
 
 def test_shadow_policy_records_without_acting() -> None:
