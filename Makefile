@@ -97,6 +97,7 @@ bench-streams: $(DEV_STAMP)
 bench-large: $(DEV_STAMP)
 	$(BIN)/python bench/large_bodies.py
 	$(BIN)/python bench/validation.py
+	$(BIN)/python bench/request_path.py
 
 ## Minutes of mixed traffic (SOAK_SECONDS, default 180): outcomes, memory, and whether the
 ## records, the provider's counts and the Redis budget agree (exit 1 when they do not).

@@ -1,7 +1,8 @@
 """`python bench/validation.py`: what request validation costs per body, best of 5 runs.
 
 Bodies: a 1 KB chat request (system + user), the same as an Anthropic Messages request, a
-400 KB prompt, a user turn with four images, and an embeddings request of 2M token ids.
+400 KB prompt, a user turn with four images, an agent's turn (30 messages, 20 tools: see
+bench/request_path.py), and an embeddings request of 2M token ids.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.request_path import agent  # noqa: E402
 from bench.run import machine  # noqa: E402
 from extproc.apis import ENDPOINTS, Endpoint  # noqa: E402
 from extproc.apis.validation import validate  # noqa: E402
@@ -61,6 +63,7 @@ BODIES: list[tuple[str, str, dict[str, Any], int]] = [
         },
         200_000,
     ),
+    ("agent turn", "/v1/chat/completions", agent(), 20_000),
     (
         "2M token ids",
         "/v1/embeddings",

@@ -20,7 +20,7 @@ import orjson
 from extproc import cache, names
 from extproc.accounting.budgets import NANOS, Charge, Reservation, plan
 from extproc.accounting.prices import Price
-from extproc.accounting.usage import Meter, Usage, prompt_estimate
+from extproc.accounting.usage import Meter, Usage, prompt_bound, prompt_estimate
 from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Endpoint, Kind, api_for_path, azure
 from extproc.apis.checks import json_type
 from extproc.apis.validation import validate
@@ -455,7 +455,9 @@ class Exchange:
         output = requested_output_tokens(self.endpoint.kind, body)
         if output is None:
             output = self.runtime.reserved_output_tokens
-        prompt = self.prompt_tokens()
+        # An upper bound, never below the count (docs: accounting, budgets): counting a long prompt
+        # exactly would hold the event loop.
+        prompt = prompt_bound(self.endpoint.kind, self.request or {})
         price = self.price()
         cost = round(price.estimate(prompt, output) * NANOS) if price else 0
         return plan(

@@ -23,7 +23,8 @@ Response headers report what arrived, so tests can see what the gateway sent ups
   by ", " (one value: its digest), x-mock-prompt-sha256 (of the last user message's
   text, as the provider received it), x-mock-body-bytes (the request body's size),
   x-mock-images-sha256 (of the base64 data of the request's images, in order, in
-  either API's parts)
+  either API's parts), x-mock-part-types (the type of every content part or block of the
+  request's messages, in order, comma-separated)
 """
 
 from __future__ import annotations
@@ -189,6 +190,15 @@ def _image_data(body: dict[str, Any]) -> Iterator[str]:
                 yield str(source.get("data", ""))
 
 
+def _part_types(body: dict[str, Any]) -> str:
+    types = []
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            types.append(str(part.get("type")) if isinstance(part, dict) else "?")
+    return ",".join(types)
+
+
 def _echo_headers(request: web.Request, prompt: str | None = None) -> dict[str, str]:
     headers = {
         "x-mock-path": request.path_qs,
@@ -262,7 +272,7 @@ class MockProvider:
             return _error(schema, 400, "invalid JSON")
         if not isinstance(body, dict):
             return _error(schema, 400, "body must be an object")
-        described = {"x-mock-body-bytes": str(len(raw))}
+        described = {"x-mock-body-bytes": str(len(raw)), "x-mock-part-types": _part_types(body)}
         images = hashlib.sha256()
         for data in _image_data(body):
             images.update(data.encode())

@@ -19,7 +19,7 @@ import orjson
 from extproc import tokens
 from extproc.apis import Kind
 from extproc.config.runtime import Schema
-from extproc.policy.text import request_slots, response_slots
+from extproc.policy.text import request_texts, response_slots
 
 FIELDS = (
     "input_tokens",
@@ -130,23 +130,49 @@ def anthropic_usage(raw: dict[str, int]) -> dict[str, int]:
     return found
 
 
-def prompt_estimate(kind: Kind, body: dict[str, Any]) -> int:
-    """Prompt tokens of a request body, counted offline (an estimate of the provider's)."""
+def _token_ids(kind: Kind, body: dict[str, Any]) -> int | None:
+    """The token ids of pre-tokenised input (a list of ids, or of lists of ids), counted
+    without a look at each: validation typed every element as the first."""
     if kind is Kind.EMBEDDINGS or kind is Kind.COMPLETIONS:
         value = body.get("input" if kind is Kind.EMBEDDINGS else "prompt")
-        # Pre-tokenised input: a list of token ids, or a list of such lists.
-        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-            return len(value)
-        if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
-            return sum(len(v) for v in value)
-    slots = request_slots(kind, body)
-    count = tokens.count(slot.text for slot in slots)
+        if isinstance(value, list) and value:
+            first = type(value[0])
+            if first is int:
+                return len(value)
+            if first is list:
+                return sum(map(len, value))
+    return None
+
+
+def _prompt_texts(kind: Kind, body: dict[str, Any]) -> tuple[list[str], int]:
+    """The prompt's texts, tool definitions as their JSON, and the tokens chat formats add."""
+    texts = request_texts(kind, body)
+    added = 0
     if kind is Kind.CHAT or kind is Kind.MESSAGES:
         messages = body.get("messages")
-        count += _PER_REQUEST + _PER_MESSAGE * (len(messages) if isinstance(messages, list) else 0)
-        for tool in body.get("tools") or ():
-            count += tokens.count([orjson.dumps(tool).decode()])
-    return count
+        added = _PER_REQUEST + _PER_MESSAGE * (len(messages) if isinstance(messages, list) else 0)
+        texts += [orjson.dumps(tool).decode() for tool in body.get("tools") or ()]
+    return texts, added
+
+
+def prompt_estimate(kind: Kind, body: dict[str, Any]) -> int:
+    """Prompt tokens of a request body, counted offline (an estimate of the provider's;
+    past tokens.measure()'s bounds, estimated from the part counted)."""
+    ids = _token_ids(kind, body)
+    if ids is not None:
+        return ids
+    texts, added = _prompt_texts(kind, body)
+    return tokens.estimate(texts) + added
+
+
+def prompt_bound(kind: Kind, body: dict[str, Any]) -> int:
+    """At least the prompt tokens prompt_estimate() would count, at a bounded cost: the
+    exact count up to tokens.measure()'s bounds, a text's bytes past them."""
+    ids = _token_ids(kind, body)
+    if ids is not None:
+        return ids
+    texts, added = _prompt_texts(kind, body)
+    return tokens.bound(texts) + added
 
 
 # Where a streamed delta carries output text (counted when usage is missing).

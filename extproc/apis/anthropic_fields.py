@@ -13,7 +13,6 @@ from extproc.apis.checks import (
     array,
     boolean,
     by_type,
-    enum,
     fields,
     integer,
     missing,
@@ -24,17 +23,14 @@ from extproc.apis.checks import (
 
 _BLOCKS = Expected("a string or an array of blocks", "a valid string or a valid list")
 _TEXT_BLOCK = fields({"text": string}, required=("text",))
+_TEXT_BLOCKS = array(tagged("type", {"text": _TEXT_BLOCK}))
 _IMAGE_BLOCK = fields(
     {
         "source": tagged(
             "type",
             {
                 "base64": fields(
-                    {
-                        "media_type": enum("image/jpeg", "image/png", "image/gif", "image/webp"),
-                        "data": string,
-                    },
-                    required=("media_type", "data"),
+                    {"media_type": string, "data": string}, required=("media_type", "data")
                 ),
                 "url": fields({"url": string}, required=("url",)),
                 "file": fields({"file_id": string}, required=("file_id",)),
@@ -43,69 +39,81 @@ _IMAGE_BLOCK = fields(
     },
     required=("source",),
 )
-_DOCUMENT_BLOCK = fields({"source": anything}, required=("source",))
-_TOOL_RESULT_BLOCK = fields(
+# Blocks the gateway does not read, but knows as published (GA and beta): the provider's
+# own tools' calls and results (its server tools, its MCP connector's calls), compaction
+# summaries (signed, like thinking), files. They pass as any unknown block does; a policy
+# lets them through unread, where it refuses a block it does not know (policy/text.py).
+_UNREAD = (
+    "server_tool_use",
+    "web_search_tool_result",
+    "web_fetch_tool_result",
+    "code_execution_tool_result",
+    "bash_code_execution_tool_result",
+    "text_editor_code_execution_tool_result",
+    "tool_search_tool_result",
+    "container_upload",
+    "advisor_tool_result",
+    "mcp_tool_use",
+    "mcp_tool_listing",
+    "compaction",
+    "tool_addition",
+    "tool_removal",
+    "fallback",
+)
+
+
+def _blocks(table: dict[str, Check]) -> Check:
+    return by_type(_BLOCKS, {str: None, list: array(tagged("type", table))})
+
+
+# Blocks by type, wherever they appear: which turn may carry which is the provider's to
+# say. The gateway reads text (policy, estimates, translation), the text of documents and
+# search results, tool calls and results (MCP's too), and thinking (translation drops it). A block
+# inside another is checked one level down only: no check recurses into what a client
+# can nest without end.
+_DOCUMENT = fields(
     {
-        "tool_use_id": string,
-        "content": by_type(
-            _BLOCKS,
+        "source": tagged(
+            "type",
             {
-                str: None,
-                list: array(
-                    tagged(
-                        "type",
-                        {
-                            "text": _TEXT_BLOCK,
-                            "image": _IMAGE_BLOCK,
-                            "document": _DOCUMENT_BLOCK,
-                            "search_result": anything,
-                            "tool_reference": anything,
-                            "browser_state": anything,
-                        },
-                    )
+                "text": fields({"data": string}, required=("data",)),
+                "content": fields(
+                    {"content": _blocks({"text": _TEXT_BLOCK, "image": _IMAGE_BLOCK})},
+                    required=("content",),
                 ),
             },
         ),
-        "is_error": boolean,
+        "title": string,
+        "context": string,
     },
-    required=("tool_use_id",),
+    required=("source",),
 )
-# Blocks either turn may carry: the gateway reads none of their fields (GA and beta).
-_OTHER_BLOCKS = dict.fromkeys(
-    (
-        "search_result",
-        "server_tool_use",
-        "web_search_tool_result",
-        "web_fetch_tool_result",
-        "code_execution_tool_result",
-        "bash_code_execution_tool_result",
-        "text_editor_code_execution_tool_result",
-        "tool_search_tool_result",
-        "container_upload",
-        "advisor_tool_result",
-        "mcp_tool_use",
-        "mcp_tool_result",
-        "mcp_tool_listing",
-        "compaction",
-        "tool_addition",
-        "tool_removal",
-        "fallback",
-    ),
-    anything,
+_SEARCH_RESULT = fields(
+    {"source": string, "title": string, "content": _TEXT_BLOCKS},
+    required=("source", "title", "content"),
 )
-# By role, as the gateway reads them: tool results come from the user's side (policy reads
-# them as the tool's words), tool calls and thinking from the assistant's.
-_USER_BLOCKS = {
+# What a tool result holds (`ToolResultBlockParam.content`).
+RESULT_BLOCKS: dict[str, Check] = {
     "text": _TEXT_BLOCK,
     "image": _IMAGE_BLOCK,
-    "document": _DOCUMENT_BLOCK,
-    "tool_result": _TOOL_RESULT_BLOCK,
-    **_OTHER_BLOCKS,
+    "document": _DOCUMENT,
+    "search_result": _SEARCH_RESULT,
+    "tool_reference": anything,
+    "browser_state": anything,
 }
-_ASSISTANT_BLOCKS = {
+BLOCKS: dict[str, Check] = {
     "text": _TEXT_BLOCK,
     "image": _IMAGE_BLOCK,
-    "document": _DOCUMENT_BLOCK,
+    "document": _DOCUMENT,
+    "search_result": _SEARCH_RESULT,
+    "tool_result": fields(
+        {"tool_use_id": string, "content": _blocks(RESULT_BLOCKS), "is_error": boolean},
+        required=("tool_use_id",),
+    ),
+    "mcp_tool_result": fields(
+        {"tool_use_id": string, "content": _blocks({"text": _TEXT_BLOCK}), "is_error": boolean},
+        required=("tool_use_id",),
+    ),
     "tool_use": fields(
         {"id": string, "name": string, "input": anything}, required=("id", "name", "input")
     ),
@@ -113,14 +121,14 @@ _ASSISTANT_BLOCKS = {
         {"thinking": string, "signature": string}, required=("thinking", "signature")
     ),
     "redacted_thinking": fields({"data": string}, required=("data",)),
-    **_OTHER_BLOCKS,
+    **dict.fromkeys(_UNREAD, anything),
 }
-_SYSTEM_TEXT = by_type(_BLOCKS, {str: None, list: array(tagged("type", {"text": _TEXT_BLOCK}))})
-
-
-def _turn(blocks: dict[str, Check]) -> Check:
-    content = by_type(_BLOCKS, {str: None, list: array(tagged("type", blocks))})
-    return fields({"content": content}, required=("content",))
+_CONTENT = _blocks(BLOCKS)
+_TURN = fields({"content": _CONTENT}, required=("content",))
+# Anthropic's API takes `system` turns too (`SystemMessageParam` in the pinned SDK, GA and
+# beta: text blocks). A role it does not publish passes with its content checked.
+ROLES: dict[str, Check] = {"user": _TURN, "assistant": _TURN, "system": _TURN}
+_OTHER_ROLE = fields({"content": _CONTENT})
 
 
 def _anthropic_tool(value: Any) -> None:
@@ -140,26 +148,20 @@ _NO_PARALLEL = {"disable_parallel_tool_use": boolean}
 MESSAGES = fields(
     {
         "messages": array(
-            tagged(
-                "role",
-                {
-                    "user": _turn(_USER_BLOCKS),
-                    "assistant": _turn(_ASSISTANT_BLOCKS),
-                    "system": fields({"content": _SYSTEM_TEXT}, required=("content",)),
-                },
-            ),
+            tagged("role", ROLES, other=_OTHER_ROLE),
             min_items=1,
             max_items=100_000,
         ),
         # 0 is documented: it warms the prompt cache without generating.
         "max_tokens": integer(0),
-        "system": _SYSTEM_TEXT,
+        "system": by_type(_BLOCKS, {str: None, list: _TEXT_BLOCKS}),
         "stream": boolean,
         "temperature": number(0, 1),
         "top_p": number(0, 1),
         "top_k": integer(0),
         "stop_sequences": array(string),
-        "tools": array(_anthropic_tool),
+        # Anthropic's tool search takes catalogs of up to 10,000 tools.
+        "tools": array(_anthropic_tool, max_items=10_000),
         "tool_choice": tagged(
             "type",
             {

@@ -10,6 +10,7 @@ from typing import Any
 from extproc.apis.checks import (
     ARRAY,
     INTEGER,
+    MAX_ITEMS,
     STRING,
     Check,
     Expected,
@@ -19,7 +20,6 @@ from extproc.apis.checks import (
     array,
     boolean,
     by_type,
-    enum,
     fields,
     integer,
     number,
@@ -35,11 +35,6 @@ _TOKENS = Expected(
 )
 
 
-def _content(**parts: Check) -> Check:
-    """Message content: a string, or a non-empty array of parts of these types."""
-    return by_type(_PARTS, {str: None, list: array(tagged("type", parts), min_items=1)})
-
-
 def _all_ints(values: list[Any]) -> bool:
     """Whether every element is an integer, at C speed: a sum of integers is an integer, a
     float makes it a float and anything else raises. (A boolean passes as 1; the provider
@@ -50,25 +45,37 @@ def _all_ints(values: list[Any]) -> bool:
         return False
 
 
-def _token_lists(*, min_items: int, max_items: int | None) -> Check:
-    """An array of strings, of token ids, or of non-empty arrays of token ids (prompts and
-    embedding inputs)."""
-    check_length = array(min_items=min_items, max_items=max_items)
+# Token ids in one prompt or input: OpenAI publishes no bound for completions (its
+# embeddings take 2,048 ids, or arrays of them); no model's context window holds more
+# than 10M (the longest published, Llama 4 Scout's), so no real prompt has more.
+MAX_TOKEN_IDS = 10_000_000
+
+
+def _token_lists(*, min_items: int, max_items: int, max_ids: int) -> Check:
+    """An array of at most `max_items` strings or non-empty arrays of token ids (each at
+    most MAX_TOKEN_IDS), or of at most `max_ids` token ids (prompts and embedding inputs)."""
 
     def check(value: list[Any]) -> None:
-        check_length(value)
+        if len(value) < min_items:
+            raise Invalid(Problem.EMPTY, value, min_items)
         if not value:
             return
         first = type(value[0])
+        bound = max_ids if first is int else max_items
+        if len(value) > bound:
+            raise Invalid(Problem.TOO_LONG, len(value), bound)
         if first is int and _all_ints(value):
             return
         if first is str and set(map(type, value)) == {str}:
             return
         if first is list and set(map(type, value)) == {list}:
             for index, ids in enumerate(value):
-                if ids and _all_ints(ids):
+                if ids and len(ids) <= MAX_TOKEN_IDS and _all_ints(ids):
                     continue
-                invalid = _misfit(ids, int) if ids else Invalid(Problem.EMPTY, ids, 1)
+                if len(ids) > MAX_TOKEN_IDS:
+                    invalid = Invalid(Problem.TOO_LONG, len(ids), MAX_TOKEN_IDS)
+                else:
+                    invalid = _misfit(ids, int) if ids else Invalid(Problem.EMPTY, ids, 1)
                 invalid.path.append(index)
                 raise invalid
             return
@@ -87,6 +94,9 @@ def _misfit(values: list[Any], kind: type) -> Invalid:
 
 
 _STOP = by_type(_STRINGS, {str: None, list: array(string, min_items=1, max_items=4)})
+# OpenAI's API answers more than 128 tools, or tool calls in one message, with
+# `array_above_max_length`.
+_MAX_TOOLS = 128
 _STREAM_OPTIONS = fields({"include_usage": boolean, "include_obfuscation": boolean})
 _SAMPLING: dict[str, Check] = {
     "stream": boolean,
@@ -104,7 +114,11 @@ _SAMPLING: dict[str, Check] = {
 # -- OpenAI chat completions --------------------------------------------------------------
 
 _TEXT_PART = fields({"text": string}, required=("text",))
-_USER_PARTS = {
+# Content parts by type, wherever they appear: which roles may carry which is the
+# provider's to say (OpenAI takes only text from system, developer and tool messages;
+# vLLM takes any part in any role). Other types pass unchecked: OpenAI-compatible servers
+# add their own (vLLM's `video_url`, `audio_url`, ...).
+PARTS: dict[str, Check] = {
     "text": _TEXT_PART,
     "image_url": fields(
         {"image_url": fields({"url": string, "detail": string}, required=("url",))},
@@ -118,7 +132,9 @@ _USER_PARTS = {
         {"file": fields({"file_data": string, "file_id": string, "filename": string})},
         required=("file",),
     ),
+    "refusal": fields({"refusal": string}, required=("refusal",)),
 }
+_CONTENT = by_type(_PARTS, {str: None, list: array(tagged("type", PARTS), min_items=1)})
 
 
 def _named(kind: str, table: dict[str, Check], required: tuple[str, ...]) -> Check:
@@ -144,30 +160,26 @@ _TOOL_CALL = tagged(
         ),
     },
 )
-_SYSTEM = fields({"content": _content(text=_TEXT_PART), "name": string}, required=("content",))
-_CHAT_MESSAGE = tagged(
-    "role",
-    {
-        "system": _SYSTEM,
-        "developer": _SYSTEM,
-        "user": fields({"content": _content(**_USER_PARTS), "name": string}, required=("content",)),
-        "assistant": fields(
-            {
-                "content": _content(
-                    text=_TEXT_PART, refusal=fields({"refusal": string}, required=("refusal",))
-                ),
-                "refusal": string,
-                "name": string,
-                "tool_calls": array(_TOOL_CALL),
-            }
-        ),
-        "tool": fields(
-            {"content": _content(text=_TEXT_PART), "tool_call_id": string},
-            required=("content", "tool_call_id"),
-        ),
-        "function": fields({"content": string, "name": string}, required=("name",)),
-    },
+_TOOL_CALLS = array(_TOOL_CALL, max_items=_MAX_TOOLS)
+_SYSTEM = fields({"content": _CONTENT, "name": string}, required=("content",))
+ROLES: dict[str, Check] = {
+    "system": _SYSTEM,
+    "developer": _SYSTEM,
+    "user": fields({"content": _CONTENT, "name": string}, required=("content",)),
+    "assistant": fields(
+        {"content": _CONTENT, "refusal": string, "name": string, "tool_calls": _TOOL_CALLS}
+    ),
+    "tool": fields(
+        {"content": _CONTENT, "tool_call_id": string}, required=("content", "tool_call_id")
+    ),
+    "function": fields({"content": string, "name": string}, required=("name",)),
+}
+# A role OpenAI does not publish (vLLM takes any): the fields the gateway reads, typed as
+# the published roles type them.
+_OTHER_ROLE = fields(
+    {"content": _CONTENT, "name": string, "tool_call_id": string, "tool_calls": _TOOL_CALLS}
 )
+_CHAT_MESSAGE = tagged("role", ROLES, other=_OTHER_ROLE)
 _CHAT_TOOL = tagged(
     "type",
     {
@@ -182,7 +194,7 @@ _CHAT_TOOL = tagged(
 _CHAT_TOOL_CHOICE = by_type(
     Expected("one of a string or object", "a valid string or a valid dictionary"),
     {
-        str: enum("none", "auto", "required"),
+        str: None,
         dict: tagged(
             "type",
             {
@@ -207,6 +219,7 @@ _RESPONSE_FORMAT = tagged(
 )
 CHAT = fields(
     {
+        # No published bound: MAX_ITEMS, as Anthropic's.
         "messages": array(_CHAT_MESSAGE, min_items=1),
         **_SAMPLING,
         # The spec gives no minimum; the API answers 0 with `integer_below_min_value`.
@@ -214,7 +227,7 @@ CHAT = fields(
         "max_completion_tokens": integer(1),
         "logprobs": boolean,
         "top_logprobs": integer(0, 20),
-        "tools": array(_CHAT_TOOL),
+        "tools": array(_CHAT_TOOL, max_items=_MAX_TOOLS),
         "tool_choice": _CHAT_TOOL_CHOICE,
         "parallel_tool_calls": boolean,
         "response_format": _RESPONSE_FORMAT,
@@ -226,7 +239,13 @@ CHAT = fields(
 
 COMPLETIONS = fields(
     {
-        "prompt": by_type(_TOKENS, {str: None, list: _token_lists(min_items=0, max_items=None)}),
+        "prompt": by_type(
+            _TOKENS,
+            {
+                str: None,
+                list: _token_lists(min_items=0, max_items=MAX_ITEMS, max_ids=MAX_TOKEN_IDS),
+            },
+        ),
         **_SAMPLING,
         "max_tokens": integer(0),
         "logprobs": integer(0, 5),
@@ -238,9 +257,12 @@ COMPLETIONS = fields(
 )
 EMBEDDINGS = fields(
     {
-        "input": by_type(_TOKENS, {str: None, list: _token_lists(min_items=1, max_items=2048)}),
+        # The spec's bound, for strings, token ids and arrays of them alike.
+        "input": by_type(
+            _TOKENS, {str: None, list: _token_lists(min_items=1, max_items=2048, max_ids=2048)}
+        ),
         "dimensions": integer(1),
-        "encoding_format": enum("float", "base64"),
+        "encoding_format": string,
         "user": string,
     },
     required=("input",),

@@ -2,10 +2,15 @@
 
 One table per endpoint (`openai_fields`, `anthropic_fields`) names the fields the gateway
 reads, translates or forwards with meaning (routing, policy, accounting, cache keys,
-translation), with their published types, ranges and, where the gateway acts on the value,
-enums (roles, part and block types, tool and tool_choice types). Fields a table does not
-name pass to the provider unchecked: providers add fields often, and an old gateway must
-not refuse a new one. docs/configuration/errors.md lists the checks and their sources.
+translation), with their published types and ranges, and the fields of every role, part
+and block type it knows. A value it does not know (a role, part or block type, a tool or
+tool_choice type, an enum member) is not refused here: providers add them often, and
+OpenAI-compatible servers add their own (vLLM's `video_url` parts, any role). The backend
+answers those; where the gateway itself must act on one, it refuses what it cannot do at
+that point with a clear 400: a translation (`translate/`) what the other API cannot
+express, a policy (`policy/text.py`) a part whose text it cannot read. Fields a table
+does not name pass to the provider unchecked. docs/configuration/errors.md lists the
+checks and their sources.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import orjson
 from extproc.apis import ApiError, Kind
 from extproc.policy.detectors import Detector, Finding, scan
 from extproc.policy.rules import Action, Applied, Detection, PolicySet
-from extproc.policy.text import Slot, request_slots
+from extproc.policy.text import Found, Unread, request_found
 from extproc.tokens import at_most
 
 _DESCRIPTIONS = {
@@ -198,7 +198,7 @@ _MAX_TOKEN_FIELDS = {
 
 
 def _limits(
-    policies: PolicySet, kind: Kind, body: dict[str, Any], slots: list[Slot], decisions: Decisions
+    policies: PolicySet, kind: Kind, body: dict[str, Any], texts: list[str], decisions: Decisions
 ) -> tuple[ApiError | None, bool]:
     changed = False
     for policy in policies.policies:
@@ -220,14 +220,15 @@ def _limits(
                     "messages",
                 ), changed
         if limits.max_prompt_tokens:
-            fits, tokens = at_most([s.text for s in slots], limits.max_prompt_tokens)
+            fits, exact = at_most(texts, limits.max_prompt_tokens)
             if not fits:
                 decisions.add(policy.name, "limit", "max_prompt_tokens", "block", shadow, "request")
                 if not shadow:
+                    has = "has more than" if exact else "may have more than"
                     return ApiError(
                         400,
-                        f"The prompt has {tokens} tokens; "
-                        f"policy '{policy.name}' allows {limits.max_prompt_tokens}.",
+                        f"The prompt {has} {limits.max_prompt_tokens} tokens, "
+                        f"policy '{policy.name}''s limit.",
                         "prompt_too_long",
                         "messages",
                     ), changed
@@ -300,6 +301,32 @@ def body_size_error(policies: PolicySet, size: int, decisions: Decisions) -> Api
     return None
 
 
+def unreadable(
+    policies: PolicySet, kind: Kind, part: Unread, decisions: Decisions
+) -> ApiError | None:
+    """A part whose text the gateway cannot read (a type it does not know) may carry text
+    for the model: where an enforced policy reads that role's text, it is refused rather
+    than let past the policy unread. Shadow policies record what they would have done."""
+    enforced = None
+    for policy, shadow in policies.request_readers.get(part.role, ()):
+        decisions.add(policy, "content", "unread_part", "block", shadow, "request")
+        if not shadow and enforced is None:
+            enforced = policy
+    if enforced is None:
+        return None
+    if kind is Kind.MESSAGES:
+        where = ".".join(str(step) for step in part.path)
+    else:
+        where = "".join(f"[{s}]" if type(s) is int else f".{s}" for s in part.path)[1:]
+    return ApiError(
+        400,
+        f"'{where}' is of type '{part.kind}', whose text policy '{enforced}' cannot read; "
+        "the gateway reads text parts and blocks.",
+        "unsupported_value",
+        f"{where}.type",
+    )
+
+
 def evaluate_request(
     policies: PolicySet,
     kind: Kind,
@@ -308,33 +335,51 @@ def evaluate_request(
     decisions: Decisions,
 ) -> tuple[ApiError | None, bool]:
     """Apply the policies to a parsed request body in place; (error, body changed)."""
-    slots = request_slots(kind, body)
-    error, changed = _limits(policies, kind, body, slots, decisions)
+    unread: list[Unread] = []
+    found = request_found(kind, body, unread)
+    for part in unread:
+        refusal = unreadable(policies, kind, part, decisions)
+        if refusal is not None:
+            return refusal, False
+    texts, roles = found.texts, found.roles
+    error, changed = _limits(policies, kind, body, texts, decisions)
     if error is not None:
         return error, changed
     for rule in policies.request_deny:
-        for slot in slots:
-            if slot.role in rule.roles and rule.search(slot.text) is not None:
+        for role, text in zip(roles, texts, strict=True):
+            if role in rule.roles and rule.search(text) is not None:
                 decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, "request")
                 if not rule.shadow:
                     return blocked(rule.name), changed
                 break
     if policies.request_pii:
-        for slot in slots:
-            redactions.avoid(slot.text)
-        for slot in slots:
-            detection = policies.request_detection[slot.role]
-            if not detection.applied:
-                continue
-            text = slot.text
-            findings, block = scan_pii(text, detection, decisions, "request")
-            if block is not None:
-                return pii_blocked(block.detector, block.policy), changed
-            if findings:
-                new = rewrite(text, findings, detection, redactions)
-                if new != text:
-                    slot.text = new
-                    changed = True
+        return _redact(policies, found, redactions, decisions, changed, kind, body)
+    return None, _decorate(policies, kind, body, decisions) or changed
+
+
+def _redact(
+    policies: PolicySet,
+    found: Found,
+    redactions: Redactions,
+    decisions: Decisions,
+    changed: bool,
+    kind: Kind,
+    body: dict[str, Any],
+) -> tuple[ApiError | None, bool]:
+    for text in found.texts:
+        redactions.avoid(text)
+    for index, (role, text) in enumerate(zip(found.roles, found.texts, strict=True)):
+        detection = policies.request_detection[role]
+        if not detection.applied:
+            continue
+        findings, block = scan_pii(text, detection, decisions, "request")
+        if block is not None:
+            return pii_blocked(block.detector, block.policy), changed
+        if findings:
+            new = rewrite(text, findings, detection, redactions)
+            if new != text:
+                found.write(index, new)
+                changed = True
     return None, _decorate(policies, kind, body, decisions) or changed
 
 

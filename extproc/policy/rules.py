@@ -141,6 +141,10 @@ class PolicySet:
     request_detection: dict[str, Detection] = field(init=False)
     output_deny: tuple[DenyRule, ...] = field(init=False)
     output_detection: Detection = field(init=False)
+    # Per role, every (policy, shadow) that reads request text of that role: deny rules,
+    # PII rules, prompt token limits (all roles). A part of that role whose text the
+    # gateway cannot read is refused when one of them is enforced.
+    request_readers: dict[str, tuple[tuple[str, bool], ...]] = field(init=False)
 
     def __post_init__(self) -> None:
         deny = [rule for policy in self.policies for rule in policy.deny]
@@ -153,6 +157,16 @@ class PolicySet:
         set_(self, "request_detection", {role: Detection.of(request_pii, role) for role in ROLES})
         set_(self, "output_deny", tuple(r for r in deny if r.response and "assistant" in r.roles))
         set_(self, "output_detection", Detection.of(response_pii, "assistant"))
+        readers: dict[str, list[tuple[str, bool]]] = {role: [] for role in ROLES}
+        rules: list[DenyRule | PiiRule] = [*self.request_deny, *request_pii]
+        for rule in rules:
+            for role in rule.roles:
+                readers.setdefault(role, []).append((rule.policy, rule.shadow))
+        for policy in self.policies:
+            if policy.limits.max_prompt_tokens:
+                for found in readers.values():
+                    found.append((policy.name, policy.shadow))
+        set_(self, "request_readers", {r: tuple(dict.fromkeys(v)) for r, v in readers.items()})
 
     @property
     def empty(self) -> bool:

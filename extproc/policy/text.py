@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from extproc.apis import Kind
+from extproc.apis.anthropic_fields import BLOCKS
+from extproc.apis.openai_fields import PARTS
 from extproc.config.runtime import Schema
 
 # OpenAI roles onto the policy roles.
@@ -37,73 +43,219 @@ class Slot:
         self.container[self.key] = value
 
 
-def _string_slots(role: str, container: Any, key: Any, out: list[Slot]) -> None:
+# What a walk calls with each text it finds: (role, container, key[, as_json]), as_json
+# when the value is an object read as its JSON text (an Anthropic tool call's `input`, as
+# OpenAI carries tool-call arguments).
+Emit = Callable[..., None]
+
+
+def _text(value: Any, as_json: bool) -> str:
+    return orjson.dumps(value).decode() if as_json else str(value)
+
+
+class Found:
+    """The texts of a request, whose they are and where (to rewrite them), as parallel
+    lists: a million parts add no object each for the garbage collector to walk."""
+
+    __slots__ = ("containers", "keys", "objects", "roles", "texts")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.roles: list[str] = []
+        self.containers: list[Any] = []
+        self.keys: list[Any] = []
+        self.objects: set[int] = set()  # the texts that are an object's JSON
+
+    def add(self, role: str, container: Any, key: Any, as_json: bool = False) -> None:
+        if as_json:
+            self.objects.add(len(self.texts))
+        self.texts.append(_text(container[key], as_json))
+        self.roles.append(role)
+        self.containers.append(container)
+        self.keys.append(key)
+
+    def write(self, index: int, text: str) -> None:
+        value: Any = text
+        if index in self.objects:
+            # Text that no longer parses as an object is kept whole under "arguments" (as
+            # translation keeps such arguments).
+            with contextlib.suppress(orjson.JSONDecodeError):
+                value = orjson.loads(text)
+            value = value if isinstance(value, dict) else {"arguments": value}
+        self.containers[index][self.keys[index]] = value
+        self.texts[index] = text
+
+
+def _string_slots(role: str, container: Any, key: Any, emit: Emit) -> None:
     value = container.get(key) if isinstance(container, dict) else container[key]
     if isinstance(value, str):
-        out.append(Slot(role, container, key))
-    elif isinstance(value, list):
+        emit(role, container, key)
+    elif isinstance(value, list) and value and type(value[0]) is str:
+        # Validated: an array of strings, or of token ids not worth a look each.
         for index, item in enumerate(value):
             if isinstance(item, str):
-                out.append(Slot(role, value, index))
+                emit(role, value, index)
 
 
-def _blocks(role: str, content: Any, out: list[Slot]) -> None:
-    """Content parts / blocks: text parts, and Anthropic tool results (role tool)."""
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """A part or block whose text the gateway cannot read: a type it does not know, or
+    one nested deeper than it reads. `path` leads to it from the body."""
+
+    role: str
+    path: tuple[str | int, ...]
+    kind: str
+
+
+# OpenAI content parts carrying text, by the field that holds it. Other published types
+# (images, audio, files) hold none a policy can read.
+_OPENAI_TEXTS = {"text": "text", "refusal": "refusal"}
+# How deep the gateway reads blocks inside blocks: a tool result's (depth 1) documents and
+# search results (depth 2). A container any deeper, which no published shape has, is not
+# opened: it is unread, as an unknown type is.
+_NESTED = 2
+
+
+def _parts(role: str, content: Any, emit: Emit, unread: list[Unread] | None, message: int) -> None:
+    """OpenAI content parts."""
     if not isinstance(content, list):
         return
-    for block in content:
+    for index, part in enumerate(content):
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        key = _OPENAI_TEXTS.get(kind) if type(kind) is str else None
+        if key is not None:
+            if isinstance(part.get(key), str):
+                emit(role, part, key)
+        elif unread is not None and kind not in PARTS:
+            unread.append(Unread(role, ("messages", message, "content", index), str(kind)))
+
+
+def _request_blocks(
+    role: str,
+    content: Any,
+    emit: Emit,
+    unread: list[Unread] | None,
+    at: tuple[str | int, ...],
+    depth: int = 0,
+) -> None:
+    """Anthropic content blocks: text, tool calls (their input as JSON text), tool results
+    (role tool, MCP's too), and the text of documents and search results."""
+    if not isinstance(content, list):
+        return
+    for index, block in enumerate(content):
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
-        if kind == "text" and isinstance(block.get("text"), str):
-            out.append(Slot(role, block, "text"))
-        elif kind == "tool_result":
-            inner = block.get("content")
+        if type(kind) is not str:  # unchecked inside a block the gateway does not know
+            kind = repr(kind)
+        if kind == "text":
+            if isinstance(block.get("text"), str):
+                emit(role, block, "text")
+        elif kind == "tool_use":
+            if isinstance(block.get("input"), dict):
+                emit(role, block, "input", True)
+        elif kind in _CONTAINERS and depth < _NESTED:
+            inner_role = "tool" if kind in ("tool_result", "mcp_tool_result") else role
+            for key in ("title", "context"):
+                if isinstance(block.get(key), str):
+                    emit(inner_role, block, key)
+            holder = block.get("source") if kind == "document" else block
+            if not isinstance(holder, dict):
+                continue
+            source = holder.get("type") if kind == "document" else None
+            if kind == "document" and (type(source) is not str or source not in _DOCUMENT_SOURCES):
+                if unread is not None:
+                    unread.append(Unread(role, (*at, index, "source"), f"{kind} {source!r}"))
+                continue
+            key = "data" if source == "text" else "content"
+            inner = holder.get(key)
             if isinstance(inner, str):
-                out.append(Slot("tool", block, "content"))
+                emit(inner_role, holder, key)
             else:
-                _blocks("tool", inner, out)
+                where = (*at, index, "source", key) if holder is not block else (*at, index, key)
+                _request_blocks(inner_role, inner, emit, unread, where, depth + 1)
+        elif unread is not None and (kind not in BLOCKS or kind in _CONTAINERS):
+            unread.append(Unread(role, (*at, index), str(kind)))
 
 
-def request_slots(kind: Kind, body: dict[str, Any]) -> list[Slot]:
-    slots: list[Slot] = []
+_CONTAINERS = frozenset(("tool_result", "mcp_tool_result", "document", "search_result"))
+# Document sources: text (read), content blocks (read), and the binary ones.
+_DOCUMENT_SOURCES = frozenset(("text", "content", "base64", "url", "file"))
+
+
+def request_found(kind: Kind, body: dict[str, Any], unread: list[Unread] | None = None) -> Found:
+    """The text of a request, rewritable, and in `unread` (when given) every part or block
+    whose text the gateway cannot read."""
+    found = Found()
+    _request(kind, body, found.add, unread)
+    return found
+
+
+def request_texts(kind: Kind, body: dict[str, Any]) -> list[str]:
+    """The text of a request (what request_found() finds), for counting."""
+    texts: list[str] = []
+    add = texts.append
+
+    def emit(role: str, container: Any, key: Any, as_json: bool = False) -> None:
+        add(_text(container[key], as_json))
+
+    _request(kind, body, emit, None)
+    return texts
+
+
+def _request(kind: Kind, body: dict[str, Any], emit: Emit, unread: list[Unread] | None) -> None:
     if kind is Kind.EMBEDDINGS:
-        _string_slots("user", body, "input", slots)
+        _string_slots("user", body, "input", emit)
     elif kind is Kind.COMPLETIONS:
-        _string_slots("user", body, "prompt", slots)
+        _string_slots("user", body, "prompt", emit)
     elif kind is Kind.MESSAGES:
         system = body.get("system")
         if isinstance(system, str):
-            slots.append(Slot("system", body, "system"))
+            emit("system", body, "system")
         else:
-            _blocks("system", system, slots)
-        for message in body.get("messages") or ():
+            _request_blocks("system", system, emit, unread, ("system",))
+        for index, message in enumerate(body.get("messages") or ()):
             if not isinstance(message, dict):
                 continue
-            role = "assistant" if message.get("role") == "assistant" else "user"
+            # A role Anthropic does not publish gets the most scrutiny: the user's.
+            role = _ANTHROPIC_ROLES.get(str(message.get("role")), "user")
             if isinstance(message.get("content"), str):
-                slots.append(Slot(role, message, "content"))
+                emit(role, message, "content")
             else:
-                _blocks(role, message.get("content"), slots)
+                at = ("messages", index, "content")
+                _request_blocks(role, message.get("content"), emit, unread, at)
     elif kind is Kind.CHAT:
-        for message in body.get("messages") or ():
+        for index, message in enumerate(body.get("messages") or ()):
             if not isinstance(message, dict):
                 continue
             # An unknown role gets the most scrutiny: it is treated as the user's.
             role = _OPENAI_ROLES.get(str(message.get("role")), "user")
             if isinstance(message.get("content"), str):
-                slots.append(Slot(role, message, "content"))
+                emit(role, message, "content")
             else:
-                _blocks(role, message.get("content"), slots)
-            _tool_call_slots(message, slots)
-    return slots
+                _parts(role, message.get("content"), emit, unread, index)
+            _tool_calls(message, emit)
 
 
-def _tool_call_slots(message: dict[str, Any], slots: list[Slot]) -> None:
+_ANTHROPIC_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
+
+
+def _tool_calls(message: dict[str, Any], emit: Emit) -> None:
     for call in message.get("tool_calls") or ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-            slots.append(Slot("assistant", function, "arguments", json_text=True))
+            emit("assistant", function, "arguments")
+
+
+def _blocks(role: str, content: Any, out: list[Slot]) -> None:
+    """Text blocks of a response's content."""
+    if not isinstance(content, list):
+        return
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "text" and type(block["text"]) is str:
+            out.append(Slot(role, block, "text"))
 
 
 def response_slots(api: Schema, kind: Kind, body: dict[str, Any]) -> list[Slot]:
@@ -123,5 +275,8 @@ def response_slots(api: Schema, kind: Kind, body: dict[str, Any]) -> list[Slot]:
         if isinstance(message, dict):
             if isinstance(message.get("content"), str):
                 slots.append(Slot("assistant", message, "content"))
-            _tool_call_slots(message, slots)
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    slots.append(Slot("assistant", function, "arguments", json_text=True))
     return slots

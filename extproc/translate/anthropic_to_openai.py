@@ -10,7 +10,15 @@ from typing import Any
 
 import orjson
 
-from extproc.translate.common import Dropped, count, invalid, json_arguments, obj, text_of_parts
+from extproc.translate.common import (
+    Dropped,
+    count,
+    invalid,
+    json_arguments,
+    obj,
+    text_of_parts,
+    unsupported,
+)
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -43,7 +51,9 @@ def _image_url(source: Any, path: str) -> str:
         return f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
     if source.get("type") == "url" and isinstance(source.get("url"), str):
         return str(source["url"])
-    raise invalid(path, f"image source type {source.get('type')!r} is not supported")
+    raise unsupported(
+        f"{path}.source.type", f"image source type {source.get('type')!r} cannot be translated"
+    )
 
 
 def _user(content: Any, path: str, out: list[dict[str, Any]]) -> None:
@@ -73,7 +83,7 @@ def _user(content: Any, path: str, out: list[dict[str, Any]]) -> None:
                 {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text}
             )
         else:
-            raise invalid(here, f"block type {kind!r} cannot be translated")
+            raise unsupported(f"{here}.type", f"block type {kind!r} cannot be translated")
     if parts:
         if all(p["type"] == "text" for p in parts) and len(parts) == 1:
             out.append({"role": "user", "content": parts[0]["text"]})
@@ -107,7 +117,7 @@ def _assistant(content: Any, path: str, out: list[dict[str, Any]]) -> None:
         elif kind in ("thinking", "redacted_thinking"):
             continue  # the provider's own reasoning; OpenAI has no place for it
         else:
-            raise invalid(f"{path}[{index}]", f"block type {kind!r} cannot be translated")
+            raise unsupported(f"{path}[{index}].type", f"block type {kind!r} cannot be translated")
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if calls:
         message["tool_calls"] = calls
@@ -128,7 +138,7 @@ def _tool_choice(choice: Any) -> tuple[Any, bool | None]:
         return "none", parallel
     if kind == "tool" and isinstance(choice.get("name"), str):
         return {"type": "function", "function": {"name": choice["name"]}}, parallel
-    raise invalid("tool_choice.type", "must be auto, any, none or tool")
+    raise unsupported("tool_choice.type", "only auto, any, none or tool translate")
 
 
 def request(body: dict[str, Any], model: str) -> tuple[dict[str, Any], Dropped]:
@@ -144,8 +154,13 @@ def request(body: dict[str, Any], model: str) -> tuple[dict[str, Any], Dropped]:
             _user(message.get("content"), path, messages)
         elif role == "assistant":
             _assistant(message.get("content"), path, messages)
+        elif role == "system":
+            raise unsupported(
+                f"messages[{index}].role",
+                "a system turn cannot be translated; the top-level `system` can",
+            )
         else:
-            raise invalid(f"messages[{index}].role", f"role {role!r} cannot be translated")
+            raise unsupported(f"messages[{index}].role", f"role {role!r} cannot be translated")
     out: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": body["max_tokens"]}
     for key in ("temperature", "top_p"):
         if body.get(key) is not None:
@@ -163,7 +178,7 @@ def request(body: dict[str, Any], model: str) -> tuple[dict[str, Any], Dropped]:
             if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
                 raise invalid(f"tools[{index}]", "must have a name")
             if tool.get("type") not in (None, "custom"):
-                raise invalid(
+                raise unsupported(
                     f"tools[{index}].type", f"server tool {tool['type']!r} cannot be translated"
                 )
             function: dict[str, Any] = {

@@ -38,6 +38,14 @@ def invalid(path: str, problem: str) -> Untranslatable:
     )
 
 
+def unsupported(path: str, problem: str) -> Untranslatable:
+    """A value the client's API (or a compatible server) takes that the target API cannot
+    express: validation lets it pass, for a backend of the client's own API to answer."""
+    return Untranslatable(
+        ApiError(400, f"Unsupported value for '{path}': {problem}.", "unsupported_value", path)
+    )
+
+
 def data_url(url: str) -> tuple[str, str] | None:
     """(media type, base64 data) of a data: URL, or None for any other URL."""
     match = _DATA_URL.match(url)
@@ -72,5 +80,5 @@ def text_of_parts(content: Any, path: str) -> str:
         if isinstance(part, dict) and part.get("type") == "text":
             texts.append(str(part.get("text", "")))
         else:
-            raise invalid(f"{path}[{index}]", "only text can be translated here")
+            raise unsupported(f"{path}[{index}].type", "only text can be translated here")
     return "\n\n".join(texts)

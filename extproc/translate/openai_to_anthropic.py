@@ -21,6 +21,7 @@ from extproc.translate.common import (
     json_arguments,
     obj,
     text_of_parts,
+    unsupported,
 )
 
 FINISH_REASONS = {
@@ -82,18 +83,18 @@ def _content_blocks(content: Any, path: str) -> list[dict[str, Any]]:
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
             blocks.append({"type": "text", "text": part["refusal"]})
         else:
-            raise invalid(f"{path}[{index}]", f"content part type {kind!r} is not supported")
+            raise unsupported(
+                f"{path}[{index}].type", f"content part type {kind!r} cannot be translated"
+            )
     return blocks
 
 
 def _tool(tool: Any, index: int) -> dict[str, Any]:
     function = tool.get("function") if isinstance(tool, dict) else None
-    if (
-        not isinstance(tool, dict)
-        or tool.get("type") != "function"
-        or not isinstance(function, dict)
-    ):
-        raise invalid(f"tools[{index}]", "only function tools can be translated")
+    if isinstance(tool, dict) and tool.get("type") != "function":
+        raise unsupported(f"tools[{index}].type", "only function tools can be translated")
+    if not isinstance(tool, dict) or not isinstance(function, dict):
+        raise invalid(f"tools[{index}]", "must have a function")
     if not isinstance(function.get("name"), str):
         raise invalid(f"tools[{index}].function.name", "is required")
     parameters = function.get("parameters")
@@ -124,7 +125,7 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
             raise invalid("tool_choice.function.name", "is required")
         result = {"type": "tool", "name": name}
     else:
-        raise invalid("tool_choice", "must be auto, none, required or a function")
+        raise unsupported("tool_choice", "only auto, none, required or a function translate")
     if parallel is False:
         result = {**(result or {"type": "auto"}), "disable_parallel_tool_use": True}
     return result
@@ -212,7 +213,7 @@ def request(
                 ],
             )
         else:
-            raise invalid(f"{path}.role", f"role {role!r} cannot be translated")
+            raise unsupported(f"{path}.role", f"role {role!r} cannot be translated")
     out: dict[str, Any] = {"model": model, "messages": messages}
     if system:
         out["system"] = system

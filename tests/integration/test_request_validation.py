@@ -38,12 +38,12 @@ def served(gateway: Gateway) -> list[int]:
                 "messages": [
                     {
                         "role": "system",
-                        "content": [{"type": "image_url", "image_url": {"url": PNG}}],
+                        "content": [{"type": "image_url", "image_url": {"detail": "low"}}],
                     }
                 ]
             },
-            "messages[0].content[0].type",
-            "invalid_value",
+            "messages[0].content[0].image_url.url",
+            "missing_required_parameter",
         ),
         # A model served by an Anthropic backend: refused in the client's schema, before
         # the translation.
@@ -83,12 +83,8 @@ def test_openai_sdk_gets_openais_400_and_no_provider_is_called(
         ({"extra_body": {"top_k": -1}}, "top_k: Input should be greater than or equal to 0"),
         ({"system": 5}, "system: Input should be a valid string or a valid list"),
         (
-            {
-                "messages": [
-                    {"role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "t"}]}
-                ]
-            },
-            "messages.0.content.0: Input tag 'tool_result' found using 'type'",
+            {"messages": [{"role": "user", "content": [{"type": "tool_result", "content": "42"}]}]},
+            "messages.0.content.0.tool_use_id: Field required",
         ),
         (
             {
@@ -169,3 +165,61 @@ def test_valid_requests_with_every_part_pass_to_the_provider(gateway: Gateway) -
     )
     assert answer.content[0].text == "and this?"  # type: ignore[union-attr]
     assert served(gateway)[0] == before[0] + 2
+
+
+VIDEO = {"type": "video_url", "video_url": {"url": "https://media.test/clip.mp4"}}
+AUDIO = {"type": "audio_url", "audio_url": {"url": "https://media.test/clip.wav"}}
+NEW_BLOCK = {"type": "video", "source": {"type": "url", "url": "https://media.test/clip.mp4"}}
+
+
+def test_parts_the_gateway_does_not_know_reach_a_backend_of_the_clients_api(
+    gateway: Gateway,
+) -> None:
+    """Part types OpenAI-compatible servers take (vLLM's `video_url`, `audio_url`) and a
+    block type newer than the gateway pass as sent to a backend of the client's API: that
+    backend answers them."""
+    asked = [{"type": "text", "text": "what happens?"}, VIDEO, AUDIO]
+    raw = gateway.openai().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": asked}], extra_headers=TAG
+    )
+    assert raw.headers["x-mock-part-types"] == "text,video_url,audio_url"
+    assert raw.parse().choices[0].message.content == "what happens?"
+    answer = gateway.anthropic().messages.with_raw_response.create(
+        model="claude-x",
+        max_tokens=16,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "and now?"}, NEW_BLOCK]}],
+        extra_headers=TAG,
+    )
+    assert answer.headers["x-mock-part-types"] == "text,video"
+
+
+def test_parts_the_gateway_does_not_know_are_refused_where_they_must_be_translated(
+    gateway: Gateway,
+) -> None:
+    """The same parts for a model behind the other API: a 400 in the client's schema naming
+    the part, and no provider called."""
+    before = served(gateway)
+    client = gateway.openai(key=GATEWAY_KEYS["team-b"])
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(
+            model="claude-x",
+            messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}, VIDEO]}],
+            extra_headers=TAG,
+        )
+    assert (raised.value.code, raised.value.param) == (
+        "unsupported_value",
+        "messages[0].content[1].type",
+    )
+    assert "'video_url'" in raised.value.message
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        gateway.anthropic().messages.create(
+            model="gpt-4o-mini",
+            max_tokens=16,
+            messages=[{"role": "user", "content": [NEW_BLOCK]}],
+            extra_headers=TAG,
+        )
+    body = refused.value.body
+    assert isinstance(body, dict) and body["error"]["type"] == "invalid_request_error"
+    assert "'messages[0].content[0].type'" in body["error"]["message"]
+    assert "'video'" in body["error"]["message"]
+    assert served(gateway) == before

@@ -191,6 +191,27 @@ def test_reservation_is_the_prompt_plus_the_completion_cap() -> None:
     assert reserve(start(key="key-m"), chat()).reservation.tokens == prompt + 500
 
 
+def test_a_prompt_past_the_counting_bounds_reserves_at_least_its_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past tokens.measure()'s bounds the reservation is the exact count of what fits and
+    the bytes of the rest: never below the count it replaces. Its usage record, when the
+    provider reports no input, is estimated from the part counted."""
+    monkeypatch.setattr(tokens, "EXACT_TOKENS", 20)
+    text = "Say hello to the world, and to everyone in it, twice over. " * 4
+    messages = [{"role": "user", "content": "Say hello"}, {"role": "user", "content": text}]
+    exchange = start(key="key-m")
+    decision = reserve(exchange, chat(messages=messages, max_tokens=100))
+    exact = tokens.count(["Say hello", text]) + 3 + 3 * 2
+    bound = tokens.count(["Say hello"]) + len(text) + 3 + 3 * 2
+    assert decision.reservation.tokens == bound + 100 > exact + 100
+    monkeypatch.setattr(tokens, "EXACT_TOKENS", 1 << 17)
+    assert (
+        reserve(start(key="key-m"), chat(messages=messages, max_tokens=100)).reservation.tokens
+        == exact + 100
+    )
+
+
 def test_settlement_refunds_what_was_not_used() -> None:
     exchange = start(key="key-m")
     decision = reserve(exchange, chat(max_tokens=2000))

@@ -36,18 +36,27 @@ policies:
     mode: shadow
     deny: [{name: competitor, keywords: [acme]}]
     pii: [{detector: ip_address, action: block}]
+  - name: users
+    deny: [{name: weapons, keywords: ["build a bomb"], roles: [user]}]
 tenants: [{name: t, policies: [guard, watch]}]
 """
-RT = runtime(POLICIES)
+RT = runtime(
+    POLICIES.replace(
+        "tenants: [{name: t, policies: [guard, watch]}]",
+        "tenants:\n  - {name: t, policies: [guard, watch]}\n  - {name: shadowed, policies: [watch]}"
+        "\n  - {name: users-only, policies: [users]}\n  - {name: none}",
+    )
+)
 POLICY_SET: PolicySet = RT.policy_set(RT.tenants["t"], RT.models[0])
 
 
 def run(
-    body: dict[str, Any], kind: Kind = Kind.CHAT
+    body: dict[str, Any], kind: Kind = Kind.CHAT, tenant: str = "t"
 ) -> tuple[ApiError | None, dict[str, Any], Redactions, Decisions]:
     body = copy.deepcopy(body)
     redactions, decisions = Redactions(), Decisions()
-    error, _ = evaluate_request(POLICY_SET, kind, body, redactions, decisions)
+    policies = RT.policy_set(RT.tenants[tenant], RT.models[0])
+    error, _ = evaluate_request(policies, kind, body, redactions, decisions)
     return error, body, redactions, decisions
 
 
@@ -96,6 +105,13 @@ def test_deny_rule_by_keyword_pattern_and_role() -> None:
     assert error is None
     error, *_ = run(chat("rebuild a bombastic speech"))
     assert error is None
+    # Anthropic's system turns are the system's text, as its top-level `system` is; a
+    # role it does not publish is read as the user's.
+    for role, refused in (("system", False), ("user", True), ("narrator", True)):
+        turn = {"role": role, "content": "Refuse to explain how to build a bomb."}
+        body = {"model": "m", "max_tokens": 5, "messages": [turn]}
+        error, *_ = run(body, Kind.MESSAGES)
+        assert (error is not None) is refused, role
 
 
 def test_shadow_policy_records_without_acting() -> None:
@@ -209,6 +225,149 @@ def test_every_text_part_is_checked() -> None:
     assert body["messages"][0]["content"][0]["content"][0]["text"] == "owner: [EMAIL_1]"
     _, body, _, _ = run({"model": "m", "input": ["me@x.io", "fine"]}, Kind.EMBEDDINGS)
     assert body["input"] == ["[EMAIL_1]", "fine"]
+
+
+def test_text_in_every_block_the_model_reads_is_checked() -> None:
+    """Documents' and search results' text, MCP tool results, tool-call inputs (as JSON
+    text, as OpenAI's arguments) and OpenAI refusal parts are read like text parts."""
+    blocks = [
+        {"type": "document", "source": {"type": "text", "data": "a@x.io"}, "title": "b@x.io"},
+        {"type": "document", "source": {"type": "content", "content": "c@x.io"}},
+        {
+            "type": "document",
+            "source": {"type": "content", "content": [{"type": "text", "text": "d@x.io"}]},
+            "context": "e@x.io",
+        },
+        {"type": "search_result", "source": "s", "title": "t", "content": [text_block("f@x.io")]},
+        {"type": "mcp_tool_result", "tool_use_id": "m", "content": [text_block("g@x.io")]},
+        {"type": "tool_use", "id": "t", "name": "send", "input": {"to": ["h@x.io"], "n": 1}},
+    ]
+    anthropic = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": blocks}]}
+    error, body, _, _ = run(anthropic, Kind.MESSAGES)
+    assert error is None
+    sent = body["messages"][0]["content"]
+    assert sent[0]["title"] == "[EMAIL_1]" and sent[0]["source"]["data"] == "[EMAIL_2]"
+    assert sent[1]["source"]["content"] == "[EMAIL_3]"
+    assert sent[2]["context"] == "[EMAIL_4]"
+    assert sent[2]["source"]["content"][0]["text"] == "[EMAIL_5]"
+    assert sent[3]["content"][0]["text"] == "[EMAIL_6]"
+    assert sent[4]["content"][0]["text"] == "[EMAIL_7]"
+    assert sent[5]["input"] == {"to": ["[EMAIL_8]"], "n": 1}  # still an object
+    bomb = {"type": "tool_use", "id": "t", "name": "f", "input": {"how": "build a bomb"}}
+    refused, _, _, _ = run(
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [bomb]}]},
+        Kind.MESSAGES,
+        tenant="users-only",
+    )
+    assert refused is not None and refused.code == "content_policy_violation"
+    openai_refusal = chat("hi") | {
+        "messages": [{"role": "assistant", "content": [{"type": "refusal", "refusal": "a@x.io"}]}]
+    }
+    _, body, _, _ = run(openai_refusal)
+    assistant = next(m for m in body["messages"] if m["role"] == "assistant")
+    assert assistant["content"][0]["refusal"] == "[EMAIL_1]"
+
+
+def text_block(text: str) -> dict[str, str]:
+    return {"type": "text", "text": text}
+
+
+def anthropic_turn(*blocks: dict[str, Any], role: str = "user") -> dict[str, Any]:
+    return {"model": "m", "max_tokens": 5, "messages": [{"role": role, "content": list(blocks)}]}
+
+
+def openai_turn(*parts: dict[str, Any], role: str = "user") -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": role, "content": list(parts)}]}
+
+
+def nested(depth: int) -> dict[str, Any]:
+    block: dict[str, Any] = text_block("x")
+    for _ in range(depth):
+        block = {"type": "tool_result", "tool_use_id": "t", "content": [block]}
+    return block
+
+
+# Bodies with a part whose text the gateway cannot read, and the param the 400 names.
+UNREAD: list[tuple[Kind, dict[str, Any], str]] = [
+    (
+        Kind.CHAT,
+        openai_turn(text_block("hi"), {"type": "input_text", "text": "build a bomb"}),
+        "messages[0].content[1].type",
+    ),
+    (
+        Kind.CHAT,
+        openai_turn({"type": "video_url", "video_url": {"url": "u"}}, role="narrator"),
+        "messages[0].content[0].type",
+    ),
+    (Kind.MESSAGES, anthropic_turn({"type": "video", "text": "x"}), "messages.0.content.0.type"),
+    (
+        Kind.MESSAGES,
+        anthropic_turn({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "v"}]}),
+        "messages.0.content.0.content.0.type",
+    ),
+    # containers nested deeper than any published shape are not opened
+    (Kind.MESSAGES, anthropic_turn(nested(3)), "messages.0.content.0.content.0.content.0.type"),
+    (
+        Kind.MESSAGES,
+        anthropic_turn({"type": "document", "source": {"type": "html", "html": "x"}}),
+        "messages.0.content.0.source.type",
+    ),
+    (
+        Kind.MESSAGES,
+        {**anthropic_turn(text_block("hi")), "system": [{"type": "instructions", "text": "x"}]},
+        "system.0.type",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "body", "param"), UNREAD)
+def test_a_part_policies_cannot_read_is_refused_where_they_read_its_role(
+    kind: Kind, body: dict[str, Any], param: str
+) -> None:
+    error, _, _, decisions = run(body, kind)
+    assert error is not None and (error.status, error.code, error.param) == (
+        400,
+        "unsupported_value",
+        param,
+    )
+    assert "policy 'guard'" in error.message and param.removesuffix(".type") in error.message
+    body_text = error.body(Schema.ANTHROPIC if kind is Kind.MESSAGES else Schema.OPENAI)
+    assert b"invalid_request_error" in body_text and b"build a bomb" not in body_text
+    assert decision(decisions, "unread_part")["mode"] == "enforce"
+    # Without a policy the same body passes (the backend answers it).
+    assert run(body, kind, tenant="none")[0] is None
+    # A shadow policy records what it would have done and changes nothing.
+    error, after, _, decisions = run(body, kind, tenant="shadowed")
+    assert error is None and after == body
+    assert decision(decisions, "unread_part")["mode"] == "shadow"
+
+
+def test_parts_policies_need_not_read_pass() -> None:
+    """Known parts without text for a policy pass; so does an unknown part in a role no
+    policy reads."""
+    known = [
+        openai_turn(
+            text_block("hi"),
+            {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+            {"type": "input_audio", "input_audio": {"data": "UklGR", "format": "wav"}},
+            {"type": "file", "file": {"file_id": "f"}},
+        ),
+    ]
+    for body in known:
+        assert run(body)[0] is None
+    server_tools = anthropic_turn(
+        {"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}},
+        {"type": "web_search_tool_result", "tool_use_id": "s", "content": []},
+        {"type": "thinking", "thinking": "hm", "signature": "sig"},
+        {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}},
+        {"type": "document", "source": {"type": "base64", "data": "JVBER", "media_type": "x"}},
+        role="assistant",
+    )
+    assert run(server_tools, Kind.MESSAGES)[0] is None
+    video = {"type": "video_url", "video_url": {"url": "u"}}
+    assert run(openai_turn(video, role="assistant"), tenant="users-only")[0] is None
+    error = run(openai_turn(video), tenant="users-only")[0]
+    assert error is not None and error.code == "unsupported_value"
 
 
 def response(content: str | None, tool_arguments: str | None = None) -> dict[str, Any]:

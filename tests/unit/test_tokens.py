@@ -6,6 +6,8 @@ import random
 import subprocess
 import sys
 
+import pytest
+
 from extproc import tokens
 from tests.helpers import ROOT
 
@@ -42,10 +44,107 @@ def test_counts_match_the_packages_public_api() -> None:
         assert tokens.count([piece]) == len(encoding.encode_ordinary(piece)), piece
 
 
-def test_at_most_counts_only_beyond_the_byte_bound() -> None:
-    assert tokens.at_most(["hello world"], 11) == (True, -1)  # 11 bytes: not counted
-    assert tokens.at_most(["hello world"], 2) == (True, 2)
-    assert tokens.at_most(["hello world"], 1) == (False, 2)
+class Recorder:
+    """The tokenizer, recording how many bytes of text it was given to read."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.read = 0
+        self.calls = 0
+
+    def count(self, text: str) -> int:
+        self.read += len(text.encode())
+        self.calls += 1
+        return self.inner.count(text)  # type: ignore[attr-defined, no-any-return]
+
+    def count_till_limit(self, text: str, limit: int) -> int | None:
+        self.read += len(text.encode())
+        self.calls += 1
+        return self.inner.count_till_limit(text, limit)  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    recording = Recorder(tokens._tokenizer())
+    monkeypatch.setattr(tokens, "_tokenizer", lambda: recording)
+    return recording
+
+
+def english(size: int) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return (text * (size // len(text) + 1))[:size]
+
+
+def test_bound_is_the_count_within_its_bounds_and_never_below_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(3)
+    texts = [*SAMPLES, *(english(rng.randrange(1, 5000)) for _ in range(20))]
+    assert tokens.bound(texts) == tokens.count(texts) == tokens.estimate(texts)
+    # Bounds small enough for these texts to pass them, every way round.
+    for room, budget, calls in ((50, 1 << 20, 99), (1 << 20, 2000, 99), (0, 0, 0), (700, 9000, 3)):
+        monkeypatch.setattr(tokens, "EXACT_TOKENS", room)
+        monkeypatch.setattr(tokens, "EXACT_BYTES", budget)
+        monkeypatch.setattr(tokens, "EXACT_TEXTS", calls)
+        for _ in range(20):
+            chosen = rng.sample(texts, rng.randrange(1, len(texts)))
+            found = tokens.measure(chosen)
+            assert found.bound >= tokens.count(chosen)
+            assert found.exact == (found.bound == found.counted)
+            assert found.counted + found.rest_bytes == tokens.bound(chosen)
+
+
+def test_a_prompt_of_any_size_is_bounded_reading_a_bounded_amount(recorder: Recorder) -> None:
+    huge = english(24 << 20)
+    assert tokens.bound([huge]) >= tokens.EXACT_BYTES  # its bytes: never tokenized
+    assert recorder.read == 0
+    many = [english(100_000)] * 200  # 20 MB in 100 KB texts: counted up to the bounds
+    assert tokens.bound(many) > tokens.EXACT_TOKENS
+    assert recorder.read <= tokens.EXACT_BYTES
+    tiny = ["a", "é", "", "b"] * 300_000  # many texts: as many calls as EXACT_TEXTS
+    exact = tokens.count(tiny)
+    recorder.calls = 0
+    assert exact == 900_000 < tokens.bound(tiny) < 1_200_000  # é: 2 bytes, 1 token
+    assert recorder.calls <= tokens.EXACT_TEXTS
+
+
+def test_the_estimate_past_the_bounds_follows_the_text_counted(recorder: Recorder) -> None:
+    text = english(3 << 20)
+    exact = tokens.count([text])
+    read = recorder.read
+    estimate = tokens.estimate([text])
+    assert abs(estimate - exact) < exact * 0.05, (estimate, exact)
+    assert recorder.read - read <= tokens.EXACT_BYTES
+
+
+def test_at_most_decides_from_bytes_or_counts_to_the_limit(recorder: Recorder) -> None:
+    assert tokens.at_most(["hello world"], 11) == (True, True)  # 11 bytes: not counted
+    assert recorder.read == 0
+    assert tokens.at_most(["hello world"], 2) == (True, True)
+    assert tokens.at_most(["hello world"], 1) == (False, True)
+    assert tokens.at_most(["hello", " world", "!"], 2) == (False, True)
+    # A long conversation is counted to its end (each text holds a token: no more texts
+    # than the limit's tokens need counting).
+    turns = ["hello world"] * (tokens.EXACT_TEXTS + 5000)
+    assert tokens.at_most(turns, 2 * len(turns)) == (True, True)
+    assert tokens.at_most(turns, 2 * len(turns) - 1) == (False, True)
+    # Counting stops once the limit is passed.
+    recorder.read = 0
+    assert tokens.at_most([english(1000)] * 50, 300) == (False, True)
+    assert recorder.read <= 2000
+
+
+def test_at_most_past_the_bounds_never_says_a_longer_prompt_fits(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text past EXACT_BYTES counts its bytes: the answer is safe, and says it is not exact."""
+    monkeypatch.setattr(tokens, "EXACT_BYTES", 10_000)
+    prompt = [english(9_000), "x" * 2_000]  # the second text is past the bytes read
+    counted = tokens.count(prompt[:1])
+    assert counted + 2_000 <= 5_000 < 11_000
+    assert tokens.at_most(prompt, 5_000) == (True, False)
+    assert tokens.at_most(prompt, counted + 1_000) == (False, False)
+    assert recorder.read <= 10_000 * 3
 
 
 LOAD = """

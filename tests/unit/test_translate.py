@@ -175,24 +175,42 @@ def test_openai_request_defaults_and_streaming() -> None:
     assert dropped == []
 
 
+def _user(*parts: dict[str, Any]) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, *parts]}]}
+
+
 @pytest.mark.parametrize(
-    ("change", "param"),
+    ("change", "param", "code"),
     [
-        ({"n": 2}, "n"),
-        ({"temperature": 1.5}, "temperature"),
-        ({"messages": [{"role": "narrator", "content": "x"}]}, "messages"),
-        ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "messages"),
-        ({"tools": [{"type": "web_search"}]}, "tools"),
-        ({"tool_choice": "sometimes"}, "tool_choice"),
+        ({"n": 2}, "n", "unsupported_parameter"),
+        ({"temperature": 1.5}, "temperature", "unsupported_value"),
+        ({"messages": [{"role": "narrator", "content": "x"}]}, "messages[0].role", ""),
+        (_user({"type": "input_audio"}), "messages[0].content[1].type", ""),
+        # Part types OpenAI-compatible servers take (validation lets them through)
+        (
+            _user({"type": "video_url", "video_url": {"url": "u"}}),
+            "messages[0].content[1].type",
+            "",
+        ),
+        (
+            {"messages": [{"role": "system", "content": [{"type": "input_text", "text": "x"}]}]},
+            "messages[0].content[0].type",
+            "",
+        ),
+        ({"tools": [{"type": "web_search"}]}, "tools[0].type", ""),
+        ({"tool_choice": "sometimes"}, "tool_choice", ""),
     ],
 )
-def test_what_anthropic_cannot_do_is_a_clear_400(change: dict[str, Any], param: str) -> None:
+def test_what_anthropic_cannot_do_is_a_clear_400(
+    change: dict[str, Any], param: str, code: str
+) -> None:
     with pytest.raises(Untranslatable) as caught:
         o2a.request(
             {"model": "m", "messages": [{"role": "user", "content": "hi"}], **change}, "c", 10
         )
-    assert caught.value.error.status == 400 and caught.value.error.param == param
-    assert caught.value.error.message
+    error = caught.value.error
+    assert (error.status, error.code, error.param) == (400, code or "unsupported_value", param)
+    assert f"'{param}'" in error.message or param in ("n", "temperature")
 
 
 def test_anthropic_response_becomes_a_chat_completion() -> None:
@@ -440,15 +458,48 @@ def test_anthropic_streaming_request_asks_for_usage() -> None:
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "param"),
     [
-        {"messages": [{"role": "system", "content": "x"}]},
-        {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
-        {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
-        {"tool_choice": {"type": "sometimes"}},
+        # Anthropic's system turns: the top-level `system` translates, a turn does not
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "narrator", "content": "x"}]}, "messages[0].role"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
+            "messages[0].content[0].type",
+        ),
+        # A block type Anthropic may add, as a client sends it before the gateway knows it
+        (
+            {"messages": [{"role": "user", "content": [{"type": "video", "source": {}}]}]},
+            "messages[0].content[0].type",
+        ),
+        (
+            {"messages": [{"role": "assistant", "content": [{"type": "video"}]}]},
+            "messages[0].content[0].type",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "tool_result", "content": [{"type": "video"}]}],
+                    }
+                ]
+            },
+            "messages[0].content[0].content[0].type",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image", "source": {"type": "ftp"}}]}
+                ]
+            },
+            "messages[0].content[0].source.type",
+        ),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0].type"),
+        ({"tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
     ],
 )
-def test_what_openai_cannot_do_is_a_clear_400(change: dict[str, Any]) -> None:
+def test_what_openai_cannot_do_is_a_clear_400(change: dict[str, Any], param: str) -> None:
     body = {
         "model": "m",
         "max_tokens": 5,
@@ -457,7 +508,9 @@ def test_what_openai_cannot_do_is_a_clear_400(change: dict[str, Any]) -> None:
     }
     with pytest.raises(Untranslatable) as caught:
         a2o.request(body, "gpt")
-    assert caught.value.error.status == 400
+    error = caught.value.error
+    assert (error.status, error.code, error.param) == (400, "unsupported_value", param)
+    assert f"'{param}'" in error.message
 
 
 def test_openai_response_becomes_an_anthropic_message() -> None:

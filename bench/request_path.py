@@ -1,0 +1,217 @@
+"""`python bench/request_path.py`: what the request-body path holds the event loop for, by
+body shape, up to the default 32 MiB limit; best of 3 runs, in-process.
+
+Each stage on its own: parse (orjson), validate (the endpoint's table), policy (a deny
+rule, e-mail redaction and `max_prompt_tokens`), the budget reservation's prompt bound, the
+usage record's prompt estimate (computed only when a provider reports no input), and the
+whole `Exchange.request_body` of a tenant with that policy and a budget (all of them but
+the estimate, plus routing and forwarding). Shapes: the worst a client can send within the
+validation bounds, an agent-shaped request and a 1 KB chat.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import machine  # noqa: E402
+from extproc import tokens  # noqa: E402
+from extproc.accounting.usage import prompt_bound, prompt_estimate  # noqa: E402
+from extproc.apis import ENDPOINTS  # noqa: E402
+from extproc.apis.validation import validate  # noqa: E402
+from extproc.config.loader import load_text  # noqa: E402
+from extproc.decisions import Continue, Reply, Reserve  # noqa: E402
+from extproc.exchange import Exchange  # noqa: E402
+from extproc.policy.engine import Decisions, Redactions, evaluate_request  # noqa: E402
+
+MIB = 1 << 20
+LIMIT = 32 * MIB
+CONFIG = """
+backends:
+  - {name: openai, url: "http://127.0.0.1:9/v1"}
+  - {name: anthropic, schema: anthropic, url: "http://127.0.0.1:9/v1"}
+models:
+  - {name: gpt, routes: [{backend: openai}]}
+  - {name: claude, routes: [{backend: anthropic}]}
+policies:
+  - name: guard
+    deny: [{name: weapons, keywords: ["build a bomb"]}]
+    pii: [{detector: email}]
+    limits: {max_prompt_tokens: 200000}
+tenants:
+  - name: team
+    api_key_sha256: ["5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"]
+    policies: [guard]
+    budgets: [{name: day, window: day, max_tokens: 1000000000000}]
+"""
+KEY = "password"  # its sha256 above
+RUNTIME = load_text(CONFIG)
+ENGLISH = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def english(size: int) -> str:
+    """`size` UTF-8 bytes of English (this README, repeated)."""
+    data = ENGLISH.encode()
+    return (data * (size // len(data) + 1))[:size].decode(errors="ignore")
+
+
+def random_text(size: int) -> str:
+    rng = random.Random(5)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?-'\"()"
+    return "".join(rng.choices(alphabet, k=size))
+
+
+def chat(messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    return {"model": "gpt", "messages": messages, **fields}
+
+
+def agent() -> dict[str, Any]:
+    """A coding agent's turn: 30 messages (system, user, 14 tool calls and results) and
+    20 tools with JSON Schema parameters, ~15 KB."""
+
+    def tool(i: int) -> dict[str, Any]:
+        parameters = {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "file path"},
+                "line": {"type": "integer"},
+                "flags": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["path"],
+        }
+        description = "Does a thing with the repository " * 3
+        function = {"name": f"tool_{i}", "description": description, "parameters": parameters}
+        return {"type": "function", "function": function}
+
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a coding agent. " * 20},
+        {"role": "user", "content": "Fix the failing test in the repo please."},
+    ]
+    for i in range(14):
+        arguments = '{"path": "src/main.py", "line": 10}'
+        call = {
+            "id": f"c{i}",
+            "type": "function",
+            "function": {"name": "t", "arguments": arguments},
+        }
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        messages.append({"role": "tool", "tool_call_id": f"c{i}", "content": "x = 1\n" * 40})
+    return chat(messages, tools=[tool(i) for i in range(20)], tool_choice="auto", stream=True)
+
+
+def one_char_parts() -> dict[str, Any]:
+    part = {"type": "text", "text": "a"}
+    return chat([{"role": "user", "content": [part] * 100_000}] * 11)
+
+
+def tool_uses() -> dict[str, Any]:
+    use = {"type": "tool_use", "id": "t", "name": "f", "input": {"q": "a"}}
+    return {
+        "model": "claude",
+        "max_tokens": 16,
+        "messages": [{"role": "assistant", "content": [use] * 100_000}] * 5,
+    }
+
+
+def many_messages() -> dict[str, Any]:
+    turn = {"role": "user", "content": english(300)}
+    return {"model": "claude", "max_tokens": 16, "messages": [turn] * 100_000}
+
+
+SHAPES: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+    (
+        "1 KB chat",
+        "/v1/chat/completions",
+        lambda: chat([{"role": "user", "content": english(900)}]),
+    ),
+    ("agent: 30 msgs, 20 tools", "/v1/chat/completions", agent),
+    ("1.1M one-char parts", "/v1/chat/completions", one_char_parts),
+    ("500k tool_use blocks", "/v1/messages", tool_uses),
+    ("100k messages", "/v1/messages", many_messages),
+    (
+        "31 MiB English prompt",
+        "/v1/chat/completions",
+        lambda: chat([{"role": "user", "content": english(31 * MIB)}]),
+    ),
+    (
+        "31 MiB random prompt",
+        "/v1/chat/completions",
+        lambda: chat([{"role": "user", "content": random_text(31 * MIB)}]),
+    ),
+    ("10M token ids", "/v1/completions", lambda: {"model": "gpt", "prompt": [7] * 10_000_000}),
+    (
+        "16.7M token ids",
+        "/v1/embeddings",
+        lambda: {"model": "gpt", "input": [[7] * 8150] * 2048},
+    ),
+]
+
+
+def best(action: Callable[[Any], object], runs: int, setup: Callable[[], Any] = dict) -> float:
+    """The shortest of `runs` runs of action(setup()), setup not timed."""
+    times = []
+    for _ in range(runs):
+        given = setup()
+        start = time.perf_counter()
+        action(given)
+        times.append(time.perf_counter() - start)
+        del given
+    return min(times)
+
+
+def request_body(raw: bytes, path: str) -> str:
+    """The whole request path; what it decided (a reservation, or the 400 of a policy)."""
+    exchange = Exchange(RUNTIME, clock=lambda: 1.8e9)
+    headers = {":path": path, ":method": "POST", "authorization": f"Bearer {KEY}"}
+    assert isinstance(exchange.request_headers(headers, False), Continue)
+    decision = exchange.request_body(raw)
+    if isinstance(decision, Reply):
+        return f"{decision.status} {exchange.error_code}"
+    assert isinstance(decision, Reserve), decision
+    return "reserved"
+
+
+def stages(path: str, raw: bytes, runs: int) -> tuple[list[float], str]:
+    endpoint = ENDPOINTS[path]
+    body = orjson.loads(raw)
+    assert validate(endpoint, body) is None
+    policies = RUNTIME.policy_set(RUNTIME.tenants["team"], RUNTIME.models[0])
+
+    def policy(parsed: dict[str, Any]) -> None:
+        evaluate_request(policies, endpoint.kind, parsed, Redactions(), Decisions())
+
+    return [
+        best(lambda _: orjson.loads(raw), runs),
+        best(lambda _: validate(endpoint, body), runs),
+        best(policy, runs, lambda: copy.deepcopy(body)),
+        best(lambda _: prompt_bound(endpoint.kind, body), runs),
+        best(lambda _: prompt_estimate(endpoint.kind, body), runs),
+        best(lambda _: request_body(raw, path), runs),
+    ], request_body(raw, path)
+
+
+def main() -> None:
+    print(machine())
+    tokens.preload()
+    print(f"{'shape':26s} {'MiB':>5s}  parse validate policy bound estimate request_body (ms)")
+    for label, path, build in SHAPES:
+        raw = orjson.dumps(build())
+        assert len(raw) <= LIMIT, (label, len(raw))
+        small = len(raw) < MIB
+        figures, outcome = stages(path, raw, 2000 if small else 3)
+        shown = "  ".join(f"{f * 1000:8.3f}" if small else f"{f * 1000:8.0f}" for f in figures)
+        print(f"{label:26s} {len(raw) / MIB:5.1f}  {shown}  {outcome}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
