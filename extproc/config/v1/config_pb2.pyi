@@ -228,7 +228,9 @@ class Cache(_message.Message):
 
     @_builtins.property
     def redis(self) -> Global___RedisStore:
-        """Shared store for replicas instead of the in-process one."""
+        """Shared store for replicas instead of the in-process one. Its key_prefix defaults to
+        "extproc:cache:".
+        """
 
     def __init__(
         self,
