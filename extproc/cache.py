@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import orjson
 
 from extproc.config.runtime import Schema
+from extproc.config.settings import CacheMode
 
 # Fields that change how an answer is delivered, not what it says.
 _DELIVERY = ("stream", "stream_options")
@@ -30,11 +31,14 @@ def key(scope: str, backend: str, upstream_model: str, endpoint: str, body: dict
     return hashlib.sha256(material).hexdigest()
 
 
-def cacheable(mode: int, body: dict[str, Any]) -> bool:
-    """ALL (3) caches every request; DETERMINISTIC (2) those sampling at temperature 0."""
-    if mode == 3:
+def cacheable(mode: CacheMode | None, body: dict[str, Any]) -> bool:
+    """ALL caches every request; DETERMINISTIC those sampling at temperature 0; OFF and no
+    mode none."""
+    if mode is CacheMode.ALL:
         return True
-    return mode == 2 and body.get("temperature") == 0 and body.get("n", 1) == 1
+    return (
+        mode is CacheMode.DETERMINISTIC and body.get("temperature") == 0 and body.get("n", 1) == 1
+    )
 
 
 class CacheStore(Protocol):

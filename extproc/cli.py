@@ -29,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.configure()
     runtime = _load(args.config)
-    if runtime.source.service.workers > 1:
+    if runtime.service.workers > 1:
         # Before anything imports prometheus_client (it picks multiprocess mode then).
         from extproc.workers import supervise
 
@@ -191,7 +191,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     from extproc.stack import Stack
 
     runtime = _load(args.config, resolve_secrets=False)
-    source = runtime.source
     with tempfile.TemporaryDirectory(prefix="extproc-up-") as workdir:
         stack = Stack(
             config_path=Path(args.config),
@@ -200,13 +199,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             log_to_files=False,
         )
         stack.start()
-        scheme = "https" if source.listener.HasField("tls") else "http"
-        gateway = f"{scheme}://{source.listener.address}:{source.listener.port}"
+        listener = runtime.listener
+        scheme = "https" if listener.tls else "http"
+        gateway = f"{scheme}://{listener.address}:{listener.port}"
         print(
             f"\nextproc is up.\n"
             f"  gateway      {gateway}  (OpenAI API under /v1, Anthropic /v1/messages)\n"
-            f"  envoy admin  http://{source.admin.address}:{source.admin.port}\n"
-            f"  metrics      http://{source.service.metrics_address}/metrics\n"
+            f"  envoy admin  http://{runtime.admin.address}:{runtime.admin.port}\n"
+            f"  metrics      http://{runtime.service.metrics_address}/metrics\n"
             f"  models       curl {gateway}/v1/models\n"
             f"Press Ctrl-C to stop.\n",
             flush=True,

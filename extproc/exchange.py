@@ -372,14 +372,14 @@ class Exchange:
         whose answers a policy reads or restores are never cached (the entry would hold
         what the policy changes, or another request's values)."""
         assert self.tenant is not None and self.routed is not None and self.endpoint is not None
-        tenant_mode, tenant_shared = self.tenant.cache
-        model_mode, model_shared = self.routed.model.cache
-        mode, shared = (tenant_mode, tenant_shared) if tenant_mode else (model_mode, model_shared)
+        setting = self.tenant.cache or self.routed.model.cache
+        mode = setting.mode if setting is not None else None
         if not cache.cacheable(mode, body) or response_needs(self.policies, self.redactions):
             return None
+        assert setting is not None
         target = self.routed.route.attempts[0]
         return cache.key(
-            "" if shared else self.tenant.name,
+            "" if setting.shared else self.tenant.name,
             target.backend.name,
             self.routed.upstream_model,
             self.endpoint.suffix,
@@ -680,7 +680,7 @@ class Exchange:
             assert self.endpoint is not None
             self.cache_value = cache.assemble(self.endpoint.api, reader.collected)
         value = self.cache_value
-        if value is not None and len(value) > self.runtime.source.cache.max_entry_bytes:
+        if value is not None and len(value) > self.runtime.cache.max_entry_bytes:
             self.cache_value = None  # too large to store
         if end_of_stream:
             # A stream whose body ended without its final event is no complete answer.

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from extproc.config.v1 import config_pb2 as pb
+from extproc.config.settings import GrpcTls
 
 log = structlog.get_logger("extproc")
 
@@ -43,7 +43,7 @@ def _identities(files: Sequence[str]) -> tuple[tuple[int, ...], ...]:
 class ServerTls:
     """The listening SSLContext and the admission of peers for one grpc_tls config."""
 
-    def __init__(self, config: pb.GrpcTls) -> None:
+    def __init__(self, config: GrpcTls) -> None:
         self.files = (config.cert_file, config.key_file, config.client_ca_file)
         self.uris = frozenset(p for p in config.allowed_peers if "://" in p)
         self.dns_names = frozenset(p.lower() for p in config.allowed_peers if "://" not in p)

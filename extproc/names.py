@@ -7,12 +7,6 @@ INTERNAL_REQUEST_HEADERS = (ROUTE_HEADER,)
 # SDK's default (OpenAI "Authorization: Bearer", Anthropic "x-api-key", Azure OpenAI
 # "api-key", Google "x-goog-api-key").
 GATEWAY_KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
-# The client's credentials, removed from every upstream request unless the config names
-# others (auth.client_credential_headers): the gateway key's headers, and the credential a
-# client gives its own forward proxy.
-CLIENT_CREDENTIAL_HEADERS = (*GATEWAY_KEY_HEADERS, "proxy-authorization")
-# Query parameters carrying a client's key (Google's "?key="); never forwarded or logged.
-CLIENT_CREDENTIAL_QUERY_PARAMS = ("key",)
 # Set by Envoy for the hop to the provider; they describe the internal network (client
 # addresses, retry counts) and are none of an external provider's business.
 PROXY_REQUEST_HEADERS = (

@@ -21,26 +21,28 @@ from extproc.telemetry.metrics import Metrics
 
 log = structlog.get_logger("extproc")
 
-# Read once at start-up: sockets, servers, stores, sinks and metric labels.
-RESTART_FIELDS = (
-    "listener",
-    "service",
-    "admin",
-    "limits",
-    "cache",
-    "capture",
-    "schema_drift",
-    "telemetry",
-)
+# Read once at start-up: sockets, servers, stores, sinks and metric labels (the config's
+# section, and the runtime's attribute holding it).
+RESTART_FIELDS = {
+    "listener": "listener",
+    "service": "service",
+    "admin": "admin",
+    "limits": "max_request_bytes",
+    "cache": "cache",
+    "capture": "capture",
+    "schema_drift": "schema_drift",
+    "telemetry": "telemetry",
+    "accounting.store": "store",
+}
 
 
 def restart_needed(old: Runtime, new: Runtime) -> list[str]:
     """The parts of a new config that the running processes cannot take on."""
     changed = [
-        name for name in RESTART_FIELDS if getattr(old.source, name) != getattr(new.source, name)
+        section
+        for section, name in RESTART_FIELDS.items()
+        if getattr(old, name) != getattr(new, name)
     ]
-    if old.source.accounting.store != new.source.accounting.store:
-        changed.append("accounting.store")
     if not changed and render(old) != render(new):
         # Envoy's bootstrap is static: new backends or fallback chains need new clusters.
         changed.append("Envoy's clusters or routes (backends, fallbacks)")
@@ -49,12 +51,11 @@ def restart_needed(old: Runtime, new: Runtime) -> list[str]:
 
 def watched_files(path: Path, runtime: Runtime) -> list[Path]:
     """The config file and the credential files it names (Secrets rotate them)."""
-    base = path.resolve().parent
-    files = [path]
-    for backend in runtime.source.backends:
-        if backend.credential.file:
-            files.append(base / backend.credential.file)
-    return files
+    return [path] + [
+        Path(backend.credential_file)
+        for backend in runtime.backends.values()
+        if backend.credential_file is not None
+    ]
 
 
 def fingerprint(files: list[Path]) -> str:

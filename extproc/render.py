@@ -10,6 +10,7 @@ import yaml
 from extproc import names, workers
 from extproc.apis import ApiError
 from extproc.config.runtime import Backend, Model, Route, Runtime, Schema
+from extproc.config.settings import GrpcTlsClient, ListenerTls
 from extproc.transport.limits import Limits
 
 EXTPROC_CLUSTER = "extproc"
@@ -101,11 +102,10 @@ class Renderer:
     def __init__(self, runtime: Runtime, *, bare_backend: str | None = None) -> None:
         """bare_backend: route everything to that backend with no ext_proc (benchmarks only)."""
         self.runtime = runtime
-        self.config = runtime.source
         self.bare_backend = bare_backend
 
     def render(self) -> dict[str, Any]:
-        admin = self.config.admin
+        admin = self.runtime.admin
         return {
             "admin": {"address": _address(admin.address, admin.port)},
             "overload_manager": {
@@ -126,14 +126,14 @@ class Renderer:
 
     def listeners(self) -> list[dict[str, Any]]:
         listeners = [self.listener()]
-        if self.config.admin.readiness_address:
+        if self.runtime.admin.readiness_address:
             listeners.append(self.readiness_listener())
         return listeners
 
     def readiness_listener(self) -> dict[str, Any]:
         """GET /ready: 200 once Envoy serves (listeners start after initialisation), 503
         while it drains; anything else 404. Exposes nothing of the admin interface."""
-        host, _, port = self.config.admin.readiness_address.rpartition(":")
+        host, _, port = self.runtime.admin.readiness_address.rpartition(":")
         manager = {
             "@type": _HCM,
             "stat_prefix": "readiness",
@@ -180,7 +180,7 @@ class Renderer:
         }
 
     def listener(self) -> dict[str, Any]:
-        listener = self.config.listener
+        listener = self.runtime.listener
         chain: dict[str, Any] = {
             "filters": [
                 {
@@ -189,8 +189,8 @@ class Renderer:
                 }
             ]
         }
-        if listener.HasField("tls"):
-            chain["transport_socket"] = self.downstream_tls()
+        if listener.tls is not None:
+            chain["transport_socket"] = self.downstream_tls(listener.tls)
         return {
             "name": "gateway",
             "address": _address(listener.address, listener.port),
@@ -200,8 +200,7 @@ class Renderer:
             "filter_chains": [chain],
         }
 
-    def downstream_tls(self) -> dict[str, Any]:
-        tls = self.config.listener.tls
+    def downstream_tls(self, tls: ListenerTls) -> dict[str, Any]:
         common: dict[str, Any] = {
             "tls_certificates": [
                 {
@@ -221,10 +220,11 @@ class Renderer:
         return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
     def http_connection_manager(self) -> dict[str, Any]:
-        mtls = bool(self.config.listener.tls.client_ca_file)
+        tls = self.runtime.listener.tls
+        mtls = tls is not None and bool(tls.client_ca_file)
         filters: list[dict[str, Any]] = []
         if self.bare_backend is None:
-            if self.config.service.failure_mode_allow:
+            if self.runtime.service.failure_mode_allow:
                 filters.append(self.strip_internal_headers())
             filters.append({"name": _EXTPROC_FILTER, "typed_config": self.ext_proc()})
         filters.append(
@@ -267,12 +267,12 @@ class Renderer:
         }
 
     def ext_proc(self) -> dict[str, Any]:
-        service = self.config.service
+        service = self.runtime.service
         return {
             "@type": _EXT_PROC,
             "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
             "failure_mode_allow": service.failure_mode_allow,
-            "message_timeout": _seconds(service.message_timeout.ToNanoseconds() / 1e9),
+            "message_timeout": _seconds(service.message_timeout),
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
@@ -373,7 +373,7 @@ class Renderer:
     # -- routes -------------------------------------------------------------------------
 
     def route_config(self) -> dict[str, Any]:
-        timeout = _seconds(self.config.listener.request_timeout.ToNanoseconds() / 1e9)
+        timeout = _seconds(self.runtime.listener.request_timeout)
         routes: list[dict[str, Any]] = []
         if self.bare_backend is not None:
             cluster = self.runtime.backends[self.bare_backend].cluster
@@ -482,7 +482,7 @@ class Renderer:
             return clusters
         for route in self.runtime.fallback_routes.values():
             clusters.append(self.composite_cluster(route))
-        service = self.config.service
+        service = self.runtime.service
         # One endpoint per worker; each new stream goes to the one with fewer in flight.
         endpoints = [
             {"endpoint": {"address": _grpc_target(address)}}
@@ -527,15 +527,14 @@ class Renderer:
         }
         if len(endpoints) > 1:
             cluster["lb_policy"] = "LEAST_REQUEST"
-        if service.grpc_tls.HasField("envoy_client"):
-            cluster["transport_socket"] = self.extproc_tls()
+        if service.grpc_tls is not None and service.grpc_tls.envoy_client is not None:
+            cluster["transport_socket"] = self.extproc_tls(service.grpc_tls.envoy_client)
         clusters.append(cluster)
         return clusters
 
-    def extproc_tls(self) -> dict[str, Any]:
+    def extproc_tls(self, client: GrpcTlsClient) -> dict[str, Any]:
         """Envoy's side of the ext_proc port's mutual TLS (service.grpc_tls): its client
         certificate, and the service's certificate checked for the configured name."""
-        client = self.config.service.grpc_tls.envoy_client
         name = client.server_name
         san_type = "URI" if "://" in name else "IP_ADDRESS" if _is_ip(name) else "DNS"
         context: dict[str, Any] = {

@@ -96,15 +96,15 @@ async def _abort(
 
 def make_store(runtime: Runtime) -> Store:
     """The budget store the config names (connections open lazily)."""
-    config = runtime.source.accounting.store
-    if config.HasField("redis"):
+    config = runtime.store.redis
+    if config is not None:
         from extproc.accounting.redis_store import RedisStore
 
         return RedisStore(
-            config.redis.url,
-            prefix=config.redis.key_prefix,
-            timeout=config.redis.timeout.ToNanoseconds() / 1e9,
-            password_env=config.redis.password_env,
+            config.url,
+            prefix=config.key_prefix,
+            timeout=config.timeout,
+            password_env=config.password_env,
         )
     return MemoryStore()
 
@@ -116,7 +116,7 @@ class Processor:
         self.runtime = runtime
         self.metrics = metrics
         self.store = store if store is not None else MemoryStore()
-        self.fail_open = runtime.source.accounting.store.fail_open
+        self.fail_open = runtime.store.fail_open
         self.active = 0  # ext_proc streams in progress
         # The per-attempt processor's phase timers, by phase.
         self.timers_upstream = {
@@ -126,26 +126,26 @@ class Processor:
         }
         self.idle = asyncio.Event()  # set while no stream is in progress
         self.idle.set()
-        drift_config = runtime.source.schema_drift
+        drift_config = runtime.schema_drift
         self.drift = (
             None
             if drift_config.disabled
             else DriftMonitor(drift_config.learning_responses, drift_config.check_every)
         )
-        cache_config = runtime.source.cache
-        self.cache_ttl = cache_config.ttl.ToNanoseconds() / 1e9
+        cache_config = runtime.cache
+        self.cache_ttl = cache_config.ttl
         self.cache: CacheStore = MemoryCache(cache_config.max_bytes)
-        if cache_config.HasField("redis"):
+        if cache_config.redis is not None:
             from extproc.accounting.redis_store import RedisCache
 
             redis_config = cache_config.redis
             self.cache = RedisCache(
                 redis_config.url,
                 prefix=redis_config.key_prefix,
-                timeout=redis_config.timeout.ToNanoseconds() / 1e9,
+                timeout=redis_config.timeout,
                 password_env=redis_config.password_env,
             )
-        capture = runtime.source.capture
+        capture = runtime.capture
         self.sampler: Sampler | None = None
         self.sink: Sink | None = None
         if capture.path:
@@ -253,7 +253,7 @@ class Processor:
                 fields=exchange.dropped_fields,
             )
         if self.sink is not None:
-            captured = exchange.capture_record(record, self.runtime.source.capture.max_body_bytes)
+            captured = exchange.capture_record(record, self.runtime.capture.max_body_bytes)
             if captured is not None:
                 self._capture(self.sink, captured)
 
@@ -594,10 +594,10 @@ async def serve(
     the config's path, reload it on SIGHUP and when it changes. A worker (service.workers
     > 1) listens on its own address, leaves metrics and the probe server to the supervisor
     and worker 0, and writes its own capture file."""
-    metrics = metrics or Metrics(tenant_labels=runtime.source.telemetry.tenant_labels)
+    metrics = metrics or Metrics(tenant_labels=runtime.telemetry.tenant_labels)
     if worker is None and workers.MULTIPROC_ENV not in os.environ:
         metrics.defer()  # this loop alone observes; a scrape has it add what it counted
-    service = runtime.source.service
+    service = runtime.service
     address = service.grpc_address
     if worker is not None:
         address = workers.addresses(address, service.workers)[worker]
@@ -617,7 +617,7 @@ async def serve(
     )
     health = transport.Health()
     health.serve_on(server)
-    if service.HasField("grpc_tls"):
+    if service.grpc_tls is not None:
         tls = ServerTls(service.grpc_tls)
         await server.listen(_bind_address(address), ssl=tls.context, admit=tls.admit)
     else:
@@ -648,7 +648,7 @@ async def serve(
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
-        interval = service.config_check_interval.ToNanoseconds() / 1e9
+        interval = service.config_check_interval
         if interval > 0:
             watching = asyncio.ensure_future(reloader.watch(interval))
     # A worker starts with these blocked (see workers.supervise); one that came meanwhile
@@ -657,7 +657,7 @@ async def serve(
     log.info(
         "serving",
         grpc=address,
-        grpc_tls=service.HasField("grpc_tls"),
+        grpc_tls=service.grpc_tls is not None,
         metrics=service.metrics_address,
         models=len(runtime.models),
         backends=len(runtime.backends),
@@ -666,7 +666,7 @@ async def serve(
     await stop.wait()
     if watching is not None:
         watching.cancel()
-    grace = service.shutdown_grace.ToNanoseconds() / 1e9
+    grace = service.shutdown_grace
     log.info("draining", grace_seconds=grace, active_streams=processor.active)
     # Health watchers (Kubernetes, Envoy) learn first; then no new streams are accepted.
     health.shutting_down()

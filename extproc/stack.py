@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.config.loader import load_file
-from extproc.config.v1.config_pb2 import GrpcTls
+from extproc.config.settings import GrpcTls
 from extproc.render import render_yaml
 from extproc.workers import addresses
 
@@ -117,9 +117,9 @@ def _port_open(host: str, port: int) -> bool:
 def _channel(target: str, tls: GrpcTls | None) -> grpc.Channel:
     """Plaintext, or the mutual TLS of service.grpc_tls as the Envoy rendered from that
     config does it (its client certificate, the service's name checked)."""
-    if tls is None or not tls.HasField("envoy_client"):
+    client = tls.envoy_client if tls is not None else None
+    if client is None:
         return grpc.insecure_channel(target)
-    client = tls.envoy_client
     credentials = grpc.ssl_channel_credentials(
         root_certificates=Path(client.ca_file).read_bytes(),
         private_key=Path(client.key_file).read_bytes(),
@@ -203,15 +203,14 @@ class Stack:
                     mock,
                 )
             if self.bare_backend is None:
-                address = runtime.source.service.grpc_address
+                address = runtime.service.grpc_address
                 argv = [sys.executable, "-m", "extproc", "serve", str(self.config_path)]
                 if self.service_command is not None:
                     argv = [*self.service_command, address]
                 self._service = (argv, address)
-                if runtime.source.service.HasField("grpc_tls"):
-                    self._tls = runtime.source.service.grpc_tls
+                self._tls = runtime.service.grpc_tls
                 service = self._spawn("service", argv)
-                count = runtime.source.service.workers
+                count = runtime.service.workers
                 for worker in addresses(address, count if self.service_command is None else 1):
                     wait_until(
                         lambda w=worker: grpc_serving(w, self._tls),
@@ -239,7 +238,7 @@ class Stack:
                     *self.envoy_args,
                 ],
             )
-            wait_until(lambda: envoy_ready(runtime.source.admin.port), timeout, "envoy", envoy)
+            wait_until(lambda: envoy_ready(runtime.admin.port), timeout, "envoy", envoy)
         except BaseException:
             self.stop()
             raise

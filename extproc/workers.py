@@ -60,8 +60,7 @@ def capture_path(path: str, worker: int) -> str:
 
 def supervise(runtime: Runtime, config_path: Path) -> int:
     """Fork the workers, serve their metrics, pass signals on; the exit status."""
-    service = runtime.source.service
-    count = service.workers
+    count = runtime.service.workers
     # Before prometheus_client is imported anywhere: the value class is chosen at import.
     directory = tempfile.mkdtemp(prefix="extproc-metrics-")
     os.environ[MULTIPROC_ENV] = directory
@@ -107,7 +106,7 @@ def _supervise(runtime: Runtime, children: dict[int, int], directory: str) -> in
 
     from extproc.telemetry.metrics import serve_registry
 
-    service = runtime.source.service
+    service = runtime.service
     stopping = False
 
     def forward(signum: int, _: Any) -> None:

@@ -8,6 +8,7 @@ import re
 import ssl
 from collections.abc import Callable
 
+from extproc.config.settings import GrpcTls, GrpcTlsClient
 from extproc.config.v1 import config_pb2 as pb
 
 _DNS_NAME = re.compile(
@@ -42,10 +43,12 @@ def is_peer_name(text: str) -> bool:
     return bool(_URI.match(text) or (_DNS_NAME.match(text) and not _is_ip(text)))
 
 
-def check(service: pb.Service, resolve: Callable[[str, str], str | None], problem: Problem) -> None:
-    """resolve(field path, file name): the file's absolute path, or None (reported) when it
-    does not exist. Rewrites the TLS paths to absolute ones and fills envoy_client's
-    server_name default."""
+def build(
+    service: pb.Service, resolve: Callable[[str, str], str | None], problem: Problem
+) -> GrpcTls | None:
+    """The ext_proc port's TLS, or None (plaintext, or problems reported). resolve(field
+    path, file name): the file's absolute path, or None (reported) when it does not exist.
+    Files left empty are reported by the schema."""
     address = service.grpc_address
     unix = address.startswith("unix://")
     host = "" if unix else address.rpartition(":")[0]
@@ -63,48 +66,64 @@ def check(service: pb.Service, resolve: Callable[[str, str], str | None], proble
                 "callers (ext_proc replies carry provider keys): set service.grpc_tls, or "
                 "service.unauthenticated_grpc: true when a mesh authenticates them",
             )
-        return
+        return None
     path = "service.grpc_tls"
     tls = service.grpc_tls
+    ok = True
     if service.unauthenticated_grpc:
         problem("service.unauthenticated_grpc", "grpc_tls authenticates callers; set only one")
+        ok = False
     if unix:
         problem(path, "only for a TCP grpc_address (a Unix socket's file permissions guard it)")
-    _files(tls, ("cert_file", "key_file", "client_ca_file"), path, resolve, problem)
-    if not tls.allowed_peers:
-        problem(
-            f"{path}.allowed_peers",
-            "required: the identities that may call (otherwise anyone the CA signed for could)",
-        )
+        ok = False
+    files = _files(tls, ("cert_file", "key_file", "client_ca_file"), path, resolve)
     for index, peer in enumerate(tls.allowed_peers):
         if not is_peer_name(peer):
             problem(
                 f"{path}.allowed_peers[{index}]",
                 f'"{peer}" is neither a URI (spiffe://...) nor a DNS name',
             )
-    if service.external_envoy and not tls.HasField("envoy_client"):
-        return
-    client = tls.envoy_client
-    if not tls.HasField("envoy_client"):
+            ok = False
+    client = None
+    if tls.HasField("envoy_client"):
+        client = _client(
+            tls.envoy_client, host.strip("[]"), f"{path}.envoy_client", resolve, problem
+        )
+        ok = ok and client is not None
+    elif not service.external_envoy:
         problem(
             f"{path}.envoy_client",
             "required: the certificate the Envoy rendered from this config presents",
         )
-        return
-    _files(client, ("cert_file", "key_file", "ca_file"), f"{path}.envoy_client", resolve, problem)
-    if not client.server_name:
-        client.server_name = host.strip("[]")
-    name = client.server_name
+        ok = False
+    if not ok or files is None or not tls.allowed_peers:
+        return None
+    cert_file, key_file, client_ca_file = files
+    return GrpcTls(cert_file, key_file, client_ca_file, tuple(tls.allowed_peers), client)
+
+
+def _client(
+    client: pb.GrpcTlsClient,
+    host: str,
+    path: str,
+    resolve: Callable[[str, str], str | None],
+    problem: Problem,
+) -> GrpcTlsClient | None:
+    files = _files(client, ("cert_file", "key_file", "ca_file"), path, resolve)
+    name = client.server_name or host
     if _is_ip(name) and ipaddress.ip_address(name).is_unspecified:
         problem(
-            f"{path}.envoy_client.server_name",
+            f"{path}.server_name",
             f'required: grpc_address\'s host "{name}" is no name a certificate carries',
         )
-    elif not (_is_ip(name) or is_peer_name(name)):
-        problem(
-            f"{path}.envoy_client.server_name",
-            f'"{name}" is neither a DNS name, an IP address nor a URI',
-        )
+        return None
+    if not (_is_ip(name) or is_peer_name(name)):
+        problem(f"{path}.server_name", f'"{name}" is neither a DNS name, an IP address nor a URI')
+        return None
+    if files is None:
+        return None
+    cert_file, key_file, ca_file = files
+    return GrpcTlsClient(cert_file, key_file, ca_file, name)
 
 
 def _files(
@@ -112,19 +131,16 @@ def _files(
     names: tuple[str, ...],
     path: str,
     resolve: Callable[[str, str], str | None],
-    problem: Problem,
-) -> None:
+) -> tuple[str, ...] | None:
+    """The files' absolute paths, or None when one is missing (reported)."""
+    resolved = []
     for name in names:
         value = getattr(message, name)
-        if not value:
-            problem(f"{path}.{name}", "required")
-            continue
-        resolved = resolve(f"{path}.{name}", value)
-        if resolved is not None:
-            setattr(message, name, resolved)
+        resolved.append((resolve(f"{path}.{name}", value) if value else None) or "")
+    return tuple(resolved) if all(resolved) else None
 
 
-def check_usable(tls: pb.GrpcTls, problem: Problem) -> None:
+def check_usable(tls: GrpcTls, problem: Problem) -> None:
     """The service's key pair and its callers' CA load (read like credentials: not with
     check-config --skip-secrets). Says which file, never what is in it."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -9,8 +9,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from extproc import names
-from extproc.config.v1 import config_pb2 as pb
+from extproc.config import settings as st
 from extproc.glob import Glob
 from extproc.policy.rules import EMPTY, Policy, PolicySet
 
@@ -60,6 +59,8 @@ class Backend:
     default_max_tokens: int = 4096
     # Azure OpenAI's deployment API (the schema is then OPENAI): its api-version.
     azure_api_version: str | None = None
+    # Where the credential is read from, when a file (watched for rotation).
+    credential_file: str | None = None
 
     @property
     def provider(self) -> str:
@@ -128,7 +129,7 @@ class Model:
     retry_on: tuple[str, ...]
     is_pattern: bool
     policies: tuple[Policy, ...] = ()
-    cache: tuple[int, bool] = (0, False)  # (CachePolicy.Mode, shared)
+    cache: st.CachePolicy | None = None
 
     def pick(self, roll: float) -> Route:
         """The route for a uniform random roll in [0, 1)."""
@@ -144,7 +145,7 @@ class Tenant:
     model_globs: tuple[Glob, ...]
     policies: tuple[Policy, ...] = ()
     budgets: tuple[Budget, ...] = ()
-    cache: tuple[int, bool] = (0, False)  # (CachePolicy.Mode, shared)
+    cache: st.CachePolicy | None = None  # None: the model's
 
     def allows(self, model: str) -> bool:
         return not self.model_globs or any(g.match(model) for g in self.model_globs)
@@ -152,7 +153,16 @@ class Tenant:
 
 @dataclass(slots=True)
 class Runtime:
-    source: pb.Config
+    """What the service reads: the config compiled (defaults filled, names resolved)."""
+
+    listener: st.Listener
+    service: st.Service
+    admin: st.Admin
+    store: st.BudgetStore
+    cache: st.Cache
+    capture: st.Capture
+    schema_drift: st.SchemaDrift
+    telemetry: st.Telemetry
     backends: dict[str, Backend]
     models: list[Model]
     exact_models: dict[str, Model]
@@ -175,8 +185,8 @@ class Runtime:
     # Model names that may appear as metric label values (the config's, never a client's).
     metric_models: frozenset[str] = frozenset()
     # The client's credentials, removed from every upstream request (auth.*), lower case.
-    client_credential_headers: tuple[str, ...] = names.CLIENT_CREDENTIAL_HEADERS
-    client_credential_query_params: frozenset[str] = frozenset(names.CLIENT_CREDENTIAL_QUERY_PARAMS)
+    client_credential_headers: tuple[str, ...] = ()
+    client_credential_query_params: frozenset[str] = frozenset()
     # One merged set per (tenant, model) pair, built on first use; bounded by the config.
     _policy_sets: dict[tuple[str, str], PolicySet] = field(default_factory=dict)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from typing import Any, cast
 
+import yaml
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
-# Names of config objects (backends, tenants, policies, rules): safe in Envoy cluster
-# names, metric labels and log fields.
+# Names of policies and their rules, which policy/compile.py checks: the pattern of the
+# schema's (name) rule (options.proto), which checks every other name.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -25,6 +26,24 @@ _INT_RANGES = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
 }
+
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 scalars: no implicit timestamps (dates stay strings and are checked by the
+    schema), and only true/false are booleans (YAML 1.1 also reads yes/no/on/off)."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _join(path: str, name: str) -> str:
@@ -81,12 +100,13 @@ def fill(message: Message, data: Any, path: str, problems: list[str]) -> None:
             oneofs_seen[oneof.name] = key
         if value is None:
             continue
-        _fill_field(message, field, value, field_path, problems)
+        fill_field(message, field, value, field_path, problems)
 
 
-def _fill_field(
+def fill_field(
     message: Message, field: FieldDescriptor, value: Any, path: str, problems: list[str]
 ) -> None:
+    """Set one field from data (a mapping, list or scalar, as YAML gives it)."""
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         if not isinstance(value, dict):
             problems.append(f"{path}: expected a mapping, got {_describe(value)}")

@@ -83,7 +83,7 @@ def mtls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Pa
 def grpc_port(gateway: Gateway, worker: int = 0) -> int:
     """The port of a worker (the first's, then the next ones)."""
     config = load_file(gateway.stack.config_path, resolve_secrets=False)
-    return int(config.source.service.grpc_address.rpartition(":")[2]) + worker
+    return int(config.service.grpc_address.rpartition(":")[2]) + worker
 
 
 def health(port: int, workdir: Path, stem: str | None) -> int:
@@ -182,7 +182,8 @@ def test_a_stalled_handshake_is_closed_at_its_deadline(mtls: tuple[Gateway, Path
     mid-handshake is disconnected, and a peer that completes one meanwhile is served."""
     _, workdir = mtls
     config = load_file(workdir / "gateway.yaml", resolve_secrets=False)
-    tls = ServerTls(config.source.service.grpc_tls)
+    assert config.service.grpc_tls is not None
+    tls = ServerTls(config.service.grpc_tls)
 
     async def scenario() -> tuple[bytes, bytes]:
         server = transport.Server(

@@ -11,6 +11,7 @@ import pytest
 
 from extproc import cache
 from extproc.config.runtime import Schema
+from extproc.config.settings import CacheMode
 from extproc.sse import Parser
 
 DATA = Path(__file__).parent.parent / "data" / "responses"
@@ -50,12 +51,13 @@ def test_anything_that_changes_the_answer_changes_the_key(other: Any) -> None:
 
 
 def test_deterministic_mode_needs_temperature_zero() -> None:
-    assert cache.cacheable(2, {"temperature": 0})
-    assert not cache.cacheable(2, {"temperature": 0.2})
-    assert not cache.cacheable(2, {})  # the default temperature samples
-    assert not cache.cacheable(2, {"temperature": 0, "n": 3})
-    assert cache.cacheable(3, {"temperature": 1})
-    assert not cache.cacheable(0, {"temperature": 0}) and not cache.cacheable(1, {"temperature": 0})
+    assert cache.cacheable(CacheMode.DETERMINISTIC, {"temperature": 0})
+    assert not cache.cacheable(CacheMode.DETERMINISTIC, {"temperature": 0.2})
+    assert not cache.cacheable(CacheMode.DETERMINISTIC, {})  # the default temperature samples
+    assert not cache.cacheable(CacheMode.DETERMINISTIC, {"temperature": 0, "n": 3})
+    assert cache.cacheable(CacheMode.ALL, {"temperature": 1})
+    assert not cache.cacheable(None, {"temperature": 0})
+    assert not cache.cacheable(CacheMode.OFF, {"temperature": 0})
 
 
 def test_memory_cache_is_lru_within_its_bytes_and_expires() -> None:

@@ -2,12 +2,18 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from extproc.cli import main
-from extproc.config import ConfigError, load_file, load_text
+from extproc.config import ConfigError, defaults, load_file, load_text
+from extproc.config.loader import MODEL_NAME
 from extproc.config.runtime import Schema, Secret
+from extproc.config.schema import NAME
+from extproc.config.settings import Capture, Redis
+from extproc.config.v1 import config_pb2 as pb
+from extproc.config.v1 import options_pb2
 from extproc.glob import Glob
 from tests.helpers import BASE_CONFIG, ROOT, runtime
 
@@ -157,6 +163,37 @@ def problems_of(text: str) -> list[str]:
             "auth: {client_credential_query_params: ['key&x']}",
             'auth.client_credential_query_params[0]: "key&x" is not a plain query parameter',
         ),
+        ("service: {workers: 65}", "service.workers: at most 64"),
+        ("service: {message_timeout: 0s}", "service.message_timeout: must be positive"),
+        ("capture: {sample_rate: 1.5}", "capture.sample_rate: must be between 0 and 1"),
+        (
+            "backends: [{name: b, url: 'http://x', headers: {x-a: \"1\\n2\"}}]",
+            "backends[0].headers.x-a: value contains a control character",
+        ),
+        (
+            "backends: [{name: b, url: 'http://x', credential: {env: K, header: 'a b'}}]",
+            'backends[0].credential.header: "a b" is not a header the gateway can set',
+        ),
+        (
+            "backends: [{name: b, url: 'http://x', credential: {header: x-key}}]",
+            "backends[0].credential: header is set but neither env nor file",
+        ),
+        (
+            "backends: [{name: b, url: 'http://x'}]\nmodels: [{name: m, aliases: ['m-*'], routes: [{backend: b}]}]",
+            'models[0].aliases[0]: must not contain "*"',
+        ),
+        (
+            "backends: [{name: b, url: 'http://x'}]\nmodels: [{name: m, routes: [{upstream_model: x}]}]",
+            "models[0].routes[0].backend: required",
+        ),
+        (
+            "backends: [{name: b, url: 'http://x'}]\nmodels: [{name: m, routes: [{backend: b}], deprecation: {replacement: m}}]",
+            "models[0].deprecation: set deprecated_at, sunset, or both",
+        ),
+        (
+            "accounting: {store: {redis: {url: 'http://redis'}}}",
+            'accounting.store.redis.url: expected "redis://host:port/db"',
+        ),
     ],
 )
 def test_every_problem_names_its_field(text: str, expected: str) -> None:
@@ -176,14 +213,86 @@ def test_all_problems_are_reported_at_once() -> None:
 
 
 def test_defaults_are_written_into_the_config() -> None:
-    source = load_text(MINIMAL).source
-    assert (source.listener.address, source.listener.port) == ("127.0.0.1", 10000)
-    assert (source.admin.address, source.admin.port) == ("127.0.0.1", 9901)
-    assert source.service.grpc_address == "127.0.0.1:50051"
-    assert source.service.message_timeout.ToNanoseconds() == 2_000_000_000
-    assert source.listener.request_timeout.seconds == 300
-    assert source.limits.max_request_bytes == 32 * 1024 * 1024
-    assert list(source.models[0].retry_on) == ["connect-failure", "reset", "5xx", "429"]
+    loaded = load_text(MINIMAL)
+    assert (loaded.listener.address, loaded.listener.port) == ("127.0.0.1", 10000)
+    assert (loaded.admin.address, loaded.admin.port) == ("127.0.0.1", 9901)
+    assert loaded.service.grpc_address == "127.0.0.1:50051"
+    assert loaded.service.message_timeout == 2.0
+    assert loaded.listener.request_timeout == 300
+    assert loaded.max_request_bytes == 32 * 1024 * 1024
+    assert loaded.models[0].retry_on == ("connect-failure", "reset", "5xx", "429")
+
+
+def test_every_default_in_the_schema_is_a_value_a_config_could_hold() -> None:
+    found = 0
+    for message in _messages(pb.DESCRIPTOR.message_types_by_name.values()):
+        cls = getattr(pb, message.name) if message.containing_type is None else None
+        for field in message.fields:
+            if not field.GetOptions().HasExtension(options_pb2.default) or cls is None:
+                continue
+            found += 1
+            value = defaults.of(cls, field.name)
+            # A default of zero would be no default: proto3 cannot tell it from unset.
+            assert value, f"{message.name}.{field.name}"
+    assert found >= 40
+
+
+def _messages(messages: Any) -> Any:
+    for message in messages:
+        yield message
+        yield from _messages(message.nested_types)
+
+
+def test_defaults_fill_the_sections_and_the_messages_that_are_set() -> None:
+    bare = load_text(MINIMAL)
+    assert bare.cache.redis is None and bare.store.redis is None
+    assert bare.capture == Capture("", 0.0, (), 64 * 1024 * 1024, 3, 1024 * 1024)
+    both = load_text(
+        MINIMAL
+        + "cache: {redis: {url: 'redis://r'}}\naccounting: {store: {redis: {url: 'redis://r'}}}"
+    )
+    # One message type, two places: the cache's keys are kept apart from the budgets'.
+    assert both.cache.redis == Redis("redis://r", "extproc:cache:", 0.25, "")
+    assert both.store.redis == Redis("redis://r", "extproc:", 0.25, "")
+    weights = load_text(
+        MINIMAL.replace("routes: [{backend: b}]", "routes: [{backend: b}, {backend: b, weight: 3}]")
+    )
+    assert weights.models[0].cumulative_weights == (1, 4)
+
+
+@pytest.mark.parametrize(
+    "name", ["b", "Team_1.a-b", "x" * 63, "", "-a", "a b", "x" * 64, "ü", "a/b"]
+)
+def test_names_checked_in_code_follow_the_schemas_rule(name: str) -> None:
+    """Policies' names are checked with schema.NAME, client model names with MODEL_NAME:
+    they must agree with the rules the schema applies to every other name."""
+    problems = problems_of(f"tenants: [{{name: '{name}'}}]\nmodels: [{{name: '{name}'}}]")
+    assert any(p.startswith("tenants[0].name:") for p in problems) is not NAME.match(name)
+    model_name = any(p.startswith("models[0].name:") for p in problems)
+    assert model_name is not MODEL_NAME.match(name)
+
+
+def test_check_config_prints_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "service: {workers: 100}\n"
+        "backends: [{name: b, url: 'ftp://x'}]\n"
+        "models: [{name: m, routes: [{backend: b, weight: 0}]}]\n"
+        "tenants: [{name: t, api_key_sha256: [zz]}, {name: t}]\n"
+    )
+    with pytest.raises(SystemExit):
+        main(["check-config", str(bad)])
+    err = capsys.readouterr().err
+    for expected in (
+        "service.workers: at most 64",
+        'backends[0].url: expected an http:// or https:// URL, got "ftp://x"',
+        "models[0].routes[0].weight: must be positive",
+        "tenants[0].api_key_sha256[0]: expected 64 hex digits",
+        'tenants[1].name: duplicate tenant name "t"',
+    ):
+        assert f"  {expected}" in err, err
 
 
 def test_client_credentials_default_to_every_sdks_headers_and_googles_query_key() -> None:
@@ -195,7 +304,7 @@ def test_client_credentials_default_to_every_sdks_headers_and_googles_query_key(
         "x-goog-api-key",
         "proxy-authorization",
     )
-    assert list(loaded.source.auth.client_credential_headers) == list(
+    assert list(defaults.of(pb.Auth, "client_credential_headers")) == list(
         loaded.client_credential_headers
     )
     assert loaded.client_credential_query_params == {"key"}
@@ -217,8 +326,8 @@ def test_enums_are_case_insensitive_and_durations_parse() -> None:
         """
     )
     assert loaded.backends["b"].schema is Schema.ANTHROPIC
-    assert loaded.source.service.message_timeout.ToNanoseconds() == 250_000_000
-    assert loaded.source.service.shutdown_grace.seconds == 90
+    assert loaded.service.message_timeout == 0.25
+    assert loaded.service.shutdown_grace == 90
 
 
 def test_backend_url_is_split_into_cluster_parts() -> None:

@@ -23,7 +23,7 @@ from extproc import grpc_tls, transport
 from extproc.cli import main
 from extproc.config import ConfigError, load_text
 from extproc.config.runtime import Runtime
-from extproc.config.v1 import config_pb2 as pb
+from extproc.config.settings import GrpcTls
 from extproc.grpc_tls import ServerTls
 from extproc.render import render, render_yaml
 from extproc.stack import free_port, validate_envoy_config
@@ -126,13 +126,15 @@ def test_tls_paths_resolve_against_the_config_and_the_name_defaults_to_the_host(
             "ca_file: service-ca.pem}", "ca_file: service-ca.pem, server_name: extproc.test}"
         ),
         certs,
-    ).source.service.grpc_tls
+    ).service.grpc_tls
+    assert tls is not None and tls.envoy_client is not None
     assert tls.cert_file == str(certs / "service.pem")
     assert tls.client_ca_file == str(certs / "client-ca.pem")
     assert tls.envoy_client.key_file == str(certs / "envoy.key")
     assert tls.envoy_client.server_name == "extproc.test"
     default = load(TLS.format(address="[::1]:50051", envoy_id=ENVOY_ID), certs)
-    assert default.source.service.grpc_tls.envoy_client.server_name == "::1"
+    assert default.service.grpc_tls is not None and default.service.grpc_tls.envoy_client
+    assert default.service.grpc_tls.envoy_client.server_name == "::1"
 
 
 @pytest.mark.parametrize(
@@ -220,7 +222,8 @@ def test_an_envoy_configured_elsewhere_needs_no_envoy_client(certs: Path) -> Non
         "    envoy_client: {cert_file: envoy.pem, key_file: envoy.key, ca_file: service-ca.pem}\n",
         "  external_envoy: true\n",
     )
-    assert not load(text, certs).source.service.grpc_tls.HasField("envoy_client")
+    tls = load(text, certs).service.grpc_tls
+    assert tls is not None and tls.envoy_client is None
 
 
 # -- the service's side ----------------------------------------------------------------
@@ -237,9 +240,9 @@ class Transport:
 
 
 def server_tls(certs: Path) -> ServerTls:
-    return ServerTls(
-        load(TLS.format(address="127.0.0.1:1", envoy_id=ENVOY_ID), certs).source.service.grpc_tls
-    )
+    tls = load(TLS.format(address="127.0.0.1:1", envoy_id=ENVOY_ID), certs).service.grpc_tls
+    assert tls is not None
+    return ServerTls(tls)
 
 
 def test_allowed_peers_match_uri_sans_exactly_and_dns_sans_in_any_case(certs: Path) -> None:
@@ -399,11 +402,12 @@ def test_a_secret_volume_update_serves_new_handshakes(
     pair = {"tls.crt": "service.pem", "tls.key": "service.key", "ca.crt": "client-ca.pem"}
     secret_volume(volume, "1", {name: (certs / stem).read_bytes() for name, stem in pair.items()})
     tls = ServerTls(
-        pb.GrpcTls(
+        GrpcTls(
             cert_file=str(volume / "tls.crt"),
             key_file=str(volume / "tls.key"),
             client_ca_file=str(volume / "ca.crt"),
-            allowed_peers=[ENVOY_ID],
+            allowed_peers=(ENVOY_ID,),
+            envoy_client=None,
         )
     )
     client = ssl.create_default_context(cafile=str(certs / "service-ca.pem"))
@@ -435,11 +439,12 @@ def test_rotation_on_uvloop_serves_new_handshakes_from_the_new_files(
     files = {"tls.crt": "service.pem", "tls.key": "service.key", "ca.crt": "client-ca.pem"}
     secret_volume(volume, "1", {name: (certs / stem).read_bytes() for name, stem in files.items()})
     tls = ServerTls(
-        pb.GrpcTls(
+        GrpcTls(
             cert_file=str(volume / "tls.crt"),
             key_file=str(volume / "tls.key"),
             client_ca_file=str(volume / "ca.crt"),
-            allowed_peers=[ENVOY_ID],
+            allowed_peers=(ENVOY_ID,),
+            envoy_client=None,
         )
     )
     port = free_port()

@@ -3,7 +3,8 @@
 isort:skip_file
 The gateway configuration. One YAML file maps onto `Config`: field names are the
 snake_case names below, enum values are case-insensitive, durations are strings
-such as "2s" or "250ms". Unknown fields are errors.
+such as "2s" or "250ms". Unknown fields are errors. Defaults are the `default` options
+(see options.proto), single-field rules the `buf.validate` ones (protovalidate).
 """
 
 from collections import abc as _abc
@@ -233,7 +234,9 @@ class Cache(_message.Message):
 
     @_builtins.property
     def redis(self) -> Global___RedisStore:
-        """Shared store for replicas instead of the in-process one."""
+        """Shared store for replicas instead of the in-process one. Its key_prefix defaults to
+        "extproc:cache:".
+        """
 
     def __init__(
         self,

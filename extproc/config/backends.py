@@ -1,0 +1,125 @@
+"""Backends: URLs split into Envoy cluster parts, credentials read, headers checked."""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import urlsplit
+
+from extproc.config import runtime as rt
+from extproc.config.context import Context
+from extproc.config.service import seconds
+from extproc.config.v1 import config_pb2 as pb
+
+ANTHROPIC_VERSION = "2023-06-01"
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+_API_VERSION = re.compile(r"^[0-9A-Za-z.-]{1,40}$")
+# Where each schema's SDKs send the key (credential.header's default).
+_CREDENTIAL_HEADERS = {
+    pb.OPENAI: "authorization",
+    pb.ANTHROPIC: "x-api-key",
+    pb.AZURE_OPENAI: "api-key",
+}
+
+
+def build_backends(ctx: Context) -> dict[str, rt.Backend]:
+    backends: dict[str, rt.Backend] = {}
+    for index, backend in enumerate(ctx.config.backends):
+        path = f"backends[{index}]"
+        if ctx.failed(f"{path}.name"):
+            continue
+        if backend.name in backends:
+            ctx.problem(f"{path}.name", f'duplicate backend name "{backend.name}"')
+            continue
+        built = _backend(ctx, backend, path)
+        if built is not None:
+            backends[backend.name] = built
+    return backends
+
+
+def _backend(ctx: Context, backend: pb.Backend, path: str) -> rt.Backend | None:
+    url = urlsplit(backend.url)
+    if url.scheme not in ("http", "https"):
+        ctx.problem(f"{path}.url", f'expected an http:// or https:// URL, got "{backend.url}"')
+        return None
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        ctx.problem(f"{path}.url", f'invalid port in "{backend.url}"')
+        return None
+    if not url.hostname:
+        ctx.problem(f"{path}.url", f'no host in "{backend.url}"')
+    if url.query or url.fragment or url.username:
+        ctx.problem(f"{path}.url", "must not carry a query, fragment or user info")
+    if backend.HasField("tls") and url.scheme != "https":
+        ctx.problem(f"{path}.tls", "only applies to https URLs")
+    if backend.tls.ca_file:
+        ctx.check_file(f"{path}.tls.ca_file", backend.tls.ca_file)
+    # Azure OpenAI speaks OpenAI's API at other paths: an OPENAI backend with a version.
+    schema = rt.Schema.ANTHROPIC if backend.schema == pb.ANTHROPIC else rt.Schema.OPENAI
+    azure = backend.schema == pb.AZURE_OPENAI
+    if azure and not _API_VERSION.match(backend.api_version):
+        ctx.problem(f"{path}.api_version", "expected a version such as 2024-10-21")
+    headers = sorted((name.lower(), value) for name, value in backend.headers.items())
+    if schema is rt.Schema.ANTHROPIC and not any(n == "anthropic-version" for n, _ in headers):
+        # Anthropic requires the header; a translated OpenAI client does not send it.
+        headers = sorted([*headers, ("anthropic-version", ANTHROPIC_VERSION)])
+    header, secret, file = _credential(ctx, backend, f"{path}.credential")
+    # A credential's problem leaves the backend for the checks that name it.
+    if ctx.failed(path, ignoring=(".credential",)):
+        return None
+    return rt.Backend(
+        name=backend.name,
+        schema=schema,
+        cluster=f"backend.{backend.name}",
+        scheme=url.scheme,
+        host=url.hostname or "",
+        port=port,
+        base_path=url.path.rstrip("/"),
+        credential_header=header,
+        credential=secret,
+        headers=tuple(headers),
+        sni=backend.tls.sni or (url.hostname or ""),
+        ca_file=str(ctx.path_of(backend.tls.ca_file)) if backend.tls.ca_file else SYSTEM_CA_FILE,
+        connect_timeout=seconds(backend.connect_timeout),
+        omit_stream_options=backend.omit_stream_options,
+        default_max_tokens=backend.default_max_tokens,
+        azure_api_version=backend.api_version if azure else None,
+        credential_file=file,
+    )
+
+
+def _credential(
+    ctx: Context, backend: pb.Backend, path: str
+) -> tuple[str | None, rt.Secret | None, str | None]:
+    """The header, the key, and the file it is read from (watched for rotation)."""
+    credential = backend.credential
+    source = credential.WhichOneof("source")
+    if source is None:
+        return None, None, None  # a header alone is reported by the schema
+    header = credential.header.lower() or _CREDENTIAL_HEADERS[backend.schema]
+    file = str(ctx.path_of(credential.file)) if source == "file" else None
+    if not ctx.resolve_secrets:
+        return header, rt.Secret(""), file
+    if source == "env":
+        value = os.environ.get(credential.env)
+        if not value:
+            ctx.problem(f"{path}.env", f'environment variable "{credential.env}" is not set')
+            return header, None, file
+    else:
+        try:
+            value = ctx.path_of(credential.file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            ctx.problem(f"{path}.file", f'cannot read "{credential.file}": {exc.strerror}')
+            return header, None, file
+        except UnicodeDecodeError:
+            ctx.problem(f"{path}.file", f'"{credential.file}" is not UTF-8 text')
+            return header, None, file
+        if not value:
+            ctx.problem(f"{path}.file", f'"{credential.file}" is empty')
+            return header, None, file
+    if any(c in value for c in "\r\n\0"):
+        # Say where, never what: the value is a secret.
+        ctx.problem(f"{path}.{source}", "the credential contains a control character")
+        return header, None, file
+    return header, rt.Secret(value), file
