@@ -172,7 +172,9 @@ class Gateway:
         return httpx.Client(base_url=self.url, timeout=15)
 
     def service_log(self) -> str:
-        return (self.stack.workdir / "service.log").read_text()
+        """The service's log up to its last whole line: it may be writing the next one."""
+        data = (self.stack.workdir / "service.log").read_bytes()
+        return data[: data.rfind(b"\n") + 1].decode()
 
     def records(self, request_id: str | None = None) -> list[dict[str, Any]]:
         """The service's exchange records (of one request id, when given)."""
@@ -202,8 +204,8 @@ class Gateway:
         deadline = time.monotonic() + timeout
         path = self.stack.workdir / "envoy.log"
         while True:
-            for line in path.read_text().splitlines():
-                if line.startswith("{") and request_id in line:
+            for line in path.read_text().splitlines(keepends=True):
+                if line.startswith("{") and line.endswith("\n") and request_id in line:
                     entry = orjson.loads(line)
                     if entry.get("request_id") == request_id:
                         return dict(entry)
