@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.process_collector import ProcessCollector
 
 if TYPE_CHECKING:
-    from extproc.exchange import Observation
+    from extproc.dataplane.exchange import Observation
 
 # The service's own processing time per ext_proc message: tens of microseconds when all
 # is well, so the buckets start far below the usual web-request defaults.

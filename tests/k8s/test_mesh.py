@@ -26,8 +26,8 @@ from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from google.protobuf import any_pb2, json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extproc.render import EXTPROC_LOG_FIELDS, Renderer
-from extproc.stack import envoy_binary, free_port, wait_until
+from extproc.control.render import EXTPROC_LOG_FIELDS, Renderer
+from extproc.control.stack import envoy_binary, free_port, wait_until
 from tests.helpers import ROOT, issue_certificate, runtime
 from tests.k8s.conftest import (
     KUBE_VERSIONS,

@@ -16,7 +16,7 @@ from extproc.accounting.prices import Price
 from extproc.accounting.usage import Meter, Usage, prompt_estimate
 from extproc.apis import Kind
 from extproc.config.runtime import Schema
-from extproc.reader import JsonReader, StreamReader
+from extproc.dataplane.reader import JsonReader, StreamReader
 from extproc.telemetry.metrics import Metrics, Tally
 from extproc.translate.pair import ToAnthropicStream, ToOpenAIStream
 
@@ -233,7 +233,7 @@ def test_completions_stream_counts_text_and_reads_usage() -> None:
 
 
 def test_tenant_labels_are_opt_in() -> None:
-    from extproc.exchange import Observation
+    from extproc.dataplane.exchange import Observation
     from extproc.telemetry.metrics import Metrics
 
     observation = Observation(
@@ -420,7 +420,7 @@ def test_deferred_metrics_reach_a_scrape_as_observed() -> None:
     """In the serving process the loop's thread counts observations in tallies; a scrape
     from another thread (prometheus_client's) has the loop add them first, and reads what
     observing each at once would have left."""
-    from extproc.exchange import Observation
+    from extproc.dataplane.exchange import Observation
 
     observation = Observation(
         labels=("chat", "openai", "gpt-4o-mini", "mock"),

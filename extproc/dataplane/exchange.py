@@ -26,7 +26,8 @@ from extproc.apis.checks import json_type
 from extproc.apis.validation import validate
 from extproc.capture import Sampler, truncated
 from extproc.config.runtime import Backend, Runtime, Schema, Tenant
-from extproc.decisions import Continue, Decision, Lookup, Reply, Reserve
+from extproc.dataplane.decisions import Continue, Decision, Lookup, Reply, Reserve
+from extproc.dataplane.reader import ErrorReader, JsonReader, StreamReader
 from extproc.digits import strict_int
 from extproc.drift import DriftMonitor
 from extproc.identity import identify, without_params
@@ -39,7 +40,6 @@ from extproc.policy.engine import (
 )
 from extproc.policy.filters import json_filter, media_type, payload_of, stream_filter
 from extproc.policy.rules import EMPTY
-from extproc.reader import ErrorReader, JsonReader, StreamReader
 from extproc.routing import (
     Routed,
     anthropic_model,

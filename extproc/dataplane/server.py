@@ -22,20 +22,22 @@ import uvloop
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from grpc_health.v1 import health_pb2
 
-from extproc import envoy, names, tokens, transport, workers
+from extproc import names, tokens, transport
 from extproc.accounting.budgets import Charge, MemoryStore, Reservation, Store, StoreError
-from extproc.attempt import Attempt
 from extproc.cache import CacheStore, MemoryCache
 from extproc.capture import Rate, Sampler, Sink
 from extproc.config.runtime import Runtime
-from extproc.decisions import Lookup, Reserve
+from extproc.control import supervisor as workers
+from extproc.control.reload import Reloader
+from extproc.dataplane import envoy
+from extproc.dataplane.attempt import Attempt
+from extproc.dataplane.decisions import Lookup, Reserve
+from extproc.dataplane.exchange import Exchange
+from extproc.dataplane.grpc_tls import ServerTls
+from extproc.dataplane.phases import PhaseOrder
+from extproc.dataplane.settling import Settler
 from extproc.drift import DriftMonitor
-from extproc.exchange import Exchange
 from extproc.glob import Glob
-from extproc.grpc_tls import ServerTls
-from extproc.phases import PhaseOrder
-from extproc.reload import Reloader
-from extproc.settling import Settler
 from extproc.telemetry import logging as json_lines
 from extproc.telemetry.metrics import Metrics, Tally
 

@@ -65,7 +65,7 @@ def supervise(runtime: Runtime, config_path: Path) -> int:
     directory = tempfile.mkdtemp(prefix="extproc-metrics-")
     os.environ[MULTIPROC_ENV] = directory
     # Imported and loaded once, shared by the workers' memory until one writes to it.
-    import extproc.server  # noqa: F401
+    import extproc.dataplane.server  # noqa: F401
     from extproc import tokens
 
     tokens.preload()
@@ -94,7 +94,7 @@ def supervise(runtime: Runtime, config_path: Path) -> int:
 
 
 def _worker(runtime: Runtime, config_path: Path, index: int) -> int:
-    from extproc.server import run
+    from extproc.dataplane.server import run
 
     structlog.contextvars.bind_contextvars(worker=index)
     return run(runtime, config_path=config_path, worker=index)

@@ -22,8 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.config.loader import load_file
 from extproc.config.settings import GrpcTls
-from extproc.render import render_yaml
-from extproc.workers import addresses
+from extproc.control.render import render_yaml
+from extproc.control.supervisor import addresses
 
 
 def envoy_binary() -> str:

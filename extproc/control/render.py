@@ -7,10 +7,11 @@ from typing import Any
 
 import yaml
 
-from extproc import names, workers
+from extproc import names
 from extproc.apis import ApiError
 from extproc.config.runtime import Backend, Model, Route, Runtime, Schema
 from extproc.config.settings import GrpcTlsClient, ListenerTls
+from extproc.control import supervisor as workers
 from extproc.transport.limits import Limits
 
 EXTPROC_CLUSTER = "extproc"
