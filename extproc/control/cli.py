@@ -34,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from extproc.control.supervisor import supervise
 
         return supervise(runtime, Path(args.config))
-    from extproc.dataplane.server import run
+    from extproc.control.process import run
 
     return run(runtime, config_path=Path(args.config))
 

@@ -11,7 +11,6 @@ from extproc import names
 from extproc.apis import ApiError
 from extproc.config.runtime import Backend, Model, Route, Runtime, Schema
 from extproc.config.settings import GrpcTlsClient, ListenerTls
-from extproc.control import supervisor as workers
 from extproc.transport.limits import Limits
 
 EXTPROC_CLUSTER = "extproc"
@@ -486,8 +485,7 @@ class Renderer:
         service = self.runtime.service
         # One endpoint per worker; each new stream goes to the one with fewer in flight.
         endpoints = [
-            {"endpoint": {"address": _grpc_target(address)}}
-            for address in workers.addresses(service.grpc_address, service.workers)
+            {"endpoint": {"address": _grpc_target(address)}} for address in service.addresses
         ]
         # The service's transport takes this many streams per connection: Envoy opens
         # another connection past them (none is refused), holds as many streams as the

@@ -1,39 +1,31 @@
-"""The gRPC shell: ext_proc streams in, Exchange/Attempt decisions out; health; drain.
+"""The gRPC shell: ext_proc streams in, Exchange/Attempt decisions out.
 
-A Stream answers one ext_proc stream message by message. `serve` hands it to the
-transport (HTTP/2 and gRPC on the loop) as a session: each message is answered inside the
-callback its frames arrive in, with no coroutine woken for it. Processor.Process drives
-the same Stream as a coroutine over grpc.aio's ServicerContext subset (read, write, abort,
-metadata), for the service tests."""
+A Stream answers one ext_proc stream message by message. The Service (service.py) hands
+it to the transport (HTTP/2 and gRPC on the loop) as a session: each message is answered
+inside the callback its frames arrive in, with no coroutine woken for it.
+Processor.Process drives the same Stream as a coroutine over grpc.aio's ServicerContext
+subset (read, write, abort, metadata), for the service tests."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-import uvloop
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
-from grpc_health.v1 import health_pb2
 
-from extproc import names, tokens, transport
+from extproc import names, transport
 from extproc.accounting.budgets import Charge, MemoryStore, Reservation, Store, StoreError
 from extproc.cache import CacheStore, MemoryCache
-from extproc.capture import Rate, Sampler, Sink
+from extproc.capture import Rate, Sampler, Sink, worker_path
 from extproc.config.runtime import Runtime
-from extproc.control import supervisor as workers
-from extproc.control.reload import Reloader
 from extproc.dataplane import envoy
 from extproc.dataplane.attempt import Attempt
 from extproc.dataplane.decisions import Lookup, Reserve
 from extproc.dataplane.exchange import Exchange
-from extproc.dataplane.grpc_tls import ServerTls
 from extproc.dataplane.phases import PhaseOrder
 from extproc.dataplane.settling import Settler
 from extproc.drift import DriftMonitor
@@ -157,7 +149,7 @@ class Processor:
             ]
             self.sampler = Sampler(capture.sample_rate, rules)
             self.sink = Sink(
-                workers.capture_path(capture.path, worker),
+                worker_path(capture.path, worker),
                 capture.max_file_bytes,
                 capture.max_files,
             )
@@ -565,125 +557,3 @@ def _attempt_reply(
     if kind == "request_body":
         return envoy.request_body_reply(attempt.request_body(message.request_body.body))
     return _PASSTHROUGH[kind]()
-
-
-def _bind_address(address: str) -> str:
-    if address.startswith("unix://"):
-        path = Path(address[len("unix://") :])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A socket file left by a previous run would make the bind fail.
-        if path.is_socket():
-            path.unlink()
-        return f"unix:{path}"
-    return address
-
-
-def run(runtime: Runtime, *, config_path: Path, worker: int | None = None) -> int:
-    """serve() on uvloop: a stream's messages mostly arrive one per wake-up (SSE events
-    come paced), and its loop costs less per wake-up than asyncio's own
-    (docs/decisions/uvloop.md)."""
-    return uvloop.run(serve(runtime, config_path=config_path, worker=worker))
-
-
-async def serve(
-    runtime: Runtime,
-    *,
-    metrics: Metrics | None = None,
-    config_path: Path | None = None,
-    worker: int | None = None,
-) -> int:
-    """Serve until SIGTERM or SIGINT, then drain within the configured grace period. With
-    the config's path, reload it on SIGHUP and when it changes. A worker (service.workers
-    > 1) listens on its own address, leaves metrics and the probe server to the supervisor
-    and worker 0, and writes its own capture file."""
-    metrics = metrics or Metrics(tenant_labels=runtime.telemetry.tenant_labels)
-    if worker is None and workers.MULTIPROC_ENV not in os.environ:
-        metrics.defer()  # this loop alone observes; a scrape has it add what it counted
-    service = runtime.service
-    address = service.grpc_address
-    if worker is not None:
-        address = workers.addresses(address, service.workers)[worker]
-    # A buffered request body arrives in one gRPC message.
-    server = transport.Server(max_message=runtime.max_request_bytes + 1024 * 1024)
-    # Estimates (cut streams, missing usage, reservations, prompt limits) need the
-    # tokenizer; loading it lazily would block the first request that needs it.
-    tokens.preload()
-    processor = Processor(runtime, metrics, make_store(runtime), worker=worker or 0)
-    server.add(
-        f"/{SERVICE_NAME}/Process",
-        transport.Method.of_session(
-            processor.open,
-            ext.ProcessingRequest.FromString,
-            envoy.serialise,
-        ),
-    )
-    health = transport.Health()
-    health.serve_on(server)
-    if service.grpc_tls is not None:
-        tls = ServerTls(service.grpc_tls)
-        await server.listen(_bind_address(address), ssl=tls.context, admit=tls.admit)
-    else:
-        await server.listen(_bind_address(address))
-    # Probes that cannot reach the socket, or present no client certificate, get a server
-    # offering health and nothing else, in plaintext: it carries no secret.
-    probes = None
-    if service.health_address and not worker:
-        probes = transport.Server(limits=transport.PROBES)
-        health.serve_on(probes)
-        await probes.listen(service.health_address)
-    for name in ("", SERVICE_NAME):
-        health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    if service.metrics_address != "off" and worker is None:
-        metrics.serve(service.metrics_address)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    watching: asyncio.Task[None] | None = None
-    reloads: set[asyncio.Task[str]] = set()
-    if config_path is not None:
-        reloader = Reloader(config_path, runtime, processor.apply, metrics)
-
-        def on_sighup() -> None:
-            task = asyncio.ensure_future(reloader.reload("SIGHUP"))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_sighup)
-        interval = service.config_check_interval
-        if interval > 0:
-            watching = asyncio.ensure_future(reloader.watch(interval))
-    # A worker starts with these blocked (see workers.supervise); one that came meanwhile
-    # is delivered now, to the handlers above.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, workers.FORWARDED)
-    log.info(
-        "serving",
-        grpc=address,
-        grpc_tls=service.grpc_tls is not None,
-        metrics=service.metrics_address,
-        models=len(runtime.models),
-        backends=len(runtime.backends),
-        pid=os.getpid(),
-    )
-    await stop.wait()
-    if watching is not None:
-        watching.cancel()
-    grace = service.shutdown_grace
-    log.info("draining", grace_seconds=grace, active_streams=processor.active)
-    # Health watchers (Kubernetes, Envoy) learn first; then no new streams are accepted.
-    health.shutting_down()
-    # The server's own grace is a backstop: the loop below ends the drain at the deadline.
-    stopping = asyncio.ensure_future(server.stop(grace + 1))
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(processor.idle.wait(), grace)
-    # In-flight exchanges are done (or out of time); their settlements finish writing.
-    await processor.drain(max(grace, 1.0))
-    await processor.store.close()
-    # End what is left, such as health watches.
-    abandoned = processor.active
-    await server.stop(0)
-    await stopping
-    if probes is not None:
-        await probes.stop(0)
-    log.info("stopped", abandoned_streams=abandoned)
-    return 0

@@ -438,7 +438,7 @@ def test_the_service_does_not_load_grpc_core() -> None:
     processor still serves on grpc.aio (the tests above), importing it only there."""
     code = (
         "import sys\n"
-        "import extproc.control.cli, extproc.dataplane.server, extproc.control.supervisor\n"
+        "import extproc.control.cli, extproc.control.process, extproc.control.supervisor\n"
         "print(sorted(name for name in sys.modules if name == 'grpc' or name.startswith('grpc.')))"
     )
     out = subprocess.run(
