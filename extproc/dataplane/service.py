@@ -15,8 +15,9 @@ from grpc_health.v1 import health_pb2
 from extproc import tokens, transport
 from extproc.config.runtime import Runtime
 from extproc.dataplane import envoy
+from extproc.dataplane.effects import make_store
 from extproc.dataplane.grpc_tls import ServerTls
-from extproc.dataplane.server import Processor, make_store
+from extproc.dataplane.processor import Processor
 from extproc.telemetry.metrics import Metrics
 
 log = structlog.get_logger("extproc")

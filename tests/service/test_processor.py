@@ -20,7 +20,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.control.stack import free_port, grpc_serving
-from extproc.dataplane.server import Processor
+from extproc.dataplane.processor import Processor
 from extproc.telemetry.metrics import Metrics
 from tests.helpers import BASE_CONFIG, runtime, start_service
 
@@ -155,7 +155,7 @@ def _broken(*_: object) -> None:
 async def test_unexpected_failure_is_a_grpc_error_not_a_hang(
     channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("extproc.dataplane.server.Exchange.request_headers", _broken)
+    monkeypatch.setattr("extproc.dataplane.stream.Exchange.request_headers", _broken)
     call = ext_grpc.ExternalProcessorStub(channel).Process()
     await call.write(headers_message(CHAT))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -211,7 +211,7 @@ async def test_streamed_chunks_are_answered_and_timed() -> None:
 async def test_a_failing_chunk_is_a_grpc_error(
     channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("extproc.dataplane.server.Exchange.response_chunk", _broken)
+    monkeypatch.setattr("extproc.dataplane.stream.Exchange.response_chunk", _broken)
     call = ext_grpc.ExternalProcessorStub(channel).Process()
     messages = _streamed([(_chunk("a"), False)])
     for message in messages[:-1]:
@@ -374,7 +374,7 @@ auth: {{anonymous_tenant: t}}
 async def test_unreachable_budget_store_follows_the_configured_failure_mode(
     fail_open: bool,
 ) -> None:
-    from extproc.dataplane.server import make_store
+    from extproc.dataplane.effects import make_store
 
     config = runtime(DEAD_STORE_CONFIG.format(port=free_port(), fail_open=str(fail_open).lower()))
     metrics = Metrics()

@@ -1,91 +1,34 @@
-"""The gRPC shell: ext_proc streams in, Exchange/Attempt decisions out.
-
-A Stream answers one ext_proc stream message by message. The Service (service.py) hands
-it to the transport (HTTP/2 and gRPC on the loop) as a session: each message is answered
-inside the callback its frames arrive in, with no coroutine woken for it.
-Processor.Process drives the same Stream as a coroutine over grpc.aio's ServicerContext
-subset (read, write, abort, metadata), for the service tests."""
+"""The effects an exchange asks the ext_proc shell for, performed with their bounds and
+failure modes, and what a process's streams share."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
-from extproc import names, transport
 from extproc.accounting.budgets import Charge, MemoryStore, Reservation, Store, StoreError
 from extproc.cache import CacheStore, MemoryCache
 from extproc.capture import Rate, Sampler, Sink, worker_path
 from extproc.config.runtime import Runtime
 from extproc.dataplane import envoy
-from extproc.dataplane.attempt import Attempt
 from extproc.dataplane.decisions import Lookup, Reserve
 from extproc.dataplane.exchange import Exchange
-from extproc.dataplane.phases import PhaseOrder
 from extproc.dataplane.settling import Settler
 from extproc.drift import DriftMonitor
 from extproc.glob import Glob
 from extproc.telemetry import logging as json_lines
-from extproc.telemetry.metrics import Metrics, Tally
-
-if TYPE_CHECKING:
-    import grpc
+from extproc.telemetry.metrics import Metrics
 
 log = structlog.get_logger("extproc")
-SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 # Cache writes in flight at once, per process: each holds a Redis connection for up to
 # the store's timeout. (Budget settlements wait in settling.Settler's map instead.)
 MAX_BACKGROUND = 1024
-
-# Replies for phases a stream was not configured to need, so Envoy never waits on one.
-_PASSTHROUGH = {
-    "request_headers": lambda: ext.ProcessingResponse(request_headers=ext.HeadersResponse()),
-    "request_body": lambda: ext.ProcessingResponse(request_body=ext.BodyResponse()),
-    "request_trailers": lambda: ext.ProcessingResponse(request_trailers=ext.TrailersResponse()),
-    "response_headers": lambda: ext.ProcessingResponse(response_headers=ext.HeadersResponse()),
-    "response_body": lambda: ext.ProcessingResponse(response_body=ext.BodyResponse()),
-    "response_trailers": lambda: ext.ProcessingResponse(response_trailers=ext.TrailersResponse()),
-}
-
-
-class StreamFailed(transport.RpcError):
-    """The stream ends with this gRPC status (Envoy then answers the client itself)."""
-
-
-def _protocol_violation(message: str) -> StreamFailed:
-    """The stream does not follow the ext_proc protocol (phases out of order)."""
-    return StreamFailed(transport.INVALID_ARGUMENT, message)
-
-
-def _phase_failed() -> StreamFailed:
-    """A phase handler raised (logged): Envoy gets a gRPC error and answers 500, never a
-    hang."""
-    return StreamFailed(transport.INTERNAL, "internal error")
-
-
-def _is_upstream(context: grpc.aio.ServicerContext) -> bool:
-    for key, value in context.invocation_metadata() or ():
-        if key == names.ROLE_METADATA and value == names.ROLE_UPSTREAM:
-            return True
-    return False
-
-
-async def _abort(
-    context: grpc.aio.ServicerContext | transport.Context, code: int, details: str
-) -> None:
-    """End the call with a gRPC status; raises, as both servers' abort does."""
-    if isinstance(context, transport.Context):
-        await context.abort(code, details)
-    # grpc.aio (the service tests) takes its enum. Imported here: the service itself runs
-    # on the transport and does not load gRPC's C core (its memory: docs/benchmarks.md).
-    import grpc
-
-    await context.abort(next(s for s in grpc.StatusCode if s.value[0] == code), details)
 
 
 def make_store(runtime: Runtime) -> Store:
@@ -103,7 +46,12 @@ def make_store(runtime: Runtime) -> Store:
     return MemoryStore()
 
 
-class Processor:
+class Effects:
+    """What a process's streams share, and the effects their exchanges ask for (each
+    returned as a value): budget reservations and settlements, cache lookups and writes;
+    at an exchange's end its capture and log records and its metrics. The drain waits for
+    what streams leave behind."""
+
     def __init__(
         self, runtime: Runtime, metrics: Metrics, store: Store | None = None, worker: int = 0
     ) -> None:
@@ -169,37 +117,7 @@ class Processor:
         """A reloaded config, for exchanges that start from now on."""
         self.runtime = runtime
 
-    def open(self, context: grpc.aio.ServicerContext | transport.Context) -> Stream:
-        """The handling of one ext_proc stream, message by message (the transport calls it
-        from the frames' callback: no coroutine wakes up for a message answered at once)."""
-        return Stream(self, context)
-
-    async def Process(
-        self,
-        requests: AsyncIterator[ext.ProcessingRequest] | None,
-        context: grpc.aio.ServicerContext | transport.Context,
-    ) -> None:
-        """The same handling as a coroutine, for grpc.aio (the service tests)."""
-        stream = self.open(context)
-        failed = False
-        try:
-            while True:
-                request = await context.read()
-                if not isinstance(request, ext.ProcessingRequest):  # the end, on either server
-                    return
-                reply = stream.message(request)
-                if isinstance(reply, bytes):  # a chunk's reply, serialised already
-                    reply = ext.ProcessingResponse.FromString(reply)
-                elif not isinstance(reply, ext.ProcessingResponse):
-                    reply = await reply
-                await context.write(reply)
-        except StreamFailed as failure:
-            failed = True
-            await _abort(context, failure.code, str(failure))
-        finally:
-            stream.close(failed)
-
-    def _finished(self, exchange: Exchange, failed: bool) -> None:
+    def finished(self, exchange: Exchange, failed: bool) -> None:
         """The exchange is over: settle its budgets, store its answer, write its capture
         and log records, and count it."""
         charges = exchange.finish()
@@ -265,17 +183,17 @@ class Processor:
             log.info("capture_recovered", path=str(sink.path))
         self.capture_failing = cause
 
-    def _exchange_reply(
-        self, exchange: Exchange, kind: str, message: ext.ProcessingRequest
+    def request_body(
+        self, exchange: Exchange, body: bytes
     ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
-        if kind == "request_body":
-            decision = exchange.request_body(message.request_body.body)
-            if isinstance(decision, Lookup):
-                return self._lookup(exchange, decision)
-            if isinstance(decision, Reserve):
-                return self._reserve(exchange, decision)
-            return envoy.request_body_reply(decision)
-        return _exchange_reply(exchange, kind, message)
+        """The reply to the request body: at once, or once the cache or the budget store
+        has answered."""
+        decision = exchange.request_body(body)
+        if isinstance(decision, Lookup):
+            return self._lookup(exchange, decision)
+        if isinstance(decision, Reserve):
+            return self._reserve(exchange, decision)
+        return envoy.request_body_reply(decision)
 
     async def _lookup(self, exchange: Exchange, lookup: Lookup) -> ext.ProcessingResponse:
         try:
@@ -389,171 +307,3 @@ class Processor:
             if settler.task is not None:  # the store is still failing: stop trying
                 settler.task.cancel()
                 log.error("budget_settlements_lost", adjustments=len(settler))
-
-
-class Stream:
-    """One ext_proc stream: each message admitted in the phases' order, answered by the
-    exchange (or, on the per-attempt processor, the attempt), and timed. message() raises
-    StreamFailed (logged) when the stream must end with an error; close() ends it."""
-
-    __slots__ = (
-        "chunk_times",
-        "closed",
-        "describe",
-        "exchange",
-        "phases",
-        "processor",
-        "reply_to",
-        "timers",
-    )
-
-    def __init__(
-        self, processor: Processor, context: grpc.aio.ServicerContext | transport.Context
-    ) -> None:
-        self.processor = processor
-        self.phases = PhaseOrder()
-        self.closed = False
-        # The response_body timer's observations for chunks taking the short way: added
-        # to it when the stream ends.
-        self.chunk_times: Tally | None = None
-        processor.active += 1
-        processor.idle.clear()
-        processor.metrics.active_streams.inc()
-        self.exchange: Exchange | None = None
-        self.reply_to: Callable[
-            [str, ext.ProcessingRequest],
-            ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse],
-        ]
-        if _is_upstream(context):
-            attempt = Attempt(processor.runtime)
-            self.reply_to = lambda kind, message: _attempt_reply(attempt, kind, message)
-            self.timers = processor.timers_upstream
-            self.describe: Callable[[], dict[str, object]] = lambda: {"role": "upstream"}
-        else:
-            exchange = Exchange(processor.runtime, drift=processor.drift, capture=processor.sampler)
-            self.exchange = exchange
-            self.reply_to = lambda kind, message: processor._exchange_reply(exchange, kind, message)
-            self.timers = processor.metrics.phase
-            self.describe = lambda: {"request_id": exchange.request_id}
-
-    def message(
-        self, request: ext.ProcessingRequest
-    ) -> ext.ProcessingResponse | bytes | Coroutine[Any, Any, ext.ProcessingResponse]:
-        """The reply to one message (serialised already for a streamed chunk), or a
-        coroutine that gives it (a store to ask)."""
-        started = time.perf_counter()
-        kind = request.WhichOneof("request")
-        if kind == "response_body":
-            exchange = self.exchange
-            chunk = request.response_body
-            if (
-                exchange is not None
-                and exchange.streamed_response
-                and not chunk.end_of_stream
-                and self.phases.chunk()
-            ):
-                # The message a stream carries most: the short way, same checks.
-                try:
-                    encoded = envoy.chunk_reply(exchange.response_chunk(chunk.body))
-                except Exception:
-                    log.exception("phase_failed", phase=kind, **self.describe())
-                    raise _phase_failed() from None
-                tally = self.chunk_times
-                if tally is None:
-                    tally = self.chunk_times = Tally(self.timers["response_body"])
-                tally.observe(time.perf_counter() - started)
-                return encoded
-        if not self.phases.admit(kind):
-            log.warning("phase_out_of_order", phase=kind, **self.describe())
-            raise _protocol_violation(f"ext_proc phase {kind} out of order")
-        assert kind is not None
-        try:
-            reply = self.reply_to(kind, request)
-        except Exception:
-            log.exception("phase_failed", phase=kind, **self.describe())
-            raise _phase_failed() from None
-        if isinstance(reply, ext.ProcessingResponse):
-            self._answered(kind, request, reply, started)
-            return reply
-        return self._awaited(kind, request, reply, started)
-
-    async def _awaited(
-        self,
-        kind: str,
-        request: ext.ProcessingRequest,
-        reply: Coroutine[Any, Any, ext.ProcessingResponse],
-        started: float,
-    ) -> ext.ProcessingResponse:
-        try:
-            answer = await reply
-        except Exception:
-            log.exception("phase_failed", phase=kind, **self.describe())
-            raise _phase_failed() from None
-        self._answered(kind, request, answer, started)
-        return answer
-
-    def _answered(
-        self,
-        kind: str,
-        request: ext.ProcessingRequest,
-        reply: ext.ProcessingResponse,
-        started: float,
-    ) -> None:
-        # Trailers carry no end_of_stream: their direction is over anyway.
-        self.phases.done(
-            getattr(getattr(request, kind), "end_of_stream", True),
-            reply.HasField("immediate_response"),
-        )
-        timer = self.timers.get(kind)
-        if timer is not None:
-            timer.observe(time.perf_counter() - started)
-
-    def close(self, failed: bool) -> None:
-        """The stream is over (answered, failed, or cancelled by Envoy); once."""
-        if self.closed:
-            return
-        self.closed = True
-        processor = self.processor
-        if self.chunk_times is not None:
-            self.chunk_times.add_to(self.timers["response_body"])
-        try:
-            if self.exchange is not None:
-                processor._finished(self.exchange, failed)
-        finally:
-            processor.active -= 1
-            if not processor.active:
-                processor.idle.set()
-            processor.metrics.active_streams.dec()
-
-
-def _exchange_reply(
-    exchange: Exchange, kind: str, message: ext.ProcessingRequest
-) -> ext.ProcessingResponse:
-    if kind == "request_headers":
-        headers = message.request_headers
-        return envoy.request_headers_reply(
-            exchange.request_headers(envoy.headers_of(headers), headers.end_of_stream)
-        )
-    if kind == "response_headers":
-        return envoy.response_headers_reply(
-            exchange.response_headers(envoy.headers_of(message.response_headers))
-        )
-    if kind == "response_body":
-        chunk = message.response_body
-        return envoy.response_body_reply(exchange.response_body(chunk.body, chunk.end_of_stream))
-    return _PASSTHROUGH[kind]()
-
-
-def _attempt_reply(
-    attempt: Attempt, kind: str, message: ext.ProcessingRequest
-) -> ext.ProcessingResponse:
-    if kind == "request_headers":
-        decision = attempt.request_headers(
-            envoy.headers_of(message.request_headers),
-            envoy.exchange_metadata(message),
-            envoy.host_backend(message),
-        )
-        return envoy.request_headers_reply(decision)
-    if kind == "request_body":
-        return envoy.request_body_reply(attempt.request_body(message.request_body.body))
-    return _PASSTHROUGH[kind]()
