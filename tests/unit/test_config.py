@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from extproc.apis import Schema
+from extproc.apis.validation import MODEL_NAME
 from extproc.config import ConfigError, defaults, load_file, load_text
-from extproc.config.loader import MODEL_NAME
-from extproc.config.runtime import Schema, Secret
+from extproc.config.runtime import Secret
 from extproc.config.schema import NAME
 from extproc.config.settings import Capture, Redis
 from extproc.config.v1 import config_pb2 as pb

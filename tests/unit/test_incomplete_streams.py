@@ -11,8 +11,7 @@ import orjson
 import pytest
 
 from extproc.accounting.usage import Meter
-from extproc.apis import Kind
-from extproc.config.runtime import Schema
+from extproc.apis import Kind, Schema
 from extproc.dataplane.decisions import Continue, Lookup
 from extproc.dataplane.exchange import Exchange
 from extproc.dataplane.reader import StreamReader

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from extproc import names
-from extproc.apis import ApiError
-from extproc.config.runtime import Backend, Model, Route, Runtime, Schema
+from extproc.apis import ApiError, Schema
+from extproc.config.runtime import Backend, Model, Route, Runtime
 from extproc.control.render.values import seconds
 
 _UNROUTED = ApiError(404, "No route for this request.", "unknown_url")
