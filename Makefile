@@ -49,9 +49,11 @@ test: $(DEV_STAMP) system-packages lint typecheck
 unit: $(DEV_STAMP)
 	$(BIN)/pytest -q tests/unit
 
+## Style, format, and the package's layers (import contracts in pyproject.toml).
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
@@ -105,4 +107,4 @@ soak: $(DEV_STAMP) system-packages
 	$(BIN)/python bench/soak.py
 
 clean:
-	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info site
+	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info site

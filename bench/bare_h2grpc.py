@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_extproc import ROUTE  # type: ignore[import-not-found]
 
 from extproc import transport
-from extproc.envoy import RESPONSE_BODY_MODES
+from extproc.dataplane.envoy import RESPONSE_BODY_MODES
 
 # An SSE response's body is relayed through the ext_proc, one message per chunk, as the
 # service asks for it (the same mode_override).

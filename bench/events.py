@@ -23,9 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import machine  # noqa: E402
 from extproc.accounting.usage import Meter  # noqa: E402
-from extproc.apis import Kind  # noqa: E402
-from extproc.config.runtime import Schema  # noqa: E402
-from extproc.reader import StreamReader  # noqa: E402
+from extproc.apis import Kind, Schema  # noqa: E402
+from extproc.dataplane.reader import StreamReader  # noqa: E402
 from extproc.translate.pair import Translation  # noqa: E402
 
 EVENTS = int(os.environ.get("EVENTS_PER_RUN", "20000"))

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import cpu_seconds, machine  # noqa: E402
 from extproc.config.loader import DEFAULT_MAX_REQUEST_BYTES  # noqa: E402
-from extproc.stack import Stack, free_port  # noqa: E402
+from extproc.control.stack import Stack, free_port  # noqa: E402
 
 CONCURRENCY = [int(n) for n in os.environ.get("LARGE_CONCURRENCY", "1 2 4").split()]
 IMAGES = int(os.environ.get("LARGE_IMAGES", "3"))

@@ -48,7 +48,7 @@ from bench.run import (  # noqa: E402
     start_setup,
     tree,
 )
-from extproc.stack import Stack, free_port, wait_until  # noqa: E402
+from extproc.control.stack import Stack, free_port, wait_until  # noqa: E402
 
 PEERS = ROOT / ".bench"
 LITELLM_REQUIREMENTS = ROOT / "bench" / "peers" / "litellm.txt"

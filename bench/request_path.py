@@ -30,8 +30,8 @@ from extproc.accounting.usage import prompt_bound, prompt_estimate  # noqa: E402
 from extproc.apis import ENDPOINTS  # noqa: E402
 from extproc.apis.validation import validate  # noqa: E402
 from extproc.config.loader import load_text  # noqa: E402
-from extproc.decisions import Continue, Reply, Reserve  # noqa: E402
-from extproc.exchange import Exchange  # noqa: E402
+from extproc.dataplane.decisions import Continue, Reply, Reserve  # noqa: E402
+from extproc.dataplane.exchange import Exchange  # noqa: E402
 from extproc.policy.engine import Decisions, Redactions, evaluate_request  # noqa: E402
 
 MIB = 1 << 20

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.rate import fixed_rate  # noqa: E402
-from extproc.render import EXTPROC_LOG_FIELDS  # noqa: E402
-from extproc.stack import Stack, envoy_binary, free_port, wait_until  # noqa: E402
+from extproc.control.render.listener import EXTPROC_LOG_FIELDS  # noqa: E402
+from extproc.control.stack import Stack, envoy_binary, free_port, wait_until  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -446,7 +446,7 @@ def main() -> None:
         report_idle(idle)
 
 
-# The ext_proc phases whose waits the access log carries (render.EXTPROC_LOG_FIELDS).
+# The ext_proc phases whose waits the access log carries (render.listener.EXTPROC_LOG_FIELDS).
 WAIT_PHASES = ("request_headers", "request_body", "response_headers", "response_body")
 
 

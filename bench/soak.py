@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import memory_mb, tree  # noqa: E402
-from extproc.stack import Stack, free_port, wait_until  # noqa: E402
+from extproc.control.stack import Stack, free_port, wait_until  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "180"))
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "16"))

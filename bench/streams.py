@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import run  # noqa: E402
-from extproc.stack import free_port  # noqa: E402
+from extproc.control.stack import free_port  # noqa: E402
 
 TOTAL = int(os.environ.get("STREAMS_TOTAL", "1250000"))
 SLICE = int(os.environ.get("STREAMS_SLICE", "30"))

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench.run import chat_body, cpu_seconds, machine  # noqa: E402
-from extproc.stack import free_port, wait_until  # noqa: E402
+from extproc.control.stack import free_port, wait_until  # noqa: E402
 
 SECONDS = float(os.environ.get("TRANSPORT_SECONDS", "5"))
 ROUNDS = int(os.environ.get("TRANSPORT_ROUNDS", "5"))

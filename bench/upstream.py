@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from extproc.devtools.mock_provider import MockProvider
 from extproc.digits import strict_int
-from extproc.mock_provider import MockProvider
 
 # The request headers that change the mock's answer (its x-mock-* switches; gzip).
 _KEYED = ("accept-encoding",)

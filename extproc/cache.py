@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from extproc.config.runtime import Schema
+from extproc.apis import Schema
 from extproc.config.settings import CacheMode
 
 # Fields that change how an answer is delivered, not what it says.

@@ -60,6 +60,15 @@ class Sampler:
         return taken
 
 
+def worker_path(path: str, worker: int) -> str:
+    """Worker 0 writes the configured capture file; worker N (service.workers) writes
+    <stem>-worker<N><ext>."""
+    if not worker:
+        return path
+    original = Path(path)
+    return str(original.with_name(f"{original.stem}-worker{worker}{original.suffix}"))
+
+
 class Sink:
     """Appends lines to `path`; past `max_bytes` the file is rotated to path.1 (path.1 to
     path.2, ...), keeping `max_files` rotated files. Disk use is bounded by

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from extproc.stack import free_port, wait_until
+from extproc.control.stack import free_port, wait_until
 
 # Provider keys of the test configs; set at import so module-level runtimes can load.
 os.environ["TEST_OPENAI_KEY"] = "sk-test-openai"

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from extproc.config import Runtime, load_text
-from extproc.stack import grpc_serving, wait_until
+from extproc.control.stack import grpc_serving, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,9 +17,8 @@ from typing import Any
 import orjson
 
 from extproc import tokens
-from extproc.apis import Kind
-from extproc.config.runtime import Schema
-from extproc.policy.text import request_texts, response_slots
+from extproc.apis import Kind, Schema
+from extproc.apis.text import request_texts, response_slots
 
 FIELDS = (
     "input_tokens",

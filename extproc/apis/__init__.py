@@ -7,7 +7,12 @@ from enum import StrEnum
 
 import orjson
 
-from extproc.config.runtime import Schema
+
+class Schema(StrEnum):
+    """The API a client speaks, or a backend serves."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
 
 
 class Kind(StrEnum):

@@ -42,7 +42,7 @@ _IMAGE_BLOCK = fields(
 # Blocks the gateway does not read, but knows as published (GA and beta): the provider's
 # own tools' calls and results (its server tools, its MCP connector's calls), compaction
 # summaries (signed, like thinking), files. They pass as any unknown block does; a policy
-# lets them through unread, where it refuses a block it does not know (policy/text.py).
+# lets them through unread, where it refuses a block it does not know (text.py).
 _UNREAD = (
     "server_tool_use",
     "web_search_tool_result",

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from extproc.apis import ApiError
-from extproc.config.runtime import Schema
+from extproc.apis import ApiError, Schema
 
 Check = Callable[[Any], None]
 

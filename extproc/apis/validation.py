@@ -8,21 +8,24 @@ tool_choice type, an enum member) is not refused here: providers add them often,
 OpenAI-compatible servers add their own (vLLM's `video_url` parts, any role). The backend
 answers those; where the gateway itself must act on one, it refuses what it cannot do at
 that point with a clear 400: a translation (`translate/`) what the other API cannot
-express, a policy (`policy/text.py`) a part whose text it cannot read. Fields a table
+express, a policy (`policy/engine.py`) a part whose text it cannot read. Fields a table
 does not name pass to the provider unchecked. docs/configuration/errors.md lists the
 checks and their sources.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from extproc.apis import ApiError, Endpoint, Kind
+from extproc.apis import ApiError, Endpoint, Kind, Schema
 from extproc.apis.anthropic_fields import MESSAGES
 from extproc.apis.checks import STRING, Check, Invalid, Problem, error, missing
 from extproc.apis.openai_fields import CHAT, COMPLETIONS, EMBEDDINGS
-from extproc.config.loader import MODEL_NAME
-from extproc.config.runtime import Schema
+
+# Model names are header-safe: printable ASCII without spaces ("org/model:tag" is fine).
+# The pattern of the config schema's (printable) rule, for the model names clients send.
+MODEL_NAME = re.compile(r"^[\x21-\x7e]{1,256}$")
 
 TABLES: dict[Kind, Check] = {
     Kind.CHAT: CHAT,

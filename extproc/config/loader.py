@@ -7,7 +7,6 @@ what the schema cannot: files, addresses, references and fields read against eac
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -19,15 +18,12 @@ from extproc.config import settings as st
 from extproc.config.backends import build_backends
 from extproc.config.context import Context
 from extproc.config.models import build_models, index_models
+from extproc.config.policies import compile_policy
 from extproc.config.schema import YamlLoader, fill
 from extproc.config.tenants import anonymous_tenant, build_tenants, client_credentials
 from extproc.config.v1 import config_pb2 as pb
-from extproc.policy.compile import compile_policy
 from extproc.policy.rules import Policy
 
-# Model names are header-safe: printable ASCII without spaces ("org/model:tag" is fine).
-# The pattern of the schema's (printable) rule, for the model names clients send.
-MODEL_NAME = re.compile(r"^[\x21-\x7e]{1,256}$")
 DEFAULT_MAX_REQUEST_BYTES = defaults.of(pb.Limits, "max_request_bytes")
 
 

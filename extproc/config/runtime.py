@@ -5,10 +5,11 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+# Schema is the APIs' (apis/); translate/ imports it from here too.
+from extproc.apis import Schema as Schema
 from extproc.config import settings as st
 from extproc.glob import Glob
 from extproc.policy.rules import EMPTY, Policy, PolicySet
@@ -16,11 +17,6 @@ from extproc.policy.rules import EMPTY, Policy, PolicySet
 if TYPE_CHECKING:
     from extproc.accounting.budgets import Budget
     from extproc.accounting.prices import PriceTable
-
-
-class Schema(StrEnum):
-    OPENAI = "openai"
-    ANTHROPIC = "anthropic"
 
 
 class Secret:

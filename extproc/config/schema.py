@@ -15,7 +15,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
-# Names of policies and their rules, which policy/compile.py checks: the pattern of the
+# Names of policies and their rules, which policies.py checks: the pattern of the
 # schema's (name) rule (options.proto), which checks every other name.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")

@@ -54,6 +54,16 @@ class Service:
     grpc_tls: GrpcTls | None
     unauthenticated_grpc: bool
 
+    @property
+    def addresses(self) -> list[str]:
+        """Each worker's listening address: grpc_address, then the next ports, or the Unix
+        socket path with ".1", ".2", ... appended."""
+        count = max(self.workers, 1)
+        if self.grpc_address.startswith("unix://"):
+            return [self.grpc_address] + [f"{self.grpc_address}.{i}" for i in range(1, count)]
+        host, _, port = self.grpc_address.rpartition(":")
+        return [f"{host}:{int(port) + index}" for index in range(count)]
+
 
 @dataclass(frozen=True, slots=True)
 class Admin:

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from extproc.apis import ApiError, Kind
+from extproc.apis.text import Found, Unread, request_found
 from extproc.policy.detectors import Detector, Finding, scan
 from extproc.policy.rules import Action, Applied, Detection, PolicySet
-from extproc.policy.text import Found, Unread, request_found
 from extproc.tokens import at_most
 
 _DESCRIPTIONS = {

@@ -14,8 +14,7 @@ from typing import Any
 
 import orjson
 
-from extproc.apis import Endpoint, Kind
-from extproc.config.runtime import Schema
+from extproc.apis import Endpoint, Kind, Schema
 from extproc.policy.engine import Decisions, Redactions
 from extproc.policy.outputs import check_output, process_json
 from extproc.policy.rules import PolicySet

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from extproc.apis import Kind
-from extproc.config.runtime import Schema
+from extproc.apis import Kind, Schema
+from extproc.apis.text import response_slots
 from extproc.policy.engine import Decisions, Redactions, rewrite, scan_pii
 from extproc.policy.rules import PolicySet
-from extproc.policy.text import response_slots
 
 
 def check_output(

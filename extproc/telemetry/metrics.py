@@ -7,13 +7,12 @@ import concurrent.futures
 import threading
 from bisect import bisect_left
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
-if TYPE_CHECKING:
-    from extproc.exchange import Observation
+from extproc.telemetry.observation import Observation
 
 # The service's own processing time per ext_proc message: tens of microseconds when all
 # is well, so the buckets start far below the usual web-request defaults.

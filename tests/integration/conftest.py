@@ -15,7 +15,7 @@ import openai
 import orjson
 import pytest
 
-from extproc.stack import Stack, free_port
+from extproc.control.stack import Stack, free_port
 from tests.helpers import sha256
 
 GATEWAY_KEYS = {"team-a": "gw-key-team-a", "team-b": "gw-key-team-b"}

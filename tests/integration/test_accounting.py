@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from extproc.render import EXTPROC_LOG_FIELDS
+from extproc.control.render.listener import EXTPROC_LOG_FIELDS
 from tests.integration.conftest import Gateway
 
 PROMPT = "Count the tokens of this sentence, please: café ☕ and more words."

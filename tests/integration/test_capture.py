@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from extproc.replay import replay
+from extproc.control.replay import replay
 from tests.integration.conftest import GATEWAY_KEYS, PROVIDER_KEYS, Gateway
 
 PROMPT = "Tell me about capture and replay, please."

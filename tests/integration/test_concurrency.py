@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from extproc.stack import free_port
+from extproc.control.stack import free_port
 from extproc.transport import Limits
 from tests.integration.conftest import MOCK_BOTH, PORTS, start_gateway
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from extproc.stack import free_port
+from extproc.control.stack import free_port
 from tests.integration.conftest import MOCK_BOTH, PORTS, Gateway, start_gateway
 
 CONFIG = (

@@ -20,8 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc import transport
 from extproc.config import load_file
-from extproc.grpc_tls import ServerTls
-from extproc.stack import free_port
+from extproc.control.stack import free_port
+from extproc.dataplane.grpc_tls import ServerTls
 from extproc.transport import frames
 from tests.helpers import issue_certificate
 from tests.integration.conftest import PORTS, PROVIDER_KEYS, Gateway, start_gateway

@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from extproc.stack import free_port, wait_until
+from extproc.control.stack import free_port, wait_until
 from tests.helpers import ROOT
 
 CHART = ROOT / "k8s" / "charts" / "extproc"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from extproc.stack import grpc_serving, wait_until
+from extproc.control.stack import grpc_serving, wait_until
 from tests.helpers import ROOT
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from extproc.inject import INJECT_LABEL, InjectorConfig
+from extproc.control.inject import INJECT_LABEL, InjectorConfig
 from tests.k8s.conftest import (
     CHART,
     KUBE_VERSIONS,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from extproc.cli import build_parser
-from extproc.inject import InjectorConfig, sidecars
-from extproc.stack import free_port, grpc_serving, wait_until
+from extproc.control.cli import build_parser
+from extproc.control.inject import InjectorConfig, sidecars
+from extproc.control.stack import free_port, grpc_serving, wait_until
 from tests.helpers import BASE_CONFIG, ROOT
 from tests.k8s.conftest import PROFILES, Rendered, pod_specs, profile_values
 from tests.k8s.pod import image_entrypoint

@@ -23,7 +23,7 @@ import pytest
 import trustme
 from cryptography import x509
 
-from extproc.inject import (
+from extproc.control.inject import (
     INJECT_LABEL,
     STATUS_ANNOTATION,
     InjectorConfig,
@@ -32,7 +32,7 @@ from extproc.inject import (
     _Certificate,
     review,
 )
-from extproc.stack import free_port, wait_until
+from extproc.control.stack import free_port, wait_until
 from tests.helpers import ROOT
 from tests.k8s.conftest import KUBE_VERSIONS
 

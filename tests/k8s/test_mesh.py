@@ -26,8 +26,9 @@ from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from google.protobuf import any_pb2, json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extproc.render import EXTPROC_LOG_FIELDS, Renderer
-from extproc.stack import envoy_binary, free_port, wait_until
+from extproc.control.render.ext_proc import ext_proc_filter
+from extproc.control.render.listener import EXTPROC_LOG_FIELDS, access_log
+from extproc.control.stack import envoy_binary, free_port, wait_until
 from tests.helpers import ROOT, issue_certificate, runtime
 from tests.k8s.conftest import (
     KUBE_VERSIONS,
@@ -88,7 +89,7 @@ def phases(processor: ext_proc_pb2.ExternalProcessor) -> dict[str, str]:
 
 
 def ours() -> ext_proc_pb2.ExternalProcessor:
-    return parse_ext_proc(Renderer(runtime()).ext_proc())
+    return parse_ext_proc(ext_proc_filter(runtime().service))
 
 
 def test_manifests_are_well_formed_objects() -> None:
@@ -138,7 +139,7 @@ def test_mesh_access_logs_are_extprocs_without_the_query_string() -> None:
     their Envoys the format extproc renders for its own (path without query, usage), plus
     the host called; Envoy Gateway names its ext_proc filter its own way, so the filter's
     timings are not there."""
-    ours = Renderer(runtime()).access_log()["typed_config"]["log_format"]["json_format"]
+    ours = access_log()["typed_config"]["log_format"]["json_format"]
     assert ours["path"] == "%PATH(NQ)%"
     expected = {**ours, "authority": "%REQ(:AUTHORITY)%"}
     assert istio_access_log() == expected

@@ -15,7 +15,7 @@ import openai
 import pytest
 import yaml
 
-from extproc.inject import InjectorConfig
+from extproc.control.inject import InjectorConfig
 from tests.k8s.conftest import (
     NAMESPACE,
     SECRETS,

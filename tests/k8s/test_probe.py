@@ -16,7 +16,7 @@ import pytest
 import trustme
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from extproc.stack import free_port
+from extproc.control.stack import free_port
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

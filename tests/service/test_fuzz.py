@@ -17,7 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extproc.stack import free_port, grpc_serving
+from extproc.control.stack import free_port, grpc_serving
 from tests.helpers import BASE_CONFIG, start_service
 from tests.service.test_processor import CHAT, body_message, headers_message, mutations
 

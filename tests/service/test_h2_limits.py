@@ -19,7 +19,7 @@ from pathlib import Path
 import hpack
 import pytest
 
-from extproc.stack import free_port
+from extproc.control.stack import free_port
 from extproc.transport import frames as h2
 from extproc.transport.calls import DEADLINE_EXCEEDED
 from extproc.transport.frames import PREFACE, frame

@@ -19,8 +19,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extproc.server import Processor
-from extproc.stack import free_port, grpc_serving
+from extproc.control.stack import free_port, grpc_serving, wait_until
+from extproc.dataplane.processor import Processor
 from extproc.telemetry.metrics import Metrics
 from tests.helpers import BASE_CONFIG, runtime, start_service
 
@@ -155,7 +155,7 @@ def _broken(*_: object) -> None:
 async def test_unexpected_failure_is_a_grpc_error_not_a_hang(
     channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("extproc.server.Exchange.request_headers", _broken)
+    monkeypatch.setattr("extproc.dataplane.stream.Exchange.request_headers", _broken)
     call = ext_grpc.ExternalProcessorStub(channel).Process()
     await call.write(headers_message(CHAT))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -211,7 +211,7 @@ async def test_streamed_chunks_are_answered_and_timed() -> None:
 async def test_a_failing_chunk_is_a_grpc_error(
     channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("extproc.server.Exchange.response_chunk", _broken)
+    monkeypatch.setattr("extproc.dataplane.stream.Exchange.response_chunk", _broken)
     call = ext_grpc.ExternalProcessorStub(channel).Process()
     messages = _streamed([(_chunk("a"), False)])
     for message in messages[:-1]:
@@ -374,7 +374,7 @@ auth: {{anonymous_tenant: t}}
 async def test_unreachable_budget_store_follows_the_configured_failure_mode(
     fail_open: bool,
 ) -> None:
-    from extproc.server import make_store
+    from extproc.dataplane.effects import make_store
 
     config = runtime(DEAD_STORE_CONFIG.format(port=free_port(), fail_open=str(fail_open).lower()))
     metrics = Metrics()
@@ -438,10 +438,52 @@ def test_the_service_does_not_load_grpc_core() -> None:
     processor still serves on grpc.aio (the tests above), importing it only there."""
     code = (
         "import sys\n"
-        "import extproc.cli, extproc.server, extproc.workers\n"
+        "import extproc.control.cli, extproc.control.process, extproc.control.supervisor\n"
         "print(sorted(name for name in sys.modules if name == 'grpc' or name.startswith('grpc.')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "[]"
+
+
+def test_the_serving_process_imports_neither_grpc_nor_the_dev_tools(tmp_path: Path) -> None:
+    """Every module a real `extproc serve` imports while it starts, answers an exchange,
+    reloads its config and drains, as Python records them (-X importtime): neither gRPC's
+    C core nor the mock provider (extproc.devtools, outside the service's import graph)."""
+    socket = tmp_path / "extproc.sock"
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        BASE_CONFIG + f"\nservice: {{grpc_address: 'unix://{socket}', metrics_address: 'off',"
+        " shutdown_grace: 1s}\n"
+    )
+    log = tmp_path / "service.log"
+    env = {"TEST_OPENAI_KEY": "sk-test", "PYTHONPROFILEIMPORTTIME": "1"}
+    process = start_service(config, f"unix://{socket}", log, env)
+    try:
+        with grpc.insecure_channel(f"unix:{socket}") as chan:
+            body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+            replies = ext_grpc.ExternalProcessorStub(chan).Process(
+                iter([headers_message(CHAT), body_message(body)]), timeout=5
+            )
+            next(replies)
+            routed = next(replies)
+        assert mutations(routed.request_body.response)["x-extproc-cluster"] == "backend.openai"
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: b"config_reloaded" in log.read_bytes(), 10, "the reload")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    imported = {
+        line.rpartition("|")[2].strip()
+        for line in log.read_text().splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"extproc.dataplane.service", "extproc.control.reload"} <= imported
+    unwanted = [
+        m for m in imported if m.split(".")[0] == "grpc" or m.startswith("extproc.devtools")
+    ]
+    assert unwanted == []

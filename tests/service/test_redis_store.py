@@ -20,7 +20,7 @@ from extproc.accounting.budgets import (
     plan,
 )
 from extproc.accounting.redis_store import RedisStore
-from extproc.stack import free_port
+from extproc.control.stack import free_port
 
 
 def budget(name: str, **overrides: object) -> Budget:

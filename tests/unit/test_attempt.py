@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import orjson
 
-from extproc.attempt import Attempt
-from extproc.decisions import Continue
+from extproc.dataplane.attempt import Attempt
+from extproc.dataplane.decisions import Continue
 from tests.helpers import runtime
 
 RT = runtime()

@@ -9,8 +9,8 @@ import pytest
 
 from extproc.apis.azure import openai_path
 from extproc.capture import Sampler
-from extproc.decisions import Continue, Reply
-from extproc.exchange import Exchange
+from extproc.dataplane.decisions import Continue, Reply
+from extproc.dataplane.exchange import Exchange
 from tests.helpers import BASE_CONFIG, runtime
 
 RT = runtime(

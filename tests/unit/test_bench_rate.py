@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from extproc.stack import free_port
+from extproc.control.stack import free_port
 
 
 def _load() -> ModuleType:

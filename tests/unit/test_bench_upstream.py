@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from extproc.stack import free_port
+from extproc.control.stack import free_port
 
 
 def _load() -> ModuleType:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from extproc import cache
-from extproc.config.runtime import Schema
+from extproc.apis import Schema
 from extproc.config.settings import CacheMode
 from extproc.sse import Parser
 

@@ -6,14 +6,15 @@ from typing import Any
 
 import pytest
 
-from extproc.cli import main
+from extproc.apis import Schema
+from extproc.apis.validation import MODEL_NAME
 from extproc.config import ConfigError, defaults, load_file, load_text
-from extproc.config.loader import MODEL_NAME
-from extproc.config.runtime import Schema, Secret
+from extproc.config.runtime import Secret
 from extproc.config.schema import NAME
 from extproc.config.settings import Capture, Redis
 from extproc.config.v1 import config_pb2 as pb
 from extproc.config.v1 import options_pb2
+from extproc.control.cli import main
 from extproc.glob import Glob
 from tests.helpers import BASE_CONFIG, ROOT, runtime
 

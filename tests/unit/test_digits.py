@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from extproc.attempt import attempt_index
 from extproc.config.loader import ConfigError
-from extproc.decisions import Continue
+from extproc.dataplane.attempt import attempt_index
+from extproc.dataplane.decisions import Continue
+from extproc.dataplane.exchange import Exchange
 from extproc.digits import strict_int
-from extproc.exchange import Exchange
 from tests.helpers import BASE_CONFIG, runtime
 
 # Each is true for str.isdigit() or accepted by int(), and none is a header's number.

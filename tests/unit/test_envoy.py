@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
-from extproc import envoy
-from extproc.decisions import Continue
+from extproc.dataplane import envoy
+from extproc.dataplane.decisions import Continue
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from typing import Any
 import orjson
 import pytest
 
-from extproc.decisions import Continue, Reply
-from extproc.exchange import Exchange
+from extproc.dataplane.decisions import Continue, Reply
+from extproc.dataplane.exchange import Exchange
 from tests.helpers import BASE_CONFIG, runtime
 
 RT = runtime(BASE_CONFIG + "\nlimits: {max_request_bytes: 2048}\n")

@@ -12,8 +12,8 @@ import pytest
 from extproc import tokens
 from extproc.accounting.budgets import NANOS
 from extproc.config import ConfigError
-from extproc.decisions import Continue, Reply, Reserve
-from extproc.exchange import Exchange
+from extproc.dataplane.decisions import Continue, Reply, Reserve
+from extproc.dataplane.exchange import Exchange
 from tests.helpers import runtime, sha256
 
 DATA = Path(__file__).parent.parent / "data" / "responses"

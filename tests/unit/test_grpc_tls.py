@@ -19,14 +19,15 @@ import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from structlog.testing import capture_logs
 
-from extproc import grpc_tls, transport
-from extproc.cli import main
+from extproc import transport
 from extproc.config import ConfigError, load_text
 from extproc.config.runtime import Runtime
 from extproc.config.settings import GrpcTls
-from extproc.grpc_tls import ServerTls
-from extproc.render import render, render_yaml
-from extproc.stack import free_port, validate_envoy_config
+from extproc.control.cli import main
+from extproc.control.render import render, render_yaml
+from extproc.control.stack import free_port, validate_envoy_config
+from extproc.dataplane import grpc_tls
+from extproc.dataplane.grpc_tls import ServerTls
 from tests.helpers import BASE_CONFIG, issue_certificate, runtime
 
 MINIMAL = """

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from extproc.apis import ENDPOINTS, Kind
-from extproc.decisions import Continue, Lookup, Reply, Reserve
-from extproc.exchange import Exchange
+from extproc.dataplane.decisions import Continue, Lookup, Reply, Reserve
+from extproc.dataplane.exchange import Exchange
 from extproc.policy.engine import Decisions, Redactions, evaluate_request
 from extproc.policy.filters import OpenAIStreamFilter
 from extproc.sse import Event, Parser

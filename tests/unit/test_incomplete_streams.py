@@ -11,14 +11,13 @@ import orjson
 import pytest
 
 from extproc.accounting.usage import Meter
-from extproc.apis import Kind
-from extproc.config.runtime import Schema
-from extproc.decisions import Continue, Lookup
+from extproc.apis import Kind, Schema
+from extproc.dataplane.decisions import Continue, Lookup
+from extproc.dataplane.exchange import Exchange
+from extproc.dataplane.reader import StreamReader
 from extproc.drift import DriftMonitor
-from extproc.exchange import Exchange
 from extproc.policy.engine import Decisions, Redactions
 from extproc.policy.filters import OpenAIStreamFilter
-from extproc.reader import StreamReader
 from extproc.sse import Parser
 from extproc.translate.pair import ToOpenAIStream, Translation
 from tests.helpers import runtime, sha256

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import ClientPayloadError, ClientSession
 from aiohttp.test_utils import TestServer
 
-from extproc.mock_provider import MockProvider, count_tokens
+from extproc.devtools.mock_provider import MockProvider, count_tokens
 
 CHAT = {
     "model": "m-1",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from extproc.phases import PhaseOrder
+from extproc.dataplane.phases import PhaseOrder
 
 
 def run(*steps: tuple[str | None, bool, bool]) -> list[bool]:

@@ -8,8 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from extproc.apis import ApiError, Kind
-from extproc.config.runtime import Schema
+from extproc.apis import ApiError, Kind, Schema
 from extproc.policy.engine import Decisions, Redactions, evaluate_request
 from extproc.policy.outputs import process_json
 from extproc.policy.rules import PolicySet

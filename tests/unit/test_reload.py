@@ -8,10 +8,10 @@ import pytest
 import trustme
 from structlog.testing import capture_logs
 
-from extproc import reload
 from extproc.config.loader import ConfigError, load_file
 from extproc.config.runtime import Runtime
-from extproc.reload import Reloader, fingerprint, restart_needed, watched_files
+from extproc.control import reload
+from extproc.control.reload import Reloader, fingerprint, restart_needed, watched_files
 from extproc.telemetry.metrics import Metrics
 from tests.helpers import BASE_CONFIG, issue_certificate, runtime
 

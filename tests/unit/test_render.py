@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 
 from extproc.config import load_file
-from extproc.render import render, render_yaml
-from extproc.stack import validate_envoy_config
+from extproc.control.render import render, render_yaml
+from extproc.control.stack import validate_envoy_config
 from extproc.transport import Limits
 from tests.helpers import BASE_CONFIG, ROOT, runtime
 

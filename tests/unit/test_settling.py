@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from extproc import settling
 from extproc.accounting.budgets import Batch, Charge, MemoryStore, Pending, StoreError
-from extproc.decisions import Reserve
-from extproc.server import MAX_BACKGROUND, Processor
-from extproc.settling import Settler
+from extproc.dataplane import settling
+from extproc.dataplane.decisions import Reserve
+from extproc.dataplane.effects import MAX_BACKGROUND
+from extproc.dataplane.processor import Processor
+from extproc.dataplane.settling import Settler
 from extproc.telemetry.metrics import Metrics
 from tests.unit.test_exchange_accounting import NOW, RT, start
 

@@ -631,7 +631,7 @@ def test_openai_stream_cut_short_still_ends_cleanly() -> None:
 
 
 def test_provider_errors_are_rewritten_into_the_clients_schema() -> None:
-    from extproc.config.runtime import Schema
+    from extproc.apis import Schema
     from extproc.translate.pair import Translation
 
     to_openai = Translation(Schema.OPENAI, Schema.ANTHROPIC)

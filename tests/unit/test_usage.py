@@ -14,9 +14,8 @@ import pytest
 from extproc import tokens
 from extproc.accounting.prices import Price
 from extproc.accounting.usage import Meter, Usage, prompt_estimate
-from extproc.apis import Kind
-from extproc.config.runtime import Schema
-from extproc.reader import JsonReader, StreamReader
+from extproc.apis import Kind, Schema
+from extproc.dataplane.reader import JsonReader, StreamReader
 from extproc.telemetry.metrics import Metrics, Tally
 from extproc.translate.pair import ToAnthropicStream, ToOpenAIStream
 
@@ -233,8 +232,8 @@ def test_completions_stream_counts_text_and_reads_usage() -> None:
 
 
 def test_tenant_labels_are_opt_in() -> None:
-    from extproc.exchange import Observation
     from extproc.telemetry.metrics import Metrics
+    from extproc.telemetry.observation import Observation
 
     observation = Observation(
         labels=("chat", "openai", "m", "b", "team-a"),
@@ -420,7 +419,7 @@ def test_deferred_metrics_reach_a_scrape_as_observed() -> None:
     """In the serving process the loop's thread counts observations in tallies; a scrape
     from another thread (prometheus_client's) has the loop add them first, and reads what
     observing each at once would have left."""
-    from extproc.exchange import Observation
+    from extproc.telemetry.observation import Observation
 
     observation = Observation(
         labels=("chat", "openai", "gpt-4o-mini", "mock"),

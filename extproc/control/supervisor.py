@@ -31,31 +31,9 @@ from typing import Any
 import structlog
 
 from extproc.config.runtime import Runtime
-from extproc.telemetry import logging
+from extproc.telemetry import MULTIPROC_ENV, logging
 
 log = structlog.get_logger("extproc")
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-# What the supervisor passes on to its workers.
-FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-
-
-def addresses(grpc_address: str, workers: int) -> list[str]:
-    """Each worker's listening address: grpc_address, then the next ports, or the Unix
-    socket path with ".1", ".2", ... appended."""
-    count = max(workers, 1)
-    if grpc_address.startswith("unix://"):
-        return [grpc_address] + [f"{grpc_address}.{index}" for index in range(1, count)]
-    host, _, port = grpc_address.rpartition(":")
-    return [f"{host}:{int(port) + index}" for index in range(count)]
-
-
-def capture_path(path: str, worker: int) -> str:
-    """Worker 0 writes the configured capture file; worker N writes <stem>-worker<N><ext>."""
-    if not worker:
-        return path
-    original = Path(path)
-    return str(original.with_name(f"{original.stem}-worker{worker}{original.suffix}"))
 
 
 def supervise(runtime: Runtime, config_path: Path) -> int:
@@ -65,14 +43,14 @@ def supervise(runtime: Runtime, config_path: Path) -> int:
     directory = tempfile.mkdtemp(prefix="extproc-metrics-")
     os.environ[MULTIPROC_ENV] = directory
     # Imported and loaded once, shared by the workers' memory until one writes to it.
-    import extproc.server  # noqa: F401
     from extproc import tokens
+    from extproc.control.process import HANDLED
 
     tokens.preload()
     children: dict[int, int] = {}  # pid -> worker index
     # Signals wait until the supervisor can pass them on (a SIGTERM while forking would
     # otherwise end the supervisor and leave the workers serving).
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     for index in range(count):
         pid = os.fork()
         if pid == 0:
@@ -94,7 +72,7 @@ def supervise(runtime: Runtime, config_path: Path) -> int:
 
 
 def _worker(runtime: Runtime, config_path: Path, index: int) -> int:
-    from extproc.server import run
+    from extproc.control.process import run
 
     structlog.contextvars.bind_contextvars(worker=index)
     return run(runtime, config_path=config_path, worker=index)
@@ -104,6 +82,7 @@ def _supervise(runtime: Runtime, children: dict[int, int], directory: str) -> in
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+    from extproc.control.process import HANDLED
     from extproc.telemetry.metrics import serve_registry
 
     service = runtime.service
@@ -117,9 +96,9 @@ def _supervise(runtime: Runtime, children: dict[int, int], directory: str) -> in
             with contextlib.suppress(ProcessLookupError):  # exited, not yet reaped
                 os.kill(pid, signum)
 
-    for signum in FORWARDED:
+    for signum in HANDLED:
         signal.signal(signum, forward)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
     if service.metrics_address != "off":
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]

@@ -16,7 +16,7 @@ import structlog
 
 from extproc.config.loader import ConfigError, load_file
 from extproc.config.runtime import Runtime
-from extproc.render import render
+from extproc.control.render import render
 from extproc.telemetry.metrics import Metrics
 
 log = structlog.get_logger("extproc")

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 import orjson
 
 from extproc import names
-from extproc.config.runtime import Route, Runtime, Schema, Target
-from extproc.decisions import Continue, Decision
+from extproc.apis import Schema
+from extproc.config.runtime import Route, Runtime, Target
+from extproc.dataplane.decisions import Continue, Decision
 from extproc.digits import strict_int
 from extproc.translate.common import Untranslatable
 from extproc.translate.pair import Translation

@@ -9,10 +9,9 @@ from typing import Any
 
 import orjson
 
-from extproc.apis import Kind
+from extproc.apis import Kind, Schema
 from extproc.apis.anthropic_fields import BLOCKS
 from extproc.apis.openai_fields import PARTS
-from extproc.config.runtime import Schema
 
 # OpenAI roles onto the policy roles.
 _OPENAI_ROLES = {

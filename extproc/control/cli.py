@@ -31,10 +31,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     runtime = _load(args.config)
     if runtime.service.workers > 1:
         # Before anything imports prometheus_client (it picks multiprocess mode then).
-        from extproc.workers import supervise
+        from extproc.control.supervisor import supervise
 
         return supervise(runtime, Path(args.config))
-    from extproc.server import run
+    from extproc.control.process import run
 
     return run(runtime, config_path=Path(args.config))
 
@@ -49,7 +49,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_render_envoy(args: argparse.Namespace) -> int:
-    from extproc.render import render_yaml
+    from extproc.control.render import render_yaml
 
     text = render_yaml(_load(args.config, resolve_secrets=False))
     if args.output:
@@ -62,8 +62,8 @@ def cmd_render_envoy(args: argparse.Namespace) -> int:
 def cmd_envoy(args: argparse.Namespace) -> int:
     """Render the bootstrap for a config into the work directory, then become Envoy (the
     Envoy container of a pod runs this: signals reach Envoy itself)."""
-    from extproc.render import render_yaml
-    from extproc.stack import envoy_binary
+    from extproc.control.render import render_yaml
+    from extproc.control.stack import envoy_binary
 
     text = render_yaml(_load(args.config, resolve_secrets=False))
     workdir = Path(args.workdir)
@@ -85,7 +85,7 @@ def cmd_envoy(args: argparse.Namespace) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    from extproc.inject import InjectorConfig, InjectorConfigError, serve
+    from extproc.control.inject import InjectorConfig, InjectorConfigError, serve
 
     try:
         config = InjectorConfig.load(Path(args.config))
@@ -114,7 +114,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     def check() -> tuple[bool, str]:
         """Whether the target is up, and what it answered."""
         if args.url.startswith("grpc://"):
-            from extproc.stack import grpc_serving  # gRPC only when asked for
+            from extproc.control.stack import grpc_serving  # gRPC only when asked for
 
             try:
                 serving = grpc_serving(args.url[len("grpc://") :])
@@ -181,14 +181,14 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_mock_provider(args: argparse.Namespace) -> int:
-    from extproc.mock_provider import run
+    from extproc.devtools.mock_provider import run
 
     run(args.host, args.port, cert_file=args.tls_cert, key_file=args.tls_key)
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from extproc.stack import Stack
+    from extproc.control.stack import Stack
 
     runtime = _load(args.config, resolve_secrets=False)
     with tempfile.TemporaryDirectory(prefix="extproc-up-") as workdir:
@@ -236,7 +236,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from extproc.replay import replay
+    from extproc.control.replay import replay
 
     headers = {}
     for header in args.header or ():

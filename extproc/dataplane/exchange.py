@@ -11,7 +11,6 @@ import datetime as dt
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -21,12 +20,22 @@ from extproc import cache, names
 from extproc.accounting.budgets import NANOS, Charge, Reservation, plan
 from extproc.accounting.prices import Price
 from extproc.accounting.usage import Meter, Usage, prompt_bound, prompt_estimate
-from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Endpoint, Kind, api_for_path, azure
+from extproc.apis import (
+    ENDPOINTS,
+    MODELS_PREFIX,
+    ApiError,
+    Endpoint,
+    Kind,
+    Schema,
+    api_for_path,
+    azure,
+)
 from extproc.apis.checks import json_type
 from extproc.apis.validation import validate
 from extproc.capture import Sampler, truncated
-from extproc.config.runtime import Backend, Runtime, Schema, Tenant
-from extproc.decisions import Continue, Decision, Lookup, Reply, Reserve
+from extproc.config.runtime import Backend, Runtime, Tenant
+from extproc.dataplane.decisions import Continue, Decision, Lookup, Reply, Reserve
+from extproc.dataplane.reader import ErrorReader, JsonReader, StreamReader
 from extproc.digits import strict_int
 from extproc.drift import DriftMonitor
 from extproc.identity import identify, without_params
@@ -39,7 +48,6 @@ from extproc.policy.engine import (
 )
 from extproc.policy.filters import json_filter, media_type, payload_of, stream_filter
 from extproc.policy.rules import EMPTY
-from extproc.reader import ErrorReader, JsonReader, StreamReader
 from extproc.routing import (
     Routed,
     anthropic_model,
@@ -49,6 +57,7 @@ from extproc.routing import (
     resolve,
 )
 from extproc.sse import Parser
+from extproc.telemetry.observation import Observation
 from extproc.translate.common import Untranslatable
 from extproc.translate.pair import BACKEND_KIND, Translation
 
@@ -76,17 +85,6 @@ def requested_output_tokens(kind: Kind, body: dict[str, Any]) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    labels: tuple[str, ...]
-    usage: Usage
-    cost: float | None
-    duration: float
-    error_type: str
-    time_to_first_token: float | None
-    time_per_output_token: float | None
 
 
 def _host_of(authority: str) -> str:

@@ -1,4 +1,5 @@
-"""Build compiled policies from the config, reporting problems with their field paths."""
+"""The policies part of the config: compiled policies, problems reported with their field
+paths."""
 
 from __future__ import annotations
 

@@ -18,8 +18,7 @@ import orjson
 
 from extproc import drift
 from extproc.accounting.usage import Meter
-from extproc.apis import ApiError
-from extproc.config.runtime import Schema
+from extproc.apis import ApiError, Schema
 from extproc.policy.filters import JsonFilter, StreamFilter, payload_of
 from extproc.sse import Event, Parser
 from extproc.translate.pair import ToAnthropicStream, ToOpenAIStream, Translation

@@ -8,7 +8,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from google.protobuf import struct_pb2, text_format
 
 from extproc import names
-from extproc.decisions import Continue, Decision, Reply
+from extproc.dataplane.decisions import Continue, Decision, Reply
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _Mode = processing_mode_pb2.ProcessingMode

@@ -22,8 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.config.loader import load_file
 from extproc.config.settings import GrpcTls
-from extproc.render import render_yaml
-from extproc.workers import addresses
+from extproc.control.render import render_yaml
 
 
 def envoy_binary() -> str:
@@ -210,8 +209,8 @@ class Stack:
                 self._service = (argv, address)
                 self._tls = runtime.service.grpc_tls
                 service = self._spawn("service", argv)
-                count = runtime.service.workers
-                for worker in addresses(address, count if self.service_command is None else 1):
+                workers = runtime.service.addresses
+                for worker in workers if self.service_command is None else workers[:1]:
                     wait_until(
                         lambda w=worker: grpc_serving(w, self._tls),
                         timeout,

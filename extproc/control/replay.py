@@ -19,8 +19,7 @@ import orjson
 
 from extproc import drift
 from extproc.accounting.usage import Meter
-from extproc.apis import Kind
-from extproc.config.runtime import Schema
+from extproc.apis import Kind, Schema
 from extproc.sse import Parser
 
 _KINDS = {

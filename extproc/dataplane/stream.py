@@ -1,0 +1,227 @@
+"""One ext_proc stream: each message admitted in the phases' order, answered by the
+exchange (or, on the per-attempt processor, the attempt) and timed; the replies to the
+phases a stream was not configured to need."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+
+from extproc import names, transport
+from extproc.dataplane import envoy
+from extproc.dataplane.attempt import Attempt
+from extproc.dataplane.effects import Effects
+from extproc.dataplane.exchange import Exchange
+from extproc.dataplane.phases import PhaseOrder
+from extproc.telemetry.metrics import Tally
+
+if TYPE_CHECKING:
+    import grpc
+
+log = structlog.get_logger("extproc")
+
+# Replies for phases a stream was not configured to need, so Envoy never waits on one.
+_PASSTHROUGH = {
+    "request_headers": lambda: ext.ProcessingResponse(request_headers=ext.HeadersResponse()),
+    "request_body": lambda: ext.ProcessingResponse(request_body=ext.BodyResponse()),
+    "request_trailers": lambda: ext.ProcessingResponse(request_trailers=ext.TrailersResponse()),
+    "response_headers": lambda: ext.ProcessingResponse(response_headers=ext.HeadersResponse()),
+    "response_body": lambda: ext.ProcessingResponse(response_body=ext.BodyResponse()),
+    "response_trailers": lambda: ext.ProcessingResponse(response_trailers=ext.TrailersResponse()),
+}
+
+
+class StreamFailed(transport.RpcError):
+    """The stream ends with this gRPC status (Envoy then answers the client itself)."""
+
+
+def _protocol_violation(message: str) -> StreamFailed:
+    """The stream does not follow the ext_proc protocol (phases out of order)."""
+    return StreamFailed(transport.INVALID_ARGUMENT, message)
+
+
+def _phase_failed() -> StreamFailed:
+    """A phase handler raised (logged): Envoy gets a gRPC error and answers 500, never a
+    hang."""
+    return StreamFailed(transport.INTERNAL, "internal error")
+
+
+def _is_upstream(context: grpc.aio.ServicerContext) -> bool:
+    for key, value in context.invocation_metadata() or ():
+        if key == names.ROLE_METADATA and value == names.ROLE_UPSTREAM:
+            return True
+    return False
+
+
+class Stream:
+    """One ext_proc stream: each message admitted in the phases' order, answered by the
+    exchange (or, on the per-attempt processor, the attempt), and timed. message() raises
+    StreamFailed (logged) when the stream must end with an error; close() ends it."""
+
+    __slots__ = (
+        "chunk_times",
+        "closed",
+        "describe",
+        "effects",
+        "exchange",
+        "phases",
+        "reply_to",
+        "timers",
+    )
+
+    def __init__(
+        self, effects: Effects, context: grpc.aio.ServicerContext | transport.Context
+    ) -> None:
+        self.effects = effects
+        self.phases = PhaseOrder()
+        self.closed = False
+        # The response_body timer's observations for chunks taking the short way: added
+        # to it when the stream ends.
+        self.chunk_times: Tally | None = None
+        effects.active += 1
+        effects.idle.clear()
+        effects.metrics.active_streams.inc()
+        self.exchange: Exchange | None = None
+        self.reply_to: Callable[
+            [str, ext.ProcessingRequest],
+            ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse],
+        ]
+        if _is_upstream(context):
+            attempt = Attempt(effects.runtime)
+            self.reply_to = lambda kind, message: _attempt_reply(attempt, kind, message)
+            self.timers = effects.timers_upstream
+            self.describe: Callable[[], dict[str, object]] = lambda: {"role": "upstream"}
+        else:
+            exchange = Exchange(effects.runtime, drift=effects.drift, capture=effects.sampler)
+            self.exchange = exchange
+            self.reply_to = lambda kind, message: _exchange_reply(effects, exchange, kind, message)
+            self.timers = effects.metrics.phase
+            self.describe = lambda: {"request_id": exchange.request_id}
+
+    def message(
+        self, request: ext.ProcessingRequest
+    ) -> ext.ProcessingResponse | bytes | Coroutine[Any, Any, ext.ProcessingResponse]:
+        """The reply to one message (serialised already for a streamed chunk), or a
+        coroutine that gives it (a store to ask)."""
+        started = time.perf_counter()
+        kind = request.WhichOneof("request")
+        if kind == "response_body":
+            exchange = self.exchange
+            chunk = request.response_body
+            if (
+                exchange is not None
+                and exchange.streamed_response
+                and not chunk.end_of_stream
+                and self.phases.chunk()
+            ):
+                # The message a stream carries most: the short way, same checks.
+                try:
+                    encoded = envoy.chunk_reply(exchange.response_chunk(chunk.body))
+                except Exception:
+                    log.exception("phase_failed", phase=kind, **self.describe())
+                    raise _phase_failed() from None
+                tally = self.chunk_times
+                if tally is None:
+                    tally = self.chunk_times = Tally(self.timers["response_body"])
+                tally.observe(time.perf_counter() - started)
+                return encoded
+        if not self.phases.admit(kind):
+            log.warning("phase_out_of_order", phase=kind, **self.describe())
+            raise _protocol_violation(f"ext_proc phase {kind} out of order")
+        assert kind is not None
+        try:
+            reply = self.reply_to(kind, request)
+        except Exception:
+            log.exception("phase_failed", phase=kind, **self.describe())
+            raise _phase_failed() from None
+        if isinstance(reply, ext.ProcessingResponse):
+            self._answered(kind, request, reply, started)
+            return reply
+        return self._awaited(kind, request, reply, started)
+
+    async def _awaited(
+        self,
+        kind: str,
+        request: ext.ProcessingRequest,
+        reply: Coroutine[Any, Any, ext.ProcessingResponse],
+        started: float,
+    ) -> ext.ProcessingResponse:
+        try:
+            answer = await reply
+        except Exception:
+            log.exception("phase_failed", phase=kind, **self.describe())
+            raise _phase_failed() from None
+        self._answered(kind, request, answer, started)
+        return answer
+
+    def _answered(
+        self,
+        kind: str,
+        request: ext.ProcessingRequest,
+        reply: ext.ProcessingResponse,
+        started: float,
+    ) -> None:
+        # Trailers carry no end_of_stream: their direction is over anyway.
+        self.phases.done(
+            getattr(getattr(request, kind), "end_of_stream", True),
+            reply.HasField("immediate_response"),
+        )
+        timer = self.timers.get(kind)
+        if timer is not None:
+            timer.observe(time.perf_counter() - started)
+
+    def close(self, failed: bool) -> None:
+        """The stream is over (answered, failed, or cancelled by Envoy); once."""
+        if self.closed:
+            return
+        self.closed = True
+        effects = self.effects
+        if self.chunk_times is not None:
+            self.chunk_times.add_to(self.timers["response_body"])
+        try:
+            if self.exchange is not None:
+                effects.finished(self.exchange, failed)
+        finally:
+            effects.active -= 1
+            if not effects.active:
+                effects.idle.set()
+            effects.metrics.active_streams.dec()
+
+
+def _exchange_reply(
+    effects: Effects, exchange: Exchange, kind: str, message: ext.ProcessingRequest
+) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+    if kind == "request_body":
+        return effects.request_body(exchange, message.request_body.body)
+    if kind == "request_headers":
+        headers = message.request_headers
+        return envoy.request_headers_reply(
+            exchange.request_headers(envoy.headers_of(headers), headers.end_of_stream)
+        )
+    if kind == "response_headers":
+        return envoy.response_headers_reply(
+            exchange.response_headers(envoy.headers_of(message.response_headers))
+        )
+    if kind == "response_body":
+        chunk = message.response_body
+        return envoy.response_body_reply(exchange.response_body(chunk.body, chunk.end_of_stream))
+    return _PASSTHROUGH[kind]()
+
+
+def _attempt_reply(
+    attempt: Attempt, kind: str, message: ext.ProcessingRequest
+) -> ext.ProcessingResponse:
+    if kind == "request_headers":
+        decision = attempt.request_headers(
+            envoy.headers_of(message.request_headers),
+            envoy.exchange_metadata(message),
+            envoy.host_backend(message),
+        )
+        return envoy.request_headers_reply(decision)
+    if kind == "request_body":
+        return envoy.request_body_reply(attempt.request_body(message.request_body.body))
+    return _PASSTHROUGH[kind]()

@@ -1,0 +1,1 @@
+"""Development tools, outside the service's import graph: the mock provider."""
