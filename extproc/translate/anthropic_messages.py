@@ -7,8 +7,7 @@ from typing import Any
 
 import orjson
 
-from extproc.apis import ApiError, Kind
-from extproc.config.runtime import Schema
+from extproc.apis import ApiError, Kind, Schema
 from extproc.translate import hub
 from extproc.translate.anthropic_messages_stream import (
     STOP_REASONS,

@@ -21,8 +21,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from extproc.apis import ApiError, Kind
-from extproc.config.runtime import Schema
+from extproc.apis import ApiError, Kind, Schema
 
 # -- requests and responses -------------------------------------------------------------
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import orjson
 
-from extproc.apis import ApiError, Kind
-from extproc.config.runtime import Schema
+from extproc.apis import ApiError, Kind, Schema
 from extproc.translate import hub
 from extproc.translate.hub import invalid, misplaced, obj, string, unsupported
 from extproc.translate.openai_chat_stream import (

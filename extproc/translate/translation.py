@@ -8,8 +8,7 @@ from typing import Any
 
 import orjson
 
-from extproc.apis import Kind
-from extproc.config.runtime import Schema
+from extproc.apis import Kind, Schema
 from extproc.sse import Event
 from extproc.translate import anthropic_messages, hub, openai_chat
 

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc.apis import Kind
-from extproc.config.runtime import Schema
+from extproc.apis import Kind, Schema
 from extproc.translate import anthropic_messages, hub, openai_chat, openai_chat_stream
 from extproc.translate.hub import (
     END,
