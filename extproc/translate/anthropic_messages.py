@@ -18,7 +18,21 @@ from extproc.translate.anthropic_messages_stream import (
     read_usage,
     write_usage,
 )
-from extproc.translate.hub import Untranslatable, invalid, misplaced, obj, string, unsupported
+from extproc.translate.hub import (
+    Image,
+    Message,
+    Part,
+    Reasoning,
+    Text,
+    ToolCall,
+    ToolResult,
+    Untranslatable,
+    invalid,
+    misplaced,
+    obj,
+    string,
+    unsupported,
+)
 
 SCHEMA = Schema.ANTHROPIC
 KIND = Kind.MESSAGES
@@ -49,77 +63,84 @@ _CHOICE_TYPES = {"auto": "auto", "required": "any", "none": "none"}
 # -- requests ---------------------------------------------------------------------------
 
 
-def _image(source: Any, path: str) -> hub.Image:
+def _image(source: Any, path: str) -> Image:
     if not isinstance(source, dict):
         raise invalid(path, "must have a source")
     if source.get("type") == "base64":
         media_type = str(source.get("media_type", "image/png"))
-        return hub.Image(media_type=media_type, data=str(source.get("data", "")), path=path)
+        return Image(media_type=media_type, data=str(source.get("data", "")), path=path)
     if source.get("type") == "url" and isinstance(source.get("url"), str):
-        return hub.Image(url=source["url"], path=path)
+        return Image(url=source["url"], path=path)
     raise unsupported(
         f"{path}.source.type", f"image source type {source.get('type')!r} cannot be translated"
     )
 
 
-def _result(content: Any, path: str) -> list[hub.Text | hub.Image]:
+def _result(content: Any, path: str) -> list[Text | Image]:
     """A tool result's content: a string, or text and image blocks."""
     if content is None:
         return []
     if isinstance(content, str):
-        return [hub.Text(content, path)]
+        return [Text(content)]
     if not isinstance(content, list):
         raise invalid(path, "must be a string or an array of text parts")
-    parts: list[hub.Text | hub.Image] = []
+    parts: list[Text | Image] = []
     for index, block in enumerate(content):
         kind = block.get("type") if isinstance(block, dict) else None
-        here = f"{path}[{index}]"
         if kind == "text":
-            parts.append(hub.Text(str(block.get("text", "")), here))
+            parts.append(Text(str(block.get("text", ""))))
         elif kind == "image":
-            parts.append(_image(block.get("source"), here))
+            parts.append(_image(block.get("source"), f"{path}[{index}]"))
         else:
-            raise unsupported(f"{here}.type", "only text can be translated here")
+            raise unsupported(f"{path}[{index}].type", "only text can be translated here")
     return parts
 
 
-def _block(block: Any, path: str) -> hub.Part:
+def _block(block: Any, content: str, index: int) -> Part:
+    """A content block; `content` is the path of the array it is in."""
     kind = block.get("type") if isinstance(block, dict) else None
     if kind == "text":
-        return hub.Text(str(block.get("text", "")), path)
+        return Text(str(block.get("text", "")))
+    path = f"{content}[{index}]"
     if kind == "image":
         return _image(block.get("source"), path)
     if kind == "tool_use":
         arguments = orjson.dumps(block.get("input", {})).decode()
-        return hub.ToolCall(str(block.get("id", "")), str(block.get("name", "")), arguments, path)
+        return ToolCall(str(block.get("id", "")), str(block.get("name", "")), arguments, path)
     if kind == "tool_result":
-        content = _result(block.get("content"), f"{path}.content")
+        result = _result(block.get("content"), f"{path}.content")
         call_id = str(block.get("tool_use_id", ""))
-        return hub.ToolResult(call_id, content, bool(block.get("is_error")), path)
+        return ToolResult(call_id, result, bool(block.get("is_error")), path)
     if kind == "thinking":
         text, signature = string(block.get("thinking")), string(block.get("signature"))
-        return hub.Reasoning(text, signature, path=path)
+        return Reasoning(text, signature, path=path)
     if kind == "redacted_thinking":
-        return hub.Reasoning(redacted=string(block.get("data")), path=path)
+        return Reasoning(redacted=string(block.get("data")), path=path)
     raise unsupported(f"{path}.type", f"block type {kind!r} cannot be translated")
 
 
-def _message(message: Any, index: int) -> hub.Message:
-    path = f"messages[{index}]"
+def _message(message: Any, index: int) -> Message:
     role = message.get("role")
-    if role == "system":
-        raise unsupported(
-            f"{path}.role", "a system turn cannot be translated; the top-level `system` can"
+    if role != "user" and role != "assistant":
+        problem = (
+            "a system turn cannot be translated; the top-level `system` can"
+            if role == "system"
+            else f"role {role!r} cannot be translated"
         )
-    if role not in ("user", "assistant"):
-        raise unsupported(f"{path}.role", f"role {role!r} cannot be translated")
+        raise unsupported(f"messages[{index}].role", problem)
     content = message.get("content")
-    path += ".content"
     if isinstance(content, str):
-        return hub.Message(role, [hub.Text(content, path)])
+        return Message(role, [Text(content)])
+    path = f"messages[{index}].content"
     if not isinstance(content, list):
         raise invalid(path, "must be a string or an array of blocks")
-    return hub.Message(role, [_block(block, f"{path}[{i}]") for i, block in enumerate(content)])
+    parts: list[Part] = []
+    for position, block in enumerate(content):
+        if type(block) is dict and block.get("type") == "text":  # nearly every block
+            parts.append(Text(str(block.get("text", ""))))
+        else:
+            parts.append(_block(block, path, position))
+    return Message(role, parts)
 
 
 def _tool(tool: Any, index: int) -> hub.Tool:
@@ -152,7 +173,7 @@ def _tool_choice(choice: Any) -> tuple[hub.ToolChoice, bool | None]:
 
 def read_request(body: dict[str, Any]) -> hub.Request:
     system = body.get("system")
-    messages = [hub.Message("system", list(hub.texts(system, "system")))] if system else []
+    messages = [Message("system", list(hub.texts(system, "system")))] if system else []
     messages += [_message(message, index) for index, message in enumerate(body["messages"])]
     stop = body.get("stop_sequences")
     tools = body.get("tools")
@@ -188,38 +209,40 @@ def json_arguments(arguments: str) -> Any:
     return parsed if isinstance(parsed, dict) else {"arguments": parsed}
 
 
-def _source(image: hub.Image) -> dict[str, Any]:
+def _source(image: Image) -> dict[str, Any]:
     if image.data is None:
         return {"type": "url", "url": image.url}
     return {"type": "base64", "media_type": image.media_type, "data": image.data}
 
 
-def _thinking(part: hub.Reasoning) -> dict[str, Any]:
+def _thinking(part: Reasoning) -> dict[str, Any]:
     if part.redacted:
         return {"type": "redacted_thinking", "data": part.redacted}
     return {"type": "thinking", "thinking": part.text, "signature": part.signature}
 
 
-def _content(part: hub.Text | hub.Image) -> dict[str, Any]:
-    if isinstance(part, hub.Text):
+def _content(part: Text | Image) -> dict[str, Any]:
+    if isinstance(part, Text):
         return {"type": "text", "text": part.text}
     return {"type": "image", "source": _source(part)}
 
 
-def _blocks(message: hub.Message) -> list[dict[str, Any]]:
+def _blocks(message: Message) -> list[dict[str, Any]]:
     user = message.role == "user"
     blocks: list[dict[str, Any]] = []
     for part in message.parts:
-        if isinstance(part, hub.Text | hub.Image):
+        if isinstance(part, Text):  # nearly every part: first, and no call
+            blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, Image):
             blocks.append(_content(part))
-        elif isinstance(part, hub.ToolCall) and not user:
+        elif isinstance(part, ToolCall) and not user:
             arguments = json_arguments(part.arguments)
             blocks.append(
                 {"type": "tool_use", "id": part.id, "name": part.name, "input": arguments}
             )
-        elif isinstance(part, hub.ToolResult) and user:
+        elif isinstance(part, ToolResult) and user:
             blocks.append(_tool_result(part))
-        elif isinstance(part, hub.Reasoning) and not user:
+        elif isinstance(part, Reasoning) and not user:
             # Anthropic checks a thinking block's signature: reasoning without one (another
             # provider's) stays out, as it would of an API without a place for it.
             if part.signature or part.redacted:
@@ -230,10 +253,10 @@ def _blocks(message: hub.Message) -> list[dict[str, Any]]:
     return blocks
 
 
-def _tool_result(result: hub.ToolResult) -> dict[str, Any]:
+def _tool_result(result: ToolResult) -> dict[str, Any]:
     parts = result.parts
     content: Any
-    if len(parts) == 1 and isinstance(parts[0], hub.Text):
+    if len(parts) == 1 and isinstance(parts[0], Text):
         content = parts[0].text
     else:
         content = [_content(part) for part in parts]
@@ -334,14 +357,14 @@ def _tool_out(tool: hub.Tool) -> dict[str, Any]:
 
 
 def read_response(body: dict[str, Any]) -> hub.Response:
-    parts: list[hub.Part] = []
+    parts: list[Part] = []
     content = body.get("content")
-    for block in content if isinstance(content, list) else ():
+    for index, block in enumerate(content if isinstance(content, list) else ()):
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text" and isinstance(block.get("text"), str):
-            parts.append(hub.Text(block["text"]))
+            parts.append(Text(block["text"]))
         elif kind in ("tool_use", "thinking", "redacted_thinking"):
-            parts.append(_block(block, ""))
+            parts.append(_block(block, "content", index))
         # Blocks of Anthropic's server tools and those it may add: no place elsewhere.
     return hub.Response(
         string(body.get("id")),
@@ -355,14 +378,14 @@ def read_response(body: dict[str, Any]) -> hub.Response:
 def write_response(response: hub.Response) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     for part in response.parts:
-        if isinstance(part, hub.Text):
+        if isinstance(part, Text):
             content.append({"type": "text", "text": part.text})
-        elif isinstance(part, hub.ToolCall):
+        elif isinstance(part, ToolCall):
             arguments = json_arguments(part.arguments)
             content.append(
                 {"type": "tool_use", "id": part.id, "name": part.name, "input": arguments}
             )
-        elif isinstance(part, hub.Reasoning):
+        elif isinstance(part, Reasoning):
             content.append(_thinking(part))  # the client shows it, and may send it back
     return {
         "id": message_id(response.id),

@@ -9,12 +9,13 @@ one API says more than others (reasoning with its signatures, cache counts in us
 writer whose API has no place for them leaves them out, as the provider would. A reader
 refuses what the form cannot hold (a block, part or tool type it has no type for), and a
 writer what its API cannot place (an image in an OpenAI tool result), each with a 400
-naming where the client wrote it: every part keeps its path in the client's body.
+naming where the client wrote it: every part but text keeps its path in the client's body.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Literal, Protocol
@@ -28,8 +29,7 @@ from extproc.apis import ApiError, Kind, Schema
 
 @dataclass(slots=True)
 class Text:
-    text: str
-    path: str = ""  # where the client wrote it ("messages[2].content[0]"): a refusal's param
+    text: str  # text has a place in every turn of every API: no path kept
 
 
 @dataclass(slots=True)
@@ -39,7 +39,7 @@ class Image:
     url: str = ""
     media_type: str = ""
     data: str | None = None
-    path: str = ""
+    path: str = ""  # where the client wrote it ("messages[2].content[0]"): a refusal's param
 
 
 @dataclass(slots=True)
@@ -65,7 +65,7 @@ class Reasoning:
 @dataclass(slots=True)
 class ToolResult:
     call_id: str
-    parts: list[Text | Image]
+    parts: Sequence[Text | Image]
     is_error: bool = False
     path: str = ""
 
@@ -78,7 +78,7 @@ Role = Literal["system", "user", "assistant"]
 @dataclass(slots=True)
 class Message:
     role: Role
-    parts: list[Part]
+    parts: Sequence[Part]
 
 
 @dataclass(slots=True)
@@ -152,7 +152,7 @@ _USAGE_FIELDS = tuple(f.name for f in fields(Usage))
 class Response:
     id: str
     model: str
-    parts: list[Part]
+    parts: Sequence[Part]
     stop: Stop
     usage: Usage
 
@@ -285,7 +285,7 @@ def unsupported(path: str, problem: str) -> Untranslatable:
     )
 
 
-def misplaced(part: Part, problem: str) -> Untranslatable:
+def misplaced(part: Image | ToolCall | ToolResult | Reasoning, problem: str) -> Untranslatable:
     """A part the target API has no place for where the client put it."""
     return unsupported(f"{part.path}.type", problem)
 
@@ -326,7 +326,7 @@ def texts(content: Any, path: str) -> list[Text]:
     return out
 
 
-def joined(parts: list[Part]) -> str:
+def joined(parts: Sequence[Part]) -> str:
     """The text parts' text, as one string (a system prompt, a tool result)."""
     return "\n\n".join(part.text for part in parts if isinstance(part, Text))
 

@@ -4,13 +4,26 @@ in `openai_chat_stream`."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from extproc.apis import ApiError, Kind, Schema
 from extproc.translate import hub
-from extproc.translate.hub import invalid, misplaced, obj, string, unsupported
+from extproc.translate.hub import (
+    Image,
+    Message,
+    Part,
+    Text,
+    ToolCall,
+    ToolResult,
+    invalid,
+    misplaced,
+    obj,
+    string,
+    unsupported,
+)
 from extproc.translate.openai_chat_stream import (
     FINISH_REASONS,
     STOPS,
@@ -52,30 +65,31 @@ _STATUS = {529: 503}
 # -- requests ---------------------------------------------------------------------------
 
 
-def _parts(content: Any, path: str) -> list[hub.Text | hub.Image]:
-    """Message content (a string or parts) as hub parts."""
+def _parts(content: Any, index: int) -> list[Text | Image]:
+    """The content (a string or parts) of message `index`, as hub parts."""
+    if isinstance(content, str):
+        return [Text(content)] if content else []
     if content is None:
         return []
-    if isinstance(content, str):
-        return [hub.Text(content, path)] if content else []
+    path = f"messages[{index}].content"
     if not isinstance(content, list):
         raise invalid(path, "must be a string or an array of content parts")
-    parts: list[hub.Text | hub.Image] = []
-    for index, part in enumerate(content):
+    parts: list[Text | Image] = []
+    for position, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        here = f"{path}[{index}]"
         if kind == "text" and isinstance(part.get("text"), str):
-            parts.append(hub.Text(part["text"], here))
+            parts.append(Text(part["text"]))
         elif kind == "image_url":
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
             if not isinstance(url, str):
-                raise invalid(f"{here}.image_url", "must have a url")
-            parts.append(hub.image_of_url(url, here))
+                raise invalid(f"{path}[{position}].image_url", "must have a url")
+            parts.append(hub.image_of_url(url, f"{path}[{position}]"))
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
-            parts.append(hub.Text(part["refusal"], here))
+            parts.append(Text(part["refusal"]))
         else:
-            raise unsupported(f"{here}.type", f"content part type {kind!r} cannot be translated")
+            problem = f"content part type {kind!r} cannot be translated"
+            raise unsupported(f"{path}[{position}].type", problem)
     return parts
 
 
@@ -86,12 +100,11 @@ def _arguments(value: Any) -> str:
     return orjson.dumps(value).decode() if isinstance(value, dict) else ""
 
 
-def _calls(calls: Any, path: str, index: int) -> list[hub.Part]:
-    if calls is None:
-        return []
+def _calls(calls: Any, index: int) -> list[ToolCall]:
+    path = f"messages[{index}]"
     if not isinstance(calls, list):
         raise invalid(f"{path}.tool_calls", "must be an array")
-    out: list[hub.Part] = []
+    out: list[ToolCall] = []
     for position, call in enumerate(calls):
         here = f"{path}.tool_calls[{position}]"
         function = call.get("function") if isinstance(call, dict) else None
@@ -99,7 +112,7 @@ def _calls(calls: Any, path: str, index: int) -> list[hub.Part]:
             raise invalid(here, "must have a function")
         call_id = str(call.get("id") or f"call_{index}_{position}")
         name = str(function.get("name", ""))
-        out.append(hub.ToolCall(call_id, name, _arguments(function.get("arguments")), here))
+        out.append(ToolCall(call_id, name, _arguments(function.get("arguments")), here))
     return out
 
 
@@ -133,24 +146,22 @@ def _tool_choice(choice: Any) -> hub.ToolChoice | None:
     raise unsupported("tool_choice", "only auto, none, required or a function translate")
 
 
-def _message(message: Any, index: int) -> hub.Message:
-    path = f"messages[{index}]"
+def _message(message: Any, index: int) -> Message:
     role = message.get("role")
     content = message.get("content")
-    if role in ("system", "developer"):
-        return hub.Message("system", list(hub.texts(content, f"{path}.content")))
     if role == "user":
-        return hub.Message("user", list(_parts(content, f"{path}.content")))
+        return Message("user", _parts(content, index))
     if role == "assistant":
-        parts: list[hub.Part] = [*_parts(content, f"{path}.content")]
-        return hub.Message("assistant", parts + _calls(message.get("tool_calls"), path, index))
+        calls = message.get("tool_calls")
+        parts = _parts(content, index)
+        return Message("assistant", parts if calls is None else [*parts, *_calls(calls, index)])
     if role == "tool":
-        here = f"{path}.content"
-        result: list[hub.Text | hub.Image]
-        result = [hub.Text(content, here)] if isinstance(content, str) else _parts(content, here)
+        result = [Text(content)] if isinstance(content, str) else _parts(content, index)
         call_id = str(message.get("tool_call_id", ""))
-        return hub.Message("user", [hub.ToolResult(call_id, result, path=path)])
-    raise unsupported(f"{path}.role", f"role {role!r} cannot be translated")
+        return Message("user", [ToolResult(call_id, result, path=f"messages[{index}]")])
+    if role in ("system", "developer"):
+        return Message("system", hub.texts(content, f"messages[{index}].content"))
+    raise unsupported(f"messages[{index}].role", f"role {role!r} cannot be translated")
 
 
 def read_request(body: dict[str, Any]) -> hub.Request:
@@ -176,29 +187,29 @@ def read_request(body: dict[str, Any]) -> hub.Request:
     )
 
 
-def _url(image: hub.Image) -> str:
+def _url(image: Image) -> str:
     return image.url if image.data is None else f"data:{image.media_type};base64,{image.data}"
 
 
-def _tool_result(result: hub.ToolResult) -> dict[str, Any]:
+def _tool_result(result: ToolResult) -> dict[str, Any]:
     for part in result.parts:
-        if not isinstance(part, hub.Text):
+        if not isinstance(part, Text):
             raise misplaced(part, "only text can be translated here")
-    text = hub.joined(list(result.parts))
+    text = hub.joined(result.parts)
     content = f"Error: {text}" if result.is_error else text
     return {"role": "tool", "tool_call_id": result.call_id, "content": content}
 
 
-def _user(parts: list[hub.Part], out: list[dict[str, Any]]) -> None:
+def _user(parts: Sequence[Part], out: list[dict[str, Any]]) -> None:
     """A user turn: tool results become `tool` messages (first, as OpenAI requires them
     right after the assistant's calls), the rest one user message."""
     content: list[dict[str, Any]] = []
     for part in parts:
-        if isinstance(part, hub.Text):
+        if isinstance(part, Text):
             content.append({"type": "text", "text": part.text})
-        elif isinstance(part, hub.Image):
+        elif isinstance(part, Image):
             content.append({"type": "image_url", "image_url": {"url": _url(part)}})
-        elif isinstance(part, hub.ToolResult):
+        elif isinstance(part, ToolResult):
             out.append(_tool_result(part))
         else:
             raise misplaced(part, "it cannot be translated in a user turn")
@@ -208,16 +219,16 @@ def _user(parts: list[hub.Part], out: list[dict[str, Any]]) -> None:
         out.append({"role": "user", "content": content})
 
 
-def _assistant(parts: list[hub.Part]) -> dict[str, Any]:
+def _assistant(parts: Sequence[Part]) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for part in parts:
-        if isinstance(part, hub.Text):
+        if isinstance(part, Text):
             texts.append(part.text)
-        elif isinstance(part, hub.ToolCall):
+        elif isinstance(part, ToolCall):
             function = {"name": part.name, "arguments": part.arguments}
             calls.append({"id": part.id, "type": "function", "function": function})
-        elif isinstance(part, hub.Image | hub.ToolResult):
+        elif isinstance(part, (Image, ToolResult)):
             raise misplaced(part, "an assistant turn takes text and tool calls")
         # Reasoning: the provider's own; Chat Completions has no place for it.
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
@@ -274,17 +285,17 @@ def read_response(body: dict[str, Any]) -> hub.Response:
     choices = body.get("choices")
     choice = obj(choices[0]) if isinstance(choices, list) and choices else {}
     message = obj(choice.get("message"))
-    parts: list[hub.Part] = []
+    parts: list[Part] = []
     text = message.get("content")
     if isinstance(text, str) and text:
-        parts.append(hub.Text(text))
+        parts.append(Text(text))
     calls = message.get("tool_calls")
     for call in calls if isinstance(calls, list) else ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
             name = str(function.get("name", ""))
             arguments = _arguments(function.get("arguments"))
-            parts.append(hub.ToolCall(str(call.get("id", "")), name, arguments))
+            parts.append(ToolCall(str(call.get("id", "")), name, arguments))
     return hub.Response(
         str(body.get("id", "")),
         string(body.get("model")),
@@ -295,11 +306,11 @@ def read_response(body: dict[str, Any]) -> hub.Response:
 
 
 def write_response(response: hub.Response, created: int | None = None) -> dict[str, Any]:
-    texts = [part.text for part in response.parts if isinstance(part, hub.Text)]
+    texts = [part.text for part in response.parts if isinstance(part, Text)]
     calls = [
         {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
         for p in response.parts
-        if isinstance(p, hub.ToolCall)
+        if isinstance(p, ToolCall)
     ]
     message: dict[str, Any] = {
         "role": "assistant",

@@ -220,8 +220,8 @@ THINKING_ANSWER = {
 def test_reasoning_in_an_answer_is_carried_to_the_hub_typed() -> None:
     answer = anthropic_messages.read_response(THINKING_ANSWER)
     assert answer.parts == [
-        Reasoning("Short answer.", "sig"),
-        Reasoning(redacted="opaque"),
+        Reasoning("Short answer.", "sig", path="content[0]"),
+        Reasoning(redacted="opaque", path="content[1]"),
         Text("Yes."),
     ]
     # An OpenAI client gets the text (Chat Completions has no place for reasoning) ...
