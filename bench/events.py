@@ -25,7 +25,7 @@ from bench.run import machine  # noqa: E402
 from extproc.accounting.usage import Meter  # noqa: E402
 from extproc.apis import Kind, Schema  # noqa: E402
 from extproc.dataplane.reader import StreamReader  # noqa: E402
-from extproc.translate.pair import Translation  # noqa: E402
+from extproc.translate.translation import Translation  # noqa: E402
 
 EVENTS = int(os.environ.get("EVENTS_PER_RUN", "20000"))
 ROUNDS = int(os.environ.get("EVENTS_ROUNDS", "7"))

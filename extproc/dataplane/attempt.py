@@ -19,8 +19,8 @@ from extproc.apis import Schema
 from extproc.config.runtime import Route, Runtime, Target
 from extproc.dataplane.decisions import Continue, Decision
 from extproc.digits import strict_int
-from extproc.translate.common import Untranslatable
-from extproc.translate.pair import Translation
+from extproc.translate.hub import Untranslatable
+from extproc.translate.translation import Translation
 
 
 def _header_names(target: Target) -> set[str]:

@@ -58,8 +58,8 @@ from extproc.routing import (
 )
 from extproc.sse import Parser
 from extproc.telemetry.observation import Observation
-from extproc.translate.common import Untranslatable
-from extproc.translate.pair import BACKEND_KIND, Translation
+from extproc.translate.hub import Untranslatable
+from extproc.translate.translation import Translation, translatable
 
 JSON_HEADERS = [("content-type", "application/json")]
 _OPERATIONS = {
@@ -69,7 +69,6 @@ _OPERATIONS = {
     Kind.COMPLETIONS: "text_completion",
 }
 OTHER = "_OTHER"
-ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 # Endpoints whose responses carry token usage.
 METERED = frozenset({Kind.CHAT, Kind.MESSAGES, Kind.EMBEDDINGS, Kind.COMPLETIONS})
 # Endpoints whose streams report usage only when `stream_options.include_usage` is set.
@@ -287,13 +286,13 @@ class Exchange:
         if self.runtime.external_envoy and (misdirected := self.misdirected(model, backend)):
             return self.error(misdirected)
         schemas = {t.backend.schema for t in routed.route.attempts}
-        translatable = self.endpoint.kind in (Kind.CHAT, Kind.MESSAGES)
-        if translatable and len(schemas) > 1:
+        translates = translatable(self.endpoint.kind)
+        if translates and len(schemas) > 1:
             # A fallback chain across APIs: the body leaves in the client's schema and each
             # attempt's processor translates it for its backend (attempt.py); the response
             # is translated from whichever backend answered.
             self.mixed_schemas = True
-        elif translatable and backend.schema is not self.endpoint.api:
+        elif translates and backend.schema is not self.endpoint.api:
             # Chat and messages translate between the APIs; other endpoints exist in one.
             self.translation = Translation(self.endpoint.api, backend.schema)
         elif backend.schema is not self.endpoint.api:
@@ -548,9 +547,10 @@ class Exchange:
         # the client sent) and then set once, to the provider's key.
         decision.remove_headers.extend(self.runtime.client_credential_headers)
         set_names = {name for name, _ in headers}
-        if self.translation is not None and backend.schema is Schema.OPENAI:
-            # The Anthropic SDK's protocol headers mean nothing to an OpenAI backend.
-            decision.remove_headers.extend(h for h in ANTHROPIC_HEADERS if h not in set_names)
+        if self.translation is not None:
+            # The client SDK's protocol headers mean nothing to another API's backend.
+            protocol = self.translation.client_headers
+            decision.remove_headers.extend(h for h in protocol if h not in set_names)
         if self.reads_response():
             # The gateway will read the response: ask for it uncompressed.
             decision.remove_headers.append("accept-encoding")
@@ -581,8 +581,9 @@ class Exchange:
             self.reader = ErrorReader(translation, self.status)
             decision.response_body = self.reader.mode
             decision.remove_headers.append("content-encoding")  # the new body is plain
-            if self.status == 529 and translation.client is Schema.OPENAI:
-                decision.set_headers.append((":status", "503"))
+            status = translation.status(self.status)
+            if status != self.status:
+                decision.set_headers.append((":status", str(status)))
             return decision
         if self.status != 200 or endpoint is None or endpoint.kind not in METERED:
             return decision
@@ -595,7 +596,7 @@ class Exchange:
         if not checked and not self.runtime.read_usage and translation is None:
             return decision
         if translation is not None:
-            meter = Meter(translation.backend, BACKEND_KIND[translation.backend])
+            meter = Meter(translation.backend, translation.backend_kind)
         else:
             meter = Meter(endpoint.api, endpoint.kind)
         self.meter = meter

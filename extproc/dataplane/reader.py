@@ -21,7 +21,7 @@ from extproc.accounting.usage import Meter
 from extproc.apis import ApiError, Schema
 from extproc.policy.filters import JsonFilter, StreamFilter, payload_of
 from extproc.sse import Event, Parser
-from extproc.translate.pair import ToAnthropicStream, ToOpenAIStream, Translation
+from extproc.translate.translation import Stream, Translation
 
 # A top-level `"usage":null` member, with the comma that joins it to its neighbours. Inside
 # JSON strings quotes are escaped, so this cannot match a model's text.
@@ -108,7 +108,7 @@ class StreamReader:
         meter: Meter,
         policy: StreamFilter | None,
         strip_usage: bool,
-        translation: ToOpenAIStream | ToAnthropicStream | None = None,
+        translation: Stream | None = None,
     ) -> None:
         self.meter = meter  # in the backend's schema
         self.policy = policy  # in the client's
@@ -125,13 +125,8 @@ class StreamReader:
         self.emit_usage = True
         # Whether the request asked an OpenAI backend for stream usage (the gateway, or
         # the client: the exchange adds the client's ask); a translated request always does.
-        self.usage_asked = strip_usage or isinstance(translation, ToAnthropicStream)
-        if translation is None:
-            self.client = meter.api
-        else:
-            self.client = (
-                Schema.OPENAI if isinstance(translation, ToOpenAIStream) else Schema.ANTHROPIC
-            )
+        self.usage_asked = strip_usage or translation is not None
+        self.client = meter.api if translation is None else translation.client
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if self.raw is not None:

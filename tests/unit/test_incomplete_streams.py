@@ -19,7 +19,8 @@ from extproc.drift import DriftMonitor
 from extproc.policy.engine import Decisions, Redactions
 from extproc.policy.filters import OpenAIStreamFilter
 from extproc.sse import Parser
-from extproc.translate.pair import ToOpenAIStream, Translation
+from extproc.translate import openai_chat_stream
+from extproc.translate.translation import Translation
 from tests.helpers import runtime, sha256
 from tests.unit.test_policy import POLICY_SET
 from tests.unit.test_streams import anthropic_stream, openai_stream
@@ -235,8 +236,8 @@ def test_a_whole_anthropic_answer_translated_for_openai_ends_as_a_whole_one(
 ) -> None:
     def reader() -> StreamReader:
         to_openai = Translation(Schema.OPENAI, Schema.ANTHROPIC).stream(True)
-        assert isinstance(to_openai, ToOpenAIStream)
-        to_openai.translator.created = 1
+        assert isinstance(to_openai.encoder, openai_chat_stream.StreamEncoder)
+        to_openai.encoder.created = 1
         made = StreamReader(Meter(Schema.ANTHROPIC, Kind.MESSAGES), None, False, to_openai)
         made.emit_usage = emit_usage
         return made

@@ -17,7 +17,7 @@ from extproc.accounting.usage import Meter, Usage, prompt_estimate
 from extproc.apis import Kind, Schema
 from extproc.dataplane.reader import JsonReader, StreamReader
 from extproc.telemetry.metrics import Metrics, Tally
-from extproc.translate.pair import ToAnthropicStream, ToOpenAIStream
+from extproc.translate.translation import Translation
 
 DATA = Path(__file__).parent.parent / "data" / "responses"
 
@@ -344,10 +344,12 @@ def _reader(case: str) -> StreamReader:
     if case == "keep":
         return StreamReader(Meter(openai, Kind.CHAT), None, strip_usage=False)
     if case.startswith("to openai"):
-        reader = StreamReader(Meter(anthropic, Kind.MESSAGES), None, False, ToOpenAIStream(True))
+        stream = Translation(openai, anthropic).stream(True)
+        reader = StreamReader(Meter(anthropic, Kind.MESSAGES), None, False, stream)
         reader.emit_usage = case.endswith("usage")
         return reader
-    return StreamReader(Meter(openai, Kind.CHAT), None, False, ToAnthropicStream())
+    stream = Translation(anthropic, openai).stream(True)
+    return StreamReader(Meter(openai, Kind.CHAT), None, False, stream)
 
 
 @pytest.mark.parametrize(

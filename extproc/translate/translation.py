@@ -1,0 +1,122 @@
+"""The translation between a client's API and a backend's, as the exchange uses it: the
+client's codec and the backend's, joined through the hub. Nothing here knows an API."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from extproc.apis import Kind, Schema
+from extproc.sse import Event
+from extproc.translate import anthropic_messages, hub, openai_chat
+
+# One codec per API: adding an API is its module and a line here.
+CODECS: dict[Schema, hub.Codec] = {
+    Schema.OPENAI: openai_chat,
+    Schema.ANTHROPIC: anthropic_messages,
+}
+_KINDS = frozenset(codec.KIND for codec in CODECS.values())
+
+Item = tuple[Event, Any]  # an event, and its payload (None: not JSON)
+Encoded = tuple[bytes, Any]  # an event's bytes, and its payload
+
+
+def translatable(kind: Kind) -> bool:
+    """Whether requests of this endpoint kind translate between APIs (the rest exist in
+    one API only)."""
+    return kind in _KINDS
+
+
+def _head(name: str | None) -> bytes:
+    """An encoded event's bytes before its data."""
+    head = _HEADS.get(name)
+    if head is None:
+        head = _HEADS[name] = (b"event: " + name.encode() + b"\n" if name else b"") + b"data: "
+    return head
+
+
+_HEADS: dict[str | None, bytes] = {}  # by event name: few (the APIs' event types)
+
+
+def _item(out: hub.Out) -> Item:
+    name, payload = out
+    if isinstance(payload, str):
+        return Event(name, payload, raw=_head(name) + payload.encode() + b"\n\n"), None
+    data = orjson.dumps(payload)
+    # Encoded once here: the event's bytes are what Event.encode() would give.
+    return Event(name, data.decode(), raw=_head(name) + data + b"\n\n"), payload
+
+
+def _encoded(out: hub.Out) -> Encoded:
+    name, payload = out
+    if isinstance(payload, str):
+        return _head(name) + payload.encode() + b"\n\n", None
+    return _head(name) + orjson.dumps(payload) + b"\n\n", payload
+
+
+class Stream:
+    """A backend's stream events in, the client's out, one event at a time."""
+
+    def __init__(self, decoder: hub.StreamDecoder, encoder: hub.StreamEncoder, client: Schema):
+        self.decoder = decoder
+        self.encoder = encoder
+        self.client = client
+
+    def event(self, payload: Any) -> list[Item]:
+        """The client's events for one of the backend's (its parsed payload)."""
+        return [_item(out) for out in self.encoder.events(self.decoder.events(payload))]
+
+    def encoded(self, payload: Any) -> list[Encoded]:
+        """event()'s events as bytes, with no Event objects (nothing reads them). A text
+        delta, nearly every event, goes from the decoder's text to the encoder's bytes
+        with no hub event between (its payload is not kept: it is no usage chunk)."""
+        text = self.decoder.text(payload)
+        if text is None:
+            events = self.decoder.events(payload)
+        else:
+            raw = self.encoder.text(text)
+            if raw is not None:
+                return [(raw, None)]
+            events = [hub.TextDelta(text)]
+        return [_encoded(out) for out in self.encoder.events(events)]
+
+
+class Translation:
+    """Client API `client` in front of a backend speaking `backend` (they differ)."""
+
+    def __init__(self, client: Schema, backend: Schema) -> None:
+        self.client = client
+        self.backend = backend
+        self._client = CODECS[client]
+        self._backend = CODECS[backend]
+        self.suffix = self._backend.SUFFIX  # the endpoint, below the backend's base path
+        self.backend_kind = self._backend.KIND
+        # The client's protocol headers, which mean nothing to the backend.
+        self.client_headers = self._client.PROTOCOL_HEADERS
+
+    def request(
+        self, body: dict[str, Any], model: str, default_max_tokens: int
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The client's request for the backend, and the client's fields dropped."""
+        request = self._client.read_request(body)
+        return self._backend.write_request(request, model, default_max_tokens), request.dropped
+
+    def response(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._client.write_response(self._backend.read_response(body))
+
+    def stream(self, include_usage: bool) -> Stream:
+        """A translator for the backend's stream; `include_usage`: whether an OpenAI
+        client gets the usage chunk."""
+        return Stream(self._backend.decoder(), self._client.encoder(include_usage), self.client)
+
+    def status(self, status: int) -> int:
+        """The status the client gets for the provider's error status."""
+        return self._client.client_status(status)
+
+    def error(self, status: int, raw: bytes) -> tuple[int, bytes]:
+        """A provider's error (its status and body) in the client's schema."""
+        error = self._backend.read_error(status, raw)
+        error = replace(error, status=self.status(status))
+        return error.status, self._client.write_error(error)
