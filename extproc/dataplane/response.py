@@ -4,7 +4,7 @@ reads the body (a reader for JSON, one for a stream, one for an error to transla
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from extproc import names
 from extproc.accounting.usage import Meter
@@ -23,8 +23,7 @@ from extproc.translate.translation import Translation
 METERED = frozenset({Kind.CHAT, Kind.MESSAGES, Kind.EMBEDDINGS, Kind.COMPLETIONS})
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
     """What the exchange holds while its response passes: the policy's running state, and
     what it watches for."""
 

@@ -3,13 +3,13 @@
 An exchange moves through its phases once: the request headers give an `Arrival`, the
 request body a `Plan`, the response headers an `Answer`. Each record is complete when it
 exists, so a later phase reads fields, never checks for unset ones; an exchange refused
-early simply has fewer records.
+early simply has fewer records. Named tuples rather than frozen dataclasses: as immutable,
+and several times cheaper to build on every request (docs: the exchange as stages).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from extproc.accounting.usage import Meter, Usage
 from extproc.apis import Endpoint, Schema
@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     from extproc.translate.translation import Translation
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
     """The request line, as the client sent it: known of every exchange."""
 
     request_id: str
@@ -32,8 +31,7 @@ class Line:
     authority: str
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
+class Arrival(NamedTuple):
     """What the request headers established: which endpoint, for which tenant."""
 
     line: Line
@@ -55,8 +53,7 @@ class Arrival:
         return self.line.path
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     """What the request body produced: where it goes and what the gateway does on the way."""
 
     request: dict[str, Any]  # the client's request as sent upstream, before translation
@@ -86,8 +83,7 @@ class Plan:
         return self.translation.suffix if self.translation else endpoint.suffix
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """What the response headers established: which attempt answered, and how its body
     is read (or not)."""
 
@@ -104,8 +100,7 @@ class Answer:
         return self.target.backend
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The exchange's usage and cost, fixed once: reported where the provider reported,
     estimated elsewhere."""
 
