@@ -130,14 +130,14 @@ class Exchange:
             return self.error(tenant)
         directives = headers.get("cache-control", "").lower()
         self.arrival = Arrival(
-            line=line,
-            served_path=served,
-            query=forwarded,
-            endpoint=endpoint,
-            tenant=tenant,
-            deployment=deployment,
-            cache_read="no-cache" not in directives and "no-store" not in directives,
-            cache_write="no-store" not in directives,
+            line,
+            served,
+            forwarded,
+            endpoint,
+            tenant,
+            deployment,
+            "no-cache" not in directives and "no-store" not in directives,  # cache_read
+            "no-store" not in directives,  # cache_write
         )
         if endpoint.kind is Kind.MODELS:
             if names.ANTHROPIC_VERSION_HEADER in headers:

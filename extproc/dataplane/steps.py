@@ -30,7 +30,7 @@ from extproc.policy.engine import (
     response_needs,
 )
 from extproc.policy.rules import EMPTY, PolicySet
-from extproc.routing import Routed, resolve
+from extproc.routing import Routed, canonical_name, resolve
 from extproc.translate.hub import Untranslatable
 from extproc.translate.translation import Translation, translatable
 
@@ -77,17 +77,20 @@ class Draft:
     def plan(self) -> Plan:
         """The plan of a draft that passed every step."""
         assert self.request is not None, "a plan before the steps ran"
+        routed = self.route
         return Plan(
-            request=self.request,
-            stream=self.stream,
-            routed=self.route,
-            translation=self.translation,
-            mixed_schemas=self.mixed_schemas,
-            policies=self.policies,
-            client_include_usage=self.client_include_usage,
-            strip_usage=self.strip_usage,
-            cache_key=self.cache_key,
-            dropped_fields=self.dropped_fields,
+            self.request,
+            self.stream,
+            routed,
+            canonical_name(routed.model, routed.name),
+            routed.route.attempts[0],
+            self.translation,
+            self.mixed_schemas,
+            self.policies,
+            self.client_include_usage,
+            self.strip_usage,
+            self.cache_key,
+            self.dropped_fields,
         )
 
 
