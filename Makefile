@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-$(INPUTS)
 DEV_STAMP := $(VENV)/.dev-$(INPUTS)
 CONFIG ?= examples/demo.yaml
 
-.PHONY: install system-packages run test unit lint typecheck proto docs envoy-configs bench bench-transport bench-peers bench-streams bench-large soak clean
+.PHONY: install system-packages run test unit lint typecheck proto docs envoy-configs bench bench-transport bench-exchange bench-peers bench-streams bench-large soak clean
 # Debian packages are installed with apt-get, through sudo when not root.
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
@@ -82,6 +82,10 @@ bench: $(DEV_STAMP)
 ## The ext_proc transport alone: server CPU per message from raw HTTP/2 frames, no Envoy.
 bench-transport: $(DEV_STAMP)
 	$(BIN)/python bench/transport.py
+
+## The exchange alone: CPU per whole request in-process (no transport, no Envoy).
+bench-exchange: $(DEV_STAMP)
+	$(BIN)/python bench/exchange.py
 
 ## The same load on LiteLLM proxy and the Portkey gateway (installed under .bench/), with ratios.
 bench-peers: $(DEV_STAMP)

@@ -18,6 +18,7 @@ from extproc import names
 from extproc.apis import Schema
 from extproc.config.runtime import Route, Runtime, Target
 from extproc.dataplane.decisions import Continue, Decision
+from extproc.dataplane.upstream import backend_headers
 from extproc.digits import strict_int
 from extproc.translate.hub import Untranslatable
 from extproc.translate.translation import Translation
@@ -79,11 +80,7 @@ class Attempt:
             self.translation = Translation(Schema(client), backend.schema)
             query = metadata.get(names.METADATA_QUERY, "")
             suffix = self.translation.suffix + (f"?{query}" if query else "")
-        decision.set_headers.append((":path", backend.path(suffix, self.upstream_model)))
-        credential = backend.credential_value()
-        if credential is not None and backend.credential_header is not None:
-            decision.set_headers.append((backend.credential_header, credential))
-        decision.set_headers.extend(backend.headers)
+        decision.set_headers.extend(backend_headers(backend, suffix, self.upstream_model))
         # Envoy applies removals before sets: every value of the client's credentials and of
         # what an earlier attempt's backend needed goes, then this attempt's are set once.
         stale = set(self.runtime.client_credential_headers).union(

@@ -1,4 +1,5 @@
-"""What the service decides for one ext_proc message; envoy.py turns these into protobuf."""
+"""What the service decides for one ext_proc message (envoy.py turns these into protobuf),
+the effects an exchange asks the shell to perform, and their results."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from extproc.accounting.budgets import Reservation
+    from extproc.accounting.budgets import Charge, Reservation
 
 
 @dataclass(slots=True)
@@ -36,22 +37,47 @@ class Reply:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class Reserve:
-    """Reserve in the budget store first (I/O the shell performs), then continue with
-    `then`; the exchange decides what a refusal becomes."""
-
-    reservation: Reservation
-    then: Continue
+# -- effects: I/O the exchange asks the shell for, and what the shell feeds back ----------
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Lookup:
-    """Look the answer up in the response cache first (I/O the shell performs); on a miss
-    the exchange goes on with `then`."""
+    """Look the answer up in the response cache."""
 
     key: str
-    then: Continue | Reserve
 
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """Reserve the request's estimate in the budget store."""
+
+    reservation: Reservation
+
+
+Effect = Lookup | Reserve
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The cache's answer to a Lookup: the stored answer, or None (a miss, or a cache that
+    failed: a cache never fails a request)."""
+
+    stored: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """The budget store's answer to a Reserve: None when it took the reservation, or the
+    charge whose budget is exhausted."""
+
+    refused: Charge | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """The store did not answer (an error, its timeout)."""
+
+
+Result = Found | Reserved | Unavailable
 
 Decision = Continue | Reply

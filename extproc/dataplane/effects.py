@@ -16,8 +16,16 @@ from extproc.accounting.budgets import Charge, MemoryStore, Reservation, Store, 
 from extproc.cache import CacheStore, MemoryCache
 from extproc.capture import Rate, Sampler, Sink, worker_path
 from extproc.config.runtime import Runtime
-from extproc.dataplane import envoy
-from extproc.dataplane.decisions import Lookup, Reserve
+from extproc.dataplane import envoy, report
+from extproc.dataplane.decisions import (
+    Effect,
+    Found,
+    Lookup,
+    Reserve,
+    Reserved,
+    Result,
+    Unavailable,
+)
 from extproc.dataplane.exchange import Exchange
 from extproc.dataplane.settling import Settler
 from extproc.drift import DriftMonitor
@@ -58,7 +66,6 @@ class Effects:
         self.runtime = runtime
         self.metrics = metrics
         self.store = store if store is not None else MemoryStore()
-        self.fail_open = runtime.store.fail_open
         self.active = 0  # ext_proc streams in progress
         # The per-attempt processor's phase timers, by phase.
         self.timers_upstream = {
@@ -123,18 +130,19 @@ class Effects:
         charges = exchange.finish()
         if charges:
             self._settle(charges)
-        entry, value = exchange.cache_key, exchange.cache_value
+        entry = exchange.plan.cache_key if exchange.plan is not None else None
+        value = exchange.cache_value
         if (
             entry is not None
             and value is not None
             and not self._background(self._store(entry, value))
         ):
             log.warning("cache_store_failed", operation="set", error="too many in flight")
-        record = exchange.record()
+        record = report.record(exchange)
         if failed:
             record["status"] = 500
             record["error"] = "internal_error"
-        if self.drift is not None and (sample := exchange.drift_sample()) is not None:
+        if self.drift is not None and (sample := report.drift_sample(exchange)) is not None:
             for change in self.drift.observe(*sample):
                 self.metrics.schema_drift.labels(
                     change.backend, change.endpoint, change.change
@@ -146,7 +154,7 @@ class Effects:
                     change=change.change,
                     path=change.path,
                 )
-        observation = exchange.observation(self.metrics.tenant_labels)
+        observation = report.observation(exchange, self.metrics.tenant_labels)
         if observation is not None:
             currency = self.runtime.prices.currency if self.runtime.prices else ""
             self.metrics.observe(observation, currency)
@@ -157,15 +165,15 @@ class Effects:
         for key in exchange.decisions.counts:
             self.metrics.policy_decisions.labels(*key).inc()
         json_lines.info("exchange", record)
-        if exchange.dropped_fields:
+        if exchange.plan is not None and exchange.plan.dropped_fields:
             # Fields the target API has no place for (names only, never values).
             log.debug(
                 "translation_dropped_fields",
-                request_id=exchange.request_id,
-                fields=exchange.dropped_fields,
+                request_id=exchange.line.request_id,
+                fields=list(exchange.plan.dropped_fields),
             )
         if self.sink is not None:
-            captured = exchange.capture_record(record, self.runtime.capture.max_body_bytes)
+            captured = report.capture_record(exchange, record, self.runtime.capture.max_body_bytes)
             if captured is not None:
                 self._capture(self.sink, captured)
 
@@ -186,32 +194,36 @@ class Effects:
     def request_body(
         self, exchange: Exchange, body: bytes
     ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
-        """The reply to the request body: at once, or once the cache or the budget store
-        has answered."""
-        decision = exchange.request_body(body)
-        if isinstance(decision, Lookup):
-            return self._lookup(exchange, decision)
-        if isinstance(decision, Reserve):
-            return self._reserve(exchange, decision)
-        return envoy.request_body_reply(decision)
+        """The reply to the request body: at once, or once the effects the exchange asks
+        for (a cache lookup, a budget reservation) are performed."""
+        step = exchange.request_body(body)
+        if isinstance(step, Lookup | Reserve):
+            return self._perform(exchange, step)
+        return envoy.request_body_reply(step)
 
-    async def _lookup(self, exchange: Exchange, lookup: Lookup) -> ext.ProcessingResponse:
+    async def _perform(self, exchange: Exchange, effect: Effect) -> ext.ProcessingResponse:
+        """Perform each effect the exchange asks for and feed it the result, until it
+        decides."""
+        while True:
+            if isinstance(effect, Lookup):
+                result: Result = await self._lookup(effect)
+            else:
+                result = await self._reserve(effect)
+            step = exchange.resolve(result)
+            if isinstance(result, Found) and result.stored is not None and exchange.outcome:
+                self.metrics.cache_tokens_saved.inc(exchange.outcome.usage.total_tokens)
+            if not isinstance(step, Lookup | Reserve):
+                return envoy.request_body_reply(step)
+            effect = step
+
+    async def _lookup(self, lookup: Lookup) -> Found:
         try:
             stored = await self.cache.get(lookup.key)
         except StoreError as error:
             log.warning("cache_store_failed", operation="get", error=str(error))
             stored = None
-        if stored is not None:
-            self.metrics.cache_lookups.labels("hit").inc()
-            reply = exchange.cache_hit(stored)
-            if exchange.usage is not None:
-                self.metrics.cache_tokens_saved.inc(exchange.usage.total_tokens)
-            return envoy.immediate(reply)
-        self.metrics.cache_lookups.labels("miss").inc()
-        then = exchange.cache_miss(lookup)
-        if isinstance(then, Reserve):
-            return await self._reserve(exchange, then)
-        return envoy.request_body_reply(then)
+        self.metrics.cache_lookups.labels("miss" if stored is None else "hit").inc()
+        return Found(stored)
 
     async def _store(self, key: str, value: bytes) -> None:
         try:
@@ -223,7 +235,7 @@ class Effects:
         if isinstance(self.cache, MemoryCache):
             self.metrics.cache_bytes.set(self.cache.bytes)
 
-    async def _reserve(self, exchange: Exchange, reserve: Reserve) -> ext.ProcessingResponse:
+    async def _reserve(self, reserve: Reserve) -> Reserved | Unavailable:
         charges = reserve.reservation.charges
         try:
             if isinstance(self.store, MemoryStore):
@@ -233,14 +245,11 @@ class Effects:
         except StoreError as error:
             self.metrics.budget_store_errors.labels("reserve").inc()
             log.warning("budget_store_failed", operation="reserve", error=str(error))
-            if self.fail_open:
-                exchange.forwarded = True
-                return envoy.request_body_reply(reserve.then)
-            return envoy.request_body_reply(exchange.budget_unavailable())
+            return Unavailable()
         if refused >= 0:
             self.metrics.budget_refusals.labels(charges[refused].budget).inc()
-            return envoy.request_body_reply(exchange.over_budget(charges[refused]))
-        return envoy.request_body_reply(exchange.reserved(reserve))
+            return Reserved(charges[refused])
+        return Reserved(None)
 
     async def _reserve_shielded(self, reservation: Reservation) -> int:
         """The store's answer even when the stream is cancelled meanwhile (the client left,

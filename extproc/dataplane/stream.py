@@ -100,7 +100,7 @@ class Stream:
             self.exchange = exchange
             self.reply_to = lambda kind, message: _exchange_reply(effects, exchange, kind, message)
             self.timers = effects.metrics.phase
-            self.describe = lambda: {"request_id": exchange.request_id}
+            self.describe = lambda: {"request_id": exchange.line.request_id}
 
     def message(
         self, request: ext.ProcessingRequest

@@ -9,6 +9,7 @@ import pytest
 
 from extproc.apis.azure import openai_path
 from extproc.capture import Sampler
+from extproc.dataplane import report
 from extproc.dataplane.decisions import Continue, Reply
 from extproc.dataplane.exchange import Exchange
 from tests.helpers import BASE_CONFIG, runtime
@@ -191,7 +192,7 @@ def test_the_record_and_the_capture_carry_no_query_string() -> None:
     exchange.request_headers({":path": path, ":method": "POST", **KEY}, False)
     assert isinstance(exchange.request_body(orjson.dumps(CHAT)), Continue)
     exchange.response_headers({":status": "200", "content-type": "application/json"})
-    record = exchange.record()
+    record = report.record(exchange)
     assert record["path"] == "/openai/deployments/gpt-4o/chat/completions"
-    captured = exchange.capture_record(record, 1 << 20)
+    captured = report.capture_record(exchange, record, 1 << 20)
     assert captured is not None and b"query-secret" not in orjson.dumps(captured)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from extproc.config.loader import ConfigError
+from extproc.dataplane import report
 from extproc.dataplane.attempt import attempt_index
 from extproc.dataplane.decisions import Continue
 from extproc.dataplane.exchange import Exchange
@@ -58,7 +59,7 @@ def test_response_status_and_attempt_that_are_no_numbers_are_ignored(value: str)
     exchange.response_headers({":status": value, "x-envoy-attempt-count": value})
     assert exchange.status == 0
     assert exchange.attempt == 1
-    assert exchange.record()["backend"] == "openai"
+    assert report.record(exchange)["backend"] == "openai"
 
 
 def test_an_attempt_count_that_is_no_number_counts_as_the_first() -> None:

@@ -6,6 +6,7 @@ from typing import Any
 import orjson
 import pytest
 
+from extproc.dataplane import report
 from extproc.dataplane.decisions import Continue, Reply
 from extproc.dataplane.exchange import Exchange
 from tests.helpers import BASE_CONFIG, runtime
@@ -243,7 +244,7 @@ def test_openai_client_reaches_an_anthropic_backend_through_translation() -> Non
         "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
         "max_tokens": 4096,
     }
-    assert exchange.record()["translated"] == "openai->anthropic"
+    assert report.record(exchange)["translated"] == "openai->anthropic"
 
 
 def test_endpoints_only_one_api_has_are_not_translated() -> None:
@@ -265,7 +266,7 @@ def test_record_names_backend_of_the_attempt_that_answered() -> None:
     exchange = start()
     exchange.request_body(chat("resilient", stream=True))
     exchange.response_headers({":status": "200", "x-envoy-attempt-count": "2"})
-    record = exchange.record()
+    record = report.record(exchange)
     assert record["backend"] == "second" and record["upstream_model"] == "second"
     assert record["attempt"] == 2 and record["stream"] is True and record["status"] == 200
     assert record["tenant"] == "team-a" and record["request_id"] == "rid-1"

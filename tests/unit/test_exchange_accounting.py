@@ -12,7 +12,8 @@ import pytest
 from extproc import tokens
 from extproc.accounting.budgets import NANOS
 from extproc.config import ConfigError
-from extproc.dataplane.decisions import Continue, Reply, Reserve
+from extproc.dataplane import report
+from extproc.dataplane.decisions import Continue, Reply, Reserve, Reserved
 from extproc.dataplane.exchange import Exchange
 from tests.helpers import runtime, sha256
 
@@ -69,7 +70,7 @@ def test_stream_without_usage_asks_the_provider_for_it() -> None:
     exchange = start()
     sent = body_of(exchange.request_body(chat(stream=True)))
     assert sent["stream_options"] == {"include_usage": True}
-    assert exchange.strip_usage
+    assert exchange.plan is not None and exchange.plan.strip_usage
 
 
 @pytest.mark.parametrize("options", [{"include_usage": False}, {"other": 1}])
@@ -83,7 +84,7 @@ def test_stream_that_asked_for_usage_is_left_alone() -> None:
     exchange = start()
     decision = exchange.request_body(chat(stream=True, stream_options={"include_usage": True}))
     assert isinstance(decision, Continue) and decision.body is None
-    assert not exchange.strip_usage
+    assert exchange.plan is not None and not exchange.plan.strip_usage
 
 
 def run_stream(exchange: Exchange, name: str, cut: int | None = None) -> bytes:
@@ -111,7 +112,7 @@ def test_stream_usage_is_recorded_and_hidden_from_the_client() -> None:
     out = run_stream(exchange, "openai_stream_usage.sse")
     assert out == (DATA / "openai_stream.sse").read_bytes()
     assert exchange.finish() == []
-    usage = exchange.record()["usage"]
+    usage = report.record(exchange)["usage"]
     assert isinstance(usage, dict)
     assert usage["input_tokens"] == 82 and usage["output_tokens"] == 17
     assert usage["cached_input_tokens"] == 64 and usage["estimated"] == []
@@ -146,7 +147,7 @@ def test_error_responses_are_not_read() -> None:
     exchange.request_body(chat())
     assert exchange.response_headers({":status": "429"}).response_body is None
     exchange.finish()
-    assert exchange.record()["usage"] == {
+    assert report.record(exchange)["usage"] == {
         "input_tokens": 0,
         "output_tokens": 0,
         "total_tokens": 0,
@@ -166,7 +167,7 @@ def test_cut_stream_is_estimated_and_marked() -> None:
     stream = (DATA / "openai_stream_usage.sse").read_bytes()
     run_stream(exchange, "openai_stream_usage.sse", cut=stream.index(b"get_weather"))
     exchange.finish()
-    usage = exchange.record()["usage"]
+    usage = report.record(exchange)["usage"]
     assert isinstance(usage, dict)
     assert usage["complete"] is False
     assert usage["estimated"] == ["input_tokens", "output_tokens", "total_tokens"]
@@ -215,7 +216,8 @@ def test_a_prompt_past_the_counting_bounds_reserves_at_least_its_count(
 def test_settlement_refunds_what_was_not_used() -> None:
     exchange = start(key="key-m")
     decision = reserve(exchange, chat(max_tokens=2000))
-    assert exchange.reserved(decision) is decision.then
+    forwarded = exchange.resolve(Reserved(None))
+    assert isinstance(forwarded, Continue) and exchange.reservation is decision.reservation
     exchange.response_headers({":status": "200", "content-type": "application/json"})
     exchange.response_body((DATA / "openai_chat.json").read_bytes(), True)
     [charge] = exchange.finish()
@@ -240,7 +242,7 @@ def test_over_budget_is_429_with_retry_after_in_the_client_schema() -> None:
     exchange = start("/v1/messages", key="key-m")
     body = b'{"model": "claude-x", "max_tokens": 10, "messages": [{"role":"user","content":"hi"}]}'
     decision = reserve(exchange, body)
-    refusal = exchange.over_budget(decision.reservation.charges[0])
+    refusal = exchange.resolve(Reserved(decision.reservation.charges[0]))
     assert isinstance(refusal, Reply) and refusal.status == 429
     assert ("retry-after", "30") in refusal.headers
     payload = orjson.loads(refusal.body)
@@ -295,7 +297,7 @@ def test_skip_usage_reads_no_response() -> None:
     headers = {":status": "200", "content-type": "text/event-stream"}
     assert exchange.response_headers(headers).response_body is None
     exchange.finish()
-    assert "usage" not in exchange.record()
+    assert "usage" not in report.record(exchange)
     with pytest.raises(ConfigError, match="budgets need usage"):
         runtime(
             """
@@ -325,5 +327,5 @@ def test_backend_that_omits_stream_options_gets_none_and_usage_is_estimated() ->
     exchange.response_headers({":status": "200", "content-type": "text/event-stream"})
     assert exchange.response_body(run, True).body is None  # passed through untouched
     exchange.finish()
-    usage = exchange.record()["usage"]
+    usage = report.record(exchange)["usage"]
     assert isinstance(usage, dict) and "output_tokens" in usage["estimated"]

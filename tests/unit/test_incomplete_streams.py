@@ -12,7 +12,8 @@ import pytest
 
 from extproc.accounting.usage import Meter
 from extproc.apis import Kind, Schema
-from extproc.dataplane.decisions import Continue, Lookup
+from extproc.dataplane import report
+from extproc.dataplane.decisions import Continue, Found, Lookup
 from extproc.dataplane.exchange import Exchange
 from extproc.dataplane.reader import StreamReader
 from extproc.drift import DriftMonitor
@@ -292,7 +293,7 @@ def streamed(stream: bytes, client_usage: bool = False) -> Exchange:
         body["stream_options"] = {"include_usage": True}
     lookup = exchange.request_body(orjson.dumps(body))
     assert isinstance(lookup, Lookup)
-    exchange.cache_miss(lookup)
+    assert isinstance(exchange.resolve(Found(None)), Continue)
     exchange.response_headers({":status": "200", "content-type": "text/event-stream"})
     exchange.response_body(stream, False)
     exchange.response_body(b"", True)
@@ -304,12 +305,12 @@ def test_a_whole_answer_without_done_is_complete_cached_and_learned_from(
     client_usage: bool,
 ) -> None:
     exchange = streamed(OPENAI.replace(DONE, b""), client_usage)
-    usage = exchange.record()["usage"]
+    usage = report.record(exchange)["usage"]
     assert isinstance(usage, dict) and usage["complete"] is True and usage["estimated"] == []
     assert exchange.cache_value is not None
-    assert exchange.drift_sample() is not None
+    assert report.drift_sample(exchange) is not None
     # The same answer with its usage chunk missing: whole for the client, not complete.
     exchange = streamed(cut_before(OPENAI, USAGE_CHUNK), client_usage)
-    usage = exchange.record()["usage"]
+    usage = report.record(exchange)["usage"]
     assert isinstance(usage, dict) and usage["complete"] is False
-    assert exchange.cache_value is None and exchange.drift_sample() is None
+    assert exchange.cache_value is None and report.drift_sample(exchange) is None

@@ -89,7 +89,7 @@ async def cancelled_while_reserving(
         )
         assert isinstance(reserve, Reserve)
         reserves.append(reserve)
-        waiting.append(asyncio.ensure_future(processor._reserve(exchange, reserve)))
+        waiting.append(asyncio.ensure_future(processor._perform(exchange, reserve)))
     while store.reserves < streams:
         store.asked.clear()
         await store.asked.wait()

@@ -1,0 +1,53 @@
+"""What an exchange reserves in its tenant's budgets before it is sent, and the price it
+is charged at."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extproc.accounting.budgets import NANOS, Reservation, plan
+from extproc.accounting.prices import Price
+from extproc.accounting.usage import prompt_bound
+from extproc.apis import Kind
+from extproc.config.runtime import Runtime
+from extproc.dataplane.stages import Arrival, Plan
+from extproc.routing import Routed
+
+
+def requested_output_tokens(kind: Kind, body: dict[str, Any]) -> int | None:
+    """The completion length the request caps itself at, if it sets one."""
+    if kind is Kind.EMBEDDINGS:
+        return 0
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
+def price(runtime: Runtime, routed: Routed, attempt: int) -> Price | None:
+    """The price of the route's `attempt` (1-based), if the config prices it."""
+    if runtime.prices is None:
+        return None
+    target = routed.route.attempts[attempt - 1]
+    return runtime.prices.lookup(target.backend.name, routed.upstream_model_for(attempt - 1))
+
+
+def plan_reservation(
+    runtime: Runtime, arrival: Arrival, planned: Plan, sent: dict[str, Any], now: float
+) -> Reservation | None:
+    """The reservation for the request `sent` to the first backend, when its tenant has
+    budgets."""
+    tenant = arrival.tenant
+    if not tenant.budgets:
+        return None
+    kind = arrival.endpoint.kind
+    output = requested_output_tokens(kind, sent)
+    if output is None:
+        output = runtime.reserved_output_tokens
+    # An upper bound, never below the count (docs: accounting, budgets): counting a long
+    # prompt exactly would hold the event loop.
+    prompt = prompt_bound(kind, planned.request)
+    found = price(runtime, planned.routed, 1)
+    cost = round(found.estimate(prompt, output) * NANOS) if found else 0
+    return plan(tenant.budgets, tenant.name, planned.model, prompt + output, cost, now)

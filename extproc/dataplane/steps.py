@@ -1,0 +1,285 @@
+"""The request body's steps: plain functions over one working record, run in order.
+
+Each step reads what the steps before it established in the `Draft` and adds its own
+part; a step refuses the request by returning the error the client gets, and no later
+step runs. The exchange turns a draft that passed every step into its `Plan`. Adding a
+step (retrieval, a guardrail) is a function and its place in `STEPS`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from extproc import cache
+from extproc.apis import ApiError, Kind, Schema
+from extproc.apis.checks import json_type
+from extproc.apis.validation import validate
+from extproc.config.runtime import Backend, Runtime
+from extproc.dataplane.stages import Arrival, Plan
+from extproc.digits import strict_int
+from extproc.policy.engine import (
+    Decisions,
+    Redactions,
+    body_size_error,
+    evaluate_request,
+    response_needs,
+)
+from extproc.policy.rules import EMPTY, PolicySet
+from extproc.routing import Routed, canonical_name, resolve
+from extproc.translate.hub import Untranslatable
+from extproc.translate.translation import Translation, translatable
+
+# Endpoints whose streams report usage only when `stream_options.include_usage` is set.
+_STREAM_OPTIONS = frozenset({Kind.CHAT, Kind.COMPLETIONS})
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, f"The request body exceeds the limit of {limit} bytes.", "request_too_large"
+    )
+
+
+@dataclass(slots=True)
+class Draft:
+    """What the steps have established so far about one request body."""
+
+    runtime: Runtime
+    arrival: Arrival
+    raw: bytes
+    now: float  # the clock when the body arrived
+    roll: float  # the dice of a weighted route, in [0, 1)
+    redactions: Redactions  # the exchange's: the response puts the values back
+    decisions: Decisions  # the exchange's: counted into its record and metrics
+    body: dict[str, Any] = field(default_factory=dict)
+    changed: bool = False  # the body differs from what the client sent
+    stream: bool = False
+    routed: Routed | None = None
+    translation: Translation | None = None
+    mixed_schemas: bool = False
+    policies: PolicySet = EMPTY
+    client_include_usage: bool = False
+    strip_usage: bool = False
+    request: dict[str, Any] | None = None
+    cache_key: str | None = None
+    dropped_fields: tuple[str, ...] = ()
+
+    @property
+    def route(self) -> Routed:
+        """The routing outcome, for the steps after `route`."""
+        assert self.routed is not None, "a step before `route` asked for the route"
+        return self.routed
+
+    def plan(self) -> Plan:
+        """The plan of a draft that passed every step."""
+        assert self.request is not None, "a plan before the steps ran"
+        routed = self.route
+        return Plan(
+            self.request,
+            self.stream,
+            routed,
+            canonical_name(routed.model, routed.name),
+            routed.route.attempts[0],
+            self.translation,
+            self.mixed_schemas,
+            self.policies,
+            self.client_include_usage,
+            self.strip_usage,
+            self.cache_key,
+            self.dropped_fields,
+        )
+
+
+Step = Callable[[Draft], ApiError | None]
+
+
+def parse(draft: Draft) -> ApiError | None:
+    if len(draft.raw) > draft.runtime.max_request_bytes:
+        return too_large(draft.runtime.max_request_bytes)
+    try:
+        body = orjson.loads(draft.raw)
+    except orjson.JSONDecodeError:
+        return ApiError(400, "We could not parse the JSON body of your request.", "invalid_json")
+    if not isinstance(body, dict):
+        return ApiError(
+            400, f"The request body must be a JSON object, not {json_type(body)}.", "invalid_json"
+        )
+    draft.body = body
+    return None
+
+
+def name_deployment(draft: Draft) -> ApiError | None:
+    """Azure names the model in the path and ignores the body's; so does the gateway."""
+    deployment = draft.arrival.deployment
+    if deployment is not None and draft.body.get("model") != deployment:
+        draft.body["model"] = deployment
+        draft.changed = True
+    return None
+
+
+def check(draft: Draft) -> ApiError | None:
+    invalid = validate(draft.arrival.endpoint, draft.body)
+    if invalid is not None:
+        return invalid
+    draft.stream = draft.body.get("stream") is True
+    return None
+
+
+def route(draft: Draft) -> ApiError | None:
+    model: str = draft.body["model"]
+    now = dt.datetime.fromtimestamp(draft.now, dt.UTC)
+    routed = resolve(draft.runtime, model, draft.arrival.tenant, now=now, roll=draft.roll)
+    if isinstance(routed, ApiError):
+        return routed
+    draft.routed = routed
+    # Behind an Envoy configured elsewhere the request goes to the host the app called,
+    # whatever this exchange decides.
+    if draft.runtime.external_envoy:
+        return misdirected(model, draft.arrival.line.authority, routed.route.attempts[0].backend)
+    return None
+
+
+def misdirected(model: str, authority: str, backend: Backend) -> ApiError | None:
+    """At a mesh's egress the request reaches the host the app called: only a model
+    served by that host may proceed, or its credential would go to another provider."""
+    called = _host_of(authority)
+    if called.lower() == backend.host.lower():
+        return None
+    return ApiError(
+        421,
+        f"The model `{model}` is served by {backend.host}; this request was sent to "
+        f"{called or 'no host'}.",
+        "misdirected_request",
+        "model",
+    )
+
+
+def _host_of(authority: str) -> str:
+    """The host of an :authority value ("host", "host:443", "[::1]:443")."""
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")]
+    host, sep, port = authority.rpartition(":")
+    return host if sep and strict_int(port, 65535) is not None else authority
+
+
+def choose_translation(draft: Draft) -> ApiError | None:
+    endpoint, routed = draft.arrival.endpoint, draft.route
+    backend = routed.route.attempts[0].backend
+    schemas = {t.backend.schema for t in routed.route.attempts}
+    translates = translatable(endpoint.kind)
+    if translates and len(schemas) > 1:
+        # A fallback chain across APIs: the body leaves in the client's schema and each
+        # attempt's processor translates it for its backend (attempt.py); the response
+        # is translated from whichever backend answered.
+        draft.mixed_schemas = True
+    elif translates and backend.schema is not endpoint.api:
+        # Chat and messages translate between the APIs; other endpoints exist in one.
+        draft.translation = Translation(endpoint.api, backend.schema)
+    elif backend.schema is not endpoint.api:
+        return ApiError(
+            400,
+            f"The model `{draft.body['model']}` is served by an {backend.schema.value} "
+            f"backend and is not available on {draft.arrival.path}.",
+            "model_not_supported_on_endpoint",
+            "model",
+        )
+    return None
+
+
+def apply_policies(draft: Draft) -> ApiError | None:
+    draft.policies = policies = draft.runtime.policy_set(draft.arrival.tenant, draft.route.model)
+    if policies.empty:
+        return None
+    refusal = body_size_error(policies, len(draft.raw), draft.decisions)
+    if refusal is not None:
+        return refusal
+    refusal, redacted = evaluate_request(
+        policies, draft.arrival.endpoint.kind, draft.body, draft.redactions, draft.decisions
+    )
+    draft.changed = draft.changed or redacted
+    return refusal
+
+
+def ask_stream_usage(draft: Draft) -> ApiError | None:
+    """Usage for the gateway from a stream whose client did not ask for it; the client's
+    stream stays as it asked (reader.py takes the usage chunk out again)."""
+    options = draft.body.get("stream_options")
+    asked = isinstance(options, dict) and options.get("include_usage") is True
+    draft.client_include_usage = asked
+    endpoint = draft.arrival.endpoint
+    if (
+        draft.stream
+        and not asked
+        and draft.runtime.read_usage
+        and draft.translation is None
+        and endpoint.api is Schema.OPENAI
+        and endpoint.kind in _STREAM_OPTIONS
+        and not draft.route.route.attempts[0].backend.omit_stream_options
+        and (options is None or isinstance(options, dict))
+    ):
+        draft.body["stream_options"] = {**(options or {}), "include_usage": True}
+        draft.strip_usage = draft.changed = True
+    return None
+
+
+def key_cache(draft: Draft) -> ApiError | None:
+    """The cache key of a request the config lets be cached. Requests whose answers a
+    policy reads or restores are never cached (the entry would hold what the policy
+    changes, or another request's values)."""
+    draft.request = body = draft.body
+    tenant, routed = draft.arrival.tenant, draft.route
+    setting = tenant.cache or routed.model.cache
+    mode = setting.mode if setting is not None else None
+    if not cache.cacheable(mode, body) or response_needs(draft.policies, draft.redactions):
+        return None
+    assert setting is not None
+    draft.cache_key = cache.key(
+        "" if setting.shared else tenant.name,
+        routed.route.attempts[0].backend.name,
+        routed.upstream_model,
+        draft.arrival.endpoint.suffix,
+        body,
+    )
+    return None
+
+
+def translate(draft: Draft) -> ApiError | None:
+    translation = draft.translation
+    if translation is None:
+        return None
+    routed = draft.route
+    try:
+        draft.body, dropped = translation.request(
+            draft.body, routed.upstream_model, routed.route.attempts[0].backend.default_max_tokens
+        )
+    except Untranslatable as untranslatable:
+        return untranslatable.error
+    draft.dropped_fields = tuple(dropped)
+    draft.changed = True
+    return None
+
+
+STEPS: tuple[Step, ...] = (
+    parse,
+    name_deployment,
+    check,
+    route,
+    choose_translation,
+    apply_policies,
+    ask_stream_usage,
+    key_cache,
+    translate,
+)
+
+
+def run(draft: Draft, steps: tuple[Step, ...] = STEPS) -> ApiError | None:
+    """Run the steps in order; the first refusal ends the run."""
+    for step in steps:
+        refusal = step(draft)
+        if refusal is not None:
+            return refusal
+    return None
