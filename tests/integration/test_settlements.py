@@ -178,18 +178,22 @@ def test_streams_abandoned_while_redis_stalls_are_all_taken_back(
 ) -> None:
     server, _, gateway, prefix = relayed
     before = warm(server, gateway, prefix)
-    sleeper = stall(server, 1.5)
     replies: list[int] = []
+    # Each client is made before Redis stalls, so that on a busy machine every request
+    # still reaches it while it sleeps.
+    ready = threading.Barrier(STREAMS + 1)
 
     def one() -> None:
-        reply = httpx.post(
-            f"{gateway.url}/v1/chat/completions", json=REQUEST, headers=AUTH, timeout=10
-        )
+        with httpx.Client(timeout=10) as client:
+            ready.wait(timeout=20)
+            reply = client.post(f"{gateway.url}/v1/chat/completions", json=REQUEST, headers=AUTH)
         replies.append(reply.status_code)
 
     threads = [threading.Thread(target=one) for _ in range(STREAMS)]
     for thread in threads:
         thread.start()
+    sleeper = stall(server, 2.0)  # under the store's 3 s timeout: each reservation applies
+    ready.wait(timeout=20)
     for thread in threads:
         thread.join()
     sleeper.join()
