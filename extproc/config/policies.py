@@ -10,7 +10,14 @@ import re2
 
 from extproc.config.schema import NAME
 from extproc.config.v1 import config_pb2 as pb
-from extproc.policy.detectors import BUILTIN, compile_pattern, custom_detector
+from extproc.policy import phones
+from extproc.policy.detectors import (
+    BUILTIN,
+    Detector,
+    compile_pattern,
+    custom_detector,
+    phone_detector,
+)
 from extproc.policy.rules import Action, DenyRule, Limits, PiiRule, Policy
 
 _ROLE_NAMES: dict[int, str] = {
@@ -24,6 +31,12 @@ _ACTIONS = {
     pb.PiiRule.MASK: Action.MASK,
     pb.PiiRule.BLOCK: Action.BLOCK,
     pb.PiiRule.ALLOW: Action.ALLOW,
+}
+_LENIENCIES = {
+    pb.PhoneOptions.POSSIBLE: "possible",
+    pb.PhoneOptions.VALID: "valid",
+    pb.PhoneOptions.STRICT_GROUPING: "strict_grouping",
+    pb.PhoneOptions.EXACT_GROUPING: "exact_grouping",
 }
 _LABEL = re.compile(r"^[A-Z][A-Z0-9]{0,23}$")
 DEFAULT_MAX_MATCH_LENGTH = 128
@@ -148,11 +161,20 @@ def _pii_rule(
         if rule.name or rule.pattern:
             problem(path, "set either detector (built-in) or name and pattern (custom), not both")
             return None
-        detector = BUILTIN.get(rule.detector)
-        if detector is None:
+        found = BUILTIN.get(rule.detector)
+        if found is None:
             known = ", ".join(BUILTIN)
             problem(f"{path}.detector", f'no built-in detector "{rule.detector}" (known: {known})')
             return None
+        detector = found
+        if rule.HasField("phone"):
+            if rule.detector != "phone":
+                problem(f"{path}.phone", "applies to detector phone only")
+                return None
+            configured = _phone(rule.phone, f"{path}.phone", problem)
+            if configured is None:
+                return None
+            detector = configured
     else:
         if not rule.name or not rule.pattern:
             problem(path, "set detector (built-in), or name and pattern (custom)")
@@ -184,6 +206,21 @@ def _pii_rule(
         roles=_roles(list(rule.roles)),
         request=request,
         response=response,
+    )
+
+
+def _phone(
+    options: pb.PhoneOptions, path: str, problem: Callable[[str, str], None]
+) -> Detector | None:
+    regions = tuple(options.regions) or phones.DEFAULT_REGIONS
+    unknown = [r for r in regions if not phones.supported(r)]
+    if unknown:
+        problem(f"{path}.regions", f"no numbering plan for {', '.join(unknown)}")
+        return None
+    return phone_detector(
+        tuple(dict.fromkeys(regions)),
+        _LENIENCIES.get(options.leniency, phones.DEFAULT_LENIENCY),
+        _LENIENCIES.get(options.international_leniency, phones.DEFAULT_INTERNATIONAL_LENIENCY),
     )
 
 

@@ -34,30 +34,76 @@ def luhn_valid(number: str) -> bool:
     return total % 10 == 0
 
 
+# Card networks by issuer identification number (ISO/IEC 7812): leading-digit ranges and
+# the lengths each network issues. Maestro's 12-19 digits over 50 and 56-69 are the widest;
+# 0604 (Maestro) and 1800/2131 (JCB's 15-digit cards) are older ranges still listed.
+_NETWORKS: tuple[tuple[tuple[tuple[str, str], ...], frozenset[int]], ...] = (
+    ((("4", "4"),), frozenset((13, 16, 19))),  # Visa
+    ((("51", "55"), ("2221", "2720")), frozenset((16,))),  # Mastercard
+    ((("34", "34"), ("37", "37")), frozenset((15,))),  # American Express
+    ((("6011", "6011"), ("644", "649"), ("65", "65")), frozenset(range(16, 20))),  # Discover
+    # JCB 3528-3589, RuPay 353 and 356, LankaPay 357111: 35 as a whole.
+    ((("35", "35"),), frozenset(range(16, 20))),
+    ((("1800", "1800"), ("2131", "2131")), frozenset((15,))),  # JCB, 15 digits
+    ((("300", "305"), ("3095", "3095"), ("36", "36"), ("38", "39")), frozenset(range(14, 20))),
+    ((("62", "62"), ("81", "81")), frozenset(range(16, 20))),  # UnionPay
+    ((("2200", "2204"),), frozenset(range(16, 20))),  # Mir
+    ((("50", "50"), ("56", "69"), ("0604", "0604")), frozenset(range(12, 20))),  # Maestro
+)
+
+
 def _card_network(number: str) -> bool:
-    """The number starts like a real card network's (IIN ranges) and has its length."""
+    """The number starts like a card network's (IIN ranges) and has one of its lengths."""
     length = len(number)
-    two, four = int(number[:2]), int(number[:4])
-    if number[0] == "4":
-        return length in (13, 16, 19)  # Visa
-    if 51 <= two <= 55 or 2221 <= four <= 2720:
-        return length == 16  # Mastercard
-    if two in (34, 37):
-        return length == 15  # American Express
-    if number.startswith("6011") or two == 65 or 644 <= int(number[:3]) <= 649:
-        return 16 <= length <= 19  # Discover
-    if 3528 <= four <= 3589:
-        return 16 <= length <= 19  # JCB
-    if 300 <= int(number[:3]) <= 305 or two in (36, 38, 39):
-        return 14 <= length <= 19  # Diners Club
-    if two == 62:
-        return 16 <= length <= 19  # UnionPay
+    for ranges, lengths in _NETWORKS:
+        if length not in lengths:
+            continue
+        for low, high in ranges:
+            if low <= number[: len(low)] <= high:
+                return True
     return False
 
 
 def payment_card_valid(candidate: str) -> bool:
     number = digits_of(candidate)
-    return 13 <= len(number) <= 19 and _card_network(number) and luhn_valid(number)
+    return (
+        12 <= len(number) <= 19
+        and _card_network(number)
+        and luhn_valid(number)
+        and not product_code(candidate)
+    )
+
+
+def gs1_valid(number: str) -> bool:
+    """The GS1 check digit of an EAN-8, UPC-A, EAN-13 or GTIN-14: weights 3 and 1 from
+    the right."""
+    total = 0
+    for position, char in enumerate(reversed(number[:-1])):
+        total += (ord(char) - 48) * (3 if position % 2 == 0 else 1)
+    return (10 - total % 10) % 10 == ord(number[-1]) - 48
+
+
+def isbn10_valid(number: str) -> bool:
+    total = 0
+    for position, char in enumerate(number):
+        value = 10 if char in "xX" and position == 9 else ord(char) - 48
+        total += (10 - position) * value
+    return total % 11 == 0
+
+
+def product_code(candidate: str) -> bool:
+    """An ISBN or a barcode, recognised by its own check digit: a bare EAN-8, UPC-A or
+    EAN-13, or an ISBN-10/13 in groups ending with the check digit ("978-0-306-40615-7",
+    "0-306-40615-2")."""
+    if candidate.isdigit():
+        return len(candidate) in (8, 12, 13) and gs1_valid(candidate)
+    groups = [group for group in candidate.replace(" ", "-").split("-") if group]
+    number = "".join(groups)
+    if len(groups) < 3 or len(groups[-1]) != 1 or not number[:-1].isdigit():
+        return False
+    if len(number) == 13 and number[:3] in ("978", "979"):
+        return number.isdigit() and gs1_valid(number)
+    return len(number) == 10 and isbn10_valid(number)
 
 
 def iban_valid(candidate: str) -> bool:
@@ -75,14 +121,6 @@ def us_ssn_valid(candidate: str) -> bool:
         return False
     area, group, serial = number[:3], number[3:5], number[5:]
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
-
-
-def phone_valid(candidate: str) -> bool:
-    number = digits_of(candidate)
-    # E.164 allows at most 15 digits; fewer than 8 are extensions, years, counts.
-    if not 8 <= len(number) <= 15:
-        return False
-    return len(set(number)) > 2  # "0000000000" is filler, not a number
 
 
 def email_valid(candidate: str) -> bool:

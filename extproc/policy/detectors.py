@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import re2
 
-from extproc.policy import checksums
+from extproc.policy import checksums, phones
 
 
 def compile_pattern(pattern: str, *, case_sensitive: bool = True) -> re2._Regexp:
@@ -60,6 +61,11 @@ class Detector:
     # the pattern then runs only on windows around each occurrence (fast on long text).
     anchor: str = ""
     reach: tuple[int, int] = (0, 0)
+    # A second pass over the candidates that reads the text around them and may narrow
+    # or drop them (phone numbers: libphonenumber's matcher over the regions' plans).
+    refine: Callable[[str, Iterable[tuple[int, int]]], Iterator[tuple[int, int]]] | None = None
+    # Streaming: characters the checks read on each side of a candidate, held back too.
+    context: int = 0
 
     def _matches(self, text: str) -> Iterator[tuple[int, int]]:
         if not self.anchor:
@@ -83,7 +89,10 @@ class Detector:
         # Loop over the few needed characters: each `in` is a C-speed search of the text.
         if self.needs is not None and not any(c in text for c in self.needs):
             return
-        for start, end in self._matches(text):
+        spans = self._matches(text)
+        if self.refine is not None:
+            spans = self.refine(text, spans)
+        for start, end in spans:
             if start == end:
                 continue
             if start > 0 and text[start - 1] in self.edge:
@@ -109,6 +118,8 @@ class Detector:
                         break
         if self.charset is None:
             return max(held, min(len(tail), self.max_length))
+        if self.context:
+            return max(held, self._quiet_cut(tail, self.charset))
         run = 0
         for char in reversed(tail):
             if run >= self.max_length or not self.charset(char):
@@ -119,6 +130,32 @@ class Detector:
             if before.endswith(self.lead + " "):
                 run += len(self.lead) + 1
         return max(held, run)
+
+    def spanning(self, tail: str, cut: int) -> int:
+        """How much to hold back so that a cut at `cut` does not split a run of characters
+        a match of this detector could contain (0: the cut splits none)."""
+        charset = self.charset
+        if charset is None or not 0 < cut < len(tail):
+            return 0
+        if not (charset(tail[cut - 1]) and charset(tail[cut])):
+            return 0
+        start = cut - 1
+        while start > 0 and cut - start < self.max_length and charset(tail[start - 1]):
+            start -= 1
+        return len(tail) - start
+
+    def _quiet_cut(self, tail: str, charset: Callable[[str], bool]) -> int:
+        """Hold back from the last point with `context` characters that no match can
+        contain on each side: every candidate's checks then read the same characters in
+        released text as in the whole stream. A longer run is cut at its longest match."""
+        width = self.context
+        bound = self.max_length + 2 * width
+        position = len(tail) - width
+        while position >= width and len(tail) - position <= bound:
+            if not any(charset(c) for c in tail[position - width : position + width]):
+                return len(tail) - position
+            position -= 1
+        return min(len(tail), bound)
 
 
 # -- masks ------------------------------------------------------------------------------
@@ -190,13 +227,40 @@ _SECRET_PATTERN = "|".join(
         r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
     ]
 )
-_PHONE_PATTERN = "|".join(
-    [
-        r"\+[1-9][0-9]{0,2}[ .-]?(?:\(?[0-9]{1,4}\)?[ .-]?){1,4}[0-9]{2,4}",  # international
-        r"\(?[2-9][0-9]{2}\)?[ .-]?[0-9]{3}[ .-][0-9]{4}",  # North American
-        r"0[1-9][0-9]{0,4}[ ./-]?(?:[0-9]{2,4}[ ./-]){0,3}[0-9]{2,8}",  # national, trunk prefix 0
-    ]
-)
+
+
+def _ip_dots(text: str, spans: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """No dot before an address, and none after but a sentence's full stop: "1.2.3.4.5"
+    is a version."""
+    for start, end in spans:
+        if start > 0 and text[start - 1] == ".":
+            continue
+        if end + 1 < len(text) and text[end] == "." and text[end + 1] in _ALNUM:
+            continue
+        yield start, end
+
+
+@lru_cache(maxsize=64)
+def phone_detector(
+    regions: tuple[str, ...], leniency: str, international_leniency: str
+) -> Detector:
+    """The phone detector for one configuration: policies that configure the same share
+    it (findings are grouped per detector)."""
+    rules = phones.rules(regions, leniency, international_leniency)
+    return Detector(
+        name="phone",
+        label="PHONE",
+        regex=compile_pattern(phones.PATTERN),
+        validate=None,
+        mask=_keep_last(2),
+        edge=frozenset(),
+        charset=phones.CHARSET.__contains__,
+        max_length=phones.MAX_LENGTH,
+        needs=_DIGITS,
+        refine=rules.refine,
+        context=phones.CONTEXT,
+    )
+
 
 BUILTIN: dict[str, Detector] = {
     detector.name: detector
@@ -216,13 +280,14 @@ BUILTIN: dict[str, Detector] = {
         Detector(
             name="payment_card",
             label="CARD",
-            regex=compile_pattern(r"[0-9](?:[ -]?[0-9]){12,18}"),
+            regex=compile_pattern(r"[0-9](?:[ -]?[0-9]){11,18}"),
             validate=checksums.payment_card_valid,
             mask=_keep_last(4),
             edge=_ALNUM,
             charset=(_DIGITS | {" ", "-"}).__contains__,
             max_length=23,
             needs=_DIGITS,
+            context=1,
         ),
         Detector(
             name="iban",
@@ -273,21 +338,16 @@ BUILTIN: dict[str, Detector] = {
             ),
             validate=checksums.ip_valid,
             mask=_mask_ip,
-            edge=_ALNUM | {".", ":"},
+            edge=_ALNUM | {":"},
             charset=frozenset(string.hexdigits + ".:").__contains__,
             max_length=45,
             needs=frozenset(".:"),
+            refine=_ip_dots,
         ),
-        Detector(
-            name="phone",
-            label="PHONE",
-            regex=compile_pattern(_PHONE_PATTERN),
-            validate=checksums.phone_valid,
-            mask=_keep_last(2),
-            edge=_ALNUM,
-            charset=(_DIGITS | frozenset(" .-+()/")).__contains__,
-            max_length=24,
-            needs=_DIGITS,
+        phone_detector(
+            phones.DEFAULT_REGIONS,
+            phones.DEFAULT_LENIENCY,
+            phones.DEFAULT_INTERNATIONAL_LENIENCY,
         ),
     )
 }

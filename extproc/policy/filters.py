@@ -56,6 +56,14 @@ class TextGuard:
             start = tail.rfind("[", max(0, len(tail) - _PLACEHOLDER_MAX))
             if start >= 0 and _PLACEHOLDER_PREFIX.match(tail, start):
                 held = max(held, len(tail) - start)
+        # One detector's hold-back may reach into another's value (the phone detector
+        # holds the characters around a number): move the cut to that value's start,
+        # never releasing half of it. Each move holds more, up to a longest match.
+        for _ in self.detectors:
+            moved = max(detector.spanning(tail, len(tail) - held) for detector in self.detectors)
+            if moved <= held:
+                break
+            held = moved
         return held
 
     def feed(self, text: str, final: bool = False) -> tuple[str, bool]:

@@ -464,3 +464,26 @@ def test_azure_openai_backends_address_deployments() -> None:
     assert config.backends["pinned"].path("/embeddings?user=1", "e") == (
         "/openai/deployments/e/embeddings?user=1&api-version=2025-01-01-preview"
     )
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("{detector: phone, phone: {regions: [XX]}}", "phone.regions: no numbering plan for XX"),
+        ("{detector: phone, phone: {regions: [de]}}", "phone.regions[0]: expected a region code"),
+        ("{detector: email, phone: {regions: [DE]}}", "phone: applies to detector phone only"),
+        ("{detector: phone, phone: {leniency: loose}}", "phone.leniency: expected one of"),
+    ],
+)
+def test_phone_options_are_checked(rule: str, expected: str) -> None:
+    text = MINIMAL + f"policies:\n  - name: p\n    pii:\n      - {rule}\n"
+    assert any(p.startswith(f"policies[0].pii[0].{expected}") for p in problems_of(text))
+
+
+def test_phone_options_make_a_detector_shared_by_identical_rules() -> None:
+    rules = "{detector: phone, phone: {regions: [DE, FR], leniency: possible}}"
+    loaded = load_text(
+        MINIMAL + f"policies:\n  - name: p\n    pii: [{rules}]\n  - name: q\n    pii: [{rules}]\n"
+    )
+    first, second = (policy.pii[0].detector for policy in loaded.policies.values())
+    assert first is second and first.name == "phone"

@@ -96,3 +96,114 @@ def test_email_windows_around_each_at_sign_find_exact_matches() -> None:
     ]
     long_local = "a" * 70 + "@example.com"
     assert list(BUILTIN["email"].find(long_local)) == []  # over the RFC's 64 characters
+
+
+# -- payment cards: every length the networks issue, barcodes apart --------------------
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "675929022274",  # Maestro, 12 digits
+        "6759 6498 2643 8453",  # Maestro UK, 16
+        "4111111111111111110",  # Visa, 19
+        "2200 0000 0000 0004",  # Mir
+        "3528 0000 0000 0007",  # JCB
+        "3001 234567 8907",  # Diners Club, 14 in groups
+    ],
+)
+def test_cards_of_every_network_length_are_found(number: str) -> None:
+    assert checksums.luhn_valid(checksums.digits_of(number)), number
+    text = f"paid with {number} yesterday"
+    assert [text[f.start : f.end] for f in BUILTIN["payment_card"].find(text)] == [number]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "5901234123457",  # GS1's own EAN-13 example: passes Luhn, reads as a Maestro
+        "4006381333924",  # an EAN-13 that passes Luhn and reads as a 13-digit Visa
+        "978-3-16-148410-0",  # ISBN-13
+        "0-306-40615-2",  # ISBN-10
+    ],
+)
+def test_barcodes_and_isbns_are_neither_cards_nor_phones(code: str) -> None:
+    text = f"item {code} in stock"
+    assert checksums.product_code(code)
+    assert scan(text, DETECTORS) == []
+    if code.isdigit():  # the same digits in a card's groups are a card
+        grouped = " ".join(code[i : i + 4] for i in range(0, len(code), 4))
+        assert [f.detector.name for f in scan(f"card {grouped}", DETECTORS)] == ["payment_card"]
+
+
+# -- phone numbers by libphonenumber ---------------------------------------------------
+
+
+def phones_in(text: str, detector: object = None) -> list[str]:
+    found = (detector or BUILTIN["phone"]).find(text)  # type: ignore[attr-defined]
+    return [text[f.start : f.end] for f in found]
+
+
+def test_phone_regions_read_national_formats_and_any_international_number() -> None:
+    from extproc.policy.detectors import phone_detector
+
+    german = phone_detector(("DE",), "valid", "possible")
+    text = "Berlin 030 1234 5678, US (415) 555-0199 or +1 415 555 0199"
+    assert phones_in(text, german) == ["030 1234 5678", "+1 415 555 0199"]
+    american = phone_detector(("US",), "valid", "possible")
+    assert phones_in(text, american) == ["(415) 555-0199", "+1 415 555 0199"]
+    # After an international prefix the country code is written out too.
+    assert phones_in("from abroad 0049 30 1234 5678 or 011 44 20 7946 0958") == [
+        "0049 30 1234 5678",
+        "011 44 20 7946 0958",
+    ]
+
+
+def test_phone_leniency_decides_how_strict_the_plan_check_is() -> None:
+    from extproc.policy.detectors import phone_detector
+
+    # 665 is no US area code: a possible number, not a valid one.
+    text = "call 665-748-4489 now"
+    assert phones_in(text, phone_detector(("US",), "valid", "possible")) == []
+    assert phones_in(text, phone_detector(("US",), "possible", "possible")) == ["665-748-4489"]
+    # With its country code it is reported at the default international leniency.
+    assert phones_in("call +1-665-748-4489 now") == ["+1-665-748-4489"]
+    exact = phone_detector(("US",), "exact_grouping", "exact_grouping")
+    assert phones_in("call 202-555-0143 or 20 25 55 01 43", exact) == ["202-555-0143"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "invoice INV-2024-4155550132 paid",
+        "see https://example.com/orders/4155550132/items",
+        "user_4155550132 logged in",
+        "AB4155550132 and 4155550132xy",
+        "at 08:39:08.4155550132",
+        "total 1.234.567,89 EUR and 4 155 550,13",
+        "on 15.01.2024 and 2024-01-15",
+        "SSN-shaped 219-09-9999 is no phone",
+        "card 4111 1111 1111 1111 1111 is too long for a phone",
+    ],
+)
+def test_digit_runs_in_identifiers_dates_and_amounts_are_not_phones(text: str) -> None:
+    assert phones_in(text) == []
+
+
+def test_phone_extension_stays_after_the_number() -> None:
+    assert phones_in("call (202) 555-0143x123 or 202-555-0143 ext. 9") == [
+        "(202) 555-0143",
+        "202-555-0143",
+    ]
+
+
+def test_phone_checks_past_the_budget_still_report_numbers() -> None:
+    """Past the matcher's budget per text, a run is judged by the regions' plans."""
+    numbers = [f"(202) 555-{n:04d}" for n in range(100, 300)]
+    text = ", ".join(numbers)
+    assert phones_in(text) == numbers
+
+
+def test_ip_address_before_a_full_stop_is_found() -> None:
+    text = "My address is 75.84.168.212. Version 1.2.3.4.5 is not one."
+    assert [text[f.start : f.end] for f in BUILTIN["ip_address"].find(text)] == ["75.84.168.212"]

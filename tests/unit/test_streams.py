@@ -326,3 +326,21 @@ def test_blocks_wait_for_a_buffered_event() -> None:
     parser = Parser()
     assert parser.feed(b"data: 1") == []
     assert parser.blocks(b"\n\ndata: 2\n\n") is None  # the first event ends here
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mail x@y.io 4155550132 now",  # the phone's hold-back must not split the address
+        "invoice INV-2024-000123, call (202) 555-0143x12 or +44 20 7946 0958.",
+        "card 4111 1111 1111 1111, not AB4111111111111111",
+    ],
+)
+def test_detections_are_the_same_however_the_text_is_split(text: str) -> None:
+    from tests.unit.test_generated_pii import streamed as stream
+
+    whole = stream([text])
+    assert "[PHONE_1]" in whole or "[CARD_1]" in whole
+    for cut in range(1, len(text)):
+        assert stream([text[:cut], text[cut:]]) == whole, cut
+    assert stream(list(text)) == whole

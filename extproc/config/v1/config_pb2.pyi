@@ -1362,6 +1362,7 @@ class PiiRule(_message.Message):
     ROLES_FIELD_NUMBER: _builtins.int
     APPLY_TO_FIELD_NUMBER: _builtins.int
     MAX_MATCH_LENGTH_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
     detector: _builtins.str
     """A built-in detector: email, phone, payment_card, us_ssn, iban, ip_address, secret."""
     name: _builtins.str
@@ -1386,6 +1387,10 @@ class PiiRule(_message.Message):
         (one more gRPC message for JSON, one per chunk for streams).
         """
 
+    @_builtins.property
+    def phone(self) -> Global___PhoneOptions:
+        """Detector phone only: how numbers are recognised (libphonenumber's numbering plans)."""
+
     def __init__(
         self,
         *,
@@ -1397,14 +1402,80 @@ class PiiRule(_message.Message):
         roles: _abc.Iterable[Global___Role.ValueType] | None = ...,
         apply_to: _abc.Iterable[Global___Direction.ValueType] | None = ...,
         max_match_length: _builtins.int = ...,
+        phone: Global___PhoneOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["phone", b"phone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "apply_to", b"apply_to", "detector", b"detector", "label", b"label", "max_match_length", b"max_match_length", "name", b"name", "pattern", b"pattern", "roles", b"roles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "apply_to", b"apply_to", "detector", b"detector", "label", b"label", "max_match_length", b"max_match_length", "name", b"name", "pattern", b"pattern", "phone", b"phone", "roles", b"roles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PiiRule: _TypeAlias = PiiRule  # noqa: Y015
+
+@_typing.final
+class PhoneOptions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Leniency:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _LeniencyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[PhoneOptions._Leniency.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        LENIENCY_UNSPECIFIED: PhoneOptions._Leniency.ValueType  # 0
+        POSSIBLE: PhoneOptions._Leniency.ValueType  # 1
+        """The length fits the numbering plan."""
+        VALID: PhoneOptions._Leniency.ValueType  # 2
+        """The number is valid in the plan: an assigned prefix and length."""
+        STRICT_GROUPING: PhoneOptions._Leniency.ValueType  # 3
+        """Valid, and its digit groups (spaces, hyphens) are those of the region's formats."""
+        EXACT_GROUPING: PhoneOptions._Leniency.ValueType  # 4
+        """Valid, and written exactly as one of the region's formats."""
+
+    class Leniency(_Leniency, metaclass=_LeniencyEnumTypeWrapper):
+        """How strict the check of a number is (libphonenumber's leniency levels)."""
+
+    LENIENCY_UNSPECIFIED: PhoneOptions.Leniency.ValueType  # 0
+    POSSIBLE: PhoneOptions.Leniency.ValueType  # 1
+    """The length fits the numbering plan."""
+    VALID: PhoneOptions.Leniency.ValueType  # 2
+    """The number is valid in the plan: an assigned prefix and length."""
+    STRICT_GROUPING: PhoneOptions.Leniency.ValueType  # 3
+    """Valid, and its digit groups (spaces, hyphens) are those of the region's formats."""
+    EXACT_GROUPING: PhoneOptions.Leniency.ValueType  # 4
+    """Valid, and written exactly as one of the region's formats."""
+
+    REGIONS_FIELD_NUMBER: _builtins.int
+    LENIENCY_FIELD_NUMBER: _builtins.int
+    INTERNATIONAL_LENIENCY_FIELD_NUMBER: _builtins.int
+    leniency: Global___PhoneOptions.Leniency.ValueType
+    """For a number written nationally (without its country code). Default valid."""
+    international_leniency: Global___PhoneOptions.Leniency.ValueType
+    """For a number written with its country code, which says what plan it is in. Default
+    possible.
+    """
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Regions (ISO 3166-1 alpha-2) whose national formats are read: "030 1234 5678" is a
+        number in DE. A number written with its country code ("+49 30 1234 5678", "0049 30
+        1234 5678") is found whatever the regions. Each region costs a check of every
+        number-like run. Default [US, GB, DE, FR, ES, IT, NL, BR, JP, IN, PL, SE].
+        """
+
+    def __init__(
+        self,
+        *,
+        regions: _abc.Iterable[_builtins.str] | None = ...,
+        leniency: Global___PhoneOptions.Leniency.ValueType = ...,
+        international_leniency: Global___PhoneOptions.Leniency.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["international_leniency", b"international_leniency", "leniency", b"leniency", "regions", b"regions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PhoneOptions: _TypeAlias = PhoneOptions  # noqa: Y015
 
 @_typing.final
 class PolicyLimits(_message.Message):
