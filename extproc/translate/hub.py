@@ -98,6 +98,18 @@ class ToolChoice:
 
 
 @dataclass(slots=True)
+class JsonOutput:
+    """An answer asked for as JSON: fitting `schema` (a JSON Schema), or any JSON object
+    (`schema` None). `path` is the client's field, for a refusal."""
+
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    description: str | None = None
+    strict: bool | None = None
+    path: str = ""
+
+
+@dataclass(slots=True)
 class Request:
     messages: list[Message]
     max_tokens: int | None = None
@@ -110,6 +122,7 @@ class Request:
     parallel_tool_calls: bool | None = None
     user: str | None = None
     choices: int | None = None  # answers asked for (OpenAI's `n`)
+    json_output: JsonOutput | None = None
     # The client's fields the hub has no place for: dropped, and named in a debug log line.
     dropped: list[str] = field(default_factory=list)
 

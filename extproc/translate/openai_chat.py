@@ -56,6 +56,7 @@ _HANDLED = frozenset(
         "parallel_tool_calls",
         "user",
         "n",
+        "response_format",
     }
 )
 _NO_PARAMETERS = {"type": "object", "properties": {}}
@@ -146,6 +147,40 @@ def _tool_choice(choice: Any) -> hub.ToolChoice | None:
     raise unsupported("tool_choice", "only auto, none, required or a function translate")
 
 
+def _json_output(value: Any) -> hub.JsonOutput | None:
+    """`response_format`: JSON fitting a schema, any JSON object, or text (None)."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if value is None or kind == "text":
+        return None
+    if kind == "json_object":
+        return hub.JsonOutput(path="response_format")
+    if kind != "json_schema":
+        raise unsupported("response_format.type", "only text, json_object or json_schema translate")
+    spec = obj(value.get("json_schema"))
+    schema, name = spec.get("schema"), spec.get("name")
+    description, strict = spec.get("description"), spec.get("strict")
+    return hub.JsonOutput(
+        schema if isinstance(schema, dict) else {},
+        name if isinstance(name, str) else None,
+        description if isinstance(description, str) else None,
+        strict if isinstance(strict, bool) else None,
+        "response_format",
+    )
+
+
+def write_json_output(output: hub.JsonOutput) -> dict[str, Any]:
+    """A hub JSON output as `response_format`."""
+    if output.schema is None:
+        return {"type": "json_object"}
+    # OpenAI requires a name; an API without one (Anthropic's) gets a neutral one.
+    spec: dict[str, Any] = {"name": output.name or "response", "schema": output.schema}
+    if output.description is not None:
+        spec["description"] = output.description
+    if output.strict is not None:
+        spec["strict"] = output.strict
+    return {"type": "json_schema", "json_schema": spec}
+
+
 def _message(message: Any, index: int) -> Message:
     role = message.get("role")
     content = message.get("content")
@@ -183,6 +218,7 @@ def read_request(body: dict[str, Any]) -> hub.Request:
         parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
         user=user if isinstance(user, str) and user else None,
         choices=body.get("n"),
+        json_output=_json_output(body.get("response_format")),
         dropped=sorted(k for k in body if k not in _HANDLED),
     )
 
@@ -275,6 +311,8 @@ def write_request(request: hub.Request, model: str, default_max_tokens: int) -> 
         out["parallel_tool_calls"] = request.parallel_tool_calls
     if request.user is not None:
         out["user"] = request.user
+    if request.json_output is not None:
+        out["response_format"] = write_json_output(request.json_output)
     return out
 
 

@@ -168,6 +168,13 @@ REFUSALS = [
     ),
     (OPENAI, ANTHROPIC, {"tools": [{"type": "web_search"}]}, "tools[0].type", ""),
     (OPENAI, ANTHROPIC, {"tool_choice": "sometimes"}, "tool_choice", ""),
+    (
+        OPENAI,
+        ANTHROPIC,
+        {"response_format": {"type": "structural_tag"}},
+        "response_format.type",
+        "",
+    ),
     # Anthropic's system turns: the top-level `system` translates, a turn does not
     (ANTHROPIC, OPENAI, {"messages": [{"role": "system", "content": "x"}]}, "messages[0].role", ""),
     (
@@ -243,6 +250,13 @@ REFUSALS = [
         "",
     ),
     (ANTHROPIC, OPENAI, {"tool_choice": {"type": "sometimes"}}, "tool_choice.type", ""),
+    (
+        ANTHROPIC,
+        OPENAI,
+        {"output_config": {"format": {"type": "regex"}}},
+        "output_config.format.type",
+        "",
+    ),
 ]
 
 
@@ -259,6 +273,62 @@ def test_what_the_backend_cannot_do_is_a_clear_400(
     error = caught.value.error
     assert (error.status, error.code, error.param) == (400, code or "unsupported_value", param)
     assert f"'{param}'" in error.message or param in ("n", "temperature")
+
+
+# A JSON Schema answer asked for, in each API's words, and where a backend finds it.
+WEATHER = {"type": "object", "properties": {"c": {"type": "number"}}, "required": ["c"]}
+JSON_ASKED = {
+    OPENAI: {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "weather", "schema": WEATHER, "strict": True},
+        }
+    },
+    ANTHROPIC: {"output_config": {"format": {"type": "json_schema", "schema": WEATHER}}},
+}
+JSON_SEEN = {
+    # Anthropic's format has no name: an OpenAI backend gets a neutral one.
+    OPENAI: lambda body, named: (
+        body["response_format"]
+        == {
+            "type": "json_schema",
+            "json_schema": {"name": "weather", "schema": WEATHER, "strict": True}
+            if named
+            else {"name": "response", "schema": WEATHER},
+        }
+    ),
+    ANTHROPIC: lambda body, named: (
+        body["output_config"] == {"format": {"type": "json_schema", "schema": WEATHER}}
+    ),
+}
+
+
+@pytest.mark.parametrize(("client", "backend"), PAIRS, ids=map(pair_id, PAIRS))
+def test_a_json_schema_answer_is_asked_of_every_backend(client: Schema, backend: Schema) -> None:
+    body, dropped = Translation(client, backend).request(
+        {**BASE[client], **JSON_ASKED[client]}, "m", 10
+    )
+    assert JSON_SEEN[backend](body, client is not ANTHROPIC)
+    assert dropped == []
+
+
+def test_any_json_object_is_refused_for_a_backend_that_takes_only_a_schema() -> None:
+    with pytest.raises(Untranslatable) as caught:
+        Translation(OPENAI, ANTHROPIC).request(
+            {**BASE[OPENAI], "response_format": {"type": "json_object"}}, "m", 10
+        )
+    assert caught.value.error.param == "response_format.type"
+    body, _ = Translation(OPENAI, ANTHROPIC).request(
+        {**BASE[OPENAI], "response_format": {"type": "text"}}, "m", 10
+    )
+    assert "output_config" not in body
+
+
+def test_anthropic_output_settings_beside_the_format_are_named_as_dropped() -> None:
+    change = {"output_config": {"effort": "low", "format": None}}
+    body, dropped = Translation(ANTHROPIC, OPENAI).request({**BASE[ANTHROPIC], **change}, "m", 1)
+    assert "response_format" not in body
+    assert dropped == ["output_config.effort"]
 
 
 # -- JSON responses -----------------------------------------------------------------------
