@@ -196,7 +196,7 @@ def read_request(body: dict[str, Any]) -> hub.Request:
         choice, parallel = _tool_choice(body["tool_choice"])
     max_tokens = body.get("max_tokens")
     user = obj(body.get("metadata")).get("user_id")
-    dropped = sorted(k for k in body if k not in _HANDLED)
+    dropped = [key for key in body if key not in _HANDLED]
     json_output = _json_output(obj(body.get("output_config")), dropped)
     return hub.Request(
         messages,
@@ -210,7 +210,7 @@ def read_request(body: dict[str, Any]) -> hub.Request:
         parallel_tool_calls=parallel,
         user=user if isinstance(user, str) else None,
         json_output=json_output,
-        dropped=dropped,
+        dropped=sorted(dropped),
     )
 
 
@@ -294,15 +294,7 @@ def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, An
 
 
 def _check(request: hub.Request) -> None:
-    if request.choices is not None and request.choices != 1:
-        raise Untranslatable(
-            ApiError(
-                400,
-                "This model's backend returns one choice per request; 'n' must be 1.",
-                "unsupported_parameter",
-                "n",
-            )
-        )
+    hub.one_choice(request)
     temperature = request.temperature
     if temperature is not None and (
         not isinstance(temperature, int | float) or isinstance(temperature, bool) or temperature > 1

@@ -298,6 +298,19 @@ def unsupported(path: str, problem: str) -> Untranslatable:
     )
 
 
+def one_choice(request: Request) -> None:
+    """Refuse `n` > 1 for a backend whose API answers one choice per request."""
+    if request.choices is not None and request.choices != 1:
+        raise Untranslatable(
+            ApiError(
+                400,
+                "This model's backend returns one choice per request; 'n' must be 1.",
+                "unsupported_parameter",
+                "n",
+            )
+        )
+
+
 def misplaced(part: Image | ToolCall | ToolResult | Reasoning, problem: str) -> Untranslatable:
     """A part the target API has no place for where the client put it."""
     return unsupported(f"{part.path}.type", problem)
@@ -353,6 +366,47 @@ def image_of_url(url: str, path: str) -> Image:
     if match is None:
         return Image(url=url, path=path)
     return Image(media_type=match.group(1), data=match.group(2), path=path)
+
+
+def image_url(image: Image) -> str:
+    """An image as a URL: its own, or a `data:` URL of its data."""
+    return image.url if image.data is None else f"data:{image.media_type};base64,{image.data}"
+
+
+def function_tool(spec: dict[str, Any], path: str) -> Tool:
+    """A function tool as both OpenAI APIs spell it: name, description, parameters."""
+    if not isinstance(spec.get("name"), str):
+        raise invalid(f"{path}.name", "is required")
+    parameters, description = spec.get("parameters"), spec.get("description")
+    return Tool(
+        spec["name"],
+        description if isinstance(description, str) else None,
+        parameters if isinstance(parameters, dict) else None,
+    )
+
+
+def json_schema(spec: dict[str, Any], path: str) -> JsonOutput:
+    """A JSON Schema answer as both OpenAI APIs spell it: name, schema, description, strict."""
+    schema, name = spec.get("schema"), spec.get("name")
+    description, strict = spec.get("description"), spec.get("strict")
+    return JsonOutput(
+        schema if isinstance(schema, dict) else {},
+        name if isinstance(name, str) else None,
+        description if isinstance(description, str) else None,
+        strict if isinstance(strict, bool) else None,
+        path,
+    )
+
+
+def json_schema_spec(output: JsonOutput, schema: dict[str, Any]) -> dict[str, Any]:
+    """json_schema()'s fields written back; OpenAI requires a name, and an API without one
+    (Anthropic's) gets a neutral one."""
+    spec: dict[str, Any] = {"name": output.name or "response", "schema": schema}
+    if output.description is not None:
+        spec["description"] = output.description
+    if output.strict is not None:
+        spec["strict"] = output.strict
+    return spec
 
 
 def provider_error(status: int, raw: bytes) -> ApiError:

@@ -123,15 +123,7 @@ def _tool(tool: Any, index: int) -> hub.Tool:
         raise unsupported(f"tools[{index}].type", "only function tools can be translated")
     if not isinstance(tool, dict) or not isinstance(function, dict):
         raise invalid(f"tools[{index}]", "must have a function")
-    if not isinstance(function.get("name"), str):
-        raise invalid(f"tools[{index}].function.name", "is required")
-    parameters = function.get("parameters")
-    description = function.get("description")
-    return hub.Tool(
-        function["name"],
-        description if isinstance(description, str) else None,
-        parameters if isinstance(parameters, dict) else None,
-    )
+    return hub.function_tool(function, f"tools[{index}].function")
 
 
 def _tool_choice(choice: Any) -> hub.ToolChoice | None:
@@ -156,29 +148,14 @@ def _json_output(value: Any) -> hub.JsonOutput | None:
         return hub.JsonOutput(path="response_format")
     if kind != "json_schema":
         raise unsupported("response_format.type", "only text, json_object or json_schema translate")
-    spec = obj(value.get("json_schema"))
-    schema, name = spec.get("schema"), spec.get("name")
-    description, strict = spec.get("description"), spec.get("strict")
-    return hub.JsonOutput(
-        schema if isinstance(schema, dict) else {},
-        name if isinstance(name, str) else None,
-        description if isinstance(description, str) else None,
-        strict if isinstance(strict, bool) else None,
-        "response_format",
-    )
+    return hub.json_schema(obj(value.get("json_schema")), "response_format")
 
 
-def write_json_output(output: hub.JsonOutput) -> dict[str, Any]:
+def _json_output_out(output: hub.JsonOutput) -> dict[str, Any]:
     """A hub JSON output as `response_format`."""
     if output.schema is None:
         return {"type": "json_object"}
-    # OpenAI requires a name; an API without one (Anthropic's) gets a neutral one.
-    spec: dict[str, Any] = {"name": output.name or "response", "schema": output.schema}
-    if output.description is not None:
-        spec["description"] = output.description
-    if output.strict is not None:
-        spec["strict"] = output.strict
-    return {"type": "json_schema", "json_schema": spec}
+    return {"type": "json_schema", "json_schema": hub.json_schema_spec(output, output.schema)}
 
 
 def _message(message: Any, index: int) -> Message:
@@ -223,10 +200,6 @@ def read_request(body: dict[str, Any]) -> hub.Request:
     )
 
 
-def _url(image: Image) -> str:
-    return image.url if image.data is None else f"data:{image.media_type};base64,{image.data}"
-
-
 def _tool_result(result: ToolResult) -> dict[str, Any]:
     for part in result.parts:
         if not isinstance(part, Text):
@@ -244,7 +217,7 @@ def _user(parts: Sequence[Part], out: list[dict[str, Any]]) -> None:
         if isinstance(part, Text):
             content.append({"type": "text", "text": part.text})
         elif isinstance(part, Image):
-            content.append({"type": "image_url", "image_url": {"url": _url(part)}})
+            content.append({"type": "image_url", "image_url": {"url": hub.image_url(part)}})
         elif isinstance(part, ToolResult):
             out.append(_tool_result(part))
         else:
@@ -312,7 +285,7 @@ def write_request(request: hub.Request, model: str, default_max_tokens: int) -> 
     if request.user is not None:
         out["user"] = request.user
     if request.json_output is not None:
-        out["response_format"] = write_json_output(request.json_output)
+        out["response_format"] = _json_output_out(request.json_output)
     return out
 
 
