@@ -464,3 +464,14 @@ def test_azure_openai_backends_address_deployments() -> None:
     assert config.backends["pinned"].path("/embeddings?user=1", "e") == (
         "/openai/deployments/e/embeddings?user=1&api-version=2025-01-01-preview"
     )
+
+
+def test_a_responses_api_backend_is_refused_until_it_is_served() -> None:
+    # The schema names it (its codec translates to and from it); no request reaches one yet.
+    problems = problems_of(
+        """
+        backends: [{name: r, schema: openai_responses, url: "http://127.0.0.1:9/v1"}]
+        models: [{name: m, routes: [{backend: r}]}]
+        """
+    )
+    assert problems == ["backends[0].schema: openai_responses backends are not served yet"]
