@@ -106,19 +106,21 @@ def _parts(content: Any, path: str) -> list[Text | Image]:
     return parts
 
 
-def _add(messages: list[Message], role: hub.Role, parts: Sequence[Part]) -> None:
+def _add(messages: list[Message], role: hub.Role, parts: list[Part]) -> None:
     """Items of one side in a row are one turn (a message and the calls after it, the
-    calls' outputs and the question after them), as other APIs hold them."""
-    last = messages[-1] if messages else None
-    if last is not None and last.role == role and role != "system" and isinstance(last.parts, list):
-        last.parts.extend(parts)  # a list: this reader made it
-    else:
-        messages.append(Message(role, list(parts)))
+    calls' outputs and the question after them), as other APIs hold them. `parts` is the
+    caller's own list: the turn keeps it."""
+    if messages:
+        last = messages[-1]
+        if last.role == role and role != "system" and isinstance(last.parts, list):
+            last.parts.extend(parts)  # a list: this reader made it
+            return
+    messages.append(Message(role, parts))
 
 
 def _message(item: dict[str, Any], path: str, messages: list[Message]) -> None:
     role = item.get("role")
-    parts = _parts(item.get("content"), f"{path}.content")
+    parts: list[Part] = list(_parts(item.get("content"), f"{path}.content"))
     if role in ("system", "developer"):
         for part in parts:
             if isinstance(part, Image):
@@ -138,10 +140,16 @@ def _call_id(item: dict[str, Any], path: str) -> str:
 
 
 def _item(item: Any, index: int, messages: list[Message]) -> None:
-    path = f"input[{index}]"
     if not isinstance(item, dict):
-        raise invalid(path, "must be an object")
+        raise invalid(f"input[{index}]", "must be an object")
     kind = item.get("type", "message")  # a message may leave its type out
+    if kind == "message":
+        role, content = item.get("role"), item.get("content")
+        if type(content) is str and (role == "user" or role == "assistant"):
+            # Nearly every item: a turn's text, which keeps no path.
+            _add(messages, role, [Text(content)] if content else [])
+            return
+    path = f"input[{index}]"
     if kind == "message":
         _message(item, path, messages)
     elif kind == "function_call":

@@ -139,6 +139,7 @@ class _Item:
 
 
 _HEAD = b"event: " + _TEXT_DELTA.encode() + b"\ndata: "
+_SEQUENCE = b',"sequence_number":'
 
 
 class StreamEncoder:
@@ -179,22 +180,22 @@ class StreamEncoder:
 
     def text(self, text: str) -> bytes | None:
         """A text delta in the open message, nearly every event: its text JSON-encoded
-        between the bytes every delta of the item shares and its sequence number."""
+        between the bytes every delta of the item shares, then its sequence number."""
         item = self.message
-        if item is None or self.kept + len(text) > MAX_KEPT:
+        kept = self.kept + len(text)
+        if item is None or kept > MAX_KEPT:
             return None  # the item opens first, or the stream fails
         frame = self._frame
         if frame is None or frame[0] is not item:
             # The event around a marker (a control character, which JSON escapes), as
             # _event() lays it out: the sequence number last.
             marked = {"type": _TEXT_DELTA, **self._text_delta(item, "\x01"), "sequence_number": 0}
-            head = orjson.dumps(marked).rpartition(b'"\\u0001"')[0]
-            frame = self._frame = (item, _HEAD + head)
-        self.kept += len(text)
+            frame = self._frame = (item, _HEAD + orjson.dumps(marked).rpartition(b'"\\u0001"')[0])
+        self.kept = kept
         item.pieces.append(text)
         sequence = self.sequence
-        self.sequence += 1
-        return frame[1] + orjson.dumps(text) + b',"sequence_number":%d}\n\n' % sequence
+        self.sequence = sequence + 1
+        return frame[1] + orjson.dumps(text) + _SEQUENCE + str(sequence).encode() + b"}\n\n"
 
     def events(self, events: list[hub.Event]) -> list[hub.Out]:
         out: list[hub.Out] = []
