@@ -331,6 +331,13 @@ def counted(usage: dict[str, Any], key: str) -> int | None:
     return count(usage[key]) if key in usage else None
 
 
+def arguments(value: Any) -> str:
+    """Tool-call arguments as JSON text; some compatible servers send an object."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode() if isinstance(value, dict) else ""
+
+
 def string(value: Any) -> str:
     return value if isinstance(value, str) else ""
 

@@ -7,8 +7,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from extproc.apis import ApiError, Kind, Schema
 from extproc.translate import hub
 from extproc.translate.hub import (
@@ -94,13 +92,6 @@ def _parts(content: Any, index: int) -> list[Text | Image]:
     return parts
 
 
-def _arguments(value: Any) -> str:
-    """Tool-call arguments as JSON text; some compatible servers send an object."""
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode() if isinstance(value, dict) else ""
-
-
 def _calls(calls: Any, index: int) -> list[ToolCall]:
     path = f"messages[{index}]"
     if not isinstance(calls, list):
@@ -113,7 +104,7 @@ def _calls(calls: Any, index: int) -> list[ToolCall]:
             raise invalid(here, "must have a function")
         call_id = str(call.get("id") or f"call_{index}_{position}")
         name = str(function.get("name", ""))
-        out.append(ToolCall(call_id, name, _arguments(function.get("arguments")), here))
+        out.append(ToolCall(call_id, name, hub.arguments(function.get("arguments")), here))
     return out
 
 
@@ -305,7 +296,7 @@ def read_response(body: dict[str, Any]) -> hub.Response:
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
             name = str(function.get("name", ""))
-            arguments = _arguments(function.get("arguments"))
+            arguments = hub.arguments(function.get("arguments"))
             parts.append(ToolCall(str(call.get("id", "")), name, arguments))
     return hub.Response(
         str(body.get("id", "")),

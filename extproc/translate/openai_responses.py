@@ -11,8 +11,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from extproc.apis import ApiError, Kind, Schema
 from extproc.translate import hub, openai_chat
 from extproc.translate.hub import (
@@ -153,9 +151,7 @@ def _item(item: Any, index: int, messages: list[Message]) -> None:
     if kind == "message":
         _message(item, path, messages)
     elif kind == "function_call":
-        arguments = item.get("arguments")
-        if not isinstance(arguments, str):
-            arguments = orjson.dumps(arguments).decode() if isinstance(arguments, dict) else ""
+        arguments = hub.arguments(item.get("arguments"))
         call = ToolCall(_call_id(item, path), string(item.get("name")), arguments, path)
         _add(messages, "assistant", [call])
     elif kind == "function_call_output":
@@ -384,7 +380,7 @@ def read_response(body: dict[str, Any]) -> hub.Response:
                     parts.append(Text(text))
         elif kind == "function_call":
             call_id, name = string(item.get("call_id")), string(item.get("name"))
-            arguments = string(item.get("arguments"))
+            arguments = hub.arguments(item.get("arguments"))
             parts.append(ToolCall(call_id, name, arguments, f"output[{index}]"))
         elif kind == "reasoning" and (text := reasoning_text(item)):
             parts.append(Reasoning(text, path=f"output[{index}]"))

@@ -103,7 +103,7 @@ class StreamDecoder:
             return []
         index = payload.get("output_index")
         index = index if isinstance(index, int) else len(self.calls)
-        arguments = string(item.get("arguments"))
+        arguments = hub.arguments(item.get("arguments"))
         number = self.calls.get(index)
         if number is None:
             number = self.calls[index] = len(self.calls)

@@ -490,3 +490,14 @@ async def test_the_sdk_streams_a_translated_stream(
         ) == (82, 64, 17)
     else:
         assert usage.input_tokens == 480 + 100 + 2000 and usage.output_tokens == 89
+
+
+def test_arguments_a_compatible_server_sends_as_an_object_are_read_as_json() -> None:
+    call = {"type": "function_call", "call_id": "c", "name": "f", "arguments": {"q": "x"}}
+    answer = openai_responses.read_response({"id": "r", "status": "completed", "output": [call]})
+    assert [(p.id, p.arguments) for p in answer.parts] == [("c", '{"q":"x"}')]
+    assert answer.stop is Stop.TOOL_USE
+    events = openai_responses.decoder().events(
+        {"type": "response.output_item.added", "output_index": 0, "item": call}
+    )
+    assert events == [ToolCallDelta(0, "c", "f", '{"q":"x"}')]
