@@ -9,10 +9,13 @@ import orjson
 
 
 class Schema(StrEnum):
-    """The API a client speaks, or a backend serves."""
+    """The API a client speaks, or a backend serves: one member per API, as each has its
+    own codec (translate/). Errors come in two envelopes: Anthropic's, and OpenAI's for
+    every other API (ApiError.body)."""
 
-    OPENAI = "openai"
+    OPENAI = "openai"  # Chat Completions, completions, embeddings, models
     ANTHROPIC = "anthropic"
+    OPENAI_RESPONSES = "openai_responses"  # OpenAI's Responses API (`/v1/responses`)
 
 
 class Kind(StrEnum):
@@ -21,6 +24,7 @@ class Kind(StrEnum):
     EMBEDDINGS = "embeddings"
     MESSAGES = "messages"
     MODELS = "models"
+    RESPONSES = "responses"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,16 @@
 """Request fields checked as each provider's published API types them, before routing.
 
-One table per endpoint (`openai_fields`, `anthropic_fields`) names the fields the gateway
-reads, translates or forwards with meaning (routing, policy, accounting, cache keys,
-translation), with their published types and ranges, and the fields of every role, part
-and block type it knows. A value it does not know (a role, part or block type, a tool or
-tool_choice type, an enum member) is not refused here: providers add them often, and
-OpenAI-compatible servers add their own (vLLM's `video_url` parts, any role). The backend
-answers those; where the gateway itself must act on one, it refuses what it cannot do at
-that point with a clear 400: a translation (`translate/`) what the other API cannot
+One table per endpoint (`openai_fields`, `anthropic_fields`, `responses_fields`) names the
+fields the gateway reads, translates or forwards with meaning (routing, policy, accounting,
+cache keys, translation), with their published types and ranges, and the fields of every
+role, part and block type it knows. A value it does not know (a role, part or block type, a
+tool or tool_choice type, an enum member) is not refused here: providers add them often,
+and OpenAI-compatible servers add their own (vLLM's `video_url` parts, any role). The
+backend answers those; where the gateway itself must act on one, it refuses what it cannot
+do at that point with a clear 400: a translation (`translate/`) what the other API cannot
 express, a policy (`policy/engine.py`) a part whose text it cannot read. Fields a table
-does not name pass to the provider unchecked. docs/configuration/errors.md lists the
-checks and their sources.
+does not name pass to the provider unchecked. docs/configuration/errors.md lists the checks
+and their sources.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from extproc.apis import ApiError, Endpoint, Kind, Schema
 from extproc.apis.anthropic_fields import MESSAGES
 from extproc.apis.checks import STRING, Check, Invalid, Problem, error, missing
 from extproc.apis.openai_fields import CHAT, COMPLETIONS, EMBEDDINGS
+from extproc.apis.responses_fields import RESPONSES
 
 # Model names are header-safe: printable ASCII without spaces ("org/model:tag" is fine).
 # The pattern of the config schema's (printable) rule, for the model names clients send.
@@ -32,6 +33,7 @@ TABLES: dict[Kind, Check] = {
     Kind.COMPLETIONS: COMPLETIONS,
     Kind.EMBEDDINGS: EMBEDDINGS,
     Kind.MESSAGES: MESSAGES,
+    Kind.RESPONSES: RESPONSES,
 }
 
 

@@ -19,6 +19,12 @@ _CREDENTIAL_HEADERS = {
     pb.OPENAI: "authorization",
     pb.ANTHROPIC: "x-api-key",
     pb.AZURE_OPENAI: "api-key",
+    pb.OPENAI_RESPONSES: "authorization",
+}
+# The API each schema's backends speak (Azure OpenAI: OpenAI's, at other paths).
+_SCHEMAS = {
+    pb.ANTHROPIC: rt.Schema.ANTHROPIC,
+    pb.OPENAI_RESPONSES: rt.Schema.OPENAI_RESPONSES,
 }
 
 
@@ -56,7 +62,7 @@ def _backend(ctx: Context, backend: pb.Backend, path: str) -> rt.Backend | None:
     if backend.tls.ca_file:
         ctx.check_file(f"{path}.tls.ca_file", backend.tls.ca_file)
     # Azure OpenAI speaks OpenAI's API at other paths: an OPENAI backend with a version.
-    schema = rt.Schema.ANTHROPIC if backend.schema == pb.ANTHROPIC else rt.Schema.OPENAI
+    schema = _SCHEMAS.get(backend.schema, rt.Schema.OPENAI)
     azure = backend.schema == pb.AZURE_OPENAI
     if azure and not _API_VERSION.match(backend.api_version):
         ctx.problem(f"{path}.api_version", "expected a version such as 2024-10-21")

@@ -54,6 +54,7 @@ _HANDLED = frozenset(
         "tools",
         "tool_choice",
         "metadata",
+        "output_config",
     }
 )
 _NO_PARAMETERS = {"type": "object", "properties": {}}
@@ -171,6 +172,19 @@ def _tool_choice(choice: Any) -> tuple[hub.ToolChoice, bool | None]:
     raise unsupported("tool_choice.type", "only auto, any, none or tool translate")
 
 
+def _json_output(config: dict[str, Any], dropped: list[str]) -> hub.JsonOutput | None:
+    """`output_config.format`: JSON fitting a schema; the config's other settings (effort)
+    have no place in the hub and are named as dropped."""
+    dropped.extend(f"output_config.{key}" for key in config if key != "format")
+    output = config.get("format")
+    if output is None:
+        return None
+    if not isinstance(output, dict) or output.get("type") != "json_schema":
+        raise unsupported("output_config.format.type", "only json_schema translates")
+    schema = output.get("schema")
+    return hub.JsonOutput(schema if isinstance(schema, dict) else {}, path="output_config.format")
+
+
 def read_request(body: dict[str, Any]) -> hub.Request:
     system = body.get("system")
     messages = [Message("system", list(hub.texts(system, "system")))] if system else []
@@ -182,6 +196,8 @@ def read_request(body: dict[str, Any]) -> hub.Request:
         choice, parallel = _tool_choice(body["tool_choice"])
     max_tokens = body.get("max_tokens")
     user = obj(body.get("metadata")).get("user_id")
+    dropped = [key for key in body if key not in _HANDLED]
+    json_output = _json_output(obj(body.get("output_config")), dropped)
     return hub.Request(
         messages,
         max_tokens=max_tokens if isinstance(max_tokens, int) else None,
@@ -193,7 +209,8 @@ def read_request(body: dict[str, Any]) -> hub.Request:
         tool_choice=choice,
         parallel_tool_calls=parallel,
         user=user if isinstance(user, str) else None,
-        dropped=sorted(k for k in body if k not in _HANDLED),
+        json_output=json_output,
+        dropped=sorted(dropped),
     )
 
 
@@ -277,15 +294,7 @@ def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, An
 
 
 def _check(request: hub.Request) -> None:
-    if request.choices is not None and request.choices != 1:
-        raise Untranslatable(
-            ApiError(
-                400,
-                "This model's backend returns one choice per request; 'n' must be 1.",
-                "unsupported_parameter",
-                "n",
-            )
-        )
+    hub.one_choice(request)
     temperature = request.temperature
     if temperature is not None and (
         not isinstance(temperature, int | float) or isinstance(temperature, bool) or temperature > 1
@@ -343,6 +352,11 @@ def write_request(request: hub.Request, model: str, default_max_tokens: int) -> 
         out["tool_choice"] = choice
     if request.user is not None:
         out["metadata"] = {"user_id": request.user}
+    output = request.json_output
+    if output is not None:
+        if output.schema is None:
+            raise unsupported(f"{output.path}.type", "this model answers JSON to a schema only")
+        out["output_config"] = {"format": {"type": "json_schema", "schema": output.schema}}
     return out
 
 

@@ -98,6 +98,18 @@ class ToolChoice:
 
 
 @dataclass(slots=True)
+class JsonOutput:
+    """An answer asked for as JSON: fitting `schema` (a JSON Schema), or any JSON object
+    (`schema` None). `path` is the client's field, for a refusal."""
+
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    description: str | None = None
+    strict: bool | None = None
+    path: str = ""
+
+
+@dataclass(slots=True)
 class Request:
     messages: list[Message]
     max_tokens: int | None = None
@@ -110,6 +122,7 @@ class Request:
     parallel_tool_calls: bool | None = None
     user: str | None = None
     choices: int | None = None  # answers asked for (OpenAI's `n`)
+    json_output: JsonOutput | None = None
     # The client's fields the hub has no place for: dropped, and named in a debug log line.
     dropped: list[str] = field(default_factory=list)
 
@@ -285,6 +298,19 @@ def unsupported(path: str, problem: str) -> Untranslatable:
     )
 
 
+def one_choice(request: Request) -> None:
+    """Refuse `n` > 1 for a backend whose API answers one choice per request."""
+    if request.choices is not None and request.choices != 1:
+        raise Untranslatable(
+            ApiError(
+                400,
+                "This model's backend returns one choice per request; 'n' must be 1.",
+                "unsupported_parameter",
+                "n",
+            )
+        )
+
+
 def misplaced(part: Image | ToolCall | ToolResult | Reasoning, problem: str) -> Untranslatable:
     """A part the target API has no place for where the client put it."""
     return unsupported(f"{part.path}.type", problem)
@@ -303,6 +329,13 @@ def count(value: Any) -> int:
 def counted(usage: dict[str, Any], key: str) -> int | None:
     """A count the usage object reports (garbage counts 0), None when it has no such key."""
     return count(usage[key]) if key in usage else None
+
+
+def arguments(value: Any) -> str:
+    """Tool-call arguments as JSON text; some compatible servers send an object."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode() if isinstance(value, dict) else ""
 
 
 def string(value: Any) -> str:
@@ -340,6 +373,47 @@ def image_of_url(url: str, path: str) -> Image:
     if match is None:
         return Image(url=url, path=path)
     return Image(media_type=match.group(1), data=match.group(2), path=path)
+
+
+def image_url(image: Image) -> str:
+    """An image as a URL: its own, or a `data:` URL of its data."""
+    return image.url if image.data is None else f"data:{image.media_type};base64,{image.data}"
+
+
+def function_tool(spec: dict[str, Any], path: str) -> Tool:
+    """A function tool as both OpenAI APIs spell it: name, description, parameters."""
+    if not isinstance(spec.get("name"), str):
+        raise invalid(f"{path}.name", "is required")
+    parameters, description = spec.get("parameters"), spec.get("description")
+    return Tool(
+        spec["name"],
+        description if isinstance(description, str) else None,
+        parameters if isinstance(parameters, dict) else None,
+    )
+
+
+def json_schema(spec: dict[str, Any], path: str) -> JsonOutput:
+    """A JSON Schema answer as both OpenAI APIs spell it: name, schema, description, strict."""
+    schema, name = spec.get("schema"), spec.get("name")
+    description, strict = spec.get("description"), spec.get("strict")
+    return JsonOutput(
+        schema if isinstance(schema, dict) else {},
+        name if isinstance(name, str) else None,
+        description if isinstance(description, str) else None,
+        strict if isinstance(strict, bool) else None,
+        path,
+    )
+
+
+def json_schema_spec(output: JsonOutput, schema: dict[str, Any]) -> dict[str, Any]:
+    """json_schema()'s fields written back; OpenAI requires a name, and an API without one
+    (Anthropic's) gets a neutral one."""
+    spec: dict[str, Any] = {"name": output.name or "response", "schema": schema}
+    if output.description is not None:
+        spec["description"] = output.description
+    if output.strict is not None:
+        spec["strict"] = output.strict
+    return spec
 
 
 def provider_error(status: int, raw: bytes) -> ApiError:

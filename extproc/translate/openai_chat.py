@@ -7,8 +7,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from extproc.apis import ApiError, Kind, Schema
 from extproc.translate import hub
 from extproc.translate.hub import (
@@ -56,6 +54,7 @@ _HANDLED = frozenset(
         "parallel_tool_calls",
         "user",
         "n",
+        "response_format",
     }
 )
 _NO_PARAMETERS = {"type": "object", "properties": {}}
@@ -93,13 +92,6 @@ def _parts(content: Any, index: int) -> list[Text | Image]:
     return parts
 
 
-def _arguments(value: Any) -> str:
-    """Tool-call arguments as JSON text; some compatible servers send an object."""
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode() if isinstance(value, dict) else ""
-
-
 def _calls(calls: Any, index: int) -> list[ToolCall]:
     path = f"messages[{index}]"
     if not isinstance(calls, list):
@@ -112,7 +104,7 @@ def _calls(calls: Any, index: int) -> list[ToolCall]:
             raise invalid(here, "must have a function")
         call_id = str(call.get("id") or f"call_{index}_{position}")
         name = str(function.get("name", ""))
-        out.append(ToolCall(call_id, name, _arguments(function.get("arguments")), here))
+        out.append(ToolCall(call_id, name, hub.arguments(function.get("arguments")), here))
     return out
 
 
@@ -122,15 +114,7 @@ def _tool(tool: Any, index: int) -> hub.Tool:
         raise unsupported(f"tools[{index}].type", "only function tools can be translated")
     if not isinstance(tool, dict) or not isinstance(function, dict):
         raise invalid(f"tools[{index}]", "must have a function")
-    if not isinstance(function.get("name"), str):
-        raise invalid(f"tools[{index}].function.name", "is required")
-    parameters = function.get("parameters")
-    description = function.get("description")
-    return hub.Tool(
-        function["name"],
-        description if isinstance(description, str) else None,
-        parameters if isinstance(parameters, dict) else None,
-    )
+    return hub.function_tool(function, f"tools[{index}].function")
 
 
 def _tool_choice(choice: Any) -> hub.ToolChoice | None:
@@ -144,6 +128,25 @@ def _tool_choice(choice: Any) -> hub.ToolChoice | None:
             raise invalid("tool_choice.function.name", "is required")
         return hub.ToolChoice("tool", name)
     raise unsupported("tool_choice", "only auto, none, required or a function translate")
+
+
+def _json_output(value: Any) -> hub.JsonOutput | None:
+    """`response_format`: JSON fitting a schema, any JSON object, or text (None)."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if value is None or kind == "text":
+        return None
+    if kind == "json_object":
+        return hub.JsonOutput(path="response_format")
+    if kind != "json_schema":
+        raise unsupported("response_format.type", "only text, json_object or json_schema translate")
+    return hub.json_schema(obj(value.get("json_schema")), "response_format")
+
+
+def _json_output_out(output: hub.JsonOutput) -> dict[str, Any]:
+    """A hub JSON output as `response_format`."""
+    if output.schema is None:
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": hub.json_schema_spec(output, output.schema)}
 
 
 def _message(message: Any, index: int) -> Message:
@@ -183,12 +186,9 @@ def read_request(body: dict[str, Any]) -> hub.Request:
         parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
         user=user if isinstance(user, str) and user else None,
         choices=body.get("n"),
+        json_output=_json_output(body.get("response_format")),
         dropped=sorted(k for k in body if k not in _HANDLED),
     )
-
-
-def _url(image: Image) -> str:
-    return image.url if image.data is None else f"data:{image.media_type};base64,{image.data}"
 
 
 def _tool_result(result: ToolResult) -> dict[str, Any]:
@@ -208,7 +208,7 @@ def _user(parts: Sequence[Part], out: list[dict[str, Any]]) -> None:
         if isinstance(part, Text):
             content.append({"type": "text", "text": part.text})
         elif isinstance(part, Image):
-            content.append({"type": "image_url", "image_url": {"url": _url(part)}})
+            content.append({"type": "image_url", "image_url": {"url": hub.image_url(part)}})
         elif isinstance(part, ToolResult):
             out.append(_tool_result(part))
         else:
@@ -275,6 +275,8 @@ def write_request(request: hub.Request, model: str, default_max_tokens: int) -> 
         out["parallel_tool_calls"] = request.parallel_tool_calls
     if request.user is not None:
         out["user"] = request.user
+    if request.json_output is not None:
+        out["response_format"] = _json_output_out(request.json_output)
     return out
 
 
@@ -294,7 +296,7 @@ def read_response(body: dict[str, Any]) -> hub.Response:
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
             name = str(function.get("name", ""))
-            arguments = _arguments(function.get("arguments"))
+            arguments = hub.arguments(function.get("arguments"))
             parts.append(ToolCall(str(call.get("id", "")), name, arguments))
     return hub.Response(
         str(body.get("id", "")),

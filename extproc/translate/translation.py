@@ -10,12 +10,13 @@ import orjson
 
 from extproc.apis import Kind, Schema
 from extproc.sse import Event
-from extproc.translate import anthropic_messages, hub, openai_chat
+from extproc.translate import anthropic_messages, hub, openai_chat, openai_responses
 
 # One codec per API: adding an API is its module and a line here.
 CODECS: dict[Schema, hub.Codec] = {
     Schema.OPENAI: openai_chat,
     Schema.ANTHROPIC: anthropic_messages,
+    Schema.OPENAI_RESPONSES: openai_responses,
 }
 _KINDS = frozenset(codec.KIND for codec in CODECS.values())
 

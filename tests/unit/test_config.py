@@ -487,3 +487,14 @@ def test_phone_options_make_a_detector_shared_by_identical_rules() -> None:
     )
     first, second = (policy.pii[0].detector for policy in loaded.policies.values())
     assert first is second and first.name == "phone"
+
+
+def test_a_responses_api_backend_is_refused_until_it_is_served() -> None:
+    # The schema names it (its codec translates to and from it); no request reaches one yet.
+    problems = problems_of(
+        """
+        backends: [{name: r, schema: openai_responses, url: "http://127.0.0.1:9/v1"}]
+        models: [{name: m, routes: [{backend: r}]}]
+        """
+    )
+    assert problems == ["backends[0].schema: openai_responses backends are not served yet"]

@@ -22,12 +22,13 @@ from extproc.translate import (
     anthropic_messages_stream,
     openai_chat,
     openai_chat_stream,
+    openai_responses,
 )
 from extproc.translate.hub import Untranslatable
 from extproc.translate.translation import CODECS, Translation
 
 DATA = Path(__file__).parent.parent / "data"
-OPENAI, ANTHROPIC = Schema.OPENAI, Schema.ANTHROPIC
+OPENAI, ANTHROPIC, OPENAI_RESPONSES = Schema.OPENAI, Schema.ANTHROPIC, Schema.OPENAI_RESPONSES
 PAIRS = list(itertools.permutations(CODECS, 2))
 CREATED = 1700000000
 
@@ -42,12 +43,25 @@ def fixture(name: str) -> Any:
 
 # -- requests -----------------------------------------------------------------------------
 
+# What the Responses API leaves to the caller or has no place for elsewhere.
+RESPONSES_DROPPED = [
+    "include",
+    "metadata",
+    "previous_response_id",
+    "reasoning",
+    "store",
+    "text.verbosity",
+    "truncation",
+]
 REQUESTS = [
-    # client, backend, request, upstream model, default max_tokens, translated, dropped
+    # client, backend, request, fields taken out of it first (the backend's API has no
+    # place for them: see the refusals), upstream model, default max_tokens, translated,
+    # dropped
     (
         OPENAI,
         ANTHROPIC,
         "openai_request.json",
+        (),
         "claude-sonnet-4-5",
         1024,
         "openai_request.to_anthropic.json",
@@ -57,16 +71,66 @@ REQUESTS = [
         ANTHROPIC,
         OPENAI,
         "anthropic_request.json",
+        (),
         "gpt-4o-2024-08-06",
         1024,
         "anthropic_request.to_openai.json",
+        ["top_k"],
+    ),
+    (
+        OPENAI_RESPONSES,
+        OPENAI,
+        "responses_request.json",
+        (),
+        "gpt-4o-2024-08-06",
+        1024,
+        "responses_request.to_openai.json",
+        RESPONSES_DROPPED,
+    ),
+    (
+        OPENAI_RESPONSES,
+        ANTHROPIC,
+        "responses_request.json",
+        (),
+        "claude-sonnet-4-5",
+        1024,
+        "responses_request.to_anthropic.json",
+        RESPONSES_DROPPED,
+    ),
+    (
+        OPENAI,
+        OPENAI_RESPONSES,
+        "openai_request.json",
+        ("stop",),
+        "gpt-5",
+        1024,
+        "openai_request.to_responses.json",
+        ["frequency_penalty", "seed"],
+    ),
+    (
+        ANTHROPIC,
+        OPENAI_RESPONSES,
+        "anthropic_request.json",
+        ("stop_sequences",),
+        "gpt-5",
+        1024,
+        "anthropic_request.to_responses.json",
         ["top_k"],
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("client", "backend", "request_file", "model", "default", "expected_file", "dropped"),
+    (
+        "client",
+        "backend",
+        "request_file",
+        "removed",
+        "model",
+        "default",
+        "expected_file",
+        "dropped",
+    ),
     REQUESTS,
     ids=[pair_id(row[:2]) for row in REQUESTS],
 )
@@ -74,6 +138,7 @@ def test_a_conversation_translates_for_the_backend(
     client: Schema,
     backend: Schema,
     request_file: str,
+    removed: tuple[str, ...],
     model: str,
     default: int,
     expected_file: str,
@@ -82,6 +147,8 @@ def test_a_conversation_translates_for_the_backend(
     # System prompts, merged turns, images, tool definitions, calls and results, choice,
     # sampling, stop sequences and the user id, each where the backend's API keeps it.
     body = fixture(f"translation/{request_file}")
+    for name in removed:
+        del body[name]
     translated, dropped_fields = Translation(client, backend).request(body, model, default)
     assert translated == fixture(f"translation/{expected_file}")
     assert dropped_fields == dropped
@@ -128,6 +195,7 @@ def test_anthropic_streaming_request_asks_for_usage() -> None:
 BASE = {
     OPENAI: {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
     ANTHROPIC: {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+    OPENAI_RESPONSES: {"model": "m", "input": "hi"},
 }
 
 
@@ -137,6 +205,31 @@ def _user(*parts: dict[str, Any]) -> dict[str, Any]:
 
 def _blocks(role: str, *blocks: dict[str, Any]) -> dict[str, Any]:
     return {"messages": [{"role": role, "content": list(blocks)}]}
+
+
+def _items(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"input": list(items)}
+
+
+def _parts(role: str, *parts: dict[str, Any]) -> dict[str, Any]:
+    return _items({"role": role, "content": [{"type": "input_text", "text": "hi"}, *parts]})
+
+
+# The Responses API's built-in tools, as its SDK types them: OpenAI runs them, no other
+# backend can.
+BUILT_IN_TOOLS = [
+    {"type": "web_search"},
+    {"type": "web_search_preview"},
+    {"type": "file_search", "vector_store_ids": ["vs_1"]},
+    {"type": "code_interpreter", "container": {"type": "auto"}},
+    {"type": "computer_use_preview", "display_width": 1024, "display_height": 768},
+    {"type": "mcp", "server_label": "docs", "server_url": "https://mcp.example.com"},
+    {"type": "image_generation"},
+    {"type": "local_shell"},
+    {"type": "shell"},
+    {"type": "apply_patch"},
+    {"type": "custom", "name": "grammar_tool"},
+]
 
 
 REFUSALS = [
@@ -168,6 +261,13 @@ REFUSALS = [
     ),
     (OPENAI, ANTHROPIC, {"tools": [{"type": "web_search"}]}, "tools[0].type", ""),
     (OPENAI, ANTHROPIC, {"tool_choice": "sometimes"}, "tool_choice", ""),
+    (
+        OPENAI,
+        ANTHROPIC,
+        {"response_format": {"type": "structural_tag"}},
+        "response_format.type",
+        "",
+    ),
     # Anthropic's system turns: the top-level `system` translates, a turn does not
     (ANTHROPIC, OPENAI, {"messages": [{"role": "system", "content": "x"}]}, "messages[0].role", ""),
     (
@@ -243,6 +343,98 @@ REFUSALS = [
         "",
     ),
     (ANTHROPIC, OPENAI, {"tool_choice": {"type": "sometimes"}}, "tool_choice.type", ""),
+    (
+        ANTHROPIC,
+        OPENAI,
+        {"output_config": {"format": {"type": "regex"}}},
+        "output_config.format.type",
+        "",
+    ),
+    # A Responses client: built-in tools are OpenAI's to run (for every other backend)
+    *[
+        (OPENAI_RESPONSES, backend, {"tools": [tool]}, "tools[0].type", "")
+        for tool in BUILT_IN_TOOLS
+        for backend in (OPENAI, ANTHROPIC)
+    ],
+    (
+        OPENAI_RESPONSES,
+        ANTHROPIC,
+        {"tool_choice": {"type": "web_search_preview"}},
+        "tool_choice.type",
+        "",
+    ),
+    (OPENAI_RESPONSES, OPENAI, {"tool_choice": "sometimes"}, "tool_choice", ""),
+    # ... so is state OpenAI keeps, and a response run in the background
+    (OPENAI_RESPONSES, ANTHROPIC, {"conversation": "conv_1"}, "conversation", ""),
+    (OPENAI_RESPONSES, OPENAI, {"prompt": {"id": "pmpt_1"}}, "prompt", ""),
+    (OPENAI_RESPONSES, ANTHROPIC, {"background": True}, "background", ""),
+    (
+        OPENAI_RESPONSES,
+        OPENAI,
+        _items({"type": "item_reference", "id": "msg_1"}),
+        "input[0].type",
+        "",
+    ),
+    (
+        OPENAI_RESPONSES,
+        ANTHROPIC,
+        _items({"type": "web_search_call", "id": "ws_1", "status": "completed"}),
+        "input[0].type",
+        "",
+    ),
+    (
+        OPENAI_RESPONSES,
+        ANTHROPIC,
+        _items({"role": "narrator", "content": "x"}),
+        "input[0].role",
+        "",
+    ),
+    (
+        OPENAI_RESPONSES,
+        OPENAI,
+        _parts("user", {"type": "input_file", "file_id": "file_1"}),
+        "input[0].content[1].type",
+        "",
+    ),
+    (
+        OPENAI_RESPONSES,
+        ANTHROPIC,
+        _parts("user", {"type": "input_image", "file_id": "file_1", "detail": "auto"}),
+        "input[0].content[1].image_url",
+        "",
+    ),
+    (
+        OPENAI_RESPONSES,
+        OPENAI,
+        _parts("developer", {"type": "input_image", "image_url": "https://x", "detail": "auto"}),
+        "input[0].content[1].type",
+        "",
+    ),
+    (
+        OPENAI_RESPONSES,
+        ANTHROPIC,
+        {"text": {"format": {"type": "grammar"}}},
+        "text.format.type",
+        "",
+    ),
+    (
+        OPENAI_RESPONSES,
+        OPENAI,
+        _items({"type": "function_call_output", "output": "18°C"}),
+        "input[0].call_id",
+        "",
+    ),
+    # What the Responses API has no place for, from a client of another API
+    (OPENAI, OPENAI_RESPONSES, {"n": 2}, "n", "unsupported_parameter"),
+    (OPENAI, OPENAI_RESPONSES, {"stop": ["END"]}, "stop", "unsupported_parameter"),
+    (ANTHROPIC, OPENAI_RESPONSES, {"stop_sequences": ["END"]}, "stop", "unsupported_parameter"),
+    (
+        ANTHROPIC,
+        OPENAI_RESPONSES,
+        _blocks("assistant", {"type": "image", "source": {"type": "url", "url": "https://x"}}),
+        "messages[0].content[0].type",
+        "",
+    ),
 ]
 
 
@@ -258,7 +450,90 @@ def test_what_the_backend_cannot_do_is_a_clear_400(
         Translation(client, backend).request({**BASE[client], **change}, "c", 10)
     error = caught.value.error
     assert (error.status, error.code, error.param) == (400, code or "unsupported_value", param)
-    assert f"'{param}'" in error.message or param in ("n", "temperature")
+    assert f"'{param}'" in error.message or param in ("n", "temperature", "stop")
+
+
+# A JSON Schema answer asked for, in each API's words, and where a backend finds it.
+WEATHER = {"type": "object", "properties": {"c": {"type": "number"}}, "required": ["c"]}
+JSON_ASKED = {
+    OPENAI: {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "weather", "schema": WEATHER, "strict": True},
+        }
+    },
+    ANTHROPIC: {"output_config": {"format": {"type": "json_schema", "schema": WEATHER}}},
+    OPENAI_RESPONSES: {
+        "text": {
+            "format": {"type": "json_schema", "name": "weather", "schema": WEATHER, "strict": True}
+        }
+    },
+}
+JSON_SEEN = {
+    # Anthropic's format has no name: an OpenAI backend gets a neutral one.
+    OPENAI: lambda body, named: (
+        body["response_format"]
+        == {
+            "type": "json_schema",
+            "json_schema": {"name": "weather", "schema": WEATHER, "strict": True}
+            if named
+            else {"name": "response", "schema": WEATHER},
+        }
+    ),
+    ANTHROPIC: lambda body, named: (
+        body["output_config"] == {"format": {"type": "json_schema", "schema": WEATHER}}
+    ),
+    OPENAI_RESPONSES: lambda body, named: (
+        body["text"]
+        == {
+            "format": {"type": "json_schema", "name": "weather", "schema": WEATHER, "strict": True}
+            if named
+            else {"type": "json_schema", "name": "response", "schema": WEATHER}
+        }
+    ),
+}
+
+
+@pytest.mark.parametrize(("client", "backend"), PAIRS, ids=map(pair_id, PAIRS))
+def test_a_json_schema_answer_is_asked_of_every_backend(client: Schema, backend: Schema) -> None:
+    body, dropped = Translation(client, backend).request(
+        {**BASE[client], **JSON_ASKED[client]}, "m", 10
+    )
+    assert JSON_SEEN[backend](body, client is not ANTHROPIC)
+    assert dropped == []
+
+
+def test_any_json_object_is_refused_for_a_backend_that_takes_only_a_schema() -> None:
+    with pytest.raises(Untranslatable) as caught:
+        Translation(OPENAI, ANTHROPIC).request(
+            {**BASE[OPENAI], "response_format": {"type": "json_object"}}, "m", 10
+        )
+    assert caught.value.error.param == "response_format.type"
+    with pytest.raises(Untranslatable) as caught:
+        Translation(OPENAI_RESPONSES, ANTHROPIC).request(
+            {**BASE[OPENAI_RESPONSES], "text": {"format": {"type": "json_object"}}}, "m", 10
+        )
+    assert caught.value.error.param == "text.format.type"
+    # Between the OpenAI APIs, any JSON object is asked as such.
+    body, _ = Translation(OPENAI_RESPONSES, OPENAI).request(
+        {**BASE[OPENAI_RESPONSES], "text": {"format": {"type": "json_object"}}}, "m", 10
+    )
+    assert body["response_format"] == {"type": "json_object"}
+    body, _ = Translation(OPENAI, OPENAI_RESPONSES).request(
+        {**BASE[OPENAI], "response_format": {"type": "json_object"}}, "m", 10
+    )
+    assert body["text"] == {"format": {"type": "json_object"}}
+    body, _ = Translation(OPENAI, ANTHROPIC).request(
+        {**BASE[OPENAI], "response_format": {"type": "text"}}, "m", 10
+    )
+    assert "output_config" not in body
+
+
+def test_anthropic_output_settings_beside_the_format_are_named_as_dropped() -> None:
+    change = {"output_config": {"effort": "low", "format": None}}
+    body, dropped = Translation(ANTHROPIC, OPENAI).request({**BASE[ANTHROPIC], **change}, "m", 1)
+    assert "response_format" not in body
+    assert dropped == ["output_config.effort"]
 
 
 # -- JSON responses -----------------------------------------------------------------------
@@ -266,17 +541,60 @@ def test_what_the_backend_cannot_do_is_a_clear_400(
 WRITE_RESPONSE = {
     OPENAI: partial(openai_chat.write_response, created=CREATED),
     ANTHROPIC: anthropic_messages.write_response,
+    OPENAI_RESPONSES: partial(openai_responses.write_response, created=CREATED),
 }
+# Where an answer says when it was made (an Anthropic message does not).
+CREATED_AT = {OPENAI: "created", ANTHROPIC: "type", OPENAI_RESPONSES: "created_at"}
 
 
 def respond(client: Schema, backend: Schema, body: dict[str, Any]) -> dict[str, Any]:
-    """The backend's answer for the client (with a fixed `created` for OpenAI's)."""
+    """The backend's answer for the client (with a fixed creation time for OpenAI's)."""
     answer = WRITE_RESPONSE[client](CODECS[backend].read_response(body))
     translated = Translation(client, backend).response(body)
-    assert {**translated, "created": 0} == {**answer, "created": 0}  # the same, at any time
+    at = CREATED_AT[client]
+    assert {**translated, at: 0} == {**answer, at: 0}  # the same, at any time
     return answer
 
 
+def responses_answer(id: str, model: str, text: str, usage: dict[str, int]) -> dict[str, Any]:
+    """A Responses API answer of one message, as the codec writes it."""
+    prompt = usage["input"] + usage["cached"] + usage["written"]
+    return {
+        "id": f"resp_{id}",
+        "object": "response",
+        "created_at": CREATED,
+        "status": "completed",
+        "error": None,
+        "incomplete_details": None,
+        "model": model,
+        "output": [
+            {
+                "id": f"msg_{id}_0",
+                "type": "message",
+                "status": "completed",
+                "role": "assistant",
+                "content": [
+                    {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+                ],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": prompt,
+            "input_tokens_details": {
+                "cached_tokens": usage["cached"],
+                "cache_write_tokens": usage["written"],
+            },
+            "output_tokens": usage["output"],
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + usage["output"],
+        },
+    }
+
+
+BOARDWALK = "The image shows a wooden boardwalk path running through a lush green field or meadow."
 RESPONSES = [
     (
         OPENAI,
@@ -332,6 +650,82 @@ RESPONSES = [
             },
         },
     ),
+    (
+        OPENAI_RESPONSES,
+        ANTHROPIC,
+        "anthropic_message.json",
+        responses_answer(
+            "msg_013Zva2CMHLNnXjNJJKqJ2EF",
+            "claude-sonnet-4-5-20250929",
+            "Hi! My name is Claude.",
+            {"input": 2095, "cached": 4096, "written": 2048, "output": 503},
+        ),
+    ),
+    (
+        OPENAI_RESPONSES,
+        OPENAI,
+        "openai_chat.json",
+        responses_answer(
+            "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+            "gpt-4o-2024-08-06",
+            BOARDWALK,
+            {"input": 1117 - 1024, "cached": 1024, "written": 0, "output": 46},
+        ),
+    ),
+    (
+        OPENAI,
+        OPENAI_RESPONSES,
+        "openai_responses.json",
+        {
+            "id": "resp_67ccd3a9da748190baa7f1570fe91ac604becb25c45c1d41",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": "gpt-5-2025-08-07",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": BOARDWALK, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            # The output's count holds the reasoning tokens, as Chat Completions' does.
+            "usage": {
+                "prompt_tokens": 1117,
+                "completion_tokens": 78,
+                "total_tokens": 1195,
+                "prompt_tokens_details": {"cached_tokens": 1024},
+            },
+        },
+    ),
+    (
+        ANTHROPIC,
+        OPENAI_RESPONSES,
+        "openai_responses.json",
+        {
+            "id": "msg_resp_67ccd3a9da748190baa7f1570fe91ac604becb25c45c1d41",
+            "type": "message",
+            "role": "assistant",
+            "model": "gpt-5-2025-08-07",
+            "content": [
+                # The reasoning summary, unsigned: sent back, Anthropic's codec leaves it out.
+                {
+                    "type": "thinking",
+                    "thinking": "**Describing the image**\n\nA boardwalk through a meadow.",
+                    "signature": "",
+                },
+                {"type": "text", "text": BOARDWALK},
+            ],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": 1117 - 1024,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 1024,
+                "output_tokens": 78,
+            },
+        },
+    ),
 ]
 
 
@@ -382,6 +776,29 @@ TOOL_ANSWERS = {
             }
         ],
     },
+    OPENAI_RESPONSES: {
+        "id": "resp_1",
+        "object": "response",
+        "status": "completed",
+        "model": "gpt-5",
+        "output": [
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "Checking.", "annotations": []}],
+            },
+            {
+                "id": "fc_1",
+                "type": "function_call",
+                "status": "completed",
+                "call_id": "toolu_1",
+                "name": "get_weather",
+                "arguments": '{"a":1}',
+            },
+        ],
+    },
 }
 TOOL_CALLS_SEEN = {
     OPENAI: lambda answer: (
@@ -390,6 +807,16 @@ TOOL_CALLS_SEEN = {
         answer["choices"][0]["message"]["tool_calls"],
     ),
     ANTHROPIC: lambda answer: (answer["stop_reason"], answer["content"]),
+    # The arguments as JSON: each backend's API spells them its own way.
+    OPENAI_RESPONSES: lambda answer: (
+        answer["status"],
+        [
+            (item["type"], item["content"][0]["text"])
+            if item["type"] == "message"
+            else (item["type"], item["call_id"], item["name"], orjson.loads(item["arguments"]))
+            for item in answer["output"]
+        ],
+    ),
 }
 TOOL_CALLS_EXPECTED = {
     OPENAI: (
@@ -409,6 +836,10 @@ TOOL_CALLS_EXPECTED = {
             {"type": "text", "text": "Checking."},
             {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"a": 1}},
         ],
+    ),
+    OPENAI_RESPONSES: (
+        "completed",
+        [("message", "Checking."), ("function_call", "toolu_1", "get_weather", {"a": 1})],
     ),
 }
 
@@ -445,7 +876,43 @@ STOPS = [
     (ANTHROPIC, OPENAI, "function_call", "tool_use"),
     (ANTHROPIC, OPENAI, "content_filter", "refusal"),
     (ANTHROPIC, OPENAI, "a_reason_added_later", "end_turn"),
+    # A Responses answer's status, and why it is incomplete
+    (OPENAI, OPENAI_RESPONSES, "completed", "stop"),
+    (OPENAI, OPENAI_RESPONSES, "incomplete:max_output_tokens", "length"),
+    (OPENAI, OPENAI_RESPONSES, "incomplete:content_filter", "content_filter"),
+    (OPENAI, OPENAI_RESPONSES, "incomplete:a_reason_added_later", "length"),
+    (ANTHROPIC, OPENAI_RESPONSES, "completed", "end_turn"),
+    (ANTHROPIC, OPENAI_RESPONSES, "incomplete:max_output_tokens", "max_tokens"),
+    (ANTHROPIC, OPENAI_RESPONSES, "incomplete:content_filter", "refusal"),
+    (OPENAI_RESPONSES, OPENAI, "stop", "completed"),
+    (OPENAI_RESPONSES, OPENAI, "length", "incomplete:max_output_tokens"),
+    (OPENAI_RESPONSES, OPENAI, "content_filter", "incomplete:content_filter"),
+    (OPENAI_RESPONSES, OPENAI, "tool_calls", "completed"),
+    (OPENAI_RESPONSES, ANTHROPIC, "end_turn", "completed"),
+    (OPENAI_RESPONSES, ANTHROPIC, "stop_sequence", "completed"),
+    (OPENAI_RESPONSES, ANTHROPIC, "max_tokens", "incomplete:max_output_tokens"),
+    (OPENAI_RESPONSES, ANTHROPIC, "model_context_window_exceeded", "incomplete:max_output_tokens"),
+    (OPENAI_RESPONSES, ANTHROPIC, "refusal", "incomplete:content_filter"),
+    (OPENAI_RESPONSES, ANTHROPIC, "pause_turn", "completed"),
 ]
+
+
+def _responses_with(reason: str) -> dict[str, Any]:
+    state, _, why = reason.partition(":")
+    message = {"type": "message", "content": [{"type": "output_text", "text": "x"}]}
+    return {
+        "id": "r",
+        "output": [message],
+        "status": state,
+        "incomplete_details": {"reason": why} if why else None,
+    }
+
+
+def _responses_reason(answer: dict[str, Any]) -> str:
+    details = answer["incomplete_details"]
+    return answer["status"] + (f":{details['reason']}" if details else "")
+
+
 ANSWER_WITH_REASON = {
     ANTHROPIC: lambda reason: {
         "id": "m",
@@ -456,10 +923,12 @@ ANSWER_WITH_REASON = {
         "id": "c",
         "choices": [{"message": {"content": "x"}, "finish_reason": reason}],
     },
+    OPENAI_RESPONSES: _responses_with,
 }
 REASON_OF = {
     OPENAI: lambda answer: answer["choices"][0]["finish_reason"],
     ANTHROPIC: lambda answer: answer["stop_reason"],
+    OPENAI_RESPONSES: _responses_reason,
 }
 
 
@@ -526,6 +995,66 @@ ERRORS = [
             "error": {"type": "api_error", "message": "The provider returned an error."},
         },
     ),
+    # The Responses API's errors are OpenAI's
+    (
+        OPENAI_RESPONSES,
+        ANTHROPIC,
+        529,
+        b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+        503,
+        {
+            "error": {
+                "message": "Overloaded",
+                "type": "server_error",
+                "param": None,
+                "code": "overloaded_error",
+            }
+        },
+    ),
+    (
+        OPENAI_RESPONSES,
+        OPENAI,
+        429,
+        b'{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}',
+        429,
+        {
+            "error": {
+                "message": "Rate limit reached",
+                "type": "rate_limit_error",
+                "param": None,
+                "code": "rate_limit_exceeded",
+            }
+        },
+    ),
+    (
+        ANTHROPIC,
+        OPENAI_RESPONSES,
+        400,
+        b'{"error":{"message":"Invalid \'max_output_tokens\': integer below minimum value.","type":"invalid_request_error","param":"max_output_tokens","code":"integer_below_min_value"}}',
+        400,
+        {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "message": "Invalid 'max_output_tokens': integer below minimum value.",
+            },
+        },
+    ),
+    (
+        OPENAI,
+        OPENAI_RESPONSES,
+        500,
+        b'{"error":{"message":"The server had an error.","type":"server_error","param":null,"code":"server_error"}}',
+        500,
+        {
+            "error": {
+                "message": "The server had an error.",
+                "type": "server_error",
+                "param": None,
+                "code": "server_error",
+            }
+        },
+    ),
 ]
 
 
@@ -572,7 +1101,23 @@ def _openai_request(body: dict[str, Any]) -> None:
     assert all(message["role"] in roles for message in body["messages"])
 
 
-BACKEND_REQUEST = {OPENAI: _openai_request, ANTHROPIC: _anthropic_request}
+def _responses_request(body: dict[str, Any]) -> None:
+    # Messages by role, and function calls and their outputs; nothing kept by OpenAI.
+    for item in body["input"]:
+        assert item.get("role") in ("user", "assistant", "system") or item["type"] in (
+            "function_call",
+            "function_call_output",
+        )
+    assert body["store"] is False
+
+
+BACKEND_REQUEST = {
+    OPENAI: _openai_request,
+    ANTHROPIC: _anthropic_request,
+    OPENAI_RESPONSES: _responses_request,
+}
+# Where a backend's request says how long an answer may be.
+MAX_TOKENS = {OPENAI: "max_tokens", ANTHROPIC: "max_tokens", OPENAI_RESPONSES: "max_output_tokens"}
 _messages = st.lists(
     st.fixed_dictionaries(
         {"role": st.sampled_from(["user", "assistant", "system", "tool", "developer"])},
@@ -581,22 +1126,52 @@ _messages = st.lists(
     min_size=1,
     max_size=4,
 )
+_items = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(
+                [
+                    "message",
+                    "function_call",
+                    "function_call_output",
+                    "reasoning",
+                    "file_search_call",
+                ]
+            ),
+            "role": st.sampled_from(["user", "assistant", "system", "developer", "tool"]),
+            "content": JSON_VALUES,
+            "call_id": JSON_VALUES,
+            "name": JSON_VALUES,
+            "arguments": JSON_VALUES,
+            "output": JSON_VALUES,
+            "summary": JSON_VALUES,
+        },
+    )
+    | JSON_VALUES,
+    min_size=1,
+    max_size=4,
+)
 
 
 @settings(max_examples=150, deadline=None)
 @given(
     _messages,
+    _items,
     st.dictionaries(
-        st.sampled_from(["tools", "tool_choice", "stop", "n", "temperature", "system"]),
+        st.sampled_from(
+            ["tools", "tool_choice", "stop", "n", "temperature", "system", "text", "instructions"]
+        ),
         JSON_VALUES,
         max_size=3,
     ),
 )
 def test_request_translators_refuse_cleanly(
-    messages: list[dict[str, Any]], extra: dict[str, Any]
+    messages: list[dict[str, Any]], items: list[Any], extra: dict[str, Any]
 ) -> None:
     for client, backend in PAIRS:
-        body = {**BASE[client], "messages": messages, **extra}
+        turns = {"input": items} if client is OPENAI_RESPONSES else {"messages": messages}
+        body = {**BASE[client], **turns, **extra}
         try:
             translated, _ = Translation(client, backend).request(body, "m", 10)
         except Untranslatable as refused:
@@ -604,7 +1179,9 @@ def test_request_translators_refuse_cleanly(
         else:
             # The client's max_tokens, or the backend's default where its API requires one.
             assert translated["model"] == "m"
-            assert translated["max_tokens"] == BASE[client].get("max_tokens", 10)
+            default = 10 if backend is ANTHROPIC else None
+            expected = BASE[client].get("max_tokens", default)
+            assert translated.get(MAX_TOKENS[backend]) == expected
             BACKEND_REQUEST[backend](translated)
             orjson.dumps(translated)
 
@@ -627,20 +1204,42 @@ def _anthropic_answer(message: dict[str, Any]) -> None:
     stop_reasons = set(anthropic_messages_stream.STOP_REASONS.values()) | {"end_turn"}
     assert message["stop_reason"] in stop_reasons
     for block in message["content"]:
-        assert (block["type"] == "text" and isinstance(block["text"], str) and block["text"]) or (
-            block["type"] == "tool_use" and isinstance(block["input"], dict)
+        assert (
+            (block["type"] == "text" and isinstance(block["text"], str) and block["text"])
+            or (block["type"] == "tool_use" and isinstance(block["input"], dict))
+            or (block["type"] == "thinking" and isinstance(block["thinking"], str))
         )
     usage = message["usage"]
     assert all(isinstance(value, int) and value >= 0 for value in usage.values())
 
 
-CLIENT_ANSWER = {OPENAI: _openai_answer, ANTHROPIC: _anthropic_answer}
+def _responses_answer(response: dict[str, Any]) -> None:
+    assert response["object"] == "response" and response["created_at"] == CREATED
+    assert response["id"].startswith("resp_")
+    assert response["status"] in ("completed", "incomplete")
+    for item in response["output"]:
+        assert item["id"].startswith(("msg_", "fc_", "rs_"))
+        if item["type"] == "message":
+            assert [part["type"] for part in item["content"]] == ["output_text"]
+        else:
+            assert item["type"] in ("function_call", "reasoning")
+    usage = response["usage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+CLIENT_ANSWER = {
+    OPENAI: _openai_answer,
+    ANTHROPIC: _anthropic_answer,
+    OPENAI_RESPONSES: _responses_answer,
+}
 
 
 @settings(max_examples=150, deadline=None)
 @given(
     st.dictionaries(
-        st.sampled_from(["id", "model", "content", "choices", "usage", "stop_reason"]),
+        st.sampled_from(
+            ["id", "model", "content", "choices", "usage", "stop_reason", "output", "status"]
+        ),
         JSON_VALUES,
         max_size=5,
     )

@@ -12,7 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extproc.apis import Kind, Schema
-from extproc.translate import anthropic_messages, hub, openai_chat, openai_chat_stream
+from extproc.translate import (
+    anthropic_messages,
+    hub,
+    openai_chat,
+    openai_responses,
+)
 from extproc.translate.hub import (
     END,
     Finished,
@@ -34,19 +39,22 @@ from extproc.translate.hub import (
 )
 from extproc.translate.translation import CODECS, Translation, translatable
 
-OPENAI, ANTHROPIC = Schema.OPENAI, Schema.ANTHROPIC
+OPENAI, ANTHROPIC, OPENAI_RESPONSES = Schema.OPENAI, Schema.ANTHROPIC, Schema.OPENAI_RESPONSES
 
 
 def test_the_codec_table_names_each_api_once() -> None:
     assert {schema: codec.SCHEMA for schema, codec in CODECS.items()} == {
         OPENAI: OPENAI,
         ANTHROPIC: ANTHROPIC,
+        OPENAI_RESPONSES: OPENAI_RESPONSES,
     }
     assert [(c.KIND, c.SUFFIX) for c in CODECS.values()] == [
         (Kind.CHAT, "/chat/completions"),
         (Kind.MESSAGES, "/messages"),
+        (Kind.RESPONSES, "/responses"),
     ]
     assert translatable(Kind.CHAT) and translatable(Kind.MESSAGES)
+    assert translatable(Kind.RESPONSES)
     assert not translatable(Kind.EMBEDDINGS) and not translatable(Kind.COMPLETIONS)
     # The Anthropic SDK's protocol headers mean nothing to another API's backend.
     assert Translation(ANTHROPIC, OPENAI).client_headers == ("anthropic-version", "anthropic-beta")
@@ -157,6 +165,40 @@ WRITTEN = {
         ],
         "max_tokens": 50,
     },
+    OPENAI_RESPONSES: {
+        "model": "m",
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "Weather here?"},
+                    {
+                        "type": "input_image",
+                        "image_url": "https://example.com/sky.jpg",
+                        "detail": "auto",
+                    },
+                    {
+                        "type": "input_image",
+                        "image_url": "data:image/png;base64,iVBO",
+                        "detail": "auto",
+                    },
+                ],
+            },
+            # OpenAI takes back only its own reasoning (its ids, its encrypted content).
+            {"role": "assistant", "content": "Checking."},
+            {
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "weather",
+                "arguments": '{"city":"Paris"}',
+            },
+            {"type": "function_call_output", "call_id": "call_1", "output": "18°C"},
+            {"role": "user", "content": "Thanks."},
+        ],
+        "instructions": "Be brief.\n\nUse metric units.",
+        "max_output_tokens": 50,
+        "store": False,
+    },
 }
 
 
@@ -186,7 +228,44 @@ MISPLACED = [
     (OPENAI, Message("user", [ToolCall("c", "f", "{}", path="input[2]")]), "input[2].type"),
     (OPENAI, Message("user", [Reasoning("r", path="input[0]")]), "input[0].type"),
     (ANTHROPIC, Message("user", [Reasoning("r", path="input[0]")]), "input[0].type"),
+    (
+        OPENAI_RESPONSES,
+        Message("assistant", [Image(url="u", path="messages[3].content[0]")]),
+        "messages[3].content[0].type",
+    ),
+    (
+        OPENAI_RESPONSES,
+        Message("assistant", [ToolResult("c", [], path="contents[1].parts[0]")]),
+        "contents[1].parts[0].type",
+    ),
+    (
+        OPENAI_RESPONSES,
+        Message("user", [ToolCall("c", "f", "{}", path="messages[2].content[1]")]),
+        "messages[2].content[1].type",
+    ),
+    (
+        OPENAI_RESPONSES,
+        Message("user", [Reasoning("r", path="messages[0].content[0]")]),
+        "messages[0].content[0].type",
+    ),
 ]
+
+
+def test_a_tool_result_with_images_keeps_them_for_the_responses_api() -> None:
+    # Its function call outputs take images, where Chat Completions' tool messages do not.
+    result = ToolResult("call_1", [Text("A chart:"), Image(url="https://x/c.png")], is_error=True)
+    body = openai_responses.write_request(Request([Message("user", [result])]), "m", 10)
+    assert body["input"] == [
+        {
+            "type": "function_call_output",
+            "call_id": "call_1",
+            "output": [
+                {"type": "input_text", "text": "Error:"},
+                {"type": "input_text", "text": "A chart:"},
+                {"type": "input_image", "image_url": "https://x/c.png", "detail": "auto"},
+            ],
+        }
+    ]
 
 
 @pytest.mark.parametrize(("api", "message", "param"), MISPLACED)
@@ -227,8 +306,25 @@ def test_reasoning_in_an_answer_is_carried_to_the_hub_typed() -> None:
     # An OpenAI client gets the text (Chat Completions has no place for reasoning) ...
     completion = openai_chat.write_response(answer, created=1)
     assert completion["choices"][0]["message"]["content"] == "Yes."
-    # ... an Anthropic client the blocks, as it would from Anthropic.
+    # ... an Anthropic client the blocks, as it would from Anthropic ...
     assert anthropic_messages.write_response(answer)["content"] == THINKING_ANSWER["content"][:3]
+    # ... a Responses client the thinking's text as a reasoning summary (a redacted block
+    # has none to show).
+    response = openai_responses.write_response(answer, created=1)
+    assert response["output"] == [
+        {
+            "id": "rs_msg_1_0",
+            "type": "reasoning",
+            "summary": [{"type": "summary_text", "text": "Short answer."}],
+        },
+        {
+            "id": "msg_msg_1_1",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Yes.", "annotations": [], "logprobs": []}],
+        },
+    ]
 
 
 # -- streams -------------------------------------------------------------------------------
@@ -300,6 +396,46 @@ def test_anthropic_thinking_events_become_reasoning_deltas_openai_leaves_out() -
     assert openai_chat.encoder(True).events(hub_events) == []
 
 
+def test_reasoning_deltas_become_a_reasoning_summary_item() -> None:
+    encoder = openai_responses.encoder(True, created=1)
+    out = encoder.events(
+        [
+            Start("1", "m"),
+            ReasoningDelta("Let me"),
+            ReasoningDelta(" think."),
+            ReasoningDelta(signature="sig"),  # no place for it: nothing written
+            ReasoningDelta(redacted="opaque"),
+            TextDelta("Yes."),
+            Finished(Stop.END),
+            END,
+        ]
+    )
+    assert [
+        (name, p.get("delta") or p.get("text") or p.get("item", {}).get("id")) for name, p in out
+    ] == [
+        ("response.created", None),
+        ("response.in_progress", None),
+        ("response.output_item.added", "rs_1_0"),
+        ("response.reasoning_summary_part.added", None),
+        ("response.reasoning_summary_text.delta", "Let me"),
+        ("response.reasoning_summary_text.delta", " think."),
+        ("response.reasoning_summary_text.done", "Let me think."),
+        ("response.reasoning_summary_part.done", None),
+        ("response.output_item.done", "rs_1_0"),
+        ("response.output_item.added", "msg_1_1"),
+        ("response.content_part.added", None),
+        ("response.output_text.delta", "Yes."),
+        ("response.output_text.done", "Yes."),
+        ("response.content_part.done", None),
+        ("response.output_item.done", "msg_1_1"),
+        ("response.completed", None),
+    ]
+    assert [p["sequence_number"] for _, p in out] == list(range(len(out)))
+    assert out[-1][1]["response"]["output"][0]["summary"] == [
+        {"type": "summary_text", "text": "Let me think."}
+    ]
+
+
 def test_usage_takes_only_the_counts_reported() -> None:
     usage = Usage(input=10, cache_read=5)
     usage.update(Usage(output=7))
@@ -369,7 +505,41 @@ _anthropic_events = st.one_of(
         }
     ),
 )
-PAYLOADS = {OPENAI: _openai_chunks, ANTHROPIC: _anthropic_events}
+_responses_events = st.one_of(
+    _json,
+    st.builds(
+        lambda kind, delta, index: {
+            "type": kind,
+            "item_id": "msg_1",
+            "output_index": index,
+            "content_index": 0,
+            "delta": delta,
+        },
+        st.sampled_from(
+            [
+                "response.output_text.delta",
+                "response.refusal.delta",
+                "response.function_call_arguments.delta",
+                "response.reasoning_summary_text.delta",
+            ]
+        ),
+        _text | st.none() | st.just(3),
+        st.sampled_from([0, 1]),
+    ),
+    st.just(
+        {
+            "type": "response.output_item.added",
+            "output_index": 1,
+            "item": {"type": "function_call", "call_id": "c", "name": "f", "arguments": ""},
+        }
+    ),
+    st.just({"type": "response.created", "response": {"id": "resp_1", "model": "m"}}),
+)
+PAYLOADS = {
+    OPENAI: _openai_chunks,
+    ANTHROPIC: _anthropic_events,
+    OPENAI_RESPONSES: _responses_events,
+}
 
 
 @pytest.mark.parametrize("api", list(CODECS))
@@ -423,7 +593,7 @@ def _bytes(out: list[hub.Out]) -> bytes:
 @given(events=_hub_events)
 def test_an_encoders_text_bytes_are_its_events_bytes(api: Schema, events: list[Any]) -> None:
     short, long = CODECS[api].encoder(True), CODECS[api].encoder(True)
-    if isinstance(short, openai_chat_stream.StreamEncoder):
+    if hasattr(short, "created"):
         long.created = short.created
     for event in events:
         raw = short.text(event.text) if isinstance(event, TextDelta) else None

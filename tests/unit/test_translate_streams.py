@@ -13,9 +13,18 @@ from hypothesis import strategies as st
 
 from extproc.apis import Schema
 from extproc.sse import Parser
-from extproc.translate import hub, openai_chat_stream
+from extproc.translate import hub
 from extproc.translate.translation import Stream, Translation
-from tests.unit.test_translate import ANTHROPIC, CREATED, DATA, JSON_VALUES, OPENAI, PAIRS, pair_id
+from tests.unit.test_translate import (
+    ANTHROPIC,
+    CREATED,
+    DATA,
+    JSON_VALUES,
+    OPENAI,
+    OPENAI_RESPONSES,
+    PAIRS,
+    pair_id,
+)
 
 
 def payloads_of(name: str) -> list[Any]:
@@ -26,8 +35,8 @@ def payloads_of(name: str) -> list[Any]:
 
 def stream(client: Schema, backend: Schema, include_usage: bool = True) -> Stream:
     made = Translation(client, backend).stream(include_usage)
-    if isinstance(made.encoder, openai_chat_stream.StreamEncoder):
-        made.encoder.created = CREATED
+    if hasattr(made.encoder, "created"):
+        made.encoder.created = CREATED  # an OpenAI API's: the time the answer was made
     return made
 
 
@@ -50,8 +59,9 @@ def translate_stream(
 
 
 def describe(client: Schema, name: str | None, payload: Any) -> str:
-    """What a client's stream event is: Anthropic's are named; OpenAI's chunks by content."""
-    if client is ANTHROPIC or payload == "[DONE]":
+    """What a client's stream event is: Anthropic's and the Responses API's are named;
+    Chat Completions' chunks by content."""
+    if client is not OPENAI or payload == "[DONE]":
         return str(name or payload)
     if "error" in payload:
         return "error"
@@ -68,6 +78,9 @@ def describe(client: Schema, name: str | None, payload: Any) -> str:
     return "text"
 
 
+ADDED, DONE = "response.output_item.added", "response.output_item.done"
+TEXT, ARGUMENTS = "response.output_text.delta", "response.function_call_arguments.delta"
+TEXT_DONE = ["response.output_text.done", "response.content_part.done", DONE]
 ANTHROPIC_FOR_OPENAI = [
     ["role"],  # message_start
     [],  # content_block_start (text)
@@ -103,6 +116,94 @@ STREAMS = [
             ["content_block_stop"],  # finish_reason
             [],  # the usage chunk
             ["message_delta", "message_stop"],  # [DONE]
+        ],
+    ),
+    (
+        OPENAI_RESPONSES,
+        OPENAI,
+        "openai_stream_usage.sse",
+        True,
+        [
+            ["response.created", "response.in_progress"],  # the role chunk
+            [ADDED, "response.content_part.added", TEXT],
+            [TEXT],
+            [*TEXT_DONE, ADDED],  # a tool call starts
+            [ARGUMENTS],
+            [ARGUMENTS],
+            ["response.function_call_arguments.done", DONE],  # finish_reason
+            [],  # the usage chunk
+            ["response.completed"],  # [DONE]
+        ],
+    ),
+    (
+        OPENAI_RESPONSES,
+        ANTHROPIC,
+        "anthropic_stream.sse",
+        True,
+        [
+            ["response.created", "response.in_progress"],  # message_start
+            [],  # content_block_start (text)
+            [],  # ping
+            [ADDED, "response.content_part.added", TEXT],
+            [TEXT],
+            [],  # content_block_stop
+            [*TEXT_DONE, ADDED],  # content_block_start (tool_use)
+            [],  # an empty input_json_delta
+            [ARGUMENTS],
+            [ARGUMENTS],
+            [],  # content_block_stop
+            ["response.function_call_arguments.done", DONE],  # message_delta
+            [],  # message_delta
+            ["response.completed"],  # message_stop
+        ],
+    ),
+    *[
+        (
+            OPENAI,
+            OPENAI_RESPONSES,
+            "openai_responses_stream.sse",
+            usage,
+            [
+                ["role"],  # response.created
+                [],  # response.in_progress
+                [],  # output_item.added (message)
+                [],  # content_part.added
+                ["text"],
+                ["text"],
+                [],  # output_text.done
+                [],  # content_part.done
+                [],  # output_item.done
+                ["call"],  # output_item.added (function_call)
+                ["arguments"],
+                ["arguments"],
+                [],  # function_call_arguments.done
+                [],  # output_item.done
+                ["finish", *(["usage"] if usage else []), "[DONE]"],  # response.completed
+            ],
+        )
+        for usage in (True, False)
+    ],
+    (
+        ANTHROPIC,
+        OPENAI_RESPONSES,
+        "openai_responses_stream.sse",
+        True,
+        [
+            ["message_start"],
+            [],
+            [],
+            [],
+            ["content_block_start", "content_block_delta"],
+            ["content_block_delta"],
+            [],
+            [],
+            [],
+            ["content_block_stop", "content_block_start"],
+            ["content_block_delta"],
+            ["content_block_delta"],
+            [],
+            [],
+            ["content_block_stop", "message_delta", "message_stop"],
         ],
     ),
 ]
@@ -195,11 +296,10 @@ def test_openai_stream_becomes_anthropic_events() -> None:
 @pytest.mark.parametrize(("client", "backend"), PAIRS, ids=map(pair_id, PAIRS))
 def test_a_stream_ends_once(client: Schema, backend: Schema) -> None:
     # The backend's last event ends the client's stream; its end after that adds nothing.
-    backend_stream = "anthropic_stream.sse" if backend is ANTHROPIC else "openai_stream.sse"
     translated = stream(client, backend)
-    payloads = payloads_of(backend_stream)
+    payloads = payloads_of(BACKEND_STREAM[backend])
     ends = [translated.event(payload) for payload in payloads][-1]
-    assert [(e.name, p if p is not None else e.data) for e, p in ends][-1] == TERMINAL[client]
+    assert ENDS[client](*[(e.name, p if p is not None else e.data) for e, p in ends][-1])
     assert translated.event(payloads[-1]) == []
     assert translated.encoder.events([hub.END]) == []
 
@@ -239,6 +339,31 @@ STREAM_ERRORS = [
         {"error": {"message": "Boom", "type": "server_error"}},
         [("error", {"type": "error", "error": {"type": "api_error", "message": "Boom"}})],
     ),
+    (
+        OPENAI,
+        OPENAI_RESPONSES,
+        {"type": "error", "code": "server_error", "message": "Boom", "param": None},
+        [
+            (
+                None,
+                {"error": {"message": "Boom", "type": "server_error", "param": None, "code": None}},
+            ),
+            (None, "[DONE]"),
+        ],
+    ),
+    (
+        ANTHROPIC,
+        OPENAI_RESPONSES,
+        {
+            "type": "response.failed",
+            "response": {
+                "id": "resp_1",
+                "status": "failed",
+                "error": {"code": "server_error", "message": "Boom"},
+            },
+        },
+        [("error", {"type": "error", "error": {"type": "api_error", "message": "Boom"}})],
+    ),
 ]
 
 
@@ -268,6 +393,10 @@ _keys = st.sampled_from(
         "error",
         "id",
         "model",
+        "item",
+        "output_index",
+        "response",
+        "status",
     ]
 )
 _events = st.dictionaries(
@@ -285,6 +414,15 @@ _events = st.dictionaries(
             "thinking_delta",
             "tool_use",
             "error",
+            "response.created",
+            "response.output_item.added",
+            "response.output_text.delta",
+            "response.function_call_arguments.delta",
+            "response.output_item.done",
+            "response.completed",
+            "response.incomplete",
+            "response.failed",
+            "function_call",
         ]
     ),
     max_size=5,
@@ -299,12 +437,29 @@ def _openai_event(name: str | None, payload: Any) -> bool:
     )
 
 
-# A well-formed event of each client API, and the event that ends its stream.
+def _responses_event(name: str | None, payload: Any) -> bool:
+    # Named by its type, numbered in order.
+    return payload["type"] == name and isinstance(payload["sequence_number"], int)
+
+
+# A well-formed event of each client API, and the events that end its stream.
 CLIENT_EVENT = {
     OPENAI: _openai_event,
     ANTHROPIC: lambda name, payload: payload["type"] == name,  # Anthropic's event framing
+    OPENAI_RESPONSES: _responses_event,
 }
 TERMINAL = {OPENAI: (None, "[DONE]"), ANTHROPIC: ("message_stop", {"type": "message_stop"})}
+_RESPONSES_ENDS = ("response.completed", "response.incomplete", "response.failed")
+ENDS = {
+    OPENAI: lambda name, payload: (name, payload) == TERMINAL[OPENAI],
+    ANTHROPIC: lambda name, payload: (name, payload) == TERMINAL[ANTHROPIC],
+    OPENAI_RESPONSES: lambda name, payload: name in _RESPONSES_ENDS,
+}
+BACKEND_STREAM = {
+    OPENAI: "openai_stream.sse",
+    ANTHROPIC: "anthropic_stream.sse",
+    OPENAI_RESPONSES: "openai_responses_stream.sse",
+}
 
 
 @settings(max_examples=150, deadline=None)
@@ -317,5 +472,6 @@ def test_stream_translators_survive_any_events(events: list[dict[str, Any]]) -> 
                 shown = payload if payload is not None else item.data
                 assert CLIENT_EVENT[client](item.name, shown), (item, shown)
         # However the events went, each stream is closed once.
-        assert translated.encoder.events([hub.END])[-1:] in ([TERMINAL[client]], [])
+        end = translated.encoder.events([hub.END])
+        assert end == [] or ENDS[client](*end[-1])
         assert translated.encoder.events([hub.END]) == []

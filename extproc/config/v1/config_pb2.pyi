@@ -41,6 +41,11 @@ class _SchemaEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Schema.ValueTy
     deployment is the upstream model; the key goes in the "api-key" header. (Azure's
     newer "/openai/v1" API is plain OPENAI with credential.header "api-key".)
     """
+    OPENAI_RESPONSES: _Schema.ValueType  # 4
+    """OpenAI's Responses API, "<url>/responses", for a backend that serves only it: clients of
+    the other APIs reach it translated (docs/configuration/translation.md). Not served yet:
+    a config naming it is refused until the gateway sends requests to such backends.
+    """
 
 class Schema(_Schema, metaclass=_SchemaEnumTypeWrapper):
     """The API schema a backend speaks."""
@@ -55,6 +60,11 @@ AZURE_OPENAI: Schema.ValueType  # 3
 "<url>/deployments/<deployment>/chat/completions?api-version=<api_version>", where the
 deployment is the upstream model; the key goes in the "api-key" header. (Azure's
 newer "/openai/v1" API is plain OPENAI with credential.header "api-key".)
+"""
+OPENAI_RESPONSES: Schema.ValueType  # 4
+"""OpenAI's Responses API, "<url>/responses", for a backend that serves only it: clients of
+the other APIs reach it translated (docs/configuration/translation.md). Not served yet:
+a config naming it is refused until the gateway sends requests to such backends.
 """
 Global___Schema: _TypeAlias = Schema  # noqa: Y015
 
@@ -743,8 +753,8 @@ class Credential(_message.Message):
     file: _builtins.str
     """Path of a file holding the key (surrounding whitespace is ignored)."""
     header: _builtins.str
-    """Header carrying the key. Default by schema: OPENAI "authorization" (sent as
-    "Bearer <key>"), ANTHROPIC "x-api-key".
+    """Header carrying the key. Default by schema: OPENAI and OPENAI_RESPONSES "authorization"
+    (sent as "Bearer <key>"), ANTHROPIC "x-api-key", AZURE_OPENAI "api-key".
     """
     def __init__(
         self,

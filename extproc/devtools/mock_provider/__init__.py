@@ -1,4 +1,6 @@
-"""An OpenAI- and Anthropic-compatible provider for demos and tests (`extproc mock-provider`).
+"""An OpenAI- and Anthropic-compatible provider for demos and tests (`extproc mock-provider`):
+Chat Completions, the Responses API, completions, embeddings and models; Anthropic's
+Messages; both APIs' token counts (`/responses/input_tokens`, `/messages/count_tokens`).
 
 Deterministic: the reply text is the last user message, token counts are computed from
 the text. Request headers make it misbehave on purpose:
@@ -12,10 +14,11 @@ With tools offered and a user's question last, the reply calls the first tool wi
   x-mock-cut-after: 3     streams: send 3 events, pause, close the connection (no final event);
                           JSON: close the connection without answering
   x-mock-end-after: 3     streams: send 3 events and end the response (no final event)
-  x-mock-omit-final: 1    streams: the whole answer without its last event ([DONE] or
-                          message_stop), as some OpenAI-compatible servers send it
-  x-mock-tag: soak        GET /mock/stats counts chat and messages answers served in full
-                          by tag: [answers, prompt tokens, completion tokens]
+  x-mock-omit-final: 1    streams: the whole answer without its last event ([DONE],
+                          message_stop or response.completed), as some OpenAI-compatible
+                          servers send it
+  x-mock-tag: soak        GET /mock/stats counts chat, responses and messages answers
+                          served in full by tag: [answers, prompt tokens, completion tokens]
 Response headers report what arrived, so tests can see what the gateway sent upstream:
   x-mock-path (with the query), x-mock-host, x-mock-headers (the names of all request
   headers), x-mock-authorization-sha256, x-mock-api-key-sha256 (of x-api-key) and

@@ -172,3 +172,12 @@ async def _tool_use(
     ]
     events = [sse(orjson.dumps(payload), name) for name, payload in payloads]
     return await stream(request, events, cut_after, call[1])
+
+
+def token_count(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """POST /v1/messages/count_tokens: what the request's messages and system would count."""
+    return web.Response(
+        body=orjson.dumps({"input_tokens": prompt_tokens(body)}),
+        content_type="application/json",
+        headers=echo_headers(request),
+    )

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from extproc.devtools.mock_provider import anthropic_api, openai_api
+from extproc.devtools.mock_provider import anthropic_api, openai_api, responses_api
 from extproc.devtools.mock_provider.reading import (
     BODY_HEADERS,
     echo_headers,
@@ -19,6 +19,8 @@ from extproc.devtools.mock_provider.reading import (
     part_types,
 )
 from extproc.digits import strict_int
+
+_ANTHROPIC_PATHS = ("/messages", "/messages/count_tokens")
 
 
 def _error(schema: str, status: int, message: str) -> web.Response:
@@ -80,7 +82,7 @@ class MockProvider:
         if path == "/mock/stats":
             return web.json_response(self.served)
         self.requests += 1
-        schema = "anthropic" if path.endswith("/messages") else "openai"
+        schema = "anthropic" if path.endswith(_ANTHROPIC_PATHS) else "openai"
         delay = strict_int(request.headers.get("x-mock-delay-ms", ""))
         if delay:
             await asyncio.sleep(delay / 1000)
@@ -115,6 +117,12 @@ class MockProvider:
         number, served = self.requests, self._count
         if path.endswith("/chat/completions"):
             return await openai_api.chat(request, body, cut_after, number, served)
+        if path.endswith("/responses"):
+            return await responses_api.responses(request, body, cut_after, number, served)
+        if path.endswith("/responses/input_tokens"):
+            return responses_api.input_tokens(request, body)
+        if path.endswith("/messages/count_tokens"):
+            return anthropic_api.token_count(request, body)
         if path.endswith("/messages"):
             return await anthropic_api.messages(request, body, cut_after, number, served)
         if path.endswith("/embeddings"):
