@@ -8,7 +8,7 @@ from urllib.parse import unquote
 from extproc.apis import MODELS_PREFIX, ApiError, Schema
 from extproc.config.runtime import Runtime
 from extproc.dataplane.stages import Arrival
-from extproc.routing import anthropic_model, listing, model_object
+from extproc.routing import anthropic_model, canonical_name, listing, model_object
 
 
 def answer(runtime: Runtime, arrival: Arrival, api: Schema) -> tuple[int, object] | ApiError:
@@ -27,8 +27,10 @@ def answer(runtime: Runtime, arrival: Arrival, api: Schema) -> tuple[int, object
             "last_id": data[-1]["id"] if data else None,
         }
     name = unquote(arrival.served_path[len(MODELS_PREFIX) :])
-    model = runtime.exact_models.get(name)
-    if model is None or not tenant.allows(model.name):
+    # Any name the gateway routes: a model, an alias, or a name one of its patterns serves
+    # (`claude-3-haiku` through `claude-*`), as a request for it would be routed.
+    model = runtime.find_model(name)
+    if model is None or not tenant.allows(canonical_name(model, name)):
         return ApiError(
             404,
             f"The model `{name}` does not exist or you do not have access to it.",

@@ -223,6 +223,8 @@ def test_models_are_listed_in_each_clients_format(gateway: Gateway) -> None:
     assert anthropic_ids == openai_ids and "gpt-4o-mini" in anthropic_ids
     assert all(m.type == "model" and m.created_at.year >= 2026 for m in page.data)
     assert claude.models.retrieve("gpt-4o-mini").display_name == "gpt-4o-mini"
+    # A name a pattern route serves is retrieved as a request for it would be routed.
+    assert claude.models.retrieve("claude-3-5-haiku-latest").id == "claude-3-5-haiku-latest"
     with pytest.raises(anthropic.NotFoundError) as missing:
         claude.models.retrieve("gpt-9")
     assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]

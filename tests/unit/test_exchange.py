@@ -161,6 +161,31 @@ def test_models_listing_is_answered_locally() -> None:
     assert (status, body["id"], body["object"]) == (200, "mini", "model")
 
 
+@pytest.mark.parametrize(
+    ("key", "name", "status"),
+    [
+        ("key-b", "claude-3-haiku", 200),  # served through the `claude-*` pattern
+        ("key-b", "claude-x", 200),
+        ("key-a", "claude-3-haiku", 404),  # a pattern team-a may not use
+        ("key-a", "gpt-4o", 200),
+        ("key-b", "gpt-4o", 404),
+        ("key-b", "llama-3", 404),  # no model and no pattern serves it
+    ],
+)
+def test_a_model_is_retrieved_by_any_name_the_gateway_routes(
+    key: str, name: str, status: int
+) -> None:
+    decision = Exchange(RT).request_headers(
+        headers(f"/v1/models/{name}", "GET", authorization=f"Bearer {key}"), True
+    )
+    got, body = reply(decision)
+    assert got == status, body
+    if status == 200:
+        assert (body["id"], body["object"]) == (name, "model")
+    else:
+        assert body["error"]["code"] == "model_not_found"
+
+
 def test_forward_routes_and_injects_the_provider_credential() -> None:
     decision = start().request_body(chat())
     assert isinstance(decision, Continue)
