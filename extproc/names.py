@@ -43,5 +43,7 @@ CLIENT_CERT_HEADER = "x-forwarded-client-cert"
 REQUEST_ID_HEADER = "x-request-id"
 # On answers served from the response cache.
 CACHE_HEADER = "x-extproc-cache"
+# On a token count the service answered itself: counted offline, an estimate of the provider's.
+ESTIMATE_HEADER = "x-extproc-estimate"
 # Sent by every Anthropic SDK request; it tells the API the client speaks.
 ANTHROPIC_VERSION_HEADER = "anthropic-version"

@@ -25,6 +25,13 @@ class Kind(StrEnum):
     MESSAGES = "messages"
     MODELS = "models"
     RESPONSES = "responses"
+    COUNT_TOKENS = "count_tokens"  # a prompt's tokens, counted before it is sent
+
+
+# Endpoints whose responses carry token usage: metered, charged to budgets, cached.
+METERED = frozenset({Kind.CHAT, Kind.MESSAGES, Kind.EMBEDDINGS, Kind.COMPLETIONS})
+# The body of a request to count is the request it counts: read as that (policies, counts).
+BODY_KIND = {Kind.COUNT_TOKENS: Kind.MESSAGES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +48,9 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/v1/completions": Endpoint(Kind.COMPLETIONS, Schema.OPENAI, "POST", "/completions"),
     "/v1/embeddings": Endpoint(Kind.EMBEDDINGS, Schema.OPENAI, "POST", "/embeddings"),
     "/v1/messages": Endpoint(Kind.MESSAGES, Schema.ANTHROPIC, "POST", "/messages"),
+    "/v1/messages/count_tokens": Endpoint(
+        Kind.COUNT_TOKENS, Schema.ANTHROPIC, "POST", "/messages/count_tokens"
+    ),
     "/v1/models": Endpoint(Kind.MODELS, Schema.OPENAI, "GET", "/models"),
 }
 MODELS_PREFIX = "/v1/models/"

@@ -145,41 +145,47 @@ _TOOL_FIELDS = fields(
     {"name": string, "description": string, "input_schema": anything, "type": string}
 )
 _NO_PARALLEL = {"disable_parallel_tool_use": boolean}
-MESSAGES = fields(
+_MESSAGE_FIELDS: dict[str, Check] = {
+    "messages": array(
+        tagged("role", ROLES, other=_OTHER_ROLE),
+        min_items=1,
+        max_items=100_000,
+    ),
+    # 0 is documented: it warms the prompt cache without generating.
+    "max_tokens": integer(0),
+    "system": by_type(_BLOCKS, {str: None, list: _TEXT_BLOCKS}),
+    "stream": boolean,
+    "temperature": number(0, 1),
+    "top_p": number(0, 1),
+    "top_k": integer(0),
+    "stop_sequences": array(string),
+    # Anthropic's tool search takes catalogs of up to 10,000 tools.
+    "tools": array(_anthropic_tool, max_items=10_000),
+    "tool_choice": tagged(
+        "type",
+        {
+            "auto": fields(_NO_PARALLEL),
+            "any": fields(_NO_PARALLEL),
+            "none": anything,
+            "tool": fields({"name": string, **_NO_PARALLEL}, required=("name",)),
+        },
+    ),
+    "metadata": fields({"user_id": string}),
+    "thinking": tagged(
+        "type",
+        {
+            "enabled": fields({"budget_tokens": integer(1024)}, required=("budget_tokens",)),
+            "disabled": anything,
+            "adaptive": anything,
+        },
+    ),
+}
+MESSAGES = fields(_MESSAGE_FIELDS, required=("messages", "max_tokens"))
+# POST /v1/messages/count_tokens: the prompt a Messages request would send.
+COUNT_TOKENS = fields(
     {
-        "messages": array(
-            tagged("role", ROLES, other=_OTHER_ROLE),
-            min_items=1,
-            max_items=100_000,
-        ),
-        # 0 is documented: it warms the prompt cache without generating.
-        "max_tokens": integer(0),
-        "system": by_type(_BLOCKS, {str: None, list: _TEXT_BLOCKS}),
-        "stream": boolean,
-        "temperature": number(0, 1),
-        "top_p": number(0, 1),
-        "top_k": integer(0),
-        "stop_sequences": array(string),
-        # Anthropic's tool search takes catalogs of up to 10,000 tools.
-        "tools": array(_anthropic_tool, max_items=10_000),
-        "tool_choice": tagged(
-            "type",
-            {
-                "auto": fields(_NO_PARALLEL),
-                "any": fields(_NO_PARALLEL),
-                "none": anything,
-                "tool": fields({"name": string, **_NO_PARALLEL}, required=("name",)),
-            },
-        ),
-        "metadata": fields({"user_id": string}),
-        "thinking": tagged(
-            "type",
-            {
-                "enabled": fields({"budget_tokens": integer(1024)}, required=("budget_tokens",)),
-                "disabled": anything,
-                "adaptive": anything,
-            },
-        ),
+        name: _MESSAGE_FIELDS[name]
+        for name in ("messages", "system", "tools", "tool_choice", "thinking")
     },
-    required=("messages", "max_tokens"),
+    required=("messages",),
 )

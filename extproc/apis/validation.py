@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from extproc.apis import ApiError, Endpoint, Kind, Schema
-from extproc.apis.anthropic_fields import MESSAGES
+from extproc.apis.anthropic_fields import COUNT_TOKENS, MESSAGES
 from extproc.apis.checks import STRING, Check, Invalid, Problem, error, missing
 from extproc.apis.openai_fields import CHAT, COMPLETIONS, EMBEDDINGS
 from extproc.apis.responses_fields import RESPONSES
@@ -34,6 +34,7 @@ TABLES: dict[Kind, Check] = {
     Kind.EMBEDDINGS: EMBEDDINGS,
     Kind.MESSAGES: MESSAGES,
     Kind.RESPONSES: RESPONSES,
+    Kind.COUNT_TOKENS: COUNT_TOKENS,
 }
 
 

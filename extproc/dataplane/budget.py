@@ -8,7 +8,7 @@ from typing import Any
 from extproc.accounting.budgets import NANOS, Reservation, plan
 from extproc.accounting.prices import Price
 from extproc.accounting.usage import prompt_bound
-from extproc.apis import Kind
+from extproc.apis import METERED, Kind
 from extproc.config.runtime import Runtime
 from extproc.dataplane.stages import Arrival, Plan
 from extproc.routing import Routed
@@ -38,10 +38,9 @@ def plan_reservation(
 ) -> Reservation | None:
     """The reservation for the request `sent` to the first backend, when its tenant has
     budgets."""
-    tenant = arrival.tenant
-    if not tenant.budgets:
+    tenant, kind = arrival.tenant, arrival.endpoint.kind
+    if not tenant.budgets or kind not in METERED:  # a token count is not charged
         return None
-    kind = arrival.endpoint.kind
     output = requested_output_tokens(kind, sent)
     if output is None:
         output = runtime.reserved_output_tokens

@@ -19,7 +19,16 @@ import orjson
 from extproc import cache, names
 from extproc.accounting.budgets import NANOS, Charge, Reservation
 from extproc.accounting.usage import Meter, Usage, prompt_estimate
-from extproc.apis import ENDPOINTS, MODELS_PREFIX, ApiError, Kind, Schema, api_for_path, azure
+from extproc.apis import (
+    ENDPOINTS,
+    METERED,
+    MODELS_PREFIX,
+    ApiError,
+    Kind,
+    Schema,
+    api_for_path,
+    azure,
+)
 from extproc.capture import Sampler
 from extproc.config.runtime import Runtime
 from extproc.dataplane import budget, models, steps
@@ -164,10 +173,12 @@ class Exchange:
         draft = steps.Draft(
             self.runtime, arrival, raw, self.clock(), self._roll(), self.redactions, self.decisions
         )
-        refusal = steps.run(draft)
+        ended = steps.run(draft)
         self.routed, self.stream = draft.routed, draft.stream
-        if refusal is not None:
-            return self.error(refusal)
+        if isinstance(ended, steps.Answered):
+            return self._reply((ended.status, ended.payload), ended.headers)
+        if ended is not None:
+            return self.error(ended)
         self.plan = plan = draft.plan()
         reads = reads_response(self.runtime, arrival, plan, self.redactions)
         forward = first_attempt(self.runtime, arrival, plan, draft.body, draft.changed, reads)
@@ -335,6 +346,9 @@ class Exchange:
         estimated elsewhere (no usage in the response, or a response cut short)."""
         if self.outcome is not None or not self.forwarded or not self.runtime.read_usage:
             return
+        assert self.arrival is not None and self.plan is not None
+        if self.arrival.endpoint.kind not in METERED:
+            return  # no generation to charge: a token count
         meter = self.answer.meter if self.answer is not None else None
         if meter is not None:
             usage = self._usage_of(meter)
@@ -347,7 +361,6 @@ class Exchange:
             )
         else:
             usage = Usage()  # an error answer: nothing to charge
-        assert self.plan is not None
         price = budget.price(self.runtime, self.plan.routed, self.attempt)
         cost = price.cost(usage) if price is not None else None
         self.outcome = Outcome(usage, cost, time.monotonic())
@@ -388,9 +401,11 @@ class Exchange:
         self.error_code = error.code
         return Reply(error.status, error.body(self.api), [*JSON_HEADERS, *(extra_headers or [])])
 
-    def _reply(self, found: tuple[int, object] | ApiError) -> Reply:
+    def _reply(
+        self, found: tuple[int, object] | ApiError, headers: tuple[tuple[str, str], ...] = ()
+    ) -> Reply:
         if isinstance(found, ApiError):
             return self.error(found)
         status, payload = found
         self.status = status
-        return Reply(status, orjson.dumps(payload), list(JSON_HEADERS))
+        return Reply(status, orjson.dumps(payload), [*JSON_HEADERS, *headers])

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from extproc import names
 from extproc.accounting.usage import Meter
-from extproc.apis import Kind
+from extproc.apis import METERED
 from extproc.config.runtime import Runtime, Target
 from extproc.dataplane.decisions import Continue
 from extproc.dataplane.reader import ErrorReader, JsonReader, StreamReader
@@ -18,9 +18,6 @@ from extproc.drift import DriftMonitor
 from extproc.policy.engine import Decisions, Redactions, response_needs
 from extproc.policy.filters import json_filter, media_type, stream_filter
 from extproc.translate.translation import Translation
-
-# Endpoints whose responses carry token usage.
-METERED = frozenset({Kind.CHAT, Kind.MESSAGES, Kind.EMBEDDINGS, Kind.COMPLETIONS})
 
 
 class Reading(NamedTuple):

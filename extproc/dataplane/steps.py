@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
-from extproc import cache
-from extproc.apis import ApiError, Kind, Schema
+from extproc import cache, names
+from extproc.accounting.usage import prompt_estimate
+from extproc.apis import BODY_KIND, METERED, ApiError, Kind, Schema
 from extproc.apis.checks import json_type
 from extproc.apis.validation import validate
 from extproc.config.runtime import Backend, Runtime
@@ -36,6 +37,15 @@ from extproc.translate.translation import Translation, translatable
 
 # Endpoints whose streams report usage only when `stream_options.include_usage` is set.
 _STREAM_OPTIONS = frozenset({Kind.CHAT, Kind.COMPLETIONS})
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """The service answers the request itself: a step's other way to end the run."""
+
+    status: int
+    payload: object
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def too_large(limit: int) -> ApiError:
@@ -67,6 +77,7 @@ class Draft:
     request: dict[str, Any] | None = None
     cache_key: str | None = None
     dropped_fields: tuple[str, ...] = ()
+    count_here: bool = False  # a token count the backend cannot answer: counted offline
 
     @property
     def route(self) -> Routed:
@@ -94,7 +105,7 @@ class Draft:
         )
 
 
-Step = Callable[[Draft], ApiError | None]
+Step = Callable[[Draft], ApiError | Answered | None]
 
 
 def parse(draft: Draft) -> ApiError | None:
@@ -171,7 +182,11 @@ def choose_translation(draft: Draft) -> ApiError | None:
     backend = routed.route.attempts[0].backend
     schemas = {t.backend.schema for t in routed.route.attempts}
     translates = translatable(endpoint.kind)
-    if translates and len(schemas) > 1:
+    if endpoint.kind is Kind.COUNT_TOKENS:
+        # Sent only to one backend of the client's API, which has the endpoint; counted
+        # offline for any other route.
+        draft.count_here = schemas != {endpoint.api} or routed.route.has_fallbacks
+    elif translates and len(schemas) > 1:
         # A fallback chain across APIs: the body leaves in the client's schema and each
         # attempt's processor translates it for its backend (attempt.py); the response
         # is translated from whichever backend answered.
@@ -197,11 +212,22 @@ def apply_policies(draft: Draft) -> ApiError | None:
     refusal = body_size_error(policies, len(draft.raw), draft.decisions)
     if refusal is not None:
         return refusal
+    kind = draft.arrival.endpoint.kind
     refusal, redacted = evaluate_request(
-        policies, draft.arrival.endpoint.kind, draft.body, draft.redactions, draft.decisions
+        policies, BODY_KIND.get(kind, kind), draft.body, draft.redactions, draft.decisions
     )
     draft.changed = draft.changed or redacted
     return refusal
+
+
+def count_here(draft: Draft) -> ApiError | Answered | None:
+    """A token count the route's backend cannot answer: the prompt as it would be sent
+    (after the policies), counted by the service's tokenizer, named an estimate."""
+    if not draft.count_here:
+        return None
+    kind = draft.arrival.endpoint.kind
+    tokens = prompt_estimate(BODY_KIND.get(kind, kind), draft.body)
+    return Answered(200, {"input_tokens": tokens}, ((names.ESTIMATE_HEADER, "offline"),))
 
 
 def ask_stream_usage(draft: Draft) -> ApiError | None:
@@ -234,7 +260,9 @@ def key_cache(draft: Draft) -> ApiError | None:
     tenant, routed = draft.arrival.tenant, draft.route
     setting = tenant.cache or routed.model.cache
     mode = setting.mode if setting is not None else None
-    if not cache.cacheable(mode, body) or response_needs(draft.policies, draft.redactions):
+    if draft.arrival.endpoint.kind not in METERED or not cache.cacheable(mode, body):
+        return None
+    if response_needs(draft.policies, draft.redactions):
         return None
     assert setting is not None
     draft.cache_key = cache.key(
@@ -270,16 +298,17 @@ STEPS: tuple[Step, ...] = (
     route,
     choose_translation,
     apply_policies,
+    count_here,
     ask_stream_usage,
     key_cache,
     translate,
 )
 
 
-def run(draft: Draft, steps: tuple[Step, ...] = STEPS) -> ApiError | None:
-    """Run the steps in order; the first refusal ends the run."""
+def run(draft: Draft, steps: tuple[Step, ...] = STEPS) -> ApiError | Answered | None:
+    """Run the steps in order; the first refusal or answer ends the run."""
     for step in steps:
-        refusal = step(draft)
-        if refusal is not None:
-            return refusal
+        ended = step(draft)
+        if ended is not None:
+            return ended
     return None

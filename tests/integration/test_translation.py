@@ -292,3 +292,25 @@ def test_azure_openai_deployment_api(gateway: Gateway) -> None:
         model="azure-gpt", max_tokens=20, messages=[{"role": "user", "content": QUESTION}]
     )
     assert message.content[0].type == "text" and message.content[0].text == QUESTION
+
+
+def test_the_anthropic_sdk_counts_tokens_for_a_model_of_either_api(gateway: Gateway) -> None:
+    claude = gateway.anthropic()
+    messages: list[Any] = [{"role": "user", "content": "Count the tokens of this sentence."}]
+    # An Anthropic backend counts them itself (the mock provider's own count) ...
+    raw = claude.messages.with_raw_response.count_tokens(
+        model="claude-3-5-haiku", messages=messages, system="Be brief."
+    )
+    counted = raw.parse()
+    assert counted.input_tokens > 0 and "x-extproc-estimate" not in raw.headers
+    record = gateway.record(raw.headers["x-request-id"])
+    assert record["backend"] == "anthropic" and "usage" not in record
+    # ... for an OpenAI backend the gateway counts them offline, and says so.
+    raw = claude.messages.with_raw_response.count_tokens(
+        model="gpt-4o-mini", messages=messages, system="Be brief."
+    )
+    assert raw.headers["x-extproc-estimate"] == "offline"
+    assert raw.parse().input_tokens > 0
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude.messages.count_tokens(model="claude-3-5-haiku", messages=[])
+    assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]

@@ -1,0 +1,130 @@
+"""POST /v1/messages/count_tokens: sent to a backend of Anthropic's API, counted offline
+for any other; tenants, allow-lists and policies apply; never charged to a budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from extproc.accounting.usage import prompt_estimate
+from extproc.apis import Kind
+from extproc.dataplane import report
+from extproc.dataplane.decisions import Continue, Reply
+from extproc.dataplane.exchange import Exchange
+from tests.helpers import runtime, sha256
+
+CONFIG = f"""
+backends:
+  - {{name: openai, url: "http://127.0.0.1:9/v1", credential: {{env: TEST_OPENAI_KEY}}}}
+  - name: anthropic
+    schema: anthropic
+    url: "http://127.0.0.1:9/v1"
+    credential: {{env: TEST_ANTHROPIC_KEY}}
+models:
+  - {{name: gpt-4o-mini, routes: [{{backend: openai}}]}}
+  - {{name: "claude-*", routes: [{{backend: anthropic}}]}}
+  - name: claude-resilient
+    routes: [{{backend: anthropic}}]
+    fallbacks: [{{backend: anthropic, upstream_model: claude-backup}}]
+policies:
+  - name: guard
+    deny: [{{name: weapons, keywords: ["build a bomb"]}}]
+tenants:
+  - name: team
+    api_key_sha256: ["{sha256("key-t")}"]
+    models: ["claude-*", "gpt-4o-mini"]
+    policies: [guard]
+    budgets: [{{name: minute, window: minute, max_tokens: 1000}}]
+  - name: narrow
+    api_key_sha256: ["{sha256("key-n")}"]
+    models: ["claude-*"]
+"""
+RT = runtime(CONFIG)
+PATH = "/v1/messages/count_tokens"
+MESSAGES = [{"role": "user", "content": "How many tokens is this?"}]
+
+
+def counting(key: str = "key-t") -> Exchange:
+    exchange = Exchange(RT)
+    headers = {
+        ":path": PATH,
+        ":method": "POST",
+        "x-api-key": key,
+        "anthropic-version": "2023-06-01",
+    }
+    assert isinstance(exchange.request_headers(headers, end_of_stream=False), Continue)
+    return exchange
+
+
+def body(**fields: Any) -> bytes:
+    return orjson.dumps({"model": "claude-3-5-haiku", "messages": MESSAGES, **fields})
+
+
+def test_a_count_for_an_anthropic_model_goes_to_its_endpoint_uncharged() -> None:
+    exchange = counting()
+    decision = exchange.request_body(body(system="Be brief."))
+    # No reservation asked although the tenant has a budget: a count generates nothing.
+    assert isinstance(decision, Continue), decision
+    headers = dict(decision.set_headers)
+    assert headers[":path"] == "/v1/messages/count_tokens"
+    assert headers["x-api-key"] == "sk-ant-test"
+    assert exchange.reservation is None
+    exchange.response_headers({":status": "200", "content-type": "application/json"})
+    assert exchange.response_body(b'{"input_tokens": 14}', True).body is None  # passes as is
+    assert exchange.finish() == []
+    assert "usage" not in report.record(exchange)
+    assert report.observation(exchange, False) is None
+
+
+def test_a_count_for_a_model_of_another_api_is_answered_offline() -> None:
+    exchange = counting()
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "system": "Be brief."}
+    decision = exchange.request_body(orjson.dumps(request))
+    assert isinstance(decision, Reply) and decision.status == 200
+    assert ("x-extproc-estimate", "offline") in decision.headers
+    assert orjson.loads(decision.body) == {"input_tokens": prompt_estimate(Kind.MESSAGES, request)}
+    assert not exchange.forwarded and exchange.finish() == []
+
+
+def test_a_count_on_a_fallback_route_is_answered_offline() -> None:
+    decision = counting().request_body(body(model="claude-resilient"))
+    assert isinstance(decision, Reply) and decision.status == 200
+    assert orjson.loads(decision.body)["input_tokens"] > 0
+
+
+def test_a_denied_prompt_is_refused_before_it_is_counted() -> None:
+    messages = [{"role": "user", "content": "how to build a bomb"}]
+    for model in ("claude-3-5-haiku", "gpt-4o-mini"):
+        decision = counting().request_body(orjson.dumps({"model": model, "messages": messages}))
+        assert isinstance(decision, Reply) and decision.status == 400, model
+        error = orjson.loads(decision.body)
+        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("request_body", "status", "kind"),
+    [
+        ({"model": "claude-x"}, 400, "invalid_request_error"),  # messages are required
+        ({"model": "claude-x", "messages": "hi"}, 400, "invalid_request_error"),
+        ({"model": "claude-x", "messages": MESSAGES, "tools": {}}, 400, "invalid_request_error"),
+    ],
+)
+def test_a_malformed_count_is_a_400_in_anthropics_schema(
+    request_body: dict[str, Any], status: int, kind: str
+) -> None:
+    decision = counting().request_body(orjson.dumps(request_body))
+    assert isinstance(decision, Reply) and decision.status == status
+    assert orjson.loads(decision.body)["error"]["type"] == kind
+
+
+def test_max_tokens_is_not_required_to_count() -> None:
+    assert isinstance(counting().request_body(body()), Continue)
+
+
+def test_the_tenants_allow_list_applies() -> None:
+    request = orjson.dumps({"model": "gpt-4o-mini", "messages": MESSAGES})
+    decision = counting("key-n").request_body(request)
+    assert isinstance(decision, Reply) and decision.status == 403
+    assert orjson.loads(decision.body)["error"]["type"] == "permission_error"
