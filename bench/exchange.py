@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -78,7 +79,7 @@ ANTHROPIC_JSON = orjson.dumps(
 
 
 def openai_stream() -> bytes:
-    chunks = [
+    chunks: list[dict[str, Any]] = [
         {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
         *({"choices": [{"index": 0, "delta": {"content": " word"}}]} for _ in range(8)),
         {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
