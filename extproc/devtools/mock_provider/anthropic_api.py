@@ -23,6 +23,7 @@ from extproc.devtools.mock_provider.replies import (
     stream,
     with_extra_field,
 )
+from extproc.devtools.mock_provider.shapes import formatted
 
 
 def _started(ident: str, model: str, prompt: int) -> dict[str, Any]:
@@ -44,6 +45,8 @@ async def messages(
 ) -> web.StreamResponse:
     model = str(body.get("model", ""))
     text = last_user_text(body.get("messages", []))
+    options = body.get("output_config")
+    text = formatted(text, options.get("format") if isinstance(options, dict) else None)
     prompt, completion = prompt_tokens(body), count_tokens(text)
     ident = f"msg_mock{number}"
     call = tool_call(body)

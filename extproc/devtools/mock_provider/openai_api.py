@@ -27,21 +27,25 @@ from extproc.devtools.mock_provider.replies import (
     stream,
     with_extra_field,
 )
+from extproc.devtools.mock_provider.shapes import formatted
 
 
 async def chat(
     request: web.Request, body: dict[str, Any], cut_after: int | None, number: int, served: Served
 ) -> web.StreamResponse:
     model = str(body.get("model", ""))
+    call = tool_call(body)
     text = last_user_text(body.get("messages", []))
-    prompt, completion = prompt_tokens(body), count_tokens(text)
+    if call is None:
+        text = formatted(text, body.get("response_format"))
+    choices = _choices(body)
+    prompt, completion = prompt_tokens(body), count_tokens(text) * choices
     usage = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
     ident, created = f"chatcmpl-mock{number}", int(time.time())
-    call = tool_call(body)
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if call is not None:
         function = {"name": call[0], "arguments": call[1]}
@@ -59,11 +63,12 @@ async def chat(
             "model": model,
             "choices": [
                 {
-                    "index": 0,
+                    "index": index,
                     "message": message,
                     "logprobs": None,
                     "finish_reason": "tool_calls" if call else "stop",
                 }
+                for index in range(choices)
             ],
             "usage": usage,
             "system_fingerprint": "mock",
@@ -83,22 +88,26 @@ async def chat(
         "system_fingerprint": "mock",
     }
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return sse(orjson.dumps({**base, "choices": [choice]}))
+    events: list[bytes] = []
+    for index in range(choices):
 
-    events = [chunk({"role": "assistant", "content": ""})]
-    if call is not None:
-        start = {**message["tool_calls"][0], "index": 0}
-        start["function"] = {"name": call[0], "arguments": ""}
-        events.append(chunk({"tool_calls": [start]}))
-        half = len(call[1]) // 2
-        for piece in (call[1][:half], call[1][half:]):
-            events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
-        events.append(chunk({}, "tool_calls"))
-    else:
-        events += [chunk({"content": piece}) for piece in pieces(text)]
-        events.append(chunk({}, "stop"))
+        def chunk(delta: dict[str, Any], finish: str | None = None, index: int = index) -> bytes:
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return sse(orjson.dumps({**base, "choices": [choice]}))
+
+        events.append(chunk({"role": "assistant", "content": ""}))
+        if call is not None:
+            start = {**message["tool_calls"][0], "index": 0}
+            start["function"] = {"name": call[0], "arguments": ""}
+            events.append(chunk({"tool_calls": [start]}))
+            half = len(call[1]) // 2
+            for piece in (call[1][:half], call[1][half:]):
+                delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                events.append(chunk(delta))
+            events.append(chunk({}, "tool_calls"))
+        else:
+            events += [chunk({"content": piece}) for piece in pieces(text)]
+            events.append(chunk({}, "stop"))
     options = body.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage"):
         events.append(sse(orjson.dumps({**base, "choices": [], "usage": usage})))
@@ -106,6 +115,18 @@ async def chat(
     return await stream(
         request, events, cut_after, text, lambda: served(request, prompt, completion)
     )
+
+
+# Choices the mock writes at most for `n` (OpenAI's limit is higher; a test needs few).
+MAX_CHOICES = 8
+
+
+def _choices(body: dict[str, Any]) -> int:
+    """How many choices the request asks for (`n`), within what the mock writes."""
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_CHOICES:
+        return n
+    return 1
 
 
 async def completions(

@@ -24,6 +24,7 @@ from extproc.devtools.mock_provider.replies import (
     stream,
     with_extra_field,
 )
+from extproc.devtools.mock_provider.shapes import formatted
 
 
 def _text(content: Any) -> str:
@@ -96,8 +97,11 @@ async def responses(
     request: web.Request, body: dict[str, Any], cut_after: int | None, number: int, served: Served
 ) -> web.StreamResponse:
     chat = as_chat(body)
-    text = last_user_text(chat["messages"])
     call = tool_call(chat)
+    text = last_user_text(chat["messages"])
+    if call is None:
+        options = body.get("text")
+        text = formatted(text, options.get("format") if isinstance(options, dict) else None)
     prompt = prompt_tokens(chat)
     completion = count_tokens(call[1] if call else text)
     ident = f"resp_mock{number}"
