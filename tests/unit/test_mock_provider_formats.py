@@ -3,18 +3,15 @@ straight at it: an SDK's `parse()` gets a value of its model's schema back."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from enum import Enum
 
 import anthropic
-import openai
 import orjson
-import pytest
-from aiohttp.test_utils import TestServer
 from pydantic import BaseModel
 
-from extproc.devtools.mock_provider import MockProvider, count_tokens
+from extproc.devtools.mock_provider import count_tokens
 from extproc.devtools.mock_provider.shapes import MAX_DEPTH, value_for
+from tests.unit.test_mock_provider_responses import client
 
 QUESTION = "What is the weather in Paris today?"
 MESSAGES: list[dict[str, str]] = [{"role": "user", "content": QUESTION}]
@@ -38,20 +35,8 @@ class Weather(BaseModel):
     windy: bool
 
 
-@pytest.fixture
-async def mock() -> AsyncIterator[str]:
-    server = TestServer(MockProvider().app())
-    await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
-
-
-def client(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(api_key="k", base_url=f"{url}/v1", max_retries=0)
-
-
-async def test_chat_parse_gets_a_value_of_the_models_schema(mock: str) -> None:
-    completion = await client(mock).chat.completions.parse(
+async def test_chat_parse_gets_a_value_of_the_models_schema(mock_url: str) -> None:
+    completion = await client(mock_url).chat.completions.parse(
         model="gpt-mock", messages=MESSAGES, response_format=Weather
     )
     parsed = completion.choices[0].message.parsed
@@ -59,23 +44,23 @@ async def test_chat_parse_gets_a_value_of_the_models_schema(mock: str) -> None:
     assert parsed.city == QUESTION and parsed.sky is Sky.CLEAR and len(parsed.readings) == 1
 
 
-async def test_json_mode_answers_an_object(mock: str) -> None:
-    completion = await client(mock).chat.completions.create(
+async def test_json_mode_answers_an_object(mock_url: str) -> None:
+    completion = await client(mock_url).chat.completions.create(
         model="gpt-mock", messages=MESSAGES, response_format={"type": "json_object"}
     )
     content = completion.choices[0].message.content
     assert content is not None and orjson.loads(content) == {"text": QUESTION}
 
 
-async def test_n_choices_json_and_streamed(mock: str) -> None:
-    completion = await client(mock).chat.completions.create(
+async def test_n_choices_json_and_streamed(mock_url: str) -> None:
+    completion = await client(mock_url).chat.completions.create(
         model="gpt-mock", messages=MESSAGES, n=3
     )
     assert [c.index for c in completion.choices] == [0, 1, 2]
     assert {c.message.content for c in completion.choices} == {QUESTION}
     assert completion.usage is not None
     assert completion.usage.completion_tokens == 3 * count_tokens(QUESTION)
-    stream = await client(mock).chat.completions.create(
+    stream = await client(mock_url).chat.completions.create(
         model="gpt-mock", messages=MESSAGES, n=2, stream=True
     )
     texts = ["", ""]
@@ -88,17 +73,17 @@ async def test_n_choices_json_and_streamed(mock: str) -> None:
     assert texts == [QUESTION, QUESTION] and finished == {(0, "stop"), (1, "stop")}
 
 
-async def test_responses_parse_gets_a_value_of_the_models_schema(mock: str) -> None:
-    response = await client(mock).responses.parse(
+async def test_responses_parse_gets_a_value_of_the_models_schema(mock_url: str) -> None:
+    response = await client(mock_url).responses.parse(
         model="gpt-mock", input=QUESTION, text_format=Weather
     )
     assert isinstance(response.output_parsed, Weather)
     assert response.output_parsed.readings[0].hour == 1
 
 
-async def test_anthropic_output_format_is_answered_as_json(mock: str) -> None:
+async def test_anthropic_output_format_is_answered_as_json(mock_url: str) -> None:
     schema = Weather.model_json_schema()
-    claude = anthropic.AsyncAnthropic(api_key="k", base_url=mock, max_retries=0)
+    claude = anthropic.AsyncAnthropic(api_key="k", base_url=mock_url, max_retries=0)
     message = await claude.messages.create(
         model="claude-mock",
         max_tokens=100,

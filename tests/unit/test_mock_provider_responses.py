@@ -4,16 +4,12 @@ pointed straight at it: `client.responses.create`, `client.responses.stream`,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anthropic
 import openai
 import orjson
-import pytest
 from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
 
-from extproc.devtools.mock_provider import MockProvider, count_tokens
+from extproc.devtools.mock_provider import count_tokens
 from tests.unit.test_mock_provider import sse_events
 
 QUESTION = "What is the weather in Paris today?"
@@ -26,20 +22,12 @@ WEATHER_TOOL = {
 }
 
 
-@pytest.fixture
-async def mock() -> AsyncIterator[str]:
-    server = TestServer(MockProvider().app())
-    await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
-
-
 def client(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(api_key="k", base_url=f"{url}/v1", max_retries=0)
 
 
-async def test_a_response_echoes_the_question(mock: str) -> None:
-    response = await client(mock).responses.create(
+async def test_a_response_echoes_the_question(mock_url: str) -> None:
+    response = await client(mock_url).responses.create(
         model="gpt-mock", instructions="Be brief.", input=QUESTION
     )
     assert response.id.startswith("resp_") and response.status == "completed"
@@ -53,8 +41,8 @@ async def test_a_response_echoes_the_question(mock: str) -> None:
     )
 
 
-async def test_a_function_call_round_trip(mock: str) -> None:
-    openai_client = client(mock)
+async def test_a_function_call_round_trip(mock_url: str) -> None:
+    openai_client = client(mock_url)
     first = await openai_client.responses.create(
         model="gpt-mock", input=QUESTION, tools=[WEATHER_TOOL]
     )
@@ -78,8 +66,8 @@ async def test_a_function_call_round_trip(mock: str) -> None:
     assert second.output_text == "tool result: 18°C"
 
 
-async def test_a_response_streams_as_typed_events(mock: str) -> None:
-    async with client(mock).responses.stream(model="gpt-mock", input=QUESTION) as events:
+async def test_a_response_streams_as_typed_events(mock_url: str) -> None:
+    async with client(mock_url).responses.stream(model="gpt-mock", input=QUESTION) as events:
         seen = [event async for event in events]
         final = await events.get_final_response()
     assert [event.sequence_number for event in seen] == list(range(len(seen)))
@@ -101,8 +89,8 @@ async def test_a_response_streams_as_typed_events(mock: str) -> None:
     assert final.usage is not None and final.usage.output_tokens == count_tokens(QUESTION)
 
 
-async def test_a_function_call_streams_its_arguments(mock: str) -> None:
-    async with client(mock).responses.stream(
+async def test_a_function_call_streams_its_arguments(mock_url: str) -> None:
+    async with client(mock_url).responses.stream(
         model="gpt-mock", input=QUESTION, tools=[WEATHER_TOOL]
     ) as events:
         seen = [event async for event in events]
@@ -113,46 +101,48 @@ async def test_a_function_call_streams_its_arguments(mock: str) -> None:
     assert orjson.loads(call.arguments) == {"text": QUESTION}
 
 
-async def test_input_tokens_are_counted(mock: str) -> None:
-    counted = await client(mock).responses.input_tokens.count(
+async def test_input_tokens_are_counted(mock_url: str) -> None:
+    counted = await client(mock_url).responses.input_tokens.count(
         model="gpt-mock", instructions="Be brief.", input=QUESTION
     )
     assert counted.object == "response.input_tokens"
     assert counted.input_tokens == count_tokens(QUESTION) + count_tokens("Be brief.")
 
 
-async def test_anthropic_messages_are_counted(mock: str) -> None:
-    anthropic_client = anthropic.AsyncAnthropic(api_key="k", base_url=mock, max_retries=0)
+async def test_anthropic_messages_are_counted(mock_url: str) -> None:
+    anthropic_client = anthropic.AsyncAnthropic(api_key="k", base_url=mock_url, max_retries=0)
     counted = await anthropic_client.messages.count_tokens(
         model="claude-mock", system="Be brief.", messages=[{"role": "user", "content": QUESTION}]
     )
     assert counted.input_tokens == count_tokens(QUESTION) + count_tokens("Be brief.")
 
 
-async def test_knobs_work_on_the_responses_api(mock: str) -> None:
+async def test_knobs_work_on_the_responses_api(mock_url: str) -> None:
     body = {"model": "m", "input": QUESTION, "stream": True}
     async with ClientSession() as session:
         async with session.post(
-            f"{mock}/v1/responses", json=body, headers={"x-mock-omit-final": "1"}
+            f"{mock_url}/v1/responses", json=body, headers={"x-mock-omit-final": "1"}
         ) as reply:
             names = [name for name, _ in sse_events(await reply.read())]
         assert names[-1] == "response.output_item.done"  # no response.completed
         async with session.post(
-            f"{mock}/v1/responses", json=body, headers={"x-mock-status": "429"}
+            f"{mock_url}/v1/responses", json=body, headers={"x-mock-status": "429"}
         ) as reply:
             assert reply.status == 429
             assert (await reply.json())["error"]["type"] == "invalid_request_error"
         async with session.post(
-            f"{mock}/v1/messages/count_tokens",
+            f"{mock_url}/v1/messages/count_tokens",
             json={"model": "m", "messages": []},
             headers={"x-mock-status": "529"},
         ) as reply:
             assert (await reply.json())["error"]["type"] == "overloaded_error"
         async with session.post(
-            f"{mock}/v1/responses", json={"model": "m", "input": "hi"}, headers={"x-mock-tag": "r"}
+            f"{mock_url}/v1/responses",
+            json={"model": "m", "input": "hi"},
+            headers={"x-mock-tag": "r"},
         ) as reply:
             served = await reply.json()
-        async with session.get(f"{mock}/mock/stats") as reply:
+        async with session.get(f"{mock_url}/mock/stats") as reply:
             stats = await reply.json()
     usage = served["usage"]
     assert stats["r"] == [1, usage["input_tokens"], usage["output_tokens"]]
