@@ -10,22 +10,28 @@ Limits.message_timeout is taken back (the server's timer ends that call).
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from extproc.transport.calls import Context
+from typing import Generic, Protocol, TypeVar
 
 
-class Budget:
+class Waiter(Protocol):
+    """What waits for room: told when its turn has come."""
+
+    def _admitted(self, amount: int) -> None: ...
+
+
+W = TypeVar("W", bound=Waiter)
+
+
+class Budget(Generic[W]):
     """Room for messages beyond their streams' windows, for a whole server; a message that
     does not fit waits its turn (its stream holds no more than its window meanwhile)."""
 
     def __init__(self, size: int) -> None:
         self.free = size
-        self.held: dict[Context, tuple[int, float]] = {}  # amount, since
-        self.waiting: deque[tuple[Context, int]] = deque()
+        self.held: dict[W, tuple[int, float]] = {}  # amount, since
+        self.waiting: deque[tuple[W, int]] = deque()
 
-    def ask(self, context: Context, amount: int, now: float) -> bool:
+    def ask(self, context: W, amount: int, now: float) -> bool:
         if not self.waiting and amount <= self.free:
             self.free -= amount
             self.held[context] = (amount, now)
@@ -33,7 +39,7 @@ class Budget:
         self.waiting.append((context, amount))
         return False
 
-    def drop(self, context: Context, now: float) -> None:
+    def drop(self, context: W, now: float) -> None:
         """The context's room is no longer needed (its message arrived, or it ended)."""
         held = self.held.pop(context, None)
         if held is not None:
@@ -46,5 +52,5 @@ class Budget:
             self.held[waiting] = (amount, now)
             waiting._admitted(amount)
 
-    def overdue(self, before: float) -> list[Context]:
+    def overdue(self, before: float) -> list[W]:
         return [context for context, (_, since) in self.held.items() if since < before]

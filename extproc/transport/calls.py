@@ -16,15 +16,13 @@ import asyncio
 import struct
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from extproc.transport.frames import literal
+from extproc.transport.peer import Peer
 from extproc.transport.stream import Stream
-
-if TYPE_CHECKING:
-    from extproc.transport.server import Connection
 
 log = structlog.get_logger("extproc.h2grpc")
 
@@ -148,7 +146,7 @@ class Context(Stream):
 
     def __init__(
         self,
-        conn: Connection,
+        conn: Peer,
         stream_id: int,
         method: Method,
         metadata: tuple[tuple[str, str], ...],

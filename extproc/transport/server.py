@@ -294,7 +294,7 @@ class Server:
         self.servers: list[asyncio.Server] = []
         self.stopping = False
         self._idle = asyncio.Event()
-        self.budget = Budget(limits.budget)
+        self.budget: Budget[Context] = Budget(limits.budget)
         self.read_view = memoryview(bytearray(READ_SIZE))
         self.now = 0.0  # the loop's time at the last tick
         self._ticking: asyncio.Task[None] | None = None
