@@ -20,6 +20,10 @@ CODECS: dict[Schema, hub.Codec] = {
 }
 _KINDS = frozenset(codec.KIND for codec in CODECS.values())
 
+# Tool calls one answer may make: each is state the translators keep until its stream
+# ends, so a backend's stream that goes past it ends the client's with an error.
+MAX_TOOL_CALLS = 1024
+
 Item = tuple[Event, Any]  # an event, and its payload (None: not JSON)
 Encoded = tuple[bytes, Any]  # an event's bytes, and its payload
 
@@ -64,18 +68,33 @@ class Stream:
         self.decoder = decoder
         self.encoder = encoder
         self.client = client
+        self.failed = False  # ended with the gateway's error: the rest is not read
+
+    def _bounded(self, events: list[hub.Event]) -> list[hub.Event]:
+        """The events, up to a tool call past MAX_TOOL_CALLS, which ends the stream."""
+        for position, event in enumerate(events):
+            if type(event) is hub.ToolCallDelta and event.index >= MAX_TOOL_CALLS:
+                self.failed = True
+                problem = f"The provider's answer made more than {MAX_TOOL_CALLS} tool calls."
+                return [*events[:position], hub.StreamError("api_error", problem)]
+        return events
 
     def event(self, payload: Any) -> list[Item]:
         """The client's events for one of the backend's (its parsed payload)."""
-        return [_item(out) for out in self.encoder.events(self.decoder.events(payload))]
+        if self.failed:
+            return []
+        events = self._bounded(self.decoder.events(payload))
+        return [_item(out) for out in self.encoder.events(events)]
 
     def encoded(self, payload: Any) -> list[Encoded]:
         """event()'s events as bytes, with no Event objects (nothing reads them). A text
         delta, nearly every event, goes from the decoder's text to the encoder's bytes
         with no hub event between (its payload is not kept: it is no usage chunk)."""
+        if self.failed:
+            return []
         text = self.decoder.text(payload)
         if text is None:
-            events = self.decoder.events(payload)
+            events = self._bounded(self.decoder.events(payload))
         else:
             raw = self.encoder.text(text)
             if raw is not None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from extproc.apis import Schema
 from extproc.sse import Parser
 from extproc.translate import hub
-from extproc.translate.translation import Stream, Translation
+from extproc.translate.translation import MAX_TOOL_CALLS, Stream, Translation
 from tests.unit.test_translate import (
     ANTHROPIC,
     CREATED,
@@ -475,3 +475,81 @@ def test_stream_translators_survive_any_events(events: list[dict[str, Any]]) -> 
         end = translated.encoder.events([hub.END])
         assert end == [] or ENDS[client](*end[-1])
         assert translated.encoder.events([hub.END]) == []
+
+
+# -- bounds ------------------------------------------------------------------------------
+
+
+def _tool_call_event(backend: Schema, number: int) -> Any:
+    """The backend's event that starts its answer's tool call `number`."""
+    if backend is ANTHROPIC:
+        block = {"type": "tool_use", "id": f"toolu_{number}", "name": "f", "input": {}}
+        return {"type": "content_block_start", "index": number, "content_block": block}
+    if backend is OPENAI_RESPONSES:
+        item = {"type": "function_call", "id": f"fc_{number}", "call_id": f"call_{number}"}
+        item.update(name="f", arguments="", status="in_progress")
+        return {"type": "response.output_item.added", "output_index": number, "item": item}
+    call = {"index": number, "id": f"call_{number}", "type": "function"}
+    call["function"] = {"name": "f", "arguments": ""}
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}],
+    }
+
+
+_STARTS = {
+    ANTHROPIC: {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "m",
+            "content": [],
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        },
+    },
+    OPENAI_RESPONSES: {
+        "type": "response.created",
+        "response": {
+            "id": "resp_1",
+            "object": "response",
+            "model": "m",
+            "output": [],
+            "status": "in_progress",
+        },
+    },
+    OPENAI: {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}],
+    },
+}
+
+
+@pytest.mark.parametrize(("client", "backend"), PAIRS, ids=pair_id)
+def test_a_stream_past_the_tool_call_limit_ends_with_an_error(
+    client: Schema, backend: Schema
+) -> None:
+    translated = stream(client, backend)
+    translated.event(_STARTS[backend])
+    for number in range(MAX_TOOL_CALLS):
+        assert translated.event(_tool_call_event(backend, number)), number
+    last = translated.event(_tool_call_event(backend, MAX_TOOL_CALLS))
+    assert translated.failed
+    names = [event.name for event, _ in last]
+    payloads = [payload for _, payload in last]
+    if client is ANTHROPIC:
+        assert names[-1] == "error" and payloads[-1]["type"] == "error"
+    elif client is OPENAI_RESPONSES:
+        assert "error" in names or "response.failed" in names
+    else:
+        assert last[-1][0].data == "[DONE]" and "error" in payloads[-2]
+    # Nothing more is read: the translators' state stops growing.
+    assert translated.event(_tool_call_event(backend, MAX_TOOL_CALLS + 1)) == []
+    assert translated.encoded(_tool_call_event(backend, MAX_TOOL_CALLS + 2)) == []
