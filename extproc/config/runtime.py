@@ -98,6 +98,11 @@ class Route:
     # Envoy cluster the request is routed to: the backend's own cluster, or a composite
     # cluster that sends attempt N to attempts[N-1]'s backend.
     cluster: str
+    # The APIs its backends speak: whether a request on it translates, known at load.
+    schemas: frozenset[Schema] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schemas", frozenset(t.backend.schema for t in self.attempts))
 
     @property
     def has_fallbacks(self) -> bool:

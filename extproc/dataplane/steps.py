@@ -180,7 +180,7 @@ def _host_of(authority: str) -> str:
 def choose_translation(draft: Draft) -> ApiError | None:
     endpoint, routed = draft.arrival.endpoint, draft.route
     backend = routed.route.attempts[0].backend
-    schemas = {t.backend.schema for t in routed.route.attempts}
+    schemas = routed.route.schemas
     translates = translatable(endpoint.kind)
     if endpoint.kind is Kind.COUNT_TOKENS:
         # Sent only to one backend of the client's API, which has the endpoint; counted
