@@ -197,7 +197,7 @@ class Effects:
         """The reply to the request body: at once, or once the effects the exchange asks
         for (a cache lookup, a budget reservation) are performed."""
         step = exchange.request_body(body)
-        if isinstance(step, Lookup | Reserve):
+        if isinstance(step, Effect):
             return self._perform(exchange, step)
         return envoy.request_body_reply(step)
 
@@ -212,7 +212,7 @@ class Effects:
             step = exchange.resolve(result)
             if isinstance(result, Found) and result.stored is not None and exchange.outcome:
                 self.metrics.cache_tokens_saved.inc(exchange.outcome.usage.total_tokens)
-            if not isinstance(step, Lookup | Reserve):
+            if not isinstance(step, Effect):
                 return envoy.request_body_reply(step)
             effect = step
 
