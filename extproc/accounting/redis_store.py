@@ -9,16 +9,12 @@ batches (settling.Settler) that a mark per tenant and process makes safe to writ
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
-
-import redis.asyncio as aioredis
-import redis.exceptions
 
 from extproc.accounting.budgets import Batch, Charge, StoreError
+from extproc.redis_client import connect, failures_as
 
 # ARGV per key: tokens, cost, max_tokens, max_cost, ttl (0 means no limit).
 _RESERVE = """
@@ -74,14 +70,9 @@ def _tag(key: str) -> str:
 class RedisStore:
     def __init__(self, url: str, *, prefix: str, timeout: float, password_env: str = "") -> None:
         self._prefix = prefix
-        options: dict[str, Any] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-            "health_check_interval": 30,
-        }
-        if password_env:
-            options["password"] = os.environ.get(password_env, "")
-        self._client = aioredis.Redis.from_url(url, **options)
+        self._client = connect(
+            url, timeout=timeout, password_env=password_env, health_check_interval=30
+        )
         self._reserve = self._client.register_script(_RESERVE)
         self._apply = self._client.register_script(_APPLY)
         # This process's batch numbers are its own: its marks carry its name.
@@ -91,10 +82,8 @@ class RedisStore:
         args: list[int] = []
         for c in charges:
             args += [c.tokens, c.cost, c.max_tokens, c.max_cost, c.ttl]
-        try:
+        with failures_as(StoreError):
             result = await self._reserve(keys=[self._prefix + c.key for c in charges], args=args)
-        except (redis.exceptions.RedisError, OSError) as error:
-            raise StoreError(f"redis: {type(error).__name__}") from None
         return int(result)
 
     async def apply(self, batch: Batch, number: int) -> None:
@@ -112,7 +101,7 @@ class RedisStore:
                 args += [adjustment.tokens, adjustment.cost, adjustment.ttl(now)]
             mark = f"{self._prefix}{tag}:applied:{self._writer}"
             calls.append(([mark, *(self._prefix + key for key in keys)], args))
-        try:
+        with failures_as(StoreError):
             if len(calls) == 1:
                 await self._apply(keys=calls[0][0], args=calls[0][1])
                 return
@@ -120,14 +109,10 @@ class RedisStore:
                 for keys, args in calls:
                     await self._apply(keys=keys, args=args, client=pipeline)
                 await pipeline.execute()
-        except (redis.exceptions.RedisError, OSError) as error:
-            raise StoreError(f"redis: {type(error).__name__}") from None
 
     async def usage(self, key: str) -> tuple[int, int]:
-        try:
+        with failures_as(StoreError):
             tokens, cost = await self._client.hmget(self._prefix + key, ["t", "c"])
-        except (redis.exceptions.RedisError, OSError) as error:
-            raise StoreError(f"redis: {type(error).__name__}") from None
         return int(tokens or 0), int(cost or 0)
 
     async def close(self) -> None:
@@ -139,22 +124,15 @@ class RedisCache:
 
     def __init__(self, url: str, *, prefix: str, timeout: float, password_env: str = "") -> None:
         self._prefix = prefix
-        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        if password_env:
-            options["password"] = os.environ.get(password_env, "")
-        self._client = aioredis.Redis.from_url(url, **options)
+        self._client = connect(url, timeout=timeout, password_env=password_env)
 
     async def get(self, key: str) -> bytes | None:
-        try:
+        with failures_as(StoreError):
             value = await self._client.get(self._prefix + key)
-        except (redis.exceptions.RedisError, OSError) as error:
-            raise StoreError(f"redis: {type(error).__name__}") from None
         if value is None:
             return None
         return value.encode() if isinstance(value, str) else bytes(value)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
-        try:
+        with failures_as(StoreError):
             await self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000)))
-        except (redis.exceptions.RedisError, OSError) as error:
-            raise StoreError(f"redis: {type(error).__name__}") from None
