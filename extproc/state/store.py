@@ -103,7 +103,9 @@ class MemoryStateStore:
         value, over = prepared(self.bounds, turn, self._clock())
         if value is None or len(value) > self.max_total_bytes:
             return over
-        self._entries[key] = (turn.created_at + self.bounds.ttl, value)
+        # orjson's bytes keep the buffer it wrote into, several times their length
+        # (docs/benchmarks.md): an exact copy is what the byte bound counts.
+        self._entries[key] = (turn.created_at + self.bounds.ttl, bytes(memoryview(value)))
         self.bytes += len(value)
         while self.bytes > self.max_total_bytes or len(self._entries) > self.max_entries:
             self._drop(next(iter(self._entries)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tracemalloc
 from typing import Any
 
 import orjson
@@ -257,5 +258,22 @@ def test_memory_store_never_holds_more_than_its_bound() -> None:
         for n in range(50):
             await kept.save(f"tenant-{n}", turn(f"resp_{n}", items=11))
             assert kept.bytes <= 200
+
+    run(scenario())
+
+
+def test_memory_store_holds_about_what_it_counts() -> None:
+    """orjson's bytes keep the buffer they were written into (4 KiB for a short turn): the
+    store keeps exact copies, so its byte bound is near the memory it holds."""
+
+    async def scenario() -> None:
+        kept = store(Clock(), max_entries=2000)
+        tracemalloc.start()
+        for n in range(2000):
+            await kept.save("team", turn(f"resp_{n}"))
+        held, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        stored = kept.bytes / 2000
+        assert held / 2000 < stored + 1024, (held / 2000, stored)
 
     run(scenario())
