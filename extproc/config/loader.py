@@ -113,6 +113,7 @@ def _build(ctx: Context) -> rt.Runtime:
         admin=service.admin(ctx),
         store=accounting.budget_store(ctx),
         cache=service.cache(ctx),
+        conversations=service.conversations(ctx),
         capture=service.capture(ctx),
         schema_drift=service.schema_drift(ctx),
         telemetry=st.Telemetry(config.telemetry.tenant_labels),

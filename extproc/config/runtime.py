@@ -161,6 +161,7 @@ class Runtime:
     admin: st.Admin
     store: st.BudgetStore
     cache: st.Cache
+    conversations: st.ConversationSettings
     capture: st.Capture
     schema_drift: st.SchemaDrift
     telemetry: st.Telemetry

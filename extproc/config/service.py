@@ -1,6 +1,6 @@
-"""The process-level sections: listener, service (and its workers), admin, cache, capture,
-schema drift, telemetry. Their single-field rules are the schema's; what is left here
-reads addresses, files, and fields against each other."""
+"""The process-level sections: listener, service (and its workers), admin, cache,
+conversations, capture, schema drift, telemetry. Their single-field rules are the
+schema's; what is left here reads addresses, files, and fields against each other."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from extproc.config import settings as st
 from extproc.config.context import Context
 from extproc.config.v1 import config_pb2 as pb
 from extproc.digits import strict_int
+from extproc.state.turns import Bounds
 
 
 def parse_grpc_address(address: str) -> str | None:
@@ -138,6 +139,40 @@ def cache(ctx: Context) -> st.Cache:
     source = ctx.config.cache
     store = redis(source.redis) if source.HasField("redis") else None
     return st.Cache(seconds(source.ttl), source.max_entry_bytes, source.max_bytes, store)
+
+
+def conversations(ctx: Context) -> st.ConversationSettings:
+    source = ctx.config.conversations
+    store = redis(source.redis) if source.HasField("redis") else None
+    because = ""
+    if source.disabled:
+        because = "conversations.disabled is set"
+    elif store is None and ctx.config.service.workers > 1:
+        # Each worker would keep its own: a conversation would continue only where Envoy
+        # happened to send it.
+        because = "more than one service worker and no conversations.redis"
+    elif (
+        store is None
+        and source.max_bytes > source.max_total_bytes
+        and not ctx.failed("conversations.max_bytes")
+    ):
+        ctx.problem(
+            "conversations.max_bytes",
+            "larger than conversations.max_total_bytes: such a conversation could never be kept",
+        )
+    return st.ConversationSettings(
+        bounds=Bounds(
+            ttl=max(1, round(seconds(source.ttl))),
+            max_items=source.max_items,
+            max_bytes=source.max_bytes,
+        ),
+        max_total_bytes=source.max_total_bytes,
+        max_entries=source.max_entries,
+        redis=store,
+        fail_open=source.fail_open,
+        disabled=bool(because),
+        disabled_because=because,
+    )
 
 
 def capture(ctx: Context) -> st.Capture:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from extproc.state.turns import Bounds
+
 
 @dataclass(frozen=True, slots=True)
 class ListenerTls:
@@ -92,6 +94,20 @@ class Cache:
     max_entry_bytes: int
     max_bytes: int
     redis: Redis | None  # None: in the service's memory
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSettings:
+    """Conversation state for the Responses API (the config's `conversations`)."""
+
+    bounds: Bounds  # ttl, max_items, max_bytes of one conversation
+    max_total_bytes: int  # the in-process store's
+    max_entries: int  # the in-process store's
+    redis: Redis | None  # None: in the service's memory
+    fail_open: bool
+    # No state kept; why, for the error a request continuing a conversation gets.
+    disabled: bool
+    disabled_because: str
 
 
 @dataclass(frozen=True, slots=True)

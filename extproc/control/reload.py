@@ -29,6 +29,7 @@ RESTART_FIELDS = {
     "admin": "admin",
     "limits": "max_request_bytes",
     "cache": "cache",
+    "conversations": "conversations",
     "capture": "capture",
     "schema_drift": "schema_drift",
     "telemetry": "telemetry",

@@ -11,11 +11,12 @@ from extproc.apis.validation import MODEL_NAME
 from extproc.config import ConfigError, defaults, load_file, load_text
 from extproc.config.runtime import Secret
 from extproc.config.schema import NAME
-from extproc.config.settings import Capture, Redis
+from extproc.config.settings import Capture, ConversationSettings, Redis
 from extproc.config.v1 import config_pb2 as pb
 from extproc.config.v1 import options_pb2
 from extproc.control.cli import main
 from extproc.glob import Glob
+from extproc.state.turns import Bounds
 from tests.helpers import BASE_CONFIG, ROOT, runtime
 
 MINIMAL = """
@@ -194,6 +195,13 @@ def problems_of(text: str) -> list[str]:
         (
             "accounting: {store: {redis: {url: 'http://redis'}}}",
             'accounting.store.redis.url: expected "redis://host:port/db"',
+        ),
+        ("conversations: {ttl: 0s}", "conversations.ttl: "),
+        ("conversations: {max_bytes: 600000000}", "conversations.max_bytes: "),
+        ("conversations: {redis: {url: 'http://redis'}}", "conversations.redis.url: expected"),
+        (
+            "conversations: {max_bytes: 2000, max_total_bytes: 1000}",
+            "conversations.max_bytes: larger than conversations.max_total_bytes",
         ),
     ],
 )
@@ -498,3 +506,61 @@ def test_a_responses_api_backend_is_refused_until_it_is_served() -> None:
         """
     )
     assert problems == ["backends[0].schema: openai_responses backends are not served yet"]
+
+
+def test_conversations_max_bytes_over_redis_limit_is_one_problem() -> None:
+    assert problems_of("conversations: {max_bytes: 600000000}") == [
+        "conversations.max_bytes: at most 536870912"
+    ]
+
+
+def test_conversations_default_to_a_bounded_in_process_store() -> None:
+    assert load_text(MINIMAL).conversations == ConversationSettings(
+        bounds=Bounds(ttl=24 * 3600, max_items=1000, max_bytes=4 * 1024 * 1024),
+        max_total_bytes=256 * 1024 * 1024,
+        max_entries=100_000,
+        redis=None,
+        fail_open=False,
+        disabled=False,
+        disabled_because="",
+    )
+
+
+def test_conversations_in_redis_keep_their_own_keys() -> None:
+    loaded = load_text(
+        MINIMAL
+        + "conversations: {ttl: 90m, max_items: 50, max_bytes: 65536, fail_open: true,"
+        + " redis: {url: 'redis://r', timeout: 100ms}}\n"
+        + "cache: {redis: {url: 'redis://r'}}"
+    )
+    settings = loaded.conversations
+    assert settings.bounds == Bounds(ttl=5400, max_items=50, max_bytes=65536)
+    assert settings.redis == Redis("redis://r", "extproc:responses:", 0.1, "")
+    assert settings.fail_open and not settings.disabled
+    assert loaded.cache.redis is not None and loaded.cache.redis.key_prefix == "extproc:cache:"
+    # In Redis, the in-process total does not bound one conversation.
+    assert not load_text(
+        MINIMAL + "conversations: {max_bytes: 2000, max_total_bytes: 1000, redis: {url: redis://r}}"
+    ).conversations.disabled
+
+
+@pytest.mark.parametrize(
+    ("extra", "because"),
+    [
+        ("conversations: {disabled: true}", "conversations.disabled is set"),
+        (
+            "service: {workers: 2}",
+            "more than one service worker and no conversations.redis",
+        ),
+    ],
+)
+def test_conversations_off_say_why(extra: str, because: str) -> None:
+    settings = load_text(MINIMAL + extra).conversations
+    assert settings.disabled and settings.disabled_because == because
+
+
+def test_conversations_with_workers_in_redis_are_kept() -> None:
+    settings = load_text(
+        MINIMAL + "service: {workers: 2}\nconversations: {redis: {url: 'redis://r'}}"
+    ).conversations
+    assert not settings.disabled and settings.redis is not None

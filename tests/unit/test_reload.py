@@ -24,6 +24,7 @@ from tests.helpers import BASE_CONFIG, issue_certificate, runtime
         ("\ntelemetry: {tenant_labels: true}\n", ["telemetry"]),
         ("\nservice: {message_timeout: 9s}\n", ["service"]),
         ("\naccounting: {store: {fail_open: true}}\n", ["accounting.store"]),
+        ("\nconversations: {max_items: 10}\n", ["conversations"]),
         ("\nlimits: {max_request_bytes: 1000}\n", ["limits"]),
     ],
 )

@@ -139,6 +139,7 @@ class Config(_message.Message):
     SCHEMA_DRIFT_FIELD_NUMBER: _builtins.int
     CAPTURE_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    CONVERSATIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def listener(self) -> Global___Listener:
         """Where Envoy accepts client traffic."""
@@ -199,6 +200,12 @@ class Config(_message.Message):
     def cache(self) -> Global___Cache:
         """Exact-match response cache (turned on per model or tenant)."""
 
+    @_builtins.property
+    def conversations(self) -> Global___Conversations:
+        """Conversation state the gateway keeps for the Responses API (`store`,
+        `previous_response_id`) when the backend keeps none of its own.
+        """
+
     def __init__(
         self,
         *,
@@ -217,14 +224,88 @@ class Config(_message.Message):
         schema_drift: Global___SchemaDrift | None = ...,
         capture: Global___Capture | None = ...,
         cache: Global___Cache | None = ...,
+        conversations: Global___Conversations | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "cache", b"cache", "capture", b"capture", "limits", b"limits", "listener", b"listener", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "cache", b"cache", "capture", b"capture", "conversations", b"conversations", "limits", b"limits", "listener", b"listener", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "backends", b"backends", "cache", b"cache", "capture", b"capture", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry", "tenants", b"tenants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "backends", b"backends", "cache", b"cache", "capture", b"capture", "conversations", b"conversations", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry", "tenants", b"tenants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Config: _TypeAlias = Config  # noqa: Y015
+
+@_typing.final
+class Conversations(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TTL_FIELD_NUMBER: _builtins.int
+    MAX_ITEMS_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_ENTRIES_FIELD_NUMBER: _builtins.int
+    REDIS_FIELD_NUMBER: _builtins.int
+    FAIL_OPEN_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    max_items: _builtins.int
+    """Items (messages, tool calls and their outputs, reasoning) in one conversation; a
+    response past it is not kept, and a request continuing from it gets a 400 naming the
+    bound. Default 1000.
+    """
+    max_bytes: _builtins.int
+    """One conversation's stored size (its items and the last response, as JSON); a
+    response past it is not kept, as for max_items. At most 512 MiB (Redis's largest
+    value). Default 4 MiB.
+    """
+    max_total_bytes: _builtins.int
+    """In-process store: total stored bytes (least recently used out first). Default 256 MiB."""
+    max_entries: _builtins.int
+    """In-process store: responses kept at once (each costs some hundred bytes of
+    bookkeeping beyond its stored size). Default 100000.
+    """
+    fail_open: _builtins.bool
+    """When Redis cannot be reached: false (the default) refuses requests that store or
+    continue a conversation with 503; true serves requests without
+    previous_response_id statelessly (their responses are not kept), and still refuses
+    one continuing a conversation with 503.
+    """
+    disabled: _builtins.bool
+    """Keep no conversation state: `store` is ignored, `previous_response_id` is refused with
+    400, and the /v1/responses/{id} endpoints answer 404. Default false.
+    """
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long a response, and the conversation up to it, is kept after it was created
+        (the Redis key's expiry). Default 24h: a conversation resumed within a working day
+        continues; OpenAI keeps responses for 30 days, which a gateway holding every
+        tenant's conversations in its own memory or Redis should not promise by default.
+        """
+
+    @_builtins.property
+    def redis(self) -> Global___RedisStore:
+        """Shared store for replicas and workers instead of the in-process one; with more than
+        one service worker and no Redis, no conversation state is kept (each worker would
+        keep its own). Its key_prefix defaults to "extproc:responses:".
+        """
+
+    def __init__(
+        self,
+        *,
+        ttl: _duration_pb2.Duration | None = ...,
+        max_items: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+        max_total_bytes: _builtins.int = ...,
+        max_entries: _builtins.int = ...,
+        redis: Global___RedisStore | None = ...,
+        fail_open: _builtins.bool = ...,
+        disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["redis", b"redis", "ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled", b"disabled", "fail_open", b"fail_open", "max_bytes", b"max_bytes", "max_entries", b"max_entries", "max_items", b"max_items", "max_total_bytes", b"max_total_bytes", "redis", b"redis", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Conversations: _TypeAlias = Conversations  # noqa: Y015
 
 @_typing.final
 class Cache(_message.Message):
