@@ -101,8 +101,10 @@ class MemoryStateStore:
         if key in self._entries:
             self._drop(key)
         value, over = prepared(self.bounds, turn, self._clock())
-        if value is None or len(value) > self.max_total_bytes:
+        if value is None:
             return over
+        if len(value) > self.max_total_bytes:
+            return Over.BYTES  # larger than the whole store (the config refuses such bounds)
         # orjson's bytes keep the buffer it wrote into, several times their length
         # (docs/benchmarks.md): an exact copy is what the byte bound counts.
         self._entries[key] = (turn.created_at + self.bounds.ttl, bytes(memoryview(value)))

@@ -253,8 +253,9 @@ def test_memory_store_saved_again_replaces_and_counts_once() -> None:
 def test_memory_store_never_holds_more_than_its_bound() -> None:
     async def scenario() -> None:
         kept = store(Clock(), max_total_bytes=200)
-        assert await kept.save("team", turn(text="x" * 300)) is None  # within max_bytes
-        assert len(kept) == 0 and kept.bytes == 0  # but larger than the whole store
+        # Within max_bytes, but larger than the whole store.
+        assert await kept.save("team", turn(text="x" * 300)) is Over.BYTES
+        assert len(kept) == 0 and kept.bytes == 0
         for n in range(50):
             await kept.save(f"tenant-{n}", turn(f"resp_{n}", items=11))
             assert kept.bytes <= 200
