@@ -26,12 +26,11 @@ class Kind(StrEnum):
     MODELS = "models"
     RESPONSES = "responses"
     COUNT_TOKENS = "count_tokens"  # a prompt's tokens, counted before it is sent
+    STORED_RESPONSE = "stored_response"  # a Responses API answer the gateway keeps
 
 
 # Endpoints whose responses carry token usage: metered, charged to budgets, cached.
-METERED = frozenset({Kind.CHAT, Kind.MESSAGES, Kind.EMBEDDINGS, Kind.COMPLETIONS})
-# The body of a request to count is the request it counts: read as that (policies, counts).
-BODY_KIND = {Kind.COUNT_TOKENS: Kind.MESSAGES}
+METERED = frozenset({Kind.CHAT, Kind.MESSAGES, Kind.EMBEDDINGS, Kind.COMPLETIONS, Kind.RESPONSES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +40,14 @@ class Endpoint:
     method: str
     # Path below the version prefix; appended to a backend's base URL path.
     suffix: str
+    # A token count's endpoint: the kind of request its body is, read as that (policies,
+    # counts).
+    counts: Kind | None = None
+
+    @property
+    def body_kind(self) -> Kind:
+        """The kind of request the body is."""
+        return self.counts or self.kind
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -49,11 +56,23 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/v1/embeddings": Endpoint(Kind.EMBEDDINGS, Schema.OPENAI, "POST", "/embeddings"),
     "/v1/messages": Endpoint(Kind.MESSAGES, Schema.ANTHROPIC, "POST", "/messages"),
     "/v1/messages/count_tokens": Endpoint(
-        Kind.COUNT_TOKENS, Schema.ANTHROPIC, "POST", "/messages/count_tokens"
+        Kind.COUNT_TOKENS, Schema.ANTHROPIC, "POST", "/messages/count_tokens", Kind.MESSAGES
     ),
     "/v1/models": Endpoint(Kind.MODELS, Schema.OPENAI, "GET", "/models"),
+    "/v1/responses": Endpoint(Kind.RESPONSES, Schema.OPENAI_RESPONSES, "POST", "/responses"),
+    "/v1/responses/input_tokens": Endpoint(
+        Kind.COUNT_TOKENS,
+        Schema.OPENAI_RESPONSES,
+        "POST",
+        "/responses/input_tokens",
+        Kind.RESPONSES,
+    ),
 }
 MODELS_PREFIX = "/v1/models/"
+# `/v1/responses/{id}` (GET, DELETE) and `/v1/responses/{id}/input_items` (GET).
+RESPONSES_PREFIX = "/v1/responses/"
+INPUT_ITEMS = "/input_items"
+STORED_RESPONSE = Endpoint(Kind.STORED_RESPONSE, Schema.OPENAI_RESPONSES, "GET", "/responses")
 
 
 def api_for_path(path: str) -> Schema:

@@ -34,8 +34,9 @@ TABLES: dict[Kind, Check] = {
     Kind.EMBEDDINGS: EMBEDDINGS,
     Kind.MESSAGES: MESSAGES,
     Kind.RESPONSES: RESPONSES,
-    Kind.COUNT_TOKENS: COUNT_TOKENS,
 }
+# A token count's body is the request it counts, as each API's endpoint takes it.
+_COUNTS: dict[Schema, Check] = {Schema.ANTHROPIC: COUNT_TOKENS, Schema.OPENAI_RESPONSES: RESPONSES}
 
 
 def validate(endpoint: Endpoint, body: dict[str, Any]) -> ApiError | None:
@@ -53,7 +54,7 @@ def validate(endpoint: Endpoint, body: dict[str, Any]) -> ApiError | None:
     if not MODEL_NAME.match(model):
         # The gateway's own rule: names a config can route (no spaces, no control bytes).
         return ApiError(400, "Invalid model name.", "invalid_value", "model")
-    table = TABLES.get(endpoint.kind)
+    table = _COUNTS.get(endpoint.api) if endpoint.counts else TABLES.get(endpoint.kind)
     if table is not None:
         try:
             table(body)

@@ -70,6 +70,11 @@ def _backend(ctx: Context, backend: pb.Backend, path: str) -> rt.Backend | None:
     if schema is rt.Schema.ANTHROPIC and not any(n == "anthropic-version" for n, _ in headers):
         # Anthropic requires the header; a translated OpenAI client does not send it.
         headers = sorted([*headers, ("anthropic-version", ANTHROPIC_VERSION)])
+    responses_api = url.hostname == "api.openai.com"
+    if backend.HasField("responses_api"):
+        responses_api = backend.responses_api
+        if responses_api and backend.schema not in (pb.SCHEMA_UNSPECIFIED, pb.OPENAI):
+            ctx.problem(f"{path}.responses_api", "applies to openai backends only")
     header, secret, file = _credential(ctx, backend, f"{path}.credential")
     # A credential's problem leaves the backend for the checks that name it.
     if ctx.failed(path, ignoring=(".credential",)):
@@ -92,6 +97,7 @@ def _backend(ctx: Context, backend: pb.Backend, path: str) -> rt.Backend | None:
         default_max_tokens=backend.default_max_tokens,
         azure_api_version=backend.api_version if azure else None,
         credential_file=file,
+        responses_api=responses_api and schema is rt.Schema.OPENAI and not azure,
     )
 
 

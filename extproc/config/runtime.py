@@ -57,6 +57,14 @@ class Backend:
     azure_api_version: str | None = None
     # Where the credential is read from, when a file (watched for rotation).
     credential_file: str | None = None
+    # An OPENAI backend that also takes the Responses API as it is (OpenAI's own).
+    responses_api: bool = False
+
+    def speaks(self, api: Schema) -> Schema:
+        """The API this backend takes a request of the client's `api` in."""
+        if api is Schema.OPENAI_RESPONSES and self.responses_api:
+            return api
+        return self.schema
 
     @property
     def provider(self) -> str:
@@ -98,11 +106,17 @@ class Route:
     # Envoy cluster the request is routed to: the backend's own cluster, or a composite
     # cluster that sends attempt N to attempts[N-1]'s backend.
     cluster: str
-    # The APIs its backends speak: whether a request on it translates, known at load.
-    schemas: frozenset[Schema] = field(init=False)
+    # The APIs its backends take a client of each API in: whether a request on it
+    # translates, known at load.
+    _schemas: dict[Schema, frozenset[Schema]] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "schemas", frozenset(t.backend.schema for t in self.attempts))
+        speak = {api: frozenset(t.backend.speaks(api) for t in self.attempts) for api in Schema}
+        object.__setattr__(self, "_schemas", speak)
+
+    def schemas(self, api: Schema) -> frozenset[Schema]:
+        """The APIs a request of the client's `api` leaves in, over the route's attempts."""
+        return self._schemas[api]
 
     @property
     def has_fallbacks(self) -> bool:

@@ -75,9 +75,10 @@ class Attempt:
         decision = Continue(remove_headers=proxy_headers)
         suffix = metadata.get(names.METADATA_SUFFIX, "")
         client = metadata.get(names.METADATA_API)
-        if client is not None and client != backend.schema.value:
-            # The body is in the client's API; this backend speaks the other one.
-            self.translation = Translation(Schema(client), backend.schema)
+        api = Schema(client) if client is not None else None
+        if api is not None and (spoken := backend.speaks(api)) is not api:
+            # The body is in the client's API; this backend speaks another one.
+            self.translation = Translation(api, spoken)
             query = metadata.get(names.METADATA_QUERY, "")
             suffix = self.translation.suffix + (f"?{query}" if query else "")
         decision.set_headers.extend(backend_headers(backend, suffix, self.upstream_model))

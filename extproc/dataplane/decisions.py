@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from extproc.accounting.budgets import Charge, Reservation
+    from extproc.state.turns import Dropped, Turn
 
 
 @dataclass(slots=True)
@@ -54,7 +55,23 @@ class Reserve:
     reservation: Reservation
 
 
-Effect = Lookup | Reserve
+@dataclass(frozen=True, slots=True)
+class LoadState:
+    """Load a kept answer of the tenant's (a conversation's last turn)."""
+
+    tenant: str
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteState:
+    """Delete a kept answer of the tenant's."""
+
+    tenant: str
+    response_id: str
+
+
+Effect = Lookup | Reserve | LoadState | DeleteState
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +95,21 @@ class Unavailable:
     """The store did not answer (an error, its timeout)."""
 
 
-Result = Found | Reserved | Unavailable
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The state store's answer to a LoadState: the turn; Dropped when its conversation
+    went past a bound; None when unknown, expired, or another tenant's."""
+
+    turn: Turn | Dropped | None
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """The state store's answer to a DeleteState: whether the answer was there."""
+
+    existed: bool
+
+
+Result = Found | Reserved | Loaded | Deleted | Unavailable
 
 Decision = Continue | Reply

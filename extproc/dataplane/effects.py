@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
@@ -18,8 +18,13 @@ from extproc.capture import Rate, Sampler, Sink, worker_path
 from extproc.config.runtime import Runtime
 from extproc.dataplane import envoy, report
 from extproc.dataplane.decisions import (
+    Decision,
+    Deleted,
+    DeleteState,
     Effect,
     Found,
+    Loaded,
+    LoadState,
     Lookup,
     Reserve,
     Reserved,
@@ -30,6 +35,7 @@ from extproc.dataplane.exchange import Exchange
 from extproc.dataplane.settling import Settler
 from extproc.drift import DriftMonitor
 from extproc.glob import Glob
+from extproc.state.store import MemoryStateStore, StateStore, StateStoreError
 from extproc.telemetry import logging as json_lines
 from extproc.telemetry.metrics import Metrics
 
@@ -37,6 +43,25 @@ log = structlog.get_logger("extproc")
 # Cache writes in flight at once, per process: each holds a Redis connection for up to
 # the store's timeout. (Budget settlements wait in settling.Settler's map instead.)
 MAX_BACKGROUND = 1024
+
+
+def make_state_store(runtime: Runtime) -> StateStore:
+    """The conversation state store the config names (connections open lazily)."""
+    config = runtime.conversations
+    if config.redis is not None:
+        from extproc.state.redis_store import RedisStateStore
+
+        redis = config.redis
+        return RedisStateStore(
+            redis.url,
+            prefix=redis.key_prefix,
+            timeout=redis.timeout,
+            bounds=config.bounds,
+            password_env=redis.password_env,
+        )
+    return MemoryStateStore(
+        config.bounds, max_total_bytes=config.max_total_bytes, max_entries=config.max_entries
+    )
 
 
 def make_store(runtime: Runtime) -> Store:
@@ -94,6 +119,7 @@ class Effects:
                 timeout=redis_config.timeout,
                 password_env=redis_config.password_env,
             )
+        self.state = make_state_store(runtime)
         capture = runtime.capture
         self.sampler: Sampler | None = None
         self.sink: Sink | None = None
@@ -162,6 +188,11 @@ class Effects:
         model = routed.model.name if routed else ""
         backend = str(record.get("backend", ""))
         self.metrics.request(model, backend, str(record["status"] or "none"))
+        conversation = record.get("conversation")
+        if isinstance(conversation, dict):
+            items = self.metrics.conversation_items
+            items.labels("recalled").observe(conversation["recalled"])
+            items.labels("given").observe(conversation["items"] - conversation["recalled"])
         for key in exchange.decisions.counts:
             self.metrics.policy_decisions.labels(*key).inc()
         json_lines.info("exchange", record)
@@ -195,26 +226,68 @@ class Effects:
         self, exchange: Exchange, body: bytes
     ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
         """The reply to the request body: at once, or once the effects the exchange asks
-        for (a cache lookup, a budget reservation) are performed."""
-        step = exchange.request_body(body)
-        if isinstance(step, Effect):
-            return self._perform(exchange, step)
-        return envoy.request_body_reply(step)
+        for (a cache lookup, a budget reservation, a conversation's turn) are performed."""
+        return self.decided(exchange, exchange.request_body(body), envoy.request_body_reply)
 
-    async def _perform(self, exchange: Exchange, effect: Effect) -> ext.ProcessingResponse:
+    def decided(
+        self,
+        exchange: Exchange,
+        step: Decision | Effect,
+        reply: Callable[[Decision], ext.ProcessingResponse],
+    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+        """The reply to a phase whose exchange decided (`step`), or asked for an effect."""
+        if isinstance(step, Effect):
+            return self._perform(exchange, step, reply)
+        return reply(step)
+
+    async def _perform(
+        self,
+        exchange: Exchange,
+        effect: Effect,
+        reply: Callable[[Decision], ext.ProcessingResponse],
+    ) -> ext.ProcessingResponse:
         """Perform each effect the exchange asks for and feed it the result, until it
         decides."""
         while True:
             if isinstance(effect, Lookup):
                 result: Result = await self._lookup(effect)
-            else:
+            elif isinstance(effect, Reserve):
                 result = await self._reserve(effect)
+            else:
+                result = await self._state(effect)
             step = exchange.resolve(result)
             if isinstance(result, Found) and result.stored is not None and exchange.outcome:
                 self.metrics.cache_tokens_saved.inc(exchange.outcome.usage.total_tokens)
             if not isinstance(step, Effect):
-                return envoy.request_body_reply(step)
+                return reply(step)
             effect = step
+
+    async def _state(self, effect: LoadState | DeleteState) -> Loaded | Deleted | Unavailable:
+        operation = "load" if isinstance(effect, LoadState) else "delete"
+        try:
+            if isinstance(effect, LoadState):
+                return Loaded(await self.state.load(effect.tenant, effect.response_id))
+            return Deleted(await self.state.delete(effect.tenant, effect.response_id))
+        except StateStoreError as error:
+            self.metrics.conversation_store_errors.labels(operation).inc()
+            log.warning("conversation_store_failed", operation=operation, error=str(error))
+            return Unavailable()
+
+    async def keep_turn(
+        self, exchange: Exchange, reply: ext.ProcessingResponse
+    ) -> ext.ProcessingResponse:
+        """The answer's turn kept before its last chunk goes: the client's next request,
+        which names it, finds it on any replica."""
+        turn, exchange.turn = exchange.turn, None
+        assert turn is not None and exchange.arrival is not None
+        try:
+            over = await self.state.save(exchange.arrival.tenant.name, turn)
+        except StateStoreError as error:
+            self.metrics.conversation_store_errors.labels("save").inc()
+            log.warning("conversation_store_failed", operation="save", error=str(error))
+            return reply
+        self.metrics.conversation_turns.labels(over.value if over else "kept").inc()
+        return reply
 
     async def _lookup(self, lookup: Lookup) -> Found:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -21,8 +22,11 @@ from extproc.accounting.budgets import NANOS, Charge, Reservation
 from extproc.accounting.usage import Meter, Usage, prompt_estimate
 from extproc.apis import (
     ENDPOINTS,
+    INPUT_ITEMS,
     METERED,
     MODELS_PREFIX,
+    RESPONSES_PREFIX,
+    STORED_RESPONSE,
     ApiError,
     Kind,
     Schema,
@@ -31,12 +35,16 @@ from extproc.apis import (
 )
 from extproc.capture import Sampler
 from extproc.config.runtime import Runtime
-from extproc.dataplane import budget, models, steps
+from extproc.dataplane import budget, conversation, models, steps
 from extproc.dataplane.decisions import (
     Continue,
     Decision,
+    Deleted,
+    DeleteState,
     Effect,
     Found,
+    Loaded,
+    LoadState,
     Lookup,
     Reply,
     Reserve,
@@ -53,6 +61,8 @@ from extproc.drift import DriftMonitor
 from extproc.identity import identify, without_params
 from extproc.policy.engine import Decisions, Redactions
 from extproc.routing import Routed
+from extproc.state.turns import Turn
+from extproc.translate.translation import Stream
 
 JSON_HEADERS = [("content-type", "application/json")]
 
@@ -102,6 +112,12 @@ class Exchange:
         self._asked: Effect | None = None
         self._forward: Continue | None = None
         self._prompt: int | None = None
+        # A request body whose steps wait for an effect, and the step they resume at.
+        self._draft: steps.Draft | None = None
+        self._resume_at = 0
+        # GET or DELETE of a kept answer: its id, and the input items' page asked for.
+        self._stored: tuple[str, dict[str, str] | None] | None = None
+        self.turn: Turn | None = None  # the answer to keep, for the shell to save
 
     # -- request headers ------------------------------------------------------------
 
@@ -120,6 +136,8 @@ class Exchange:
         endpoint = ENDPOINTS.get(served)
         if endpoint is None and served.startswith(MODELS_PREFIX):
             endpoint = ENDPOINTS["/v1/models"]
+        if endpoint is None and served.startswith(RESPONSES_PREFIX):
+            return self._stored_response(headers, served, forwarded)
         if endpoint is None:
             return self.error(
                 ApiError(404, f"Unknown request URL: {method} {path}.", "unknown_url")
@@ -170,20 +188,33 @@ class Exchange:
     def request_body(self, raw: bytes) -> Decision | Effect:
         arrival = self.arrival
         assert arrival is not None, "a request body before its headers were admitted"
-        draft = steps.Draft(
+        self._draft = steps.Draft(
             self.runtime, arrival, raw, self.clock(), self._roll(), self.redactions, self.decisions
         )
-        ended = steps.run(draft)
+        return self._run_steps(0)
+
+    def _run_steps(self, start: int) -> Decision | Effect:
+        """The body's steps from `start`: a refusal, the service's answer, an effect a step
+        asked for, or the plan and the effects it needs before the request goes on."""
+        draft, arrival = self._draft, self.arrival
+        assert draft is not None and arrival is not None
+        ended, self._resume_at = steps.run(draft, start)
         self.routed, self.stream = draft.routed, draft.stream
+        if isinstance(ended, LoadState):
+            self._asked = ended
+            return ended
+        self._draft = None
         if isinstance(ended, steps.Answered):
             return self._reply((ended.status, ended.payload), ended.headers)
         if ended is not None:
             return self.error(ended)
         self.plan = plan = draft.plan()
+        if plan.memory is not None and plan.translation is not None:
+            plan.translation.answer_id = plan.memory.response_id
         reads = reads_response(self.runtime, arrival, plan, self.redactions)
         forward = first_attempt(self.runtime, arrival, plan, draft.body, draft.changed, reads)
         if self.sampler is not None and self.sampler.sample(plan.model, arrival.tenant.name):
-            self.sent_body = forward.body if forward.body is not None else raw
+            self.sent_body = forward.body if forward.body is not None else draft.raw
         self._forward = forward
         if plan.cache_key is not None and arrival.cache_read:
             self._pending.append(Lookup(plan.cache_key))
@@ -196,6 +227,10 @@ class Exchange:
         """The shell's result of the effect this exchange asked for last."""
         asked, self._asked = self._asked, None
         assert asked is not None, "a result for no effect"
+        if self._stored is not None:
+            return self._stored_answer(result)
+        if isinstance(asked, LoadState):
+            return self._recalled(result)
         if isinstance(result, Found):
             if result.stored is not None:
                 return self._cache_hit(result.stored)
@@ -214,6 +249,85 @@ class Exchange:
                 )
             )
         return self._next()
+
+    def _recalled(self, result: Result) -> Decision | Effect:
+        """The earlier turn a Responses request names, loaded: the steps go on."""
+        draft = self._draft
+        assert draft is not None
+        if not isinstance(result, Loaded):
+            self._draft = None
+            return self.error(
+                ApiError(
+                    503,
+                    "Conversation state cannot be read right now; try again.",
+                    "conversation_state_unavailable",
+                )
+            )
+        refusal = steps.resume(draft, result.turn)
+        if refusal is not None:
+            self._draft = None
+            return self.error(refusal)
+        return self._run_steps(self._resume_at)
+
+    # -- GET and DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items ----------
+
+    def _stored_response(
+        self, headers: Mapping[str, str], served: str, query: str
+    ) -> Decision | Effect:
+        line = self.line
+        self.api = Schema.OPENAI_RESPONSES
+        rest = served[len(RESPONSES_PREFIX) :]
+        items = rest.endswith(INPUT_ITEMS)
+        response_id = rest.removesuffix(INPUT_ITEMS)
+        if not response_id or "/" in response_id:
+            return self.error(
+                ApiError(404, f"Unknown request URL: {line.method} {line.path}.", "unknown_url")
+            )
+        allowed = "GET" if items else "GET, DELETE"
+        if line.method not in allowed.split(", "):
+            return self.error(
+                ApiError(
+                    405,
+                    f"Method {line.method} is not allowed on {line.path}; use {allowed}.",
+                    "method_not_allowed",
+                ),
+                [("allow", allowed)],
+            )
+        tenant = identify(self.runtime, headers)
+        if isinstance(tenant, ApiError):
+            return self.error(tenant)
+        self.arrival = Arrival(line, served, query, STORED_RESPONSE, tenant, None, False, False)
+        self._stored = (response_id, dict(parse_qsl(query)) if items else None)
+        effect: Effect
+        if line.method == "DELETE":
+            effect = DeleteState(tenant.name, response_id)
+        else:
+            effect = LoadState(tenant.name, response_id)
+        self._asked = effect
+        return effect
+
+    def _stored_answer(self, result: Result) -> Decision:
+        assert self._stored is not None
+        response_id, page = self._stored
+        if isinstance(result, Unavailable):
+            return self.error(
+                ApiError(
+                    503,
+                    "Conversation state cannot be read right now; try again.",
+                    "conversation_state_unavailable",
+                )
+            )
+        if isinstance(result, Deleted):
+            if not result.existed:
+                return self.error(conversation.not_found(response_id))
+            return self._reply((200, conversation.deleted(response_id)))
+        assert isinstance(result, Loaded)
+        if not isinstance(result.turn, Turn):
+            return self.error(conversation.not_found(response_id))
+        if page is None:
+            return self._reply((200, result.turn.response))
+        listed = conversation.listed(result.turn, page)
+        return self._reply(listed if isinstance(listed, ApiError) else (200, listed))
 
     def _next(self) -> Decision | Effect:
         """The next effect to ask for, or the request on its way."""
@@ -317,6 +431,11 @@ class Exchange:
                 self.cache_value = value  # (a larger one is not stored)
         # A stream whose body ended without its final event is no complete answer.
         self.response_complete = meter is None or meter.complete
+        memory = self.plan.memory
+        if memory is not None and memory.keep and self.status == 200 and self.response_complete:
+            self.turn = conversation.turn(
+                memory, self.plan.request, _answer_of(reader), self.clock()
+            )
         self.settle_usage()
 
     # -- accounting -----------------------------------------------------------------
@@ -409,3 +528,14 @@ class Exchange:
         status, payload = found
         self.status = status
         return Reply(status, orjson.dumps(payload), [*JSON_HEADERS, *headers])
+
+
+def _answer_of(reader: object) -> bytes | None:
+    """The Responses answer a translation wrote, as it was before a response policy read
+    it (None: the backend answered in the Responses API itself, and keeps it)."""
+    if isinstance(reader, JsonReader):
+        return reader.translated
+    if isinstance(reader, StreamReader) and isinstance(reader.translation, Stream):
+        answer: bytes | None = getattr(reader.translation.encoder, "answer", None)
+        return answer
+    return None

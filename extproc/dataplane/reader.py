@@ -67,6 +67,10 @@ class JsonReader:
         self.paths: set[str] | None = None
         # The provider's bytes, kept for traffic capture (None: not captured).
         self.raw: list[bytes] | None = None
+        # The translated answer before a response policy read it, kept for conversation
+        # state when `keep_answer` is set.
+        self.keep_answer = False
+        self.translated: bytes | None = None
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         if self.raw is not None:
@@ -83,7 +87,12 @@ class JsonReader:
         if self.translation is None:
             return self.policy.process(body) if self.policy is not None else None
         body = self.translation.response(body)
-        filtered = self.policy.process(body) if self.policy is not None else None
+        if self.policy is None:
+            self.translated = encoded = orjson.dumps(body)
+            return encoded
+        if self.keep_answer:
+            self.translated = orjson.dumps(body)  # the policy rewrites the body in place
+        filtered = self.policy.process(body)
         return filtered if filtered is not None else orjson.dumps(body)
 
 

@@ -22,6 +22,7 @@ _OPERATIONS = {
     Kind.MESSAGES: "chat",
     Kind.EMBEDDINGS: "embeddings",
     Kind.COMPLETIONS: "text_completion",
+    Kind.RESPONSES: "chat",
 }
 OTHER = "_OTHER"
 
@@ -54,6 +55,16 @@ def record(exchange: Exchange) -> dict[str, object]:
             fields["translated"] = f"{translation.client}->{translation.backend}"
     if exchange.error_code is not None:
         fields["error"] = exchange.error_code
+    plan = exchange.plan
+    if plan is not None and plan.memory is not None:
+        # How long the conversation is, and how much of it came from stored state.
+        given = plan.request.get("input")
+        fields["conversation"] = {
+            "response_id": plan.memory.response_id,
+            "items": len(given) if isinstance(given, list) else 1,
+            "recalled": plan.memory.recalled,
+            "kept": plan.memory.keep,
+        }
     if exchange.decisions.counts:
         fields["policy"] = exchange.decisions.records()
     if exchange.outcome is not None:

@@ -59,9 +59,11 @@ def answer(
         counted = strict_int(headers.get(names.ATTEMPT_HEADER, "1"))
         if counted is not None and 1 <= counted <= len(routed.route.attempts):
             attempt = counted
-        schema = routed.route.attempts[attempt - 1].backend.schema
+        schema = routed.route.attempts[attempt - 1].backend.speaks(arrival.api)
         if plan.mixed_schemas and schema is not arrival.api:
             translation = Translation(arrival.api, schema)
+            if plan.memory is not None:
+                translation.answer_id = plan.memory.response_id
     if routed.deprecation is not None:
         decision.set_headers.extend(routed.deprecation.response_headers)
     target = routed.route.attempts[attempt - 1]
@@ -138,5 +140,7 @@ def _reader(
         return reader
     if media == "application/json":
         json_policy = json_filter(*policy_args) if checked else None
-        return JsonReader(meter, json_policy, translation)
+        json_reader = JsonReader(meter, json_policy, translation)
+        json_reader.keep_answer = plan.memory is not None and plan.memory.keep
+        return json_reader
     return None

@@ -19,6 +19,7 @@ from extproc.policy.rules import PolicySet
 from extproc.routing import Routed
 
 if TYPE_CHECKING:
+    from extproc.dataplane.conversation import Memory
     from extproc.dataplane.reader import ErrorReader, JsonReader, StreamReader
     from extproc.translate.translation import Translation
 
@@ -70,6 +71,7 @@ class Plan(NamedTuple):
     strip_usage: bool  # the gateway asked for stream usage the client did not
     cache_key: str | None
     dropped_fields: tuple[str, ...]  # the client's fields the backend's API has no place for
+    memory: Memory | None  # a Responses request whose conversation the gateway keeps
 
     def upstream_suffix(self, endpoint: Endpoint) -> str:
         """The endpoint the first backend is asked at, below its base path."""

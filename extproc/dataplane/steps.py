@@ -17,10 +17,13 @@ import orjson
 
 from extproc import cache, names
 from extproc.accounting.usage import prompt_estimate
-from extproc.apis import BODY_KIND, METERED, ApiError, Kind, Schema
+from extproc.apis import METERED, ApiError, Kind, Schema
 from extproc.apis.checks import json_type
 from extproc.apis.validation import validate
 from extproc.config.runtime import Backend, Runtime
+from extproc.dataplane import conversation
+from extproc.dataplane.conversation import Memory
+from extproc.dataplane.decisions import LoadState
 from extproc.dataplane.stages import Arrival, Plan
 from extproc.digits import strict_int
 from extproc.policy.engine import (
@@ -32,6 +35,7 @@ from extproc.policy.engine import (
 )
 from extproc.policy.rules import EMPTY, PolicySet
 from extproc.routing import Routed, canonical_name, resolve
+from extproc.state.turns import Dropped, Turn
 from extproc.translate.hub import Untranslatable
 from extproc.translate.translation import Translation, translatable
 
@@ -78,6 +82,7 @@ class Draft:
     cache_key: str | None = None
     dropped_fields: tuple[str, ...] = ()
     count_here: bool = False  # a token count the backend cannot answer: counted offline
+    memory: Memory | None = None  # a Responses request whose conversation the gateway keeps
 
     @property
     def route(self) -> Routed:
@@ -102,10 +107,13 @@ class Draft:
             self.strip_usage,
             self.cache_key,
             self.dropped_fields,
+            self.memory,
         )
 
 
-Step = Callable[[Draft], ApiError | Answered | None]
+# A step ends the run (a refusal, the service's own answer), asks for an effect (the run
+# pauses and resumes after it), or passes (None).
+Step = Callable[[Draft], ApiError | Answered | LoadState | None]
 
 
 def parse(draft: Draft) -> ApiError | None:
@@ -179,25 +187,27 @@ def _host_of(authority: str) -> str:
 
 def choose_translation(draft: Draft) -> ApiError | None:
     endpoint, routed = draft.arrival.endpoint, draft.route
-    backend = routed.route.attempts[0].backend
-    schemas = routed.route.schemas
+    client = endpoint.api
+    spoken = routed.route.attempts[0].backend.speaks(client)
+    schemas = routed.route.schemas(client)
     translates = translatable(endpoint.kind)
     if endpoint.kind is Kind.COUNT_TOKENS:
         # Sent only to one backend of the client's API, which has the endpoint; counted
         # offline for any other route.
-        draft.count_here = schemas != {endpoint.api} or routed.route.has_fallbacks
+        draft.count_here = schemas != {client} or routed.route.has_fallbacks
     elif translates and len(schemas) > 1:
         # A fallback chain across APIs: the body leaves in the client's schema and each
         # attempt's processor translates it for its backend (attempt.py); the response
         # is translated from whichever backend answered.
         draft.mixed_schemas = True
-    elif translates and backend.schema is not endpoint.api:
-        # Chat and messages translate between the APIs; other endpoints exist in one.
-        draft.translation = Translation(endpoint.api, backend.schema)
-    elif backend.schema is not endpoint.api:
+    elif translates and spoken is not client:
+        # Chat, messages and responses translate between the APIs; other endpoints exist
+        # in one.
+        draft.translation = Translation(client, spoken)
+    elif spoken is not client:
         return ApiError(
             400,
-            f"The model `{draft.body['model']}` is served by an {backend.schema.value} "
+            f"The model `{draft.body['model']}` is served by an {spoken.value} "
             f"backend and is not available on {draft.arrival.path}.",
             "model_not_supported_on_endpoint",
             "model",
@@ -212,12 +222,40 @@ def apply_policies(draft: Draft) -> ApiError | None:
     refusal = body_size_error(policies, len(draft.raw), draft.decisions)
     if refusal is not None:
         return refusal
-    kind = draft.arrival.endpoint.kind
     refusal, redacted = evaluate_request(
-        policies, BODY_KIND.get(kind, kind), draft.body, draft.redactions, draft.decisions
+        policies,
+        draft.arrival.endpoint.body_kind,
+        draft.body,
+        draft.redactions,
+        draft.decisions,
     )
     draft.changed = draft.changed or redacted
     return refusal
+
+
+def recall(draft: Draft) -> ApiError | LoadState | None:
+    """A Responses request whose conversation the gateway keeps: its answer named, and the
+    earlier turn it continues asked for (the run resumes once it is loaded)."""
+    arrival = draft.arrival
+    draft.memory, ended = conversation.recall(
+        arrival.endpoint,
+        draft.route.route,
+        draft.runtime.conversations,
+        draft.body,
+        arrival.tenant.name,
+    )
+    return ended
+
+
+def resume(draft: Draft, turn: Turn | Dropped | None) -> ApiError | None:
+    """The earlier turn the run paused for, put before the request's input."""
+    recalled = conversation.resume(draft.runtime.conversations, draft.body, turn)
+    if isinstance(recalled, ApiError):
+        return recalled
+    assert draft.memory is not None
+    draft.memory = draft.memory._replace(recalled=recalled)
+    draft.changed = True
+    return None
 
 
 def count_here(draft: Draft) -> ApiError | Answered | None:
@@ -225,8 +263,7 @@ def count_here(draft: Draft) -> ApiError | Answered | None:
     (after the policies), counted by the service's tokenizer, named an estimate."""
     if not draft.count_here:
         return None
-    kind = draft.arrival.endpoint.kind
-    tokens = prompt_estimate(BODY_KIND.get(kind, kind), draft.body)
+    tokens = prompt_estimate(draft.arrival.endpoint.body_kind, draft.body)
     return Answered(200, {"input_tokens": tokens}, ((names.ESTIMATE_HEADER, "offline"),))
 
 
@@ -298,6 +335,7 @@ STEPS: tuple[Step, ...] = (
     route,
     choose_translation,
     apply_policies,
+    recall,
     count_here,
     ask_stream_usage,
     key_cache,
@@ -305,10 +343,13 @@ STEPS: tuple[Step, ...] = (
 )
 
 
-def run(draft: Draft, steps: tuple[Step, ...] = STEPS) -> ApiError | Answered | None:
-    """Run the steps in order; the first refusal or answer ends the run."""
-    for step in steps:
-        ended = step(draft)
+def run(
+    draft: Draft, start: int = 0, steps: tuple[Step, ...] = STEPS
+) -> tuple[ApiError | Answered | LoadState | None, int]:
+    """Run the steps in order from `start`; the first refusal, answer or effect ends the
+    run. Returns it, and the step to resume at."""
+    for index in range(start, len(steps)):
+        ended = steps[index](draft)
         if ended is not None:
-            return ended
-    return None
+            return ended, index + 1
+    return None, len(steps)

@@ -199,16 +199,18 @@ def _exchange_reply(
         return effects.request_body(exchange, message.request_body.body)
     if kind == "request_headers":
         headers = message.request_headers
-        return envoy.request_headers_reply(
-            exchange.request_headers(envoy.headers_of(headers), headers.end_of_stream)
-        )
+        step = exchange.request_headers(envoy.headers_of(headers), headers.end_of_stream)
+        return effects.decided(exchange, step, envoy.request_headers_reply)
     if kind == "response_headers":
         return envoy.response_headers_reply(
             exchange.response_headers(envoy.headers_of(message.response_headers))
         )
     if kind == "response_body":
         chunk = message.response_body
-        return envoy.response_body_reply(exchange.response_body(chunk.body, chunk.end_of_stream))
+        reply = envoy.response_body_reply(exchange.response_body(chunk.body, chunk.end_of_stream))
+        if exchange.turn is not None:
+            return effects.keep_turn(exchange, reply)
+        return reply
     return _PASSTHROUGH[kind]()
 
 

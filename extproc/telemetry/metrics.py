@@ -233,6 +233,27 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.conversation_store_errors = Counter(
+            "extproc_conversation_store_errors",
+            "Conversation state store operations that failed (load, save or delete).",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.conversation_turns = Counter(
+            "extproc_conversation_turns",
+            "Answers the gateway kept as conversation state, by outcome: kept, or the bound "
+            "(max_items, max_bytes, ttl) that kept the conversation from being stored.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.conversation_items = Histogram(
+            "extproc_conversation_items",
+            "Input items of Responses requests on routes whose state the gateway keeps, by "
+            "source: the request's own (given) or the stored earlier turns (recalled).",
+            ["source"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
         self.capture_errors = Counter(
             "extproc_capture_errors",
             "Captured exchanges that could not be written, by cause (an errno name).",

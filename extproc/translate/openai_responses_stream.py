@@ -163,6 +163,9 @@ class StreamEncoder:
         self.kept = 0  # characters of text and arguments kept
         # A text delta's bytes before its text, for the message item it belongs to.
         self._frame: tuple[_Item, bytes] | None = None
+        # The whole answer as the last event carried it, encoded when it was written: what
+        # a response policy does to the event afterwards (in place) is not in it.
+        self.answer: bytes | None = None
 
     def _event(self, kind: str, fields: dict[str, Any]) -> hub.Out:
         payload = {"type": kind, **fields, "sequence_number": self.sequence}
@@ -380,4 +383,6 @@ class StreamEncoder:
         self.finished = True
         state, incomplete = status_of(self.stop)
         kind = "response.completed" if incomplete is None else "response.incomplete"
-        return [*out, self._event(kind, {"response": self._response(state, incomplete)})]
+        response = self._response(state, incomplete)
+        self.answer = orjson.dumps(response)
+        return [*out, self._event(kind, {"response": response})]

@@ -64,10 +64,17 @@ def _encoded(out: hub.Out) -> Encoded:
 class Stream:
     """A backend's stream events in, the client's out, one event at a time."""
 
-    def __init__(self, decoder: hub.StreamDecoder, encoder: hub.StreamEncoder, client: Schema):
+    def __init__(
+        self,
+        decoder: hub.StreamDecoder,
+        encoder: hub.StreamEncoder,
+        client: Schema,
+        answer_id: str | None = None,
+    ):
         self.decoder = decoder
         self.encoder = encoder
         self.client = client
+        self.answer_id = answer_id  # the id the client gets instead of the backend's
         self.failed = False  # ended with the gateway's error: the rest is not read
 
     def _bounded(self, events: list[hub.Event]) -> list[hub.Event]:
@@ -77,6 +84,8 @@ class Stream:
                 self.failed = True
                 problem = f"The provider's answer made more than {MAX_TOOL_CALLS} tool calls."
                 return [*events[:position], hub.StreamError("api_error", problem)]
+            if type(event) is hub.Start and self.answer_id is not None:
+                event.id = self.answer_id
         return events
 
     def event(self, payload: Any) -> list[Item]:
@@ -115,6 +124,9 @@ class Translation:
         self.backend_kind = self._backend.KIND
         # The client's protocol headers, which mean nothing to the backend.
         self.client_headers = self._client.PROTOCOL_HEADERS
+        # The id the client's answer gets instead of the backend's: the gateway names
+        # answers it keeps (conversation state).
+        self.answer_id: str | None = None
 
     def request(
         self, body: dict[str, Any], model: str, default_max_tokens: int
@@ -124,12 +136,16 @@ class Translation:
         return self._backend.write_request(request, model, default_max_tokens), request.dropped
 
     def response(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._client.write_response(self._backend.read_response(body))
+        response = self._backend.read_response(body)
+        if self.answer_id is not None:
+            response.id = self.answer_id
+        return self._client.write_response(response)
 
     def stream(self, include_usage: bool) -> Stream:
         """A translator for the backend's stream; `include_usage`: whether an OpenAI
         client gets the usage chunk."""
-        return Stream(self._backend.decoder(), self._client.encoder(include_usage), self.client)
+        decoder, encoder = self._backend.decoder(), self._client.encoder(include_usage)
+        return Stream(decoder, encoder, self.client, self.answer_id)
 
     def status(self, status: int) -> int:
         """The status the client gets for the provider's error status."""

@@ -78,6 +78,14 @@ backends:
   - name: ratelimited
     url: http://127.0.0.1:{mock_port}/ratelimited/v1
     headers: {{x-mock-status: "429"}}
+  - name: openai-native
+    url: http://127.0.0.1:{mock_port}/v1
+    credential: {{env: IT_OPENAI_KEY}}
+    responses_api: true
+  - name: responses-only
+    schema: openai_responses
+    url: http://127.0.0.1:{mock_port}/v1
+    credential: {{env: IT_OPENAI_KEY}}
 models:
   - name: gpt-4o-mini
     aliases: [mini]
@@ -129,13 +137,17 @@ models:
   - name: mixed
     routes: [{{backend: failing, upstream_model: m-first}}]
     fallbacks: [{{backend: anthropic, upstream_model: claude-mixed}}]
+  - name: gpt-native
+    routes: [{{backend: openai-native}}]
+  - name: responses-model
+    routes: [{{backend: responses-only}}]
 tenants:
   - name: team-a
     api_key_sha256: ["{key_a}"]
     models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "unreachable", "mixed", "azure-gpt", "drift-model", "captured-gpt", "cached-gpt"]
   - name: team-b
     api_key_sha256: ["{key_b}"]
-    models: ["claude-*", "gpt-4o-mini", "mixed", "azure-gpt", "cached-claude"]
+    models: ["claude-*", "gpt-4o-mini", "mixed", "azure-gpt", "cached-claude", "responses-model"]
   - name: public
     models: ["gpt-4o-mini"]
 auth: {{anonymous_tenant: public}}

@@ -497,15 +497,36 @@ def test_phone_options_make_a_detector_shared_by_identical_rules() -> None:
     assert first is second and first.name == "phone"
 
 
-def test_a_responses_api_backend_is_refused_until_it_is_served() -> None:
-    # The schema names it (its codec translates to and from it); no request reaches one yet.
+def test_which_openai_backends_take_the_responses_api_as_it_is() -> None:
+    loaded = load_text(
+        textwrap.dedent(
+            """
+            backends:
+              - {name: openai, url: "https://api.openai.com/v1"}
+              - {name: vllm, url: "http://127.0.0.1:8000/v1"}
+              - {name: proxy, url: "http://127.0.0.1:8001/v1", responses_api: true}
+              - {name: pinned, url: "https://api.openai.com/v1", responses_api: false}
+              - {name: only, schema: openai_responses, url: "http://127.0.0.1:9/v1"}
+            models: [{name: m, routes: [{backend: vllm}]}]
+            """
+        )
+    )
+    native = {name for name, b in loaded.backends.items() if b.responses_api}
+    assert native == {"openai", "proxy"}
+    responses = Schema.OPENAI_RESPONSES
+    assert loaded.backends["openai"].speaks(responses) is responses
+    assert loaded.backends["vllm"].speaks(responses) is Schema.OPENAI
+    assert loaded.backends["only"].speaks(Schema.OPENAI) is responses
+
+
+def test_responses_api_is_an_openai_backends_setting() -> None:
     problems = problems_of(
         """
-        backends: [{name: r, schema: openai_responses, url: "http://127.0.0.1:9/v1"}]
-        models: [{name: m, routes: [{backend: r}]}]
+        backends: [{name: a, schema: anthropic, url: "http://127.0.0.1:9/v1", responses_api: true}]
+        models: [{name: m, routes: [{backend: a}]}]
         """
     )
-    assert problems == ["backends[0].schema: openai_responses backends are not served yet"]
+    assert problems == ["backends[0].responses_api: applies to openai backends only"]
 
 
 def test_conversations_max_bytes_over_redis_limit_is_one_problem() -> None:

@@ -133,8 +133,9 @@ def test_the_steps_stop_at_the_first_refusal() -> None:
     draft = steps.Draft(
         CLOSED, exchange.arrival, CHAT, 0.0, 0.0, exchange.redactions, exchange.decisions
     )
-    refusal = steps.run(draft, (first, second))
-    assert refusal is not None and refusal.code == "refused" and ran == ["first"]
+    refusal, resume_at = steps.run(draft, 0, (first, second))
+    assert isinstance(refusal, ApiError) and refusal.code == "refused" and ran == ["first"]
+    assert resume_at == 1
 
 
 def test_every_step_passes_a_plain_request_into_a_plan() -> None:
@@ -143,7 +144,7 @@ def test_every_step_passes_a_plain_request_into_a_plan() -> None:
     draft = steps.Draft(
         CLOSED, exchange.arrival, CHAT, 0.0, 0.0, exchange.redactions, exchange.decisions
     )
-    assert steps.run(draft) is None
+    assert steps.run(draft) == (None, len(steps.STEPS))
     plan = draft.plan()
     assert plan.model == "gpt-4o-mini" and plan.translation is None and not plan.stream
     assert plan.cache_key is not None and plan.first.backend.name == "openai"

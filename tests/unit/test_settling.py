@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from extproc.accounting.budgets import Batch, Charge, MemoryStore, Pending, StoreError
-from extproc.dataplane import settling
+from extproc.dataplane import envoy, settling
 from extproc.dataplane.decisions import Reserve
 from extproc.dataplane.effects import MAX_BACKGROUND
 from extproc.dataplane.processor import Processor
@@ -89,7 +89,9 @@ async def cancelled_while_reserving(
         )
         assert isinstance(reserve, Reserve)
         reserves.append(reserve)
-        waiting.append(asyncio.ensure_future(processor._perform(exchange, reserve)))
+        waiting.append(
+            asyncio.ensure_future(processor._perform(exchange, reserve, envoy.request_body_reply))
+        )
     while store.reserves < streams:
         store.asked.clear()
         await store.asked.wait()

@@ -43,8 +43,7 @@ class _SchemaEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Schema.ValueTy
     """
     OPENAI_RESPONSES: _Schema.ValueType  # 4
     """OpenAI's Responses API, "<url>/responses", for a backend that serves only it: clients of
-    the other APIs reach it translated (docs/configuration/translation.md). Not served yet:
-    a config naming it is refused until the gateway sends requests to such backends.
+    the other APIs reach it translated (docs/configuration/translation.md).
     """
 
 class Schema(_Schema, metaclass=_SchemaEnumTypeWrapper):
@@ -63,8 +62,7 @@ newer "/openai/v1" API is plain OPENAI with credential.header "api-key".)
 """
 OPENAI_RESPONSES: Schema.ValueType  # 4
 """OpenAI's Responses API, "<url>/responses", for a backend that serves only it: clients of
-the other APIs reach it translated (docs/configuration/translation.md). Not served yet:
-a config naming it is refused until the gateway sends requests to such backends.
+the other APIs reach it translated (docs/configuration/translation.md).
 """
 Global___Schema: _TypeAlias = Schema  # noqa: Y015
 
@@ -764,6 +762,7 @@ class Backend(_message.Message):
     OMIT_STREAM_OPTIONS_FIELD_NUMBER: _builtins.int
     DEFAULT_MAX_TOKENS_FIELD_NUMBER: _builtins.int
     API_VERSION_FIELD_NUMBER: _builtins.int
+    RESPONSES_API_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Named by models' routes and fallbacks, prices, logs and metrics."""
     schema: Global___Schema.ValueType
@@ -784,6 +783,13 @@ class Backend(_message.Message):
     """
     api_version: _builtins.str
     """AZURE_OPENAI: the api-version query parameter. Default "2024-10-21"."""
+    responses_api: _builtins.bool
+    """OPENAI schema: the backend also serves OpenAI's Responses API at "<url>/responses", with
+    its own conversation state. A client's "/v1/responses" request then goes to it as sent;
+    otherwise it is translated into Chat Completions and the gateway keeps the state
+    (vLLM, Ollama and most OpenAI-compatible servers). Default: true for api.openai.com,
+    false for any other host.
+    """
     @_builtins.property
     def credential(self) -> Global___Credential:
         """The provider credential injected upstream. The client's own credential never is."""
@@ -813,12 +819,15 @@ class Backend(_message.Message):
         omit_stream_options: _builtins.bool = ...,
         default_max_tokens: _builtins.int = ...,
         api_version: _builtins.str = ...,
+        responses_api: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "credential", b"credential", "tls", b"tls"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_responses_api", b"_responses_api", "connect_timeout", b"connect_timeout", "credential", b"credential", "responses_api", b"responses_api", "tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "connect_timeout", b"connect_timeout", "credential", b"credential", "default_max_tokens", b"default_max_tokens", "headers", b"headers", "name", b"name", "omit_stream_options", b"omit_stream_options", "schema", b"schema", "tls", b"tls", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_responses_api", b"_responses_api", "api_version", b"api_version", "connect_timeout", b"connect_timeout", "credential", b"credential", "default_max_tokens", b"default_max_tokens", "headers", b"headers", "name", b"name", "omit_stream_options", b"omit_stream_options", "responses_api", b"responses_api", "schema", b"schema", "tls", b"tls", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__responses_api: _TypeAlias = _typing.Literal["responses_api"]  # noqa: Y015
+    _WhichOneofArgType__responses_api: _TypeAlias = _typing.Literal["_responses_api", b"_responses_api"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__responses_api) -> _WhichOneofReturnType__responses_api | None: ...
 
 Global___Backend: _TypeAlias = Backend  # noqa: Y015
 
