@@ -169,7 +169,6 @@ def conversations(ctx: Context) -> st.ConversationSettings:
         max_total_bytes=source.max_total_bytes,
         max_entries=source.max_entries,
         redis=store,
-        fail_open=source.fail_open,
         disabled=bool(because),
         disabled_because=because,
     )

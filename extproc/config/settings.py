@@ -104,7 +104,6 @@ class ConversationSettings:
     max_total_bytes: int  # the in-process store's
     max_entries: int  # the in-process store's
     redis: Redis | None  # None: in the service's memory
-    fail_open: bool
     # No state kept; why, for the error a request continuing a conversation gets.
     disabled: bool
     disabled_because: str

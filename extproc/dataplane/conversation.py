@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from extproc.accounting.usage import Meter
 from extproc.apis import ApiError, Endpoint, Kind, Schema
 from extproc.config.runtime import Route
 from extproc.config.settings import ConversationSettings
@@ -137,6 +138,18 @@ def turn(memory: Memory, request: dict[str, Any], answer: bytes | None, now: flo
         output_start=len(given),
         response=response,
     )
+
+
+def owned(
+    request: dict[str, Any], model: str, backend: str, meter: Meter | None, now: float
+) -> Turn | None:
+    """The record of an answer its backend keeps (`store`), whose id the meter read: the
+    tenant that made it may reach it through the gateway."""
+    answer = meter.body if meter is not None else None
+    response_id = answer.get("id") if answer is not None else None
+    if request.get("store") is False or type(response_id) is not str or not valid_id(response_id):
+        return None
+    return Turn(response_id, model, int(now), (), 0, 0, {"backend": backend}, native=True)
 
 
 # -- GET and DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items ----------------

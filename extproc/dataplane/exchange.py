@@ -55,13 +55,13 @@ from extproc.dataplane.decisions import (
 from extproc.dataplane.reader import JsonReader, StreamReader
 from extproc.dataplane.response import Reading, answer, reads_response
 from extproc.dataplane.stages import Answer, Arrival, Line, Outcome, Plan
-from extproc.dataplane.upstream import first_attempt
+from extproc.dataplane.upstream import backend_headers, first_attempt
 from extproc.digits import strict_int
 from extproc.drift import DriftMonitor
 from extproc.identity import identify, without_params
 from extproc.policy.engine import Decisions, Redactions
 from extproc.routing import Routed
-from extproc.state.turns import Turn
+from extproc.state.turns import Turn, valid_id
 from extproc.translate.translation import Stream
 
 JSON_HEADERS = [("content-type", "application/json")]
@@ -297,17 +297,16 @@ class Exchange:
         if isinstance(tenant, ApiError):
             return self.error(tenant)
         self.arrival = Arrival(line, served, query, STORED_RESPONSE, tenant, None, False, False)
+        if self.runtime.conversations.disabled or not valid_id(response_id):
+            return self._not_held(response_id)
         self._stored = (response_id, dict(parse_qsl(query)) if items else None)
-        effect: Effect
-        if line.method == "DELETE":
-            effect = DeleteState(tenant.name, response_id)
-        else:
-            effect = LoadState(tenant.name, response_id)
-        self._asked = effect
-        return effect
+        self._asked = LoadState(tenant.name, response_id)
+        return self._asked
 
-    def _stored_answer(self, result: Result) -> Decision:
-        assert self._stored is not None
+    def _stored_answer(self, result: Result) -> Decision | Effect:
+        """GET or DELETE of a kept answer, once the store answered: the gateway's own
+        answered here, a backend's forwarded to it for the tenant that made it."""
+        assert self._stored is not None and self.arrival is not None
         response_id, page = self._stored
         if isinstance(result, Unavailable):
             return self.error(
@@ -318,16 +317,56 @@ class Exchange:
                 )
             )
         if isinstance(result, Deleted):
+            if self._forward is not None:
+                return self._forward  # the backend's: deleted there too
             if not result.existed:
-                return self.error(conversation.not_found(response_id))
+                return self._not_held(response_id)
             return self._reply((200, conversation.deleted(response_id)))
         assert isinstance(result, Loaded)
-        if not isinstance(result.turn, Turn):
-            return self.error(conversation.not_found(response_id))
+        turn = result.turn
+        if not isinstance(turn, Turn):
+            return self._not_held(response_id)
+        deleting = self.line.method == "DELETE"
+        if turn.native:
+            forward = self._to_backend(turn)
+            if forward is None:
+                return self._not_held(response_id)
+            if not deleting:
+                return forward
+            self._forward = forward
+        if deleting:
+            self._asked = DeleteState(self.arrival.tenant.name, response_id)
+            return self._asked
         if page is None:
-            return self._reply((200, result.turn.response))
-        listed = conversation.listed(result.turn, page)
+            return self._reply((200, turn.response))
+        listed = conversation.listed(turn, page)
         return self._reply(listed if isinstance(listed, ApiError) else (200, listed))
+
+    def _not_held(self, response_id: str) -> Reply:
+        return self.error(conversation.not_found(response_id))
+
+    def _to_backend(self, turn: Turn) -> Continue | None:
+        """The request, as it came, for the backend that keeps the answer (None: the
+        config no longer has it)."""
+        arrival = self.arrival
+        assert arrival is not None
+        backend = self.runtime.backends.get(str(turn.response.get("backend")))
+        if (
+            backend is None
+            or backend.speaks(Schema.OPENAI_RESPONSES) is not Schema.OPENAI_RESPONSES
+        ):
+            return None
+        query = f"?{arrival.query}" if arrival.query else ""
+        decision = Continue(clear_route_cache=True)
+        if not self.runtime.external_envoy:
+            decision.set_headers.append((names.ROUTE_HEADER, backend.cluster))
+        decision.set_headers.extend(
+            backend_headers(backend, arrival.served_path.removeprefix("/v1") + query, "")
+        )
+        decision.remove_headers.extend(self.runtime.client_credential_headers)
+        decision.metadata = {"backend": backend.name, "tenant": arrival.tenant.name}
+        self.forwarded = True
+        return decision
 
     def _next(self) -> Decision | Effect:
         """The next effect to ask for, or the request on its way."""
@@ -432,10 +471,20 @@ class Exchange:
         # A stream whose body ended without its final event is no complete answer.
         self.response_complete = meter is None or meter.complete
         memory = self.plan.memory
-        if memory is not None and memory.keep and self.status == 200 and self.response_complete:
-            self.turn = conversation.turn(
-                memory, self.plan.request, _answer_of(reader), self.clock()
-            )
+        if self.status == 200 and self.response_complete:
+            if memory is not None and memory.keep:
+                self.turn = conversation.turn(
+                    memory, self.plan.request, _answer_of(reader), self.clock()
+                )
+            elif self.arrival.endpoint.kind is Kind.RESPONSES and self.answer.translation is None:
+                # Its backend keeps it: whose it is, for GET and DELETE.
+                self.turn = conversation.owned(
+                    self.plan.request,
+                    self.plan.model,
+                    self.answer.backend.name,
+                    meter,
+                    self.clock(),
+                )
         self.settle_usage()
 
     # -- accounting -----------------------------------------------------------------

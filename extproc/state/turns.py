@@ -58,6 +58,10 @@ class Turn:
     input_start: int  # where this request's own input items begin in items
     output_start: int  # where this response's output items begin
     response: dict[str, Any]  # the response object as GET /v1/responses/{id} returns it
+    # A response its backend keeps (it takes the Responses API as it is): only whose it
+    # is, so that GET and DELETE reach the backend for that tenant alone; `response`
+    # then names the backend ({"backend": name}) and there are no items.
+    native: bool = False
 
     @property
     def input_items(self) -> tuple[dict[str, Any], ...]:
@@ -102,6 +106,7 @@ def encode(turn: Turn | Dropped) -> bytes:
             "in": turn.input_start,
             "out": turn.output_start,
             "response": turn.response,
+            **({"native": True} if turn.native else {}),
         }
     )
 
@@ -133,7 +138,9 @@ def decode(value: bytes, response_id: str) -> Turn | Dropped | None:
         or not isinstance(response, dict)
     ):
         return None
-    return Turn(response_id, model, at, tuple(items), start, end, response)
+    return Turn(
+        response_id, model, at, tuple(items), start, end, response, data.get("native") is True
+    )
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -541,7 +541,6 @@ def test_conversations_default_to_a_bounded_in_process_store() -> None:
         max_total_bytes=256 * 1024 * 1024,
         max_entries=100_000,
         redis=None,
-        fail_open=False,
         disabled=False,
         disabled_because="",
     )
@@ -550,14 +549,14 @@ def test_conversations_default_to_a_bounded_in_process_store() -> None:
 def test_conversations_in_redis_keep_their_own_keys() -> None:
     loaded = load_text(
         MINIMAL
-        + "conversations: {ttl: 90m, max_items: 50, max_bytes: 65536, fail_open: true,"
+        + "conversations: {ttl: 90m, max_items: 50, max_bytes: 65536,"
         + " redis: {url: 'redis://r', timeout: 100ms}}\n"
         + "cache: {redis: {url: 'redis://r'}}"
     )
     settings = loaded.conversations
     assert settings.bounds == Bounds(ttl=5400, max_items=50, max_bytes=65536)
     assert settings.redis == Redis("redis://r", "extproc:responses:", 0.1, "")
-    assert settings.fail_open and not settings.disabled
+    assert not settings.disabled
     assert loaded.cache.redis is not None and loaded.cache.redis.key_prefix == "extproc:cache:"
     # In Redis, the in-process total does not bound one conversation.
     assert not load_text(

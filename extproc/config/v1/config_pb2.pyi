@@ -242,7 +242,6 @@ class Conversations(_message.Message):
     MAX_TOTAL_BYTES_FIELD_NUMBER: _builtins.int
     MAX_ENTRIES_FIELD_NUMBER: _builtins.int
     REDIS_FIELD_NUMBER: _builtins.int
-    FAIL_OPEN_FIELD_NUMBER: _builtins.int
     DISABLED_FIELD_NUMBER: _builtins.int
     max_items: _builtins.int
     """Items (messages, tool calls and their outputs, reasoning) in one conversation; a
@@ -259,12 +258,6 @@ class Conversations(_message.Message):
     max_entries: _builtins.int
     """In-process store: responses kept at once (each costs some hundred bytes of
     bookkeeping beyond its stored size). Default 100000.
-    """
-    fail_open: _builtins.bool
-    """When Redis cannot be reached: false (the default) refuses requests that store or
-    continue a conversation with 503; true serves requests without
-    previous_response_id statelessly (their responses are not kept), and still refuses
-    one continuing a conversation with 503.
     """
     disabled: _builtins.bool
     """Keep no conversation state: `store` is ignored, `previous_response_id` is refused with
@@ -294,12 +287,11 @@ class Conversations(_message.Message):
         max_total_bytes: _builtins.int = ...,
         max_entries: _builtins.int = ...,
         redis: Global___RedisStore | None = ...,
-        fail_open: _builtins.bool = ...,
         disabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["redis", b"redis", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled", b"disabled", "fail_open", b"fail_open", "max_bytes", b"max_bytes", "max_entries", b"max_entries", "max_items", b"max_items", "max_total_bytes", b"max_total_bytes", "redis", b"redis", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled", b"disabled", "max_bytes", b"max_bytes", "max_entries", b"max_entries", "max_items", b"max_items", "max_total_bytes", b"max_total_bytes", "redis", b"redis", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

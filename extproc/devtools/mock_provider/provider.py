@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
+from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -53,6 +54,9 @@ def _error(schema: str, status: int, message: str) -> web.Response:
 
 class MockProvider:
     def __init__(self) -> None:
+        # Responses API answers kept for GET and DELETE /responses/{id}, as OpenAI keeps
+        # them (`store`), the oldest dropped past a thousand.
+        self.kept: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.requests = 0
         # Chat and messages answers served in full, by the request's x-mock-tag:
         # [answers, prompt tokens, completion tokens] (GET /mock/stats), so a soak can
@@ -98,6 +102,9 @@ class MockProvider:
                     "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock"}],
                 }
             )
+        kept_id = path.rpartition("/responses/")[2]
+        if "/responses/" in path and kept_id != "input_tokens":
+            return self._kept(request.method, kept_id)
         if request.method != "POST":
             return _error(schema, 405, "method not allowed")
         raw = await request.read()
@@ -118,7 +125,10 @@ class MockProvider:
         if path.endswith("/chat/completions"):
             return await openai_api.chat(request, body, cut_after, number, served)
         if path.endswith("/responses"):
-            return await responses_api.responses(request, body, cut_after, number, served)
+            response = await responses_api.responses(request, body, cut_after, number, served)
+            if body.get("store") is not False and isinstance(response, web.Response):
+                self._keep(response)
+            return response
         if path.endswith("/responses/input_tokens"):
             return responses_api.input_tokens(request, body)
         if path.endswith("/messages/count_tokens"):
@@ -130,6 +140,27 @@ class MockProvider:
         if path.endswith("/completions"):
             return await openai_api.completions(request, body, cut_after, number)
         return _error(schema, 404, f"unknown path {path}")
+
+    def _keep(self, response: web.Response) -> None:
+        if response.body is None or response.status != 200:
+            return
+        whole = orjson.loads(response.body)  # type: ignore[arg-type]
+        self.kept[whole["id"]] = whole
+        while len(self.kept) > 1000:
+            self.kept.popitem(last=False)
+
+    def _kept(self, method: str, response_id: str) -> web.Response:
+        whole = self.kept.get(response_id)
+        if whole is None:
+            return _error("openai", 404, f"No response found with id '{response_id}'.")
+        if method == "DELETE":
+            del self.kept[response_id]
+            return web.json_response(
+                {"id": response_id, "object": "response.deleted", "deleted": True}
+            )
+        if method != "GET":
+            return _error("openai", 405, "method not allowed")
+        return web.json_response(whole)
 
 
 def run(host: str, port: int, *, cert_file: str | None = None, key_file: str | None = None) -> None:
