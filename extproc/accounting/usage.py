@@ -3,7 +3,8 @@
 Providers report usage in different places: an OpenAI JSON body's `usage`, the last
 chunk of an OpenAI stream (when `stream_options.include_usage` is set), an Anthropic
 `message_start` event (input) followed by `message_delta` events (output, and in newer
-API versions updated input and cache counts), each field replacing the previous value.
+API versions updated input and cache counts), each field replacing the previous value,
+and the response object of a Responses API answer, or of the event ending its stream.
 A `Meter` is fed whatever the response carries and keeps what was reported plus the
 output text, so a response without usage, or a stream cut short, can still be counted
 with the offline tokenizer and marked as estimated.
@@ -11,6 +12,7 @@ with the offline tokenizer and marked as estimated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +95,34 @@ def openai_usage(usage: Any) -> dict[str, int]:
     return found
 
 
+def responses_usage(usage: Any) -> dict[str, int]:
+    """Normalised fields of a Responses API `usage` object: its `input_tokens` counts the
+    tokens read from and written to the prompt cache, as the normalised one does."""
+    if not isinstance(usage, dict):
+        return {}
+    found: dict[str, int] = {}
+    for name in ("input_tokens", "output_tokens"):
+        value = _int(usage.get(name))
+        if value is not None:
+            found[name] = value
+    details = usage.get("input_tokens_details")
+    if isinstance(details, dict):
+        for source, target in (
+            ("cached_tokens", "cached_input_tokens"),
+            ("cache_write_tokens", "cache_creation_input_tokens"),
+        ):
+            value = _int(details.get(source))
+            if value is not None:
+                found[target] = value
+    details = usage.get("output_tokens_details")
+    if (
+        isinstance(details, dict)
+        and (reasoning := _int(details.get("reasoning_tokens"))) is not None
+    ):
+        found["reasoning_tokens"] = reasoning
+    return found
+
+
 _ANTHROPIC_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -151,6 +181,14 @@ def _prompt_texts(kind: Kind, body: dict[str, Any]) -> tuple[list[str], int]:
         messages = body.get("messages")
         added = _PER_REQUEST + _PER_MESSAGE * (len(messages) if isinstance(messages, list) else 0)
         texts += [orjson.dumps(tool).decode() for tool in body.get("tools") or ()]
+    elif kind is Kind.RESPONSES:
+        # The input items are the messages (a string input is one), and the instructions
+        # a system message before them.
+        items = body.get("input")
+        turns = len(items) if isinstance(items, list) else int(isinstance(items, str))
+        turns += isinstance(body.get("instructions"), str)
+        added = _PER_REQUEST + _PER_MESSAGE * turns
+        texts += [orjson.dumps(tool).decode() for tool in body.get("tools") or ()]
     return texts, added
 
 
@@ -177,6 +215,20 @@ def prompt_bound(kind: Kind, body: dict[str, Any]) -> int:
 # Where a streamed delta carries output text (counted when usage is missing).
 _DELTA_TEXTS = frozenset(("content", "reasoning_content", "refusal"))
 _BLOCK_TEXTS = frozenset(("text", "partial_json", "thinking"))
+# Responses API events whose `delta` is output text (refusals, tool arguments, reasoning).
+_RESPONSES_DELTAS = frozenset(
+    (
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_text.delta",
+    )
+)
+# The events ending a Responses API stream; each carries the whole response object.
+_RESPONSES_ENDS = frozenset(("response.completed", "response.incomplete", "response.failed"))
+# A Responses API answer's statuses for an answer that ended (failed: ended without one).
+_RESPONSES_DONE = frozenset(("completed", "incomplete"))
 
 
 @dataclass(slots=True)
@@ -191,7 +243,8 @@ class Meter:
     texts: list[str] = field(default_factory=list)
     # The whole JSON body, kept to count its output text only when usage is missing.
     body: dict[str, Any] | None = None
-    # The stream's last event arrived (message_stop / [DONE]); at the stream's end, the
+    # The stream's last event arrived (message_stop / [DONE] / response.completed, or
+    # another event ending a Responses stream); at the stream's end, the
     # reader also sets it for an answer complete without one (reader.StreamReader).
     complete: bool = False
     # The stream carried the gateway-requested usage-only chunk.
@@ -201,6 +254,10 @@ class Meter:
     finished: set[Any] = field(default_factory=set)
     # Anthropic streams: a message_delta carried the stop_reason.
     stopped: bool = False
+    # Responses API streams: the sequence number after the last event's, and the response
+    # as `response.created` gave it (to end a cut stream as the API numbers and names it).
+    sequence: int = 0
+    created: dict[str, Any] | None = None
 
     def json(self, body: dict[str, Any]) -> None:
         self.body = body
@@ -208,8 +265,21 @@ class Meter:
         if self.api is Schema.ANTHROPIC:
             anthropic_fields(body.get("usage"), self._anthropic)
             self.reported = anthropic_usage(self._anthropic)
+        elif self.api is Schema.OPENAI_RESPONSES:
+            # A queued or in-progress response (a background one) is no answer yet.
+            self.complete = body.get("status") in _RESPONSES_DONE
+            self.reported = responses_usage(body.get("usage"))
         else:
             self.reported = openai_usage(body.get("usage"))
+
+    def event_reader(self) -> Callable[[dict[str, Any]], None]:
+        """The method reading one parsed stream event of this meter's API (chosen once per
+        stream: the reader calls it for every event)."""
+        if self.api is Schema.ANTHROPIC:
+            return self.anthropic_event
+        if self.api is Schema.OPENAI_RESPONSES:
+            return self.responses_event
+        return self.openai_chunk
 
     def openai_chunk(self, chunk: dict[str, Any]) -> None:
         usage = chunk.get("usage")
@@ -273,10 +343,31 @@ class Meter:
         elif kind == "message_stop":
             self.complete = True
 
+    def responses_event(self, event: dict[str, Any]) -> None:
+        """A Responses API event: text deltas, nearly every event, are only kept; usage and
+        the answer's end come with the event ending the stream."""
+        kind = event.get("type")
+        sequence = event.get("sequence_number")
+        if type(sequence) is int:
+            self.sequence = sequence + 1
+        if kind in _RESPONSES_DELTAS:
+            if isinstance(text := event.get("delta"), str) and text:
+                self.texts.append(text)
+        elif kind in _RESPONSES_ENDS:
+            response = event.get("response")
+            if isinstance(response, dict) and (usage := response.get("usage")) is not None:
+                self.reported = responses_usage(usage)
+            self.stopped = self.complete = True
+        elif kind == "response.created" and self.created is None:
+            response = event.get("response")
+            self.created = response if isinstance(response, dict) else {}
+
     def answered(self) -> bool:
         """Whether the answer itself ended, its stream's last event or not: every choice
-        seen has its finish_reason (OpenAI), the stop_reason arrived (Anthropic)."""
-        if self.api is Schema.ANTHROPIC:
+        seen has its finish_reason (OpenAI), the stop_reason arrived (Anthropic). A
+        Responses API answer ends with its stream's last event only: that event carries
+        the whole response, which no one can write for a provider that never sent it."""
+        if self.api is Schema.ANTHROPIC or self.api is Schema.OPENAI_RESPONSES:
             return self.stopped
         return bool(self.choices) and self.choices <= self.finished
 

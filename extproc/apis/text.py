@@ -12,6 +12,8 @@ import orjson
 from extproc.apis import Kind, Schema
 from extproc.apis.anthropic_fields import BLOCKS
 from extproc.apis.openai_fields import PARTS
+from extproc.apis.responses_fields import ITEMS as RESPONSES_ITEMS
+from extproc.apis.responses_fields import PARTS as RESPONSES_PARTS
 
 # OpenAI roles onto the policy roles.
 _OPENAI_ROLES = {
@@ -225,6 +227,8 @@ def _request(kind: Kind, body: dict[str, Any], emit: Emit, unread: list[Unread] 
             else:
                 at = ("messages", index, "content")
                 _request_blocks(role, message.get("content"), emit, unread, at)
+    elif kind is Kind.RESPONSES:
+        _responses_request(body, emit, unread)
     elif kind is Kind.CHAT:
         for index, message in enumerate(body.get("messages") or ()):
             if not isinstance(message, dict):
@@ -239,6 +243,71 @@ def _request(kind: Kind, body: dict[str, Any], emit: Emit, unread: list[Unread] 
 
 
 _ANTHROPIC_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
+# Responses API content parts carrying text, by the field that holds it; the other
+# published types (images, files) hold none a policy can read.
+_RESPONSES_TEXTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
+# Reasoning items' parts: the summary's and the reasoning text's.
+_REASONING_TEXTS = frozenset(("summary_text", "reasoning_text"))
+
+
+def _responses_request(body: dict[str, Any], emit: Emit, unread: list[Unread] | None) -> None:
+    """The instructions (the system's), and the input: a string (the user's) or items;
+    messages by role, function calls' arguments (the assistant's JSON text), their outputs
+    (the tool's), reasoning summaries. Items of OpenAI's own tools hold text the gateway
+    does not read: unread, as an unknown type is. An item reference holds no text here."""
+    if isinstance(body.get("instructions"), str):
+        emit("system", body, "instructions")
+    items = body.get("input")
+    if isinstance(items, str):
+        emit("user", body, "input")
+        return
+    for index, item in enumerate(items if isinstance(items, list) else ()):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")  # a message may leave its type out
+        if kind == "message":
+            role = _OPENAI_ROLES.get(str(item.get("role")), "user")
+            _response_parts(role, item, "content", emit, unread, index)
+        elif kind == "function_call":
+            if isinstance(item.get("arguments"), str):
+                emit("assistant", item, "arguments")
+        elif kind == "function_call_output":
+            _response_parts("tool", item, "output", emit, unread, index)
+        elif kind == "reasoning":
+            for key in ("summary", "content"):
+                parts = item.get(key)
+                for at, part in enumerate(parts if isinstance(parts, list) else ()):
+                    if not isinstance(part, dict):
+                        continue
+                    if part.get("type") not in _REASONING_TEXTS:
+                        if unread is not None:
+                            path = ("input", index, key, at)
+                            unread.append(Unread("assistant", path, str(part.get("type"))))
+                    elif isinstance(part.get("text"), str):
+                        emit("assistant", part, "text")
+        elif unread is not None and (type(kind) is not str or kind not in RESPONSES_ITEMS):
+            role = _OPENAI_ROLES.get(str(item.get("role")), "user")
+            unread.append(Unread(role, ("input", index), str(kind)))
+
+
+def _response_parts(
+    role: str, item: dict[str, Any], key: str, emit: Emit, unread: list[Unread] | None, at: int
+) -> None:
+    """A Responses API item's content (or output): a string, or content parts."""
+    content = item.get(key)
+    if isinstance(content, str):
+        emit(role, item, key)
+        return
+    for index, part in enumerate(content if isinstance(content, list) else ()):
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        field = _RESPONSES_TEXTS.get(kind) if type(kind) is str else None
+        if field is not None:
+            if isinstance(part.get(field), str):
+                emit(role, part, field)
+        elif unread is not None and (type(kind) is not str or kind not in RESPONSES_PARTS):
+            unread.append(Unread(role, ("input", at, key, index), str(kind)))
 
 
 def _tool_calls(message: dict[str, Any], emit: Emit) -> None:
@@ -257,11 +326,34 @@ def _blocks(role: str, content: Any, out: list[Slot]) -> None:
             out.append(Slot(role, block, "text"))
 
 
+def _output_items(output: Any, out: list[Slot]) -> None:
+    """A Responses API answer's output: its messages' text parts, its function calls'
+    arguments (JSON text)."""
+    for item in output if isinstance(output, list) else ():
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "message":
+            content = item.get("content")
+            for part in content if isinstance(content, list) else ():
+                if (
+                    isinstance(part, dict)
+                    and part.get("type") == "output_text"
+                    and type(part.get("text")) is str
+                ):
+                    out.append(Slot("assistant", part, "text"))
+        elif kind == "function_call" and type(item.get("arguments")) is str:
+            out.append(Slot("assistant", item, "arguments", json_text=True))
+
+
 def response_slots(api: Schema, kind: Kind, body: dict[str, Any]) -> list[Slot]:
     """Model output in a JSON response (the client's schema)."""
     slots: list[Slot] = []
     if api is Schema.ANTHROPIC:
         _blocks("assistant", body.get("content"), slots)
+        return slots
+    if api is Schema.OPENAI_RESPONSES:
+        _output_items(body.get("output"), slots)
         return slots
     for choice in body.get("choices") or ():
         if not isinstance(choice, dict):

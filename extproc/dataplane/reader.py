@@ -43,7 +43,9 @@ _INCOMPLETE = ApiError(
     "The provider ended the stream before the answer did; the answer is incomplete.",
     "stream_incomplete",
 )
-# The last event of a stream, by the provider's schema.
+# The last event of a stream, by the provider's schema. A Responses API stream has none
+# that can be written for the provider: its last event carries the whole response (items,
+# status, usage), so a stream without it is cut (Meter.answered()).
 _TERMINAL = {
     Schema.OPENAI: Event(None, "[DONE]"),
     Schema.ANTHROPIC: Event("message_stop", '{"type":"message_stop"}'),
@@ -52,6 +54,42 @@ _INCOMPLETE_EVENTS = {
     Schema.OPENAI: [Event(None, _INCOMPLETE.body(Schema.OPENAI).decode()), Event(None, "[DONE]")],
     Schema.ANTHROPIC: [Event("error", _INCOMPLETE.body(Schema.ANTHROPIC).decode())],
 }
+# A Responses API client's cut stream ends as the API fails one, numbered after the last
+# event the client got: `error`, then `response.failed` (its error code one the API
+# publishes for a response).
+_FAILED = {"code": "server_error", "message": _INCOMPLETE.message}
+
+
+# What a response object needs when the provider's stream was cut before it said which.
+_NO_RESPONSE = {
+    "id": "",
+    "object": "response",
+    "created_at": 0,
+    "model": "",
+    "output": [],
+    "parallel_tool_calls": True,
+    "tool_choice": "auto",
+    "tools": [],
+}
+
+
+def _responses_incomplete(meter: Meter) -> list[tuple[Event, Any]]:
+    """The end of a Responses API stream the provider cut, from what the meter saw of it:
+    numbered after its last event, the response as `response.created` gave it."""
+    sequence = meter.sequence
+    error = {
+        "type": "error",
+        "code": _INCOMPLETE.code,
+        "message": _INCOMPLETE.message,
+        "param": None,
+        "sequence_number": sequence,
+    }
+    response = {**(meter.created or _NO_RESPONSE), "status": "failed", "error": _FAILED}
+    failed = {"type": "response.failed", "response": response, "sequence_number": sequence + 1}
+    return [
+        (Event("error", orjson.dumps(error).decode()), error),
+        (Event("response.failed", orjson.dumps(failed).decode()), failed),
+    ]
 
 
 class JsonReader:
@@ -124,7 +162,9 @@ class StreamReader:
         self.strip_usage = strip_usage
         self.translation = translation
         self.parser = Parser()
+        # `[DONE]` ends Chat Completions streams only.
         self.openai = meter.api is Schema.OPENAI
+        self.read_event = meter.event_reader()  # the meter's reader for this stream's API
         self.paths: set[str] | None = None  # as in JsonReader
         self.raw: list[bytes] | None = None
         # The client-facing event payloads, usage included, kept to store the answer in
@@ -190,10 +230,7 @@ class StreamReader:
         for event in events:
             payload = payload_of(event)
             if isinstance(payload, dict):
-                if self.openai:
-                    self.meter.openai_chunk(payload)
-                else:
-                    self.meter.anthropic_event(payload)
+                self.read_event(payload)
                 if self.paths is not None:
                     drift.event_paths(payload, self.paths)
             elif self.openai and event.data == "[DONE]":
@@ -231,12 +268,26 @@ class StreamReader:
 
     def _incomplete(self) -> bytes:
         """The end of a stream the provider cut short, in the client's schema."""
-        return b"".join(event.encode() for event in _INCOMPLETE_EVENTS[self.client])
+        if self.client is not Schema.OPENAI_RESPONSES:
+            return b"".join(event.encode() for event in _INCOMPLETE_EVENTS[self.client])
+        # A Responses API client's events are numbered: by the encoder that wrote them
+        # (which fails its stream itself), or as the provider numbered them; a policy
+        # filter numbers what it passes on, these too.
+        if self.translation is not None:
+            items = self.translation.cut(_INCOMPLETE.code, _INCOMPLETE.message)
+        else:
+            items = _responses_incomplete(self.meter)
+        if self.policy is not None:
+            events = self.policy.process(items, False)
+        else:
+            events = [event for event, _ in items]
+        return b"".join(event.encode() for event in events)
 
     def _feed_blocks(self, blocks: list[tuple[bytes | None, bytes, bytes]]) -> bytes | None:
         """feed() for the usual chunk (Parser.blocks) when no policy reads the stream and
         nothing collects it: the same meter, usage stripping and translation, on bytes."""
         meter, openai, translation = self.meter, self.openai, self.translation
+        read_event = self.read_event
         strip = self.strip_usage
         out: list[bytes] = []
         changed = False
@@ -249,10 +300,7 @@ class StreamReader:
                 data = data.decode("utf-8", "replace").encode()
                 payload = payload_of(Event(None, data.decode()))
             if isinstance(payload, dict):
-                if openai:
-                    meter.openai_chunk(payload)
-                else:
-                    meter.anthropic_event(payload)
+                read_event(payload)
             elif openai and data == b"[DONE]":
                 meter.complete = True
                 payload = "[DONE]"

@@ -194,6 +194,7 @@ _MAX_TOKEN_FIELDS = {
     Kind.CHAT: ("max_completion_tokens", "max_tokens"),
     Kind.COMPLETIONS: ("max_tokens",),
     Kind.MESSAGES: ("max_tokens",),
+    Kind.RESPONSES: ("max_output_tokens",),
 }
 
 
@@ -201,10 +202,12 @@ def _limits(
     policies: PolicySet, kind: Kind, body: dict[str, Any], texts: list[str], decisions: Decisions
 ) -> tuple[ApiError | None, bool]:
     changed = False
+    # A Responses request's messages are its input items (a string input is one message).
+    where = "input" if kind is Kind.RESPONSES else "messages"
     for policy in policies.policies:
         limits = policy.limits
         shadow = policy.shadow
-        messages = body.get("messages")
+        messages = body.get(where)
         if (
             limits.max_messages
             and isinstance(messages, list)
@@ -217,7 +220,7 @@ def _limits(
                     f"The request has {len(messages)} messages; "
                     f"policy '{policy.name}' allows {limits.max_messages}.",
                     "too_many_messages",
-                    "messages",
+                    where,
                 ), changed
         if limits.max_prompt_tokens:
             fits, exact = at_most(texts, limits.max_prompt_tokens)
@@ -230,7 +233,7 @@ def _limits(
                         f"The prompt {has} {limits.max_prompt_tokens} tokens, "
                         f"policy '{policy.name}''s limit.",
                         "prompt_too_long",
-                        "messages",
+                        where,
                     ), changed
         fields = _MAX_TOKEN_FIELDS.get(kind, ())
         present = [
@@ -256,7 +259,7 @@ def _decorate(policies: PolicySet, kind: Kind, body: dict[str, Any], decisions: 
     for policy in policies.policies:
         if not policy.prepend and not policy.append:
             continue
-        if kind not in (Kind.CHAT, Kind.MESSAGES):
+        if kind not in (Kind.CHAT, Kind.MESSAGES, Kind.RESPONSES):
             continue
         decisions.add(
             policy.name, "system_prompt", "system_prompt", "add", policy.shadow, "request"
@@ -271,6 +274,15 @@ def _decorate(policies: PolicySet, kind: Kind, body: dict[str, Any], decisions: 
                 + messages
                 + [{"role": "system", "content": text} for text in policy.append]
             )
+        elif kind is Kind.RESPONSES:
+            # The instructions are the system prompt, a string as Anthropic's may be.
+            instructions = body.get("instructions")
+            joined = _anthropic_system(
+                instructions if isinstance(instructions, str) else None,
+                policy.prepend,
+                policy.append,
+            )
+            body["instructions"] = joined
         else:
             body["system"] = _anthropic_system(body.get("system"), policy.prepend, policy.append)
     return changed

@@ -33,6 +33,11 @@ def filtered_response(api: Schema, kind: Kind, body: dict[str, Any]) -> dict[str
     """The response as the provider itself reports withheld output."""
     if api is Schema.ANTHROPIC:
         return {**body, "content": [], "stop_reason": "refusal", "stop_sequence": None}
+    if api is Schema.OPENAI_RESPONSES:
+        # As the Responses API ends an answer its content filter stopped: incomplete, for
+        # that reason; here with none of the output, as a blocked answer gets no text.
+        incomplete = {"reason": "content_filter"}
+        return {**body, "status": "incomplete", "incomplete_details": incomplete, "output": []}
     choices = []
     for choice in body.get("choices") or ():
         if not isinstance(choice, dict):

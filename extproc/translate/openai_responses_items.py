@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from extproc.accounting.usage import responses_usage
 from extproc.translate import hub
-from extproc.translate.hub import count, obj
+from extproc.translate.hub import obj
 
 # An incomplete response's reason, and the hub's stop for it (an unknown reason: cut short).
 INCOMPLETE = {"max_output_tokens": hub.Stop.MAX_TOKENS, "content_filter": hub.Stop.REFUSAL}
@@ -32,13 +33,16 @@ def status_of(stop: hub.Stop) -> tuple[str, dict[str, str] | None]:
 
 
 def read_usage(usage: dict[str, Any]) -> hub.Usage:
-    details = obj(usage.get("input_tokens_details"))
-    cached, written = count(details.get("cached_tokens")), count(details.get("cache_write_tokens"))
+    """The hub's counts (prompt tokens apart from those the prompt cache read or wrote)
+    from the fields the meter reads."""
+    found = responses_usage(usage)
+    cached = found.get("cached_input_tokens", 0)
+    written = found.get("cache_creation_input_tokens", 0)
     return hub.Usage(
-        input=max(0, count(usage.get("input_tokens")) - cached - written),
+        input=max(0, found.get("input_tokens", 0) - cached - written),
         cache_read=cached,
         cache_write=written,
-        output=count(usage.get("output_tokens")),
+        output=found.get("output_tokens", 0),
     )
 
 

@@ -138,6 +138,9 @@ class _Item:
     name: str = ""
 
 
+# A failed response's error codes the gateway may pass on (the API publishes a closed list,
+# the others about images and tools).
+_RESPONSE_ERRORS = frozenset(("server_error", "rate_limit_exceeded"))
 _HEAD = b"event: " + _TEXT_DELTA.encode() + b"\ndata: "
 _SEQUENCE = b',"sequence_number":'
 
@@ -364,12 +367,14 @@ class StreamEncoder:
         return out
 
     def _fail(self, code: str, message: str) -> list[hub.Out]:
-        """The stream's error, as an `error` event and the response failed; nothing after."""
+        """The stream's error, as an `error` event and the response failed; nothing after.
+        The `error` event carries any code; a response's error, only those the API
+        publishes for one (the SDKs type it so)."""
         self.finished = True
         self.message = self.reasoning = None
-        error = {"code": code, "message": message}
+        error = {"code": code if code in _RESPONSE_ERRORS else "server_error", "message": message}
         return [
-            self._event("error", {**error, "param": None}),
+            self._event("error", {"code": code, "message": message, "param": None}),
             self._event("response.failed", {"response": self._response("failed", error=error)}),
         ]
 

@@ -112,6 +112,16 @@ class Stream:
         return [_encoded(out) for out in self.encoder.events(events)]
 
 
+    def cut(self, code: str, message: str) -> list[Item]:
+        """The client's events ending a stream the provider cut short: its stream's error,
+        from the encoder, which knows what the client got (a Responses API client's
+        events are numbered)."""
+        if self.failed:
+            return []
+        self.failed = True
+        return [_item(out) for out in self.encoder.events([hub.StreamError(code, message)])]
+
+
 class Translation:
     """Client API `client` in front of a backend speaking `backend` (they differ)."""
 
