@@ -111,7 +111,6 @@ class Stream:
             events = [hub.TextDelta(text)]
         return [_encoded(out) for out in self.encoder.events(events)]
 
-
     def cut(self, code: str, message: str) -> list[Item]:
         """The client's events ending a stream the provider cut short: its stream's error,
         from the encoder, which knows what the client got (a Responses API client's
