@@ -61,12 +61,24 @@ ANTHROPIC_START = (
 )
 
 
+RESPONSES_DELTA = (
+    b"event: response.output_text.delta\n"
+    b'data: {"type":"response.output_text.delta","item_id":"msg_67ccd3acc8d48190a77525dc",'
+    b'"output_index":0,"content_index":0,"delta":" word","logprobs":[],"sequence_number":7}'
+    b"\n\n"
+)
+
+
 def openai_reader(strip_usage: bool) -> Callable[[], StreamReader]:
     return lambda: StreamReader(Meter(Schema.OPENAI, Kind.CHAT), None, strip_usage)
 
 
 def anthropic_reader() -> StreamReader:
     return StreamReader(Meter(Schema.ANTHROPIC, Kind.MESSAGES), None, False)
+
+
+def responses_reader() -> StreamReader:
+    return StreamReader(Meter(Schema.OPENAI_RESPONSES, Kind.RESPONSES), None, False)
 
 
 def to_openai() -> StreamReader:
@@ -86,6 +98,7 @@ CASES: list[tuple[str, Callable[[], StreamReader], bytes]] = [
     ("OpenAI, usage asked by the client (as it came)", openai_reader(False), openai_chunk(True)),
     ("OpenAI, no usage asked (as it came)", openai_reader(False), openai_chunk(False)),
     ("Anthropic (as it came)", anthropic_reader, ANTHROPIC_DELTA),
+    ("Responses API (as it came)", responses_reader, RESPONSES_DELTA),
     ("Anthropic -> OpenAI client", to_openai, ANTHROPIC_DELTA),
     ("OpenAI -> Anthropic client", to_anthropic, openai_chunk(True)),
 ]

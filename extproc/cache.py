@@ -4,7 +4,8 @@ An entry is the JSON answer the client received, stored under a key that covers
 everything that changes the answer: the backend, the upstream model, the endpoint, the
 request body after policy (without the fields that only change delivery: `stream`,
 `stream_options`) and the tenant, unless the entry is shared. A client that asks to
-stream gets a stored answer replayed as a well-formed stream of its API.
+stream gets a stored answer replayed as a well-formed stream of its API (a Responses
+API answer as its numbered events, each item's content in one delta).
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def key(scope: str, backend: str, upstream_model: str, endpoint: str, body: dict
 
 def cacheable(mode: CacheMode | None, body: dict[str, Any]) -> bool:
     """ALL caches every request; DETERMINISTIC those sampling at temperature 0; OFF and no
-    mode none."""
+    mode none. A Responses API request run in the background is answered before it is
+    done: never cached."""
+    if body.get("background") is True:
+        return False
     if mode is CacheMode.ALL:
         return True
     return (
@@ -161,6 +165,91 @@ def anthropic_stream(answer: dict[str, Any]) -> bytes:
     return b"".join(parts)
 
 
+class _Numbered:
+    """A Responses API stream being written: each event with its sequence number."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def add(self, kind: str, fields: dict[str, Any]) -> None:
+        payload = {"type": kind, **fields, "sequence_number": len(self.parts)}
+        self.parts.append(_sse(payload, kind))
+
+
+def _message_events(out: _Numbered, where: dict[str, Any], item: dict[str, Any]) -> None:
+    """A message's content parts: each added, its text (or refusal) in one delta, done."""
+    content = item.get("content")
+    for index, part in enumerate(content if isinstance(content, list) else ()):
+        if not isinstance(part, dict):
+            continue
+        at = {**where, "content_index": index}
+        refusal = part.get("type") == "refusal"
+        key = "refusal" if refusal else "text"
+        text = part.get(key) if isinstance(part.get(key), str) else ""
+        out.add("response.content_part.added", {**at, "part": {**part, key: ""}})
+        if refusal:
+            out.add("response.refusal.delta", {**at, "delta": text})
+            out.add("response.refusal.done", {**at, "refusal": text})
+        else:
+            out.add("response.output_text.delta", {**at, "delta": text, "logprobs": []})
+            out.add("response.output_text.done", {**at, "text": text, "logprobs": []})
+        out.add("response.content_part.done", {**at, "part": part})
+
+
+def _reasoning_events(out: _Numbered, where: dict[str, Any], item: dict[str, Any]) -> None:
+    summary = item.get("summary")
+    for index, part in enumerate(summary if isinstance(summary, list) else ()):
+        if not isinstance(part, dict):
+            continue
+        at = {**where, "summary_index": index}
+        text = part.get("text") if isinstance(part.get("text"), str) else ""
+        out.add("response.reasoning_summary_part.added", {**at, "part": {**part, "text": ""}})
+        out.add("response.reasoning_summary_text.delta", {**at, "delta": text})
+        out.add("response.reasoning_summary_text.done", {**at, "text": text})
+        out.add("response.reasoning_summary_part.done", {**at, "part": part})
+
+
+# An item as its `output_item.added` event gives it: before its content.
+_EMPTY: dict[str, dict[str, Any]] = {
+    "message": {"content": []},
+    "function_call": {"arguments": ""},
+    "reasoning": {"summary": []},
+}
+
+
+def responses_stream(answer: dict[str, Any]) -> bytes:
+    """A stored Responses API answer as the events of its stream, numbered: the response
+    created and in progress, each output item added, its content in one delta, done, and
+    the response completed (or incomplete) as stored."""
+    out = _Numbered()
+    started = {**answer, "status": "in_progress", "output": [], "usage": None}
+    started["incomplete_details"] = None
+    out.add("response.created", {"response": started})
+    out.add("response.in_progress", {"response": started})
+    output = answer.get("output")
+    for index, item in enumerate(output if isinstance(output, list) else ()):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        opened = {**item, **_EMPTY.get(str(kind), {})}
+        if "status" in item:
+            opened["status"] = "in_progress"
+        out.add("response.output_item.added", {"output_index": index, "item": opened})
+        where = {"item_id": item.get("id"), "output_index": index}
+        if kind == "message":
+            _message_events(out, where, item)
+        elif kind == "function_call":
+            arguments = item.get("arguments") if isinstance(item.get("arguments"), str) else ""
+            out.add("response.function_call_arguments.delta", {**where, "delta": arguments})
+            out.add("response.function_call_arguments.done", {**where, "arguments": arguments})
+        elif kind == "reasoning":
+            _reasoning_events(out, where, item)
+        out.add("response.output_item.done", {"output_index": index, "item": item})
+    ending = "response.incomplete" if answer.get("status") == "incomplete" else "response.completed"
+    out.add(ending, {"response": answer})
+    return b"".join(out.parts)
+
+
 def replay(api: Schema, stored: bytes, stream: bool, include_usage: bool) -> tuple[bytes, str]:
     """The reply body and its content type for a stored answer."""
     if not stream:
@@ -168,6 +257,8 @@ def replay(api: Schema, stored: bytes, stream: bool, include_usage: bool) -> tup
     answer = orjson.loads(stored)
     if api is Schema.ANTHROPIC:
         return anthropic_stream(answer), "text/event-stream"
+    if api is Schema.OPENAI_RESPONSES:
+        return responses_stream(answer), "text/event-stream"
     return openai_stream(answer, include_usage), "text/event-stream"
 
 
@@ -253,8 +344,24 @@ def _anthropic_answer(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     return message
 
 
+def _responses_answer(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The response its stream's last event carries: the answer whole, usage included."""
+    for event in reversed(events):
+        if event.get("type") in ("response.completed", "response.incomplete"):
+            response = event.get("response")
+            if isinstance(response, dict) and isinstance(response.get("usage"), dict):
+                return response
+            return None
+    return None
+
+
 def assemble(api: Schema, payloads: list[dict[str, Any]]) -> bytes | None:
     """The JSON answer a complete stream amounts to (to store it), or None when the stream
     cannot be stored (several choices, no usage, unknown block types)."""
-    answer = _anthropic_answer(payloads) if api is Schema.ANTHROPIC else _openai_answer(payloads)
+    if api is Schema.ANTHROPIC:
+        answer = _anthropic_answer(payloads)
+    elif api is Schema.OPENAI_RESPONSES:
+        answer = _responses_answer(payloads)
+    else:
+        answer = _openai_answer(payloads)
     return orjson.dumps(answer) if answer is not None else None

@@ -27,6 +27,7 @@ _KINDS = {
     "/messages": Kind.MESSAGES,
     "/embeddings": Kind.EMBEDDINGS,
     "/completions": Kind.COMPLETIONS,
+    "/responses": Kind.RESPONSES,
 }
 
 
@@ -41,14 +42,12 @@ def _shape_and_usage(api: Schema, kind: Kind, response: Any) -> tuple[set[str], 
     meter = Meter(api, kind)
     found: set[str] = set()
     if isinstance(response, dict) and isinstance(response.get("events"), list):
+        read = meter.event_reader()
         for event in response["events"]:
             if not isinstance(event, dict):
                 continue
             drift.event_paths(event, found)
-            if api is Schema.OPENAI:
-                meter.openai_chunk(event)
-            else:
-                meter.anthropic_event(event)
+            read(event)
     elif isinstance(response, dict):
         found = drift.paths(response)
         meter.json(response)

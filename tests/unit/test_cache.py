@@ -145,3 +145,85 @@ def test_a_complete_anthropic_stream_is_stored_as_its_message() -> None:
     assert message["usage"]["output_tokens"] == 89 and message["usage"]["input_tokens"] == 480
     # Cut before its end: not stored.
     assert cache.assemble(Schema.ANTHROPIC, events_of("anthropic_stream.sse")[:5]) is None
+
+
+def sdk_stream(body: bytes) -> Any:
+    """A Responses API stream as the SDK's `responses.stream` reads it: every event
+    validated against its type, numbered in order; the final response."""
+    import openai
+    from openai.lib.streaming.responses._responses import ResponseStreamState
+    from openai.types.responses import ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    adapter = TypeAdapter(ResponseStreamEvent)
+    events = [adapter.validate_json(e.data) for e in Parser().feed(body)]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    state = ResponseStreamState(input_tools=openai.omit, text_format=openai.omit)
+    for event in events:
+        state.handle_event(event)
+    return events, state._completed_response
+
+
+RESPONSES_CALL = {
+    "type": "function_call",
+    "id": "fc_1",
+    "call_id": "call_1",
+    "name": "get_weather",
+    "arguments": '{"city": "Paris"}',
+    "status": "completed",
+}
+
+
+@pytest.mark.parametrize("extra", [[], [RESPONSES_CALL]])
+def test_a_stored_responses_answer_replays_as_the_stream_the_sdk_reads(extra: list[Any]) -> None:
+    answer = orjson.loads((DATA / "openai_responses.json").read_bytes())
+    answer["output"] += extra
+    # (The pinned SDK's types require the cache write count, newer than the fixture.)
+    answer["usage"]["input_tokens_details"]["cache_write_tokens"] = 0
+    stored = orjson.dumps(answer)
+    body, content_type = cache.replay(Schema.OPENAI_RESPONSES, stored, True, False)
+    assert content_type == "text/event-stream"
+    events, final = sdk_stream(body)
+    assert [e.type for e in events][:3] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+    ]
+    assert events[-1].type == "response.completed"
+    # The SDK's final response is the stored one, item for item.
+    assert final is not None
+    assert final.model_dump(exclude_none=True)["output"] == [
+        type(final).model_validate(answer).model_dump(exclude_none=True)["output"][i]
+        for i in range(len(answer["output"]))
+    ]
+    assert final.output_text == answer["output"][1]["content"][0]["text"]
+    deltas = [e.type for e in events if e.type.endswith(".delta")]
+    assert deltas == [
+        "response.reasoning_summary_text.delta",
+        "response.output_text.delta",
+        *(["response.function_call_arguments.delta"] if extra else []),
+    ]
+    incomplete = {
+        **answer,
+        "status": "incomplete",
+        "incomplete_details": {"reason": "max_output_tokens"},
+    }
+    body, _ = cache.replay(Schema.OPENAI_RESPONSES, orjson.dumps(incomplete), True, False)
+    assert sdk_stream(body)[0][-1].type == "response.incomplete"
+
+
+def test_a_complete_responses_stream_is_stored_as_its_response() -> None:
+    events = events_of("openai_responses_stream.sse")
+    stored = cache.assemble(Schema.OPENAI_RESPONSES, events)
+    assert stored is not None
+    assert orjson.loads(stored) == events[-1]["response"]
+    # Cut before its end, or ended without usage: not stored.
+    assert cache.assemble(Schema.OPENAI_RESPONSES, events[:-1]) is None
+    no_usage = {**events[-1], "response": {**events[-1]["response"], "usage": None}}
+    assert cache.assemble(Schema.OPENAI_RESPONSES, [*events[:-1], no_usage]) is None
+
+
+def test_a_background_response_is_never_cached() -> None:
+    body = {"model": "m", "input": "hi", "temperature": 0}
+    assert cache.cacheable(CacheMode.DETERMINISTIC, body)
+    assert not cache.cacheable(CacheMode.ALL, {**body, "background": True})

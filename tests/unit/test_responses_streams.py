@@ -3,6 +3,7 @@ split anywhere; what the client gets read back with the SDK's own types and stat
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -14,6 +15,7 @@ from pydantic import TypeAdapter
 
 from extproc.accounting.usage import Meter
 from extproc.apis import Endpoint, Kind, Schema
+from extproc.control.replay import compare
 from extproc.dataplane.reader import StreamReader
 from extproc.devtools.mock_provider.replies import sse
 from extproc.devtools.mock_provider.responses_api import _events, _response, _usage
@@ -260,3 +262,39 @@ def test_the_responses_api_gets_its_filters() -> None:
     assert json is not None
     blocked = json.process(_response(REQUEST, "resp_1", "completed", [message(BLOCKED)], None))
     assert blocked is not None and orjson.loads(blocked)["status"] == "incomplete"
+
+
+def test_replay_compares_responses_streams_by_shape_and_usage() -> None:
+    parser = Parser()
+    events = [orjson.loads(e.data) for e in parser.feed(stream(message(TEXT)))]
+    captured = {
+        "upstream_api": "openai_responses",
+        "upstream_endpoint": "/responses",
+        "status": 200,
+        "response": {"events": events},
+    }
+    assert compare(captured, 200, {"events": events}) == []
+    more = [*events[:-1], orjson.loads(orjson.dumps(events[-1]))]
+    more[-1]["response"]["usage"]["output_tokens"] = 9
+    assert compare(captured, 200, {"events": more}) == ["usage input/output 12/5 -> 12/9"]
+    answer = events[-1]["response"]
+    captured_json = {**captured, "response": answer}
+    assert compare(captured_json, 200, answer) == []
+
+
+def test_a_responses_stream_with_several_items_says_the_same_through_a_policy() -> None:
+    """The output rules hold text back (deltas merge, events are renumbered); what the
+    client reads of each item is what the provider wrote."""
+    raw = Path(__file__).parent.parent / "data" / "responses" / "openai_responses_stream.sse"
+    # (The pinned SDK's types require the cache write count, newer than the fixture.)
+    raw_bytes = raw.read_bytes().replace(
+        b'"cached_tokens":64}', b'"cached_tokens":64,"cache_write_tokens":0}'
+    )
+    _, want = sdk_read(raw_bytes)
+    assert want is not None
+    outputs = {filtered(raw_bytes, cuts, Redactions()) for cuts in every_split(raw_bytes, 3)}
+    for out in outputs:
+        events, final = sdk_read(out)
+        assert final is not None
+        assert final.output == want.output and final.usage == want.usage
+        assert len(events) <= len(sdk_events(raw_bytes))

@@ -13,7 +13,7 @@ import pytest
 
 from extproc import tokens
 from extproc.accounting.prices import Price
-from extproc.accounting.usage import Meter, Usage, prompt_estimate
+from extproc.accounting.usage import Meter, Usage, prompt_bound, prompt_estimate
 from extproc.apis import Kind, Schema
 from extproc.dataplane.reader import JsonReader, StreamReader
 from extproc.telemetry.metrics import Metrics, Tally
@@ -483,3 +483,79 @@ def test_deferred_metrics_reach_a_scrape_as_observed() -> None:
         loop.close()
     # The loop is gone: a scrape reads what was added and does not wait.
     assert samples(deferred) == samples(direct)
+
+
+def test_responses_usage_counts_the_cache_and_reasoning() -> None:
+    usage = read_json(Schema.OPENAI_RESPONSES, Kind.RESPONSES, "openai_responses.json")
+    assert (usage.input_tokens, usage.cached_input_tokens, usage.uncached_input_tokens) == (
+        1117,
+        1024,
+        93,
+    )
+    assert (usage.output_tokens, usage.reasoning_tokens, usage.total_tokens) == (78, 32, 1195)
+    assert not usage.estimated
+
+
+def test_a_responses_answer_without_usage_is_estimated_from_its_output() -> None:
+    answer = orjson.loads(fixture("openai_responses.json"))
+    answer["usage"] = None
+    meter = Meter(Schema.OPENAI_RESPONSES, Kind.RESPONSES)
+    meter.json(answer)
+    usage = meter.usage(prompt=11)
+    assert usage.output_tokens == tokens.count([answer["output"][1]["content"][0]["text"]])
+    assert usage.estimated == {"input_tokens", "output_tokens", "total_tokens"}
+    assert meter.complete
+    # A background response, queued: no answer yet.
+    meter.json({**answer, "status": "queued", "output": []})
+    assert not meter.complete
+
+
+@pytest.mark.parametrize("cuts", every_split(fixture("openai_responses_stream.sse"), 5))
+def test_responses_stream_usage_arrives_with_its_last_event(cuts: list[int]) -> None:
+    stream = fixture("openai_responses_stream.sse")
+    meter = Meter(Schema.OPENAI_RESPONSES, Kind.RESPONSES)
+    assert feed_split(StreamReader(meter, None, strip_usage=False), stream, cuts) == stream
+    usage = meter.usage(prompt=None)
+    last = orjson.loads(stream.rsplit(b"data: ", 1)[1])["response"]["usage"]
+    assert (usage.input_tokens, usage.output_tokens) == (
+        last["input_tokens"],
+        last["output_tokens"],
+    )
+    assert not usage.estimated and meter.complete
+
+
+def test_a_cut_responses_stream_counts_its_text_and_arguments() -> None:
+    stream = fixture("openai_responses_stream.sse")
+    cut = stream.index(b"event: response.function_call_arguments.done")
+    meter = Meter(Schema.OPENAI_RESPONSES, Kind.RESPONSES)
+    StreamReader(meter, None, strip_usage=False).feed(stream[:cut], False)
+    deltas = [
+        event["delta"]
+        for event in (
+            orjson.loads(line[6:]) for line in stream[:cut].split(b"\n") if line[:6] == b"data: "
+        )
+        if event["type"].endswith(".delta")
+    ]
+    usage = meter.usage(prompt=40)
+    assert deltas and usage.output_tokens == tokens.count(deltas)
+    assert usage.estimated == {"input_tokens", "output_tokens", "total_tokens"}
+    assert not meter.complete and not meter.answered()
+
+
+def test_responses_prompt_estimates() -> None:
+    tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+    body = {
+        "model": "m",
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "Hello there"}]},
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        ],
+        "tools": [tool],
+    }
+    text = tokens.count(["Be brief.", "Hello there", "{}", orjson.dumps(tool).decode()])
+    # The instructions and each item are a message each.
+    assert prompt_estimate(Kind.RESPONSES, body) == text + 3 + 3 * 3
+    plain = {"model": "m", "input": "Hello there"}
+    assert prompt_estimate(Kind.RESPONSES, plain) == tokens.count(["Hello there"]) + 3 + 3
+    assert prompt_bound(Kind.RESPONSES, plain) >= prompt_estimate(Kind.RESPONSES, plain)
