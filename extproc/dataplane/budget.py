@@ -18,7 +18,12 @@ def requested_output_tokens(kind: Kind, body: dict[str, Any]) -> int | None:
     """The completion length the request caps itself at, if it sets one."""
     if kind is Kind.EMBEDDINGS:
         return 0
-    for key in ("max_completion_tokens", "max_tokens"):
+    keys = (
+        ("max_output_tokens",)
+        if kind is Kind.RESPONSES
+        else ("max_completion_tokens", "max_tokens")
+    )
+    for key in keys:
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value

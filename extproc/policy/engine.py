@@ -1,8 +1,8 @@
 """Policy evaluation for one exchange: decisions, placeholders, the request body.
 
 Pure code over parsed bodies. The exchange calls `evaluate_request` once per request;
-responses go through `outputs.py` (JSON) and `streams.py` (SSE) with the same
-`Redactions` and `Decisions`.
+responses go through `outputs.py` (JSON) and the stream filters (`filters.py`,
+`responses_stream.py`) with the same `Redactions` and `Decisions`.
 """
 
 from __future__ import annotations

@@ -232,3 +232,12 @@ def test_a_blocked_responses_answer_is_incomplete_for_its_content_filter() -> No
     assert decision(decisions, "codename")["direction"] == "response"
     parsed = Response.model_validate(body)
     assert parsed.output_text == "" and parsed.incomplete_details is not None
+
+
+def test_a_responses_request_reserves_its_max_output_tokens() -> None:
+    from extproc.dataplane.budget import requested_output_tokens
+
+    assert requested_output_tokens(Kind.RESPONSES, responses(max_output_tokens=300)) == 300
+    # Chat Completions' fields mean nothing to the Responses API.
+    assert requested_output_tokens(Kind.RESPONSES, responses(max_tokens=300)) is None
+    assert requested_output_tokens(Kind.CHAT, {"max_completion_tokens": 7}) == 7
