@@ -228,7 +228,7 @@ _RESPONSES_DELTAS = frozenset(
 # The events ending a Responses API stream; each carries the whole response object.
 _RESPONSES_ENDS = frozenset(("response.completed", "response.incomplete", "response.failed"))
 # A Responses API answer's statuses for an answer that ended (failed: ended without one).
-_RESPONSES_DONE = frozenset(("completed", "incomplete"))
+_RESPONSES_DONE = ("completed", "incomplete")  # (a tuple: any JSON value may be looked up)
 
 
 @dataclass(slots=True)
@@ -350,6 +350,8 @@ class Meter:
         sequence = event.get("sequence_number")
         if type(sequence) is int:
             self.sequence = sequence + 1
+        if type(kind) is not str:
+            return  # no event of the API's
         if kind in _RESPONSES_DELTAS:
             if isinstance(text := event.get("delta"), str) and text:
                 self.texts.append(text)

@@ -279,10 +279,11 @@ def _responses_request(body: dict[str, Any], emit: Emit, unread: list[Unread] | 
                 for at, part in enumerate(parts if isinstance(parts, list) else ()):
                     if not isinstance(part, dict):
                         continue
-                    if part.get("type") not in _REASONING_TEXTS:
+                    part_kind = part.get("type")
+                    if type(part_kind) is not str or part_kind not in _REASONING_TEXTS:
                         if unread is not None:
                             path = ("input", index, key, at)
-                            unread.append(Unread("assistant", path, str(part.get("type"))))
+                            unread.append(Unread("assistant", path, str(part_kind)))
                     elif isinstance(part.get("text"), str):
                         emit("assistant", part, "text")
         elif unread is not None and (type(kind) is not str or kind not in RESPONSES_ITEMS):

@@ -80,6 +80,8 @@ class ResponsesStreamFilter(StreamFilter):
         if event.comment is not None or not isinstance(payload, dict):
             return [event]
         kind = payload.get("type")
+        if type(kind) is not str:
+            return [self._pass(event, payload)]  # no event of the API's
         if kind == _TEXT_DELTA:
             return self.delta(event, payload, _key(payload, "content_index"))
         if kind == _ARGUMENTS_DELTA:

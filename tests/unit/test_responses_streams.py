@@ -298,3 +298,24 @@ def test_a_responses_stream_with_several_items_says_the_same_through_a_policy() 
         assert final is not None
         assert final.output == want.output and final.usage == want.usage
         assert len(events) <= len(sdk_events(raw_bytes))
+
+
+def test_events_of_no_shape_the_api_has_pass_without_harm() -> None:
+    """Values of any JSON type where the API has strings and indexes: read as nothing,
+    passed on, the text still filtered; the answer's status likewise."""
+    hostile = [
+        {"type": ["response.completed"], "sequence_number": 0},
+        {"type": _TEXT, "output_index": [0], "content_index": {}, "delta": "[EMAIL_1]",
+         "item_id": "m", "sequence_number": 1},
+        {"type": "response.output_item.added", "output_index": [1], "item": {"type": []}},
+        {"type": "response.completed", "response": [], "sequence_number": "x"},
+    ]  # fmt: skip
+    body = b"".join(sse(orjson.dumps(e), "x") for e in hostile)
+    out = filtered(body, [], restoring())
+    assert b'o\\"brien@x.io' in out and b"[EMAIL_1]" not in out
+    meter = Meter(Schema.OPENAI_RESPONSES, Kind.RESPONSES)
+    meter.json({"status": ["completed"], "output": "x", "usage": []})
+    assert not meter.complete and meter.usage(prompt=1).output_tokens == 0
+
+
+_TEXT = "response.output_text.delta"
