@@ -212,11 +212,13 @@ def test_function_call_arguments_are_restored_as_json() -> None:
 BLOCKED = "Fine. It is Project Nightingale, and more."
 
 
-@pytest.mark.parametrize("cuts", every_split(stream(message(BLOCKED)), 29))
-def test_a_blocked_responses_stream_ends_incomplete_for_its_content_filter(
-    cuts: list[int],
-) -> None:
-    out = filtered(stream(message(BLOCKED)), cuts, Redactions())
+def test_a_blocked_responses_stream_ends_incomplete_for_its_content_filter() -> None:
+    body = stream(message(BLOCKED))
+    for out in {filtered(body, cuts, Redactions()) for cuts in every_split(body)}:
+        check_blocked(out)
+
+
+def check_blocked(out: bytes) -> None:
     events, final = sdk_read(out)
     assert final is None
     last = events[-1]

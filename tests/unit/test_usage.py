@@ -510,18 +510,18 @@ def test_a_responses_answer_without_usage_is_estimated_from_its_output() -> None
     assert not meter.complete
 
 
-@pytest.mark.parametrize("cuts", every_split(fixture("openai_responses_stream.sse"), 5))
-def test_responses_stream_usage_arrives_with_its_last_event(cuts: list[int]) -> None:
+def test_responses_stream_usage_arrives_with_its_last_event() -> None:
     stream = fixture("openai_responses_stream.sse")
-    meter = Meter(Schema.OPENAI_RESPONSES, Kind.RESPONSES)
-    assert feed_split(StreamReader(meter, None, strip_usage=False), stream, cuts) == stream
-    usage = meter.usage(prompt=None)
     last = orjson.loads(stream.rsplit(b"data: ", 1)[1])["response"]["usage"]
-    assert (usage.input_tokens, usage.output_tokens) == (
-        last["input_tokens"],
-        last["output_tokens"],
-    )
-    assert not usage.estimated and meter.complete
+    for cuts in every_split(stream):
+        meter = Meter(Schema.OPENAI_RESPONSES, Kind.RESPONSES)
+        assert feed_split(StreamReader(meter, None, strip_usage=False), stream, cuts) == stream
+        usage = meter.usage(prompt=None)
+        assert (usage.input_tokens, usage.output_tokens) == (
+            last["input_tokens"],
+            last["output_tokens"],
+        )
+        assert not usage.estimated and meter.complete
 
 
 def test_a_cut_responses_stream_counts_its_text_and_arguments() -> None:
