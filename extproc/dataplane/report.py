@@ -20,7 +20,6 @@ from extproc.translate.translation import Translation
 _OPERATIONS = {
     Kind.CHAT: "chat",
     Kind.MESSAGES: "chat",
-    Kind.RESPONSES: "chat",  # the GenAI conventions' name for a model's answer to input
     Kind.EMBEDDINGS: "embeddings",
     Kind.COMPLETIONS: "text_completion",
     Kind.RESPONSES: "chat",
