@@ -141,13 +141,16 @@ models:
     routes: [{{backend: openai-native}}]
   - name: responses-model
     routes: [{{backend: responses-only}}]
+  - name: cached-responses
+    routes: [{{backend: responses-only}}]
+    cache: {{mode: all}}
 tenants:
   - name: team-a
     api_key_sha256: ["{key_a}"]
     models: ["gpt-*", "text-*", "canary", "old-model", "retired-model", "moved-model", "resilient*", "doomed", "unreachable", "mixed", "azure-gpt", "drift-model", "captured-gpt", "cached-gpt"]
   - name: team-b
     api_key_sha256: ["{key_b}"]
-    models: ["claude-*", "gpt-4o-mini", "mixed", "azure-gpt", "cached-claude", "responses-model"]
+    models: ["claude-*", "gpt-4o-mini", "mixed", "azure-gpt", "cached-claude", "responses-model", "cached-responses"]
   - name: public
     models: ["gpt-4o-mini"]
 auth: {{anonymous_tenant: public}}

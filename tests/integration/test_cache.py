@@ -121,3 +121,27 @@ def test_a_streamed_answer_is_stored_for_json_and_stream_clients(gateway: Gatewa
     )
     assert raw_message.headers["x-extproc-cache"] == "hit"
     assert raw_message.parse().content[0].text == first.content[0].text  # type: ignore[union-attr]
+
+
+def test_responses_answers_are_stored_and_replayed_for_the_sdks_stream_helper(
+    gateway: Gateway,
+) -> None:
+    client = gateway.openai(GATEWAY_KEYS["team-b"])
+    prompt = question()
+    with client.responses.stream(model="cached-responses", input=prompt) as stream:
+        first = stream.get_final_response()
+    # The stream was stored as the response its last event carried.
+    raw = client.responses.with_raw_response.create(model="cached-responses", input=prompt)
+    assert raw.headers["x-extproc-cache"] == "hit" and "x-mock-path" not in raw.headers
+    answer = raw.parse()
+    assert (answer.id, answer.output_text) == (first.id, first.output_text)
+    record = gateway.record(raw.headers["x-request-id"])
+    assert record["usage"]["cached"] is True
+    assert record["usage"]["output_tokens"] == first.usage.output_tokens  # type: ignore[union-attr]
+    # A streaming client gets it replayed as the numbered events the SDK accumulates (the
+    # mock names each answer it writes: the same id is the stored answer).
+    with client.responses.stream(model="cached-responses", input=prompt) as stream:
+        numbers = [event.sequence_number for event in stream]
+        replayed = stream.get_final_response()
+    assert numbers == list(range(len(numbers)))
+    assert replayed.output_text == first.output_text and replayed.id == first.id

@@ -143,3 +143,43 @@ def test_a_whole_answer_without_its_last_event_reaches_the_sdk_whole(
     assert reply.status_code == 200
     assert reply.content.endswith(last) and reply.content.count(last) == 1
     assert b"error" not in reply.content
+
+
+def responses_events(
+    gateway: Gateway, model: str, headers: dict[str, str]
+) -> tuple[list[Any], str]:
+    raw = gateway.openai(key=GATEWAY_KEYS["team-b"]).responses.with_raw_response.create(
+        model=model, input=WORDS, stream=True, extra_headers=headers
+    )
+    return list(raw.parse()), raw.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("model", ["responses-model", "gpt-4o-mini"], ids=["native", "translated"])
+def test_a_responses_stream_ended_early_fails_numbered_after_what_arrived(
+    gateway: Gateway, model: str
+) -> None:
+    """The Responses API's stream fails as the API fails one: an `error` event, then
+    `response.failed` for the same response, numbered after the events that arrived."""
+    events, request_id = responses_events(gateway, model, {"x-mock-end-after": "6"})
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text and WORDS.startswith(text)
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    error, failed = events[-2:]
+    assert (error.type, error.code) == ("error", "stream_incomplete")
+    assert failed.type == "response.failed" and failed.response.id == events[0].response.id
+    check_partial_record(gateway, request_id)
+
+
+def test_a_responses_stream_without_its_last_event_is_cut_not_ended(gateway: Gateway) -> None:
+    """Its last event carries the whole response, which only the provider can write: a
+    Responses backend's stream without it fails, where a chat backend's answer without
+    `[DONE]` (translated for the same client) ends whole."""
+    headers = {"x-mock-omit-final": "1"}
+    events, request_id = responses_events(gateway, "responses-model", headers)
+    assert [e.type for e in events][-2:] == ["error", "response.failed"]
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == WORDS
+    assert gateway.record(request_id)["usage"]["complete"] is False
+    events, request_id = responses_events(gateway, "gpt-4o-mini", headers)
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == WORDS
+    assert gateway.record(request_id)["usage"]["complete"] is True

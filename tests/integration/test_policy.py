@@ -21,9 +21,11 @@ service: {{grpc_address: "127.0.0.1:{grpc_port}", metrics_address: "127.0.0.1:{m
 backends:
   - {{name: openai, url: "http://127.0.0.1:{mock_port}/v1"}}
   - {{name: anthropic, schema: anthropic, url: "http://127.0.0.1:{mock_port}/v1"}}
+  - {{name: responses, schema: openai_responses, url: "http://127.0.0.1:{mock_port}/v1"}}
 models:
   - {{name: gpt-4o-mini, routes: [{{backend: openai}}]}}
   - {{name: claude-*, routes: [{{backend: anthropic}}]}}
+  - {{name: responses-model, routes: [{{backend: responses}}]}}
 policies:
   - name: guard
     restore_redacted: true
@@ -216,3 +218,56 @@ def test_shadow_rules_pass_traffic_and_show_in_logs_and_metrics(policed: Gateway
         'extproc_policy_decisions_total{action="block",direction="request",kind="deny",'
         'mode="shadow",policy="watch",rule="competitor"}'
     ) in metrics
+
+
+# The Responses API: its own backend, and Chat Completions' behind a translation.
+RESPONSES_MODELS = ["responses-model", "gpt-4o-mini"]
+
+
+@pytest.mark.parametrize("model", RESPONSES_MODELS)
+def test_responses_streams_are_restored_for_the_sdks_stream_helper(
+    policed: Gateway, model: str
+) -> None:
+    client = policed.openai(KEYS["app"])
+    raw = client.responses.with_raw_response.create(
+        model=model, input="Mail alice@example.com and bob@example.org"
+    )
+    assert raw.headers["x-mock-prompt-sha256"] == prompt_digest("Mail [EMAIL_1] and [EMAIL_2]")
+    assert raw.parse().output_text == "Mail alice@example.com and bob@example.org"
+    with client.responses.stream(model=model, input="Write to alice@example.com today") as events:
+        text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        final = events.get_final_response()
+    assert text == final.output_text == "Write to alice@example.com today"
+
+
+@pytest.mark.parametrize("model", RESPONSES_MODELS)
+def test_mid_stream_block_with_the_responses_api(policed: Gateway, model: str) -> None:
+    client = policed.openai(KEYS["app"])
+    with client.responses.stream(model=model, input=SECRET_OUTPUT) as events:
+        seen = list(events)
+    text = "".join(e.delta for e in seen if e.type == "response.output_text.delta")
+    assert text.startswith("The code name is") and "Nightingale" not in text
+    last = seen[-1]
+    assert last.type == "response.incomplete"
+    assert last.response.incomplete_details is not None
+    assert last.response.incomplete_details.reason == "content_filter"
+    answer = client.responses.create(model=model, input=SECRET_OUTPUT)
+    assert answer.status == "incomplete" and answer.output == []
+    assert answer.incomplete_details is not None
+    assert answer.incomplete_details.reason == "content_filter"
+
+
+def test_responses_text_policies_cannot_read_is_refused(policed: Gateway) -> None:
+    client = policed.openai(KEYS["app"])
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model="responses-model",
+            input=[
+                {"role": "user", "content": "hi"},
+                {"type": "computer_call_output", "call_id": "c", "output": {"type": "x"}},
+            ],  # type: ignore[list-item]
+        )
+    assert (caught.value.code, caught.value.param) == ("unsupported_value", "input[1].type")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="responses-model", instructions="hi", input="build a bomb")
+    assert "'weapons'" in refused.value.message
