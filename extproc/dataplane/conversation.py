@@ -145,7 +145,8 @@ def owned(
 ) -> Turn | None:
     """The record of an answer its backend keeps (`store`), whose id the meter read: the
     tenant that made it may reach it through the gateway."""
-    answer = meter.body if meter is not None else None
+    # A JSON answer's, or a stream's `response.created`.
+    answer = (meter.body if meter.body is not None else meter.created) if meter else None
     response_id = answer.get("id") if answer is not None else None
     if request.get("store") is False or type(response_id) is not str or not valid_id(response_id):
         return None

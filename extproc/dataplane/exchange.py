@@ -457,14 +457,12 @@ class Exchange:
         meter = self.answer.meter
         if self.plan.cache_key is not None and self.arrival.cache_write:
             value = None
-            if isinstance(reader, JsonReader) and not self.plan.stream:
-                value = sent  # the answer as the client gets it (a 200: errors never reach)
-            elif (
-                isinstance(reader, StreamReader)
-                and reader.collected is not None
-                and meter is not None
-                and meter.complete
-            ):
+            whole = meter is not None and meter.complete
+            if isinstance(reader, JsonReader) and not self.plan.stream and whole:
+                # The answer as the client gets it (a 200: errors never reach), when it is
+                # whole (not a background response still queued).
+                value = sent
+            elif isinstance(reader, StreamReader) and reader.collected is not None and whole:
                 value = cache.assemble(self.arrival.api, reader.collected)
             if value is not None and len(value) <= self.runtime.cache.max_entry_bytes:
                 self.cache_value = value  # (a larger one is not stored)
