@@ -28,6 +28,7 @@ from bench.run import machine  # noqa: E402
 from extproc.dataplane import report  # noqa: E402
 from extproc.dataplane.decisions import Found, Lookup, Reserve, Reserved  # noqa: E402
 from extproc.dataplane.exchange import Exchange  # noqa: E402
+from extproc.state.turns import encode  # noqa: E402
 
 RUNS = int(os.environ.get("EXCHANGE_RUNS", "3000"))
 ROUNDS = int(os.environ.get("EXCHANGE_ROUNDS", "7"))
@@ -39,6 +40,7 @@ HEADERS = {
     "content-type": "application/json",
     "x-request-id": "b3f1c2d4-0000-4000-8000-000000000001",
 }
+CHAT_PATH = HEADERS[":path"]
 TEXT = ("Please summarise the following paragraph in two sentences. " * 16)[:1000]
 
 
@@ -146,9 +148,9 @@ def anthropic_stream() -> bytes:
     )
 
 
-def one(raw: bytes, content_type: str, chunks: list[bytes]) -> None:
+def one(raw: bytes, content_type: str, chunks: list[bytes], path: str = CHAT_PATH) -> None:
     exchange = Exchange(RUNTIME)
-    exchange.request_headers(HEADERS, False)
+    exchange.request_headers({**HEADERS, ":path": path} if path != CHAT_PATH else HEADERS, False)
     step = exchange.request_body(raw)
     while isinstance(step, Lookup | Reserve):
         step = exchange.resolve(Found(None) if isinstance(step, Lookup) else Reserved(None))
@@ -158,13 +160,22 @@ def one(raw: bytes, content_type: str, chunks: list[bytes]) -> None:
     exchange.response_body(chunks[-1], True)
     exchange.finish()
     report.record(exchange)
+    if exchange.turn is not None:
+        encode(exchange.turn)  # what the store keeps (the store's own work left out)
+
+
+def responses(model: str, stream: bool, **more: Any) -> bytes:
+    """The same prompt in the Responses API."""
+    return orjson.dumps(
+        {"model": model, "stream": stream, "input": [{"role": "user", "content": TEXT}], **more}
+    )
 
 
 def events(stream: bytes) -> list[bytes]:
     return [part + b"\n\n" for part in stream.split(b"\n\n") if part]
 
 
-CASES = [
+CASES: list[tuple[Any, ...]] = [
     ("JSON, as sent", body("gpt", False), "application/json", [OPENAI_JSON]),
     ("JSON, translated", body("claude", False), "application/json", [ANTHROPIC_JSON]),
     ("stream, as sent", body("gpt", True), "text/event-stream", [*events(openai_stream()), b""]),
@@ -174,20 +185,41 @@ CASES = [
         "text/event-stream",
         [*events(anthropic_stream()), b""],
     ),
+    (
+        "Responses JSON -> chat, kept",
+        responses("gpt", False),
+        "application/json",
+        [OPENAI_JSON],
+        "/v1/responses",
+    ),
+    (
+        "Responses JSON -> chat, store: false",
+        responses("gpt", False, store=False),
+        "application/json",
+        [OPENAI_JSON],
+        "/v1/responses",
+    ),
+    (
+        "Responses stream -> chat, kept",
+        responses("gpt", True),
+        "text/event-stream",
+        [*events(openai_stream()), b""],
+        "/v1/responses",
+    ),
 ]
 
 
 def main() -> None:
     print(machine())
     print(f"{RUNS:,} exchanges per run, best of {ROUNDS}; 1 KB chat, policy and budget:")
-    for label, raw, content_type, chunks in CASES:
+    for label, *case in CASES:
         best = float("inf")
         for _ in range(ROUNDS):
             started = time.process_time()
             for _ in range(RUNS):
-                one(raw, content_type, chunks)
+                one(*case)
             best = min(best, (time.process_time() - started) / RUNS)
-        print(f"  {label:22s} {best * 1e6:8.1f} µs per exchange", flush=True)
+        print(f"  {label:38s} {best * 1e6:8.1f} µs per exchange", flush=True)
 
 
 if __name__ == "__main__":

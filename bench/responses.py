@@ -30,9 +30,11 @@ NATIVE = '  - {{name: mock-native, url: "http://127.0.0.1:{mock_port}/v1", respo
 NATIVE_MODEL = "  - {{name: gpt-native, routes: [{{backend: mock-native}}]}}\n"
 CONFIG = run.CONFIG.replace("models:\n", NATIVE + "models:\n" + NATIVE_MODEL)
 NATIVE_BODY = {"model": "gpt-native"}
+ANTHROPIC_BODY = {"model": "claude-bench"}
 # (label, path, body changes, streamed)
 ROWS: list[tuple[str, str, dict[str, object], bool]] = [
     ("Chat Completions -> chat backend", "/v1/chat/completions", {}, False),
+    ("Chat Completions -> Anthropic backend", "/v1/chat/completions", ANTHROPIC_BODY, False),
     ("Responses -> Responses backend", "/v1/responses", NATIVE_BODY, False),
     ("Responses -> chat backend, kept", "/v1/responses", {}, False),
     ("Responses -> chat backend, store: false", "/v1/responses", {"store": False}, False),

@@ -36,6 +36,7 @@ from extproc.dataplane.settling import Settler
 from extproc.drift import DriftMonitor
 from extproc.glob import Glob
 from extproc.state.store import MemoryStateStore, StateStore, StateStoreError
+from extproc.state.turns import Over, Turn
 from extproc.telemetry import logging as json_lines
 from extproc.telemetry.metrics import Metrics
 
@@ -235,7 +236,14 @@ class Effects:
         step: Decision | Effect,
         reply: Callable[[Decision], ext.ProcessingResponse],
     ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
-        """The reply to a phase whose exchange decided (`step`), or asked for an effect."""
+        """The reply to a phase whose exchange decided (`step`), or asked for an effect:
+        one of the in-process state store's at once, any other awaited."""
+        state = self.state
+        while isinstance(step, LoadState | DeleteState) and isinstance(state, MemoryStateStore):
+            if isinstance(step, LoadState):
+                step = exchange.resolve(Loaded(state.load_now(step.tenant, step.response_id)))
+            else:
+                step = exchange.resolve(Deleted(state.delete_now(step.tenant, step.response_id)))
         if isinstance(step, Effect):
             return self._perform(exchange, step, reply)
         return reply(step)
@@ -273,21 +281,33 @@ class Effects:
             log.warning("conversation_store_failed", operation=operation, error=str(error))
             return Unavailable()
 
-    async def keep_turn(
+    def keep_turn(
         self, exchange: Exchange, reply: ext.ProcessingResponse
-    ) -> ext.ProcessingResponse:
+    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
         """The answer's turn kept before its last chunk goes: the client's next request,
         which names it, finds it on any replica."""
         turn, exchange.turn = exchange.turn, None
         assert turn is not None and exchange.arrival is not None
+        tenant = exchange.arrival.tenant.name
+        if isinstance(self.state, MemoryStateStore):
+            self._kept(self.state.save_now(tenant, turn))
+            return reply
+        return self._keep_awaited(tenant, turn, reply)
+
+    async def _keep_awaited(
+        self, tenant: str, turn: Turn, reply: ext.ProcessingResponse
+    ) -> ext.ProcessingResponse:
         try:
-            over = await self.state.save(exchange.arrival.tenant.name, turn)
+            over = await self.state.save(tenant, turn)
         except StateStoreError as error:
             self.metrics.conversation_store_errors.labels("save").inc()
             log.warning("conversation_store_failed", operation="save", error=str(error))
             return reply
-        self.metrics.conversation_turns.labels(over.value if over else "kept").inc()
+        self._kept(over)
         return reply
+
+    def _kept(self, over: Over | None) -> None:
+        self.metrics.conversation_turns.labels(over.value if over else "kept").inc()
 
     async def _lookup(self, lookup: Lookup) -> Found:
         try:

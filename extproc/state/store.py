@@ -87,7 +87,19 @@ class MemoryStateStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    # The protocol's coroutines, and the same work done at once: nothing here waits, so
+    # the shell calls the plain methods and no task is made per request.
+
     async def load(self, tenant: str, response_id: str) -> Turn | Dropped | None:
+        return self.load_now(tenant, response_id)
+
+    async def save(self, tenant: str, turn: Turn) -> Over | None:
+        return self.save_now(tenant, turn)
+
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        return self.delete_now(tenant, response_id)
+
+    def load_now(self, tenant: str, response_id: str) -> Turn | Dropped | None:
         key = (tenant, response_id)
         now = self._clock()
         value = self._live(key, now)
@@ -96,7 +108,7 @@ class MemoryStateStore:
         self._entries.move_to_end(key)
         return loaded(self.bounds, value, response_id, now)
 
-    async def save(self, tenant: str, turn: Turn) -> Over | None:
+    def save_now(self, tenant: str, turn: Turn) -> Over | None:
         key = (tenant, turn.response_id)
         if key in self._entries:
             self._drop(key)
@@ -113,7 +125,7 @@ class MemoryStateStore:
             self._drop(next(iter(self._entries)))
         return over
 
-    async def delete(self, tenant: str, response_id: str) -> bool:
+    def delete_now(self, tenant: str, response_id: str) -> bool:
         key = (tenant, response_id)
         if self._live(key, self._clock()) is None:
             return False
