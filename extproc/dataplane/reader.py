@@ -147,6 +147,23 @@ class ErrorReader:
         return self.translation.error(self.status, chunk)[1]
 
 
+class CountReader:
+    """A backend's token count, written in the client's API."""
+
+    mode = "buffered"
+
+    def __init__(self, translation: Translation) -> None:
+        self.translation = translation
+
+    def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        try:
+            body = orjson.loads(chunk)
+        except orjson.JSONDecodeError:
+            return None
+        counted = self.translation.count_response(body) if isinstance(body, dict) else None
+        return orjson.dumps(counted) if counted is not None else None
+
+
 class StreamReader:
     mode = "streamed"
 

@@ -8,10 +8,10 @@ from typing import NamedTuple
 
 from extproc import names
 from extproc.accounting.usage import Meter
-from extproc.apis import METERED
+from extproc.apis import METERED, Kind
 from extproc.config.runtime import Runtime, Target
 from extproc.dataplane.decisions import Continue
-from extproc.dataplane.reader import ErrorReader, JsonReader, StreamReader
+from extproc.dataplane.reader import CountReader, ErrorReader, JsonReader, StreamReader
 from extproc.dataplane.stages import Answer, Arrival, Plan
 from extproc.digits import strict_int
 from extproc.drift import DriftMonitor
@@ -95,7 +95,7 @@ def _reader(
     translation: Translation | None,
     reading: Reading,
     decision: Continue,
-) -> JsonReader | StreamReader | ErrorReader | None:
+) -> JsonReader | StreamReader | ErrorReader | CountReader | None:
     """The reader of this response's body; None: the body passes unread."""
     endpoint = arrival.endpoint
     if translation is not None and status >= 400:
@@ -105,6 +105,8 @@ def _reader(
         if client_status != status:
             decision.set_headers.append((":status", str(client_status)))
         return ErrorReader(translation, status)
+    if endpoint.kind is Kind.COUNT_TOKENS:
+        return CountReader(translation) if translation is not None and status == 200 else None
     if status != 200 or endpoint.kind not in METERED:
         return None
     if headers.get("content-encoding", "identity").lower() != "identity":

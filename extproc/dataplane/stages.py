@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from extproc.accounting.usage import Meter, Usage
-from extproc.apis import Endpoint, Schema
+from extproc.apis import Endpoint, Kind, Schema
 from extproc.config.runtime import Backend, Target, Tenant
 from extproc.policy.rules import PolicySet
 from extproc.routing import Routed
 
 if TYPE_CHECKING:
     from extproc.dataplane.conversation import Memory
-    from extproc.dataplane.reader import ErrorReader, JsonReader, StreamReader
+    from extproc.dataplane.reader import CountReader, ErrorReader, JsonReader, StreamReader
     from extproc.translate.translation import Translation
 
 
@@ -75,7 +75,12 @@ class Plan(NamedTuple):
 
     def upstream_suffix(self, endpoint: Endpoint) -> str:
         """The endpoint the first backend is asked at, below its base path."""
-        return self.translation.suffix if self.translation else endpoint.suffix
+        translation = self.translation
+        if translation is None:
+            return endpoint.suffix
+        if endpoint.kind is Kind.COUNT_TOKENS and translation.count_suffix is not None:
+            return translation.count_suffix
+        return translation.suffix
 
 
 class Answer(NamedTuple):
@@ -86,7 +91,7 @@ class Answer(NamedTuple):
     attempt: int  # 1-based, as Envoy counts
     target: Target  # the route's attempt that answered
     translation: Translation | None  # of the answering backend's API, if it differs
-    reader: JsonReader | StreamReader | ErrorReader | None
+    reader: JsonReader | StreamReader | ErrorReader | CountReader | None
     meter: Meter | None  # the reader's, in the backend's API: usage and completeness
     drift_endpoint: str  # the endpoint as the schema-drift watch knows it
 

@@ -37,7 +37,7 @@ from extproc.policy.rules import EMPTY, PolicySet
 from extproc.routing import Routed, canonical_name, resolve
 from extproc.state.turns import Dropped, Turn
 from extproc.translate.hub import Untranslatable
-from extproc.translate.translation import Translation, translatable
+from extproc.translate.translation import CODECS, Translation, translatable
 
 # Endpoints whose streams report usage only when `stream_options.include_usage` is set.
 _STREAM_OPTIONS = frozenset({Kind.CHAT, Kind.COMPLETIONS})
@@ -192,9 +192,13 @@ def choose_translation(draft: Draft) -> ApiError | None:
     schemas = routed.route.schemas(client)
     translates = translatable(endpoint.kind)
     if endpoint.kind is Kind.COUNT_TOKENS:
-        # Sent only to one backend of the client's API, which has the endpoint; counted
+        # Sent to the one backend of a route without fallbacks: as it came when it takes
+        # the client's API, translated when its API has a count endpoint too; counted
         # offline for any other route.
-        draft.count_here = schemas != {client} or routed.route.has_fallbacks
+        if routed.route.has_fallbacks or not counts(spoken):
+            draft.count_here = True
+        elif spoken is not client:
+            draft.translation = Translation(client, spoken)
     elif translates and len(schemas) > 1:
         # A fallback chain across APIs: the body leaves in the client's schema and each
         # attempt's processor translates it for its backend (attempt.py); the response
@@ -213,6 +217,11 @@ def choose_translation(draft: Draft) -> ApiError | None:
             "model",
         )
     return None
+
+
+def counts(api: Schema) -> bool:
+    """Whether an API has a token count endpoint."""
+    return CODECS[api].COUNT_SUFFIX is not None
 
 
 def apply_policies(draft: Draft) -> ApiError | None:
@@ -318,9 +327,13 @@ def translate(draft: Draft) -> ApiError | None:
         return None
     routed = draft.route
     try:
-        draft.body, dropped = translation.request(
-            draft.body, routed.upstream_model, routed.route.attempts[0].backend.default_max_tokens
-        )
+        if draft.arrival.endpoint.kind is Kind.COUNT_TOKENS:
+            draft.body, dropped = translation.count_request(draft.body, routed.upstream_model)
+        else:
+            backend = routed.route.attempts[0].backend
+            draft.body, dropped = translation.request(
+                draft.body, routed.upstream_model, backend.default_max_tokens
+            )
     except Untranslatable as untranslatable:
         return untranslatable.error
     draft.dropped_fields = tuple(dropped)

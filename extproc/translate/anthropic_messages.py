@@ -37,6 +37,9 @@ from extproc.translate.hub import (
 SCHEMA = Schema.ANTHROPIC
 KIND = Kind.MESSAGES
 SUFFIX = "/messages"
+# Its token count: the endpoint, the request fields it takes.
+COUNT_SUFFIX: str | None = "/messages/count_tokens"
+COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
 PROTOCOL_HEADERS: tuple[str, ...] = ("anthropic-version", "anthropic-beta")
 
 # Request fields the hub holds; any other has no place in another API and is dropped (the
@@ -431,3 +434,13 @@ def decoder() -> StreamDecoder:
 def encoder(include_usage: bool) -> StreamEncoder:
     """Anthropic streams always end with usage: `include_usage` is OpenAI's ask."""
     return StreamEncoder()
+
+
+def read_count(body: dict[str, Any]) -> int | None:
+    """The tokens a count answer gives."""
+    tokens = body.get("input_tokens")
+    return tokens if type(tokens) is int and tokens >= 0 else None
+
+
+def write_count(tokens: int) -> dict[str, Any]:
+    return {"input_tokens": tokens}

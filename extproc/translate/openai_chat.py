@@ -34,6 +34,9 @@ from extproc.translate.openai_chat_stream import (
 SCHEMA = Schema.OPENAI
 KIND = Kind.CHAT
 SUFFIX = "/chat/completions"
+# Chat Completions has no token count endpoint: its clients count offline.
+COUNT_SUFFIX: str | None = None
+COUNT_FIELDS: frozenset[str] = frozenset()
 PROTOCOL_HEADERS: tuple[str, ...] = ()
 
 # Request fields the hub holds; any other has no place in another API and is dropped (the
@@ -358,3 +361,11 @@ def decoder() -> StreamDecoder:
 
 def encoder(include_usage: bool, created: int | None = None) -> StreamEncoder:
     return StreamEncoder(include_usage, created)
+
+
+def read_count(body: dict[str, Any]) -> int | None:
+    return None  # no count endpoint answers in this API
+
+
+def write_count(tokens: int) -> dict[str, Any]:
+    return {"input_tokens": tokens}

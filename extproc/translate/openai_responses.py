@@ -46,6 +46,12 @@ from extproc.translate.openai_responses_stream import StreamDecoder, StreamEncod
 SCHEMA = Schema.OPENAI_RESPONSES
 KIND = Kind.RESPONSES
 SUFFIX = "/responses"
+# Its token count: the endpoint, the request fields it takes.
+COUNT_SUFFIX: str | None = "/responses/input_tokens"
+COUNT_FIELDS = frozenset(
+    {"model", "input", "instructions", "tools", "tool_choice", "text", "reasoning"}
+    | {"parallel_tool_calls"}
+)
 PROTOCOL_HEADERS: tuple[str, ...] = ()
 
 # Request fields the hub holds or checks; any other has no place in another API and is
@@ -449,3 +455,13 @@ def decoder() -> StreamDecoder:
 def encoder(include_usage: bool, created: int | None = None) -> StreamEncoder:
     """Responses streams always end with usage: `include_usage` is Chat Completions' ask."""
     return StreamEncoder(created)
+
+
+def read_count(body: dict[str, Any]) -> int | None:
+    """The tokens a count answer gives."""
+    tokens = body.get("input_tokens")
+    return tokens if type(tokens) is int and tokens >= 0 else None
+
+
+def write_count(tokens: int) -> dict[str, Any]:
+    return {"object": "response.input_tokens", "input_tokens": tokens}

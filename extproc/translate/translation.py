@@ -131,6 +131,7 @@ class Translation:
         self._backend = CODECS[backend]
         self.suffix = self._backend.SUFFIX  # the endpoint, below the backend's base path
         self.backend_kind = self._backend.KIND
+        self.count_suffix = self._backend.COUNT_SUFFIX  # its token count endpoint
         # The client's protocol headers, which mean nothing to the backend.
         self.client_headers = self._client.PROTOCOL_HEADERS
         # The id the client's answer gets instead of the backend's: the gateway names
@@ -143,6 +144,19 @@ class Translation:
         """The client's request for the backend, and the client's fields dropped."""
         request = self._client.read_request(body)
         return self._backend.write_request(request, model, default_max_tokens), request.dropped
+
+    def count_request(self, body: dict[str, Any], model: str) -> tuple[dict[str, Any], list[str]]:
+        """A token count's request for the backend's count endpoint: the request it counts,
+        translated, with the fields that endpoint takes."""
+        request = self._client.read_request(body)
+        written = self._backend.write_request(request, model, 1)
+        fields = self._backend.COUNT_FIELDS
+        return {k: v for k, v in written.items() if k in fields}, request.dropped
+
+    def count_response(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The backend's count answer in the client's API (None: no count in it)."""
+        tokens = self._backend.read_count(body)
+        return None if tokens is None else self._client.write_count(tokens)
 
     def response(self, body: dict[str, Any]) -> dict[str, Any]:
         response = self._backend.read_response(body)

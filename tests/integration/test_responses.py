@@ -247,6 +247,25 @@ def test_input_tokens_are_counted_by_the_backend_or_estimated(gateway: Gateway) 
     assert "usage" not in record  # a count is never charged
 
 
+def test_counts_are_translated_between_the_apis_that_have_them(gateway: Gateway) -> None:
+    # A Responses client on an Anthropic model: Anthropic's count, in the client's API.
+    raw = client(gateway, "team-b").responses.input_tokens.with_raw_response.count(
+        model="claude-3-5-haiku", input=QUESTION, instructions="Be brief."
+    )
+    counted = raw.parse()
+    assert counted.object == "response.input_tokens" and counted.input_tokens > 0
+    assert "x-extproc-estimate" not in raw.headers
+    assert gateway.record(raw.headers["x-request-id"])["translated"] == (
+        "openai_responses->anthropic"
+    )
+    # An Anthropic client on a Responses-only model: its input_tokens, in Anthropic's API.
+    raw_message = gateway.anthropic().messages.with_raw_response.count_tokens(
+        model="responses-model", messages=[{"role": "user", "content": QUESTION}]
+    )
+    assert raw_message.parse().input_tokens > 0
+    assert "x-extproc-estimate" not in raw_message.headers
+
+
 def test_a_cut_stream_is_recorded_with_its_usage(gateway: Gateway) -> None:
     raw = client(gateway, "team-a").responses.with_raw_response.create(
         model="gpt-4o-mini",

@@ -128,3 +128,49 @@ def test_the_tenants_allow_list_applies() -> None:
     decision = counting("key-n").request_body(request)
     assert isinstance(decision, Reply) and decision.status == 403
     assert orjson.loads(decision.body)["error"]["type"] == "permission_error"
+
+
+COUNTS = runtime(
+    CONFIG.replace(
+        "models:\n",
+        '  - {name: responses, schema: openai_responses, url: "http://127.0.0.1:9/r/v1"}\n'
+        "models:\n  - {name: resp-model, routes: [{backend: responses}]}\n",
+    ).replace(
+        'models: ["claude-*", "gpt-4o-mini"]', 'models: ["claude-*", "gpt-4o-mini", "resp-*"]'
+    )
+)
+
+
+def test_a_count_goes_translated_to_a_backend_whose_api_counts() -> None:
+    exchange = Exchange(COUNTS)
+    headers = {":path": PATH, ":method": "POST", "x-api-key": "key-t"}
+    assert isinstance(exchange.request_headers(headers, end_of_stream=False), Continue)
+    body = {"model": "resp-model", "system": "Be brief.", "messages": MESSAGES}
+    forward = exchange.request_body(orjson.dumps(body))
+    assert isinstance(forward, Continue) and forward.body is not None
+    assert (":path", "/r/v1/responses/input_tokens") in forward.set_headers
+    sent = orjson.loads(forward.body)
+    # Only what the count endpoint takes: no `store`, no `max_output_tokens`.
+    assert set(sent) == {"model", "input", "instructions"}
+    assert sent["instructions"] == "Be brief."
+    exchange.response_headers({":status": "200", "content-type": "application/json"})
+    answer = exchange.response_body(
+        b'{"object": "response.input_tokens", "input_tokens": 17}', True
+    )
+    assert answer.body is not None and orjson.loads(answer.body) == {"input_tokens": 17}
+    assert exchange.finish() == []  # never charged
+
+
+def test_a_responses_count_goes_translated_to_anthropic() -> None:
+    exchange = Exchange(COUNTS)
+    headers = {":path": "/v1/responses/input_tokens", ":method": "POST", "x-api-key": "key-t"}
+    assert isinstance(exchange.request_headers(headers, end_of_stream=False), Continue)
+    forward = exchange.request_body(orjson.dumps({"model": "claude-3", "input": "Hi there"}))
+    assert isinstance(forward, Continue) and forward.body is not None
+    assert (":path", "/v1/messages/count_tokens") in forward.set_headers
+    sent = orjson.loads(forward.body)
+    assert "max_tokens" not in sent and sent["messages"][0]["role"] == "user"
+    exchange.response_headers({":status": "200", "content-type": "application/json"})
+    answer = exchange.response_body(b'{"input_tokens": 9}', True)
+    assert answer.body is not None
+    assert orjson.loads(answer.body) == {"object": "response.input_tokens", "input_tokens": 9}
