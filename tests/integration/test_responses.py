@@ -141,6 +141,25 @@ def test_a_conversation_of_three_turns_kept_by_the_gateway(
     assert caught.value.code == "previous_response_not_found"
 
 
+def test_a_backends_own_conversation_passes_through(gateway: Gateway) -> None:
+    sdk = client(gateway, "team-a")
+    previous: str | None = None
+    prompts: list[int] = []
+    for text in ["My name is Ann.", "I live in Paris.", "Where do I live?"]:
+        raw = sdk.responses.with_raw_response.create(
+            model="gpt-native",
+            input=text,
+            **({"previous_response_id": previous} if previous else {}),  # type: ignore[arg-type]
+        )
+        response = raw.parse()
+        assert response.output_text == text and response.usage is not None
+        prompts.append(response.usage.input_tokens)
+        assert "conversation" not in gateway.record(raw.headers["x-request-id"])
+        previous = response.id
+    assert prompts[0] < prompts[1] < prompts[2]  # the backend kept and read the conversation
+    assert previous is not None and previous.startswith("resp_mock")
+
+
 def test_a_stream_continues_a_conversation(gateway: Gateway) -> None:
     sdk = client(gateway, "team-a")
     with sdk.responses.stream(model="gpt-4o-mini", input="My name is Ann.") as stream:

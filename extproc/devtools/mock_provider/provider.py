@@ -57,6 +57,7 @@ class MockProvider:
         # Responses API answers kept for GET and DELETE /responses/{id}, as OpenAI keeps
         # them (`store`), the oldest dropped past a thousand.
         self.kept: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.inputs: dict[str, list[Any]] = {}  # each kept answer's conversation
         self.requests = 0
         # Chat and messages answers served in full, by the request's x-mock-tag:
         # [answers, prompt tokens, completion tokens] (GET /mock/stats), so a soak can
@@ -125,9 +126,17 @@ class MockProvider:
         if path.endswith("/chat/completions"):
             return await openai_api.chat(request, body, cut_after, number, served)
         if path.endswith("/responses"):
+            given = responses_api.input_items(body.get("input"))
+            previous = body.get("previous_response_id")
+            if previous is not None:
+                # As OpenAI does: the earlier conversation before this input.
+                earlier = self.inputs.get(str(previous))
+                if earlier is None:
+                    return _error("openai", 400, f"Previous response '{previous}' not found.")
+                body = {**body, "input": [*earlier, *given]}
             response = await responses_api.responses(request, body, cut_after, number, served)
             if body.get("store") is not False and isinstance(response, web.Response):
-                self._keep(response)
+                self._keep(response, responses_api.input_items(body.get("input")))
             return response
         if path.endswith("/responses/input_tokens"):
             return responses_api.input_tokens(request, body)
@@ -141,13 +150,15 @@ class MockProvider:
             return await openai_api.completions(request, body, cut_after, number)
         return _error(schema, 404, f"unknown path {path}")
 
-    def _keep(self, response: web.Response) -> None:
+    def _keep(self, response: web.Response, given: list[Any]) -> None:
         if response.body is None or response.status != 200:
             return
         whole = orjson.loads(response.body)  # type: ignore[arg-type]
         self.kept[whole["id"]] = whole
+        self.inputs[whole["id"]] = [*given, *whole["output"]]
         while len(self.kept) > 1000:
-            self.kept.popitem(last=False)
+            dropped, _ = self.kept.popitem(last=False)
+            self.inputs.pop(dropped, None)
 
     def _kept(self, method: str, response_id: str) -> web.Response:
         whole = self.kept.get(response_id)
@@ -155,6 +166,7 @@ class MockProvider:
             return _error("openai", 404, f"No response found with id '{response_id}'.")
         if method == "DELETE":
             del self.kept[response_id]
+            self.inputs.pop(response_id, None)
             return web.json_response(
                 {"id": response_id, "object": "response.deleted", "deleted": True}
             )

@@ -39,6 +39,13 @@ def _text(content: Any) -> str:
     )
 
 
+def input_items(given: Any) -> list[Any]:
+    """A request's `input` as items (a string is one user message)."""
+    if isinstance(given, str):
+        return [{"type": "message", "role": "user", "content": given}]
+    return list(given) if isinstance(given, list) else []
+
+
 def as_chat(body: dict[str, Any]) -> dict[str, Any]:
     """The request as the mock's readers take it (Chat Completions' messages): messages by
     role, function call outputs as tool messages, the instructions as the system prompt."""
