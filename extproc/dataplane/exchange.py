@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
-from urllib.parse import parse_qsl
 
 import orjson
 
@@ -22,7 +21,6 @@ from extproc.accounting.budgets import NANOS, Charge, Reservation
 from extproc.accounting.usage import Meter, Usage, prompt_estimate
 from extproc.apis import (
     ENDPOINTS,
-    INPUT_ITEMS,
     METERED,
     MODELS_PREFIX,
     RESPONSES_PREFIX,
@@ -35,11 +33,10 @@ from extproc.apis import (
 )
 from extproc.capture import Sampler
 from extproc.config.runtime import Runtime
-from extproc.dataplane import budget, conversation, models, steps
+from extproc.dataplane import budget, conversation, models, steps, stored
 from extproc.dataplane.decisions import (
     Continue,
     Decision,
-    Deleted,
     DeleteState,
     Effect,
     Found,
@@ -55,13 +52,13 @@ from extproc.dataplane.decisions import (
 from extproc.dataplane.reader import JsonReader, StreamReader
 from extproc.dataplane.response import Reading, answer, reads_response
 from extproc.dataplane.stages import Answer, Arrival, Line, Outcome, Plan
-from extproc.dataplane.upstream import backend_headers, first_attempt
+from extproc.dataplane.upstream import first_attempt
 from extproc.digits import strict_int
 from extproc.drift import DriftMonitor
 from extproc.identity import identify, without_params
 from extproc.policy.engine import Decisions, Redactions
 from extproc.routing import Routed
-from extproc.state.turns import Turn, valid_id
+from extproc.state.turns import Turn
 from extproc.translate.translation import Stream
 
 JSON_HEADERS = [("content-type", "application/json")]
@@ -116,7 +113,7 @@ class Exchange:
         self._draft: steps.Draft | None = None
         self._resume_at = 0
         # GET or DELETE of a kept answer: its id, and the input items' page asked for.
-        self._stored: tuple[str, dict[str, str] | None] | None = None
+        self._stored: stored.StoredRequest | None = None
         self.turn: Turn | None = None  # the answer to keep, for the shell to save
 
     # -- request headers ------------------------------------------------------------
@@ -228,7 +225,7 @@ class Exchange:
         asked, self._asked = self._asked, None
         assert asked is not None, "a result for no effect"
         if self._stored is not None:
-            return self._stored_answer(result)
+            return self._stored_step(self._stored.resolve(result))
         if isinstance(asked, LoadState):
             return self._recalled(result)
         if isinstance(result, Found):
@@ -276,14 +273,10 @@ class Exchange:
     ) -> Decision | Effect:
         line = self.line
         self.api = Schema.OPENAI_RESPONSES
-        rest = served[len(RESPONSES_PREFIX) :]
-        items = rest.endswith(INPUT_ITEMS)
-        response_id = rest.removesuffix(INPUT_ITEMS)
-        if not response_id or "/" in response_id:
-            return self.error(
-                ApiError(404, f"Unknown request URL: {line.method} {line.path}.", "unknown_url")
-            )
-        allowed = "GET" if items else "GET, DELETE"
+        parsed = stored.parse(line, served)
+        if isinstance(parsed, ApiError):
+            return self.error(parsed)
+        response_id, items, allowed = parsed
         if line.method not in allowed.split(", "):
             return self.error(
                 ApiError(
@@ -297,76 +290,23 @@ class Exchange:
         if isinstance(tenant, ApiError):
             return self.error(tenant)
         self.arrival = Arrival(line, served, query, STORED_RESPONSE, tenant, None, False, False)
-        if self.runtime.conversations.disabled or not valid_id(response_id):
-            return self._not_held(response_id)
-        self._stored = (response_id, dict(parse_qsl(query)) if items else None)
-        self._asked = LoadState(tenant.name, response_id)
-        return self._asked
-
-    def _stored_answer(self, result: Result) -> Decision | Effect:
-        """GET or DELETE of a kept answer, once the store answered: the gateway's own
-        answered here, a backend's forwarded to it for the tenant that made it."""
-        assert self._stored is not None and self.arrival is not None
-        response_id, page = self._stored
-        if isinstance(result, Unavailable):
-            return self.error(
-                ApiError(
-                    503,
-                    "Conversation state cannot be read right now; try again.",
-                    "conversation_state_unavailable",
-                )
-            )
-        if isinstance(result, Deleted):
-            if self._forward is not None:
-                return self._forward  # the backend's: deleted there too
-            if not result.existed:
-                return self._not_held(response_id)
-            return self._reply((200, conversation.deleted(response_id)))
-        assert isinstance(result, Loaded)
-        turn = result.turn
-        if not isinstance(turn, Turn):
-            return self._not_held(response_id)
-        deleting = self.line.method == "DELETE"
-        if turn.native:
-            forward = self._to_backend(turn)
-            if forward is None:
-                return self._not_held(response_id)
-            if not deleting:
-                return forward
-            self._forward = forward
-        if deleting:
-            self._asked = DeleteState(self.arrival.tenant.name, response_id)
-            return self._asked
-        if page is None:
-            return self._reply((200, turn.response))
-        listed = conversation.listed(turn, page)
-        return self._reply(listed if isinstance(listed, ApiError) else (200, listed))
-
-    def _not_held(self, response_id: str) -> Reply:
-        return self.error(conversation.not_found(response_id))
-
-    def _to_backend(self, turn: Turn) -> Continue | None:
-        """The request, as it came, for the backend that keeps the answer (None: the
-        config no longer has it)."""
-        arrival = self.arrival
-        assert arrival is not None
-        backend = self.runtime.backends.get(str(turn.response.get("backend")))
-        if (
-            backend is None
-            or backend.speaks(Schema.OPENAI_RESPONSES) is not Schema.OPENAI_RESPONSES
-        ):
-            return None
-        query = f"?{arrival.query}" if arrival.query else ""
-        decision = Continue(clear_route_cache=True)
-        if not self.runtime.external_envoy:
-            decision.set_headers.append((names.ROUTE_HEADER, backend.cluster))
-        decision.set_headers.extend(
-            backend_headers(backend, arrival.served_path.removeprefix("/v1") + query, "")
+        self._stored = request = stored.StoredRequest(
+            self.runtime, self.arrival, response_id, items
         )
-        decision.remove_headers.extend(self.runtime.client_credential_headers)
-        decision.metadata = {"backend": backend.name, "tenant": arrival.tenant.name}
-        self.forwarded = True
-        return decision
+        return self._stored_step(request.first())
+
+    def _stored_step(
+        self, step: ApiError | stored.Answer | Continue | DeleteState | LoadState
+    ) -> Decision | Effect:
+        if isinstance(step, ApiError):
+            return self.error(step)
+        if isinstance(step, tuple):
+            return self._reply(step)
+        if isinstance(step, Continue):
+            self.forwarded = True
+            return step
+        self._asked = step
+        return step
 
     def _next(self) -> Decision | Effect:
         """The next effect to ask for, or the request on its way."""
