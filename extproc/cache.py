@@ -60,6 +60,10 @@ class MemoryCache:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
     async def get(self, key: str) -> bytes | None:
+        return self.get_now(key)
+
+    def get_now(self, key: str) -> bytes | None:
+        """get() without a coroutine: the shell calls it at once, with no task."""
         found = self._entries.get(key)
         if found is None:
             return None

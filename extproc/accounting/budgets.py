@@ -253,6 +253,10 @@ class MemoryStore:
         return counter
 
     async def reserve(self, charges: Sequence[Charge]) -> int:
+        return self.reserve_now(charges)
+
+    def reserve_now(self, charges: Sequence[Charge]) -> int:
+        """reserve() without a coroutine: the shell calls it at once, with no task."""
         now = int(time.time())
         self._expire(now)
         counters = [self._counter(charge.key, now) for charge in charges]

@@ -236,14 +236,15 @@ class Effects:
         step: Decision | Effect,
         reply: Callable[[Decision], ext.ProcessingResponse],
     ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
-        """The reply to a phase whose exchange decided (`step`), or asked for an effect:
-        one of the in-process state store's at once, any other awaited."""
-        state = self.state
-        while isinstance(step, LoadState | DeleteState) and isinstance(state, MemoryStateStore):
-            if isinstance(step, LoadState):
-                step = exchange.resolve(Loaded(state.load_now(step.tenant, step.response_id)))
-            else:
-                step = exchange.resolve(Deleted(state.delete_now(step.tenant, step.response_id)))
+        """The reply to a phase whose exchange decided (`step`), or asked for effects: those
+        of the in-process stores performed at once (nothing there waits, and a task per
+        request would cost more than the work), any other awaited."""
+        while isinstance(step, Effect):
+            result = self._at_once(step)
+            if result is None:
+                break
+            step = exchange.resolve(result)
+            self._resolved(exchange, result)
         if isinstance(step, Effect):
             return self._perform(exchange, step, reply)
         return reply(step)
@@ -257,18 +258,39 @@ class Effects:
         """Perform each effect the exchange asks for and feed it the result, until it
         decides."""
         while True:
-            if isinstance(effect, Lookup):
-                result: Result = await self._lookup(effect)
+            result = self._at_once(effect)
+            if result is not None:
+                pass
+            elif isinstance(effect, Lookup):
+                result = await self._lookup(effect)
             elif isinstance(effect, Reserve):
                 result = await self._reserve(effect)
             else:
                 result = await self._state(effect)
             step = exchange.resolve(result)
-            if isinstance(result, Found) and result.stored is not None and exchange.outcome:
-                self.metrics.cache_tokens_saved.inc(exchange.outcome.usage.total_tokens)
+            self._resolved(exchange, result)
             if not isinstance(step, Effect):
                 return reply(step)
             effect = step
+
+    def _at_once(self, effect: Effect) -> Result | None:
+        """The result of an effect an in-process store answers without waiting (None: it
+        must be awaited)."""
+        state = self.state
+        if isinstance(effect, Reserve) and isinstance(self.store, MemoryStore):
+            return self._reserved(effect, self.store.reserve_now(effect.reservation.charges))
+        if isinstance(effect, Lookup) and isinstance(self.cache, MemoryCache):
+            return self._found(self.cache.get_now(effect.key))
+        if isinstance(state, MemoryStateStore):
+            if isinstance(effect, LoadState):
+                return Loaded(state.load_now(effect.tenant, effect.response_id))
+            if isinstance(effect, DeleteState):
+                return Deleted(state.delete_now(effect.tenant, effect.response_id))
+        return None
+
+    def _resolved(self, exchange: Exchange, result: Result) -> None:
+        if isinstance(result, Found) and result.stored is not None and exchange.outcome:
+            self.metrics.cache_tokens_saved.inc(exchange.outcome.usage.total_tokens)
 
     async def _state(self, effect: LoadState | DeleteState) -> Loaded | Deleted | Unavailable:
         operation = "load" if isinstance(effect, LoadState) else "delete"
@@ -315,6 +337,9 @@ class Effects:
         except StoreError as error:
             log.warning("cache_store_failed", operation="get", error=str(error))
             stored = None
+        return self._found(stored)
+
+    def _found(self, stored: bytes | None) -> Found:
         self.metrics.cache_lookups.labels("miss" if stored is None else "hit").inc()
         return Found(stored)
 
@@ -329,16 +354,17 @@ class Effects:
             self.metrics.cache_bytes.set(self.cache.bytes)
 
     async def _reserve(self, reserve: Reserve) -> Reserved | Unavailable:
-        charges = reserve.reservation.charges
         try:
-            if isinstance(self.store, MemoryStore):
-                refused = await self.store.reserve(charges)  # never suspends: no answer to lose
-            else:
-                refused = await self._reserve_shielded(reserve.reservation)
+            refused = await self._reserve_shielded(reserve.reservation)
         except StoreError as error:
             self.metrics.budget_store_errors.labels("reserve").inc()
             log.warning("budget_store_failed", operation="reserve", error=str(error))
             return Unavailable()
+        return self._reserved(reserve, refused)
+
+    def _reserved(self, reserve: Reserve, refused: int) -> Reserved:
+        """The store's answer (the index of the charge it refused, or -1) as a result."""
+        charges = reserve.reservation.charges
         if refused >= 0:
             self.metrics.budget_refusals.labels(charges[refused].budget).inc()
             return Reserved(charges[refused])
