@@ -29,8 +29,8 @@ from extproc.control.stack import free_port  # noqa: E402
 NATIVE = '  - {{name: mock-native, url: "http://127.0.0.1:{mock_port}/v1", responses_api: true}}\n'
 NATIVE_MODEL = "  - {{name: gpt-native, routes: [{{backend: mock-native}}]}}\n"
 CONFIG = run.CONFIG.replace("models:\n", NATIVE + "models:\n" + NATIVE_MODEL)
-NATIVE_BODY = {"model": "gpt-native"}
-ANTHROPIC_BODY = {"model": "claude-bench"}
+NATIVE_BODY: dict[str, object] = {"model": "gpt-native"}
+ANTHROPIC_BODY: dict[str, object] = {"model": "claude-bench"}
 # (label, path, body changes, streamed)
 ROWS: list[tuple[str, str, dict[str, object], bool]] = [
     ("Chat Completions -> chat backend", "/v1/chat/completions", {}, False),

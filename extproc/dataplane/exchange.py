@@ -118,7 +118,7 @@ class Exchange:
 
     # -- request headers ------------------------------------------------------------
 
-    def request_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Decision:
+    def request_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Decision | Effect:
         method = headers.get(":method", "")
         path, _, query = headers.get(":path", "").partition("?")
         request_id = headers.get(names.REQUEST_ID_HEADER, "")

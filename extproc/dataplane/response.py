@@ -73,7 +73,7 @@ def answer(
     drift_endpoint = ""
     if reader is not None:
         decision.response_body = reader.mode
-        if not isinstance(reader, ErrorReader):
+        if isinstance(reader, JsonReader | StreamReader):
             if reading.capture:
                 reader.raw = []
             if reading.drift is not None:

@@ -134,10 +134,10 @@ class MockProvider:
                 if earlier is None:
                     return _error("openai", 400, f"Previous response '{previous}' not found.")
                 body = {**body, "input": [*earlier, *given]}
-            response = await responses_api.responses(request, body, cut_after, number, served)
-            if body.get("store") is not False and isinstance(response, web.Response):
-                self._keep(response, responses_api.input_items(body.get("input")))
-            return response
+            answer = await responses_api.responses(request, body, cut_after, number, served)
+            if body.get("store") is not False and isinstance(answer, web.Response):
+                self._keep(answer, responses_api.input_items(body.get("input")))
+            return answer
         if path.endswith("/responses/input_tokens"):
             return responses_api.input_tokens(request, body)
         if path.endswith("/messages/count_tokens"):
