@@ -1,5 +1,6 @@
 # Everything a target needs is installed by the target itself (into .venv): `make run` the
-# package alone, every other target the test, lint, Kubernetes and docs tools as well.
+# package and its demo MCP server, every other target the test, lint, Kubernetes and docs
+# tools as well.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,7 +19,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(RUN_STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) --editable .
+	$(PIP) --editable '.[demo]'
 	rm -f $(VENV)/.run-*
 	touch $@
 

@@ -1,5 +1,5 @@
 """Command line: serve | envoy | inject | check-config | render-envoy | probe | drain | up |
-replay | mock-provider."""
+replay | mock-provider | mcp-demo."""
 
 from __future__ import annotations
 
@@ -187,6 +187,19 @@ def cmd_mock_provider(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp_demo(args: argparse.Namespace) -> int:
+    try:
+        from extproc.devtools.mcp_demo import run
+    except ImportError as error:
+        # The image installs the package without its `demo` extra.
+        if (error.name or "").split(".")[0] not in ("mcp", "starlette"):
+            raise
+        print("mcp-demo needs the MCP SDK: pip install 'extproc[demo]'", file=sys.stderr)
+        return 1
+    run(args.host, args.port, json_response=args.json, stateless=args.stateless)
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from extproc.control.stack import Stack
 
@@ -312,6 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--tls-cert")
     mock.add_argument("--tls-key")
     mock.set_defaults(func=cmd_mock_provider)
+
+    demo = commands.add_parser("mcp-demo", help="run the demo MCP server (Streamable HTTP at /mcp)")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8002)
+    demo.add_argument(
+        "--json", action="store_true", help="answer requests with JSON instead of SSE streams"
+    )
+    demo.add_argument(
+        "--stateless", action="store_true", help="no sessions: every request stands alone"
+    )
+    demo.set_defaults(func=cmd_mcp_demo)
 
     again = commands.add_parser(
         "replay", help="re-send captured requests through a gateway and report differences"

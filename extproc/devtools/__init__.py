@@ -1,1 +1,2 @@
-"""Development tools, outside the service's import graph: the mock provider."""
+"""Development tools, outside the service's import graph: the mock provider and the demo
+MCP server."""

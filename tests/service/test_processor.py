@@ -450,7 +450,8 @@ def test_the_service_does_not_load_grpc_core() -> None:
 def test_the_serving_process_imports_neither_grpc_nor_the_dev_tools(tmp_path: Path) -> None:
     """Every module a real `extproc serve` imports while it starts, answers an exchange,
     reloads its config and drains, as Python records them (-X importtime): neither gRPC's
-    C core nor the mock provider (extproc.devtools, outside the service's import graph)."""
+    C core nor the dev tools (extproc.devtools, outside the service's import graph), nor the
+    MCP SDK and the web stack the demo MCP server runs on."""
     socket = tmp_path / "extproc.sock"
     config = tmp_path / "gw.yaml"
     config.write_text(
@@ -484,6 +485,9 @@ def test_the_serving_process_imports_neither_grpc_nor_the_dev_tools(tmp_path: Pa
     }
     assert {"extproc.dataplane.service", "extproc.control.reload"} <= imported
     unwanted = [
-        m for m in imported if m.split(".")[0] == "grpc" or m.startswith("extproc.devtools")
+        m
+        for m in imported
+        if m.split(".")[0] in ("grpc", "mcp", "starlette", "uvicorn", "sse_starlette")
+        or m.startswith("extproc.devtools")
     ]
     assert unwanted == []

@@ -1,5 +1,6 @@
-"""`make run` installs the package's own dependencies alone: every module the package imports
-must come from one of them, not from a test or tooling extra."""
+"""The image installs the package's own dependencies alone and `make run` those and the `demo`
+extra: every module the package imports must come from one of its dependencies, and only the
+demo MCP server's from the `demo` extra; none from a test or tooling extra."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import importlib.metadata
 import re
 import sys
 import tomllib
+from collections.abc import Iterable
+from pathlib import Path
 
 from tests.helpers import ROOT
 
@@ -24,9 +27,9 @@ def _project() -> dict[str, object]:
     return project
 
 
-def _imported_top_level_modules() -> set[str]:
+def _imported_top_level_modules(paths: Iterable[Path]) -> set[str]:
     modules = set()
-    for path in (ROOT / "extproc").rglob("*.py"):
+    for path in paths:
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -36,17 +39,27 @@ def _imported_top_level_modules() -> set[str]:
     return modules - set(sys.stdlib_module_names) - {"extproc", "__future__"}
 
 
-def test_every_module_the_package_imports_is_a_runtime_dependency() -> None:
-    runtime = {_name(r) for r in _project()["dependencies"]}  # type: ignore[attr-defined]
+def _unprovided(modules: set[str], requirements: list[str]) -> dict[str, list[str]]:
+    """The modules none of the requirements installs, with the distributions that do."""
+    allowed = {_name(r) for r in requirements}
     providers = importlib.metadata.packages_distributions()
     # A namespace several distributions install into (google: protobuf and others): any of
     # them listed is enough.
-    missing = {
+    return {
         module: providers.get(module, [])
-        for module in _imported_top_level_modules()
-        if not runtime & {_name(d) for d in providers.get(module, [])}
+        for module in modules
+        if not allowed & {_name(d) for d in providers.get(module, [])}
     }
-    assert missing == {}
+
+
+def test_every_module_the_package_imports_is_a_runtime_dependency() -> None:
+    runtime: list[str] = _project()["dependencies"]  # type: ignore[assignment]
+    extras: dict[str, list[str]] = _project()["optional-dependencies"]  # type: ignore[assignment]
+    demo = ROOT / "extproc" / "devtools" / "mcp_demo"
+    outside = (p for p in (ROOT / "extproc").rglob("*.py") if demo not in p.parents)
+    assert _unprovided(_imported_top_level_modules(outside), runtime) == {}
+    demo_modules = _imported_top_level_modules(demo.rglob("*.py"))
+    assert _unprovided(demo_modules, runtime + extras["demo"]) == {}
 
 
 def test_dev_holds_every_other_extra() -> None:
