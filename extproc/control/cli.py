@@ -4,6 +4,7 @@ replay | mock-provider | mcp-demo."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import sys
@@ -204,11 +205,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     from extproc.control.stack import Stack
 
     runtime = _load(args.config, resolve_secrets=False)
+    # The demo MCP server needs the `demo` extra (`make run` installs it).
+    demo = not args.no_mcp_demo and importlib.util.find_spec("mcp") is not None
     with tempfile.TemporaryDirectory(prefix="extproc-up-") as workdir:
         stack = Stack(
             config_path=Path(args.config),
             workdir=Path(workdir),
             mock_port=None if args.no_mock else args.mock_port,
+            mcp_demo_port=args.mcp_demo_port if demo else None,
             log_to_files=False,
         )
         stack.start()
@@ -221,7 +225,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  envoy admin  http://{runtime.admin.address}:{runtime.admin.port}\n"
             f"  metrics      http://{runtime.service.metrics_address}/metrics\n"
             f"  models       curl {gateway}/v1/models\n"
-            f"Press Ctrl-C to stop.\n",
+            + (f"  demo MCP     http://127.0.0.1:{args.mcp_demo_port}/mcp\n" if demo else "")
+            + "Press Ctrl-C to stop.\n",
             flush=True,
         )
         stopping = False
@@ -346,10 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--header", action="append", help="an extra header, NAME:VALUE")
     again.set_defaults(func=cmd_replay)
 
-    up = commands.add_parser("up", help="run Envoy + service (+ mock provider) in the foreground")
+    up = commands.add_parser(
+        "up", help="run Envoy + service (+ mock provider, demo MCP server) in the foreground"
+    )
     up.add_argument("config")
     up.add_argument("--mock-port", type=int, default=8001)
     up.add_argument("--no-mock", action="store_true", help="do not start the mock provider")
+    up.add_argument("--mcp-demo-port", type=int, default=8002)
+    up.add_argument("--no-mcp-demo", action="store_true", help="do not start the demo MCP server")
     up.set_defaults(func=cmd_up)
     return parser
 

@@ -1,4 +1,5 @@
-"""Run Envoy, the service and the mock provider as child processes (`extproc up`, tests, bench)."""
+"""Run Envoy, the service, the mock provider and the demo MCP server as child processes
+(`extproc up`, tests, bench)."""
 
 from __future__ import annotations
 
@@ -149,6 +150,7 @@ class Stack:
     workdir: Path
     mock_port: int | None = None
     mock_tls: tuple[str, str] | None = None
+    mcp_demo_port: int | None = None  # the demo MCP server's (None: not started)
     env: dict[str, str] = field(default_factory=dict)
     log_to_files: bool = True
     envoy_args: list[str] = field(default_factory=list)
@@ -200,6 +202,15 @@ class Stack:
                     timeout,
                     "mock provider",
                     mock,
+                )
+            if self.mcp_demo_port is not None:
+                argv = [sys.executable, "-m", "extproc", "mcp-demo"]
+                demo = self._spawn("mcp-demo", [*argv, "--port", str(self.mcp_demo_port)])
+                wait_until(
+                    lambda: _port_open("127.0.0.1", self.mcp_demo_port or 0),
+                    timeout,
+                    "demo MCP server",
+                    demo,
                 )
             if self.bare_backend is None:
                 address = runtime.service.grpc_address
