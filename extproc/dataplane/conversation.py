@@ -18,6 +18,7 @@ from extproc.apis import ApiError, Endpoint, Kind, Schema
 from extproc.config.runtime import Route
 from extproc.config.settings import ConversationSettings
 from extproc.dataplane.decisions import LoadState
+from extproc.digits import strict_int
 from extproc.state.turns import Dropped, Over, Turn, new_response_id, valid_id
 
 
@@ -170,8 +171,7 @@ _ORDERS = ("asc", "desc")
 def listed(turn: Turn, query: dict[str, str]) -> ApiError | dict[str, Any]:
     """The page of a turn's input items the query asks for (`limit` 1-100, default 20;
     `order` asc or desc, default desc; `after` an item id), as the API lists them."""
-    limit_text = query.get("limit", "20")
-    limit = int(limit_text) if limit_text.isdigit() else 0
+    limit = strict_int(query.get("limit", "20"), 100) or 0
     if not 1 <= limit <= 100:
         return ApiError(400, "limit must be an integer from 1 to 100.", "invalid_value", "limit")
     order = query.get("order", "desc")

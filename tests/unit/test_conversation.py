@@ -209,7 +209,9 @@ def test_stored_response_paths_refuse_what_they_do_not_serve(
     assert isinstance(reply, Reply) and reply.status == status
 
 
-def test_input_items_pages_are_bounded() -> None:
-    exchange, _ = stored("/v1/responses/resp_1/input_items?limit=1000")
+@pytest.mark.parametrize("limit", ["1000", "0", "9" * 5000, "%C2%B2", "-1", "abc"])
+def test_input_items_pages_are_bounded(limit: str) -> None:
+    exchange, _ = stored(f"/v1/responses/resp_1/input_items?limit={limit}")
     reply = exchange.resolve(Loaded(TURN))
     assert isinstance(reply, Reply) and reply.status == 400
+    assert orjson.loads(reply.body)["error"]["param"] == "limit"
