@@ -68,27 +68,34 @@ def _int(value: Any) -> int | None:
     return value
 
 
+def _counts(
+    source: dict[str, Any], names: tuple[tuple[str, str], ...], found: dict[str, int]
+) -> None:
+    """Each count of `source` named in `names` (its field, the normalised one) into `found`."""
+    for field_name, target in names:
+        value = _int(source.get(field_name))
+        if value is not None:
+            found[target] = value
+
+
+def _details(
+    usage: dict[str, Any], key: str, names: tuple[tuple[str, str], ...], found: dict[str, int]
+) -> None:
+    details = usage.get(key)
+    if isinstance(details, dict):
+        _counts(details, names, found)
+
+
 def openai_usage(usage: Any) -> dict[str, int]:
     """Normalised fields of an OpenAI `usage` object (chat, completions, embeddings)."""
     if not isinstance(usage, dict):
         return {}
     found: dict[str, int] = {}
-    for source, target in (
-        ("prompt_tokens", "input_tokens"),
-        ("completion_tokens", "output_tokens"),
-    ):
-        value = _int(usage.get(source))
-        if value is not None:
-            found[target] = value
-    details = usage.get("prompt_tokens_details")
-    if isinstance(details, dict) and (cached := _int(details.get("cached_tokens"))) is not None:
-        found["cached_input_tokens"] = cached
-    details = usage.get("completion_tokens_details")
-    if (
-        isinstance(details, dict)
-        and (reasoning := _int(details.get("reasoning_tokens"))) is not None
-    ):
-        found["reasoning_tokens"] = reasoning
+    _counts(
+        usage, (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens")), found
+    )
+    _details(usage, "prompt_tokens_details", (("cached_tokens", "cached_input_tokens"),), found)
+    _details(usage, "completion_tokens_details", (("reasoning_tokens", "reasoning_tokens"),), found)
     if "input_tokens" in found and "output_tokens" not in found and "total_tokens" in usage:
         # Embeddings report prompt and total only: there is no output.
         found["output_tokens"] = 0
@@ -101,25 +108,13 @@ def responses_usage(usage: Any) -> dict[str, int]:
     if not isinstance(usage, dict):
         return {}
     found: dict[str, int] = {}
-    for name in ("input_tokens", "output_tokens"):
-        value = _int(usage.get(name))
-        if value is not None:
-            found[name] = value
-    details = usage.get("input_tokens_details")
-    if isinstance(details, dict):
-        for source, target in (
-            ("cached_tokens", "cached_input_tokens"),
-            ("cache_write_tokens", "cache_creation_input_tokens"),
-        ):
-            value = _int(details.get(source))
-            if value is not None:
-                found[target] = value
-    details = usage.get("output_tokens_details")
-    if (
-        isinstance(details, dict)
-        and (reasoning := _int(details.get("reasoning_tokens"))) is not None
-    ):
-        found["reasoning_tokens"] = reasoning
+    _counts(usage, (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens")), found)
+    cache = (
+        ("cached_tokens", "cached_input_tokens"),
+        ("cache_write_tokens", "cache_creation_input_tokens"),
+    )
+    _details(usage, "input_tokens_details", cache, found)
+    _details(usage, "output_tokens_details", (("reasoning_tokens", "reasoning_tokens"),), found)
     return found
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,18 +119,31 @@ _NESTED = 2
 
 def _parts(role: str, content: Any, emit: Emit, unread: list[Unread] | None, message: int) -> None:
     """OpenAI content parts."""
-    if not isinstance(content, list):
-        return
-    for index, part in enumerate(content):
+    at = ("messages", message, "content")
+    _typed_parts(role, content, _OPENAI_TEXTS, PARTS, at, emit, unread)
+
+
+def _typed_parts(
+    role: str,
+    parts: Any,
+    texts: dict[str, str],
+    known: Container[str],
+    at: tuple[str | int, ...],
+    emit: Emit,
+    unread: list[Unread] | None,
+) -> None:
+    """Parts tagged by `type`: the text field `texts` names for a type, emitted; a type the
+    API does not publish (`known`) reported unread at `at` and the part's index."""
+    for index, part in enumerate(parts if isinstance(parts, list) else ()):
         if not isinstance(part, dict):
             continue
         kind = part.get("type")
-        key = _OPENAI_TEXTS.get(kind) if type(kind) is str else None
-        if key is not None:
-            if isinstance(part.get(key), str):
-                emit(role, part, key)
-        elif unread is not None and kind not in PARTS:
-            unread.append(Unread(role, ("messages", message, "content", index), str(kind)))
+        field = texts.get(kind) if type(kind) is str else None
+        if field is not None:
+            if isinstance(part.get(field), str):
+                emit(role, part, field)
+        elif unread is not None and (type(kind) is not str or kind not in known):
+            unread.append(Unread(role, (*at, index), str(kind)))
 
 
 def _request_blocks(
@@ -247,7 +260,8 @@ _ANTHROPIC_ROLES = {"user": "user", "assistant": "assistant", "system": "system"
 # published types (images, files) hold none a policy can read.
 _RESPONSES_TEXTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
 # Reasoning items' parts: the summary's and the reasoning text's.
-_REASONING_TEXTS = frozenset(("summary_text", "reasoning_text"))
+_REASONING_TEXTS = {"summary_text": "text", "reasoning_text": "text"}
+_REASONING = frozenset(_REASONING_TEXTS)
 
 
 def _responses_request(body: dict[str, Any], emit: Emit, unread: list[Unread] | None) -> None:
@@ -275,17 +289,9 @@ def _responses_request(body: dict[str, Any], emit: Emit, unread: list[Unread] | 
             _response_parts("tool", item, "output", emit, unread, index)
         elif kind == "reasoning":
             for key in ("summary", "content"):
+                at = ("input", index, key)
                 parts = item.get(key)
-                for at, part in enumerate(parts if isinstance(parts, list) else ()):
-                    if not isinstance(part, dict):
-                        continue
-                    part_kind = part.get("type")
-                    if type(part_kind) is not str or part_kind not in _REASONING_TEXTS:
-                        if unread is not None:
-                            path = ("input", index, key, at)
-                            unread.append(Unread("assistant", path, str(part_kind)))
-                    elif isinstance(part.get("text"), str):
-                        emit("assistant", part, "text")
+                _typed_parts("assistant", parts, _REASONING_TEXTS, _REASONING, at, emit, unread)
         elif unread is not None and (type(kind) is not str or kind not in RESPONSES_ITEMS):
             role = _OPENAI_ROLES.get(str(item.get("role")), "user")
             unread.append(Unread(role, ("input", index), str(kind)))
@@ -299,16 +305,7 @@ def _response_parts(
     if isinstance(content, str):
         emit(role, item, key)
         return
-    for index, part in enumerate(content if isinstance(content, list) else ()):
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        field = _RESPONSES_TEXTS.get(kind) if type(kind) is str else None
-        if field is not None:
-            if isinstance(part.get(field), str):
-                emit(role, part, field)
-        elif unread is not None and (type(kind) is not str or kind not in RESPONSES_PARTS):
-            unread.append(Unread(role, ("input", at, key, index), str(kind)))
+    _typed_parts(role, content, _RESPONSES_TEXTS, RESPONSES_PARTS, ("input", at, key), emit, unread)
 
 
 def _tool_calls(message: dict[str, Any], emit: Emit) -> None:

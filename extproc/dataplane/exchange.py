@@ -59,7 +59,6 @@ from extproc.identity import identify, without_params
 from extproc.policy.engine import Decisions, Redactions
 from extproc.routing import Routed
 from extproc.state.turns import Turn
-from extproc.translate.translation import Stream
 
 JSON_HEADERS = [("content-type", "application/json")]
 
@@ -522,7 +521,6 @@ def _answer_of(reader: object) -> bytes | None:
     it (None: the backend answered in the Responses API itself, and keeps it)."""
     if isinstance(reader, JsonReader):
         return reader.translated
-    if isinstance(reader, StreamReader) and isinstance(reader.translation, Stream):
-        answer: bytes | None = getattr(reader.translation.encoder, "answer", None)
-        return answer
+    if isinstance(reader, StreamReader) and reader.translation is not None:
+        return reader.translation.encoder.answer
     return None

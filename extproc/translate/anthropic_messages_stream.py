@@ -135,6 +135,8 @@ class StreamEncoder:
     """Hub events in, Anthropic events out: each content block opened, filled and closed,
     the stop reason and usage in `message_delta`, then `message_stop`."""
 
+    answer: bytes | None = None  # its stream carries no whole answer
+
     def __init__(self) -> None:
         self.started = False
         self.finished = False

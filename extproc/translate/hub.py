@@ -242,6 +242,10 @@ class StreamDecoder(Protocol):
 class StreamEncoder(Protocol):
     """Hub events in, the client's stream events out."""
 
+    # The whole answer as the stream's last event carried it, encoded when written (None:
+    # not yet, or the API's stream carries no whole answer).
+    answer: bytes | None
+
     def text(self, text: str) -> bytes | None:
         """The encoded event of one text delta, when no other event must come first;
         None otherwise (events() writes it)."""

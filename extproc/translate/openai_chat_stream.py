@@ -125,6 +125,8 @@ _DONE: hub.Out = (None, "[DONE]")
 class StreamEncoder:
     """Hub events in, chat.completion.chunk payloads out; `[DONE]` ends the stream."""
 
+    answer: bytes | None = None  # its stream carries no whole answer
+
     def __init__(self, include_usage: bool, created: int | None = None) -> None:
         self.include_usage = include_usage
         self.created = created if created is not None else int(time.time())
