@@ -107,6 +107,14 @@ class _DirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Direction.V
     """The client's request, checked before any provider sees it."""
     RESPONSE: _Direction.ValueType  # 2
     """The provider's answer, checked before the client sees it."""
+    TOOL_CALL: _Direction.ValueType  # 3
+    """An MCP tool call's arguments (every string in them), checked before the server sees
+    them.
+    """
+    TOOL_RESULT: _Direction.ValueType  # 4
+    """An MCP tool's result (its text and structured content), checked before the agent
+    sees it: where prompt injection aimed at the agent arrives.
+    """
 
 class Direction(_Direction, metaclass=_DirectionEnumTypeWrapper):
     """Which way the text travels: to the provider, or back to the client."""
@@ -116,6 +124,14 @@ REQUEST: Direction.ValueType  # 1
 """The client's request, checked before any provider sees it."""
 RESPONSE: Direction.ValueType  # 2
 """The provider's answer, checked before the client sees it."""
+TOOL_CALL: Direction.ValueType  # 3
+"""An MCP tool call's arguments (every string in them), checked before the server sees
+them.
+"""
+TOOL_RESULT: Direction.ValueType  # 4
+"""An MCP tool's result (its text and structured content), checked before the agent
+sees it: where prompt injection aimed at the agent arrives.
+"""
 Global___Direction: _TypeAlias = Direction  # noqa: Y015
 
 @_typing.final
@@ -138,6 +154,8 @@ class Config(_message.Message):
     CAPTURE_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
     CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    MCP_SERVERS_FIELD_NUMBER: _builtins.int
+    MCP_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def listener(self) -> Global___Listener:
         """Where Envoy accepts client traffic."""
@@ -204,6 +222,14 @@ class Config(_message.Message):
         `previous_response_id`) when the backend keeps none of its own.
         """
 
+    @_builtins.property
+    def mcp_servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpServer]:
+        """MCP servers the gateway fronts (the Streamable HTTP transport). Names are unique."""
+
+    @_builtins.property
+    def mcp(self) -> Global___Mcp:
+        """How the gateway serves MCP: the virtual server's sessions, message bounds."""
+
     def __init__(
         self,
         *,
@@ -223,14 +249,221 @@ class Config(_message.Message):
         capture: Global___Capture | None = ...,
         cache: Global___Cache | None = ...,
         conversations: Global___Conversations | None = ...,
+        mcp_servers: _abc.Iterable[Global___McpServer] | None = ...,
+        mcp: Global___Mcp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "cache", b"cache", "capture", b"capture", "conversations", b"conversations", "limits", b"limits", "listener", b"listener", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "cache", b"cache", "capture", b"capture", "conversations", b"conversations", "limits", b"limits", "listener", b"listener", "mcp", b"mcp", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "backends", b"backends", "cache", b"cache", "capture", b"capture", "conversations", b"conversations", "limits", b"limits", "listener", b"listener", "models", b"models", "policies", b"policies", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry", "tenants", b"tenants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "admin", b"admin", "auth", b"auth", "backends", b"backends", "cache", b"cache", "capture", b"capture", "conversations", b"conversations", "limits", b"limits", "listener", b"listener", "mcp", b"mcp", "mcp_servers", b"mcp_servers", "models", b"models", "policies", b"policies", "prices", b"prices", "schema_drift", b"schema_drift", "service", b"service", "telemetry", b"telemetry", "tenants", b"tenants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Config: _TypeAlias = Config  # noqa: Y015
+
+@_typing.final
+class McpServer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Pinning:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _PinningEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[McpServer._Pinning.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        PINNING_UNSPECIFIED: McpServer._Pinning.ValueType  # 0
+        REPORT: McpServer._Pinning.ValueType  # 1
+        """A changed definition is logged and counted; the tool stays listed. The default."""
+        ENFORCE: McpServer._Pinning.ValueType  # 2
+        """A changed definition is logged and counted, and the tool is withheld (absent from
+        tools/list, calls refused) until its new digest is pinned in the config.
+        """
+        OFF: McpServer._Pinning.ValueType  # 3
+        """Definitions are not watched."""
+
+    class Pinning(_Pinning, metaclass=_PinningEnumTypeWrapper): ...
+    PINNING_UNSPECIFIED: McpServer.Pinning.ValueType  # 0
+    REPORT: McpServer.Pinning.ValueType  # 1
+    """A changed definition is logged and counted; the tool stays listed. The default."""
+    ENFORCE: McpServer.Pinning.ValueType  # 2
+    """A changed definition is logged and counted, and the tool is withheld (absent from
+    tools/list, calls refused) until its new digest is pinned in the config.
+    """
+    OFF: McpServer.Pinning.ValueType  # 3
+    """Definitions are not watched."""
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class PinsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    CONNECT_TIMEOUT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    STREAM_IDLE_TIMEOUT_FIELD_NUMBER: _builtins.int
+    TOOL_PREFIX_FIELD_NUMBER: _builtins.int
+    PINS_FIELD_NUMBER: _builtins.int
+    PINNING_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Reached at "/mcp/<name>", named in tool governance ("<name>/<tool>"), logs and metrics."""
+    url: _builtins.str
+    """The server's MCP endpoint, as an MCP client is given it: "http://tools:8080/mcp".
+    https URLs get TLS origination with SNI and certificate validation.
+    """
+    tool_prefix: _builtins.str
+    """Put before this server's tool and prompt names in the virtual server "/mcp", where
+    servers' names would otherwise collide: "github_". Default: none.
+    """
+    pinning: Global___McpServer.Pinning.ValueType
+    """What a changed tool definition does. Default report."""
+    @_builtins.property
+    def credential(self) -> Global___Credential:
+        """The credential injected upstream (header default "authorization", sent as
+        "Bearer <key>"). The client's own credential never is.
+        """
+
+    @_builtins.property
+    def tls(self) -> Global___BackendTls:
+        """TLS settings for https URLs."""
+
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Extra request headers sent to this server."""
+
+    @_builtins.property
+    def connect_timeout(self) -> _duration_pb2.Duration:
+        """Time allowed to open a connection. Default 5s."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Longest a POST's answer may take, its JSON or its whole SSE stream. Default 300s."""
+
+    @_builtins.property
+    def stream_idle_timeout(self) -> _duration_pb2.Duration:
+        """A GET stream (the server's own messages) ends after this long with nothing sent.
+        Default 300s.
+        """
+
+    @_builtins.property
+    def pins(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Tool definitions accepted ahead: tool name -> SHA-256 (hex) of its definition, as
+        the gateway reports it. A pinned tool whose definition differs is a change.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        url: _builtins.str = ...,
+        credential: Global___Credential | None = ...,
+        tls: Global___BackendTls | None = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        connect_timeout: _duration_pb2.Duration | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        stream_idle_timeout: _duration_pb2.Duration | None = ...,
+        tool_prefix: _builtins.str = ...,
+        pins: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        pinning: Global___McpServer.Pinning.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "credential", b"credential", "stream_idle_timeout", b"stream_idle_timeout", "timeout", b"timeout", "tls", b"tls"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "credential", b"credential", "headers", b"headers", "name", b"name", "pinning", b"pinning", "pins", b"pins", "stream_idle_timeout", b"stream_idle_timeout", "timeout", b"timeout", "tls", b"tls", "tool_prefix", b"tool_prefix", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___McpServer: _TypeAlias = McpServer  # noqa: Y015
+
+@_typing.final
+class Mcp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_TTL_FIELD_NUMBER: _builtins.int
+    MAX_SESSIONS_FIELD_NUMBER: _builtins.int
+    REDIS_FIELD_NUMBER: _builtins.int
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_DEPTH_FIELD_NUMBER: _builtins.int
+    LIST_TTL_FIELD_NUMBER: _builtins.int
+    max_sessions: _builtins.int
+    """In-process store: sessions held at once (the least recently used goes first).
+    Default 10000.
+    """
+    max_message_bytes: _builtins.int
+    """Largest JSON-RPC message the gateway reads, from a client or a server (one POST body,
+    one SSE event). Default 4 MiB.
+    """
+    max_depth: _builtins.int
+    """Deepest nesting of arrays and objects in a message. Default 64."""
+    @_builtins.property
+    def session_ttl(self) -> _duration_pb2.Duration:
+        """A virtual-server session ends after this long unused. Default 1h."""
+
+    @_builtins.property
+    def redis(self) -> Global___RedisStore:
+        """Shared session store for replicas and workers instead of the in-process one. Its
+        key_prefix defaults to "extproc:mcp:".
+        """
+
+    @_builtins.property
+    def list_ttl(self) -> _duration_pb2.Duration:
+        """The servers' tool, prompt and resource lists are kept this long for the virtual
+        server. Default 60s.
+        """
+
+    def __init__(
+        self,
+        *,
+        session_ttl: _duration_pb2.Duration | None = ...,
+        max_sessions: _builtins.int = ...,
+        redis: Global___RedisStore | None = ...,
+        max_message_bytes: _builtins.int = ...,
+        max_depth: _builtins.int = ...,
+        list_ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["list_ttl", b"list_ttl", "redis", b"redis", "session_ttl", b"session_ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_ttl", b"list_ttl", "max_depth", b"max_depth", "max_message_bytes", b"max_message_bytes", "max_sessions", b"max_sessions", "redis", b"redis", "session_ttl", b"session_ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Mcp: _TypeAlias = Mcp  # noqa: Y015
 
 @_typing.final
 class Conversations(_message.Message):
@@ -1098,6 +1331,7 @@ class Tenant(_message.Message):
     POLICIES_FIELD_NUMBER: _builtins.int
     BUDGETS_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    MCP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Named in logs, metrics, errors and Envoy's access log."""
     @_builtins.property
@@ -1130,6 +1364,10 @@ class Tenant(_message.Message):
     def cache(self) -> Global___CachePolicy:
         """Response cache for this tenant's requests; overrides the model's setting."""
 
+    @_builtins.property
+    def mcp(self) -> Global___TenantMcp:
+        """The MCP servers and tools this tenant may use. Unset: none."""
+
     def __init__(
         self,
         *,
@@ -1140,14 +1378,99 @@ class Tenant(_message.Message):
         policies: _abc.Iterable[_builtins.str] | None = ...,
         budgets: _abc.Iterable[Global___Budget] | None = ...,
         cache: Global___CachePolicy | None = ...,
+        mcp: Global___TenantMcp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "mcp", b"mcp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_sha256", b"api_key_sha256", "budgets", b"budgets", "cache", b"cache", "models", b"models", "name", b"name", "policies", b"policies", "spiffe_ids", b"spiffe_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_sha256", b"api_key_sha256", "budgets", b"budgets", "cache", b"cache", "mcp", b"mcp", "models", b"models", "name", b"name", "policies", b"policies", "spiffe_ids", b"spiffe_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tenant: _TypeAlias = Tenant  # noqa: Y015
+
+@_typing.final
+class TenantMcp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVERS_FIELD_NUMBER: _builtins.int
+    ALLOW_TOOLS_FIELD_NUMBER: _builtins.int
+    DENY_TOOLS_FIELD_NUMBER: _builtins.int
+    MAX_ARGUMENT_BYTES_FIELD_NUMBER: _builtins.int
+    RATES_FIELD_NUMBER: _builtins.int
+    max_argument_bytes: _builtins.int
+    """Largest tools/call arguments, in bytes of JSON. Default 65536."""
+    @_builtins.property
+    def servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the MCP servers (glob patterns) this tenant may use."""
+
+    @_builtins.property
+    def allow_tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tools this tenant may use, as "<server>/<tool>" glob patterns ("github/*",
+        "*/search"). Empty: every tool of its servers.
+        """
+
+    @_builtins.property
+    def deny_tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tools this tenant may not use, as allow_tools; a denied tool is denied even where
+        allowed.
+        """
+
+    @_builtins.property
+    def rates(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolRate]:
+        """Calls per window, per tool: a call past one gets a JSON-RPC error."""
+
+    def __init__(
+        self,
+        *,
+        servers: _abc.Iterable[_builtins.str] | None = ...,
+        allow_tools: _abc.Iterable[_builtins.str] | None = ...,
+        deny_tools: _abc.Iterable[_builtins.str] | None = ...,
+        max_argument_bytes: _builtins.int = ...,
+        rates: _abc.Iterable[Global___ToolRate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_tools", b"allow_tools", "deny_tools", b"deny_tools", "max_argument_bytes", b"max_argument_bytes", "rates", b"rates", "servers", b"servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantMcp: _TypeAlias = TenantMcp  # noqa: Y015
+
+@_typing.final
+class ToolRate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    MAX_CALLS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Named in the error, logs and metrics."""
+    window: Global___Budget.Window.ValueType
+    """Fixed windows aligned on UTC, as budgets'."""
+    max_calls: _builtins.int
+    """Most calls of one tool in one window."""
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tools it counts, as "<server>/<tool>" glob patterns. Empty: every tool. Each
+        tool has its own counter.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        tools: _abc.Iterable[_builtins.str] | None = ...,
+        window: Global___Budget.Window.ValueType = ...,
+        max_calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_calls", b"max_calls", "name", b"name", "tools", b"tools", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolRate: _TypeAlias = ToolRate  # noqa: Y015
 
 @_typing.final
 class Budget(_message.Message):
