@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import re2
 
@@ -49,10 +50,23 @@ def _roles(values: list[int]) -> frozenset[str]:
     return frozenset(_ROLE_NAMES[v] for v in values) if values else frozenset(_ROLE_NAMES.values())
 
 
-def _directions(values: list[int], default: tuple[bool, bool]) -> tuple[bool, bool]:
+@dataclass(frozen=True, slots=True)
+class _Directions:
+    request: bool = True  # the default: [request]
+    response: bool = False
+    tool_call: bool = False
+    tool_result: bool = False
+
+
+def _directions(values: list[int]) -> _Directions:
     if not values:
-        return default
-    return pb.REQUEST in values, pb.RESPONSE in values
+        return _Directions()
+    return _Directions(
+        request=pb.REQUEST in values,
+        response=pb.RESPONSE in values,
+        tool_call=pb.TOOL_CALL in values,
+        tool_result=pb.TOOL_RESULT in values,
+    )
 
 
 def _keyword_pattern(keyword: str) -> str:
@@ -133,7 +147,7 @@ def _deny_rule(
         alternatives.append(_keyword_pattern(keyword))
     if not ok:
         return None
-    request, response = _directions(list(rule.apply_to), (True, False))
+    directions = _directions(list(rule.apply_to))
     keywords = tuple(k if rule.case_sensitive else k.lower() for k in rule.keywords)
     return DenyRule(
         name=rule.name,
@@ -143,8 +157,10 @@ def _deny_rule(
         keywords=keywords,
         case_sensitive=rule.case_sensitive,
         roles=_roles(list(rule.roles)),
-        request=request,
-        response=response,
+        request=directions.request,
+        response=directions.response,
+        tool_call=directions.tool_call,
+        tool_result=directions.tool_result,
         max_length=rule.max_match_length or DEFAULT_MAX_MATCH_LENGTH,
         has_patterns=bool(rule.patterns),
     )
@@ -196,7 +212,7 @@ def _pii_rule(
         except re2.error as error:
             problem(f"{path}.pattern", f"RE2 cannot compile this pattern: {_reason(error)}")
             return None
-    request, response = _directions(list(rule.apply_to), (True, False))
+    directions = _directions(list(rule.apply_to))
     return PiiRule(
         detector=detector,
         action=_ACTIONS.get(rule.action, Action.REDACT),
@@ -204,8 +220,10 @@ def _pii_rule(
         shadow=shadow,
         restore=policy.restore_redacted,
         roles=_roles(list(rule.roles)),
-        request=request,
-        response=response,
+        request=directions.request,
+        response=directions.response,
+        tool_call=directions.tool_call,
+        tool_result=directions.tool_result,
     )
 
 

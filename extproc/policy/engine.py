@@ -122,11 +122,15 @@ def blocked(rule_name: str) -> ApiError:
     )
 
 
+def described(detector: Detector) -> str:
+    """What a detector finds, for an error message ("an e-mail address")."""
+    return _DESCRIPTIONS.get(detector.name, f"data matching '{detector.name}'")
+
+
 def pii_blocked(detector: Detector, policy: str) -> ApiError:
-    what = _DESCRIPTIONS.get(detector.name, f"data matching '{detector.name}'")
     return ApiError(
         400,
-        f"The request contains {what}, which policy '{policy}' does not allow.",
+        f"The request contains {described(detector)}, which policy '{policy}' does not allow.",
         "content_policy_violation",
     )
 

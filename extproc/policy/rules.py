@@ -1,4 +1,5 @@
-"""Compiled policies: what the request and response paths evaluate, built at config load."""
+"""Compiled policies: what the request and response paths, and MCP tool traffic, evaluate;
+built at config load."""
 
 from __future__ import annotations
 
@@ -30,9 +31,11 @@ class DenyRule:
     regex: re2._Regexp
     keywords: tuple[str, ...]  # lower-cased unless case-sensitive (for stream hold-back)
     case_sensitive: bool
-    roles: frozenset[str]
+    roles: frozenset[str]  # model traffic only: tool traffic has no roles
     request: bool
     response: bool
+    tool_call: bool
+    tool_result: bool
     max_length: int
     has_patterns: bool
 
@@ -59,9 +62,11 @@ class PiiRule:
     policy: str
     shadow: bool
     restore: bool
-    roles: frozenset[str]
+    roles: frozenset[str]  # model traffic only: tool traffic has no roles
     request: bool
     response: bool
+    tool_call: bool
+    tool_result: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +109,11 @@ class Detection:
     by_detector: dict[int, Applied]  # id(detector) -> its entry
 
     @classmethod
-    def of(cls, rules: tuple[PiiRule, ...], role: str) -> Detection:
+    def of(cls, rules: tuple[PiiRule, ...], role: str | None) -> Detection:
+        """The rules for text of role; role None: all of them (tool traffic has no roles)."""
         grouped: dict[int, list[PiiRule]] = {}
         for rule in rules:
-            if role in rule.roles:
+            if role is None or role in rule.roles:
                 grouped.setdefault(id(rule.detector), []).append(rule)
         applied = []
         for group in grouped.values():
@@ -145,6 +151,11 @@ class PolicySet:
     # PII rules, prompt token limits (all roles). A part of that role whose text the
     # gateway cannot read is refused when one of them is enforced.
     request_readers: dict[str, tuple[tuple[str, bool], ...]] = field(init=False)
+    # MCP tool traffic: a tools/call's arguments and its result, whatever the roles.
+    tool_call_deny: tuple[DenyRule, ...] = field(init=False)
+    tool_call_detection: Detection = field(init=False)
+    tool_result_deny: tuple[DenyRule, ...] = field(init=False)
+    tool_result_detection: Detection = field(init=False)
 
     def __post_init__(self) -> None:
         deny = [rule for policy in self.policies for rule in policy.deny]
@@ -167,6 +178,11 @@ class PolicySet:
                 for found in readers.values():
                     found.append((policy.name, policy.shadow))
         set_(self, "request_readers", {r: tuple(dict.fromkeys(v)) for r, v in readers.items()})
+        set_(self, "tool_call_deny", tuple(r for r in deny if r.tool_call))
+        set_(self, "tool_call_detection", Detection.of(tuple(r for r in pii if r.tool_call), None))
+        set_(self, "tool_result_deny", tuple(r for r in deny if r.tool_result))
+        tool_result_pii = tuple(r for r in pii if r.tool_result)
+        set_(self, "tool_result_detection", Detection.of(tool_result_pii, None))
 
     @property
     def empty(self) -> bool:
@@ -175,6 +191,16 @@ class PolicySet:
     @property
     def inspects_responses(self) -> bool:
         return bool(self.output_deny or self.output_detection.applied)
+
+    @property
+    def inspects_tool_calls(self) -> bool:
+        return bool(self.tool_call_deny or self.tool_call_detection.applied)
+
+    @property
+    def inspects_tool_results(self) -> bool:
+        """Whether a rule reads tool results (putting placeholders back may need them read
+        too: `tools.result_needs`)."""
+        return bool(self.tool_result_deny or self.tool_result_detection.applied)
 
 
 EMPTY = PolicySet(())

@@ -1713,7 +1713,9 @@ class DenyRule(_message.Message):
 
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[Global___Role.ValueType]:
-        """Whose text is checked. Default: all roles."""
+        """Whose text is checked. Default: all roles. MCP tool traffic has no roles: with
+        tool_call or tool_result in apply_to, the rule reads all of it whatever the roles.
+        """
 
     @_builtins.property
     def apply_to(self) -> _containers.RepeatedScalarFieldContainer[Global___Direction.ValueType]:
@@ -1794,7 +1796,9 @@ class PiiRule(_message.Message):
     """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[Global___Role.ValueType]:
-        """Whose text is checked. Default: all roles."""
+        """Whose text is checked. Default: all roles. MCP tool traffic has no roles: with
+        tool_call or tool_result in apply_to, the rule reads all of it whatever the roles.
+        """
 
     @_builtins.property
     def apply_to(self) -> _containers.RepeatedScalarFieldContainer[Global___Direction.ValueType]:
