@@ -81,6 +81,19 @@ class Parser:
         self._scanned = len(self._buffer)
         return events
 
+    @property
+    def pending(self) -> int:
+        """Bytes held of an event that has not ended yet."""
+        return len(self._buffer)
+
+    def drop(self) -> bytes:
+        """Forget the event that has not ended yet (a reader's bound on it); returns its last
+        three bytes, where its end may have begun."""
+        tail = bytes(self._buffer[-3:])
+        self._buffer.clear()
+        self._scanned = 0
+        return tail
+
     def blocks(self, data: bytes) -> list[tuple[bytes | None, bytes, bytes]] | None:
         """The usual chunk without Event objects: (name, data, bytes) of each event, when
         the chunk is whole events of one `data:` line each, an `event:` line before it or
@@ -112,6 +125,12 @@ class Parser:
             return []
         event = _parse_block(rest.decode("utf-8", errors="replace"))
         return [event] if event is not None else []
+
+
+def event_end(data: bytes) -> int:
+    """Where the first event in `data` ends (past its blank line); -1 when none does."""
+    match = _EVENT_END.search(data)
+    return -1 if match is None else match.end()
 
 
 def _parse_block(block: str) -> Event | None:
