@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from extproc.apis import mcp
 from extproc.apis.mcp import Kind, Message, RpcError
 from extproc.sse import Event, Parser
+from tests.helpers import ROOT
 from tests.unit.test_hostile import _json
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -344,6 +345,15 @@ def test_the_error_table_is_whole_and_in_the_gateways_own_range() -> None:
     assert RpcError(mcp.SESSION_UNKNOWN, "x").status == 404
     assert RpcError(mcp.TOOL_NOT_ALLOWED, "x").status == 200
     assert RpcError(12345, "a server's own").status == 200
+
+
+def test_the_docs_list_every_code_as_the_table_has_it() -> None:
+    page = (ROOT / "docs" / "configuration" / "mcp-errors.md").read_text()
+    rows = {
+        int(m[1]): (m[2], int(m[3]), m[4])
+        for m in re.finditer(r"^\| `(-\d+)` \| (.+?) \| (\d{3}) \| (.+) \|$", page, re.MULTILINE)
+    }
+    assert rows == {c.code: (c.name, c.status, c.meaning) for c in mcp.ERROR_CODES}
 
 
 # -- tools/call and the lists -----------------------------------------------------------
