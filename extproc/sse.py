@@ -18,6 +18,11 @@ class Event:
     # The bytes the event arrived as (a parsed event), sent on as they are; a new or
     # changed event is a new Event, encoded from its fields.
     raw: bytes | None = field(default=None, compare=False, repr=False)
+    # `id:` and `retry:` (milliseconds): a client resumes a stream from the last id it saw
+    # and waits `retry` before reconnecting (MCP's resumable streams), so a changed event
+    # keeps them.
+    id: str | None = None
+    retry: int | None = None
 
     def encode(self) -> bytes:
         if self.raw is not None:
@@ -25,6 +30,12 @@ class Event:
         if self.comment is not None:
             return f":{self.comment}\n\n".encode()
         head = f"event: {self.name}\n" if self.name else ""
+        if self.id is not None:
+            head += f"id: {self.id}\n"
+        if self.retry is not None:
+            head += f"retry: {self.retry}\n"
+        if not self.data and (self.id is not None or self.retry is not None):
+            return f"{head}\n".encode()  # a cursor or a delay alone, no message
         lines = "".join(f"data: {line}\n" for line in self.data.split("\n"))
         return f"{head}{lines}\n".encode()
 
@@ -70,6 +81,19 @@ class Parser:
         self._scanned = len(self._buffer)
         return events
 
+    @property
+    def pending(self) -> int:
+        """Bytes held of an event that has not ended yet."""
+        return len(self._buffer)
+
+    def drop(self) -> bytes:
+        """Forget the event that has not ended yet (a reader's bound on it); returns its last
+        three bytes, where its end may have begun."""
+        tail = bytes(self._buffer[-3:])
+        self._buffer.clear()
+        self._scanned = 0
+        return tail
+
     def blocks(self, data: bytes) -> list[tuple[bytes | None, bytes, bytes]] | None:
         """The usual chunk without Event objects: (name, data, bytes) of each event, when
         the chunk is whole events of one `data:` line each, an `event:` line before it or
@@ -103,10 +127,18 @@ class Parser:
         return [event] if event is not None else []
 
 
+def event_end(data: bytes) -> int:
+    """Where the first event in `data` ends (past its blank line); -1 when none does."""
+    match = _EVENT_END.search(data)
+    return -1 if match is None else match.end()
+
+
 def _parse_block(block: str) -> Event | None:
     name: str | None = None
     data: list[str] = []
     comments: list[str] = []
+    event_id: str | None = None
+    retry: int | None = None
     for line in block.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if not line:
             continue
@@ -119,6 +151,13 @@ def _parse_block(block: str) -> Event | None:
             name = value
         elif field == "data":
             data.append(value)
-    if not data and name is None:
-        return Event(None, "", comment="\n:".join(comments)) if comments else None
-    return Event(name, "\n".join(data))
+        elif field == "id":
+            if "\0" not in value:  # the SSE spec ignores such an id
+                event_id = value
+        elif field == "retry" and value.isascii() and value.isdigit() and len(value) <= 10:
+            retry = int(value)  # ten digits: 115 days, and int() never meets its digit limit
+    if event_id is None and retry is None:
+        if not data and name is None:
+            return Event(None, "", comment="\n:".join(comments)) if comments else None
+        return Event(name, "\n".join(data))
+    return Event(name, "\n".join(data), id=event_id, retry=retry)
