@@ -10,7 +10,7 @@ from extproc.config.service import redis
 from extproc.config.v1 import config_pb2 as pb
 from extproc.glob import Glob
 
-_WINDOWS = {
+WINDOWS = {
     pb.Budget.MINUTE: Window.MINUTE,
     pb.Budget.HOUR: Window.HOUR,
     pb.Budget.DAY: Window.DAY,
@@ -49,7 +49,7 @@ def build_budgets(ctx: Context, tenant: pb.Tenant, path: str) -> tuple[Budget, .
         if not ctx.failed(f"{here}.name") and source.name in seen:
             ctx.problem(f"{here}.name", f'duplicate budget name "{source.name}"')
         seen.add(source.name)
-        window = _WINDOWS.get(source.window)
+        window = WINDOWS.get(source.window)
         if ctx.failed(here) or window is None:
             continue
         budgets.append(

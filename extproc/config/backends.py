@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from extproc.config import runtime as rt
@@ -43,24 +44,52 @@ def build_backends(ctx: Context) -> dict[str, rt.Backend]:
     return backends
 
 
-def _backend(ctx: Context, backend: pb.Backend, path: str) -> rt.Backend | None:
-    url = urlsplit(backend.url)
+class Address(NamedTuple):
+    """An upstream URL as Envoy's cluster takes it."""
+
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+    sni: str
+    ca_file: str
+
+
+def address(
+    ctx: Context, url_text: str, tls: pb.BackendTls, has_tls: bool, path: str
+) -> Address | None:
+    """An http(s) URL split for a cluster, with its TLS settings; None when unusable."""
+    url = urlsplit(url_text)
     if url.scheme not in ("http", "https"):
-        ctx.problem(f"{path}.url", f'expected an http:// or https:// URL, got "{backend.url}"')
+        ctx.problem(f"{path}.url", f'expected an http:// or https:// URL, got "{url_text}"')
         return None
     try:
         port = url.port or (443 if url.scheme == "https" else 80)
     except ValueError:
-        ctx.problem(f"{path}.url", f'invalid port in "{backend.url}"')
+        ctx.problem(f"{path}.url", f'invalid port in "{url_text}"')
         return None
     if not url.hostname:
-        ctx.problem(f"{path}.url", f'no host in "{backend.url}"')
+        ctx.problem(f"{path}.url", f'no host in "{url_text}"')
     if url.query or url.fragment or url.username:
         ctx.problem(f"{path}.url", "must not carry a query, fragment or user info")
-    if backend.HasField("tls") and url.scheme != "https":
+    if has_tls and url.scheme != "https":
         ctx.problem(f"{path}.tls", "only applies to https URLs")
-    if backend.tls.ca_file:
-        ctx.check_file(f"{path}.tls.ca_file", backend.tls.ca_file)
+    if tls.ca_file:
+        ctx.check_file(f"{path}.tls.ca_file", tls.ca_file)
+    return Address(
+        scheme=url.scheme,
+        host=url.hostname or "",
+        port=port,
+        base_path=url.path.rstrip("/"),
+        sni=tls.sni or (url.hostname or ""),
+        ca_file=str(ctx.path_of(tls.ca_file)) if tls.ca_file else SYSTEM_CA_FILE,
+    )
+
+
+def _backend(ctx: Context, backend: pb.Backend, path: str) -> rt.Backend | None:
+    where = address(ctx, backend.url, backend.tls, backend.HasField("tls"), path)
+    if where is None:
+        return None
     # Azure OpenAI speaks OpenAI's API at other paths: an OPENAI backend with a version.
     schema = _SCHEMAS.get(backend.schema, rt.Schema.OPENAI)
     azure = backend.schema == pb.AZURE_OPENAI
@@ -70,12 +99,14 @@ def _backend(ctx: Context, backend: pb.Backend, path: str) -> rt.Backend | None:
     if schema is rt.Schema.ANTHROPIC and not any(n == "anthropic-version" for n, _ in headers):
         # Anthropic requires the header; a translated OpenAI client does not send it.
         headers = sorted([*headers, ("anthropic-version", ANTHROPIC_VERSION)])
-    responses_api = url.hostname == "api.openai.com"
+    responses_api = where.host == "api.openai.com"
     if backend.HasField("responses_api"):
         responses_api = backend.responses_api
         if responses_api and backend.schema not in (pb.SCHEMA_UNSPECIFIED, pb.OPENAI):
             ctx.problem(f"{path}.responses_api", "applies to openai backends only")
-    header, secret, file = _credential(ctx, backend, f"{path}.credential")
+    header, secret, file = credential(
+        ctx, backend.credential, _CREDENTIAL_HEADERS[backend.schema], f"{path}.credential"
+    )
     # A credential's problem leaves the backend for the checks that name it.
     if ctx.failed(path, ignoring=(".credential",)):
         return None
@@ -83,15 +114,15 @@ def _backend(ctx: Context, backend: pb.Backend, path: str) -> rt.Backend | None:
         name=backend.name,
         schema=schema,
         cluster=f"backend.{backend.name}",
-        scheme=url.scheme,
-        host=url.hostname or "",
-        port=port,
-        base_path=url.path.rstrip("/"),
+        scheme=where.scheme,
+        host=where.host,
+        port=where.port,
+        base_path=where.base_path,
         credential_header=header,
         credential=secret,
         headers=tuple(headers),
-        sni=backend.tls.sni or (url.hostname or ""),
-        ca_file=str(ctx.path_of(backend.tls.ca_file)) if backend.tls.ca_file else SYSTEM_CA_FILE,
+        sni=where.sni,
+        ca_file=where.ca_file,
         connect_timeout=seconds(backend.connect_timeout),
         omit_stream_options=backend.omit_stream_options,
         default_max_tokens=backend.default_max_tokens,
@@ -101,15 +132,14 @@ def _backend(ctx: Context, backend: pb.Backend, path: str) -> rt.Backend | None:
     )
 
 
-def _credential(
-    ctx: Context, backend: pb.Backend, path: str
+def credential(
+    ctx: Context, credential: pb.Credential, default_header: str, path: str
 ) -> tuple[str | None, rt.Secret | None, str | None]:
     """The header, the key, and the file it is read from (watched for rotation)."""
-    credential = backend.credential
     source = credential.WhichOneof("source")
     if source is None:
         return None, None, None  # a header alone is reported by the schema
-    header = credential.header.lower() or _CREDENTIAL_HEADERS[backend.schema]
+    header = credential.header.lower() or default_header
     file = str(ctx.path_of(credential.file)) if source == "file" else None
     if not ctx.resolve_secrets:
         return header, rt.Secret(""), file

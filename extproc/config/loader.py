@@ -17,6 +17,7 @@ from extproc.config import runtime as rt
 from extproc.config import settings as st
 from extproc.config.backends import build_backends
 from extproc.config.context import Context
+from extproc.config.mcp import build_mcp_servers, mcp_settings
 from extproc.config.models import build_models, index_models
 from extproc.config.policies import compile_policy
 from extproc.config.schema import YamlLoader, fill
@@ -104,7 +105,8 @@ def _build(ctx: Context) -> rt.Runtime:
     policies = _policies(ctx)
     backends = build_backends(ctx)
     models = build_models(ctx, backends, policies)
-    tenants, by_key, by_spiffe = build_tenants(ctx, policies)
+    mcp_servers = build_mcp_servers(ctx)
+    tenants, by_key, by_spiffe = build_tenants(ctx, policies, mcp_servers)
     anonymous = anonymous_tenant(ctx, tenants)
     credential_headers, credential_params = client_credentials(ctx)
     runtime = rt.Runtime(
@@ -126,6 +128,8 @@ def _build(ctx: Context) -> rt.Runtime:
         tenants_by_spiffe_id=by_spiffe,
         anonymous_tenant=anonymous,
         max_request_bytes=config.limits.max_request_bytes,
+        mcp=mcp_settings(ctx),
+        mcp_servers=mcp_servers,
         loaded_at=int(time.time()),
         policies=policies,
         prices=accounting.build_prices(ctx, set(backends)),

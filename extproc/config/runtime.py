@@ -13,6 +13,8 @@ from extproc.apis import Schema as Schema
 from extproc.config import settings as st
 from extproc.glob import Glob
 from extproc.policy.rules import EMPTY, Policy, PolicySet
+from extproc.tools.access import NO_ACCESS, ToolAccess
+from extproc.tools.pins import Pinning
 
 if TYPE_CHECKING:
     from extproc.accounting.budgets import Budget
@@ -36,10 +38,12 @@ class Secret:
     __str__ = __repr__
 
 
-@dataclass(frozen=True, slots=True)
-class Backend:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upstream:
+    """A server the gateway sends requests to, as Envoy reaches it: its cluster, address,
+    TLS, credential and extra headers (an LLM backend or an MCP server)."""
+
     name: str
-    schema: Schema
     cluster: str
     scheme: str
     host: str
@@ -51,12 +55,27 @@ class Backend:
     sni: str
     ca_file: str
     connect_timeout: float
+    # Where the credential is read from, when a file (watched for rotation).
+    credential_file: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    def credential_value(self) -> str | None:
+        if self.credential is None or self.credential_header is None:
+            return None
+        key = self.credential.reveal()
+        return f"Bearer {key}" if self.credential_header == "authorization" else key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backend(Upstream):
+    schema: Schema
     omit_stream_options: bool = False
     default_max_tokens: int = 4096
     # Azure OpenAI's deployment API (the schema is then OPENAI): its api-version.
     azure_api_version: str | None = None
-    # Where the credential is read from, when a file (watched for rotation).
-    credential_file: str | None = None
     # An OPENAI backend that also takes the Responses API as it is (OpenAI's own).
     responses_api: bool = False
 
@@ -81,15 +100,16 @@ class Backend:
         query = f"{query}&{version}" if query else version
         return f"{self.base_path}/deployments/{quote(model, safe='')}{endpoint}?{query}"
 
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "https"
 
-    def credential_value(self) -> str | None:
-        if self.credential is None or self.credential_header is None:
-            return None
-        key = self.credential.reveal()
-        return f"Bearer {key}" if self.credential_header == "authorization" else key
+@dataclass(frozen=True, slots=True, kw_only=True)
+class McpServer(Upstream):
+    """An MCP server the gateway fronts (Streamable HTTP), reached at its URL's path."""
+
+    timeout: float  # a POST's whole answer
+    stream_idle_timeout: float  # a GET stream with nothing sent
+    tool_prefix: str  # before its names in the virtual server
+    pins: dict[str, str]  # tool name -> accepted definition digest
+    pinning: Pinning
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +181,7 @@ class Tenant:
     policies: tuple[Policy, ...] = ()
     budgets: tuple[Budget, ...] = ()
     cache: st.CachePolicy | None = None  # None: the model's
+    mcp: ToolAccess = NO_ACCESS  # the MCP servers and tools it may use
 
     def allows(self, model: str) -> bool:
         return not self.model_globs or any(g.match(model) for g in self.model_globs)
@@ -188,6 +209,8 @@ class Runtime:
     tenants_by_spiffe_id: dict[str, Tenant]
     anonymous_tenant: Tenant | None
     max_request_bytes: int
+    mcp: st.McpSettings
+    mcp_servers: dict[str, McpServer] = field(default_factory=dict)
     fallback_routes: dict[str, Route] = field(default_factory=dict)
     loaded_at: int = 0
     policies: dict[str, Policy] = field(default_factory=dict)
@@ -212,6 +235,15 @@ class Runtime:
         if found is None:
             merged = tenant.policies + tuple(p for p in model.policies if p not in tenant.policies)
             found = PolicySet(merged) if merged else EMPTY
+            self._policy_sets[key] = found
+        return found
+
+    def tool_policies(self, tenant: Tenant) -> PolicySet:
+        """The tenant's policies, for its MCP traffic (no model's apply there)."""
+        key = (tenant.name, "")
+        found = self._policy_sets.get(key)
+        if found is None:
+            found = PolicySet(tenant.policies) if tenant.policies else EMPTY
             self._policy_sets[key] = found
         return found
 

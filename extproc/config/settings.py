@@ -110,6 +110,18 @@ class ConversationSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class McpSettings:
+    """How the gateway serves MCP (the config's `mcp`)."""
+
+    session_ttl: int  # seconds a virtual-server session lives unused
+    max_sessions: int  # the in-process store's
+    redis: Redis | None  # None: sessions in the service's memory
+    max_message_bytes: int  # one JSON-RPC message, a POST body or an SSE event
+    max_depth: int  # nesting of arrays and objects in one
+    list_ttl: float  # seconds the servers' lists are kept for the virtual server
+
+
+@dataclass(frozen=True, slots=True)
 class CaptureRate:
     models: tuple[str, ...]
     tenants: tuple[str, ...]

@@ -3,19 +3,24 @@ credential headers and query parameters."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from extproc import names
 from extproc.config import accounting
 from extproc.config import runtime as rt
 from extproc.config.context import Context
 from extproc.config.models import policy_refs
 from extproc.config.service import cache_policy
+from extproc.config.tools import compile_tool_access
 from extproc.glob import Glob
 from extproc.policy.rules import Policy
 
 Tenants = tuple[dict[str, rt.Tenant], dict[str, rt.Tenant], dict[str, rt.Tenant]]
 
 
-def build_tenants(ctx: Context, policies: dict[str, Policy]) -> Tenants:
+def build_tenants(
+    ctx: Context, policies: dict[str, Policy], mcp_servers: Collection[str] = ()
+) -> Tenants:
     """Tenants by name, by API key digest, and by SPIFFE id."""
     tenants: dict[str, rt.Tenant] = {}
     by_key: dict[str, rt.Tenant] = {}
@@ -33,6 +38,7 @@ def build_tenants(ctx: Context, policies: dict[str, Policy]) -> Tenants:
             policies=policy_refs(ctx, list(source.policies), f"{path}.policies", policies),
             budgets=accounting.build_budgets(ctx, source, path),
             cache=cache_policy(source.cache),
+            mcp=compile_tool_access(ctx, source, path, mcp_servers),
         )
         tenants[source.name] = tenant
         for position, digest in enumerate(source.api_key_sha256):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from extproc.config.accounting import WINDOWS
 from extproc.config.context import Context
 from extproc.config.v1 import config_pb2 as pb
 from extproc.glob import Glob
-from extproc.tools.access import NO_ACCESS, ToolAccess, ToolPattern
+from extproc.tools.access import NO_ACCESS, ToolAccess, ToolPattern, ToolRate
 from extproc.tools.pins import Pinning
 
 _PINNING = {
@@ -41,7 +42,26 @@ def compile_tool_access(
         allow=_patterns(ctx, list(mcp.allow_tools), f"{here}.allow_tools", servers),
         deny=_patterns(ctx, list(mcp.deny_tools), f"{here}.deny_tools", servers),
         max_argument_bytes=mcp.max_argument_bytes,
+        rates=_rates(ctx, mcp, here, servers),
     )
+
+
+def _rates(
+    ctx: Context, mcp: pb.TenantMcp, here: str, servers: Collection[str]
+) -> tuple[ToolRate, ...]:
+    rates: list[ToolRate] = []
+    names: set[str] = set()
+    for index, rate in enumerate(mcp.rates):
+        where = f"{here}.rates[{index}]"
+        if ctx.failed(where):
+            continue
+        if rate.name in names:
+            ctx.problem(f"{where}.name", f'duplicate rate name "{rate.name}"')
+            continue
+        names.add(rate.name)
+        tools = _patterns(ctx, list(rate.tools), f"{where}.tools", servers)
+        rates.append(ToolRate.of(rate.name, tools, WINDOWS[rate.window], rate.max_calls))
+    return tuple(rates)
 
 
 def _patterns(

@@ -30,6 +30,7 @@ RESTART_FIELDS = {
     "limits": "max_request_bytes",
     "cache": "cache",
     "conversations": "conversations",
+    "mcp": "mcp",
     "capture": "capture",
     "schema_drift": "schema_drift",
     "telemetry": "telemetry",
@@ -46,16 +47,17 @@ def restart_needed(old: Runtime, new: Runtime) -> list[str]:
     ]
     if not changed and render(old) != render(new):
         # Envoy's bootstrap is static: new backends or fallback chains need new clusters.
-        changed.append("Envoy's clusters or routes (backends, fallbacks)")
+        changed.append("Envoy's clusters or routes (backends, fallbacks, MCP servers)")
     return changed
 
 
 def watched_files(path: Path, runtime: Runtime) -> list[Path]:
     """The config file and the credential files it names (Secrets rotate them)."""
+    upstreams = [*runtime.backends.values(), *runtime.mcp_servers.values()]
     return [path] + [
-        Path(backend.credential_file)
-        for backend in runtime.backends.values()
-        if backend.credential_file is not None
+        Path(upstream.credential_file)
+        for upstream in upstreams
+        if upstream.credential_file is not None
     ]
 
 

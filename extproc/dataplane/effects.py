@@ -33,6 +33,8 @@ from extproc.dataplane.decisions import (
 )
 from extproc.dataplane.exchange import Exchange
 from extproc.dataplane.settling import Settler
+from extproc.dataplane.tool_shell import ToolEffects
+from extproc.dataplane.tools import ToolExchange
 from extproc.drift import DriftMonitor
 from extproc.glob import Glob
 from extproc.state.store import MemoryStateStore, StateStore, StateStoreError
@@ -121,6 +123,7 @@ class Effects:
                 password_env=redis_config.password_env,
             )
         self.state = make_state_store(runtime)
+        self.tools = ToolEffects(runtime, metrics, self.store)  # MCP requests'
         capture = runtime.capture
         self.sampler: Sampler | None = None
         self.sink: Sink | None = None
@@ -150,6 +153,7 @@ class Effects:
     def apply(self, runtime: Runtime) -> None:
         """A reloaded config, for exchanges that start from now on."""
         self.runtime = runtime
+        self.tools.apply(runtime)
 
     def finished(self, exchange: Exchange, failed: bool) -> None:
         """The exchange is over: settle its budgets, store its answer, write its capture
@@ -208,6 +212,10 @@ class Effects:
             captured = report.capture_record(exchange, record, self.runtime.capture.max_body_bytes)
             if captured is not None:
                 self._capture(self.sink, captured)
+
+    def tool_finished(self, tool: ToolExchange, failed: bool) -> None:
+        """An MCP request is over: its audit record and metrics."""
+        self.tools.finished(tool, failed)
 
     def _capture(self, sink: Sink, record: dict[str, Any]) -> None:
         """Write a captured exchange; a failure is counted, and logged when its cause

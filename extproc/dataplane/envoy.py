@@ -47,6 +47,14 @@ def headers_of(http_headers: ext.HttpHeaders) -> dict[str, str]:
     return result
 
 
+def path_of(http_headers: ext.HttpHeaders) -> str:
+    """The request's :path, read without building the whole header map."""
+    for header in http_headers.headers.headers:
+        if header.key == ":path":
+            return str(header.raw_value.decode("latin-1") if header.raw_value else header.value)
+    return ""
+
+
 def host_backend(request: ext.ProcessingRequest) -> str | None:
     """The backend named in the chosen upstream host's metadata (upstream filter only)."""
     attributes = request.attributes.get(_ATTRIBUTES_KEY)

@@ -17,6 +17,8 @@ from extproc.dataplane.attempt import Attempt
 from extproc.dataplane.effects import Effects
 from extproc.dataplane.exchange import Exchange
 from extproc.dataplane.phases import PhaseOrder
+from extproc.dataplane.tool_shell import ToolEffects
+from extproc.dataplane.tools import ToolExchange, is_mcp_path
 from extproc.telemetry.metrics import Tally
 
 if TYPE_CHECKING:
@@ -71,6 +73,7 @@ class Stream:
         "phases",
         "reply_to",
         "timers",
+        "tool",
     )
 
     def __init__(
@@ -86,6 +89,7 @@ class Stream:
         effects.idle.clear()
         effects.metrics.active_streams.inc()
         self.exchange: Exchange | None = None
+        self.tool: ToolExchange | None = None  # an MCP request's, in place of the exchange
         self.reply_to: Callable[
             [str, ext.ProcessingRequest],
             ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse],
@@ -98,9 +102,27 @@ class Stream:
         else:
             exchange = Exchange(effects.runtime, drift=effects.drift, capture=effects.sampler)
             self.exchange = exchange
-            self.reply_to = lambda kind, message: _exchange_reply(effects, exchange, kind, message)
+            self.reply_to = self._first
             self.timers = effects.metrics.phase
             self.describe = lambda: {"request_id": exchange.line.request_id}
+
+    def _first(
+        self, kind: str, message: ext.ProcessingRequest
+    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+        """The request headers say what the stream is: an MCP request's, or the LLM
+        exchange's; the rest of its messages go to that one."""
+        effects, exchange = self.effects, self.exchange
+        assert exchange is not None
+        path = envoy.path_of(message.request_headers) if kind == "request_headers" else ""
+        if effects.runtime.mcp_servers and is_mcp_path(path):
+            shell = effects.tools
+            tool = self.tool = shell.exchange(path)
+            self.exchange = None
+            self.reply_to = lambda kind, message: _tool_reply(shell, tool, kind, message)
+            self.describe = lambda: {"request_id": tool.request_id}
+        else:
+            self.reply_to = lambda kind, message: _exchange_reply(effects, exchange, kind, message)
+        return self.reply_to(kind, message)
 
     def message(
         self, request: ext.ProcessingRequest
@@ -185,6 +207,8 @@ class Stream:
         try:
             if self.exchange is not None:
                 effects.finished(self.exchange, failed)
+            elif self.tool is not None:
+                effects.tool_finished(self.tool, failed)
         finally:
             effects.active -= 1
             if not effects.active:
@@ -211,6 +235,26 @@ def _exchange_reply(
         if exchange.turn is not None:
             return effects.keep_turn(exchange, reply)
         return reply
+    return _PASSTHROUGH[kind]()
+
+
+def _tool_reply(
+    shell: ToolEffects, tool: ToolExchange, kind: str, message: ext.ProcessingRequest
+) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+    if kind == "request_headers":
+        headers = message.request_headers
+        step = tool.request_headers(envoy.headers_of(headers), headers.end_of_stream)
+        return shell.reply(step, envoy.request_headers_reply)
+    if kind == "request_body":
+        step = tool.request_body(message.request_body.body)
+        return shell.reply(step, envoy.request_body_reply)
+    if kind == "response_headers":
+        return envoy.response_headers_reply(
+            tool.response_headers(envoy.headers_of(message.response_headers))
+        )
+    if kind == "response_body":
+        chunk = message.response_body
+        return envoy.response_body_reply(tool.response_body(chunk.body, chunk.end_of_stream))
     return _PASSTHROUGH[kind]()
 
 

@@ -254,6 +254,28 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=self.registry,
         )
+        mcp = ["mcp_server", *(["tenant"] if tenant_labels else [])]
+        self.mcp_operation_duration = Histogram(
+            "mcp_server_operation_duration",
+            "MCP requests and notifications through the gateway, from the request to the "
+            "end of the answer (mcp.server.operation.duration), by server.",
+            ["mcp_method_name", "gen_ai_tool_name", "error_type", *mcp],
+            unit="seconds",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.mcp_refusals = Counter(
+            "extproc_mcp_refusals",
+            "MCP requests the gateway answered itself instead of the server, by reason.",
+            ["mcp_server", "reason"],
+            registry=self.registry,
+        )
+        self.mcp_tool_changes = Counter(
+            "extproc_mcp_tool_changes",
+            "Tool definitions that differ from their pinned or first-seen digest.",
+            ["mcp_server", "gen_ai_tool_name", "against"],
+            registry=self.registry,
+        )
         self.capture_errors = Counter(
             "extproc_capture_errors",
             "Captured exchanges that could not be written, by cause (an errno name).",

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from extproc.accounting.budgets import Budget, Reservation, Window, plan
 from extproc.glob import Glob
 
 
@@ -28,6 +29,26 @@ class ToolPattern:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolRate:
+    """Calls per window, counted per tool, of the tools its patterns match."""
+
+    name: str
+    tools: tuple[ToolPattern, ...]  # empty: every tool
+    budget: Budget  # the counter: a call is one "token", one counter per tool
+
+    @classmethod
+    def of(
+        cls, name: str, tools: tuple[ToolPattern, ...], window: Window, max_calls: int
+    ) -> ToolRate:
+        # "tools:" keeps its counters apart from token budgets' (a budget name has no ":").
+        budget = Budget(f"tools:{name}", window, max_calls, 0, (), per_model=True)
+        return cls(name, tools, budget)
+
+    def applies(self, server: str, tool: str) -> bool:
+        return not self.tools or any(pattern.match(server, tool) for pattern in self.tools)
+
+
+@dataclass(frozen=True, slots=True)
 class ToolAccess:
     """One tenant's MCP access. The default: no server at all."""
 
@@ -35,6 +56,16 @@ class ToolAccess:
     allow: tuple[ToolPattern, ...] = ()  # empty: every tool of its servers
     deny: tuple[ToolPattern, ...] = ()  # wins over allow
     max_argument_bytes: int = 0  # a tools/call's arguments, in bytes of JSON
+    rates: tuple[ToolRate, ...] = ()
+
+    def reservation(self, tenant: str, server: str, tool: str, now: float) -> Reservation | None:
+        """One call of the tool in each rate that counts it (None: none does)."""
+        budgets = [rate.budget for rate in self.rates if rate.applies(server, tool)]
+        return plan(budgets, tenant, f"{server}/{tool}", 1, 0, now) if budgets else None
+
+    def rate_name(self, budget: str) -> str:
+        """The config's name of a rate, from its counter's budget name."""
+        return budget.removeprefix("tools:")
 
     def server_allowed(self, server: str) -> bool:
         return any(glob.match(server) for glob in self.servers)

@@ -117,6 +117,12 @@ class PinBook:
         state.withheld = frozenset(withheld)
         return (tools if len(kept) == len(tools) else kept), changes
 
+    def known(self, server: str, tool: str) -> bool:
+        """Whether the tool is pinned or was seen in the server's list: a name that may
+        label a metric (a client can send any name; a server's list is bounded)."""
+        state = self._servers.get(server)
+        return tool in self._pins.get(server, ()) or (state is not None and tool in state.learned)
+
     def withheld(self, server: str, tool: str) -> bool:
         """Whether the server's last check in enforce mode withheld the tool."""
         state = self._servers.get(server)

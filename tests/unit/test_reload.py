@@ -47,7 +47,7 @@ def test_new_models_on_existing_backends_apply_but_new_backends_need_envoy() -> 
         "backends:\n", "backends:\n  - name: third\n    url: http://10.0.0.3/v1\n", 1
     )
     assert restart_needed(runtime(), runtime(more_backends)) == [
-        "Envoy's clusters or routes (backends, fallbacks)"
+        "Envoy's clusters or routes (backends, fallbacks, MCP servers)"
     ]
 
 

@@ -7,7 +7,7 @@ import ipaddress
 from typing import Any
 
 from extproc import names
-from extproc.config.runtime import Backend, Route, Runtime
+from extproc.config.runtime import Route, Runtime, Upstream
 from extproc.config.settings import GrpcTlsClient, Service
 from extproc.control.render.ext_proc import (
     EXT_PROC_FILTER,
@@ -43,6 +43,7 @@ def clusters(runtime: Runtime, bare_backend: str | None) -> list[dict[str, Any]]
     built = [backend_cluster(b) for b in runtime.backends.values()]
     if bare_backend is not None:
         return built
+    built.extend(backend_cluster(s) for s in runtime.mcp_servers.values())
     for route in runtime.fallback_routes.values():
         built.append(composite_cluster(route, runtime.service))
     service = runtime.service
@@ -119,7 +120,7 @@ def extproc_tls(client: GrpcTlsClient) -> dict[str, Any]:
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
-def backend_cluster(backend: Backend) -> dict[str, Any]:
+def backend_cluster(backend: Upstream) -> dict[str, Any]:
     default_port = 443 if backend.tls else 80
     authority = backend.host if backend.port == default_port else f"{backend.host}:{backend.port}"
     cluster: dict[str, Any] = {

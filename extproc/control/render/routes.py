@@ -7,7 +7,7 @@ from typing import Any
 
 from extproc import names
 from extproc.apis import ApiError, Schema
-from extproc.config.runtime import Backend, Model, Route, Runtime
+from extproc.config.runtime import Backend, McpServer, Model, Route, Runtime
 from extproc.control.render.values import seconds
 
 _UNROUTED = ApiError(404, "No route for this request.", "unknown_url")
@@ -40,6 +40,8 @@ def route_config(runtime: Runtime, bare_backend: str | None) -> dict[str, Any]:
                 if route.has_fallbacks:
                     routes.append(fallback_route(runtime, model, route, timeout))
         routes.extend(backend_route(runtime, b, timeout) for b in runtime.backends.values())
+        for server in runtime.mcp_servers.values():
+            routes.extend(mcp_routes(runtime, server))
         # Reached only when the service did not route the request (fail-open mode).
         routes.append(
             {
@@ -90,6 +92,44 @@ def backend_route(runtime: Runtime, backend: Backend, timeout: str) -> dict[str,
             *(h for h in runtime.client_credential_headers if h not in own),
         ],
     }
+
+
+def mcp_routes(runtime: Runtime, server: McpServer) -> list[dict[str, Any]]:
+    """The routes to one MCP server, chosen by the service as a backend's are: its GET
+    stream (the server's own messages) may stay open as long as it is not idle; any
+    other request's answer, JSON or an SSE stream, has the server's timeout."""
+    own = {name for name, _ in server.headers} | {server.credential_header}
+    picked = {"name": names.ROUTE_HEADER, "string_match": {"exact": server.cluster}}
+    removed = [
+        *names.INTERNAL_REQUEST_HEADERS,
+        *names.PROXY_REQUEST_HEADERS,
+        *(h for h in runtime.client_credential_headers if h not in own),
+    ]
+    stream = {
+        "name": f"{server.cluster}.stream",
+        "match": {
+            "prefix": "/",
+            "headers": [picked, {"name": ":method", "string_match": {"exact": "GET"}}],
+        },
+        "route": {
+            "cluster": server.cluster,
+            "timeout": "0s",
+            "idle_timeout": seconds(server.stream_idle_timeout),
+            "auto_host_rewrite": True,
+        },
+        "request_headers_to_remove": removed,
+    }
+    calls = {
+        "name": server.cluster,
+        "match": {"prefix": "/", "headers": [picked]},
+        "route": {
+            "cluster": server.cluster,
+            "timeout": seconds(server.timeout),
+            "auto_host_rewrite": True,
+        },
+        "request_headers_to_remove": removed,
+    }
+    return [stream, calls]
 
 
 def fallback_route(runtime: Runtime, model: Model, route: Route, timeout: str) -> dict[str, Any]:

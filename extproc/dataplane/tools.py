@@ -1,0 +1,518 @@
+"""One MCP request through the gateway (Streamable HTTP), as a state machine with no I/O.
+
+`/mcp/<server>` reaches one configured server: the tenant's access is checked, the
+client's key removed and the server's credential set, the JSON-RPC message read and
+governed (tool access, pinning, argument size, policy on arguments) before the server
+sees it, and the answer, JSON or an SSE stream, read back (tool lists filtered, results
+through policy, a broken or missing answer turned into a JSON-RPC error for the agent).
+The shell feeds the phases and writes the audit record from `record()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from extproc import names
+from extproc.accounting.budgets import Reservation
+from extproc.apis import mcp
+from extproc.config.runtime import McpServer, Runtime, Tenant
+from extproc.dataplane.decisions import Continue, Decision, Reply
+from extproc.dataplane.flows import Count, Counted, Flow
+from extproc.digits import strict_int
+from extproc.identity import identify, without_params
+from extproc.policy.engine import Decisions, Redactions
+from extproc.policy.rules import EMPTY, PolicySet
+from extproc.policy.tools import Refusal, result_needs, scan_arguments, scan_result
+from extproc.tools.catalog import ListCache
+from extproc.tools.pins import PinBook
+
+PREFIX = "/mcp"
+_JSON = "application/json"
+_SSE = "text/event-stream"
+_METHODS = "GET, POST, DELETE"
+# The methods whose answers the gateway changes; any other answer is still read, to
+# turn a broken one into an error the agent can act on.
+_TOOLS_LIST = "tools/list"
+_TOOLS_CALL = "tools/call"
+
+
+def is_mcp_path(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def _session_tag(session: str) -> str:
+    """The session in records: a digest, since the id is what lets a client in."""
+    return hashlib.sha256(session.encode()).hexdigest()[:16] if session else ""
+
+
+def _http_error(status: int, code: int, message: str) -> Reply:
+    """An HTTP refusal with a JSON-RPC error body (the spec's form for a request the
+    server cannot take: the id is not known yet)."""
+    return Reply(status, mcp.RpcError(code, message).body(), [("content-type", _JSON)])
+
+
+class ToolExchange:
+    """One HTTP request on an MCP endpoint and its answer."""
+
+    virtual = False  # the virtual server's (VirtualExchange)
+
+    def __init__(self, runtime: Runtime, pins: PinBook, lists: ListCache) -> None:
+        self.runtime = runtime
+        self.pins = pins  # tool definitions as first seen, the process's
+        self.lists = lists  # the servers' lists, the process's (the virtual server's)
+        self.started = time.monotonic()
+        self.request_id = ""
+        self.http_method = ""
+        self.path = ""
+        self.tenant: Tenant | None = None
+        self.server: McpServer | None = None
+        self.session = ""  # the client's Mcp-Session-Id
+        self.query = ""  # as forwarded, without the client's credentials
+        self.policies: PolicySet = EMPTY
+        self.redactions = Redactions()
+        self.decisions = Decisions()
+        # The JSON-RPC message the client sent (a POST), as far as it was read.
+        self.rpc_method: str | None = None
+        self.rpc_id: str | int | None = None
+        self.tool: str | None = None
+        self.status = 0
+        # "ok", a JSON-RPC error's name, or what the gateway did instead of the server.
+        self.outcome = ""
+        self.error_code: int | None = None
+        self.forwarded = False
+        self.refusal: str | None = None  # why the gateway answered instead of the server
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.changes: list[Any] = []  # tool definitions found changed (pinning)
+        self.unavailable: list[str] = []  # servers left out of a virtual list: they failed
+        self.collisions: list[tuple[str, str]] = []  # (server, name) another server has
+        self.expired: str | None = None  # the server whose session with the gateway ended
+        self._reader: _Answer | None = None
+
+    # -- request --------------------------------------------------------------------
+
+    def begin(self, headers: Mapping[str, str]) -> Reply | None:
+        """What every MCP request's headers establish: the request and the tenant (None)
+        or the refusal of a caller the gateway does not know."""
+        self.http_method = headers.get(":method", "")
+        path, _, query = headers.get(":path", "").partition("?")
+        self.path = path
+        self.query = without_params(query, self.runtime.client_credential_query_params)
+        self.request_id = headers.get(names.REQUEST_ID_HEADER, "")
+        self.session = headers.get(mcp.SESSION_HEADER, "")
+        tenant = identify(self.runtime, headers)
+        if not isinstance(tenant, Tenant):
+            error = _http_error(tenant.status, mcp.INVALID_REQUEST, tenant.message)
+            return self.refuse(error, reason="auth")
+        self.tenant = tenant
+        self.policies = self.runtime.tool_policies(tenant)
+        return None
+
+    def request_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Decision | Flow:
+        refused = self.begin(headers)
+        if refused is not None:
+            return refused
+        assert self.tenant is not None
+        name = self.path[len(PREFIX) + 1 :]
+        server = self.runtime.mcp_servers.get(name) if name and "/" not in name else None
+        if server is None or not self.tenant.mcp.server_allowed(server.name):
+            # One answer for unknown and not allowed: a tenant learns nothing of others.
+            return self.refuse(
+                _http_error(404, mcp.INVALID_REQUEST, f"No MCP server at {self.path}."),
+                reason="not_found",
+            )
+        self.server = server
+        method = self.http_method
+        if method not in ("GET", "POST", "DELETE"):
+            reply = _http_error(405, mcp.INVALID_REQUEST, f"Method {method} is not allowed.")
+            reply.headers.append(("allow", _METHODS))
+            return self.refuse(reply, reason="method")
+        if method == "POST" and (refused := self.unreadable(headers, end_of_stream)):
+            return refused
+        self.forwarded = method != "POST"
+        return self.route(server)
+
+    def unreadable(self, headers: Mapping[str, str], end_of_stream: bool) -> Reply | None:
+        """A POST refused before its body: none, or more than a message may be."""
+        length = strict_int(headers.get("content-length", ""))
+        limit = self.runtime.mcp.max_message_bytes
+        if end_of_stream or (length is not None and length > limit):
+            what = "empty" if end_of_stream else f"larger than {limit} bytes"
+            return self.refuse(
+                _http_error(400, mcp.INVALID_REQUEST, f"The message is {what}."),
+                reason="invalid",
+            )
+        return None
+
+    def route(self, server: McpServer) -> Continue:
+        """The request on its way to `server`: its route, path and credential, the
+        client's key removed."""
+        decision = Continue(clear_route_cache=True)
+        if not self.runtime.external_envoy:
+            decision.set_headers.append((names.ROUTE_HEADER, server.cluster))
+        target = server.base_path + (f"?{self.query}" if self.query else "")
+        decision.set_headers.append((":path", target))
+        credential = server.credential_value()
+        if credential is not None and server.credential_header is not None:
+            decision.set_headers.append((server.credential_header, credential))
+        decision.set_headers.extend(server.headers)
+        decision.remove_headers.extend(self.runtime.client_credential_headers)
+        # The gateway reads the answer: uncompressed.
+        decision.remove_headers.append("accept-encoding")
+        return decision
+
+    def read(self, raw: bytes) -> mcp.Message | Reply:
+        """The client's JSON-RPC message, or the 400 of one the gateway cannot read."""
+        settings = self.runtime.mcp
+        self.bytes_in = len(raw)
+        message = mcp.read_message(
+            raw, max_bytes=settings.max_message_bytes, max_depth=settings.max_depth
+        )
+        if isinstance(message, mcp.RpcError):
+            reply = Reply(400, message.body(), [("content-type", _JSON)])
+            return self.refuse(reply, message.code, "invalid")
+        self.rpc_method, self.rpc_id = message.method, message.id
+        return message
+
+    def request_body(self, raw: bytes) -> Decision | Flow:
+        message = self.read(raw)
+        if isinstance(message, Reply):
+            return message
+        self.forwarded = True
+        if message.method != _TOOLS_CALL:
+            return Continue()
+        called = self.call(message, None)
+        if isinstance(called, Reply):
+            return called
+        body, reservation = called
+        decision = Continue()
+        if body is not None:
+            decision.body = body
+            decision.set_headers.append(("content-length", str(len(body))))
+        if reservation is None:
+            return decision
+        return self.counted(reservation, decision)
+
+    def counted(self, reservation: Reservation, decision: Decision) -> Flow:
+        """The call counted in the tenant's tool rates first; refused past one."""
+        counted = yield Count(reservation)
+        assert isinstance(counted, Counted)
+        refused = counted.refused
+        if refused is None and not self.runtime.store.fail_open:
+            error = mcp.RpcError(
+                mcp.SERVER_UNAVAILABLE, "Tool call counters cannot be read right now.", self.rpc_id
+            )
+            return self.answer_error(error, "store")
+        if refused is not None and refused >= 0:
+            charge = reservation.charges[refused]
+            assert self.tenant is not None
+            wait = max(1, charge.window_end - int(time.time()))
+            error = mcp.RpcError(
+                mcp.RATE_LIMITED,
+                f"Rate '{self.tenant.mcp.rate_name(charge.budget)}' for tool '{self.tool}' is "
+                f"used up for this period; try again in {wait} seconds.",
+                self.rpc_id,
+                {"retry_after": wait},
+            )
+            return self.answer_error(error, "rate")
+        return decision
+
+    def call(
+        self, message: mcp.Message, upstream_name: str | None
+    ) -> Reply | tuple[bytes | None, Reservation | None]:
+        """A tools/call governed for `self.server`: the gateway's refusal; or the body to
+        send instead (None: as it came; else arguments changed by policy, or the tool's
+        name as its server knows it) and the call's count in the tenant's tool rates."""
+        called = mcp.tool_call(message)
+        if isinstance(called, mcp.RpcError):
+            return self.answer_error(called, "invalid")
+        name, arguments = called
+        self.tool = tool = upstream_name or name
+        refused = self._govern(tool, arguments)
+        if refused is not None:
+            return self.answer_error(*refused)
+        sent = scan_arguments(
+            self.policies,
+            arguments,
+            self.redactions,
+            self.decisions,
+            max_depth=self.runtime.mcp.max_depth,
+        )
+        if isinstance(sent, Refusal):
+            blocked = mcp.RpcError(mcp.BLOCKED_BY_POLICY, sent.message, self.rpc_id)
+            return self.answer_error(blocked, "policy")
+        assert self.tenant is not None and self.server is not None
+        reservation = self.tenant.mcp.reservation(
+            self.tenant.name, self.server.name, tool, time.time()
+        )
+        if sent is arguments and tool == name:
+            return None, reservation
+        params = dict(message.params or {})
+        params["name"], params["arguments"] = tool, sent
+        return orjson.dumps({**message.payload, "params": params}), reservation
+
+    def _govern(self, name: str, arguments: dict[str, Any]) -> tuple[mcp.RpcError, str] | None:
+        """A refusal of the call before the server sees it, and its reason; or None."""
+        server, tenant = self.server, self.tenant
+        assert server is not None and tenant is not None
+        if not tenant.mcp.allowed(server.name, name):
+            return mcp.RpcError(
+                mcp.TOOL_NOT_ALLOWED, f"Tool '{name}' is not available.", self.rpc_id
+            ), "access"
+        if self.pins.withheld(server.name, name):
+            return mcp.RpcError(
+                mcp.TOOL_NOT_ALLOWED,
+                f"Tool '{name}' changed its definition and is withheld until it is pinned.",
+                self.rpc_id,
+            ), "pinning"
+        size = len(orjson.dumps(arguments))
+        if size > tenant.mcp.max_argument_bytes:
+            return mcp.RpcError(
+                mcp.INVALID_PARAMS,
+                f"The arguments are {size} bytes; at most {tenant.mcp.max_argument_bytes} "
+                "are allowed.",
+                self.rpc_id,
+            ), "arguments"
+        return None
+
+    def refuse(self, reply: Reply, code: int | None = None, reason: str = "invalid") -> Reply:
+        self.status = reply.status
+        self.outcome = "refused"
+        self.refusal = reason
+        self.error_code = code
+        self.bytes_out = len(reply.body)
+        return reply
+
+    def answer_error(self, error: mcp.RpcError, reason: str) -> Reply:
+        """A request answered by the gateway with a JSON-RPC error (HTTP 200, the
+        request's id): the agent's SDK raises it for that call."""
+        error = (
+            error if error.id is not None else mcp.RpcError(error.code, error.message, self.rpc_id)
+        )
+        reply = Reply(200, error.body(), [("content-type", _JSON)])
+        self.status = 200
+        self.outcome = "refused"
+        self.refusal = reason
+        self.error_code = error.code
+        self.bytes_out = len(reply.body)
+        return reply
+
+    # -- response -------------------------------------------------------------------
+
+    def response_headers(self, headers: Mapping[str, str]) -> Continue:
+        self.status = status = strict_int(headers.get(":status", ""), 999) or 0
+        decision = Continue()
+        if self.http_method != "POST" or self.rpc_id is None or self.rpc_method is None:
+            # A notification's 202, a GET stream, a DELETE: passed as they come.
+            self.outcome = "ok" if status < 400 else f"http_{status}"
+            return decision
+        content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+        server = self.server
+        assert server is not None
+        if self.virtual:
+            # The server's session is the gateway's, never the client's to see.
+            decision.remove_headers.append(mcp.SESSION_HEADER)
+        failure = None
+        if status >= 500:
+            failure = mcp.RpcError(
+                mcp.SERVER_UNAVAILABLE,
+                f"MCP server '{server.name}' is unavailable ({status}).",
+                self.rpc_id,
+            )
+            self.outcome = "server_unavailable"
+        elif status == 404 and self.virtual:
+            # The server ended the gateway's session with it; the client's goes on, and
+            # the next call opens a new one.
+            self.expired = server.name
+            failure = mcp.RpcError(
+                mcp.SERVER_UNAVAILABLE,
+                f"MCP server '{server.name}' ended its session; call again.",
+                self.rpc_id,
+            )
+            self.outcome = "server_session_ended"
+        elif status == 200 and content_type not in (_JSON, _SSE):
+            failure = mcp.RpcError(
+                mcp.BAD_SERVER_RESPONSE,
+                f"MCP server '{server.name}' did not answer JSON-RPC.",
+                self.rpc_id,
+            )
+            self.outcome = "bad_answer"
+        if failure is not None:
+            # An error the agent's SDK raises for this call, rather than a transport
+            # failure that ends its whole session.
+            self._reader = _Answer(self, replace=failure)
+            self.error_code = failure.code
+            decision.set_headers.extend(((":status", "200"), ("content-type", _JSON)))
+            decision.remove_headers.append("content-encoding")
+            decision.response_body = "buffered"
+            return decision
+        if status != 200:
+            self.outcome = f"http_{status}"  # 400, 404 (a session ended): the client's to see
+            return decision
+        streamed = content_type == _SSE
+        self._reader = _Answer(self, streamed=streamed)
+        decision.response_body = "streamed" if streamed else "buffered"
+        return decision
+
+    def response_body(self, chunk: bytes, end_of_stream: bool) -> Continue:
+        reader = self._reader
+        if reader is None:
+            return Continue()
+        body = reader.feed(chunk, end_of_stream)
+        decision = Continue(body=body)
+        if body is not None and not reader.streamed:
+            decision.set_headers.append(("content-length", str(len(body))))
+        return decision
+
+    # -- the answer's messages ------------------------------------------------------
+
+    def answered(self, message: mcp.Message | mcp.RpcError) -> dict[str, Any] | None:
+        """A message of the server's answer: a new payload for it, or None to pass it.
+        Only the answer to the client's request is changed; progress and other messages
+        of an SSE answer pass as they came."""
+        if isinstance(message, mcp.RpcError):
+            # Too large, or no JSON-RPC: the agent gets an error for its request instead.
+            code = message.code if message.code == mcp.MESSAGE_TOO_LARGE else None
+            self.outcome = "bad_answer"
+            self.error_code = code or mcp.BAD_SERVER_RESPONSE
+            what = "too large." if code else "not valid JSON-RPC."
+            failed = {"code": self.error_code, "message": f"The MCP server's answer was {what}"}
+            return {"jsonrpc": "2.0", "id": self.rpc_id, "error": failed}
+        if message.method is not None or message.id != self.rpc_id:
+            return None
+        error = message.error
+        if error is not None:
+            self.outcome = "error"
+            number = error.get("code")
+            self.error_code = number if type(number) is int else None
+            return None
+        self.outcome = "ok"
+        result = message.payload.get("result")
+        if not isinstance(result, dict):
+            return None
+        if self.rpc_method == _TOOLS_LIST:
+            changed = self._listed(result)
+        elif self.rpc_method == _TOOLS_CALL and result_needs(self.policies, self.redactions):
+            changed = scan_result(
+                self.policies,
+                result,
+                self.redactions,
+                self.decisions,
+                max_depth=self.runtime.mcp.max_depth,
+            )
+            if changed is not result and changed.get("isError") and not result.get("isError"):
+                self.outcome = "blocked"
+        else:
+            return None
+        if changed is result:
+            return None
+        return {**message.payload, "result": changed}
+
+    def _listed(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A server's tool list as this tenant sees it: tools it may not use, or whose
+        definition changed where pinning enforces, left out."""
+        server, tenant = self.server, self.tenant
+        assert server is not None and tenant is not None
+        tools = mcp.listed(result, "tools")
+        if isinstance(tools, mcp.RpcError):
+            return result
+        kept, changes = self.pins.check(server.name, tools, server.pinning)
+        self.changes.extend(changes)
+        visible = tenant.mcp.visible(server.name, kept)
+        if len(visible) == len(tools):
+            return result
+        return {**result, "tools": visible}
+
+    # -- the record -----------------------------------------------------------------
+
+    def record(self) -> dict[str, object]:
+        """The audit record: who, which server and tool, what happened; never argument
+        values or results."""
+        fields: dict[str, object] = {
+            "request_id": self.request_id,
+            "mcp": True,
+            "method": self.http_method,
+            "path": self.path,
+            "tenant": self.tenant.name if self.tenant else None,
+            "server": self.server.name if self.server else None,
+            "session": _session_tag(self.session),
+            "rpc_method": self.rpc_method,
+            "tool": self.tool,
+            "status": self.status,
+            "outcome": self.outcome or "cancelled",
+            "duration_ms": round((time.monotonic() - self.started) * 1000, 3),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+        }
+        if self.error_code is not None:
+            fields["rpc_error"] = self.error_code
+        if self.refusal is not None:
+            fields["refusal"] = self.refusal
+        if self.decisions.counts:
+            fields["policy"] = self.decisions.records()
+        return fields
+
+
+class _Answer:
+    """The server's answer to a POST, JSON or SSE, message by message."""
+
+    def __init__(
+        self, exchange: ToolExchange, streamed: bool = False, replace: mcp.RpcError | None = None
+    ) -> None:
+        self.exchange = exchange
+        self.streamed = streamed
+        self.replace = replace
+        settings = exchange.runtime.mcp
+        self.events = (
+            mcp.EventReader(settings.max_message_bytes, settings.max_depth) if streamed else None
+        )
+
+    def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        exchange = self.exchange
+        if self.replace is not None:
+            body = self.replace.body()
+            exchange.bytes_out = len(body)
+            return body
+        if self.events is None:
+            return self._json(chunk)
+        exchange.bytes_out += len(chunk)
+        events = self.events
+        read = events.feed(chunk)
+        if end_of_stream:
+            read.extend(events.close())  # a last event without its blank line
+        out: list[bytes] = []
+        changed = False
+        for event, message in read:
+            payload = exchange.answered(message) if message is not None else None
+            if payload is None:
+                out.append(event.encode())
+            else:
+                out.append(mcp.EventReader.replace(event, payload).encode())
+                changed = True
+        if end_of_stream and exchange.outcome == "":
+            exchange.outcome = "cut"  # the stream ended before the answer
+        joined = b"".join(out)
+        # Whole events, none changed: the chunk passes as it came. Otherwise the client
+        # gets the events completed so far (a partial one waits for its end).
+        if not changed and joined == chunk:
+            return None
+        return joined
+
+    def _json(self, chunk: bytes) -> bytes | None:
+        exchange = self.exchange
+        exchange.bytes_out = len(chunk)
+        settings = exchange.runtime.mcp
+        message = mcp.read_message(
+            chunk, max_bytes=settings.max_message_bytes, max_depth=settings.max_depth
+        )
+        payload = exchange.answered(message)
+        if payload is None:
+            return None
+        body = orjson.dumps(payload)
+        exchange.bytes_out = len(body)
+        return body

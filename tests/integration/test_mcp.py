@@ -1,0 +1,484 @@
+"""MCP servers through the gateway (`/mcp/<server>`): a real Envoy, the service, real MCP
+servers built with the official SDK (SSE with sessions, JSON stateless, one whose tool
+changes, a hand-written broken one) and the official `mcp` client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamablehttp_client
+from mcp.shared.exceptions import McpError
+from mcp.types import TextContent
+
+from extproc.apis import mcp
+from extproc.control.stack import free_port
+from tests.conftest import RedisServer
+from tests.helpers import sha256
+from tests.integration.conftest import GATEWAY_KEYS, PORTS, Gateway, start_gateway
+from tests.integration.mcp_servers import INJECTION, TOOLS_KEY
+
+KEY_A, KEY_B = GATEWAY_KEYS["team-a"], GATEWAY_KEYS["team-b"]
+TIMEOUT = 20
+
+CONFIG = (
+    PORTS
+    + """mcp_servers:
+  - name: tools
+    url: http://127.0.0.1:{tools_port}/mcp
+    credential: {{file: mcp-key.txt}}
+  - name: plain
+    url: http://127.0.0.1:{json_port}/mcp
+    tool_prefix: plain_
+  - name: changing
+    url: http://127.0.0.1:{changing_port}/mcp
+    pinning: enforce
+  - name: raw
+    url: http://127.0.0.1:{raw_port}/mcp
+    timeout: 1s
+  - name: down
+    url: http://127.0.0.1:{dead_port}/mcp
+    connect_timeout: 1s
+mcp: {{max_message_bytes: 65536, max_depth: 16{redis}}}
+policies:
+  - name: guard
+    pii: [{{detector: email, apply_to: [tool_call, tool_result]}}]
+    deny:
+      - name: injection
+        patterns: ["ignore (all )?previous instructions"]
+        apply_to: [tool_result]
+tenants:
+  - name: team-a
+    api_key_sha256: ["{key_a}"]
+    policies: [guard]
+    mcp:
+      servers: ["*"]
+      deny_tools: ["*/run_shell"]
+      max_argument_bytes: 2048
+  - name: team-b
+    api_key_sha256: ["{key_b}"]
+    mcp:
+      servers: [plain]
+      allow_tools: [plain/echo]
+"""
+)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "an MCP server exited while starting"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no MCP server on port {port}")
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, int]]:
+    ports = {kind: free_port() for kind in ("tools", "json", "changing", "raw")}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.mcp_servers", kind, str(port)],
+            stderr=subprocess.DEVNULL,
+        )
+        for kind, port in ports.items()
+    ]
+    try:
+        for process, port in zip(processes, ports.values(), strict=True):
+            _wait_for_port(port, process)
+        yield ports
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def gateway(servers: dict[str, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("mcp")
+    started = start_mcp_gateway(workdir, servers)
+    yield started
+    started.stack.stop()
+
+
+def start_mcp_gateway(workdir: Path, servers: dict[str, int], redis: str = "") -> Gateway:
+    (workdir / "mcp-key.txt").write_text(TOOLS_KEY + "\n")
+    return start_gateway(
+        workdir,
+        CONFIG,
+        key_a=sha256(KEY_A),
+        key_b=sha256(KEY_B),
+        redis=f", redis: {{url: {redis}}}" if redis else "",
+        **{f"{kind}_port": port for kind, port in servers.items()},
+    )
+
+
+@asynccontextmanager
+async def session(url: str, key: str) -> AsyncIterator[ClientSession]:
+    headers = {"authorization": f"Bearer {key}"}
+    async with (
+        streamablehttp_client(url, headers=headers, timeout=TIMEOUT) as (read, write, _),
+        ClientSession(read, write) as client,
+    ):
+        await asyncio.wait_for(client.initialize(), TIMEOUT)
+        yield client
+
+
+def text_of(result: Any) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+def records(gateway: Gateway) -> list[dict[str, Any]]:
+    found = (orjson.loads(line) for line in gateway.service_log().splitlines() if line[:1] == "{")
+    return [record for record in found if record.get("event") == "mcp"]
+
+
+def mcp_error(raised: BaseException) -> McpError:
+    """The McpError a session raised, from inside the task groups it may be wrapped in."""
+    while isinstance(raised, BaseExceptionGroup):
+        raised = raised.exceptions[0]
+    assert isinstance(raised, McpError), raised
+    return raised
+
+
+def stats(port: int, key: str | None = None) -> dict[str, Any]:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    reply = httpx.get(f"http://127.0.0.1:{port}/mcp-demo/stats", headers=headers, timeout=5)
+    return dict(reply.json())
+
+
+def test_tools_listed_and_called_through_a_server_with_sessions(
+    gateway: Gateway, servers: dict[str, int]
+) -> None:
+    async def run() -> tuple[list[str], str, str]:
+        async with session(f"{gateway.url}/mcp/tools", KEY_A) as client:
+            listed = await client.list_tools()
+            echoed = await client.call_tool("echo", {"text": "hello"})
+            added = await client.call_tool("add", {"a": 2, "b": 3})
+        return sorted(t.name for t in listed.tools), text_of(echoed), text_of(added)
+
+    names, echoed, added = asyncio.run(run())
+    # run_shell is the tenant's denied tool: absent from its list.
+    assert names == ["add", "contact", "echo", "fetch_page"]
+    assert (echoed, added) == ("hello", "5.0")
+    # The server saw the gateway's credential on every request, never the client's key.
+    auth = httpx.get(f"http://127.0.0.1:{servers['tools']}/test/auth", timeout=5).json()
+    assert auth["ok"] > 0 and auth["refused"] == 0
+
+
+def test_a_refused_tool_never_reaches_the_server(gateway: Gateway, servers: dict[str, int]) -> None:
+    before = stats(servers["tools"], TOOLS_KEY)["calls"]["run_shell"]
+
+    async def run() -> McpError:
+        async with session(f"{gateway.url}/mcp/tools", KEY_A) as client:
+            with pytest.raises(McpError) as refused:
+                await client.call_tool("run_shell", {"command": "rm -rf /"})
+            # The session goes on.
+            assert text_of(await client.call_tool("echo", {"text": "still here"})) == "still here"
+        return refused.value
+
+    error = asyncio.run(run())
+    assert error.error.code == mcp.TOOL_NOT_ALLOWED
+    assert "run_shell" in error.error.message
+    assert stats(servers["tools"], TOOLS_KEY)["calls"]["run_shell"] == before
+    assert gateway.metric("extproc_mcp_refusals_total", mcp_server="tools", reason="access") >= 1
+
+
+def test_two_tenants_see_different_tools(gateway: Gateway, servers: dict[str, int]) -> None:
+    async def run(key: str) -> list[str]:
+        async with session(f"{gateway.url}/mcp/plain", key) as client:
+            return sorted(t.name for t in (await client.list_tools()).tools)
+
+    assert asyncio.run(run(KEY_A)) == ["add", "echo"]
+    assert asyncio.run(run(KEY_B)) == ["echo"]
+
+    async def refused() -> McpError:
+        async with session(f"{gateway.url}/mcp/plain", KEY_B) as client:
+            with pytest.raises(McpError) as error:
+                await client.call_tool("add", {"a": 1, "b": 1})
+            return error.value
+
+    assert asyncio.run(refused()).error.code == mcp.TOOL_NOT_ALLOWED
+    # A server the tenant may not use does not exist for it.
+    reply = httpx.post(
+        f"{gateway.url}/mcp/tools",
+        headers={"authorization": f"Bearer {KEY_B}", "accept": "application/json"},
+        content=b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}',
+        timeout=5,
+    )
+    assert reply.status_code == 404
+    assert reply.json()["error"]["code"] == mcp.INVALID_REQUEST
+    no_key = httpx.post(f"{gateway.url}/mcp/plain", content=b"{}", timeout=5)
+    assert no_key.status_code == 401
+
+
+def test_policy_redacts_arguments_and_results_and_blocks_an_injection(gateway: Gateway) -> None:
+    async def run() -> tuple[str, str, Any]:
+        async with session(f"{gateway.url}/mcp/tools", KEY_A) as client:
+            echoed = await client.call_tool("echo", {"text": "mail bob@example.com"})
+            contact = await client.call_tool("contact", {"name": "Alice"})
+            page = await client.call_tool("fetch_page", {"url": "https://example.org"})
+        return text_of(echoed), text_of(contact), page
+
+    echoed, contact, page = asyncio.run(run())
+    assert echoed == "mail [EMAIL_1]"  # the server never saw the address
+    assert "alice@example.com" not in contact and "[EMAIL_" in contact
+    assert page.isError
+    assert "injection" in text_of(page) and INJECTION not in text_of(page)
+    log = gateway.service_log()
+    assert "bob@example.com" not in log and "alice@example.com" not in log
+
+
+def test_a_changed_tool_is_withheld_where_pinning_enforces(gateway: Gateway) -> None:
+    async def listed() -> list[str]:
+        async with session(f"{gateway.url}/mcp/changing", KEY_A) as client:
+            return sorted(t.name for t in (await client.list_tools()).tools)
+
+    assert asyncio.run(listed()) == ["add", "echo"]  # first seen: learned
+    assert asyncio.run(listed()) == ["add"]  # echo's description changed
+
+    async def call() -> McpError:
+        async with session(f"{gateway.url}/mcp/changing", KEY_A) as client:
+            with pytest.raises(McpError) as error:
+                await client.call_tool("echo", {"text": "x"})
+            return error.value
+
+    assert asyncio.run(call()).error.code == mcp.TOOL_NOT_ALLOWED
+    gateway.wait_for_log("mcp_tool_changed")
+    changes = gateway.metric("extproc_mcp_tool_changes_total", mcp_server="changing")
+    assert changes >= 1
+
+
+def test_broken_slow_and_down_servers_give_the_agent_errors(
+    gateway: Gateway, servers: dict[str, int]
+) -> None:
+    async def raw() -> tuple[McpError, McpError, str]:
+        async with session(f"{gateway.url}/mcp/raw", KEY_A) as client:
+            with pytest.raises(McpError) as garbage:
+                await client.call_tool("garbage", {})
+            slow = asyncio.create_task(client.call_tool("sleepy", {}))
+            # Another server is served meanwhile.
+            async with session(f"{gateway.url}/mcp/plain", KEY_A) as other:
+                served = text_of(await other.call_tool("echo", {"text": "meanwhile"}))
+            with pytest.raises(McpError) as late:
+                await asyncio.wait_for(slow, TIMEOUT)
+        return garbage.value, late.value, served
+
+    garbage, late, served = asyncio.run(raw())
+    assert garbage.error.code == mcp.BAD_SERVER_RESPONSE
+    assert late.error.code == mcp.SERVER_UNAVAILABLE and "504" in late.error.message
+    assert served == "meanwhile"
+
+    async def down() -> BaseException:
+        with pytest.raises(BaseException) as error:
+            async with session(f"{gateway.url}/mcp/down", KEY_A):
+                pass
+        return error.value
+
+    assert mcp_error(asyncio.run(down())).error.code == mcp.SERVER_UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        pytest.param(
+            b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', mcp.INVALID_REQUEST, id="batch"
+        ),
+        pytest.param(b'{"id": 1, "method": "ping"}', mcp.INVALID_REQUEST, id="no-jsonrpc"),
+        pytest.param(
+            b'{"jsonrpc": "2.0", "id": ' + b"9" * 400 + b', "method": "ping"}',
+            mcp.PARSE_ERROR,
+            id="huge-id",
+        ),
+        pytest.param(
+            b'{"jsonrpc": "2.0", "id": 1152921504606846976, "method": "ping"}',
+            mcp.INVALID_REQUEST,
+            id="id-past-2**53",
+        ),
+        pytest.param(b'{"jsonrpc": "2.0", "id": 1, "method": 7}', mcp.INVALID_REQUEST, id="method"),
+        pytest.param(
+            b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"a": '
+            + b"[" * 100
+            + b"]" * 100
+            + b"}}",
+            mcp.INVALID_REQUEST,
+            id="deep",
+        ),
+        pytest.param(
+            b'{"jsonrpc": "2.0", "id": 1, "method": "\xff\xfe"}', mcp.PARSE_ERROR, id="not-utf8"
+        ),
+        pytest.param(b"{", mcp.PARSE_ERROR, id="truncated"),
+    ],
+)
+def test_hostile_messages_get_json_rpc_errors(gateway: Gateway, body: bytes, code: int) -> None:
+    reply = httpx.post(
+        f"{gateway.url}/mcp/plain",
+        headers={
+            "authorization": f"Bearer {KEY_A}",
+            "accept": "application/json, text/event-stream",
+            "content-type": "application/json",
+        },
+        content=body,
+        timeout=5,
+    )
+    assert reply.status_code == 400
+    error = reply.json()
+    assert error["jsonrpc"] == "2.0" and error["error"]["code"] == code
+
+    # The service keeps serving.
+    async def echo() -> str:
+        async with session(f"{gateway.url}/mcp/plain", KEY_A) as client:
+            return text_of(await client.call_tool("echo", {"text": "ok"}))
+
+    assert asyncio.run(echo()) == "ok"
+
+
+def test_one_audit_record_per_request_without_argument_values(gateway: Gateway) -> None:
+    async def run() -> None:
+        async with session(f"{gateway.url}/mcp/plain", KEY_A) as client:
+            await client.call_tool("echo", {"text": "secret-argument-value"})
+
+    asyncio.run(run())
+    found = [r for r in records(gateway) if r.get("tool") == "echo" and r.get("server") == "plain"]
+    assert found, "no audit record of the call"
+    record = found[-1]
+    assert record["tenant"] == "team-a" and record["rpc_method"] == "tools/call"
+    assert record["outcome"] == "ok" and record["status"] == 200 and record["bytes_in"] > 0
+    assert "secret-argument-value" not in gateway.service_log()
+    assert (
+        gateway.metric(
+            "mcp_server_operation_duration_seconds_count",
+            mcp_method_name="tools/call",
+            gen_ai_tool_name="echo",
+            mcp_server="plain",
+        )
+        >= 1
+    )
+
+
+def test_the_virtual_server_offers_every_server_a_tenant_may_use_as_one(
+    gateway: Gateway, servers: dict[str, int]
+) -> None:
+    before = stats(servers["tools"], TOOLS_KEY)["calls"]["echo"]
+
+    async def run(key: str) -> tuple[list[str], list[str]]:
+        async with session(f"{gateway.url}/mcp", key) as client:
+            names = sorted(t.name for t in (await client.list_tools()).tools)
+            texts = []
+            for name, arguments in (("echo", {"text": "hi"}), ("plain_add", {"a": 1, "b": 2})):
+                if name in names:
+                    texts.append(text_of(await client.call_tool(name, arguments)))
+        return names, texts
+
+    names, texts = asyncio.run(run(KEY_A))
+    # The tools server's echo and add keep their names; the changing server's, listed
+    # after it, collide and are left out; plain's carry its prefix; the down server is
+    # left out of the list; run_shell is denied; "changing"'s echo may be withheld.
+    assert {"echo", "add", "contact", "fetch_page", "plain_echo", "plain_add"} <= set(names)
+    assert {"garbage", "sleepy"} <= set(names)
+    assert "run_shell" not in names and "plain_run_shell" not in names
+    assert texts == ["hi", "3.0"]
+    assert stats(servers["tools"], TOOLS_KEY)["calls"]["echo"] == before + 1
+    only_b, _ = asyncio.run(run(KEY_B))
+    assert only_b == ["plain_echo"]
+
+    async def unknown() -> McpError:
+        async with session(f"{gateway.url}/mcp", KEY_B) as client:
+            with pytest.raises(McpError) as error:
+                await client.call_tool("plain_add", {"a": 1, "b": 1})
+            return error.value
+
+    assert asyncio.run(unknown()).error.code == mcp.INVALID_PARAMS
+
+
+def post(url: str, key: str, body: dict[str, Any], session_id: str = "") -> httpx.Response:
+    headers = {
+        "authorization": f"Bearer {key}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+    }
+    if session_id:
+        headers["mcp-session-id"] = session_id
+    return httpx.post(url, headers=headers, content=orjson.dumps(body), timeout=10)
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"},
+    },
+}
+LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+
+def test_virtual_sessions_belong_to_their_tenant_and_end(gateway: Gateway) -> None:
+    url = f"{gateway.url}/mcp"
+    opened = post(url, KEY_A, INITIALIZE)
+    assert opened.status_code == 200
+    assert opened.json()["result"]["protocolVersion"] == "2025-06-18"
+    session_id = opened.headers["mcp-session-id"]
+    assert post(url, KEY_A, LIST, session_id).status_code == 200
+    # Another tenant holding the id, no id, an id never issued: refused.
+    assert post(url, KEY_B, LIST, session_id).status_code == 404
+    assert post(url, KEY_A, LIST).status_code == 400
+    assert post(url, KEY_A, LIST, "not-a-session").status_code == 404
+    headers = {"authorization": f"Bearer {KEY_A}", "mcp-session-id": session_id}
+    assert httpx.get(url, headers=headers, timeout=5).status_code == 405
+    assert httpx.delete(url, headers=headers, timeout=5).status_code == 200
+    gone = post(url, KEY_A, LIST, session_id)
+    assert gone.status_code == 404
+    assert gone.json()["error"]["code"] == mcp.SESSION_UNKNOWN
+
+
+def test_virtual_sessions_are_shared_through_redis_by_two_gateways(
+    servers: dict[str, int], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    redis = RedisServer(tmp_path_factory.mktemp("redis-mcp"))
+    redis.start()
+    first = start_mcp_gateway(tmp_path_factory.mktemp("mcp-first"), servers, redis.url)
+    try:
+        second = start_mcp_gateway(tmp_path_factory.mktemp("mcp-second"), servers, redis.url)
+        try:
+            opened = post(f"{first.url}/mcp", KEY_A, INITIALIZE)
+            session_id = opened.headers["mcp-session-id"]
+            call = {
+                "jsonrpc": "2.0",
+                "id": 3,
+                "method": "tools/call",
+                "params": {"name": "plain_echo", "arguments": {"text": "across"}},
+            }
+            answered = post(f"{second.url}/mcp", KEY_A, call, session_id)
+            assert answered.status_code == 200
+            assert answered.json()["result"]["content"][0]["text"] == "across"
+            # The upstream session the second opened is the first's to use too.
+            again = post(f"{first.url}/mcp", KEY_A, {**call, "id": 4}, session_id)
+            assert again.json()["result"]["content"][0]["text"] == "across"
+            # While Redis is down, a session cannot be read: a clear 503.
+            redis.stop()
+            down = post(f"{second.url}/mcp", KEY_A, {**call, "id": 5}, session_id)
+            assert down.status_code == 503
+            assert down.json()["error"]["code"] == mcp.SERVER_UNAVAILABLE
+        finally:
+            second.stack.stop()
+    finally:
+        first.stack.stop()
+        redis.stop()
