@@ -42,6 +42,9 @@ LATEST_VERSION = VERSIONS[-1]
 # What a server assumes of a request without the version header (2025-06-18 on).
 ASSUMED_VERSION = "2025-03-26"
 SESSIONLESS_VERSIONS = frozenset({"2026-07-28"})
+# The versions with initialize and sessions: what the virtual server speaks, and what
+# the gateway asks its servers for (2026-07-28 clients are not served there yet).
+SESSION_VERSIONS = tuple(v for v in VERSIONS if v not in SESSIONLESS_VERSIONS)
 _VERSION_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 JSONRPC = "2.0"

@@ -88,7 +88,8 @@ class McpClient:
     async def open(self, server: McpServer, deadline: float) -> Upstream:
         """A new session with the server: initialize, then the initialized notification."""
         params = {
-            "protocolVersion": mcp.LATEST_VERSION,
+            # The newest version with sessions: the gateway keeps one per server.
+            "protocolVersion": mcp.SESSION_VERSIONS[-1],
             "capabilities": {},
             "clientInfo": CLIENT_INFO,
         }
@@ -96,7 +97,9 @@ class McpClient:
         version = result.get("protocolVersion")
         if not isinstance(version, str) or version not in mcp.VERSIONS:
             raise UpstreamError("bad_answer", "unknown protocol version")
-        upstream = Upstream(session_id, version)
+        offered = result.get("capabilities")
+        capabilities = tuple(sorted(offered)) if isinstance(offered, dict) else ()
+        upstream = Upstream(session_id, version, capabilities)
         await self._notify(server, upstream, "notifications/initialized", deadline)
         return upstream
 

@@ -194,11 +194,10 @@ class ToolEffects:
             try:
                 if upstream is None:
                     upstream = await self.client.open(server, deadline)
-                return (
-                    await self.client.list_all(server, upstream, method, key, deadline),
-                    upstream,
-                    "",
-                )
+                if method.partition("/")[0] not in upstream.capabilities:
+                    return [], upstream, ""  # it offers none: an empty list, no request
+                items = await self.client.list_all(server, upstream, method, key, deadline)
+                return items, upstream, ""
             except UpstreamError as failure:
                 if failure.kind != "expired":
                     return None, None, failure.kind

@@ -357,6 +357,9 @@ class ToolExchange:
         streamed = content_type == _SSE
         self._reader = _Answer(self, streamed=streamed)
         decision.response_body = "streamed" if streamed else "buffered"
+        if streamed:
+            # Events may change on the way: the length the server sent no longer holds.
+            decision.remove_headers.append("content-length")
         return decision
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Continue:

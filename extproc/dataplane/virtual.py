@@ -97,7 +97,11 @@ def _headers(
 
 def _initialize(tool: VirtualExchange, message: mcp.Message) -> Flow:
     asked = (message.params or {}).get("protocolVersion")
-    version = asked if isinstance(asked, str) and asked in mcp.VERSIONS else mcp.LATEST_VERSION
+    version = (
+        asked
+        if isinstance(asked, str) and asked in mcp.SESSION_VERSIONS
+        else mcp.SESSION_VERSIONS[-1]
+    )
     assert tool.tenant is not None
     session_id = new_session_id()
     done = yield SaveSession(session_id, Session(tool.tenant.name, version))

@@ -31,6 +31,7 @@ class Upstream:
 
     session_id: str  # "": the server keeps no sessions
     protocol: str  # the version that server agreed to
+    capabilities: tuple[str, ...] = ()  # what it offers: "tools", "prompts", "resources"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,10 @@ class Session:
             {
                 "tenant": self.tenant,
                 "protocol": self.protocol,
-                "upstream": {k: [v.session_id, v.protocol] for k, v in self.upstream.items()},
+                "upstream": {
+                    k: [v.session_id, v.protocol, list(v.capabilities)]
+                    for k, v in self.upstream.items()
+                },
             }
         )
 
@@ -62,7 +66,8 @@ def decode(value: bytes) -> Session | None:
     try:
         data = orjson.loads(value)
         upstream = {
-            str(k): Upstream(str(v[0]), str(v[1])) for k, v in dict(data["upstream"]).items()
+            str(k): Upstream(str(v[0]), str(v[1]), tuple(str(c) for c in v[2]))
+            for k, v in dict(data["upstream"]).items()
         }
         return Session(str(data["tenant"]), str(data["protocol"]), upstream)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError):

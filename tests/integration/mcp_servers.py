@@ -3,12 +3,14 @@
   python -m tests.integration.mcp_servers KIND PORT
 
 tools     the demo's tools and two more (`contact` answers with an e-mail address,
-          `fetch_page` with a prompt injection), SSE answers with sessions; a request
+          `fetch_page` with a prompt injection), a prompt `review` and a resource
+          `notes://today`, SSE answers with sessions; a request
           without "Bearer sk-mcp-tools" gets 401 (GET /test/auth counts both kinds)
 json      the demo's tools, JSON answers, stateless
 changing  `echo` whose description changes with every tools/list after the first
 raw       a hand-written server: a valid initialize and tool list, then `garbage` answers
-          what is not JSON-RPC and `sleepy` answers after 30 s
+          what is not JSON-RPC, `sleepy` answers after 30 s and `flood` answers with one
+          SSE event of 256 KiB
 """
 
 from __future__ import annotations
@@ -68,6 +70,17 @@ def tools_server() -> DemoServer:
 
     server.add_tool(contact, structured_output=False)
     server.add_tool(fetch_page, structured_output=False)
+
+    @server.prompt()
+    def review(code: str) -> str:
+        """Ask for a code review."""
+        return f"Please review: {code}"
+
+    @server.resource("notes://today", mime_type="text/plain")
+    def today() -> str:
+        """Today's notes."""
+        return "Nothing planned."
+
     return server
 
 
@@ -107,12 +120,22 @@ async def _raw(request: web.Request) -> web.StreamResponse:
             "tools": [
                 {"name": "garbage", "description": "Answers garbage.", "inputSchema": schema},
                 {"name": "sleepy", "description": "Answers late.", "inputSchema": schema},
+                {"name": "flood", "description": "Answers too much.", "inputSchema": schema},
             ]
         }
     elif method == "tools/call" and message["params"]["name"] == "garbage":
         return web.Response(
             body=b'{"jsonrpc": "2.0", "result": [unclosed', content_type="application/json"
         )
+    elif method == "tools/call" and message["params"]["name"] == "flood":
+        text = "x" * (256 * 1024)
+        answer = {
+            "jsonrpc": "2.0",
+            "id": message["id"],
+            "result": {"content": [{"type": "text", "text": text}]},
+        }
+        event = b"event: message\ndata: " + orjson.dumps(answer) + b"\n\n"
+        return web.Response(body=event, content_type="text/event-stream")
     elif method == "tools/call":
         await asyncio.sleep(30)
         result = {"content": [{"type": "text", "text": "late"}]}

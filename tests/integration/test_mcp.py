@@ -70,7 +70,9 @@ tenants:
     api_key_sha256: ["{key_b}"]
     mcp:
       servers: [plain]
-      allow_tools: [plain/echo]
+      allow_tools: [plain/echo, plain/add]
+      deny_tools: [plain/add]
+      rates: [{{name: echoes, tools: [plain/echo], window: month, max_calls: 3}}]
 """
 )
 
@@ -482,3 +484,70 @@ def test_virtual_sessions_are_shared_through_redis_by_two_gateways(
     finally:
         first.stack.stop()
         redis.stop()
+
+
+def test_prompts_and_resources_through_the_virtual_server(gateway: Gateway) -> None:
+    async def run() -> tuple[list[str], str, list[str], str]:
+        async with session(f"{gateway.url}/mcp", KEY_A) as client:
+            prompts = [p.name for p in (await client.list_prompts()).prompts]
+            got = await client.get_prompt("review", {"code": "x = 1"})
+            resources = [str(r.uri) for r in (await client.list_resources()).resources]
+            read = await client.read_resource("notes://today")  # type: ignore[arg-type]
+        message = got.messages[0].content
+        assert isinstance(message, TextContent)
+        contents = read.contents[0]
+        return prompts, message.text, resources, getattr(contents, "text", "")
+
+    prompts, prompt, resources, notes = asyncio.run(run())
+    assert prompts == ["review"] and prompt == "Please review: x = 1"
+    assert resources == ["notes://today"] and notes == "Nothing planned."
+
+
+def test_a_tool_rate_refuses_calls_past_it(gateway: Gateway, servers: dict[str, int]) -> None:
+    async def run() -> tuple[list[str], McpError]:
+        async with session(f"{gateway.url}/mcp/plain", KEY_B) as client:
+            texts = [text_of(await client.call_tool("echo", {"text": str(n)})) for n in range(3)]
+            with pytest.raises(McpError) as refused:
+                await client.call_tool("echo", {"text": "one too many"})
+        return texts, refused.value
+
+    texts, refused = asyncio.run(run())
+    assert texts == ["0", "1", "2"]
+    assert refused.error.code == mcp.RATE_LIMITED and "echoes" in refused.error.message
+    assert isinstance(refused.error.data, dict) and refused.error.data["retry_after"] >= 1
+
+    # Team A has no such rate: its calls go on.
+    async def other() -> str:
+        async with session(f"{gateway.url}/mcp/plain", KEY_A) as client:
+            return text_of(await client.call_tool("echo", {"text": "free"}))
+
+    assert asyncio.run(other()) == "free"
+
+
+def test_the_server_stream_passes_and_an_oversized_answer_is_an_error(
+    gateway: Gateway, servers: dict[str, int]
+) -> None:
+    opened = post(f"{gateway.url}/mcp/tools", KEY_A, INITIALIZE)
+    assert opened.status_code == 200
+    session_id = opened.headers["mcp-session-id"]
+    headers = {
+        "authorization": f"Bearer {KEY_A}",
+        "accept": "text/event-stream",
+        "mcp-session-id": session_id,
+        "mcp-protocol-version": "2025-06-18",
+    }
+    with httpx.stream("GET", f"{gateway.url}/mcp/tools", headers=headers, timeout=10) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+
+    async def flood() -> tuple[McpError, str]:
+        async with session(f"{gateway.url}/mcp/raw", KEY_A) as client:
+            with pytest.raises(McpError) as error:
+                await client.call_tool("flood", {})
+            async with session(f"{gateway.url}/mcp/plain", KEY_A) as other:
+                served = text_of(await other.call_tool("echo", {"text": "still"}))
+        return error.value, served
+
+    error, served = asyncio.run(flood())
+    assert error.error.code == mcp.MESSAGE_TOO_LARGE
+    assert served == "still"
