@@ -76,11 +76,13 @@ envoy-configs: $(RUN_STAMP)
 	$(BIN)/extproc render-envoy examples/sidecar.yaml -o envoy/sidecar.yaml
 
 ## Envoy alone vs Envoy + service, 1 KB and 16 KB chat requests (installs wrk if missing);
-## then the Responses API front door beside Chat Completions.
+## then the Responses API front door beside Chat Completions, and an MCP tools/call through
+## the gateway beside the same call straight to the server.
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/responses.py
+	$(BIN)/python bench/mcp.py
 
 ## The ext_proc transport alone: server CPU per message from raw HTTP/2 frames, no Envoy.
 bench-transport: $(DEV_STAMP)

@@ -111,9 +111,9 @@ def main() -> None:
             stderr=log,
         )
         wait_until(lambda: run._port_open(mcp_port), 20, "demo MCP server", server)
-        run.CONFIG = run.CONFIG.replace(
-            "models:\n", SERVERS.format(mcp_port=mcp_port) + "models:\n", 1
-        )
+        # run.CONFIG is a template still: its braces doubled.
+        servers = SERVERS.format(mcp_port=mcp_port).replace("{", "{{").replace("}", "}}")
+        run.CONFIG = run.CONFIG.replace("models:\n", servers + "models:\n", 1)
         stack, chat_url = run.start_setup(workdir / "full", mock_port, POLICY + TENANT)
         base = chat_url.removesuffix("/v1/chat/completions")
         try:

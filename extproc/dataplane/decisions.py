@@ -27,6 +27,9 @@ class Continue:
     metadata: dict[str, str | int | float] | None = None
     # Response headers only: have Envoy send the response body, "buffered" or "streamed".
     response_body: str | None = None
+    # Headers only: `body` replaces the message's body whole, whatever arrives (Envoy
+    # sends none of it to the service).
+    replace_body: bool = False
 
 
 @dataclass(slots=True)

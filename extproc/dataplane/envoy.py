@@ -111,6 +111,8 @@ def _fill_mutation(
 
 def _fill(common: ext.CommonResponse, decision: Continue) -> None:
     common.SetInParent()  # the reply names its phase even when it changes nothing
+    if decision.replace_body:
+        common.status = ext.CommonResponse.CONTINUE_AND_REPLACE
     if decision.clear_route_cache:
         common.clear_route_cache = True
     if decision.set_headers or decision.remove_headers:

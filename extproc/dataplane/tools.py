@@ -344,12 +344,14 @@ class ToolExchange:
             self.outcome = "bad_answer"
         if failure is not None:
             # An error the agent's SDK raises for this call, rather than a transport
-            # failure that ends its whole session.
-            self._reader = _Answer(self, replace=failure)
-            self.error_code = failure.code
-            decision.set_headers.extend(((":status", "200"), ("content-type", _JSON)))
+            # failure that ends its whole session; in place of any body the answer has.
+            body = failure.body()
+            self.error_code, self.bytes_out = failure.code, len(body)
+            decision.body, decision.replace_body = body, True
+            decision.set_headers.extend(
+                ((":status", "200"), ("content-type", _JSON), ("content-length", str(len(body))))
+            )
             decision.remove_headers.append("content-encoding")
-            decision.response_body = "buffered"
             return decision
         if status != 200:
             self.outcome = f"http_{status}"  # 400, 404 (a session ended): the client's to see
@@ -464,12 +466,9 @@ class ToolExchange:
 class _Answer:
     """The server's answer to a POST, JSON or SSE, message by message."""
 
-    def __init__(
-        self, exchange: ToolExchange, streamed: bool = False, replace: mcp.RpcError | None = None
-    ) -> None:
+    def __init__(self, exchange: ToolExchange, streamed: bool = False) -> None:
         self.exchange = exchange
         self.streamed = streamed
-        self.replace = replace
         settings = exchange.runtime.mcp
         self.events = (
             mcp.EventReader(settings.max_message_bytes, settings.max_depth) if streamed else None
@@ -477,10 +476,6 @@ class _Answer:
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         exchange = self.exchange
-        if self.replace is not None:
-            body = self.replace.body()
-            exchange.bytes_out = len(body)
-            return body
         if self.events is None:
             return self._json(chunk)
         exchange.bytes_out += len(chunk)

@@ -9,8 +9,8 @@ tools     the demo's tools and two more (`contact` answers with an e-mail addres
 json      the demo's tools, JSON answers, stateless
 changing  `echo` whose description changes with every tools/list after the first
 raw       a hand-written server: a valid initialize and tool list, then `garbage` answers
-          what is not JSON-RPC, `sleepy` answers after 30 s and `flood` answers with one
-          SSE event of 256 KiB
+          what is not JSON-RPC, `sleepy` answers after 30 s, `flood` answers with one
+          SSE event of 256 KiB and `crash` with a 502 without a body
 """
 
 from __future__ import annotations
@@ -121,12 +121,15 @@ async def _raw(request: web.Request) -> web.StreamResponse:
                 {"name": "garbage", "description": "Answers garbage.", "inputSchema": schema},
                 {"name": "sleepy", "description": "Answers late.", "inputSchema": schema},
                 {"name": "flood", "description": "Answers too much.", "inputSchema": schema},
+                {"name": "crash", "description": "Answers 502, no body.", "inputSchema": schema},
             ]
         }
     elif method == "tools/call" and message["params"]["name"] == "garbage":
         return web.Response(
             body=b'{"jsonrpc": "2.0", "result": [unclosed', content_type="application/json"
         )
+    elif method == "tools/call" and message["params"]["name"] == "crash":
+        return web.Response(status=502)
     elif method == "tools/call" and message["params"]["name"] == "flood":
         text = "x" * (256 * 1024)
         answer = {

@@ -271,6 +271,10 @@ def test_broken_slow_and_down_servers_give_the_agent_errors(
 ) -> None:
     async def raw() -> tuple[McpError, McpError, str]:
         async with session(f"{gateway.url}/mcp/raw", KEY_A) as client:
+            with pytest.raises(McpError) as crashed:
+                await client.call_tool("crash", {})
+            assert crashed.value.error.code == mcp.SERVER_UNAVAILABLE
+            assert "502" in crashed.value.error.message
             with pytest.raises(McpError) as garbage:
                 await client.call_tool("garbage", {})
             slow = asyncio.create_task(client.call_tool("sleepy", {}))
