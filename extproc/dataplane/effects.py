@@ -123,7 +123,7 @@ class Effects:
                 password_env=redis_config.password_env,
             )
         self.state = make_state_store(runtime)
-        self.tools = ToolEffects(runtime, metrics, self.store)  # MCP requests'
+        self.tools = ToolEffects(runtime, metrics, self.store, self.drift)  # MCP requests'
         capture = runtime.capture
         self.sampler: Sampler | None = None
         self.sink: Sink | None = None

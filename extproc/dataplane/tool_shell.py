@@ -18,6 +18,7 @@ from extproc.dataplane.decisions import Continue, Decision, Reply
 from extproc.dataplane.mcp_client import McpClient, UpstreamError
 from extproc.dataplane.tools import PREFIX, ToolExchange
 from extproc.dataplane.virtual import VirtualExchange
+from extproc.drift import DriftMonitor
 from extproc.state.sessions import (
     MemorySessionStore,
     Session,
@@ -38,6 +39,8 @@ _MAX_ENDING = 256
 # server is left out of a list rather than failing the request at Envoy's deadline.
 _DEADLINE_SHARE = 0.75
 _MAX_REPORTED = 1024
+# The endpoint the drift watch files servers' tool lists under.
+TOOL_LIST = "mcp:tools/list"
 
 
 def make_session_store(runtime: Runtime) -> SessionStore:
@@ -57,9 +60,12 @@ def make_session_store(runtime: Runtime) -> SessionStore:
 
 
 class ToolEffects:
-    def __init__(self, runtime: Runtime, metrics: Metrics, counters: Store) -> None:
+    def __init__(
+        self, runtime: Runtime, metrics: Metrics, counters: Store, drift: DriftMonitor | None
+    ) -> None:
         self.runtime = runtime
         self.metrics = metrics
+        self.drift = drift  # the schema-drift watch: servers' tool lists too
         self.counters = counters  # the budget store: tool rates count calls in it
         self.pins = PinBook({s.name: s.pins for s in runtime.mcp_servers.values()})
         self.lists = ListCache(runtime.mcp.list_ttl)
@@ -218,6 +224,8 @@ class ToolEffects:
 
     def finished(self, tool: ToolExchange, failed: bool) -> None:
         tool_report.finished(self.metrics, tool, failed)
+        if self.drift is not None and tool.listed:
+            self._drifted(self.drift, tool.listed)
         for server, name in tool.collisions:
             # Once per name: the same lists are merged on every request.
             if (server, name) not in self.collided and len(self.collided) < _MAX_REPORTED:
@@ -225,6 +233,22 @@ class ToolEffects:
                 log.warning("mcp_name_collision", server=server, name=name)
         if tool.expired is not None and tool.session:
             self._forget(tool.session, tool.expired)
+
+    def _drifted(self, drift: DriftMonitor, listed: list[tuple[str, set[str]]]) -> None:
+        """Servers' tools as the paths of their tool lists: one added or gone is reported
+        as a provider's new or missing field is."""
+        for server, names in listed:
+            if not drift.wants(server, TOOL_LIST):
+                continue
+            for change in drift.observe(server, TOOL_LIST, {f"tool:{n}" for n in names}):
+                self.metrics.schema_drift.labels(server, TOOL_LIST, change.change).inc()
+                log.warning(
+                    "schema_drift",
+                    backend=server,
+                    endpoint=TOOL_LIST,
+                    change=change.change,
+                    path=change.path,
+                )
 
     def _forget(self, session_id: str, server: str) -> None:
         """A server ended its session with the gateway: the next call opens a new one."""

@@ -89,6 +89,8 @@ class ToolExchange:
         self.bytes_in = 0
         self.bytes_out = 0
         self.changes: list[Any] = []  # tool definitions found changed (pinning)
+        # Each server's tool names as it listed them, for the drift watch.
+        self.listed: list[tuple[str, set[str]]] = []
         self.unavailable: list[str] = []  # servers left out of a virtual list: they failed
         self.collisions: list[tuple[str, str]] = []  # (server, name) another server has
         self.expired: str | None = None  # the server whose session with the gateway ended
@@ -428,6 +430,7 @@ class ToolExchange:
             return result
         kept, changes = self.pins.check(server.name, tools, server.pinning)
         self.changes.extend(changes)
+        self.listed.append((server.name, {t["name"] for t in tools}))
         visible = tenant.mcp.visible(server.name, kept)
         if len(visible) == len(tools):
             return result

@@ -159,6 +159,7 @@ def _merged(
                 tool.unavailable.append(server.name)
                 continue
             if method == "tools/list":
+                tool.listed.append((server.name, {t["name"] for t in items}))
                 items, changes = tool.pins.check(server.name, items, server.pinning)
                 tool.changes.extend(changes)
             cache.put(server.name, method, items)

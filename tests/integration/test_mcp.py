@@ -51,6 +51,7 @@ CONFIG = (
     url: http://127.0.0.1:{dead_port}/mcp
     connect_timeout: 1s
 mcp: {{max_message_bytes: 65536, max_depth: 16{redis}}}
+schema_drift: {{learning_responses: 2, check_every: 1}}
 policies:
   - name: guard
     pii: [{{detector: email, apply_to: [tool_call, tool_result]}}]
@@ -264,6 +265,13 @@ def test_a_changed_tool_is_withheld_where_pinning_enforces(gateway: Gateway) -> 
     gateway.wait_for_log("mcp_tool_changed")
     changes = gateway.metric("extproc_mcp_tool_changes_total", mcp_server="changing")
     assert changes >= 1
+    # A tool added after two lists (the drift watch's learning here) is drift.
+    assert "extra" in asyncio.run(listed())
+    gateway.wait_for_log('"path":"tool:extra"')
+    drift = gateway.metric(
+        "extproc_schema_drift_total", backend="changing", endpoint="mcp:tools/list", change="added"
+    )
+    assert drift == 1
 
 
 def test_broken_slow_and_down_servers_give_the_agent_errors(
