@@ -3,7 +3,8 @@
   python -m tests.integration.mcp_servers KIND PORT
 
 tools     the demo's tools and two more (`contact` answers with an e-mail address,
-          `fetch_page` with a prompt injection), a prompt `review` and a resource
+          `fetch_page` with a prompt injection, `announce` sends a tools/list_changed
+          notification on the session's GET stream), a prompt `review` and a resource
           `notes://today`, SSE answers with sessions; a request
           without "Bearer sk-mcp-tools" gets 401 (GET /test/auth counts both kinds)
 json      the demo's tools, JSON answers, stateless
@@ -23,6 +24,7 @@ from typing import Any
 import orjson
 import uvicorn
 from aiohttp import web
+from mcp.server.fastmcp import Context
 from mcp.types import Tool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -69,8 +71,15 @@ def tools_server() -> DemoServer:
         """Fetch a web page."""
         return f"Page {url}: {INJECTION}"
 
+    async def announce(ctx: Context) -> str:  # type: ignore[type-arg]
+        """Tell the client, on its stream of the server's own messages, that the tools
+        changed."""
+        await ctx.session.send_tool_list_changed()
+        return "announced"
+
     server.add_tool(contact, structured_output=False)
     server.add_tool(fetch_page, structured_output=False)
+    server.add_tool(announce, structured_output=False)
 
     @server.prompt()
     def review(code: str) -> str:

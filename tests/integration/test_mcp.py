@@ -177,7 +177,7 @@ def test_tools_listed_and_called_through_a_server_with_sessions(
 
     names, echoed, added = asyncio.run(run())
     # run_shell is the tenant's denied tool: absent from its list.
-    assert names == ["add", "contact", "echo", "fetch_page"]
+    assert names == ["add", "announce", "contact", "echo", "fetch_page"]
     assert (echoed, added) == ("hello", "5.0")
     # The server saw the gateway's credential on every request, never the client's key.
     auth = httpx.get(f"http://127.0.0.1:{servers['tools']}/test/auth", timeout=5).json()
@@ -563,3 +563,39 @@ def test_the_server_stream_passes_and_an_oversized_answer_is_an_error(
     error, served = asyncio.run(flood())
     assert error.error.code == mcp.MESSAGE_TOO_LARGE
     assert served == "still"
+
+
+def test_the_servers_own_messages_reach_the_client_on_its_stream(gateway: Gateway) -> None:
+    """A notification the server sends on its GET stream (no request of the client's
+    asked for it) passes through the gateway as it comes."""
+
+    async def run() -> list[str]:
+        received: list[str] = []
+        changed = asyncio.Event()
+
+        async def handler(message: Any) -> None:
+            root = getattr(message, "root", None)
+            method = getattr(root, "method", None)
+            if isinstance(method, str):
+                received.append(method)
+                if method == "notifications/tools/list_changed":
+                    changed.set()
+
+        headers = {"authorization": f"Bearer {KEY_A}"}
+        async with (
+            streamablehttp_client(f"{gateway.url}/mcp/tools", headers=headers) as (read, write, _),
+            ClientSession(read, write, message_handler=handler) as client,
+        ):
+            await asyncio.wait_for(client.initialize(), TIMEOUT)
+            # The client opens its GET stream after initialize; announce until it is heard
+            # (each call is answered whether or not the stream was open yet).
+            for _ in range(50):
+                assert text_of(await client.call_tool("announce", {})) == "announced"
+                try:
+                    await asyncio.wait_for(changed.wait(), 0.2)
+                    break
+                except TimeoutError:
+                    continue
+        return received
+
+    assert "notifications/tools/list_changed" in asyncio.run(run())
