@@ -436,6 +436,9 @@ class Effects:
             await asyncio.wait(set(self.reserving), timeout=grace)
         if self.background:
             await asyncio.wait(set(self.background), timeout=max(deadline - time.monotonic(), 0))
+        ending = self.tools.ending  # upstream MCP sessions being ended
+        if ending:
+            await asyncio.wait(set(ending), timeout=max(deadline - time.monotonic(), 0))
         settler = self.settler
         if settler is not None and not settler.idle.is_set():
             with contextlib.suppress(TimeoutError):

@@ -96,6 +96,7 @@ class Service:
         # In-flight exchanges are done (or out of time); their settlements finish writing.
         await processor.drain(max(grace, 1.0))
         await processor.store.close()
+        await processor.tools.close()
         # End what is left, such as health watches.
         abandoned = processor.active
         await self.server.stop(0)
