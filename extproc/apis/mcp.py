@@ -242,6 +242,22 @@ def _invalid(text: str, id: RequestId | None = None) -> RpcError:
     return RpcError(INVALID_REQUEST, f"Invalid Request: {text}", id)
 
 
+# The names the gateway reads a message by. A key that a case-insensitive decoder (Go's
+# encoding/json folds case, the long s U+017F to "s", the Kelvin sign U+212A to "k") would
+# read as one of them, but is not it, would let a server act on what the gateway never
+# checked: refused.
+_ENVELOPE = frozenset({"jsonrpc", "id", "method", "params", "result", "error"})
+_PARAMS = frozenset({"name", "arguments", "uri", "cursor"})
+
+
+def _smuggled(keys: Any, names: frozenset[str]) -> str | None:
+    for key in keys:
+        folded = str(key).casefold()
+        if folded != key and folded in names:
+            return folded
+    return None
+
+
 def _message(payload: Any) -> Message | RpcError:
     if type(payload) is not dict:
         if type(payload) is list:
@@ -249,6 +265,11 @@ def _message(payload: Any) -> Message | RpcError:
         return _invalid("a message is a JSON object")
     has_id = "id" in payload
     id = payload.get("id")
+    if (found := _smuggled(payload, _ENVELOPE)) is not None:
+        return _invalid(f'a key differs from "{found}" only in case', None)
+    params = payload.get("params")
+    if type(params) is dict and (found := _smuggled(params, _PARAMS)) is not None:
+        return _invalid(f'a key of "params" differs from "{found}" only in case', None)
     if id is not None and not _valid_id(id):
         return _invalid(
             f'"id" must be a string of at most {MAX_NAME_CHARS} characters or an integer'

@@ -28,6 +28,7 @@ from extproc.identity import identify, without_params
 from extproc.policy.engine import Decisions, Redactions
 from extproc.policy.rules import EMPTY, PolicySet
 from extproc.policy.tools import Refusal, result_needs, scan_arguments, scan_result
+from extproc.sse import Event
 from extproc.tools.catalog import ListCache
 from extproc.tools.pins import PinBook
 
@@ -134,10 +135,18 @@ class ToolExchange:
             reply = _http_error(405, mcp.INVALID_REQUEST, f"Method {method} is not allowed.")
             reply.headers.append(("allow", _METHODS))
             return self.refuse(reply, reason="method")
-        if method == "POST" and (refused := self.unreadable(headers, end_of_stream)):
-            return refused
-        self.forwarded = method != "POST"
-        return self.route(server)
+        if method == "POST":
+            # Routed once its message is governed: should the body's phase fail and Envoy
+            # go on (failure_mode_allow), no route and no credential are set yet.
+            return self.unreadable(headers, end_of_stream) or Continue()
+        self.forwarded = True
+        decision = self.route(server)
+        if method == "GET":
+            # No replay of an earlier POST's answers on this stream: they would reach the
+            # client unread (tool lists unfiltered, results past policy). The client
+            # sends such a request again.
+            decision.remove_headers.append(mcp.LAST_EVENT_ID_HEADER)
+        return decision
 
     def unreadable(self, headers: Mapping[str, str], end_of_stream: bool) -> Reply | None:
         """A POST refused before its body: none, or more than a message may be."""
@@ -185,17 +194,21 @@ class ToolExchange:
         message = self.read(raw)
         if isinstance(message, Reply):
             return message
+        server = self.server
+        assert server is not None
+        body: bytes | None = None
+        reservation = None
+        if message.method == _TOOLS_CALL:
+            called = self.call(message, None)
+            if isinstance(called, Reply):
+                return called
+            body, reservation = called
         self.forwarded = True
-        if message.method != _TOOLS_CALL:
-            return Continue()
-        called = self.call(message, None)
-        if isinstance(called, Reply):
-            return called
-        body, reservation = called
-        decision = Continue()
-        if body is not None:
-            decision.body = body
-            decision.set_headers.append(("content-length", str(len(body))))
+        decision = self.route(server)
+        # The message as the gateway read it, written anew: a key given twice reaches the
+        # server once, with the value the gateway checked.
+        decision.body = body if body is not None else orjson.dumps(message.payload)
+        decision.set_headers.append(("content-length", str(len(decision.body))))
         if reservation is None:
             return decision
         return self.counted(reservation, decision)
@@ -226,10 +239,10 @@ class ToolExchange:
 
     def call(
         self, message: mcp.Message, upstream_name: str | None
-    ) -> Reply | tuple[bytes | None, Reservation | None]:
+    ) -> Reply | tuple[bytes, Reservation | None]:
         """A tools/call governed for `self.server`: the gateway's refusal; or the body to
-        send instead (None: as it came; else arguments changed by policy, or the tool's
-        name as its server knows it) and the call's count in the tenant's tool rates."""
+        send (written anew: the arguments as policy left them, the tool's name as its
+        server knows it) and the call's count in the tenant's tool rates."""
         called = mcp.tool_call(message)
         if isinstance(called, mcp.RpcError):
             return self.answer_error(called, "invalid")
@@ -252,8 +265,6 @@ class ToolExchange:
         reservation = self.tenant.mcp.reservation(
             self.tenant.name, self.server.name, tool, time.time()
         )
-        if sent is arguments and tool == name:
-            return None, reservation
         params = dict(message.params or {})
         params["name"], params["arguments"] = tool, sent
         return orjson.dumps({**message.payload, "params": params}), reservation
@@ -317,8 +328,10 @@ class ToolExchange:
         server = self.server
         assert server is not None
         if self.virtual:
-            # The server's session is the gateway's, never the client's to see.
-            decision.remove_headers.append(mcp.SESSION_HEADER)
+            # The server's session is the gateway's, and its cookies and auth challenges
+            # are the gateway's business too: the client's origin is the gateway, whose
+            # other servers would get the cookies.
+            decision.remove_headers.extend((mcp.SESSION_HEADER, "set-cookie", "www-authenticate"))
         failure = None
         if status >= 500:
             failure = mcp.RpcError(
@@ -337,6 +350,14 @@ class ToolExchange:
                 self.rpc_id,
             )
             self.outcome = "server_session_ended"
+        elif status != 200 and self.virtual:
+            # 401, 403, 429...: the server's answer to the gateway, not to the client.
+            failure = mcp.RpcError(
+                mcp.SERVER_UNAVAILABLE,
+                f"MCP server '{server.name}' refused the call ({status}).",
+                self.rpc_id,
+            )
+            self.outcome = "server_refused"
         elif status == 200 and content_type not in (_JSON, _SSE):
             failure = mcp.RpcError(
                 mcp.BAD_SERVER_RESPONSE,
@@ -378,18 +399,20 @@ class ToolExchange:
 
     # -- the answer's messages ------------------------------------------------------
 
-    def answered(self, message: mcp.Message | mcp.RpcError) -> dict[str, Any] | None:
+    def unread_answer(self, failure: mcp.RpcError) -> dict[str, Any]:
+        """The error the agent gets for its request in place of an answer the gateway
+        could not read (too large, or no JSON-RPC)."""
+        code = failure.code if failure.code == mcp.MESSAGE_TOO_LARGE else None
+        self.outcome = "bad_answer"
+        self.error_code = code or mcp.BAD_SERVER_RESPONSE
+        what = "too large." if code else "not valid JSON-RPC."
+        failed = {"code": self.error_code, "message": f"The MCP server's answer was {what}"}
+        return {"jsonrpc": "2.0", "id": self.rpc_id, "error": failed}
+
+    def answered(self, message: mcp.Message) -> dict[str, Any] | None:
         """A message of the server's answer: a new payload for it, or None to pass it.
         Only the answer to the client's request is changed; progress and other messages
         of an SSE answer pass as they came."""
-        if isinstance(message, mcp.RpcError):
-            # Too large, or no JSON-RPC: the agent gets an error for its request instead.
-            code = message.code if message.code == mcp.MESSAGE_TOO_LARGE else None
-            self.outcome = "bad_answer"
-            self.error_code = code or mcp.BAD_SERVER_RESPONSE
-            what = "too large." if code else "not valid JSON-RPC."
-            failed = {"code": self.error_code, "message": f"The MCP server's answer was {what}"}
-            return {"jsonrpc": "2.0", "id": self.rpc_id, "error": failed}
         if message.method is not None or message.id != self.rpc_id:
             return None
         error = message.error
@@ -472,6 +495,7 @@ class _Answer:
     def __init__(self, exchange: ToolExchange, streamed: bool = False) -> None:
         self.exchange = exchange
         self.streamed = streamed
+        self.unread: mcp.RpcError | None = None  # the last event the gateway could not read
         settings = exchange.runtime.mcp
         self.events = (
             mcp.EventReader(settings.max_message_bytes, settings.max_depth) if streamed else None
@@ -489,6 +513,12 @@ class _Answer:
         out: list[bytes] = []
         changed = False
         for event, message in read:
+            if isinstance(message, mcp.RpcError):
+                # An event the gateway cannot read is dropped: it may be a progress
+                # note; the answer, if it was, is missed below.
+                self.unread = message
+                changed = True
+                continue
             payload = exchange.answered(message) if message is not None else None
             if payload is None:
                 out.append(event.encode())
@@ -496,7 +526,12 @@ class _Answer:
                 out.append(mcp.EventReader.replace(event, payload).encode())
                 changed = True
         if end_of_stream and exchange.outcome == "":
-            exchange.outcome = "cut"  # the stream ended before the answer
+            if self.unread is not None:
+                failed = exchange.unread_answer(self.unread)
+                out.append(mcp.EventReader.replace(Event(None, ""), failed).encode())
+                changed = True
+            else:
+                exchange.outcome = "cut"  # the stream ended before the answer
         joined = b"".join(out)
         # Whole events, none changed: the chunk passes as it came. Otherwise the client
         # gets the events completed so far (a partial one waits for its end).
@@ -511,7 +546,10 @@ class _Answer:
         message = mcp.read_message(
             chunk, max_bytes=settings.max_message_bytes, max_depth=settings.max_depth
         )
-        payload = exchange.answered(message)
+        if isinstance(message, mcp.RpcError):
+            payload: dict[str, Any] | None = exchange.unread_answer(message)
+        else:
+            payload = exchange.answered(message)
         if payload is None:
             return None
         body = orjson.dumps(payload)

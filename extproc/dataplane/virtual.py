@@ -206,12 +206,11 @@ def _routed(tool: VirtualExchange, session: Session, message: mcp.Message) -> Fl
             counted = yield from tool.counted(reservation, Continue())
             if isinstance(counted, Reply):
                 return counted
-    elif owner.name != name:
+    else:
+        # Written anew, as every forwarded message is (a key given twice goes once).
         sent = orjson.dumps(
             {**message.payload, "params": {**(message.params or {}), field: owner.name}}
         )
-    else:
-        sent = None
     upstream = session.upstream.get(server.name)
     if upstream is None:
         opened = yield Open(server)
@@ -229,14 +228,15 @@ def _routed(tool: VirtualExchange, session: Session, message: mcp.Message) -> Fl
         if isinstance(saved, StoreDown):
             return _store_down(tool)
     decision = tool.route(server)
+    # The client's cookies are for the gateway's origin, not for any of its servers.
+    decision.remove_headers.append("cookie")
     if upstream.session_id:
         decision.set_headers.append((mcp.SESSION_HEADER, upstream.session_id))
     else:
         decision.remove_headers.append(mcp.SESSION_HEADER)
     decision.set_headers.append((mcp.PROTOCOL_VERSION_HEADER, upstream.protocol))
-    if sent is not None:
-        decision.body = sent
-        decision.set_headers.append(("content-length", str(len(sent))))
+    decision.body = sent
+    decision.set_headers.append(("content-length", str(len(sent))))
     tool.forwarded = True
     return decision
 

@@ -733,3 +733,18 @@ def test_messages_survive_any_split(
     reader = mcp.EventReader(MAX, DEPTH)
     reads = [r for chunk in cut(data, points) for r in reader.feed(chunk)] + reader.close()
     assert messages(reads) == sent
+
+
+def test_keys_that_fold_to_a_name_the_gateway_reads_are_refused() -> None:
+    """A case-insensitive decoder upstream would read them where the gateway did not."""
+    for body in (
+        b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "METHOD": "tools/call"}',
+        b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "NAME": "secret"}}',
+        b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "Arguments": {}}}',
+        '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "argument\u017f": {}}}'.encode(),
+        '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "\u212aey": 1}, "Params": {}}'.encode(),
+    ):
+        read = mcp.read_message(body, max_bytes=4096, max_depth=16)
+        assert isinstance(read, mcp.RpcError) and read.code == mcp.INVALID_REQUEST, body
+    fine = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "Other": 1}}'
+    assert isinstance(mcp.read_message(fine, max_bytes=4096, max_depth=16), mcp.Message)

@@ -79,14 +79,31 @@ def drive(step: Any, answers: dict[type, Any]) -> tuple[Any, list[Any]]:
 
 
 def test_a_direct_request_is_routed_with_the_servers_credential_and_not_the_key() -> None:
-    _tool, decision = exchange(ToolExchange, "/mcp/two?x=1&key=secret")
+    tool, first = exchange(ToolExchange, "/mcp/two?x=1&key=secret")
+    # A POST goes nowhere until its message is read and governed.
+    assert first == Continue()
+    body = message("tools/list") + b" "
+    decision = tool.request_body(body)
     assert isinstance(decision, Continue)
     headers = dict(decision.set_headers)
     assert headers[names.ROUTE_HEADER] == "mcp.two"
     assert headers[":path"] == "/tools/mcp?x=1"
     assert "authorization" in decision.remove_headers
-    _, routed = exchange(ToolExchange, "/mcp/one")
+    assert decision.body == message("tools/list")  # written anew
+    tool, _ = exchange(ToolExchange, "/mcp/one")
+    routed = tool.request_body(message("ping"))
     assert dict(routed.set_headers)["authorization"].startswith("Bearer ")
+
+
+def test_a_key_given_twice_reaches_the_server_once_as_the_gateway_read_it() -> None:
+    tool, _ = exchange(ToolExchange, "/mcp/two")
+    twice = (
+        b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", '
+        b'"params": {"name": "secret", "name": "echo", "arguments": {}}}'
+    )
+    decision = tool.request_body(twice)
+    assert isinstance(decision, Continue) and decision.body is not None
+    assert decision.body.count(b'"name"') == 1 and b"secret" not in decision.body
 
 
 def test_a_tenant_without_the_server_and_an_unknown_server_get_the_same_404() -> None:
