@@ -11,6 +11,8 @@ share of the process's connections.
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -30,6 +32,7 @@ MAX_PAGES = 8
 # Connections to one server at once.
 PER_SERVER = 16
 T = TypeVar("T")
+_VISIBLE = re.compile(r"[\x21-\x7e]{1,256}")
 
 
 class UpstreamError(Exception):
@@ -48,6 +51,9 @@ class McpClient:
         self._tls: dict[str, ssl.SSLContext] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._ids = 0
+        # The gateway's request ids on an upstream session the client's calls share: a
+        # prefix of its own, so no id of the client's is ever reused on it.
+        self._id_prefix = f"extproc-{secrets.token_hex(6)}-"
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -127,13 +133,19 @@ class McpClient:
         if not upstream.session_id:
             return
         try:
-            async with asyncio.timeout_at(deadline):
-                async with self._session().delete(
+            slot = self._slots.setdefault(server.name, asyncio.Semaphore(PER_SERVER))
+            async with (
+                asyncio.timeout_at(deadline),
+                slot,
+                self._session().delete(
                     self._url(server),
                     headers=self._headers(server, upstream),
                     ssl=self._context(server),
-                ):
-                    pass
+                    server_hostname=server.sni if server.tls else None,
+                    allow_redirects=False,
+                ),
+            ):
+                pass
         except (aiohttp.ClientError, OSError, TimeoutError):
             pass
 
@@ -158,7 +170,7 @@ class McpClient:
     ) -> tuple[dict[str, Any], str]:
         """The result of one request, and the session id the answer carried."""
         self._ids += 1
-        request_id = self._ids
+        request_id = f"{self._id_prefix}{self._ids}"
         body = orjson.dumps(
             {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
         )
@@ -169,6 +181,10 @@ class McpClient:
             if response.status != 200:
                 raise UpstreamError("unavailable", f"{method}: {response.status}")
             session_id = response.headers.get(mcp.SESSION_HEADER, "")
+            if session_id and not _VISIBLE.fullmatch(session_id):
+                # The spec's characters (visible ASCII): anything else would be set on
+                # every later call's request as it is.
+                raise UpstreamError("bad_answer", "a session id of other characters")
             kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if kind == "application/json":
                 return await self._json(response), session_id
@@ -225,7 +241,7 @@ class McpClient:
             raise UpstreamError("bad_answer", "not JSON-RPC")
         return message
 
-    async def _event(self, response: aiohttp.ClientResponse, request_id: int) -> mcp.Message:
+    async def _event(self, response: aiohttp.ClientResponse, request_id: str) -> mcp.Message:
         """The answer among an SSE stream's messages (progress and the like come first)."""
         settings = self.settings
         reader = mcp.EventReader(settings.max_message_bytes, settings.max_depth)

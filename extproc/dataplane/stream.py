@@ -114,6 +114,7 @@ class Stream:
         effects, exchange = self.effects, self.exchange
         assert exchange is not None
         path = envoy.path_of(message.request_headers) if kind == "request_headers" else ""
+        path = path.partition("?")[0]
         if effects.runtime.mcp_servers and is_mcp_path(path):
             shell = effects.tools
             tool = self.tool = shell.exchange(path)

@@ -110,9 +110,11 @@ class ToolEffects:
         effect: flows.Effect,
         reply: Callable[[Decision], ext.ProcessingResponse],
     ) -> ext.ProcessingResponse:
+        # One deadline for the whole flow: its effects together answer within Envoy's wait.
+        deadline = self._deadline()
         try:
             while True:
-                result = self._at_once(effect) or await self._perform(effect)
+                result = self._at_once(effect) or await self._perform(effect, deadline)
                 effect = flow.send(result)
         except StopIteration as stop:
             return reply(stop.value)
@@ -136,7 +138,7 @@ class ToolEffects:
             return flows.Done()
         return None
 
-    async def _perform(self, effect: flows.Effect) -> flows.Result:
+    async def _perform(self, effect: flows.Effect, deadline: float) -> flows.Result:
         if isinstance(effect, flows.Count):
             try:
                 return flows.Counted(await self.counters.reserve(effect.reservation.charges))
@@ -145,10 +147,10 @@ class ToolEffects:
                 self.metrics.budget_store_errors.labels("reserve").inc()
                 return flows.Counted(None)
         if isinstance(effect, flows.Fetch):
-            return await self._fetch(effect)
+            return await self._fetch(effect, deadline)
         if isinstance(effect, flows.Open):
             try:
-                return flows.Opened(await self.client.open(effect.server, self._deadline()))
+                return flows.Opened(await self.client.open(effect.server, deadline))
             except UpstreamError as failure:
                 return flows.Opened(None, failure.kind)
         try:
@@ -171,9 +173,8 @@ class ToolEffects:
             self.runtime.service.message_timeout * _DEADLINE_SHARE
         )
 
-    async def _fetch(self, effect: flows.Fetch) -> flows.Fetched:
+    async def _fetch(self, effect: flows.Fetch, deadline: float) -> flows.Fetched:
         """Every server's list at once, each within the flow's deadline."""
-        deadline = self._deadline()
         key = LISTS[effect.method][0]
         outcomes = await asyncio.gather(
             *(self._list(s, effect.session, effect.method, key, deadline) for s in effect.servers)

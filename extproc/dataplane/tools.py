@@ -22,15 +22,16 @@ from extproc.accounting.budgets import Reservation
 from extproc.apis import mcp
 from extproc.config.runtime import McpServer, Runtime, Tenant
 from extproc.dataplane.decisions import Continue, Decision, Reply
-from extproc.dataplane.flows import Count, Counted, Flow
+from extproc.dataplane.flows import Count, Counted, Fetch, Fetched, Flow
 from extproc.digits import strict_int
 from extproc.identity import identify, without_params
 from extproc.policy.engine import Decisions, Redactions
 from extproc.policy.rules import EMPTY, PolicySet
 from extproc.policy.tools import Refusal, result_needs, scan_arguments, scan_result
 from extproc.sse import Event
+from extproc.state.sessions import Session
 from extproc.tools.catalog import ListCache
-from extproc.tools.pins import PinBook
+from extproc.tools.pins import PinBook, Pinning
 
 PREFIX = "/mcp"
 _JSON = "application/json"
@@ -73,6 +74,7 @@ class ToolExchange:
         self.tenant: Tenant | None = None
         self.server: McpServer | None = None
         self.session = ""  # the client's Mcp-Session-Id
+        self.paged = False  # a tools/list asking for a page after the first
         self.query = ""  # as forwarded, without the client's credentials
         self.policies: PolicySet = EMPTY
         self.redactions = Redactions()
@@ -196,6 +198,43 @@ class ToolExchange:
             return message
         server = self.server
         assert server is not None
+        if message.method == _TOOLS_LIST:
+            self.paged = bool((message.params or {}).get("cursor"))
+        if (
+            message.method == _TOOLS_CALL
+            and server.pinning is Pinning.ENFORCE
+            and not self.pins.checked(server.name)
+        ):
+            return self._list_first(message)
+        return self._forward(message)
+
+    def _list_first(self, message: mcp.Message) -> Flow:
+        """A call to a server whose tools this process has not seen: which to withhold is
+        known only once its list is read, so it is read first."""
+        server, tenant = self.server, self.tenant
+        assert server is not None and tenant is not None
+        fetched = yield Fetch("tools/list", (server,), Session(tenant.name, ""))
+        assert isinstance(fetched, Fetched)
+        items = fetched.lists.get(server.name)
+        if items is None:
+            error = mcp.RpcError(
+                mcp.SERVER_UNAVAILABLE,
+                f"MCP server '{server.name}' did not list its tools "
+                f"({fetched.failures.get(server.name, 'unavailable')}).",
+                self.rpc_id,
+            )
+            return self.answer_error(error, "unavailable")
+        self.listed.append((server.name, {t["name"] for t in items}))
+        self.changes.extend(self.pins.check(server.name, items, server.pinning)[1])
+        forward = self._forward(message)
+        if isinstance(forward, Continue | Reply):
+            return forward
+        return (yield from forward)
+
+    def _forward(self, message: mcp.Message) -> Decision | Flow:
+        """The message governed and on its way to the server."""
+        server = self.server
+        assert server is not None
         body: bytes | None = None
         reservation = None
         if message.method == _TOOLS_CALL:
@@ -262,8 +301,11 @@ class ToolExchange:
             blocked = mcp.RpcError(mcp.BLOCKED_BY_POLICY, sent.message, self.rpc_id)
             return self.answer_error(blocked, "policy")
         assert self.tenant is not None and self.server is not None
+        # Counters by tool name, for names the server listed or the config pinned; any
+        # other name a client makes up shares one counter (each would last the window).
+        counter = None if self.pins.known(self.server.name, tool) else "_unlisted"
         reservation = self.tenant.mcp.reservation(
-            self.tenant.name, self.server.name, tool, time.time()
+            self.tenant.name, self.server.name, tool, time.time(), counter
         )
         params = dict(message.params or {})
         params["name"], params["arguments"] = tool, sent
@@ -451,7 +493,9 @@ class ToolExchange:
         tools = mcp.listed(result, "tools")
         if isinstance(tools, mcp.RpcError):
             return result
-        kept, changes = self.pins.check(server.name, tools, server.pinning)
+        # A page decides nothing about the tools of the others (see PinBook.check).
+        whole = not self.paged and not result.get("nextCursor")
+        kept, changes = self.pins.check(server.name, tools, server.pinning, whole)
         self.changes.extend(changes)
         self.listed.append((server.name, {t["name"] for t in tools}))
         visible = tenant.mcp.visible(server.name, kept)

@@ -65,6 +65,11 @@ class VirtualExchange(ToolExchange):
         if not self.tenant.mcp.servers:
             error = mcp.RpcError(mcp.INVALID_REQUEST, f"No MCP server at {self.path}.")
             return self.refuse(Reply(404, error.body(), list(_JSON)), reason="not_found")
+        asked = headers.get(mcp.PROTOCOL_VERSION_HEADER)
+        if asked is not None:
+            version = mcp.protocol_version(asked, mcp.SESSION_VERSIONS)
+            if isinstance(version, mcp.RpcError):
+                return self.refuse(Reply(400, version.body(), list(_JSON)), reason="version")
         return _headers(self, self.http_method, headers, end_of_stream)
 
     def request_body(self, raw: bytes) -> Decision | Flow:
@@ -157,6 +162,7 @@ def _merged(
             items = fetched.lists.get(server.name)
             if items is None:
                 tool.unavailable.append(server.name)
+                cache.failed(server.name, method)
                 continue
             if method == "tools/list":
                 tool.listed.append((server.name, {t["name"] for t in items}))
@@ -250,7 +256,9 @@ def _delete(tool: VirtualExchange) -> Flow:
     if session is None or session.tenant != tool.tenant.name:
         reply = Reply(404, mcp.RpcError(mcp.SESSION_UNKNOWN, "Session not found.").body(), _JSON)
         return tool.refuse(reply, reason="session")
-    yield EndSession(tool.session, session)
+    ended = yield EndSession(tool.session, session)
+    if isinstance(ended, StoreDown):
+        return _store_down(tool)
     tool.status, tool.outcome = 200, "ok"
     return Reply(200, b"")
 

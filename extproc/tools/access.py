@@ -58,10 +58,15 @@ class ToolAccess:
     max_argument_bytes: int = 0  # a tools/call's arguments, in bytes of JSON
     rates: tuple[ToolRate, ...] = ()
 
-    def reservation(self, tenant: str, server: str, tool: str, now: float) -> Reservation | None:
-        """One call of the tool in each rate that counts it (None: none does)."""
+    def reservation(
+        self, tenant: str, server: str, tool: str, now: float, counter: str | None = None
+    ) -> Reservation | None:
+        """One call of the tool in each rate that counts it (None: none does), on the
+        tool's counter, or on `counter` in its place."""
         budgets = [rate.budget for rate in self.rates if rate.applies(server, tool)]
-        return plan(budgets, tenant, f"{server}/{tool}", 1, 0, now) if budgets else None
+        if not budgets:
+            return None
+        return plan(budgets, tenant, f"{server}/{counter or tool}", 1, 0, now)
 
     def rate_name(self, budget: str) -> str:
         """The config's name of a rate, from its counter's budget name."""

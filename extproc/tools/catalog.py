@@ -64,6 +64,10 @@ def merge(method: str, lists: Sequence[tuple[str, str, list[dict[str, Any]]]]) -
     return Merged(items, owners, collisions)
 
 
+# Seconds a server that failed to list is taken to list nothing.
+FAILED_TTL = 5.0
+
+
 class ListCache:
     """Each server's lists as last fetched, for `ttl` seconds: the virtual server answers
     lists and routes calls from it. One entry per (server, method): bounded by the config."""
@@ -81,6 +85,11 @@ class ListCache:
 
     def put(self, server: str, method: str, items: list[dict[str, Any]]) -> None:
         self._entries[(server, method)] = (self._clock() + self.ttl, items)
+
+    def failed(self, server: str, method: str) -> None:
+        """A server that did not answer lists nothing for a few seconds, rather than
+        having every request wait for it again."""
+        self._entries[(server, method)] = (self._clock() + min(self.ttl, FAILED_TTL), [])
 
     def forget(self, server: str) -> None:
         for key in [k for k in self._entries if k[0] == server]:

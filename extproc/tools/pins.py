@@ -66,6 +66,7 @@ class _Server:
     learned: dict[str, str]  # tool -> digest when first seen
     reported: dict[str, str]  # tool -> the changed digest last reported
     withheld: frozenset[str]  # by the last check in enforce mode
+    checked: bool = False  # a list of the server's was read
 
 
 class PinBook:
@@ -88,9 +89,12 @@ class PinBook:
         """The pins of a reloaded config; what was learned stays."""
         self._pins = {server: dict(tools) for server, tools in pins.items()}
 
-    def check(self, server: str, tools: list[Any], mode: Pinning) -> tuple[list[Any], list[Change]]:
+    def check(
+        self, server: str, tools: list[Any], mode: Pinning, whole: bool = True
+    ) -> tuple[list[Any], list[Change]]:
         """The tools to list (the same list when none is withheld) and the changes not
-        reported before. Give it a server's whole list (every page) at once."""
+        reported before. A server's whole list (every page) decides what is withheld; a
+        page only adds to it (`whole` False), so no page undoes another's verdict."""
         state = self._servers.get(server)
         if state is None:
             state = self._servers[server] = _Server({}, {}, frozenset())
@@ -114,8 +118,15 @@ class PinBook:
                 kept.append(tool)
             elif isinstance(name, str):
                 withheld.append(name)
-        state.withheld = frozenset(withheld)
+        state.withheld = frozenset(withheld) if whole else state.withheld | frozenset(withheld)
+        state.checked = True
         return (tools if len(kept) == len(tools) else kept), changes
+
+    def checked(self, server: str) -> bool:
+        """Whether this process has read a list of the server's: until it has, it cannot
+        know which of its tools to withhold."""
+        state = self._servers.get(server)
+        return state is not None and state.checked
 
     def known(self, server: str, tool: str) -> bool:
         """Whether the tool is pinned or was seen in the server's list: a name that may

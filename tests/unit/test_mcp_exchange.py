@@ -16,13 +16,14 @@ from extproc.dataplane.tools import ToolExchange
 from extproc.dataplane.virtual import VirtualExchange
 from extproc.state.sessions import Session, Upstream
 from extproc.tools.catalog import ListCache
-from extproc.tools.pins import PinBook
+from extproc.tools.pins import PinBook, Pinning
 from tests.helpers import sha256
 
 CONFIG = f"""
 mcp_servers:
   - {{name: one, url: "http://one.internal/mcp", credential: {{env: HOME}}}}
   - {{name: two, url: "http://two.internal:8080/tools/mcp", tool_prefix: two_}}
+  - {{name: three, url: "http://three.internal/mcp", pinning: enforce}}
 policies:
   - name: guard
     pii: [{{detector: email, apply_to: [tool_call]}}]
@@ -176,7 +177,7 @@ def test_the_virtual_server_answers_initialize_with_a_session_of_its_own() -> No
 def test_the_virtual_list_merges_servers_and_leaves_out_one_that_failed() -> None:
     tool, _ = exchange(VirtualExchange, "/mcp", **{mcp.SESSION_HEADER: "s"})
     fetched = flows.Fetched(
-        {"one": [{"name": "echo", **TOOL}, {"name": "secret", **TOOL}], "two": None},
+        {"one": [{"name": "echo", **TOOL}, {"name": "secret", **TOOL}], "two": None, "three": []},
         {"one": Upstream("up-1", "2025-06-18", ("tools",))},
         {"two": "timeout"},
     )
@@ -198,6 +199,7 @@ def test_a_virtual_call_goes_to_its_owner_with_the_upstream_session() -> None:
     lists = ListCache(60)
     lists.put("one", "tools/list", [{"name": "echo", **TOOL}])
     lists.put("two", "tools/list", [{"name": "echo", **TOOL}])
+    lists.put("three", "tools/list", [])
     tool = VirtualExchange(RUNTIME, PinBook({}), lists)
     tool.request_headers(
         {
@@ -236,3 +238,33 @@ def test_a_session_of_another_tenant_or_none_at_all_is_refused() -> None:
     tool, _ = exchange(VirtualExchange, "/mcp", **{mcp.SESSION_HEADER: "s"})
     down, _ = drive(tool.request_body(message("ping")), {flows.LoadSession: flows.StoreDown()})
     assert down.status == 503
+
+
+def test_a_call_to_an_enforcing_server_waits_for_its_list_in_a_fresh_process() -> None:
+    call = message("tools/call", {"name": "echo", "arguments": {}})
+    tool, _ = exchange(ToolExchange, "/mcp/three")
+    listed = flows.Fetched({"three": [{"name": "echo", **TOOL}]}, {}, {})
+    decision, asked = drive(tool.request_body(call), {flows.Fetch: listed})
+    assert isinstance(asked[0], flows.Fetch) and asked[0].method == "tools/list"
+    assert isinstance(decision, Continue) and decision.body is not None
+    # The same process now knows: the next call goes at once.
+    again = ToolExchange(RUNTIME, tool.pins, ListCache(60))
+    again.request_headers(
+        {":method": "POST", ":path": "/mcp/three", "authorization": "Bearer key-a"}, False
+    )
+    assert isinstance(again.request_body(call), Continue)
+    # A server that does not list: the call is refused, not let through unchecked.
+    tool, _ = exchange(ToolExchange, "/mcp/three")
+    failed = flows.Fetched({"three": None}, {}, {"three": "timeout"})
+    refused, _ = drive(tool.request_body(call), {flows.Fetch: failed})
+    assert orjson.loads(refused.body)["error"]["code"] == mcp.SERVER_UNAVAILABLE
+
+
+def test_a_page_of_a_tool_list_never_undoes_what_the_whole_list_withheld() -> None:
+    pins = PinBook({})
+    changed = {"name": "echo", "description": "new", **TOOL}
+    pins.check("s", [{"name": "echo", "description": "old", **TOOL}], Pinning.ENFORCE)
+    pins.check("s", [changed], Pinning.ENFORCE)
+    assert pins.withheld("s", "echo")
+    pins.check("s", [{"name": "other", **TOOL}], Pinning.ENFORCE, whole=False)
+    assert pins.withheld("s", "echo")
