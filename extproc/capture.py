@@ -24,25 +24,43 @@ from extproc.glob import Glob
 
 @dataclass(frozen=True, slots=True)
 class Rate:
+    """A rule naming models is for LLM exchanges, one naming MCP servers for MCP requests;
+    one naming neither (or both) for both."""
+
     models: tuple[Glob, ...]
     tenants: frozenset[str]
     rate: float
+    mcp_servers: tuple[Glob, ...] = ()
 
     def applies(self, model: str, tenant: str) -> bool:
-        if self.models and not any(g.match(model) for g in self.models):
+        """To an LLM exchange of `model`."""
+        if self.models:
+            if not any(g.match(model) for g in self.models):
+                return False
+        elif self.mcp_servers:
+            return False
+        return not self.tenants or tenant in self.tenants
+
+    def applies_to_server(self, server: str, tenant: str) -> bool:
+        """To an MCP request to `server` ("": one the virtual server answers itself)."""
+        if self.mcp_servers:
+            if not any(g.match(server) for g in self.mcp_servers):
+                return False
+        elif self.models:
             return False
         return not self.tenants or tenant in self.tenants
 
 
 class Sampler:
-    """The capture rate of a (model, tenant): the first matching rule's, else the default.
-    Sampling is deterministic per rate (every 1/rate-th exchange), so a rate of 0.1
-    captures exactly one exchange in ten."""
+    """The capture rate of a (model, tenant) or an (MCP server, tenant): the first matching
+    rule's, else the default. Sampling is deterministic per rate (every 1/rate-th), and
+    counted apart for exchanges and MCP requests, so a rate of 0.1 captures exactly one
+    exchange in ten and one MCP request in ten."""
 
     def __init__(self, default: float, rules: Sequence[Rate]) -> None:
         self.default = default
         self.rules = tuple(rules)
-        self._credit: dict[float, float] = {}
+        self._credit: dict[tuple[bool, float], float] = {}
 
     def rate(self, model: str, tenant: str) -> float:
         for rule in self.rules:
@@ -51,12 +69,23 @@ class Sampler:
         return self.default
 
     def sample(self, model: str, tenant: str) -> bool:
-        rate = self.rate(model, tenant)
+        return self._take(False, self.rate(model, tenant))
+
+    def sample_mcp(self, server: str, tenant: str) -> bool:
+        rate = self.default
+        for rule in self.rules:
+            if rule.applies_to_server(server, tenant):
+                rate = rule.rate
+                break
+        return self._take(True, rate)
+
+    def _take(self, mcp: bool, rate: float) -> bool:
         if rate <= 0:
             return False
-        credit = self._credit.get(rate, 1.0 - rate) + rate
+        key = (mcp, rate)
+        credit = self._credit.get(key, 1.0 - rate) + rate
         taken = credit >= 1.0
-        self._credit[rate] = credit - 1.0 if taken else credit
+        self._credit[key] = credit - 1.0 if taken else credit
         return taken
 
 

@@ -129,7 +129,12 @@ class Effects:
         self.sink: Sink | None = None
         if capture.path:
             rules = [
-                Rate(tuple(Glob(m) for m in rate.models), frozenset(rate.tenants), rate.rate)
+                Rate(
+                    tuple(Glob(m) for m in rate.models),
+                    frozenset(rate.tenants),
+                    rate.rate,
+                    tuple(Glob(s) for s in rate.mcp_servers),
+                )
                 for rate in capture.rates
             ]
             self.sampler = Sampler(capture.sample_rate, rules)
