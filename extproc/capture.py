@@ -1,9 +1,10 @@
-"""Traffic capture: sampled exchanges as JSON lines, in a size-bounded rotating file.
+"""Traffic capture: sampled exchanges and MCP requests as JSON lines, in a size-bounded
+rotating file.
 
-A record holds what the provider saw and said — the request body as sent (after policy
-redaction and translation) and the response body or stream events as received — with
-timing, usage and policy decisions. Headers are never captured, so neither the client's
-key nor the provider's can be.
+A record holds what the provider or MCP server saw and said — the request body as sent
+(after policy redaction and translation) and the response body or stream events as
+received — with timing, usage and policy decisions. Headers are never captured, so neither
+the client's key nor the provider's can be.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import orjson
 
 from extproc.glob import Glob
+from extproc.sse import Parser
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +123,14 @@ class Sink:
         return io.FileIO(self.path, "ab")
 
     def write(self, record: dict[str, Any]) -> str | None:
-        """Append one record; the cause (an errno name) when it could not be."""
-        line = orjson.dumps(record, default=str) + b"\n"
+        """Append one record; the cause (an errno name, or "unencodable") when it could
+        not be."""
+        try:
+            line = orjson.dumps(record, default=str) + b"\n"
+        except orjson.JSONEncodeError:
+            # Nested deeper than orjson writes (254 levels), as an MCP message may be
+            # (`mcp.max_depth` goes to 512).
+            return "unencodable"
         try:
             if self._size and self._size + len(line) > self.max_bytes:
                 self._rotate()
@@ -171,6 +179,63 @@ class Sink:
 
     def close(self) -> None:
         self._file.close()
+
+
+class Kept:
+    """The bytes of a sampled MCP request its capture record is made of, kept until it
+    ends: the client's message, the message sent in its place, whether the request went to
+    a server, and the answer as the client got it (up to `limit` bytes; past that, only
+    how many there were)."""
+
+    __slots__ = ("answer", "forwarded", "limit", "received", "sent", "size", "streamed")
+
+    def __init__(self, limit: int, received: bytes, sent: bytes | None, forwarded: bool) -> None:
+        self.limit = limit
+        self.received = received
+        self.sent = sent  # None: the client's message went as it came (or went nowhere)
+        self.forwarded = forwarded
+        self.answer: list[bytes] | None = []  # None past the limit
+        self.size = 0
+        self.streamed = False
+
+    def add(self, data: bytes, streamed: bool = False) -> None:
+        """Bytes of the answer, as the client got them."""
+        self.size += len(data)
+        self.streamed = streamed
+        if self.answer is None:
+            return
+        if self.size > self.limit:
+            self.answer = None
+        else:
+            self.answer.append(data)
+
+    def request(self) -> Any:
+        """The message as the server got it (see `truncated`)."""
+        return truncated(self.received if self.sent is None else self.sent, self.limit)
+
+    def response(self) -> Any:
+        """The answer's message, a stream's event payloads ({"events": [...]}, events
+        without data left out), its size alone past the limit; None when there was none."""
+        if self.answer is None:
+            return {"truncated": True, "bytes": self.size}
+        if not self.size:
+            return None
+        raw = b"".join(self.answer)
+        return events_of(raw) if self.streamed else truncated(raw, self.limit)
+
+
+def events_of(raw: bytes) -> dict[str, list[Any]]:
+    """A stream as a record holds it: its events' payloads, JSON where they parse, events
+    without data left out."""
+    parser = Parser()
+    events: list[Any] = []
+    for event in parser.feed(raw) + parser.close():
+        if event.data:
+            try:
+                events.append(orjson.loads(event.data))
+            except orjson.JSONDecodeError:
+                events.append(event.data)
+    return {"events": events}
 
 
 def truncated(body: bytes, limit: int) -> Any:
