@@ -1,9 +1,10 @@
-"""Traffic capture: sampled exchanges as JSON lines, in a size-bounded rotating file.
+"""Traffic capture: sampled exchanges and MCP requests as JSON lines, in a size-bounded
+rotating file.
 
-A record holds what the provider saw and said — the request body as sent (after policy
-redaction and translation) and the response body or stream events as received — with
-timing, usage and policy decisions. Headers are never captured, so neither the client's
-key nor the provider's can be.
+A record holds what the provider or MCP server saw and said — the request body as sent
+(after policy redaction and translation) and the response body or stream events as
+received — with timing, usage and policy decisions. Headers are never captured, so neither
+the client's key nor the provider's can be.
 """
 
 from __future__ import annotations
@@ -20,29 +21,48 @@ from typing import Any
 import orjson
 
 from extproc.glob import Glob
+from extproc.sse import Parser
 
 
 @dataclass(frozen=True, slots=True)
 class Rate:
+    """A rule naming models is for LLM exchanges, one naming MCP servers for MCP requests;
+    one naming neither (or both) for both."""
+
     models: tuple[Glob, ...]
     tenants: frozenset[str]
     rate: float
+    mcp_servers: tuple[Glob, ...] = ()
 
     def applies(self, model: str, tenant: str) -> bool:
-        if self.models and not any(g.match(model) for g in self.models):
+        """To an LLM exchange of `model`."""
+        if self.models:
+            if not any(g.match(model) for g in self.models):
+                return False
+        elif self.mcp_servers:
+            return False
+        return not self.tenants or tenant in self.tenants
+
+    def applies_to_server(self, server: str, tenant: str) -> bool:
+        """To an MCP request to `server` ("": one the virtual server answers itself)."""
+        if self.mcp_servers:
+            if not any(g.match(server) for g in self.mcp_servers):
+                return False
+        elif self.models:
             return False
         return not self.tenants or tenant in self.tenants
 
 
 class Sampler:
-    """The capture rate of a (model, tenant): the first matching rule's, else the default.
-    Sampling is deterministic per rate (every 1/rate-th exchange), so a rate of 0.1
-    captures exactly one exchange in ten."""
+    """The capture rate of a (model, tenant) or an (MCP server, tenant): the first matching
+    rule's, else the default. Sampling is deterministic per rate (every 1/rate-th), and
+    counted apart for exchanges and MCP requests, so a rate of 0.1 captures exactly one
+    exchange in ten and one MCP request in ten."""
 
     def __init__(self, default: float, rules: Sequence[Rate]) -> None:
         self.default = default
         self.rules = tuple(rules)
-        self._credit: dict[float, float] = {}
+        self._credit: dict[tuple[bool, float], float] = {}
 
     def rate(self, model: str, tenant: str) -> float:
         for rule in self.rules:
@@ -51,12 +71,23 @@ class Sampler:
         return self.default
 
     def sample(self, model: str, tenant: str) -> bool:
-        rate = self.rate(model, tenant)
+        return self._take(False, self.rate(model, tenant))
+
+    def sample_mcp(self, server: str, tenant: str) -> bool:
+        rate = self.default
+        for rule in self.rules:
+            if rule.applies_to_server(server, tenant):
+                rate = rule.rate
+                break
+        return self._take(True, rate)
+
+    def _take(self, mcp: bool, rate: float) -> bool:
         if rate <= 0:
             return False
-        credit = self._credit.get(rate, 1.0 - rate) + rate
+        key = (mcp, rate)
+        credit = self._credit.get(key, 1.0 - rate) + rate
         taken = credit >= 1.0
-        self._credit[rate] = credit - 1.0 if taken else credit
+        self._credit[key] = credit - 1.0 if taken else credit
         return taken
 
 
@@ -92,8 +123,14 @@ class Sink:
         return io.FileIO(self.path, "ab")
 
     def write(self, record: dict[str, Any]) -> str | None:
-        """Append one record; the cause (an errno name) when it could not be."""
-        line = orjson.dumps(record, default=str) + b"\n"
+        """Append one record; the cause (an errno name, or "unencodable") when it could
+        not be."""
+        try:
+            line = orjson.dumps(record, default=str) + b"\n"
+        except orjson.JSONEncodeError:
+            # Nested deeper than orjson writes (254 levels), as an MCP message may be
+            # (`mcp.max_depth` goes to 512).
+            return "unencodable"
         try:
             if self._size and self._size + len(line) > self.max_bytes:
                 self._rotate()
@@ -142,6 +179,63 @@ class Sink:
 
     def close(self) -> None:
         self._file.close()
+
+
+class Kept:
+    """The bytes of a sampled MCP request its capture record is made of, kept until it
+    ends: the client's message, the message sent in its place, whether the request went to
+    a server, and the answer as the client got it (up to `limit` bytes; past that, only
+    how many there were)."""
+
+    __slots__ = ("answer", "forwarded", "limit", "received", "sent", "size", "streamed")
+
+    def __init__(self, limit: int, received: bytes, sent: bytes | None, forwarded: bool) -> None:
+        self.limit = limit
+        self.received = received
+        self.sent = sent  # None: the client's message went as it came (or went nowhere)
+        self.forwarded = forwarded
+        self.answer: list[bytes] | None = []  # None past the limit
+        self.size = 0
+        self.streamed = False
+
+    def add(self, data: bytes, streamed: bool = False) -> None:
+        """Bytes of the answer, as the client got them."""
+        self.size += len(data)
+        self.streamed = streamed
+        if self.answer is None:
+            return
+        if self.size > self.limit:
+            self.answer = None
+        else:
+            self.answer.append(data)
+
+    def request(self) -> Any:
+        """The message as the server got it (see `truncated`)."""
+        return truncated(self.received if self.sent is None else self.sent, self.limit)
+
+    def response(self) -> Any:
+        """The answer's message, a stream's event payloads ({"events": [...]}, events
+        without data left out), its size alone past the limit; None when there was none."""
+        if self.answer is None:
+            return {"truncated": True, "bytes": self.size}
+        if not self.size:
+            return None
+        raw = b"".join(self.answer)
+        return events_of(raw) if self.streamed else truncated(raw, self.limit)
+
+
+def events_of(raw: bytes) -> dict[str, list[Any]]:
+    """A stream as a record holds it: its events' payloads, JSON where they parse, events
+    without data left out."""
+    parser = Parser()
+    events: list[Any] = []
+    for event in parser.feed(raw) + parser.close():
+        if event.data:
+            try:
+                events.append(orjson.loads(event.data))
+            except orjson.JSONDecodeError:
+                events.append(event.data)
+    return {"events": events}
 
 
 def truncated(body: bytes, limit: int) -> Any:

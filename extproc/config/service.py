@@ -176,8 +176,16 @@ def conversations(ctx: Context) -> st.ConversationSettings:
 
 def capture(ctx: Context) -> st.Capture:
     source = ctx.config.capture
+    servers = {server.name for server in ctx.config.mcp_servers}
+    for index, rate in enumerate(source.rates):
+        for number, pattern in enumerate(rate.mcp_servers):
+            # A typo would otherwise capture nothing, quietly.
+            where = f"capture.rates[{index}].mcp_servers[{number}]"
+            if "*" not in pattern and pattern not in servers and not ctx.failed(where):
+                ctx.problem(where, f'no MCP server named "{pattern}"')
     rates = tuple(
-        st.CaptureRate(tuple(rate.models), tuple(rate.tenants), rate.rate) for rate in source.rates
+        st.CaptureRate(tuple(rate.models), tuple(rate.tenants), rate.rate, tuple(rate.mcp_servers))
+        for rate in source.rates
     )
     return st.Capture(
         # Relative to the config file, like every other path in it.

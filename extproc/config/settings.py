@@ -126,6 +126,7 @@ class CaptureRate:
     models: tuple[str, ...]
     tenants: tuple[str, ...]
     rate: float
+    mcp_servers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

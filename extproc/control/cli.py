@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_mcp_demo)
 
     again = commands.add_parser(
-        "replay", help="re-send captured requests through a gateway and report differences"
+        "replay",
+        help="re-send captured requests (LLM and MCP) through a gateway and report differences",
     )
     again.add_argument("capture", help="a capture file (JSON lines)")
     again.add_argument("--url", required=True, help="the gateway, e.g. http://127.0.0.1:10000")

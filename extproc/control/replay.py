@@ -3,14 +3,14 @@
 Each captured request (the body the provider saw, with the gateway's model name put
 back) goes to a gateway in the API the provider spoke; the answer is compared with the
 captured one by status, shape (the JSON field paths, as the schema-drift watch sees
-them) and usage. Use it to check a config or model change against real traffic before
-rolling it out. The exit status is 1 when any exchange differs.
+them) and usage. Captured MCP requests go to their MCP endpoint (`mcp_replay`). Use it
+to check a config or model change against real traffic before rolling it out. The exit
+status is 1 when any exchange differs.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,7 +20,7 @@ import orjson
 from extproc import drift
 from extproc.accounting.usage import Meter
 from extproc.apis import Kind, Schema
-from extproc.sse import Parser
+from extproc.control import mcp_replay
 
 _KINDS = {
     "/chat/completions": Kind.CHAT,
@@ -31,11 +31,10 @@ _KINDS = {
 }
 
 
-def records(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open("rb") as lines:
-        for line in lines:
-            if line.strip():
-                yield orjson.loads(line)
+def records(path: Path) -> list[dict[str, Any]]:
+    """The file's records, read whole before any is sent: a gateway that captures into
+    the same file while it is replayed does not feed the replay its own requests."""
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
 def _shape_and_usage(api: Schema, kind: Kind, response: Any) -> tuple[set[str], tuple[int, int]]:
@@ -53,23 +52,6 @@ def _shape_and_usage(api: Schema, kind: Kind, response: Any) -> tuple[set[str], 
         meter.json(response)
     usage = meter.reported
     return found, (usage.get("input_tokens", -1), usage.get("output_tokens", -1))
-
-
-def _received(response: httpx.Response) -> Any:
-    if response.headers.get("content-type", "").startswith("text/event-stream"):
-        parser = Parser()
-        events = parser.feed(response.content) + parser.close()
-        payloads = []
-        for event in events:
-            try:
-                payloads.append(orjson.loads(event.data))
-            except orjson.JSONDecodeError:
-                payloads.append(event.data)
-        return {"events": payloads}
-    try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
 
 
 def compare(captured: dict[str, Any], status: int, received: Any) -> list[str]:
@@ -93,6 +75,27 @@ def compare(captured: dict[str, Any], status: int, received: Any) -> list[str]:
     return differences
 
 
+def _request(
+    captured: dict[str, Any], api_key: str | None, headers: dict[str, str] | None
+) -> tuple[str, bytes, dict[str, str]] | None:
+    """The path, body and headers to send a captured exchange's request again with; None
+    when only its size was kept."""
+    request = captured.get("request")
+    if not isinstance(request, dict) or request.get("truncated"):
+        return None
+    api = Schema(captured.get("upstream_api", "openai"))
+    body = {**request, "model": captured.get("requested_model", request.get("model"))}
+    sent = {"content-type": "application/json", **(headers or {})}
+    if api is Schema.ANTHROPIC:
+        sent.setdefault("anthropic-version", "2023-06-01")
+        if api_key:
+            sent["x-api-key"] = api_key
+    elif api_key:
+        sent["authorization"] = f"Bearer {api_key}"
+    path = f"/v1{captured.get('upstream_endpoint', '/chat/completions')}"
+    return path, orjson.dumps(body), sent
+
+
 def replay(
     path: Path,
     url: str,
@@ -103,33 +106,38 @@ def replay(
     timeout: float = 60.0,
 ) -> int:
     replayed = differing = skipped = 0
+    mcp_headers = {**(headers or {})}
+    if api_key:
+        mcp_headers["authorization"] = f"Bearer {api_key}"
     with httpx.Client(base_url=url.rstrip("/"), timeout=timeout) as client:
-        for captured in records(path):
-            request = captured.get("request")
-            if not isinstance(request, dict) or request.get("truncated"):
-                skipped += 1
-                continue
-            api = Schema(captured.get("upstream_api", "openai"))
-            body = {**request, "model": captured.get("requested_model", request.get("model"))}
-            sent = {"content-type": "application/json", **(headers or {})}
-            if api is Schema.ANTHROPIC:
-                sent.setdefault("anthropic-version", "2023-06-01")
-                if api_key:
-                    sent["x-api-key"] = api_key
-            elif api_key:
-                sent["authorization"] = f"Bearer {api_key}"
-            response = client.post(
-                f"/v1{captured.get('upstream_endpoint', '/chat/completions')}",
-                content=orjson.dumps(body),
-                headers=sent,
-            )
-            differences = compare(captured, response.status_code, _received(response))
-            replayed += 1
-            name = captured.get("request_id") or f"#{replayed}"
-            if differences:
-                differing += 1
-                out.write(f"{name}: " + "; ".join(differences) + "\n")
-            else:
-                out.write(f"{name}: same\n")
+        sessions = mcp_replay.Sessions(client, mcp_headers, out)
+        try:
+            for captured in records(path):
+                if captured.get("mcp"):
+                    message = mcp_replay.message_of(captured)
+                    if message is None:
+                        skipped += 1
+                        continue
+                    response = sessions.post(str(captured["path"]), message)
+                    answer = mcp_replay.received(response)
+                    differences = mcp_replay.compare(captured, response.status_code, answer)
+                else:
+                    request = _request(captured, api_key, headers)
+                    if request is None:
+                        skipped += 1
+                        continue
+                    target, body, sent = request
+                    response = client.post(target, content=body, headers=sent)
+                    answer = mcp_replay.received(response)
+                    differences = compare(captured, response.status_code, answer)
+                replayed += 1
+                name = captured.get("request_id") or f"#{replayed}"
+                if differences:
+                    differing += 1
+                    out.write(f"{name}: " + "; ".join(differences) + "\n")
+                else:
+                    out.write(f"{name}: same\n")
+        finally:
+            sessions.close()
     out.write(f"{replayed} replayed, {differing} differ, {skipped} skipped\n")
     return 1 if differing else 0

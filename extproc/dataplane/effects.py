@@ -16,7 +16,7 @@ from extproc.accounting.budgets import Charge, MemoryStore, Reservation, Store, 
 from extproc.cache import CacheStore, MemoryCache
 from extproc.capture import Rate, Sampler, Sink, worker_path
 from extproc.config.runtime import Runtime
-from extproc.dataplane import envoy, report
+from extproc.dataplane import envoy, report, tool_capture
 from extproc.dataplane.decisions import (
     Decision,
     Deleted,
@@ -123,13 +123,17 @@ class Effects:
                 password_env=redis_config.password_env,
             )
         self.state = make_state_store(runtime)
-        self.tools = ToolEffects(runtime, metrics, self.store, self.drift)  # MCP requests'
         capture = runtime.capture
         self.sampler: Sampler | None = None
         self.sink: Sink | None = None
         if capture.path:
             rules = [
-                Rate(tuple(Glob(m) for m in rate.models), frozenset(rate.tenants), rate.rate)
+                Rate(
+                    tuple(Glob(m) for m in rate.models),
+                    frozenset(rate.tenants),
+                    rate.rate,
+                    tuple(Glob(s) for s in rate.mcp_servers),
+                )
                 for rate in capture.rates
             ]
             self.sampler = Sampler(capture.sample_rate, rules)
@@ -138,6 +142,9 @@ class Effects:
                 capture.max_file_bytes,
                 capture.max_files,
             )
+        self.tools = ToolEffects(  # MCP requests'
+            runtime, metrics, self.store, self.drift, self.sampler
+        )
         self.capture_failing: str | None = None  # the cause of the last write's failure
         # Budget adjustments on their way to a store that can fail (the in-process one
         # cannot: it adjusts at once).
@@ -214,8 +221,10 @@ class Effects:
                 self._capture(self.sink, captured)
 
     def tool_finished(self, tool: ToolExchange, failed: bool) -> None:
-        """An MCP request is over: its audit record and metrics."""
-        self.tools.finished(tool, failed)
+        """An MCP request is over: its audit record, metrics and capture record."""
+        record = self.tools.finished(tool, failed)
+        if tool.kept is not None and self.sink is not None:
+            self._capture(self.sink, tool_capture.capture_record(tool, record, time.time()))
 
     def _capture(self, sink: Sink, record: dict[str, Any]) -> None:
         """Write a captured exchange; a failure is counted, and logged when its cause

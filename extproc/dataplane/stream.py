@@ -247,8 +247,7 @@ def _tool_reply(
         step = tool.request_headers(envoy.headers_of(headers), headers.end_of_stream)
         return shell.reply(step, envoy.request_headers_reply)
     if kind == "request_body":
-        step = tool.request_body(message.request_body.body)
-        return shell.reply(step, envoy.request_body_reply)
+        return shell.request_body(tool, message.request_body.body, envoy.request_body_reply)
     if kind == "response_headers":
         return envoy.response_headers_reply(
             tool.response_headers(envoy.headers_of(message.response_headers))

@@ -37,7 +37,8 @@ _METHODS = frozenset(
 )
 
 
-def finished(metrics: Metrics, tool: ToolExchange, failed: bool) -> None:
+def finished(metrics: Metrics, tool: ToolExchange, failed: bool) -> dict[str, object]:
+    """Log the audit record and count the request; the record."""
     record = tool.record()
     if failed:
         record["status"] = 500
@@ -60,7 +61,7 @@ def finished(metrics: Metrics, tool: ToolExchange, failed: bool) -> None:
     if tool.refusal is not None:
         metrics.mcp_refusals.labels(server, tool.refusal).inc()
     if tool.server is None:
-        return  # refused before a server was named: no operation to time
+        return record  # refused before a server was named: no operation to time
     method = tool.rpc_method or tool.http_method
     outcome = str(record["outcome"])
     labels = [
@@ -72,3 +73,4 @@ def finished(metrics: Metrics, tool: ToolExchange, failed: bool) -> None:
     if metrics.tenant_labels:
         labels.append(tool.tenant.name if tool.tenant is not None else "")
     metrics.mcp_operation_duration.labels(*labels).observe(time.monotonic() - tool.started)
+    return record

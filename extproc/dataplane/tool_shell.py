@@ -12,6 +12,7 @@ import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from extproc.accounting.budgets import MemoryStore, Store, StoreError
+from extproc.capture import Kept, Sampler
 from extproc.config.runtime import McpServer, Runtime
 from extproc.dataplane import flows, tool_report
 from extproc.dataplane.decisions import Continue, Decision, Reply
@@ -61,12 +62,18 @@ def make_session_store(runtime: Runtime) -> SessionStore:
 
 class ToolEffects:
     def __init__(
-        self, runtime: Runtime, metrics: Metrics, counters: Store, drift: DriftMonitor | None
+        self,
+        runtime: Runtime,
+        metrics: Metrics,
+        counters: Store,
+        drift: DriftMonitor | None,
+        sampler: Sampler | None = None,
     ) -> None:
         self.runtime = runtime
         self.metrics = metrics
         self.drift = drift  # the schema-drift watch: servers' tool lists too
         self.counters = counters  # the budget store: tool rates count calls in it
+        self.sampler = sampler  # traffic capture's, when the config captures
         self.pins = PinBook({s.name: s.pins for s in runtime.mcp_servers.values()})
         self.lists = ListCache(runtime.mcp.list_ttl)
         self.sessions = make_session_store(runtime)
@@ -83,6 +90,34 @@ class ToolEffects:
         """The exchange of a request on an MCP path: the virtual server's, or one server's."""
         kind = VirtualExchange if path == PREFIX else ToolExchange
         return kind(self.runtime, self.pins, self.lists)
+
+    def request_body(
+        self,
+        tool: ToolExchange,
+        raw: bytes,
+        reply: Callable[[Decision], ext.ProcessingResponse],
+    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+        """The reply to a POST's message; sampled for capture once decided (the server it
+        goes to is known then), keeping its bytes only when it is."""
+        step = tool.request_body(raw)
+        sampler = self.sampler
+        if sampler is None:
+            return self.reply(step, reply)
+
+        def decided(decision: Decision) -> ext.ProcessingResponse:
+            # "": the virtual server answers itself (initialize, its lists, a refusal).
+            server = tool.server.name if tool.server is not None else ""
+            tenant = tool.tenant
+            if tenant is not None and sampler.sample_mcp(server, tenant.name):
+                limit = self.runtime.capture.max_body_bytes
+                if isinstance(decision, Reply):
+                    tool.kept = Kept(limit, raw, None, forwarded=False)
+                    tool.kept.add(decision.body)
+                else:
+                    tool.kept = Kept(limit, raw, decision.body, forwarded=True)
+            return reply(decision)
+
+        return self.reply(step, decided)
 
     def reply(
         self,
@@ -223,8 +258,9 @@ class ToolEffects:
             self.ending.add(task)
             task.add_done_callback(self.ending.discard)
 
-    def finished(self, tool: ToolExchange, failed: bool) -> None:
-        tool_report.finished(self.metrics, tool, failed)
+    def finished(self, tool: ToolExchange, failed: bool) -> dict[str, object]:
+        """Log and count the request; its audit record."""
+        record = tool_report.finished(self.metrics, tool, failed)
         if self.drift is not None and tool.listed:
             self._drifted(self.drift, tool.listed)
         for server, name in tool.collisions:
@@ -234,6 +270,7 @@ class ToolEffects:
                 log.warning("mcp_name_collision", server=server, name=name)
         if tool.expired is not None and tool.session:
             self._forget(tool.session, tool.expired)
+        return record
 
     def _drifted(self, drift: DriftMonitor, listed: list[tuple[str, set[str]]]) -> None:
         """Servers' tools as the paths of their tool lists: one added or gone is reported

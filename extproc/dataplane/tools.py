@@ -20,6 +20,7 @@ import orjson
 from extproc import names
 from extproc.accounting.budgets import Reservation
 from extproc.apis import mcp
+from extproc.capture import Kept
 from extproc.config.runtime import McpServer, Runtime, Tenant
 from extproc.dataplane.decisions import Continue, Decision, Reply
 from extproc.dataplane.flows import Count, Counted, Fetch, Fetched, Flow
@@ -97,6 +98,7 @@ class ToolExchange:
         self.unavailable: list[str] = []  # servers left out of a virtual list: they failed
         self.collisions: list[tuple[str, str]] = []  # (server, name) another server has
         self.expired: str | None = None  # the server whose session with the gateway ended
+        self.kept: Kept | None = None  # the messages, when sampled for traffic capture
         self._reader: _Answer | None = None
 
     # -- request --------------------------------------------------------------------
@@ -413,6 +415,8 @@ class ToolExchange:
             body = failure.body()
             self.error_code, self.bytes_out = failure.code, len(body)
             decision.body, decision.replace_body = body, True
+            if self.kept is not None:
+                self.kept.add(body)
             decision.set_headers.extend(
                 ((":status", "200"), ("content-type", _JSON), ("content-length", str(len(body))))
             )
@@ -434,6 +438,8 @@ class ToolExchange:
         if reader is None:
             return Continue()
         body = reader.feed(chunk, end_of_stream)
+        if self.kept is not None:
+            self.kept.add(chunk if body is None else body, reader.streamed)
         decision = Continue(body=body)
         if body is not None and not reader.streamed:
             decision.set_headers.append(("content-length", str(len(body))))

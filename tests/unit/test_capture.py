@@ -28,6 +28,31 @@ def test_rates_by_model_and_tenant_are_exact_shares() -> None:
     assert not any(sampler.sample("claude", "team-a") for _ in range(10))
 
 
+def test_rates_name_servers_models_or_both_and_count_apart() -> None:
+    sampler = Sampler(
+        0.5,
+        [
+            Rate((), frozenset(), 1.0, (Glob("git*"),)),
+            Rate((Glob("gpt-*"),), frozenset(), 0.0),
+            Rate((), frozenset({"team-b"}), 0.25),
+        ],
+    )
+    # A rule naming servers is for MCP requests alone, one naming models for exchanges.
+    assert all(sampler.sample_mcp("github", "team-a") for _ in range(5))
+    assert not any(sampler.sample("gpt-4o", "team-a") for _ in range(5))
+    # One naming neither is for both; the default after that. The virtual server's own
+    # answers are server "", which only "*" matches.
+    assert sum(sampler.sample_mcp("", "team-b") for _ in range(8)) == 2
+    assert sum(sampler.sample("claude", "team-b") for _ in range(8)) == 2
+    assert sum(sampler.sample_mcp("docs", "team-a") for _ in range(10)) == 5
+    assert Rate((), frozenset(), 1.0, (Glob("*"),)).applies_to_server("", "team-a")
+    assert not Rate((), frozenset(), 1.0, (Glob("git*"),)).applies_to_server("", "team-a")
+    # Exchanges and MCP requests at the same rate are counted apart: one in two of each.
+    both = Sampler(0.5, [])
+    taken = [(both.sample("m", "t"), both.sample_mcp("s", "t")) for _ in range(4)]
+    assert sum(a for a, _ in taken) == 2 and sum(b for _, b in taken) == 2
+
+
 def test_sink_rotates_within_its_bound(tmp_path: Path) -> None:
     sink = Sink(tmp_path / "c.jsonl", max_bytes=100, max_files=2)
     for number in range(20):

@@ -169,6 +169,11 @@ def problems_of(text: str) -> list[str]:
         ("service: {message_timeout: 0s}", "service.message_timeout: must be positive"),
         ("capture: {sample_rate: 1.5}", "capture.sample_rate: must be between 0 and 1"),
         (
+            "mcp_servers: [{name: github, url: 'http://x/mcp'}]\n"
+            "capture: {rates: [{mcp_servers: ['git*', gihtub], rate: 1}]}",
+            'capture.rates[0].mcp_servers[1]: no MCP server named "gihtub"',
+        ),
+        (
             "backends: [{name: b, url: 'http://x', headers: {x-a: \"1\\n2\"}}]",
             "backends[0].headers.x-a: value contains a control character",
         ),

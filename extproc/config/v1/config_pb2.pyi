@@ -581,7 +581,9 @@ class Capture(_message.Message):
     path: _builtins.str
     """The JSON lines file (relative to the config file). Empty: no capture."""
     sample_rate: _builtins.float
-    """Share of exchanges captured, 0 to 1, where no rate below applies. Default 0."""
+    """Share of exchanges and MCP requests captured, 0 to 1, where no rate below applies.
+    Default 0.
+    """
     max_file_bytes: _builtins.int
     """The file is rotated past this size. Default 64 MiB."""
     max_files: _builtins.int
@@ -590,7 +592,7 @@ class Capture(_message.Message):
     """Larger bodies are recorded as their size only. Default 1 MiB."""
     @_builtins.property
     def rates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaptureRate]:
-        """Rates for some models or tenants; the first matching entry wins."""
+        """Rates for some models, MCP servers or tenants; the first matching entry wins."""
 
     def __init__(
         self,
@@ -617,15 +619,25 @@ class CaptureRate(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     TENANTS_FIELD_NUMBER: _builtins.int
     RATE_FIELD_NUMBER: _builtins.int
+    MCP_SERVERS_FIELD_NUMBER: _builtins.int
     rate: _builtins.float
-    """Share of the matching exchanges captured, 0 to 1."""
+    """Share of the matching exchanges and MCP requests captured, 0 to 1."""
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Model names (globs); empty: any."""
+        """Model names (globs). Empty: any model, unless `mcp_servers` is set (the entry is then
+        for MCP requests only).
+        """
 
     @_builtins.property
     def tenants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tenant names; empty: any."""
+
+    @_builtins.property
+    def mcp_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """MCP server names (globs; the virtual server's own answers at "/mcp" match "*"). Empty:
+        any server, unless `models` is set (the entry is then for LLM exchanges only). A name
+        without "*" must be one of `mcp_servers`.
+        """
 
     def __init__(
         self,
@@ -633,10 +645,11 @@ class CaptureRate(_message.Message):
         models: _abc.Iterable[_builtins.str] | None = ...,
         tenants: _abc.Iterable[_builtins.str] | None = ...,
         rate: _builtins.float = ...,
+        mcp_servers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "rate", b"rate", "tenants", b"tenants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mcp_servers", b"mcp_servers", "models", b"models", "rate", b"rate", "tenants", b"tenants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
