@@ -179,6 +179,9 @@ class ToolExchange:
         decision.remove_headers.extend(self.runtime.client_credential_headers)
         # The gateway reads the answer: uncompressed.
         decision.remove_headers.append("accept-encoding")
+        if self.tenant is not None:
+            # Who and where, for Envoy's access log line (a body's reply carries it).
+            decision.metadata = {"tenant": self.tenant.name, "backend": server.name}
         return decision
 
     def read(self, raw: bytes) -> mcp.Message | Reply:

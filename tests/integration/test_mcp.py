@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,16 @@ def records(gateway: Gateway) -> list[dict[str, Any]]:
     return [record for record in found if record.get("event") == "mcp"]
 
 
+def eventually(value: Callable[[], float], timeout: float = 5.0) -> float:
+    """A metric once it counts the request: a stream's metrics are counted when Envoy ends
+    it, just after the client has its answer."""
+    deadline = time.monotonic() + timeout
+    while not (found := value()):
+        assert time.monotonic() < deadline, "the metric did not count the request"
+        time.sleep(0.02)
+    return found
+
+
 def mcp_error(raised: BaseException) -> McpError:
     """The McpError a session raised, from inside the task groups it may be wrapped in."""
     while isinstance(raised, BaseExceptionGroup):
@@ -199,7 +209,9 @@ def test_a_refused_tool_never_reaches_the_server(gateway: Gateway, servers: dict
     assert error.error.code == mcp.TOOL_NOT_ALLOWED
     assert "run_shell" in error.error.message
     assert stats(servers["tools"], TOOLS_KEY)["calls"]["run_shell"] == before
-    assert gateway.metric("extproc_mcp_refusals_total", mcp_server="tools", reason="access") >= 1
+    assert eventually(
+        lambda: gateway.metric("extproc_mcp_refusals_total", mcp_server="tools", reason="access")
+    )
 
 
 def test_two_tenants_see_different_tools(gateway: Gateway, servers: dict[str, int]) -> None:
@@ -365,13 +377,24 @@ def test_hostile_messages_get_json_rpc_errors(gateway: Gateway, body: bytes, cod
 def test_one_audit_record_per_request_without_argument_values(gateway: Gateway) -> None:
     async def run() -> None:
         async with session(f"{gateway.url}/mcp/plain", KEY_A) as client:
+            await client.list_tools()  # a tool name labels metrics once its server listed it
             await client.call_tool("echo", {"text": "secret-argument-value"})
 
     asyncio.run(run())
-    found = [r for r in records(gateway) if r.get("tool") == "echo" and r.get("server") == "plain"]
-    assert found, "no audit record of the call"
+    deadline = time.monotonic() + 5
+    while not (
+        found := [
+            r for r in records(gateway) if r.get("tool") == "echo" and r.get("server") == "plain"
+        ]
+    ):
+        # The record is written when Envoy ends the stream, just after the answer left.
+        assert time.monotonic() < deadline, "no audit record of the call"
+        time.sleep(0.02)
     record = found[-1]
     assert record["tenant"] == "team-a" and record["rpc_method"] == "tools/call"
+    # Envoy's access log line names the tenant and the server too.
+    line = gateway.access_log(record["request_id"])
+    assert (line["tenant"], line["backend"]) == ("team-a", "plain")
     assert record["outcome"] == "ok" and record["status"] == 200 and record["bytes_in"] > 0
     assert "secret-argument-value" not in gateway.service_log()
     assert (
