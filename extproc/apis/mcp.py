@@ -63,6 +63,7 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 # Defined by 2026-07-28 in the range it reserves for MCP (-32020 to -32099).
+HEADER_MISMATCH = -32020
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 # The gateway's own. 2026-07-28 reserves -32020..-32099 for the specification, asks new
 # implementations not to use -32000..-32019 (SDKs' legacy codes: -32000 connection closed,
@@ -104,6 +105,13 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         "a `tools/call` without a string `name`, or with `arguments` that are not an object",
     ),
     ErrorCode(INTERNAL_ERROR, "Internal error", 200, "the gateway failed; its log says why"),
+    ErrorCode(
+        HEADER_MISMATCH,
+        "Header mismatch",
+        400,
+        "a 2026-07-28 request whose `mcp-method`, `mcp-name` or `mcp-protocol-version` says"
+        " other than its body",
+    ),
     ErrorCode(
         UNSUPPORTED_PROTOCOL_VERSION,
         "Unsupported protocol version",

@@ -268,8 +268,8 @@ class ToolEffects:
             if (server, name) not in self.collided and len(self.collided) < _MAX_REPORTED:
                 self.collided.add((server, name))
                 log.warning("mcp_name_collision", server=server, name=name)
-        if tool.expired is not None and tool.session:
-            self._forget(tool.session, tool.expired)
+        if tool.expired is not None and tool.store_key:
+            self._forget(tool.store_key, tool.expired)
         return record
 
     def _drifted(self, drift: DriftMonitor, listed: list[tuple[str, set[str]]]) -> None:

@@ -63,6 +63,10 @@ class ToolExchange:
     """One HTTP request on an MCP endpoint and its answer."""
 
     virtual = False  # the virtual server's (VirtualExchange)
+    # A virtual-server client of MCP's 2026-07-28 revision: no initialize, no session;
+    # each request names its version, method and name in headers.
+    stateless = False
+    store_key = ""  # the virtual server's: where the session record lives
 
     def __init__(self, runtime: Runtime, pins: PinBook, lists: ListCache) -> None:
         self.runtime = runtime
@@ -476,20 +480,23 @@ class ToolExchange:
         result = message.payload.get("result")
         if not isinstance(result, dict):
             return None
+        changed = result
+        if self.stateless and "resultType" not in result:
+            # The servers speak an earlier revision; the client's says every result has it.
+            changed = {**result, "resultType": "complete"}
         if self.rpc_method == _TOOLS_LIST:
-            changed = self._listed(result)
+            changed = self._listed(changed)
         elif self.rpc_method == _TOOLS_CALL and result_needs(self.policies, self.redactions):
-            changed = scan_result(
+            scanned = scan_result(
                 self.policies,
-                result,
+                changed,
                 self.redactions,
                 self.decisions,
                 max_depth=self.runtime.mcp.max_depth,
             )
-            if changed is not result and changed.get("isError") and not result.get("isError"):
+            if scanned is not changed and scanned.get("isError") and not changed.get("isError"):
                 self.outcome = "blocked"
-        else:
-            return None
+            changed = scanned
         if changed is result:
             return None
         return {**message.payload, "result": changed}

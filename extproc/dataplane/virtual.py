@@ -56,6 +56,8 @@ class VirtualExchange(ToolExchange):
     """One HTTP request on `/mcp`, the tenant's virtual server."""
 
     virtual = True
+    version = ""  # a stateless client's protocol version
+    mirrored: tuple[str | None, str | None] = (None, None)  # its Mcp-Method, Mcp-Name
 
     def request_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Decision | Flow:
         refused = self.begin(headers)
@@ -67,15 +69,31 @@ class VirtualExchange(ToolExchange):
             return self.refuse(Reply(404, error.body(), list(_JSON)), reason="not_found")
         asked = headers.get(mcp.PROTOCOL_VERSION_HEADER)
         if asked is not None:
-            version = mcp.protocol_version(asked, mcp.SESSION_VERSIONS)
+            version = mcp.protocol_version(asked, mcp.VERSIONS)
             if isinstance(version, mcp.RpcError):
                 return self.refuse(Reply(400, version.body(), list(_JSON)), reason="version")
+            self.stateless = version in mcp.SESSIONLESS_VERSIONS
+        if self.stateless:
+            self.version = asked or ""
+            self.mirrored = (headers.get(mcp.METHOD_HEADER), headers.get(mcp.NAME_HEADER))
+            # One record per tenant holds the upstream sessions its clients share.
+            self.store_key = f"tenant\x00{self.tenant.name}"
+            if self.http_method != "POST":
+                error = mcp.RpcError(
+                    mcp.INVALID_REQUEST, f"Method {self.http_method} is not allowed."
+                )
+                reply = Reply(405, error.body(), [*_JSON, ("allow", "POST")])
+                return self.refuse(reply, reason="method")
+        else:
+            self.store_key = self.session
         return _headers(self, self.http_method, headers, end_of_stream)
 
     def request_body(self, raw: bytes) -> Decision | Flow:
         message = self.read(raw)
         if isinstance(message, Reply):
             return message
+        if self.stateless:
+            return _stateless(self, message)
         if message.method == "initialize" and message.id is not None:
             return _initialize(self, message)
         if not self.session:
@@ -113,8 +131,8 @@ def _initialize(tool: VirtualExchange, message: mcp.Message) -> Flow:
     if isinstance(done, StoreDown):
         return _store_down(tool)
     tool.session = session_id
-    result = {"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO}
-    return _result(tool, result, [(mcp.SESSION_HEADER, session_id)])
+    answer = {"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO}
+    return result(tool, answer, [(mcp.SESSION_HEADER, session_id)])
 
 
 def _in_session(tool: VirtualExchange, message: mcp.Message) -> Flow:
@@ -135,14 +153,25 @@ def _in_session(tool: VirtualExchange, message: mcp.Message) -> Flow:
         tool.status = 202
         return Reply(202, b"")
     if method in _EMPTY:
-        return _result(tool, {})
-    if method in LISTS:
-        merged, session = yield from _merged(tool, session, method)
-        return _result(tool, {LISTS[method][0]: merged.items})
-    if method in ROUTED:
-        return (yield from _routed(tool, session, message))
+        return result(tool, {})
+    served = yield from serve(tool, session, message)
+    if served is not None:
+        return served
     error = mcp.RpcError(mcp.METHOD_NOT_FOUND, f"Method not found: {method}.", message.id)
     return tool.answer_error(error, "method")
+
+
+def serve(
+    tool: VirtualExchange, session: Session, message: mcp.Message
+) -> Generator[Effect, Result, Decision | None]:
+    """A list merged, or a call on its way to its server; None for any other method."""
+    method = message.method
+    if method in LISTS:
+        merged, session = yield from _merged(tool, session, method)
+        return result(tool, {LISTS[method][0]: merged.items}, cacheable=True)
+    if method in ROUTED:
+        return (yield from _routed(tool, session, message))
+    return None
 
 
 def _merged(
@@ -172,7 +201,7 @@ def _merged(
         if fetched.upstream:
             for name, upstream in fetched.upstream.items():
                 session = session.with_upstream(name, upstream)
-            saved = yield SaveSession(tool.session, session)
+            saved = yield SaveSession(tool.store_key, session)
             if isinstance(saved, StoreDown):
                 tool.unavailable.append("session store")
     lists = []
@@ -230,12 +259,13 @@ def _routed(tool: VirtualExchange, session: Session, message: mcp.Message) -> Fl
             tool.unavailable.append(server.name)
             return tool.answer_error(error, "unavailable")
         upstream = opened.upstream
-        saved = yield SaveSession(tool.session, session.with_upstream(server.name, upstream))
+        saved = yield SaveSession(tool.store_key, session.with_upstream(server.name, upstream))
         if isinstance(saved, StoreDown):
             return _store_down(tool)
     decision = tool.route(server)
-    # The client's cookies are for the gateway's origin, not for any of its servers.
-    decision.remove_headers.append("cookie")
+    # The client's cookies are for the gateway's origin, not for any of its servers; its
+    # method and name headers (2026-07-28) named the call as the gateway lists it.
+    decision.remove_headers.extend(("cookie", mcp.METHOD_HEADER, mcp.NAME_HEADER))
     if upstream.session_id:
         decision.set_headers.append((mcp.SESSION_HEADER, upstream.session_id))
     else:
@@ -245,6 +275,58 @@ def _routed(tool: VirtualExchange, session: Session, message: mcp.Message) -> Fl
     decision.set_headers.append(("content-length", str(len(sent))))
     tool.forwarded = True
     return decision
+
+
+def _stateless(tool: VirtualExchange, message: mcp.Message) -> Decision | Flow:
+    """A request of MCP's 2026-07-28 revision: its headers checked against its body, then
+    served as in a session, the tenant's own record holding the upstream sessions."""
+    mismatch = _mismatch(tool, message)
+    if mismatch is not None:
+        error = mcp.RpcError(mcp.HEADER_MISMATCH, mismatch, message.id)
+        return tool.refuse(Reply(400, error.body(), list(_JSON)), error.code, "headers")
+    if message.id is None:
+        tool.outcome, tool.status = "ok", 202
+        return Reply(202, b"")
+    if message.method == "server/discover":
+        meta = {"io.modelcontextprotocol/serverInfo": SERVER_INFO}
+        answer = {"supportedVersions": list(mcp.VERSIONS), "capabilities": CAPABILITIES}
+        return result(tool, {**answer, "_meta": meta}, cacheable=True)
+    return _tenant_session(tool, message)
+
+
+def _tenant_session(tool: VirtualExchange, message: mcp.Message) -> Flow:
+    assert tool.tenant is not None
+    found = yield LoadSession(tool.store_key)
+    if isinstance(found, StoreDown):
+        return _store_down(tool)
+    assert isinstance(found, SessionFound)
+    session = found.session or Session(tool.tenant.name, tool.version)
+    served = yield from serve(tool, session, message)
+    if served is not None:
+        return served
+    # The revision's answer to a method a server does not implement: 404 with -32601.
+    error = mcp.RpcError(mcp.METHOD_NOT_FOUND, f"Method not found: {message.method}.", message.id)
+    return tool.refuse(Reply(404, error.body(), list(_JSON)), error.code, "method")
+
+
+def _mismatch(tool: VirtualExchange, message: mcp.Message) -> str | None:
+    """What the request's headers say that its body does not (the revision requires
+    both, and a server to refuse a difference)."""
+    method, name = tool.mirrored
+    if method != message.method:
+        return "Mcp-Method does not match the message's method."
+    meta = (message.params or {}).get("_meta")
+    version = (
+        meta.get("io.modelcontextprotocol/protocolVersion") if isinstance(meta, dict) else None
+    )
+    if version != tool.version:
+        return "MCP-Protocol-Version does not match the message's protocol version."
+    field = ROUTED.get(message.method or "")
+    if field is not None:
+        named = (message.params or {}).get(field)
+        if name is None or mcp.read_header_value(name) != named:
+            return f"Mcp-Name does not match params.{field}."
+    return None
 
 
 def _delete(tool: VirtualExchange) -> Flow:
@@ -266,10 +348,20 @@ def _delete(tool: VirtualExchange) -> Flow:
 # -- replies -------------------------------------------------------------------------------
 
 
-def _result(
-    tool: VirtualExchange, result: dict[str, Any], headers: list[tuple[str, str]] | None = None
+def result(
+    tool: VirtualExchange,
+    answer: dict[str, Any],
+    headers: list[tuple[str, str]] | None = None,
+    cacheable: bool = False,
 ) -> Reply:
-    body = orjson.dumps({"jsonrpc": "2.0", "id": tool.rpc_id, "result": result})
+    if tool.stateless:
+        # 2026-07-28: every result says its type; lists and discovery say how long a
+        # client may keep them (the lists are the tenant's: private).
+        answer = {"resultType": "complete", **answer}
+        if cacheable:
+            ttl = round(tool.runtime.mcp.list_ttl * 1000)
+            answer.update(ttlMs=ttl, cacheScope="private")
+    body = orjson.dumps({"jsonrpc": "2.0", "id": tool.rpc_id, "result": answer})
     tool.status, tool.outcome, tool.bytes_out = 200, "ok", len(body)
     return Reply(200, body, [*_JSON, *(headers or [])])
 

@@ -622,3 +622,46 @@ def test_the_servers_own_messages_reach_the_client_on_its_stream(gateway: Gatewa
         return received
 
     assert "notifications/tools/list_changed" in asyncio.run(run())
+
+
+def stateless_post(
+    gateway: Gateway, body: dict[str, Any], name: str | None = None
+) -> httpx.Response:
+    """A request as a client of MCP's 2026-07-28 revision sends it: no session, its
+    version, method and name in headers and in the body's _meta."""
+    params = dict(body.get("params") or {})
+    params["_meta"] = {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
+    headers = {
+        "authorization": f"Bearer {KEY_A}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": str(body["method"]),
+    }
+    if name is not None:
+        headers["mcp-name"] = name
+    message = {"jsonrpc": "2.0", "id": 1, **body, "params": params}
+    return httpx.post(
+        f"{gateway.url}/mcp", headers=headers, content=orjson.dumps(message), timeout=10
+    )
+
+
+def test_a_client_of_the_sessionless_revision_uses_the_virtual_server(gateway: Gateway) -> None:
+    discovered = stateless_post(gateway, {"method": "server/discover"})
+    assert discovered.status_code == 200
+    found = discovered.json()["result"]
+    assert "2026-07-28" in found["supportedVersions"] and found["resultType"] == "complete"
+    listed = stateless_post(gateway, {"method": "tools/list"}).json()["result"]
+    assert "echo" in [t["name"] for t in listed["tools"]]
+    assert (listed["resultType"], listed["cacheScope"]) == ("complete", "private")
+    call = {"method": "tools/call", "params": {"name": "plain_echo", "arguments": {"text": "new"}}}
+    answered = stateless_post(gateway, call, name="plain_echo")
+    assert answered.status_code == 200
+    result = answered.json()["result"]
+    assert result["content"][0]["text"] == "new" and result["resultType"] == "complete"
+    assert "mcp-session-id" not in answered.headers
+    # The headers must say what the body does; a method the revision has not is a 404.
+    other = stateless_post(gateway, call, name="plain_add")
+    assert other.status_code == 400 and other.json()["error"]["code"] == mcp.HEADER_MISMATCH
+    unknown = stateless_post(gateway, {"method": "subscriptions/listen"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == mcp.METHOD_NOT_FOUND
