@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import structlog
@@ -37,13 +38,46 @@ _METHODS = frozenset(
 )
 
 
+def record(tool: ToolExchange) -> dict[str, object]:
+    """The audit record: who, which server and tool, what happened; never argument
+    values or results."""
+    fields: dict[str, object] = {
+        "request_id": tool.request_id,
+        "mcp": True,
+        "method": tool.http_method,
+        "path": tool.path,
+        "tenant": tool.tenant.name if tool.tenant else None,
+        "server": tool.server.name if tool.server else None,
+        "session": _session_tag(tool.session),
+        "rpc_method": tool.rpc_method,
+        "tool": tool.tool,
+        "status": tool.status,
+        "outcome": tool.outcome or "cancelled",
+        "duration_ms": round((time.monotonic() - tool.started) * 1000, 3),
+        "bytes_in": tool.bytes_in,
+        "bytes_out": tool.bytes_out,
+    }
+    if tool.error_code is not None:
+        fields["rpc_error"] = tool.error_code
+    if tool.refusal is not None:
+        fields["refusal"] = tool.refusal
+    if tool.decisions.counts:
+        fields["policy"] = tool.decisions.records()
+    return fields
+
+
+def _session_tag(session: str) -> str:
+    """The session in records: a digest, since the id is what lets a client in."""
+    return hashlib.sha256(session.encode()).hexdigest()[:16] if session else ""
+
+
 def finished(metrics: Metrics, tool: ToolExchange, failed: bool) -> dict[str, object]:
     """Log the audit record and count the request; the record."""
-    record = tool.record()
+    fields = record(tool)
     if failed:
-        record["status"] = 500
-        record["outcome"] = "internal_error"
-    json_lines.info("mcp", record)
+        fields["status"] = 500
+        fields["outcome"] = "internal_error"
+    json_lines.info("mcp", fields)
     server = tool.server.name if tool.server is not None else OTHER
     for change in tool.changes:
         against = "pin" if change.pinned else "first_seen"
@@ -61,9 +95,9 @@ def finished(metrics: Metrics, tool: ToolExchange, failed: bool) -> dict[str, ob
     if tool.refusal is not None:
         metrics.mcp_refusals.labels(server, tool.refusal).inc()
     if tool.server is None:
-        return record  # refused before a server was named: no operation to time
+        return fields  # refused before a server was named: no operation to time
     method = tool.rpc_method or tool.http_method
-    outcome = str(record["outcome"])
+    outcome = str(fields["outcome"])
     labels = [
         method if method in _METHODS or method in ("GET", "DELETE") else OTHER,
         tool.tool if tool.tool and tool.pins.known(server, tool.tool) else "",
@@ -73,4 +107,4 @@ def finished(metrics: Metrics, tool: ToolExchange, failed: bool) -> dict[str, ob
     if metrics.tenant_labels:
         labels.append(tool.tenant.name if tool.tenant is not None else "")
     metrics.mcp_operation_duration.labels(*labels).observe(time.monotonic() - tool.started)
-    return record
+    return fields

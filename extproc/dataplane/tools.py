@@ -10,7 +10,6 @@ The shell feeds the phases and writes the audit record from `record()`.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -24,12 +23,12 @@ from extproc.capture import Kept
 from extproc.config.runtime import McpServer, Runtime, Tenant
 from extproc.dataplane.decisions import Continue, Decision, Reply
 from extproc.dataplane.flows import Count, Counted, Fetch, Fetched, Flow
+from extproc.dataplane.tool_answer import AnswerReader
 from extproc.digits import strict_int
 from extproc.identity import identify, without_params
 from extproc.policy.engine import Decisions, Redactions
 from extproc.policy.rules import EMPTY, PolicySet
 from extproc.policy.tools import Refusal, result_needs, scan_arguments, scan_result
-from extproc.sse import Event
 from extproc.state.sessions import Session
 from extproc.tools.catalog import ListCache
 from extproc.tools.pins import PinBook, Pinning
@@ -46,11 +45,6 @@ _TOOLS_CALL = "tools/call"
 
 def is_mcp_path(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
-
-
-def _session_tag(session: str) -> str:
-    """The session in records: a digest, since the id is what lets a client in."""
-    return hashlib.sha256(session.encode()).hexdigest()[:16] if session else ""
 
 
 def _http_error(status: int, code: int, message: str) -> Reply:
@@ -103,7 +97,7 @@ class ToolExchange:
         self.collisions: list[tuple[str, str]] = []  # (server, name) another server has
         self.expired: str | None = None  # the server whose session with the gateway ended
         self.kept: Kept | None = None  # the messages, when sampled for traffic capture
-        self._reader: _Answer | None = None
+        self._reader: AnswerReader | None = None
 
     # -- request --------------------------------------------------------------------
 
@@ -433,7 +427,7 @@ class ToolExchange:
             self.outcome = f"http_{status}"  # 400, 404 (a session ended): the client's to see
             return decision
         streamed = content_type == _SSE
-        self._reader = _Answer(self, streamed=streamed)
+        self._reader = AnswerReader(self, streamed=streamed)
         decision.response_body = "streamed" if streamed else "buffered"
         if streamed:
             # Events may change on the way: the length the server sent no longer holds.
@@ -518,100 +512,3 @@ class ToolExchange:
         if len(visible) == len(tools):
             return result
         return {**result, "tools": visible}
-
-    # -- the record -----------------------------------------------------------------
-
-    def record(self) -> dict[str, object]:
-        """The audit record: who, which server and tool, what happened; never argument
-        values or results."""
-        fields: dict[str, object] = {
-            "request_id": self.request_id,
-            "mcp": True,
-            "method": self.http_method,
-            "path": self.path,
-            "tenant": self.tenant.name if self.tenant else None,
-            "server": self.server.name if self.server else None,
-            "session": _session_tag(self.session),
-            "rpc_method": self.rpc_method,
-            "tool": self.tool,
-            "status": self.status,
-            "outcome": self.outcome or "cancelled",
-            "duration_ms": round((time.monotonic() - self.started) * 1000, 3),
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-        }
-        if self.error_code is not None:
-            fields["rpc_error"] = self.error_code
-        if self.refusal is not None:
-            fields["refusal"] = self.refusal
-        if self.decisions.counts:
-            fields["policy"] = self.decisions.records()
-        return fields
-
-
-class _Answer:
-    """The server's answer to a POST, JSON or SSE, message by message."""
-
-    def __init__(self, exchange: ToolExchange, streamed: bool = False) -> None:
-        self.exchange = exchange
-        self.streamed = streamed
-        self.unread: mcp.RpcError | None = None  # the last event the gateway could not read
-        settings = exchange.runtime.mcp
-        self.events = (
-            mcp.EventReader(settings.max_message_bytes, settings.max_depth) if streamed else None
-        )
-
-    def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
-        exchange = self.exchange
-        if self.events is None:
-            return self._json(chunk)
-        exchange.bytes_out += len(chunk)
-        events = self.events
-        read = events.feed(chunk)
-        if end_of_stream:
-            read.extend(events.close())  # a last event without its blank line
-        out: list[bytes] = []
-        changed = False
-        for event, message in read:
-            if isinstance(message, mcp.RpcError):
-                # An event the gateway cannot read is dropped: it may be a progress
-                # note; the answer, if it was, is missed below.
-                self.unread = message
-                changed = True
-                continue
-            payload = exchange.answered(message) if message is not None else None
-            if payload is None:
-                out.append(event.encode())
-            else:
-                out.append(mcp.EventReader.replace(event, payload).encode())
-                changed = True
-        if end_of_stream and exchange.outcome == "":
-            if self.unread is not None:
-                failed = exchange.unread_answer(self.unread)
-                out.append(mcp.EventReader.replace(Event(None, ""), failed).encode())
-                changed = True
-            else:
-                exchange.outcome = "cut"  # the stream ended before the answer
-        joined = b"".join(out)
-        # Whole events, none changed: the chunk passes as it came. Otherwise the client
-        # gets the events completed so far (a partial one waits for its end).
-        if not changed and joined == chunk:
-            return None
-        return joined
-
-    def _json(self, chunk: bytes) -> bytes | None:
-        exchange = self.exchange
-        exchange.bytes_out = len(chunk)
-        settings = exchange.runtime.mcp
-        message = mcp.read_message(
-            chunk, max_bytes=settings.max_message_bytes, max_depth=settings.max_depth
-        )
-        if isinstance(message, mcp.RpcError):
-            payload: dict[str, Any] | None = exchange.unread_answer(message)
-        else:
-            payload = exchange.answered(message)
-        if payload is None:
-            return None
-        body = orjson.dumps(payload)
-        exchange.bytes_out = len(body)
-        return body

@@ -10,7 +10,7 @@ import orjson
 from extproc import names
 from extproc.apis import mcp
 from extproc.config.loader import load_text
-from extproc.dataplane import flows
+from extproc.dataplane import flows, tool_report
 from extproc.dataplane.decisions import Continue, Reply
 from extproc.dataplane.tools import ToolExchange
 from extproc.dataplane.virtual import VirtualExchange
@@ -121,7 +121,7 @@ def test_a_denied_tool_and_its_arguments_never_leave() -> None:
     refused = tool.request_body(message("tools/call", {"name": "secret", "arguments": {}}))
     assert isinstance(refused, Reply) and refused.status == 200
     assert orjson.loads(refused.body)["error"]["code"] == mcp.TOOL_NOT_ALLOWED
-    assert tool.record()["refusal"] == "access"
+    assert tool_report.record(tool)["refusal"] == "access"
 
 
 def test_arguments_are_redacted_before_the_server_sees_them() -> None:
@@ -131,7 +131,7 @@ def test_arguments_are_redacted_before_the_server_sees_them() -> None:
     )
     assert isinstance(sent, Continue) and sent.body is not None
     assert b"bob@example.com" not in sent.body and b"[EMAIL_1]" in sent.body
-    assert "bob@example.com" not in repr(tool.record())
+    assert "bob@example.com" not in repr(tool_report.record(tool))
 
 
 def test_a_rate_counts_calls_and_refuses_past_it() -> None:
