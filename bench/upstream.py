@@ -6,7 +6,10 @@ bytes for ~20 µs: the first time it sees a request (method, path, body and the 
 mock reads) it asks an in-process mock provider and records the answer; after that it
 replays it on its own HTTP/1.1 loop. A stream is replayed one event per write, as the mock
 sends it, and with the mock's x-mock-chunk-delay-ms that long between events (a provider's
-pace). Usage: python bench/upstream.py PORT
+pace). With an MCP server's URL as well, requests on `/mcp` paths are recorded from that
+server instead (its JSON answers; a tools/call of the same bytes answered the same), so an
+MCP call costs the benchmark's upstream what a chat request does. Usage:
+python bench/upstream.py PORT [MCP_URL]
 """
 
 from __future__ import annotations
@@ -179,6 +182,7 @@ class Upstream:
     def __init__(self) -> None:
         self.answers: dict[tuple[object, ...], Answer] = {}
         self.mock_url = ""
+        self.mcp_url = ""  # the MCP server /mcp paths are recorded from, if any
         self.session: aiohttp.ClientSession | None = None
         self.runner: web.AppRunner | None = None
         self.server: asyncio.Server | None = None
@@ -206,9 +210,12 @@ class Upstream:
         assert self.session is not None
         # The host the client asked for, as the mock reports it (x-mock-host).
         sent = {k: v for k, v in headers.items() if k not in _HOP or k == "host"}
+        origin = self.mock_url + path
+        if self.mcp_url and path.startswith("/mcp"):
+            origin = self.mcp_url
         async with self.session.request(
             method,
-            self.mock_url + path,
+            origin,
             data=body,
             headers=sent,
             # The mock compresses for a client that accepts gzip: only when this one did.
@@ -219,10 +226,12 @@ class Upstream:
             return record(response.status, list(response.headers.items()), data)
 
 
-async def main(port: int) -> None:
-    await Upstream().start(port)
+async def main(port: int, mcp_url: str) -> None:
+    upstream = Upstream()
+    upstream.mcp_url = mcp_url
+    await upstream.start(port)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else ""))
