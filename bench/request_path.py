@@ -135,6 +135,11 @@ SHAPES: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         lambda: chat([{"role": "user", "content": english(900)}]),
     ),
     ("agent: 30 msgs, 20 tools", "/v1/chat/completions", agent),
+    (
+        "400 KB English prompt",
+        "/v1/chat/completions",
+        lambda: chat([{"role": "user", "content": english(400 * 1024)}]),
+    ),
     ("1.1M one-char parts", "/v1/chat/completions", one_char_parts),
     ("500k tool_use blocks", "/v1/messages", tool_uses),
     ("100k messages", "/v1/messages", many_messages),
@@ -208,7 +213,7 @@ def main() -> None:
         raw = orjson.dumps(build())
         assert len(raw) <= LIMIT, (label, len(raw))
         small = len(raw) < MIB
-        figures, outcome = stages(path, raw, 2000 if small else 3)
+        figures, outcome = stages(path, raw, 2000 if len(raw) < 64 * 1024 else 20 if small else 3)
         shown = "  ".join(f"{f * 1000:8.3f}" if small else f"{f * 1000:8.0f}" for f in figures)
         print(f"{label:26s} {len(raw) / MIB:5.1f}  {shown}  {outcome}", flush=True)
 
