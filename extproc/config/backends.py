@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from extproc.config import runtime as rt
@@ -14,6 +15,8 @@ from extproc.config.v1 import config_pb2 as pb
 
 ANTHROPIC_VERSION = "2023-06-01"
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+S = TypeVar("S", pb.Backend, pb.McpServer)
+U = TypeVar("U", bound=rt.Upstream)
 _API_VERSION = re.compile(r"^[0-9A-Za-z.-]{1,40}$")
 # Where each schema's SDKs send the key (credential.header's default).
 _CREDENTIAL_HEADERS = {
@@ -30,18 +33,30 @@ _SCHEMAS = {
 
 
 def build_backends(ctx: Context) -> dict[str, rt.Backend]:
-    backends: dict[str, rt.Backend] = {}
-    for index, backend in enumerate(ctx.config.backends):
-        path = f"backends[{index}]"
+    return by_name(ctx, ctx.config.backends, "backends", "backend", _backend)
+
+
+def by_name(
+    ctx: Context,
+    sources: Iterable[S],
+    field: str,
+    kind: str,
+    build: Callable[[Context, S, str], U | None],
+) -> dict[str, U]:
+    """The config's upstreams of one kind, built, by their unique names."""
+    built: dict[str, U] = {}
+    for index, source in enumerate(sources):
+        path = f"{field}[{index}]"
         if ctx.failed(f"{path}.name"):
             continue
-        if backend.name in backends:
-            ctx.problem(f"{path}.name", f'duplicate backend name "{backend.name}"')
+        name: str = source.name
+        if name in built:
+            ctx.problem(f"{path}.name", f'duplicate {kind} name "{name}"')
             continue
-        built = _backend(ctx, backend, path)
-        if built is not None:
-            backends[backend.name] = built
-    return backends
+        upstream = build(ctx, source, path)
+        if upstream is not None:
+            built[name] = upstream
+    return built
 
 
 class Address(NamedTuple):

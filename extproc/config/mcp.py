@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from extproc.config import runtime as rt
 from extproc.config import settings as st
-from extproc.config.backends import address, credential
+from extproc.config.backends import address, by_name, credential
 from extproc.config.context import Context
 from extproc.config.service import redis, seconds
 from extproc.config.tools import server_pinning
@@ -12,18 +12,7 @@ from extproc.config.v1 import config_pb2 as pb
 
 
 def build_mcp_servers(ctx: Context) -> dict[str, rt.McpServer]:
-    servers: dict[str, rt.McpServer] = {}
-    for index, source in enumerate(ctx.config.mcp_servers):
-        path = f"mcp_servers[{index}]"
-        if ctx.failed(f"{path}.name"):
-            continue
-        if source.name in servers:
-            ctx.problem(f"{path}.name", f'duplicate MCP server name "{source.name}"')
-            continue
-        built = _server(ctx, source, path)
-        if built is not None:
-            servers[source.name] = built
-    return servers
+    return by_name(ctx, ctx.config.mcp_servers, "mcp_servers", "MCP server", _server)
 
 
 def _server(ctx: Context, source: pb.McpServer, path: str) -> rt.McpServer | None:

@@ -135,7 +135,8 @@ def _initialize(tool: VirtualExchange, message: mcp.Message) -> Flow:
     return result(tool, answer, [(mcp.SESSION_HEADER, session_id)])
 
 
-def _in_session(tool: VirtualExchange, message: mcp.Message) -> Flow:
+def _owned(tool: VirtualExchange) -> Generator[Effect, Result, Session | Reply]:
+    """The client's session, when it is the tenant's; else the refusal."""
     found = yield LoadSession(tool.session)
     if isinstance(found, StoreDown):
         return _store_down(tool)
@@ -146,6 +147,13 @@ def _in_session(tool: VirtualExchange, message: mcp.Message) -> Flow:
         # starts a new session.
         reply = Reply(404, mcp.RpcError(mcp.SESSION_UNKNOWN, "Session not found.").body(), _JSON)
         return tool.refuse(reply, reason="session")
+    return session
+
+
+def _in_session(tool: VirtualExchange, message: mcp.Message) -> Flow:
+    session = yield from _owned(tool)
+    if isinstance(session, Reply):
+        return session
     method = message.method
     if method is None or message.id is None:
         # A notification, or a response to a request the gateway never sent: accepted.
@@ -330,14 +338,9 @@ def _mismatch(tool: VirtualExchange, message: mcp.Message) -> str | None:
 
 
 def _delete(tool: VirtualExchange) -> Flow:
-    found = yield LoadSession(tool.session)
-    if isinstance(found, StoreDown):
-        return _store_down(tool)
-    assert isinstance(found, SessionFound) and tool.tenant is not None
-    session = found.session
-    if session is None or session.tenant != tool.tenant.name:
-        reply = Reply(404, mcp.RpcError(mcp.SESSION_UNKNOWN, "Session not found.").body(), _JSON)
-        return tool.refuse(reply, reason="session")
+    session = yield from _owned(tool)
+    if isinstance(session, Reply):
+        return session
     ended = yield EndSession(tool.session, session)
     if isinstance(ended, StoreDown):
         return _store_down(tool)

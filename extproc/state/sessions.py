@@ -123,9 +123,8 @@ class MemorySessionStore:
 
     def put_now(self, session_id: str, session: Session) -> None:
         key = _digest(session_id)
-        # orjson's bytes keep the buffer they were written in (4 KiB at least): an exact
-        # copy holds what the record needs, a tenth of that for a session with three
-        # upstream sessions (docs/benchmarks.md).
+        # orjson's bytes keep the whole buffer they were written in: an exact copy holds
+        # only what the record needs, so the session bound bounds the memory.
         self._entries[key] = (self._clock() + self.ttl, bytes(memoryview(session.encode())))
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_sessions:
