@@ -83,6 +83,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/responses.py
 	$(BIN)/python bench/mcp.py
+	$(BIN)/python bench/large_prompts.py
 
 ## The ext_proc transport alone: server CPU per message from raw HTTP/2 frames, no Envoy.
 bench-transport: $(DEV_STAMP)

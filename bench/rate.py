@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import uvloop
@@ -159,6 +160,10 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+# The body of the request of each index (from 0; the warm-up's are negative).
+Bodies = Callable[[int], bytes]
+
+
 def _request(url: str, body: bytes, extra: dict[str, str] | None) -> tuple[str, int, bytes]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -174,17 +179,17 @@ def _request(url: str, body: bytes, extra: dict[str, str] | None) -> tuple[str, 
 
 
 async def _run(
-    url: str, body: bytes, rate: float, seconds: float, extra: dict[str, str] | None
+    url: str, bodies: Bodies, rate: float, seconds: float, extra: dict[str, str] | None
 ) -> dict[str, float]:
     total: list[float] = []
     first: list[float] = []
     errors = 0
-    host, port, request = _request(url, body, extra)
+    host, port, _ = _request(url, b"", extra)
     loop = asyncio.get_running_loop()
     idle: list[_Connection] = []
     opened: list[_Connection] = []
 
-    async def one(scheduled: float) -> None:
+    async def one(scheduled: float, index: int) -> None:
         nonlocal errors
         connection = None
         while idle:
@@ -197,7 +202,7 @@ async def _run(
                 transport, connection = await loop.create_connection(_Connection, host, port)
                 connection.transport = transport  # connection_made may not have run yet
                 opened.append(connection)
-            response = await connection.send(request)
+            response = await connection.send(_request(url, bodies(index), extra)[2])
         except (OSError, ResponseError):
             errors += 1
             return
@@ -211,7 +216,7 @@ async def _run(
 
     try:
         # Warm-up: connections open and the gateway's caches fill.
-        await asyncio.gather(*(one(time.perf_counter()) for _ in range(20)))
+        await asyncio.gather(*(one(time.perf_counter(), -1 - i) for i in range(20)))
         total.clear()
         first.clear()
         errors = 0
@@ -223,7 +228,7 @@ async def _run(
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(scheduled)))
+            tasks.append(asyncio.create_task(one(scheduled, index)))
         await asyncio.gather(*tasks)
     finally:
         for connection in opened:
@@ -245,4 +250,18 @@ def fixed_rate(
     url: str, body: bytes, rate: float, seconds: float, headers: dict[str, str] | None = None
 ) -> dict[str, float]:
     """Send `body` to `url` at `rate` requests per second for `seconds`; latencies in ms."""
-    return uvloop.run(_run(url, body, rate, seconds, headers))
+    return uvloop.run(_run(url, lambda _: body, rate, seconds, headers))
+
+
+# (url, bodies, rate, headers) of one schedule.
+Schedule = tuple[str, Bodies, float, dict[str, str] | None]
+
+
+def fixed_rates(schedules: list[Schedule], seconds: float) -> list[dict[str, float]]:
+    """Run the schedules at once for `seconds`; each one's latencies, as fixed_rate's."""
+
+    async def all_of() -> list[dict[str, float]]:
+        runs = (_run(url, bodies, rate, seconds, extra) for url, bodies, rate, extra in schedules)
+        return list(await asyncio.gather(*runs))
+
+    return uvloop.run(all_of())

@@ -27,7 +27,11 @@ from extproc.devtools.mock_provider import MockProvider
 from extproc.digits import strict_int
 
 # The request headers that change the mock's answer (its x-mock-* switches; gzip).
-_KEYED = ("accept-encoding",)
+_KEYED = ("accept-encoding", "x-bench-answer")
+# With this header, requests of one path and value share the answer recorded for the first
+# of them, whatever their bodies: a benchmark sending a new body every time is answered
+# from memory rather than by the mock.
+SHARED = "x-bench-answer"
 # Not passed on to the mock: hop-by-hop, or set by the client library.
 _HOP = frozenset({"host", "connection", "content-length", "transfer-encoding", "keep-alive"})
 MAX_RECORDED = 256  # distinct answers kept; requests past that are always asked afresh
@@ -44,7 +48,7 @@ def _key(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[
     switches = tuple(
         sorted((k, v) for k, v in headers.items() if k.startswith("x-mock-") or k in _KEYED)
     )
-    return (method, path, switches, body)
+    return (method, path, switches, b"" if SHARED in headers else body)
 
 
 def record(status: int, headers: list[tuple[str, str]], body: bytes) -> Answer:

@@ -21,6 +21,7 @@ import functools
 import importlib.util
 import math
 import sys
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,16 +148,53 @@ class Measure:
         return self.rest_bytes == 0
 
 
+class Memo:
+    """Counts of long texts, the most recently used kept: an agent sends its whole
+    conversation again every turn, so all but its newest texts were counted before.
+
+    A text is looked up by its length and its hash (SipHash, keyed per process: no one
+    outside can make two texts collide), within a scope: a tenant, so that how fast its
+    requests are counted cannot tell it what another tenant sent.
+    """
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._counts: OrderedDict[tuple[str, int, int], tuple[int, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def get(self, key: tuple[str, int, int]) -> tuple[int, int] | None:
+        """(tokens, UTF-8 bytes) of the text, if counted before."""
+        found = self._counts.get(key)
+        if found is not None:
+            self._counts.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, int, int], tokens: int, size: int) -> None:
+        self._counts[key] = (tokens, size)
+        if len(self._counts) > self.entries:
+            self._counts.popitem(last=False)
+
+
+# Shorter texts cost less to count than to look up. ~320 B an entry.
+MEMO_CHARS = 1024
+MEMO = Memo(16_384)
+
+
 def measure(
     texts: Sequence[str],
     tokens: int | None = None,
     calls: int | None = None,
     size: int | None = None,
+    scope: str | None = None,
 ) -> Measure:
     """Count texts in order while their tokens fit in `tokens` (EXACT_TOKENS by default),
     their bytes in EXACT_BYTES and their number in `calls` (EXACT_TEXTS); a text past any
     of them counts its bytes. Bounded work whatever the size or the number of texts.
-    `size`, when the caller knows it, is the texts' UTF-8 bytes (saves encoding them)."""
+    `size`, when the caller knows it, is the texts' UTF-8 bytes (saves encoding them).
+    With a `scope`, long texts it counted before are not counted again (MEMO): they take
+    none of the bytes or calls, only their tokens' room."""
     tokenizer = _tokenizer()
     room = EXACT_TOKENS if tokens is None else tokens
     budget = EXACT_BYTES
@@ -170,6 +208,20 @@ def measure(
         index += 1
         if not text:
             continue
+        key = None
+        if scope is not None and len(text) >= MEMO_CHARS:
+            key = (scope, len(text), hash(text))
+            known = MEMO.get(key)
+            if known is not None:
+                found, length = known
+                if found > room:
+                    overflow = True
+                    uncounted.append(text)
+                else:
+                    counted += found
+                    counted_bytes += length
+                    room -= found
+                continue
         # A text of more characters than the budget has bytes is past it: no need to
         # encode it to know.
         length = len(text) if len(text) > budget else _size(text)
@@ -186,6 +238,8 @@ def measure(
             counted += found
             counted_bytes += length
             room -= found
+            if key is not None:
+                MEMO.put(key, found, length)
     uncounted.extend(texts[index:])
     # The rest's bytes at C speed, or from the caller's total.
     rest_bytes = _size("".join(uncounted)) if size is None else size - counted_bytes
@@ -193,10 +247,10 @@ def measure(
     return Measure(counted, counted_bytes, rest_bytes, rest, overflow)
 
 
-def bound(texts: Sequence[str]) -> int:
+def bound(texts: Sequence[str], scope: str | None = None) -> int:
     """An upper bound of the texts' tokens, exact up to EXACT_TOKENS tokens and EXACT_BYTES
     bytes of text: what budgets reserve (never less than the exact count)."""
-    return measure(texts).bound
+    return measure(texts, scope=scope).bound
 
 
 _SAMPLE = 1 << 16
@@ -211,11 +265,11 @@ def _sample(text: str) -> list[str]:
     return [text[start : start + piece] for start in range(0, 16 * step, step)]
 
 
-def estimate(texts: Sequence[str]) -> int:
+def estimate(texts: Sequence[str], scope: str | None = None) -> int:
     """The texts' tokens, counted exactly within measure()'s bounds; the rest estimated at
     the rate of what was counted (or of a sample of what was not): what a usage record
     says when the provider reports no input."""
-    found = measure(texts)
+    found = measure(texts, scope=scope)
     if found.exact:
         return found.counted
     tokens, size = found.counted, found.counted_bytes
@@ -226,7 +280,7 @@ def estimate(texts: Sequence[str]) -> int:
     return found.counted + math.ceil(found.rest_bytes * tokens / max(size, 1))
 
 
-def at_most(texts: list[str], limit: int) -> tuple[bool, bool]:
+def at_most(texts: list[str], limit: int, scope: str | None = None) -> tuple[bool, bool]:
     """Whether the texts fit in `limit` tokens, and whether that was decided exactly.
 
     Text of at most `limit` UTF-8 bytes fits without tokenizing (a token is at least one
@@ -238,7 +292,7 @@ def at_most(texts: list[str], limit: int) -> tuple[bool, bool]:
     size = _size("".join(texts))
     if size <= limit:
         return True, True
-    found = measure(texts, limit, max(EXACT_TEXTS, limit + 1), size)
+    found = measure(texts, limit, max(EXACT_TEXTS, limit + 1), size, scope)
     if found.overflow:
         return False, True
     return found.bound <= limit, found.exact

@@ -187,24 +187,24 @@ def _prompt_texts(kind: Kind, body: dict[str, Any]) -> tuple[list[str], int]:
     return texts, added
 
 
-def prompt_estimate(kind: Kind, body: dict[str, Any]) -> int:
+def prompt_estimate(kind: Kind, body: dict[str, Any], scope: str | None = None) -> int:
     """Prompt tokens of a request body, counted offline (an estimate of the provider's;
     past tokens.measure()'s bounds, estimated from the part counted)."""
     ids = _token_ids(kind, body)
     if ids is not None:
         return ids
     texts, added = _prompt_texts(kind, body)
-    return tokens.estimate(texts) + added
+    return tokens.estimate(texts, scope) + added
 
 
-def prompt_bound(kind: Kind, body: dict[str, Any]) -> int:
+def prompt_bound(kind: Kind, body: dict[str, Any], scope: str | None = None) -> int:
     """At least the prompt tokens prompt_estimate() would count, at a bounded cost: the
     exact count up to tokens.measure()'s bounds, a text's bytes past them."""
     ids = _token_ids(kind, body)
     if ids is not None:
         return ids
     texts, added = _prompt_texts(kind, body)
-    return tokens.bound(texts) + added
+    return tokens.bound(texts, scope) + added
 
 
 # Where a streamed delta carries output text (counted when usage is missing).

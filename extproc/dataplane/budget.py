@@ -51,7 +51,7 @@ def plan_reservation(
         output = runtime.reserved_output_tokens
     # An upper bound, never below the count (docs: accounting, budgets): counting a long
     # prompt exactly would hold the event loop.
-    prompt = prompt_bound(kind, planned.request)
+    prompt = prompt_bound(kind, planned.request, tenant.name)
     found = price(runtime, planned.routed, 1)
     cost = round(found.estimate(prompt, output) * NANOS) if found else 0
     return plan(tenant.budgets, tenant.name, planned.model, prompt + output, cost, now)

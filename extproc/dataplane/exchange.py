@@ -438,7 +438,8 @@ class Exchange:
         if self._prompt is None:
             assert self.arrival is not None
             request = self.plan.request if self.plan is not None else {}
-            self._prompt = prompt_estimate(self.arrival.endpoint.kind, request)
+            arrival = self.arrival
+            self._prompt = prompt_estimate(arrival.endpoint.kind, request, arrival.tenant.name)
         return self._prompt
 
     @property

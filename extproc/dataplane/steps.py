@@ -237,6 +237,7 @@ def apply_policies(draft: Draft) -> ApiError | None:
         draft.body,
         draft.redactions,
         draft.decisions,
+        draft.arrival.tenant.name,
     )
     draft.changed = draft.changed or redacted
     return refusal
@@ -272,7 +273,8 @@ def count_here(draft: Draft) -> ApiError | Answered | None:
     (after the policies), counted by the service's tokenizer, named an estimate."""
     if not draft.count_here:
         return None
-    tokens = prompt_estimate(draft.arrival.endpoint.body_kind, draft.body)
+    arrival = draft.arrival
+    tokens = prompt_estimate(arrival.endpoint.body_kind, draft.body, arrival.tenant.name)
     return Answered(200, {"input_tokens": tokens}, ((names.ESTIMATE_HEADER, "offline"),))
 
 

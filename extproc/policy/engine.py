@@ -203,7 +203,12 @@ _MAX_TOKEN_FIELDS = {
 
 
 def _limits(
-    policies: PolicySet, kind: Kind, body: dict[str, Any], texts: list[str], decisions: Decisions
+    policies: PolicySet,
+    kind: Kind,
+    body: dict[str, Any],
+    texts: list[str],
+    decisions: Decisions,
+    scope: str | None,
 ) -> tuple[ApiError | None, bool]:
     changed = False
     # A Responses request's messages are its input items (a string input is one message).
@@ -227,7 +232,7 @@ def _limits(
                     where,
                 ), changed
         if limits.max_prompt_tokens:
-            fits, exact = at_most(texts, limits.max_prompt_tokens)
+            fits, exact = at_most(texts, limits.max_prompt_tokens, scope)
             if not fits:
                 decisions.add(policy.name, "limit", "max_prompt_tokens", "block", shadow, "request")
                 if not shadow:
@@ -349,8 +354,10 @@ def evaluate_request(
     body: dict[str, Any],
     redactions: Redactions,
     decisions: Decisions,
+    scope: str | None = None,
 ) -> tuple[ApiError | None, bool]:
-    """Apply the policies to a parsed request body in place; (error, body changed)."""
+    """Apply the policies to a parsed request body in place; (error, body changed).
+    `scope` (the tenant) keeps the counts of long texts for its later requests."""
     unread: list[Unread] = []
     found = request_found(kind, body, unread)
     for part in unread:
@@ -358,7 +365,7 @@ def evaluate_request(
         if refusal is not None:
             return refusal, False
     texts, roles = found.texts, found.roles
-    error, changed = _limits(policies, kind, body, texts, decisions)
+    error, changed = _limits(policies, kind, body, texts, decisions, scope)
     if error is not None:
         return error, changed
     for rule in policies.request_deny:

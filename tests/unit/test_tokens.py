@@ -168,3 +168,77 @@ def test_loading_skips_the_packages_init_and_hands_back_the_tables() -> None:
     # KB of the tables resident again after counting a long text: pages are mapped back a
     # folio at a time (64 KB to 2 MB, by the kernel and file system), never the ~32 MB.
     assert int(out[2]) <= 4096
+
+
+@pytest.fixture
+def memo(monkeypatch: pytest.MonkeyPatch) -> tokens.Memo:
+    fresh = tokens.Memo(64)
+    monkeypatch.setattr(tokens, "MEMO", fresh)
+    return fresh
+
+
+def test_a_scope_counts_a_long_text_once(recorder: Recorder, memo: tokens.Memo) -> None:
+    """An agent resends its conversation every turn: only the new texts are tokenized."""
+    conversation = [english(6_000), "ok", english(3_000)[1:]]
+    exact = tokens.count(conversation)
+    recorder.read = 0
+    assert tokens.bound(conversation, "team") == exact
+    first = recorder.read
+    assert first >= 9_000
+    turn = [*conversation, english(2_000)[7:]]
+    assert tokens.bound(turn, "team") == tokens.count(turn)
+    counted = tokens.count(turn)
+    recorder.read = 0
+    assert tokens.bound(turn, "team") == tokens.estimate(turn, "team") == counted
+    assert recorder.read == 2 * len("ok")  # short texts are counted every time
+    assert len(memo) == 3
+    # Another tenant's requests are counted for it: its timing cannot tell what was sent.
+    recorder.read = 0
+    assert tokens.bound(conversation, "other") == exact
+    assert recorder.read == first
+    # Without a scope nothing is kept.
+    assert tokens.bound([english(5_000)[3:]]) > 0
+    assert len(memo) == 5
+
+
+def test_a_remembered_count_still_decides_the_limit(recorder: Recorder, memo: tokens.Memo) -> None:
+    text = english(8_000)
+    count = tokens.count([text])
+    assert tokens.at_most([text], count, "team") == (True, True)
+    recorder.read = 0
+    assert tokens.at_most([text], count - 1, "team") == (False, True)
+    assert tokens.at_most([text, text], 2 * count, "team") == (True, True)
+    assert tokens.at_most([text, text], 2 * count - 1, "team") == (False, True)
+    assert recorder.read == 0
+    # Past EXACT_TOKENS a remembered text counts its bytes like any other.
+    found = tokens.measure([text, text], tokens=count + 10, scope="team")
+    assert found.overflow and found.counted == count and found.bound >= 2 * count
+
+
+def test_the_memo_keeps_the_most_recently_used_within_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    memo = tokens.Memo(4)
+    monkeypatch.setattr(tokens, "MEMO", memo)
+    texts = [f"{i} " + english(1_500) for i in range(6)]
+    for text in texts[:4]:
+        tokens.bound([text], "team")
+    tokens.bound([texts[0]], "team")  # used again: kept over texts 1 and 2
+    for text in texts[4:]:
+        tokens.bound([text], "team")
+    kept = {key[2] for key in memo._counts}
+    assert len(memo) == 4
+    assert kept == {hash(texts[i]) for i in (0, 3, 4, 5)}
+
+
+def test_a_memo_entry_is_small() -> None:
+    import tracemalloc
+
+    memo = tokens.Memo(10_000)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(10_000):
+        memo.put(("team", 4_000 + i, hash(str(i))), 1_000 + i, 4_000 + i)
+    per_entry = (tracemalloc.get_traced_memory()[0] - before) / 10_000
+    tracemalloc.stop()
+    assert per_entry < 400, per_entry  # ~320 B: the default 16,384 entries take ~5 MB
