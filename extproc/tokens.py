@@ -21,11 +21,12 @@ import functools
 import importlib.util
 import math
 import sys
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from extproc.lru import Lru
 
 ENCODING = "o200k_base"
 _PACKAGE = "bpe_openai"
@@ -148,33 +149,12 @@ class Measure:
         return self.rest_bytes == 0
 
 
-class Memo:
-    """Counts of long texts, the most recently used kept: an agent sends its whole
-    conversation again every turn, so all but its newest texts were counted before.
-
-    A text is looked up by its length and its hash (SipHash, keyed per process: no one
-    outside can make two texts collide), within a scope: a tenant, so that how fast its
-    requests are counted cannot tell it what another tenant sent.
-    """
-
-    def __init__(self, entries: int) -> None:
-        self.entries = entries
-        self._counts: OrderedDict[tuple[str, int, int], tuple[int, int]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._counts)
-
-    def get(self, key: tuple[str, int, int]) -> tuple[int, int] | None:
-        """(tokens, UTF-8 bytes) of the text, if counted before."""
-        found = self._counts.get(key)
-        if found is not None:
-            self._counts.move_to_end(key)
-        return found
-
-    def put(self, key: tuple[str, int, int], tokens: int, size: int) -> None:
-        self._counts[key] = (tokens, size)
-        if len(self._counts) > self.entries:
-            self._counts.popitem(last=False)
+# Counts of long texts, the most recently used kept: an agent sends its whole conversation
+# again every turn, so all but its newest texts were counted before. A text is looked up by
+# its length and its hash (SipHash, keyed per process: no one outside can make two texts
+# collide), within a scope: a tenant, so that how fast its requests are counted cannot
+# tell it what another tenant sent. Values: (tokens, UTF-8 bytes).
+Memo = Lru[tuple[str, int, int], tuple[int, int]]
 
 
 # Shorter texts cost less to count than to look up. ~320 B an entry.
@@ -188,16 +168,18 @@ def measure(
     calls: int | None = None,
     size: int | None = None,
     scope: str | None = None,
+    read: int | None = None,
 ) -> Measure:
     """Count texts in order while their tokens fit in `tokens` (EXACT_TOKENS by default),
     their bytes in EXACT_BYTES and their number in `calls` (EXACT_TEXTS); a text past any
     of them counts its bytes. Bounded work whatever the size or the number of texts.
-    `size`, when the caller knows it, is the texts' UTF-8 bytes (saves encoding them).
+    `size`, when the caller knows it, is the texts' UTF-8 bytes (saves encoding them);
+    `read`, bytes of text to tokenize at most instead of EXACT_BYTES.
     With a `scope`, long texts it counted before are not counted again (MEMO): they take
     none of the bytes or calls, only their tokens' room."""
     tokenizer = _tokenizer()
     room = EXACT_TOKENS if tokens is None else tokens
-    budget = EXACT_BYTES
+    budget = EXACT_BYTES if read is None else read
     calls = EXACT_TEXTS if calls is None else calls
     counted = counted_bytes = 0
     uncounted: list[str] = []
@@ -239,7 +221,7 @@ def measure(
             counted_bytes += length
             room -= found
             if key is not None:
-                MEMO.put(key, found, length)
+                MEMO.put(key, (found, length))
     uncounted.extend(texts[index:])
     # The rest's bytes at C speed, or from the caller's total.
     rest_bytes = _size("".join(uncounted)) if size is None else size - counted_bytes
@@ -247,10 +229,11 @@ def measure(
     return Measure(counted, counted_bytes, rest_bytes, rest, overflow)
 
 
-def bound(texts: Sequence[str], scope: str | None = None) -> int:
+def bound(texts: Sequence[str], scope: str | None = None, read: int | None = None) -> int:
     """An upper bound of the texts' tokens, exact up to EXACT_TOKENS tokens and EXACT_BYTES
-    bytes of text: what budgets reserve (never less than the exact count)."""
-    return measure(texts, scope=scope).bound
+    (or `read`) bytes of text newly tokenized: what budgets reserve (never less than the
+    exact count)."""
+    return measure(texts, scope=scope, read=read).bound
 
 
 _SAMPLE = 1 << 16

@@ -197,14 +197,17 @@ def prompt_estimate(kind: Kind, body: dict[str, Any], scope: str | None = None) 
     return tokens.estimate(texts, scope) + added
 
 
-def prompt_bound(kind: Kind, body: dict[str, Any], scope: str | None = None) -> int:
+def prompt_bound(
+    kind: Kind, body: dict[str, Any], scope: str | None = None, read: int | None = None
+) -> int:
     """At least the prompt tokens prompt_estimate() would count, at a bounded cost: the
-    exact count up to tokens.measure()'s bounds, a text's bytes past them."""
+    exact count up to tokens.measure()'s bounds (`read`: bytes newly tokenized at most), a
+    text's bytes past them."""
     ids = _token_ids(kind, body)
     if ids is not None:
         return ids
     texts, added = _prompt_texts(kind, body)
-    return tokens.bound(texts, scope) + added
+    return tokens.bound(texts, scope, read) + added
 
 
 # Where a streamed delta carries output text (counted when usage is missing).

@@ -38,11 +38,23 @@ def price(runtime: Runtime, routed: Routed, attempt: int) -> Price | None:
     return runtime.prices.lookup(target.backend.name, routed.upstream_model_for(attempt - 1))
 
 
+# Bytes of new text (not counted before in the tenant's requests) a first reservation
+# tokenizes, ~1 ms of work; texts past them reserve their bytes (a token is at least one
+# byte). Only a refused reservation counts the rest and asks again (the exchange).
+QUICK_READ = 16 * 1024
+
+
 def plan_reservation(
-    runtime: Runtime, arrival: Arrival, planned: Plan, sent: dict[str, Any], now: float
+    runtime: Runtime,
+    arrival: Arrival,
+    planned: Plan,
+    sent: dict[str, Any],
+    now: float,
+    read: int | None = QUICK_READ,
 ) -> Reservation | None:
     """The reservation for the request `sent` to the first backend, when its tenant has
-    budgets."""
+    budgets; its prompt counted up to `read` bytes of new text (None: up to the exact
+    count's bounds)."""
     tenant, kind = arrival.tenant, arrival.endpoint.kind
     if not tenant.budgets or kind not in METERED:  # a token count is not charged
         return None
@@ -51,7 +63,7 @@ def plan_reservation(
         output = runtime.reserved_output_tokens
     # An upper bound, never below the count (docs: accounting, budgets): counting a long
     # prompt exactly would hold the event loop.
-    prompt = prompt_bound(kind, planned.request, tenant.name)
+    prompt = prompt_bound(kind, planned.request, tenant.name, read)
     found = price(runtime, planned.routed, 1)
     cost = round(found.estimate(prompt, output) * NANOS) if found else 0
     return plan(tenant.budgets, tenant.name, planned.model, prompt + output, cost, now)

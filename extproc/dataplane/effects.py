@@ -308,6 +308,10 @@ class Effects:
     def _resolved(self, exchange: Exchange, result: Result) -> None:
         if isinstance(result, Found) and result.stored is not None and exchange.outcome:
             self.metrics.cache_tokens_saved.inc(exchange.outcome.usage.total_tokens)
+        # A refusal the exchange answered with a 429 (a first, rough reservation refused
+        # may be asked again with the exact count).
+        elif isinstance(result, Reserved) and result.refused and exchange.status == 429:
+            self.metrics.budget_refusals.labels(result.refused.budget).inc()
 
     async def _state(self, effect: LoadState | DeleteState) -> Loaded | Deleted | Unavailable:
         operation = "load" if isinstance(effect, LoadState) else "delete"
@@ -382,10 +386,7 @@ class Effects:
     def _reserved(self, reserve: Reserve, refused: int) -> Reserved:
         """The store's answer (the index of the charge it refused, or -1) as a result."""
         charges = reserve.reservation.charges
-        if refused >= 0:
-            self.metrics.budget_refusals.labels(charges[refused].budget).inc()
-            return Reserved(charges[refused])
-        return Reserved(None)
+        return Reserved(charges[refused] if refused >= 0 else None)
 
     async def _reserve_shielded(self, reservation: Reservation) -> int:
         """The store's answer even when the stream is cancelled meanwhile (the client left,

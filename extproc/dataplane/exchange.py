@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import orjson
 
@@ -108,6 +109,9 @@ class Exchange:
         self._asked: Effect | None = None
         self._forward: Continue | None = None
         self._prompt: int | None = None
+        # The body a first reservation was planned for, until its answer: if refused, its
+        # prompt is counted to the exact count's bounds and reserved again.
+        self._sent: dict[str, Any] | None = None
         # A request body whose steps wait for an effect, and the step they resume at.
         self._draft: steps.Draft | None = None
         self._resume_at = 0
@@ -217,6 +221,7 @@ class Exchange:
         reservation = budget.plan_reservation(self.runtime, arrival, plan, draft.body, self.clock())
         if reservation is not None:
             self._pending.append(Reserve(reservation))
+            self._sent = draft.body
         return self._next()
 
     def resolve(self, result: Result) -> Decision | Effect:
@@ -234,8 +239,13 @@ class Exchange:
         if isinstance(result, Reserved):
             assert isinstance(asked, Reserve)
             if result.refused is not None:
+                exact = self._exact_reservation()
+                if exact is not None and exact.tokens < asked.reservation.tokens:
+                    self._pending.insert(0, Reserve(exact))  # it may fit where the first did not
+                    return self._next()
                 return self._over_budget(result.refused)
             self.reservation = asked.reservation
+            self._sent = None
             return self._next()
         assert isinstance(result, Unavailable)
         if isinstance(asked, Reserve) and not self.runtime.store.fail_open:
@@ -330,6 +340,16 @@ class Exchange:
         self.cached = True
         self.status = 200
         return Reply(200, body, [("content-type", content_type), (names.CACHE_HEADER, "hit")])
+
+    def _exact_reservation(self) -> Reservation | None:
+        """The reservation with its prompt counted exactly, once: the first one counted only
+        a little new text, and reserved the rest's bytes."""
+        sent, self._sent = self._sent, None
+        if sent is None:
+            return None
+        assert self.arrival is not None and self.plan is not None
+        runtime, arrival, plan = self.runtime, self.arrival, self.plan
+        return budget.plan_reservation(runtime, arrival, plan, sent, self.clock(), read=None)
 
     def _over_budget(self, charge: Charge) -> Reply:
         retry_after = max(1, charge.window_end - int(self.clock()))

@@ -16,6 +16,7 @@ import orjson
 
 from extproc.apis import ApiError, Kind
 from extproc.apis.text import Found, Unread, request_found
+from extproc.lru import Lru
 from extproc.policy.detectors import Detector, Finding, scan
 from extproc.policy.rules import Action, Applied, Detection, PolicySet
 from extproc.tokens import at_most
@@ -348,6 +349,39 @@ def unreadable(
     )
 
 
+# Long request texts in which a policy set found nothing, no deny rule and no PII: an agent
+# sends its whole conversation again every turn, and only the new texts need reading. Keyed
+# by the set (one tenant's: its timing cannot tell it what another tenant sent), the
+# text's role, its length and its hash (keyed per process, see tokens.Memo).
+CLEAN = Lru[tuple[int, str, int, int], bool](16_384)
+CLEAN_CHARS = 1024
+
+
+@dataclass(slots=True)
+class _Seen:
+    """Which of a request's long texts the policy set found clean before; those it finds
+    clean now are remembered."""
+
+    keys: list[tuple[int, str, int, int] | None]
+    known: list[bool]
+    # False once a (shadow) deny rule matched: it stops at its first text, leaving the
+    # later ones unread by it.
+    keep: bool = True
+
+    @classmethod
+    def of(cls, policies: PolicySet, roles: list[str], texts: list[str]) -> _Seen:
+        keys = [
+            (policies.serial, role, len(text), hash(text)) if len(text) >= CLEAN_CHARS else None
+            for role, text in zip(roles, texts, strict=True)
+        ]
+        return cls(keys, [key is not None and CLEAN.get(key) is not None for key in keys])
+
+    def clean(self, index: int) -> None:
+        key = self.keys[index]
+        if self.keep and key is not None and not self.known[index]:
+            CLEAN.put(key, True)
+
+
 def evaluate_request(
     policies: PolicySet,
     kind: Kind,
@@ -368,21 +402,26 @@ def evaluate_request(
     error, changed = _limits(policies, kind, body, texts, decisions, scope)
     if error is not None:
         return error, changed
+    seen = _Seen.of(policies, roles, texts)
     for rule in policies.request_deny:
-        for role, text in zip(roles, texts, strict=True):
-            if role in rule.roles and rule.search(text) is not None:
+        for index, (role, text) in enumerate(zip(roles, texts, strict=True)):
+            if role in rule.roles and not seen.known[index] and rule.search(text) is not None:
                 decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, "request")
                 if not rule.shadow:
                     return blocked(rule.name), changed
+                seen.keep = False
                 break
     if policies.request_pii:
-        return _redact(policies, found, redactions, decisions, changed, kind, body)
+        return _redact(policies, found, seen, redactions, decisions, changed, kind, body)
+    for index in range(len(texts)):
+        seen.clean(index)
     return None, _decorate(policies, kind, body, decisions) or changed
 
 
 def _redact(
     policies: PolicySet,
     found: Found,
+    seen: _Seen,
     redactions: Redactions,
     decisions: Decisions,
     changed: bool,
@@ -393,12 +432,15 @@ def _redact(
         redactions.avoid(text)
     for index, (role, text) in enumerate(zip(found.roles, found.texts, strict=True)):
         detection = policies.request_detection[role]
-        if not detection.applied:
+        if not detection.applied or seen.known[index]:
+            seen.clean(index)
             continue
         findings, block = scan_pii(text, detection, decisions, "request")
         if block is not None:
             return pii_blocked(block.detector, block.policy), changed
-        if findings:
+        if not findings:
+            seen.clean(index)
+        else:
             new = rewrite(text, findings, detection, redactions)
             if new != text:
                 found.write(index, new)

@@ -3,6 +3,7 @@ built at config load."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -135,6 +136,9 @@ class Detection:
         )
 
 
+_SERIALS = itertools.count()
+
+
 @dataclass(frozen=True, slots=True)
 class PolicySet:
     """The policies of one tenant and model, in order, flattened for the hot path (built
@@ -156,6 +160,8 @@ class PolicySet:
     tool_call_detection: Detection = field(init=False)
     tool_result_deny: tuple[DenyRule, ...] = field(init=False)
     tool_result_detection: Detection = field(init=False)
+    # Unique in the process, never reused: what the engine's memo of clean texts is keyed by.
+    serial: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         deny = [rule for policy in self.policies for rule in policy.deny]
@@ -183,6 +189,7 @@ class PolicySet:
         set_(self, "tool_result_deny", tuple(r for r in deny if r.tool_result))
         tool_result_pii = tuple(r for r in pii if r.tool_result)
         set_(self, "tool_result_detection", Detection.of(tool_result_pii, None))
+        set_(self, "serial", next(_SERIALS))
 
     @property
     def empty(self) -> bool:

@@ -41,6 +41,9 @@ tenants:
   - name: bystander
     api_key_sha256: ["{bystander}"]
     budgets: [{{name: hourly, window: hour, max_tokens: 1000000}}]
+  - name: long
+    api_key_sha256: ["{long}"]
+    budgets: [{{name: long-prompts, window: day, max_tokens: 40000}}]
 """
 )
 # One request: a short prompt and a completion cap of 40 (the reservation), of which the
@@ -58,6 +61,7 @@ def launch(workdir: Path, store: str, **ports: int) -> Gateway:
         tiny=sha256("key-tiny"),
         streamer=sha256("key-streamer"),
         bystander=sha256("key-bystander"),
+        long=sha256("key-long"),
         ports=ports,
     )
 
@@ -259,3 +263,44 @@ def test_client_disconnect_is_charged_for_what_was_streamed(
     assert usage["reserved_tokens"] > usage["total_tokens"]
     # The reservation was settled down to the partial usage.
     assert settled(redis_url, prefix, "streamer", usage["total_tokens"]) == usage["total_tokens"]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_a_long_prompt_is_admitted_by_its_count_not_its_bytes(
+    store: str, request: pytest.FixtureRequest
+) -> None:
+    """A long prompt first reserves its bytes (counting it would hold the event loop); where
+    the budget refuses that, it is counted and asked again, so a request is refused only
+    when its count does not fit. Only the client's 429s are counted as refusals."""
+    if store == "memory":
+        gateway: Gateway = request.getfixturevalue("memory_gateway")
+    else:
+        gateway = request.getfixturevalue("redis_gateways")[0]
+    refusals = gateway.metric("extproc_budget_refusals_total", budget="long-prompts")
+
+    def send(number: int) -> httpx.Response:
+        words = " ".join(f"{store}{number}w{n % 89}" for n in range(6_000))  # ~60 KB, new
+        return httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json={
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": words}],
+                "max_tokens": 10,
+            },
+            headers={"authorization": "Bearer key-long"},
+            timeout=15,
+        )
+
+    first = send(0)
+    assert first.status_code == 200, first.text  # ~60K bytes: past 40,000 by its bytes
+    record = _wait_record([gateway], first.headers["x-request-id"])
+    assert 10 < record["usage"]["reserved_tokens"] < 40_000
+    responses = [first]
+    for number in range(1, 6):
+        responses.append(send(number))
+        if responses[-1].status_code == 429:
+            break
+    assert responses[-1].status_code == 429, [r.status_code for r in responses]
+    assert responses[-1].json()["error"]["code"] == "budget_exceeded"
+    after = gateway.metric("extproc_budget_refusals_total", budget="long-prompts")
+    assert after == refusals + 1

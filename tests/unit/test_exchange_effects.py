@@ -148,3 +148,91 @@ def test_every_step_passes_a_plain_request_into_a_plan() -> None:
     plan = draft.plan()
     assert plan.model == "gpt-4o-mini" and plan.translation is None and not plan.stream
     assert plan.cache_key is not None and plan.first.backend.name == "openai"
+
+
+def long_chat(size: int) -> bytes:
+    """A chat whose prompt was never counted before (a new text every call)."""
+    global _calls
+    _calls += 1
+    words = " ".join(f"word{n % 97}" for n in range(size // 7))
+    content = f"Prompt {_calls}: {words}"[:size]
+    return orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 10, "messages": [
+        {"role": "user", "content": content}]})  # fmt: skip
+
+
+_calls = 0
+
+
+def reserve_for(rt: Any, raw: bytes) -> tuple[Exchange, Reserve]:
+    exchange = started(rt)
+    exchange.request_body(raw)
+    reserve = exchange.resolve(Found(None))
+    assert isinstance(reserve, Reserve)
+    return exchange, reserve
+
+
+def test_a_long_new_prompt_first_reserves_its_bytes_and_is_counted_only_if_refused() -> None:
+    """Counting a long prompt holds the event loop: the first reservation counts at most
+    QUICK_READ bytes of new text and reserves the rest's bytes, never fewer than its tokens.
+    Refused, it is counted to the exact bounds and asked again, so a request that would fit
+    its budget alone is never refused for the bound."""
+    from extproc import tokens
+    from extproc.dataplane.budget import QUICK_READ
+
+    rt = runtime(CONFIG.replace("FAIL_OPEN", "false").replace("2000", "40000"))
+    raw = long_chat(60_000)
+    prompt = orjson.loads(raw)["messages"][0]["content"]
+    exact = tokens.count([prompt])
+    size = len(prompt.encode())
+    assert exact < 40_000 - 10 < size  # fits by its count, not by its bytes
+
+    exchange, reserve = reserve_for(rt, raw)
+    assert reserve.reservation.tokens >= size > QUICK_READ
+    again = exchange.resolve(Reserved(reserve.reservation.charges[0]))
+    assert isinstance(again, Reserve) and again.reservation.tokens < 40_000
+    assert again.reservation.tokens >= exact + 10
+    forward = exchange.resolve(Reserved(None))
+    assert isinstance(forward, Continue) and exchange.reservation is again.reservation
+
+    # The same prompt again (an agent's next turn): remembered, counted at once.
+    _, first = reserve_for(rt, raw)
+    assert first.reservation.tokens == again.reservation.tokens
+
+    # Refused by its exact count as well: the client's 429, after two asks only.
+    exchange, reserve = reserve_for(rt, long_chat(200_000))
+    again = exchange.resolve(Reserved(reserve.reservation.charges[0]))
+    assert isinstance(again, Reserve)
+    refusal = exchange.resolve(Reserved(again.reservation.charges[0]))
+    assert isinstance(refusal, Reply) and refusal.status == 429
+    assert not exchange.forwarded
+
+    # A short prompt is counted exactly at once: refused, it is refused.
+    exchange = started(rt)
+    exchange.request_body(CHAT)
+    reserve = exchange.resolve(Found(None))
+    assert isinstance(reserve, Reserve)
+    refusal = exchange.resolve(Reserved(reserve.reservation.charges[0]))
+    assert isinstance(refusal, Reply) and refusal.status == 429
+
+
+def test_the_in_process_store_admits_by_the_exact_count_when_the_bound_does_not_fit() -> None:
+    from extproc.accounting.budgets import MemoryStore
+
+    rt = runtime(CONFIG.replace("FAIL_OPEN", "false").replace("2000", "40000"))
+    store = MemoryStore()
+
+    def through_store(raw: bytes) -> Continue | Reply:
+        exchange, asked = reserve_for(rt, raw)
+        while True:
+            refused = store.reserve_now(asked.reservation.charges)
+            charge = None if refused < 0 else asked.reservation.charges[refused]
+            decided = exchange.resolve(Reserved(charge))
+            if not isinstance(decided, Reserve):
+                assert isinstance(decided, Continue | Reply)
+                return decided
+            asked = decided
+
+    assert isinstance(through_store(long_chat(60_000)), Continue)  # ~20K tokens of 40K
+    assert isinstance(through_store(long_chat(30_000)), Continue)  # ~10K more
+    third = through_store(long_chat(60_000))  # another ~20K: past the limit
+    assert isinstance(third, Reply) and third.status == 429

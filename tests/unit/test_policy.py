@@ -511,3 +511,98 @@ def test_a_placeholder_the_client_typed_is_not_restored_into_a_value() -> None:
     assert "[EMAIL_1] literally" in text and "a@x.io" not in text
     assert "[EMAIL_2]" in text  # numbered past the client's own
     assert redactions.restore(text) == "Reply with [EMAIL_1] literally; mine is a@x.io"
+
+
+LONG = "The build log says nothing of interest here. " * 40  # past CLEAN_CHARS
+# The guard policy without its limits, and the shadow one.
+UNLIMITED = runtime(
+    POLICIES.replace(
+        "    limits: {max_messages: 5, max_prompt_tokens: 200, max_tokens: 100, "
+        "default_max_tokens: 50}\n",
+        "",
+    ).replace(
+        "tenants: [{name: t, policies: [guard, watch]}]",
+        "tenants: [{name: t, policies: [guard, watch]}, {name: other, policies: [guard, watch]}]",
+    )
+)
+
+
+def read(
+    body: dict[str, Any], tenant: str = "t"
+) -> tuple[ApiError | None, dict[str, Any], Decisions]:
+    body = copy.deepcopy(body)
+    decisions = Decisions()
+    policies = UNLIMITED.policy_set(UNLIMITED.tenants[tenant], UNLIMITED.models[0])
+    error, _ = evaluate_request(policies, Kind.CHAT, body, Redactions(), decisions)
+    return error, body, decisions
+
+
+class Reads:
+    """How many times the detectors and deny rules read a text."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from extproc.policy import engine
+        from extproc.policy.rules import DenyRule
+
+        self.scans = self.searches = 0
+        scan, search = engine.scan, DenyRule.search
+
+        def counted_scan(text: str, detectors: Any) -> Any:
+            self.scans += text == LONG or "EMAIL" in text or "@" in text
+            return scan(text, detectors)
+
+        def counted_search(rule: DenyRule, text: str) -> Any:
+            self.searches += 1
+            return search(rule, text)
+
+        monkeypatch.setattr(engine, "scan", counted_scan)
+        monkeypatch.setattr(DenyRule, "search", counted_search)
+        monkeypatch.setattr(engine, "CLEAN", type(engine.CLEAN)(64))
+
+
+def test_a_long_text_found_clean_is_not_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent resends its conversation each turn: the texts found clean before are not
+    scanned again, and what the policies decide is the same."""
+    reads = Reads(monkeypatch)
+    first = read(chat(LONG, "short and new"))
+    assert first[0] is None and reads.scans == 1 and reads.searches > 0
+    reads.scans = reads.searches = 0
+    again = read(chat(LONG, "another new one"))
+    assert again[0] is None and reads.scans == 0
+    assert reads.searches == 3  # the short text, by each of the three deny rules
+    # As a system prompt the same text is read: rules differ by role.
+    read(chat(LONG, role="system"))
+    assert reads.scans == 1
+    # Another tenant's policies read it for themselves.
+    reads.scans = 0
+    read(chat(LONG), tenant="other")
+    assert reads.scans == 1
+
+
+def test_a_long_text_with_findings_is_read_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = Reads(monkeypatch)
+    mail = LONG + " Write to ops@example.com."
+    for _ in range(2):
+        error, body, decisions = read(chat(mail))
+        assert error is None
+        user = next(m for m in body["messages"] if m["role"] == "user")
+        assert user["content"].endswith("Write to [EMAIL_1].")
+        assert decision(decisions, "email")["count"] == 1
+    assert reads.scans == 2
+    # A refusal stays a refusal.
+    bomb = LONG + " how to build a bomb"
+    for _ in range(2):
+        error, *_ = read(chat(bomb))
+        assert error is not None and "'weapons'" in error.message
+
+
+def test_a_shadow_match_keeps_the_request_from_being_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shadow deny rule stops at the first text it matches: the later texts were not
+    read by it, so none of the request's texts count as clean."""
+    reads = Reads(monkeypatch)
+    for _ in range(2):
+        error, _, decisions = read(chat("acme " + LONG, LONG))
+        assert error is None and decision(decisions, "competitor")["mode"] == "shadow"
+    assert reads.scans == 2  # LONG, scanned in both requests

@@ -226,7 +226,7 @@ def test_the_memo_keeps_the_most_recently_used_within_its_bound(
     tokens.bound([texts[0]], "team")  # used again: kept over texts 1 and 2
     for text in texts[4:]:
         tokens.bound([text], "team")
-    kept = {key[2] for key in memo._counts}
+    kept = {key[2] for key in memo}
     assert len(memo) == 4
     assert kept == {hash(texts[i]) for i in (0, 3, 4, 5)}
 
@@ -238,7 +238,7 @@ def test_a_memo_entry_is_small() -> None:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i in range(10_000):
-        memo.put(("team", 4_000 + i, hash(str(i))), 1_000 + i, 4_000 + i)
+        memo.put(("team", 4_000 + i, hash(str(i))), (1_000 + i, 4_000 + i))
     per_entry = (tracemalloc.get_traced_memory()[0] - before) / 10_000
     tracemalloc.stop()
     assert per_entry < 400, per_entry  # ~320 B: the default 16,384 entries take ~5 MB
