@@ -362,23 +362,26 @@ class _Seen:
     """Which of a request's long texts the policy set found clean before; those it finds
     clean now are remembered."""
 
-    keys: list[tuple[int, str, int, int] | None]
-    known: list[bool]
+    keys: dict[int, tuple[int, str, int, int]]  # by the text's index, long texts only
+    known: set[int]
     # False once a (shadow) deny rule matched: it stops at its first text, leaving the
     # later ones unread by it.
     keep: bool = True
 
     @classmethod
     def of(cls, policies: PolicySet, roles: list[str], texts: list[str]) -> _Seen:
-        keys = [
-            (policies.serial, role, len(text), hash(text)) if len(text) >= CLEAN_CHARS else None
-            for role, text in zip(roles, texts, strict=True)
-        ]
-        return cls(keys, [key is not None and CLEAN.get(key) is not None for key in keys])
+        keys: dict[int, tuple[int, str, int, int]] = {}
+        known: set[int] = set()
+        for index, text in enumerate(texts):
+            if len(text) >= CLEAN_CHARS:
+                key = keys[index] = (policies.serial, roles[index], len(text), hash(text))
+                if CLEAN.get(key) is not None:
+                    known.add(index)
+        return cls(keys, known)
 
     def clean(self, index: int) -> None:
-        key = self.keys[index]
-        if self.keep and key is not None and not self.known[index]:
+        key = self.keys.get(index)
+        if self.keep and key is not None and index not in self.known:
             CLEAN.put(key, True)
 
 
@@ -405,7 +408,7 @@ def evaluate_request(
     seen = _Seen.of(policies, roles, texts)
     for rule in policies.request_deny:
         for index, (role, text) in enumerate(zip(roles, texts, strict=True)):
-            if role in rule.roles and not seen.known[index] and rule.search(text) is not None:
+            if role in rule.roles and index not in seen.known and rule.search(text) is not None:
                 decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, "request")
                 if not rule.shadow:
                     return blocked(rule.name), changed
@@ -413,7 +416,7 @@ def evaluate_request(
                 break
     if policies.request_pii:
         return _redact(policies, found, seen, redactions, decisions, changed, kind, body)
-    for index in range(len(texts)):
+    for index in seen.keys:
         seen.clean(index)
     return None, _decorate(policies, kind, body, decisions) or changed
 
@@ -432,7 +435,7 @@ def _redact(
         redactions.avoid(text)
     for index, (role, text) in enumerate(zip(found.roles, found.texts, strict=True)):
         detection = policies.request_detection[role]
-        if not detection.applied or seen.known[index]:
+        if not detection.applied or index in seen.known:
             seen.clean(index)
             continue
         findings, block = scan_pii(text, detection, decisions, "request")
