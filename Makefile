@@ -84,6 +84,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/responses.py
 	$(BIN)/python bench/mcp.py
 	$(BIN)/python bench/large_prompts.py
+	$(BIN)/python bench/fixed_rate.py
 
 ## The ext_proc transport alone: server CPU per message from raw HTTP/2 frames, no Envoy.
 bench-transport: $(DEV_STAMP)

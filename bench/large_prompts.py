@@ -39,6 +39,8 @@ from bench.run import (  # noqa: E402
     median_of,
     start_mock,
     start_setup,
+    tree,
+    tree_cpu,
 )
 from extproc.control.stack import Stack, free_port  # noqa: E402
 
@@ -114,9 +116,15 @@ def measure(
     waits from Envoy's access log) under (label, name)."""
     log = stack.workdir / "envoy.log"
     offset = log.stat().st_size
+    service = stack.processes.get("service")
+    pids = tree(service.pid) if service is not None else []
+    cpu = tree_cpu(pids)
     results = fixed_rates([(url, b, r, h) for b, r, h in schedules], SECONDS)
     if len(schedules) == 1:
         results[0].update(extproc_waits(log, offset))
+        if pids:  # the warm-up's 20 requests included
+            requests = results[0]["requests"] + 20
+            results[0]["service_cpu_us"] = (tree_cpu(pids) - cpu) / requests * 1e6
     runs.setdefault((label, name), []).append(results[0])
     print(f"{label} / {name}: {results[0]}", flush=True)
 
@@ -157,17 +165,18 @@ def report(rows: Runs) -> None:
     print(f"fixed rates: 1 KB at {SMALL_RATE:.0f}/s, 400 KB at {LARGE_RATE:.0f}/s, {SECONDS:.0f} s")
     print(
         "| requests | Envoy alone p50 / p99 ms | pipeline p50 / p99 ms | added p50 / p99 ms "
-        "| service's request-body wait p50 µs |"
+        "| service's request-body wait p50 µs | service CPU µs/request |"
     )
-    print("|---|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|")
     alone, full = (label for label, *_ in SETUPS)
     for name in dict.fromkeys(name for _, name in rows):
         a, f = median_of(rows[(alone, name)]), median_of(rows[(full, name)])
-        wait = f.get("request_body_wait_us")
+        wait, cpu = f.get("request_body_wait_us"), f.get("service_cpu_us")
         print(
             f"| {name} | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | {f['p50_ms']:.2f} / "
             f"{f['p99_ms']:.2f} | {f['p50_ms'] - a['p50_ms']:+.2f} / "
-            f"{f['p99_ms'] - a['p99_ms']:+.2f} | {'-' if wait is None else f'{wait:,.0f}'} |"
+            f"{f['p99_ms'] - a['p99_ms']:+.2f} | {'-' if wait is None else f'{wait:,.0f}'} | "
+            f"{'-' if cpu is None else f'{cpu:,.0f}'} |"
         )
 
 

@@ -4,7 +4,8 @@ wrk measures a saturated gateway; this measures one that is not. Requests start 
 schedule (RATE per second) whether or not earlier ones have finished, so a slow reply
 cannot hold back the next request and hide its own delay (no coordinated omission): each
 latency runs from the request's scheduled start. Every request runs on a kept-alive
-connection from a pool that grows when all are busy.
+connection from a pool that grows when all are busy, up to
+MAX_CONNECTIONS.
 
 For a streamed request, the time to first token is the time to the first body bytes (the
 first SSE event); the latency is the time to the end of the stream.
@@ -29,6 +30,9 @@ import uvloop
 from extproc.digits import strict_int
 
 MAX_HEAD = 64 * 1024
+# Connections open at most: past the rate a gateway sustains, requests wait for one (their
+# latency still runs from their scheduled start) instead of opening thousands.
+MAX_CONNECTIONS = 256
 
 
 class ResponseError(Exception):
@@ -188,8 +192,13 @@ async def _run(
     loop = asyncio.get_running_loop()
     idle: list[_Connection] = []
     opened: list[_Connection] = []
+    in_flight = asyncio.Semaphore(MAX_CONNECTIONS)
 
     async def one(scheduled: float, index: int) -> None:
+        async with in_flight:
+            await send(scheduled, index)
+
+    async def send(scheduled: float, index: int) -> None:
         nonlocal errors
         connection = None
         while idle:
@@ -221,6 +230,7 @@ async def _run(
         first.clear()
         errors = 0
         count = int(rate * seconds)
+        cpu = time.process_time()
         start = time.perf_counter() + 0.05
         tasks = []
         for index in range(count):
@@ -230,6 +240,7 @@ async def _run(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(scheduled, index)))
         await asyncio.gather(*tasks)
+        cpu = time.process_time() - cpu
     finally:
         for connection in opened:
             if connection.transport is not None:
@@ -243,6 +254,9 @@ async def _run(
         "p99_ms": percentile(total, 0.99) * 1e3,
         "first_p50_ms": statistics.median(first) * 1e3,
         "first_p99_ms": percentile(first, 0.99) * 1e3,
+        # This client's own CPU per request (all schedules run at once share it).
+        "client_cpu_us": cpu / count * 1e6,
+        "connections": float(len(opened)),
     }
 
 
