@@ -14,7 +14,7 @@ request-body wait from Envoy's access log; medians of ROUNDS interleaved rounds.
 upstream answers every 400 KB request with one recorded answer (bench/upstream.py's
 x-bench-answer), so a new body costs it nothing. Figures are printed, not asserted.
 Environment: BENCH_ROUNDS (default 3), BENCH_RATE_SECONDS (10), BENCH_SMALL_RATE (100),
-BENCH_LARGE_RATE (10).
+BENCH_LARGE_RATE (10), BENCH_WORKERS (the service's workers, default 1).
 """
 
 from __future__ import annotations
@@ -55,7 +55,15 @@ FULL = POLICY.replace("DIRS", "request").replace(
     "tenants:\n  - name: bench\n    policies: [demo]\n"
     "    budgets: [{name: daily, window: day, max_tokens: 1000000000000}]",
 )
-SETUPS = (("Envoy alone", "mock", TENANT), ("Envoy + extproc, demo policy + budget", None, FULL))
+# The service's worker processes (`service.workers`): with 2, a stream waits only behind the
+# work of the streams on its own worker. Budgets then need Redis: these runs have none.
+WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
+if WORKERS > 1:
+    PIPELINE = f"Envoy + extproc, demo policy, {WORKERS} workers"
+    SETUPS = (("Envoy alone", "mock", TENANT), (PIPELINE, None, POLICY.replace("DIRS", "request")))
+else:
+    PIPELINE = "Envoy + extproc, demo policy + budget"
+    SETUPS = (("Envoy alone", "mock", TENANT), (PIPELINE, None, FULL))
 SHARED = {"x-bench-answer": "large"}
 # English with a few non-ASCII characters, and nothing the demo policy blocks.
 ENGLISH = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
@@ -142,7 +150,8 @@ def main() -> None:
         try:
             for label, bare, tail in SETUPS:
                 name = label.replace(" ", "-").replace(",", "").replace("+", "")
-                stacks[label] = start_setup(workdir / name, mock_port, tail, bare)
+                workers = WORKERS if bare is None else 1
+                stacks[label] = start_setup(workdir / name, mock_port, tail, bare, None, workers)
             for _ in range(ROUNDS):
                 for label, (stack, url) in stacks.items():
                     measure(runs, label, stack, url, "1 KB", [(small, SMALL_RATE, None)])
