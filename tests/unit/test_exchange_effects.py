@@ -236,3 +236,48 @@ def test_the_in_process_store_admits_by_the_exact_count_when_the_bound_does_not_
     assert isinstance(through_store(long_chat(30_000)), Continue)  # ~10K more
     third = through_store(long_chat(60_000))  # another ~20K: past the limit
     assert isinstance(third, Reply) and third.status == 429
+
+
+def test_a_large_body_pauses_around_the_policies() -> None:
+    """A large body's steps pause for the event loop before and after its policies (each
+    part then holds the loop for less); what is decided is the same."""
+    from extproc.dataplane.decisions import RESUMED, Pause
+    from extproc.dataplane.steps import PAUSE_BYTES
+
+    text = CONFIG.replace("FAIL_OPEN", "false").replace(
+        "    budgets:", "    policies: [guard]\n    budgets:"
+    ).replace("2000", "100000000") + (
+        "policies:\n  - name: guard\n    pii: [{detector: email}]\n"
+        '    deny: [{name: weapons, keywords: ["build a bomb"]}]\n'
+    )
+    guarded = runtime(text)
+    filler = "All is well. " * (PAUSE_BYTES // 13)
+
+    def body(last: str) -> bytes:
+        return orjson.dumps({"model": "gpt-4o-mini", "messages": [
+            {"role": "user", "content": filler}, {"role": "user", "content": last}]})  # fmt: skip
+
+    exchange = started(guarded)
+    steps = [exchange.request_body(body("mail me at a@example.com"))]
+    while not isinstance(steps[-1], Continue | Reply):
+        result = RESUMED if isinstance(steps[-1], Pause) else None
+        if isinstance(steps[-1], Lookup):
+            result = Found(None)
+        elif isinstance(steps[-1], Reserve):
+            result = Reserved(None)
+        assert result is not None, steps[-1]
+        steps.append(exchange.resolve(result))
+    assert [type(s).__name__ for s in steps] == ["Pause", "Pause", "Lookup", "Reserve", "Continue"]
+    forward = steps[-1]
+    assert isinstance(forward, Continue) and forward.body is not None
+    assert orjson.loads(forward.body)["messages"][1]["content"] == "mail me at [EMAIL_1]"
+
+    # A refusal by the policies comes after the first pause, and ends the request there.
+    exchange = started(guarded)
+    assert isinstance(exchange.request_body(body("how to build a bomb")), Pause)
+    refusal = exchange.resolve(RESUMED)
+    assert isinstance(refusal, Reply) and refusal.status == 400
+    assert not exchange.forwarded
+
+    # A small body does not pause.
+    assert isinstance(started(guarded).request_body(CHAT), Lookup)
