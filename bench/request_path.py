@@ -33,7 +33,7 @@ from extproc.apis import ENDPOINTS  # noqa: E402
 from extproc.apis.validation import validate  # noqa: E402
 from extproc.config.loader import load_text  # noqa: E402
 from extproc.dataplane.budget import QUICK_READ  # noqa: E402
-from extproc.dataplane.decisions import RESUMED, Continue, Pause, Reply, Reserve  # noqa: E402
+from extproc.dataplane.decisions import Continue, Reply, Reserve  # noqa: E402
 from extproc.dataplane.exchange import Exchange  # noqa: E402
 from extproc.policy import engine  # noqa: E402
 from extproc.policy.engine import Decisions, Redactions, evaluate_request  # noqa: E402
@@ -194,8 +194,6 @@ def request_body(raw: bytes, path: str) -> str:
     headers = {":path": path, ":method": "POST", "authorization": f"Bearer {KEY}"}
     assert isinstance(exchange.request_headers(headers, False), Continue)
     decision = exchange.request_body(raw)
-    while isinstance(decision, Pause):  # a large body's steps, run here without a loop
-        decision = exchange.resolve(RESUMED)
     if isinstance(decision, Reply):
         return f"{decision.status} {exchange.error_code}"
     assert isinstance(decision, Reserve), decision

@@ -74,15 +74,7 @@ class DeleteState:
     response_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """Serve what else is waiting on the event loop before the body's next steps: a large
-    body's work would hold it for milliseconds in one piece."""
-
-
-PAUSE = Pause()
-
-Effect = Lookup | Reserve | LoadState | DeleteState | Pause
+Effect = Lookup | Reserve | LoadState | DeleteState
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +113,6 @@ class Deleted:
     existed: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Resumed:
-    """A Pause's result: the loop served what was waiting."""
-
-
-RESUMED = Resumed()
-
-Result = Found | Reserved | Loaded | Deleted | Unavailable | Resumed
+Result = Found | Reserved | Loaded | Deleted | Unavailable
 
 Decision = Continue | Reply

@@ -18,7 +18,6 @@ from extproc.capture import Rate, Sampler, Sink, worker_path
 from extproc.config.runtime import Runtime
 from extproc.dataplane import envoy, report, tool_capture
 from extproc.dataplane.decisions import (
-    RESUMED,
     Decision,
     Deleted,
     DeleteState,
@@ -27,7 +26,6 @@ from extproc.dataplane.decisions import (
     Loaded,
     LoadState,
     Lookup,
-    Pause,
     Reserve,
     Reserved,
     Result,
@@ -284,9 +282,6 @@ class Effects:
                 result = await self._lookup(effect)
             elif isinstance(effect, Reserve):
                 result = await self._reserve(effect)
-            elif isinstance(effect, Pause):
-                await asyncio.sleep(0)
-                result = RESUMED
             else:
                 result = await self._state(effect)
             step = exchange.resolve(result)

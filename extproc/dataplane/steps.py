@@ -23,7 +23,7 @@ from extproc.apis.validation import validate
 from extproc.config.runtime import Backend, Runtime
 from extproc.dataplane import conversation
 from extproc.dataplane.conversation import Memory
-from extproc.dataplane.decisions import PAUSE, LoadState, Pause
+from extproc.dataplane.decisions import LoadState
 from extproc.dataplane.stages import Arrival, Plan
 from extproc.digits import strict_int
 from extproc.policy.engine import (
@@ -113,16 +113,7 @@ class Draft:
 
 # A step ends the run (a refusal, the service's own answer), asks for an effect (the run
 # pauses and resumes after it), or passes (None).
-Step = Callable[[Draft], ApiError | Answered | LoadState | Pause | None]
-
-# A body this large takes milliseconds to read (~2-5 ms for 400 KB, most of it the
-# policies'): its steps pause before and after the policies, so that other streams'
-# messages are served in between rather than behind the whole of it.
-PAUSE_BYTES = 256 * 1024
-
-
-def pause(draft: Draft) -> Pause | None:
-    return PAUSE if len(draft.raw) >= PAUSE_BYTES else None
+Step = Callable[[Draft], ApiError | Answered | LoadState | None]
 
 
 def parse(draft: Draft) -> ApiError | None:
@@ -358,9 +349,7 @@ STEPS: tuple[Step, ...] = (
     check,
     route,
     choose_translation,
-    pause,
     apply_policies,
-    pause,
     recall,
     count_here,
     ask_stream_usage,
@@ -371,7 +360,7 @@ STEPS: tuple[Step, ...] = (
 
 def run(
     draft: Draft, start: int = 0, steps: tuple[Step, ...] = STEPS
-) -> tuple[ApiError | Answered | LoadState | Pause | None, int]:
+) -> tuple[ApiError | Answered | LoadState | None, int]:
     """Run the steps in order from `start`; the first refusal, answer or effect ends the
     run. Returns it, and the step to resume at."""
     for index in range(start, len(steps)):
