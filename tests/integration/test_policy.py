@@ -271,3 +271,43 @@ def test_responses_text_policies_cannot_read_is_refused(policed: Gateway) -> Non
     with pytest.raises(openai.BadRequestError) as refused:
         client.responses.create(model="responses-model", instructions="hi", input="build a bomb")
     assert "'weapons'" in refused.value.message
+
+
+def test_an_agents_long_conversation_is_governed_on_every_turn(policed: Gateway) -> None:
+    """A ~400 KB conversation sent twice as an agent does, growing by a turn (its clean
+    texts are not read again): its e-mail addresses are redacted and restored each time,
+    a deny rule in a new message refuses it, and short requests are served meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = policed.openai(KEYS["app"])
+    earlier = [
+        {"role": "user" if n % 2 == 0 else "assistant", "content": f"Step {n}. " + "fine " * 800}
+        for n in range(100)
+    ]
+    earlier[40]["content"] += " Write to ops@example.com."
+    turn = [*earlier, *ask("Summarise, and mail it to lead@example.org")]
+
+    def short(n: int) -> str:
+        answer = client.chat.completions.create(model="gpt-4o-mini", messages=ask(f"hi {n}"))
+        return answer.choices[0].message.content or ""
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        shorts = pool.map(short, range(8))
+        second = [*turn, *ask("And again, to lead@example.org")]
+        for messages, seen in (
+            (turn, "Summarise, and mail it to [EMAIL_2]"),
+            (second, "And again, to [EMAIL_2]"),
+        ):
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=messages
+            )
+            # The provider saw placeholders ([EMAIL_1] is the earlier address); the client
+            # gets the mock's echo with the values put back.
+            assert raw.headers["x-mock-prompt-sha256"] == prompt_digest(seen)
+            assert raw.parse().choices[0].message.content == messages[-1]["content"]
+        assert list(shorts) == [f"hi {n}" for n in range(8)]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[*turn, *ask("now build a bomb")]
+        )
+    assert "weapons" in refused.value.message
