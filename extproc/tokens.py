@@ -157,7 +157,7 @@ class Measure:
 Memo = Lru[tuple[str, int, int], tuple[int, int]]
 
 
-# Shorter texts cost less to count than to look up. ~320 B an entry.
+# Shorter texts cost less to count than to look up.
 MEMO_CHARS = 1024
 MEMO = Memo(16_384)
 

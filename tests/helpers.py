@@ -23,6 +23,19 @@ from extproc.control.stack import grpc_serving, wait_until
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# An MCP client's first request (a session of the 2025-06-18 revision).
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"},
+    },
+}
+
+
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -39,8 +39,9 @@ def price(runtime: Runtime, routed: Routed, attempt: int) -> Price | None:
 
 
 # Bytes of new text (not counted before in the tenant's requests) a first reservation
-# tokenizes, ~1 ms of work; texts past them reserve their bytes (a token is at least one
-# byte). Only a refused reservation counts the rest and asks again (the exchange).
+# tokenizes, so that a long prompt does not hold the event loop; texts past them reserve
+# their bytes (a token is at least one byte). Only a refused reservation counts the rest
+# and asks again (the exchange).
 QUICK_READ = 16 * 1024
 
 

@@ -25,7 +25,7 @@ from mcp.types import TextContent
 from extproc.apis import mcp
 from extproc.control.stack import free_port
 from tests.conftest import RedisServer
-from tests.helpers import sha256
+from tests.helpers import INITIALIZE, sha256
 from tests.integration.conftest import GATEWAY_KEYS, PORTS, Gateway, start_gateway
 from tests.integration.mcp_servers import INJECTION, TOOLS_KEY
 
@@ -454,16 +454,6 @@ def post(url: str, key: str, body: dict[str, Any], session_id: str = "") -> http
     return httpx.post(url, headers=headers, content=orjson.dumps(body), timeout=10)
 
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "test", "version": "1"},
-    },
-}
 LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 
 

@@ -16,7 +16,7 @@ import pytest
 from mcp.shared.exceptions import McpError
 
 from extproc.control.replay import replay
-from tests.helpers import sha256
+from tests.helpers import INITIALIZE, sha256
 from tests.integration.conftest import (
     GATEWAY_KEYS,
     PORTS,
@@ -25,7 +25,7 @@ from tests.integration.conftest import (
     start_gateway,
 )
 from tests.integration.mcp_servers import TOOLS_KEY
-from tests.integration.test_mcp import INITIALIZE, post, servers, session, text_of
+from tests.integration.test_mcp import post, servers, session, text_of
 
 __all__ = ["servers"]  # the MCP servers' fixture, shared with test_mcp
 

@@ -22,6 +22,7 @@ from mcp.types import TextContent
 
 from extproc.control.stack import free_port
 from extproc.devtools.mcp_demo import STATS_PATH, TOOLS, DemoServer
+from tests.helpers import INITIALIZE
 
 MODES = [
     pytest.param(False, False, id="sse-stateful"),
@@ -30,16 +31,6 @@ MODES = [
     pytest.param(True, True, id="json-stateless"),
 ]
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "test", "version": "1"},
-    },
-}
 ACCEPT = {"accept": "application/json, text/event-stream"}
 
 
