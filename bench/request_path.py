@@ -171,7 +171,7 @@ def forget() -> None:
     a new prompt (an agent's next turn, which reads only its new messages, is measured
     through Envoy by bench/large_prompts.py)."""
     tokens.MEMO = tokens.Memo(tokens.MEMO.entries)
-    engine.CLEAN = type(engine.CLEAN)(engine.CLEAN.entries)
+    engine.READ = type(engine.READ)(engine.READ.entries)
 
 
 def best(action: Callable[[Any], object], runs: int, setup: Callable[[], Any] = dict) -> float:

@@ -12,9 +12,11 @@ from pathlib import Path
 import structlog
 import uvloop
 
+from extproc import tokens
 from extproc.config.runtime import Runtime
 from extproc.control.reload import Reloader
 from extproc.dataplane.service import Service
+from extproc.policy import engine
 from extproc.telemetry import MULTIPROC_ENV
 from extproc.telemetry.metrics import Metrics
 
@@ -29,7 +31,18 @@ def run(runtime: Runtime, *, config_path: Path, worker: int | None = None) -> in
     """serve() on uvloop: a stream's messages mostly arrive one per wake-up (SSE events
     come paced), and its loop costs less per wake-up than asyncio's own
     (docs/decisions/uvloop.md)."""
+    check_hash_seed()
     return uvloop.run(serve(runtime, config_path=config_path, worker=worker))
+
+
+def check_hash_seed() -> None:
+    """The memos of long texts (their token counts, what the policies found in them) know
+    a text by its length and its hash: safe while the hash's key is a secret of the
+    process. With PYTHONHASHSEED set, anyone who knows it could write a text that passes
+    for one the policies read before, so the memos stay empty."""
+    if os.environ.get("PYTHONHASHSEED", "random") != "random":
+        tokens.MEMO.entries = engine.READ.entries = 0
+        log.warning("text_memos_off", reason="PYTHONHASHSEED is set")
 
 
 async def serve(runtime: Runtime, *, config_path: Path, worker: int | None = None) -> int:

@@ -70,15 +70,25 @@ class Redactions:
     originals: dict[str, str] = field(default_factory=dict)  # placeholder -> value, to restore
     numbers: Counter[str] = field(default_factory=Counter)
 
-    def avoid(self, text: str) -> None:
+    def avoid(self, text: str) -> dict[str, int]:
         """Number new placeholders above any the client wrote itself ("[EMAIL_1]" typed in
-        a prompt), so restoring never turns the client's own text into a value."""
+        a prompt), so restoring never turns the client's own text into a value. Returns
+        the highest number the text has per label."""
+        written: dict[str, int] = {}
         if "[" not in text:
-            return
+            return written
         for match in _PLACEHOLDER.finditer(text):
             label, number = match.group(1), int(match.group(2))
-            if number > self.numbers[label]:
-                self.numbers[label] = number
+            if number > written.get(label, 0):
+                written[label] = number
+        self.avoid_numbers(written)
+        return written
+
+    def avoid_numbers(self, written: dict[str, int]) -> None:
+        numbers = self.numbers
+        for label, number in written.items():
+            if number > numbers[label]:
+                numbers[label] = number
 
     def placeholder(self, label: str, value: str, restore: bool) -> str:
         key = (label, value)
@@ -174,8 +184,15 @@ def scan_pii(
 ) -> tuple[list[Finding], Applied | None]:
     """Findings in text, recorded; and the first one whose enforced action is block."""
     findings = scan(text, detection.detectors)
+    return findings, tally(findings, detection, decisions, direction)
+
+
+def tally(
+    findings: list[Finding], detection: Detection, decisions: Decisions, direction: str
+) -> Applied | None:
+    """Findings recorded; the first one whose enforced action is block."""
     if not findings:
-        return findings, None
+        return None
     per_detector = Counter(id(f.detector) for f in findings)
     block = None
     for detector_id, n in per_detector.items():
@@ -192,7 +209,7 @@ def scan_pii(
             )
         if entry.action is Action.BLOCK and block is None:
             block = entry
-    return findings, block
+    return block
 
 
 _MAX_TOKEN_FIELDS = {
@@ -349,21 +366,36 @@ def unreadable(
     )
 
 
-# Long request texts in which a policy set found nothing, no deny rule and no PII: an agent
-# sends its whole conversation again every turn, and only the new texts need reading. Keyed
-# by the set (one tenant's: its timing cannot tell it what another tenant sent), the
-# text's role, its length and its hash (keyed per process, see tokens.Memo).
-CLEAN = Lru[tuple[int, str, int, int], bool](16_384)
-CLEAN_CHARS = 1024
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A long text as a policy set read it: no deny rule matched; its PII findings (none:
+    clean) and the placeholders the client wrote in it, the highest number per label."""
+
+    findings: tuple[Finding, ...]
+    written: tuple[tuple[str, int], ...] = ()
+
+
+# What a policy set found in long request texts: an agent sends its whole conversation
+# again every turn, and only the new texts need reading. Keyed by the set (one tenant's: its
+# timing cannot tell it what another tenant sent), the text's role, its length and its hash
+# (keyed per process, see tokens.Memo).
+READ = Lru[tuple[int, str, int, int], Reading](16_384)
+READ_CHARS = 1024
+# A text with more findings, or more placeholders of its own, is read every time: an entry
+# stays small (~1 KB at most).
+READ_FINDINGS = 8
+
+
+_CLEAN = Reading(())
 
 
 @dataclass(slots=True)
 class _Seen:
-    """Which of a request's long texts the policy set found clean before; those it finds
-    clean now are remembered."""
+    """What the policy set read before in a request's long texts; what it reads in full
+    now is remembered."""
 
     keys: dict[int, tuple[int, str, int, int]]  # by the text's index, long texts only
-    known: set[int]
+    known: dict[int, Reading]
     # False once a (shadow) deny rule matched: it stops at its first text, leaving the
     # later ones unread by it.
     keep: bool = True
@@ -371,18 +403,25 @@ class _Seen:
     @classmethod
     def of(cls, policies: PolicySet, roles: list[str], texts: list[str]) -> _Seen:
         keys: dict[int, tuple[int, str, int, int]] = {}
-        known: set[int] = set()
+        known: dict[int, Reading] = {}
         for index, text in enumerate(texts):
-            if len(text) >= CLEAN_CHARS:
+            if len(text) >= READ_CHARS:
                 key = keys[index] = (policies.serial, roles[index], len(text), hash(text))
-                if CLEAN.get(key) is not None:
-                    known.add(index)
+                reading = READ.get(key)
+                if reading is not None:
+                    known[index] = reading
         return cls(keys, known)
 
-    def clean(self, index: int) -> None:
+    def read(self, index: int, reading: Reading = _CLEAN) -> None:
         key = self.keys.get(index)
-        if self.keep and key is not None and index not in self.known:
-            CLEAN.put(key, True)
+        if (
+            self.keep
+            and key is not None
+            and index not in self.known
+            and len(reading.findings) <= READ_FINDINGS
+            and len(reading.written) <= READ_FINDINGS
+        ):
+            READ.put(key, reading)
 
 
 def evaluate_request(
@@ -417,7 +456,7 @@ def evaluate_request(
     if policies.request_pii:
         return _redact(policies, found, seen, redactions, decisions, changed, kind, body)
     for index in seen.keys:
-        seen.clean(index)
+        seen.read(index)
     return None, _decorate(policies, kind, body, decisions) or changed
 
 
@@ -431,19 +470,33 @@ def _redact(
     kind: Kind,
     body: dict[str, Any],
 ) -> tuple[ApiError | None, bool]:
-    for text in found.texts:
-        redactions.avoid(text)
+    known = seen.known
+    written: dict[int, dict[str, int]] = {}
+    for index, text in enumerate(found.texts):
+        reading = known.get(index)
+        if reading is None:
+            written[index] = redactions.avoid(text)
+        elif reading.written:
+            redactions.avoid_numbers(dict(reading.written))
     for index, (role, text) in enumerate(zip(found.roles, found.texts, strict=True)):
         detection = policies.request_detection[role]
-        if not detection.applied or index in seen.known:
-            seen.clean(index)
-            continue
-        findings, block = scan_pii(text, detection, decisions, "request")
+        reading = known.get(index)
+        if reading is not None:
+            findings = list(reading.findings)
+        elif detection.applied:
+            findings = scan(text, detection.detectors)
+        else:
+            findings = []
+        # Recorded every time: the decisions are the request's own.
+        block = tally(findings, detection, decisions, "request")
         if block is not None:
             return pii_blocked(block.detector, block.policy), changed
-        if not findings:
-            seen.clean(index)
-        else:
+        if reading is None and index in seen.keys:
+            mine = written[index]
+            seen.read(
+                index, Reading(tuple(findings), tuple(mine.items())) if findings or mine else _CLEAN
+            )
+        if findings:
             new = rewrite(text, findings, detection, redactions)
             if new != text:
                 found.write(index, new)

@@ -513,7 +513,7 @@ def test_a_placeholder_the_client_typed_is_not_restored_into_a_value() -> None:
     assert redactions.restore(text) == "Reply with [EMAIL_1] literally; mine is a@x.io"
 
 
-LONG = "The build log says nothing of interest here. " * 40  # past CLEAN_CHARS
+LONG = "The build log says nothing of interest here. " * 40  # past READ_CHARS
 # The guard policy without its limits, and the shadow one.
 UNLIMITED = runtime(
     POLICIES.replace(
@@ -528,12 +528,12 @@ UNLIMITED = runtime(
 
 
 def read(
-    body: dict[str, Any], tenant: str = "t"
+    body: dict[str, Any], tenant: str = "t", redactions: Redactions | None = None
 ) -> tuple[ApiError | None, dict[str, Any], Decisions]:
     body = copy.deepcopy(body)
     decisions = Decisions()
     policies = UNLIMITED.policy_set(UNLIMITED.tenants[tenant], UNLIMITED.models[0])
-    error, _ = evaluate_request(policies, Kind.CHAT, body, Redactions(), decisions)
+    error, _ = evaluate_request(policies, Kind.CHAT, body, redactions or Redactions(), decisions)
     return error, body, decisions
 
 
@@ -557,7 +557,7 @@ class Reads:
 
         monkeypatch.setattr(engine, "scan", counted_scan)
         monkeypatch.setattr(DenyRule, "search", counted_search)
-        monkeypatch.setattr(engine, "CLEAN", type(engine.CLEAN)(64))
+        monkeypatch.setattr(engine, "READ", type(engine.READ)(64))
 
 
 def test_a_long_text_found_clean_is_not_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -579,21 +579,63 @@ def test_a_long_text_found_clean_is_not_read_again(monkeypatch: pytest.MonkeyPat
     assert reads.scans == 1
 
 
-def test_a_long_text_with_findings_is_read_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_text_with_findings_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its findings are remembered: each request still redacts it and records them."""
     reads = Reads(monkeypatch)
-    mail = LONG + " Write to ops@example.com."
-    for _ in range(2):
-        error, body, decisions = read(chat(mail))
+    mail = LONG + " Write to ops@example.com or dev@example.com, then ops@example.com."
+    for _ in range(3):
+        redactions = Redactions()
+        error, body, decisions = read(chat(mail, "and mail me at me@example.com"), "t", redactions)
         assert error is None
-        user = next(m for m in body["messages"] if m["role"] == "user")
-        assert user["content"].endswith("Write to [EMAIL_1].")
-        assert decision(decisions, "email")["count"] == 1
-    assert reads.scans == 2
-    # A refusal stays a refusal.
+        user = [m["content"] for m in body["messages"] if m["role"] == "user"]
+        assert user[0].endswith("Write to [EMAIL_1] or [EMAIL_2], then [EMAIL_1].")
+        assert user[1] == "and mail me at [EMAIL_3]"
+        assert decision(decisions, "email")["count"] == 4
+        assert redactions.restore(user[0]) == mail
+    assert reads.scans == 1 + 3  # the long text once, the short one every time
+    # A refusal stays a refusal, and is read every time.
+    reads.scans = 0
     bomb = LONG + " how to build a bomb"
     for _ in range(2):
         error, *_ = read(chat(bomb))
         assert error is not None and "'weapons'" in error.message
+    card = LONG + " Card 4111 1111 1111 1111 ops@example.com"
+    for _ in range(2):
+        error, *_ = read(chat(card))
+        assert error is not None and "payment card" in error.message
+    assert reads.scans == 2
+
+
+def test_the_placeholders_a_remembered_text_holds_still_count() -> None:
+    """New placeholders are numbered above those the client wrote, in a text read before
+    as in a new one."""
+    from extproc.policy import engine
+
+    typed = LONG + " Reply with [EMAIL_4] as it is."
+    for _ in range(2):
+        redactions = Redactions()
+        error, body, _ = read(chat(typed, "mine is a@x.io"), "t", redactions)
+        assert error is None
+        user = [m["content"] for m in body["messages"] if m["role"] == "user"]
+        assert user == [typed, "mine is [EMAIL_5]"]
+        assert redactions.restore(user[1]) == "mine is a@x.io"
+    assert any(r.written == (("EMAIL", 4),) for r in engine.READ._items.values())
+
+
+def test_a_text_with_many_findings_is_read_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry stays small: past READ_FINDINGS findings the text is not remembered."""
+    from extproc.policy import engine
+
+    reads = Reads(monkeypatch)
+    many = LONG + " ".join(f"u{n}@example.com" for n in range(engine.READ_FINDINGS + 1))
+    for _ in range(2):
+        error, _, decisions = read(chat(many))
+        assert error is None and decision(decisions, "email")["count"] == 9
+    assert reads.scans == 2
+    few = LONG + " ".join(f"u{n}@example.com" for n in range(engine.READ_FINDINGS))
+    for _ in range(2):
+        read(chat(few))
+    assert reads.scans == 3
 
 
 def test_a_shadow_match_keeps_the_request_from_being_remembered(
@@ -606,3 +648,23 @@ def test_a_shadow_match_keeps_the_request_from_being_remembered(
         error, _, decisions = read(chat("acme " + LONG, LONG))
         assert error is None and decision(decisions, "competitor")["mode"] == "shadow"
     assert reads.scans == 2  # LONG, scanned in both requests
+
+
+def test_a_known_hash_seed_keeps_the_text_memos_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With PYTHONHASHSEED set, a text's hash is no secret: nothing is remembered, and
+    every request is read in full."""
+    from extproc import tokens
+    from extproc.control.process import check_hash_seed
+    from extproc.policy import engine
+
+    reads = Reads(monkeypatch)
+    monkeypatch.setattr(tokens, "MEMO", tokens.Memo(64))
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    check_hash_seed()
+    assert engine.READ.entries == tokens.MEMO.entries == 64
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    check_hash_seed()
+    for _ in range(2):
+        assert read(chat(LONG))[0] is None
+        tokens.bound([LONG], scope="t")
+    assert reads.scans == 2 and len(engine.READ) == len(tokens.MEMO) == 0
