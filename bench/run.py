@@ -46,6 +46,7 @@ from extproc.control.stack import Stack, envoy_binary, free_port, wait_until  # 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+WRK_TIMEOUT = 30
 RATE = float(os.environ.get("BENCH_RATE", "200"))
 RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "10"))
 # "Paced" streams: the upstream sends their events this far apart, as a provider does, so
@@ -133,20 +134,35 @@ def wrk(
         )
         + extra
     )
+    # A slow peer's stream takes seconds: past wrk's default timeout (2 s) it would be
+    # dropped uncounted, its CPU charged to the requests that finished.
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        [
+            "wrk",
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds}s",
+            "--timeout",
+            f"{WRK_TIMEOUT}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     requests = int(_field(r"(\d+) requests in", out))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    failed = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
         "requests": requests,
         "rps": float(_field(r"Requests/sec:\s+([\d.]+)", out)),
         "p50_ms": _duration_ms(_field(r"^\s+50%\s+(\S+)\s*$", out)),
         "p99_ms": _duration_ms(_field(r"^\s+99%\s+(\S+)\s*$", out)),
-        "errors": int(errors.group(1)) if errors else 0,
+        "errors": (int(errors.group(1)) if errors else 0)
+        + (sum(int(n) for n in failed.groups()) if failed else 0),
     }
 
 
