@@ -412,7 +412,7 @@ class _Seen:
                     known[index] = reading
         return cls(keys, known)
 
-    def read(self, index: int, reading: Reading = _CLEAN) -> None:
+    def remember(self, index: int, reading: Reading = _CLEAN) -> None:
         key = self.keys.get(index)
         if (
             self.keep
@@ -456,7 +456,7 @@ def evaluate_request(
     if policies.request_pii:
         return _redact(policies, found, seen, redactions, decisions, changed, kind, body)
     for index in seen.keys:
-        seen.read(index)
+        seen.remember(index)
     return None, _decorate(policies, kind, body, decisions) or changed
 
 
@@ -493,7 +493,7 @@ def _redact(
             return pii_blocked(block.detector, block.policy), changed
         if reading is None and index in seen.keys:
             mine = written[index]
-            seen.read(
+            seen.remember(
                 index, Reading(tuple(findings), tuple(mine.items())) if findings or mine else _CLEAN
             )
         if findings:
