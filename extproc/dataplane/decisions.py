@@ -74,7 +74,15 @@ class DeleteState:
     response_id: str
 
 
-Effect = Lookup | Reserve | LoadState | DeleteState
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Serve what else waits on the event loop, then go on: a large body's work would hold
+    the loop for milliseconds in one piece."""
+
+
+PAUSE = Pause()
+
+Effect = Lookup | Reserve | LoadState | DeleteState | Pause
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,13 @@ class Deleted:
     existed: bool
 
 
-Result = Found | Reserved | Loaded | Deleted | Unavailable
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A Pause's result: the loop served what was waiting."""
+
+
+RESUMED = Resumed()
+
+Result = Found | Reserved | Loaded | Deleted | Unavailable | Resumed
 
 Decision = Continue | Reply

@@ -18,6 +18,7 @@ from extproc.capture import Rate, Sampler, Sink, worker_path
 from extproc.config.runtime import Runtime
 from extproc.dataplane import envoy, report, tool_capture
 from extproc.dataplane.decisions import (
+    RESUMED,
     Decision,
     Deleted,
     DeleteState,
@@ -26,6 +27,7 @@ from extproc.dataplane.decisions import (
     Loaded,
     LoadState,
     Lookup,
+    Pause,
     Reserve,
     Reserved,
     Result,
@@ -282,6 +284,9 @@ class Effects:
                 result = await self._lookup(effect)
             elif isinstance(effect, Reserve):
                 result = await self._reserve(effect)
+            elif isinstance(effect, Pause):
+                await asyncio.sleep(0)
+                result = RESUMED
             else:
                 result = await self._state(effect)
             step = exchange.resolve(result)

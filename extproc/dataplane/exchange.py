@@ -44,6 +44,7 @@ from extproc.dataplane.decisions import (
     Loaded,
     LoadState,
     Lookup,
+    Pause,
     Reply,
     Reserve,
     Reserved,
@@ -200,7 +201,7 @@ class Exchange:
         assert draft is not None and arrival is not None
         ended, self._resume_at = steps.run(draft, start)
         self.routed, self.stream = draft.routed, draft.stream
-        if isinstance(ended, LoadState):
+        if isinstance(ended, LoadState | Pause):
             self._asked = ended
             return ended
         self._draft = None
@@ -228,6 +229,8 @@ class Exchange:
         """The shell's result of the effect this exchange asked for last."""
         asked, self._asked = self._asked, None
         assert asked is not None, "a result for no effect"
+        if isinstance(asked, Pause):
+            return self._run_steps(self._resume_at)
         if self._stored is not None:
             return self._stored_step(self._stored.resolve(result))
         if isinstance(asked, LoadState):

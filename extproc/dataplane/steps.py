@@ -23,14 +23,15 @@ from extproc.apis.validation import validate
 from extproc.config.runtime import Backend, Runtime
 from extproc.dataplane import conversation
 from extproc.dataplane.conversation import Memory
-from extproc.dataplane.decisions import LoadState
+from extproc.dataplane.decisions import PAUSE, LoadState, Pause
 from extproc.dataplane.stages import Arrival, Plan
 from extproc.digits import strict_int
 from extproc.policy.engine import (
     Decisions,
+    Evaluation,
     Redactions,
     body_size_error,
-    evaluate_request,
+    evaluation,
     response_needs,
 )
 from extproc.policy.rules import EMPTY, PolicySet
@@ -83,6 +84,7 @@ class Draft:
     dropped_fields: tuple[str, ...] = ()
     count_here: bool = False  # a token count the backend cannot answer: counted offline
     memory: Memory | None = None  # a Responses request whose conversation the gateway keeps
+    evaluation: Evaluation | None = None  # the policies' reading of a large body, paused
 
     @property
     def route(self) -> Routed:
@@ -112,8 +114,8 @@ class Draft:
 
 
 # A step ends the run (a refusal, the service's own answer), asks for an effect (the run
-# pauses and resumes after it), or passes (None).
-Step = Callable[[Draft], ApiError | Answered | LoadState | None]
+# pauses and resumes after it; after a Pause, at the same step), or passes (None).
+Step = Callable[[Draft], ApiError | Answered | LoadState | Pause | None]
 
 
 def parse(draft: Draft) -> ApiError | None:
@@ -224,23 +226,40 @@ def counts(api: Schema) -> bool:
     return CODECS[api].COUNT_SUFFIX is not None
 
 
-def apply_policies(draft: Draft) -> ApiError | None:
-    draft.policies = policies = draft.runtime.policy_set(draft.arrival.tenant, draft.route.model)
-    if policies.empty:
-        return None
-    refusal = body_size_error(policies, len(draft.raw), draft.decisions)
-    if refusal is not None:
+# A body this large is read by the policies in slices: the step pauses before, between and
+# after them (the run comes back to it), so that other streams' messages are served in
+# between rather than behind the whole of it.
+SLICE_BYTES = 128 * 1024
+
+
+def apply_policies(draft: Draft) -> ApiError | Pause | None:
+    running = draft.evaluation
+    if running is None:
+        policies = draft.runtime.policy_set(draft.arrival.tenant, draft.route.model)
+        draft.policies = policies
+        if policies.empty:
+            return None
+        refusal = body_size_error(policies, len(draft.raw), draft.decisions)
+        if refusal is not None:
+            return refusal
+        running = draft.evaluation = evaluation(
+            policies,
+            draft.arrival.endpoint.body_kind,
+            draft.body,
+            draft.redactions,
+            draft.decisions,
+            draft.arrival.tenant.name,
+            slices=len(draft.raw) >= SLICE_BYTES,
+        )
+    try:
+        next(running)
+    except StopIteration as done:
+        draft.evaluation = None
+        result: tuple[ApiError | None, bool] = done.value
+        refusal, redacted = result
+        draft.changed = draft.changed or redacted
         return refusal
-    refusal, redacted = evaluate_request(
-        policies,
-        draft.arrival.endpoint.body_kind,
-        draft.body,
-        draft.redactions,
-        draft.decisions,
-        draft.arrival.tenant.name,
-    )
-    draft.changed = draft.changed or redacted
-    return refusal
+    return PAUSE
 
 
 def recall(draft: Draft) -> ApiError | LoadState | None:
@@ -360,11 +379,11 @@ STEPS: tuple[Step, ...] = (
 
 def run(
     draft: Draft, start: int = 0, steps: tuple[Step, ...] = STEPS
-) -> tuple[ApiError | Answered | LoadState | None, int]:
+) -> tuple[ApiError | Answered | LoadState | Pause | None, int]:
     """Run the steps in order from `start`; the first refusal, answer or effect ends the
-    run. Returns it, and the step to resume at."""
+    run. Returns it, and the step to resume at (a step that paused goes on)."""
     for index in range(start, len(steps)):
         ended = steps[index](draft)
         if ended is not None:
-            return ended, index + 1
+            return ended, index if isinstance(ended, Pause) else index + 1
     return None, len(steps)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -424,6 +425,13 @@ class _Seen:
             READ.put(key, reading)
 
 
+# An evaluation in slices (`evaluation(..., slices=True)`) pauses once it has read this many
+# characters since its last pause: between texts, as one text is read in one piece.
+SLICE_CHARS = 64 * 1024
+
+Evaluation = Generator[None, None, tuple[ApiError | None, bool]]
+
+
 def evaluate_request(
     policies: PolicySet,
     kind: Kind,
@@ -434,6 +442,30 @@ def evaluate_request(
 ) -> tuple[ApiError | None, bool]:
     """Apply the policies to a parsed request body in place; (error, body changed).
     `scope` (the tenant) keeps the counts of long texts for its later requests."""
+    running = evaluation(policies, kind, body, redactions, decisions, scope)
+    while True:
+        try:
+            next(running)
+        except StopIteration as done:
+            result: tuple[ApiError | None, bool] = done.value
+            return result
+
+
+def evaluation(
+    policies: PolicySet,
+    kind: Kind,
+    body: dict[str, Any],
+    redactions: Redactions,
+    decisions: Decisions,
+    scope: str | None = None,
+    slices: bool = False,
+) -> Evaluation:
+    """evaluate_request as a generator: with `slices`, it yields (a pause for the caller)
+    at its start, after every SLICE_CHARS characters read, and before it returns, so that
+    a large body is read in parts. What it decides is the same."""
+    pause = _Pauses(slices)
+    if slices:
+        yield
     unread: list[Unread] = []
     found = request_found(kind, body, unread)
     for part in unread:
@@ -444,20 +476,50 @@ def evaluate_request(
     error, changed = _limits(policies, kind, body, texts, decisions, scope)
     if error is not None:
         return error, changed
+    if slices and any(policy.limits.max_prompt_tokens for policy in policies.policies):
+        yield  # the prompt was counted: a part of its own
     seen = _Seen.of(policies, roles, texts)
     for rule in policies.request_deny:
         for index, (role, text) in enumerate(zip(roles, texts, strict=True)):
-            if role in rule.roles and index not in seen.known and rule.search(text) is not None:
-                decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, "request")
-                if not rule.shadow:
-                    return blocked(rule.name), changed
-                seen.keep = False
-                break
+            if role in rule.roles and index not in seen.known:
+                if rule.search(text) is not None:
+                    decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, "request")
+                    if not rule.shadow:
+                        return blocked(rule.name), changed
+                    seen.keep = False
+                    break
+                if pause.after(text):
+                    yield
     if policies.request_pii:
-        return _redact(policies, found, seen, redactions, decisions, changed, kind, body)
-    for index in seen.keys:
-        seen.remember(index)
-    return None, _decorate(policies, kind, body, decisions) or changed
+        result = yield from _redact(
+            policies, found, seen, redactions, decisions, changed, kind, body, pause
+        )
+    else:
+        for index in seen.keys:
+            seen.remember(index)
+        result = None, _decorate(policies, kind, body, decisions) or changed
+    if slices and result[0] is None:
+        yield
+    return result
+
+
+class _Pauses:
+    """Characters read since the evaluation last paused."""
+
+    __slots__ = ("on", "read")
+
+    def __init__(self, on: bool) -> None:
+        self.on, self.read = on, 0
+
+    def after(self, text: str) -> bool:
+        """Whether to pause now that `text` was read."""
+        if not self.on:
+            return False
+        self.read += len(text)
+        if self.read < SLICE_CHARS:
+            return False
+        self.read = 0
+        return True
 
 
 def _redact(
@@ -469,7 +531,8 @@ def _redact(
     changed: bool,
     kind: Kind,
     body: dict[str, Any],
-) -> tuple[ApiError | None, bool]:
+    pause: _Pauses,
+) -> Evaluation:
     known = seen.known
     written: dict[int, dict[str, int]] = {}
     for index, text in enumerate(found.texts):
@@ -485,6 +548,8 @@ def _redact(
             findings = list(reading.findings)
         elif detection.applied:
             findings = scan(text, detection.detectors)
+            if pause.after(text):
+                yield
         else:
             findings = []
         # Recorded every time: the decisions are the request's own.

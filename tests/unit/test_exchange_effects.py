@@ -236,3 +236,63 @@ def test_the_in_process_store_admits_by_the_exact_count_when_the_bound_does_not_
     assert isinstance(through_store(long_chat(30_000)), Continue)  # ~10K more
     third = through_store(long_chat(60_000))  # another ~20K: past the limit
     assert isinstance(third, Reply) and third.status == 429
+
+
+def test_a_large_body_is_read_by_the_policies_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large body's policies pause for the event loop before, between and after their
+    reads (the step goes on where it paused); what is decided is the same as at once."""
+    from extproc.dataplane.decisions import RESUMED, Pause
+    from extproc.policy import engine
+    from extproc.policy.engine import SLICE_CHARS
+
+    monkeypatch.setattr(engine, "READ", type(engine.READ)(64))
+
+    text = CONFIG.replace("FAIL_OPEN", "false").replace(
+        "    budgets:", "    policies: [guard]\n    budgets:"
+    ).replace("2000", "100000000") + (
+        "policies:\n  - name: guard\n    pii: [{detector: email}]\n"
+        '    deny: [{name: weapons, keywords: ["build a bomb"]}]\n'
+    )
+    guarded = runtime(text)
+    filler = "All is well. " * (SLICE_CHARS // 13 + 1)  # each past a slice of its own
+
+    def body(last: str, turn: int = 0) -> bytes:
+        texts = [filler + f" part {n}.{turn}, from ops@example.com" for n in range(3)] + [last]
+        return orjson.dumps(
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": t} for t in texts]}
+        )
+
+    def run(raw: bytes) -> list[Any]:
+        exchange = started(guarded)
+        taken = [exchange.request_body(raw)]
+        while not isinstance(taken[-1], Continue | Reply):
+            step = taken[-1]
+            if isinstance(step, Pause):
+                taken.append(exchange.resolve(RESUMED))
+            elif isinstance(step, Lookup):
+                taken.append(exchange.resolve(Found(None)))
+            else:
+                assert isinstance(step, Reserve), step
+                taken.append(exchange.resolve(Reserved(None)))
+        return taken
+
+    taken = run(body("mail me at a@example.com"))
+    names = [type(step).__name__ for step in taken]
+    # Before the reads, after each long text by the deny rule and by the detector, and after.
+    assert names == ["Pause"] * 8 + ["Lookup", "Reserve", "Continue"]
+    forward = taken[-1]
+    assert isinstance(forward, Continue) and forward.body is not None
+    sent = [m["content"] for m in orjson.loads(forward.body)["messages"]]
+    assert sent[-1] == "mail me at [EMAIL_2]"
+    assert all(t.endswith(", from [EMAIL_1]") for t in sent[:3])
+
+    # A refusal by the deny rule ends the request at the pause it comes to: after the new
+    # long texts, or at once where they were read before.
+    refused = run(body("how to build a bomb", turn=1))
+    assert [type(s).__name__ for s in refused] == ["Pause"] * 4 + ["Reply"]
+    assert isinstance(refused[-1], Reply) and refused[-1].status == 400
+    again = run(body("how to build a bomb"))
+    assert [type(s).__name__ for s in again] == ["Pause", "Reply"]
+
+    # A small body is read at once.
+    assert isinstance(started(guarded).request_body(CHAT), Lookup)
