@@ -290,7 +290,8 @@ class Context(Stream):
                 return
             if self.busy or self.pending or self._conn.paused is not None:
                 return
-            raw = bytes(buffer[5:size])
+            with memoryview(buffer) as view:
+                raw = bytes(view[5:size])  # one copy (a slice of the bytearray is another)
             del buffer[:size]
             self._consumed(size)
             self._handle(raw)
@@ -303,7 +304,8 @@ class Context(Stream):
         size = 5 + PREFIX.unpack_from(buffer)[1]
         if len(buffer) < size:
             return None
-        raw = bytes(buffer[5:size])
+        with memoryview(buffer) as view:
+            raw = bytes(view[5:size])
         del buffer[:size]
         self._consumed(size)
         self._pump()

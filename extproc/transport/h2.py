@@ -66,7 +66,7 @@ class H2Connection:
 
     # -- supplied by the driver ---------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         raise NotImplementedError
 
     def open_call(self, stream_id: int, request: Request, end_stream: bool) -> Stream | None:
@@ -409,18 +409,24 @@ class H2Connection:
                 data.clear()
             return
         allowed = min(size, self.send_window, stream.send_window)
-        pending = bytearray(data)
         if allowed > 0:
+            # Each frame as its header and a view of the data: the payload is copied once,
+            # when the loop turn's writes are joined (a large reply was copied five times).
+            view = memoryview(data if isinstance(data, bytes) else bytes(data[:allowed]))
             step = self.max_frame
-            self.write(
-                b"".join(
-                    frame(DATA, 0, stream.id, bytes(pending[sent : min(sent + step, allowed)]))
-                    for sent in range(0, allowed, step)
+            for sent in range(0, allowed, step):
+                end = min(sent + step, allowed)
+                self.write(
+                    FRAME.pack((end - sent) >> 16, (end - sent) & 0xFFFF, DATA, 0, stream.id)
                 )
-            )
+                self.write(view[sent:end])
             self.send_window -= allowed
             stream.send_window -= allowed
-            del pending[:allowed]
+        if isinstance(data, bytearray):
+            del data[:allowed]  # a stream's pending data, sent in part
+            pending = data
+        else:
+            pending = bytearray(memoryview(data)[allowed:])
         stream.pending = pending
         if pending:
             self.blocked[stream] = None

@@ -71,7 +71,7 @@ class Connection(H2Connection, asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         # Frames written during one turn of the loop leave in one transport.write (one
         # send call for the replies of every stream that ran in that turn).
-        self.outgoing: list[bytes] = []
+        self.outgoing: list[bytes | memoryview] = []
         self.outgoing_bytes = 0
         # Inside data_received: what its frames' handlers write leaves when it returns.
         self.receiving = False
@@ -175,7 +175,7 @@ class Connection(H2Connection, asyncio.BufferedProtocol):
 
     # -- what H2Connection asks of its driver ------------------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self.transport is not None and not self.gone:
             if not self.outgoing and not self.receiving:
                 self.loop.call_soon(self.send_buffered)
