@@ -412,7 +412,11 @@ class H2Connection:
         if allowed > 0:
             # Each frame as its header and a view of the data: the payload is copied once,
             # when the loop turn's writes are joined (a large reply was copied five times).
-            view = memoryview(data if isinstance(data, bytes) else bytes(data[:allowed]))
+            if isinstance(data, bytes):
+                view = memoryview(data)
+            else:  # a stream's pending data: what goes is copied out, the rest stays
+                with memoryview(data) as whole:
+                    view = memoryview(bytes(whole[:allowed]))
             step = self.max_frame
             for sent in range(0, allowed, step):
                 end = min(sent + step, allowed)
