@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,12 +82,12 @@ class Redactions:
             label, number = match.group(1), int(match.group(2))
             if number > written.get(label, 0):
                 written[label] = number
-        self.avoid_numbers(written)
+        self.avoid_numbers(written.items())
         return written
 
-    def avoid_numbers(self, written: dict[str, int]) -> None:
+    def avoid_numbers(self, written: Iterable[tuple[str, int]]) -> None:
         numbers = self.numbers
-        for label, number in written.items():
+        for label, number in written:
             if number > numbers[label]:
                 numbers[label] = number
 
@@ -540,7 +540,7 @@ def _redact(
         if reading is None:
             written[index] = redactions.avoid(text)
         elif reading.written:
-            redactions.avoid_numbers(dict(reading.written))
+            redactions.avoid_numbers(reading.written)
     for index, (role, text) in enumerate(zip(found.roles, found.texts, strict=True)):
         detection = policies.request_detection[role]
         reading = known.get(index)

@@ -160,7 +160,7 @@ class PolicySet:
     tool_call_detection: Detection = field(init=False)
     tool_result_deny: tuple[DenyRule, ...] = field(init=False)
     tool_result_detection: Detection = field(init=False)
-    # Unique in the process, never reused: what the engine's memo of clean texts is keyed by.
+    # Unique in the process, never reused: what the engine's memo of long texts is keyed by.
     serial: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -290,9 +290,7 @@ class Context(Stream):
                 return
             if self.busy or self.pending or self._conn.paused is not None:
                 return
-            with memoryview(buffer) as view:
-                raw = bytes(view[5:size])  # one copy (a slice of the bytearray is another)
-            del buffer[:size]
+            raw = self._cut(size)
             self._consumed(size)
             self._handle(raw)
 
@@ -304,11 +302,18 @@ class Context(Stream):
         size = 5 + PREFIX.unpack_from(buffer)[1]
         if len(buffer) < size:
             return None
+        raw = self._cut(size)
+        self._consumed(size)
+        self._pump()
+        return raw
+
+    def _cut(self, size: int) -> bytes:
+        """The head message's payload (`size` bytes with its prefix), out of the buffer in
+        one copy: a slice of the bytearray would be another."""
+        buffer = self._buffer
         with memoryview(buffer) as view:
             raw = bytes(view[5:size])
         del buffer[:size]
-        self._consumed(size)
-        self._pump()
         return raw
 
     def _consumed(self, size: int) -> None:

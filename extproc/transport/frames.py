@@ -27,9 +27,13 @@ U32 = struct.Struct(">I")
 _SETTING = struct.Struct(">HI")
 
 
+def header(kind: int, flags: int, stream_id: int, size: int) -> bytes:
+    """A frame's 9-byte header, for a payload of `size` bytes written after it."""
+    return FRAME.pack(size >> 16, size & 0xFFFF, kind, flags, stream_id)
+
+
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    size = len(payload)
-    return FRAME.pack(size >> 16, size & 0xFFFF, kind, flags, stream_id) + payload
+    return header(kind, flags, stream_id, len(payload)) + payload
 
 
 def settings(pairs: dict[int, int]) -> bytes:

@@ -410,8 +410,8 @@ class H2Connection:
             return
         allowed = min(size, self.send_window, stream.send_window)
         if allowed > 0:
-            # Each frame as its header and a view of the data: the payload is copied once,
-            # when the loop turn's writes are joined (a large reply was copied five times).
+            # Each frame as its header and a view of the data, so that a large reply is
+            # copied once, when the loop turn's writes are joined.
             if isinstance(data, bytes):
                 view = memoryview(data)
             else:  # a stream's pending data: what goes is copied out, the rest stays
@@ -420,9 +420,7 @@ class H2Connection:
             step = self.max_frame
             for sent in range(0, allowed, step):
                 end = min(sent + step, allowed)
-                self.write(
-                    FRAME.pack((end - sent) >> 16, (end - sent) & 0xFFFF, DATA, 0, stream.id)
-                )
+                self.write(frames.header(DATA, 0, stream.id, end - sent))
                 self.write(view[sent:end])
             self.send_window -= allowed
             stream.send_window -= allowed
