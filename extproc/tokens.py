@@ -20,13 +20,15 @@ import ctypes
 import functools
 import importlib.util
 import math
+import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from extproc.lru import Lru
+from extproc.slices import Sliced, finish
 
 ENCODING = "o200k_base"
 _PACKAGE = "bpe_openai"
@@ -162,6 +164,33 @@ MEMO_CHARS = 1024
 MEMO = Memo(16_384)
 
 
+# Counting in slices (`measuring(..., slices=True)`) pauses once it has tokenized this many
+# characters since its last pause: ~1 ms of the tokenizer's work, which holds the GIL.
+SLICE_CHARS = 32 * 1024
+# Where a long text is cut to be counted in slices: before a space that follows a character
+# other than white space. No piece of o200k's pre-tokenizer reaches over such a space (runs
+# of letters, of digits and of punctuation stop at white space, and white space starts a
+# piece of its own or the next word's), its pattern looks at nothing before where a piece
+# starts, and BPE works within pieces: the slices' counts add up to the text's. A text with
+# no such place (CJK without spaces, base64) is counted in one piece.
+_CUT = re.compile(r"\S ")
+
+
+def _cut(text: str, first: int) -> Iterator[str]:
+    """`text` in slices, the first of about `first` characters and the others of about
+    SLICE_CHARS, each ending where a piece does (the rest whole where a slice's length
+    goes by with no place to cut)."""
+    start, size = 0, first
+    while len(text) - start > size:
+        found = _CUT.search(text, start + size, start + size + SLICE_CHARS)
+        if found is None:
+            break
+        end = found.start() + 1
+        yield text[start:end]
+        start, size = end, SLICE_CHARS
+    yield text[start:] if start else text
+
+
 def measure(
     texts: Sequence[str],
     tokens: int | None = None,
@@ -177,6 +206,21 @@ def measure(
     `read`, bytes of text to tokenize at most instead of EXACT_BYTES.
     With a `scope`, long texts it counted before are not counted again (MEMO): they take
     none of the bytes or calls, only their tokens' room."""
+    return finish(measuring(texts, tokens, calls, size, scope, read))
+
+
+def measuring(
+    texts: Sequence[str],
+    tokens: int | None = None,
+    calls: int | None = None,
+    size: int | None = None,
+    scope: str | None = None,
+    read: int | None = None,
+    slices: bool = False,
+) -> Sliced[Measure]:
+    """measure() as sliced work: with `slices`, it pauses after every SLICE_CHARS
+    characters tokenized, a long text cut where its count does not change. What it counts
+    is the same."""
     tokenizer = _tokenizer()
     room = EXACT_TOKENS if tokens is None else tokens
     budget = EXACT_BYTES if read is None else read
@@ -184,7 +228,7 @@ def measure(
     counted = counted_bytes = 0
     uncounted: list[str] = []
     overflow = False
-    index = 0
+    index = since = 0
     while index < len(texts) and calls and not overflow:
         text = texts[index]
         index += 1
@@ -212,16 +256,25 @@ def measure(
             continue
         budget -= length
         calls -= 1
-        found = tokenizer.count_till_limit(text, room)
-        if found is None:
-            overflow = True  # the BPE work spent reaching the room: no more
+        total = 0
+        for piece in _cut(text, SLICE_CHARS - since) if slices else (text,):
+            part = tokenizer.count_till_limit(piece, room - total)
+            if part is None:
+                overflow = True  # the BPE work spent reaching the room: no more
+                break
+            total += part
+            since += len(piece)
+            if slices and since >= SLICE_CHARS:
+                since = 0
+                yield
+        if overflow:
             uncounted.append(text)
         else:
-            counted += found
+            counted += total
             counted_bytes += length
-            room -= found
+            room -= total
             if key is not None:
-                MEMO.put(key, (found, length))
+                MEMO.put(key, (total, length))
     uncounted.extend(texts[index:])
     # The rest's bytes at C speed, or from the caller's total.
     rest_bytes = _size("".join(uncounted)) if size is None else size - counted_bytes
@@ -272,10 +325,19 @@ def at_most(texts: list[str], limit: int, scope: str | None = None) -> tuple[boo
     not be counted counts its bytes, so a prompt that might exceed the limit is never said
     to fit.
     """
+    return finish(fitting(texts, limit, scope))
+
+
+def fitting(
+    texts: list[str], limit: int, scope: str | None = None, slices: bool = False
+) -> Sliced[tuple[bool, bool]]:
+    """at_most() as sliced work (measuring()'s pauses, with `slices`)."""
     size = _size("".join(texts))
     if size <= limit:
         return True, True
-    found = measure(texts, limit, max(EXACT_TEXTS, limit + 1), size, scope)
+    found = yield from measuring(
+        texts, limit, max(EXACT_TEXTS, limit + 1), size, scope, slices=slices
+    )
     if found.overflow:
         return False, True
     return found.bound <= limit, found.exact

@@ -21,6 +21,7 @@ import orjson
 from extproc import tokens
 from extproc.apis import Kind, Schema
 from extproc.apis.text import request_texts, response_slots
+from extproc.slices import Sliced, finish
 
 FIELDS = (
     "input_tokens",
@@ -203,11 +204,23 @@ def prompt_bound(
     """At least the prompt tokens prompt_estimate() would count, at a bounded cost: the
     exact count up to tokens.measure()'s bounds (`read`: bytes newly tokenized at most), a
     text's bytes past them."""
+    return finish(prompt_bounding(kind, body, scope, read))
+
+
+def prompt_bounding(
+    kind: Kind,
+    body: dict[str, Any],
+    scope: str | None = None,
+    read: int | None = None,
+    slices: bool = False,
+) -> Sliced[int]:
+    """prompt_bound() as sliced work (tokens.measuring()'s pauses, with `slices`)."""
     ids = _token_ids(kind, body)
     if ids is not None:
         return ids
     texts, added = _prompt_texts(kind, body)
-    return tokens.bound(texts, scope, read) + added
+    found = yield from tokens.measuring(texts, scope=scope, read=read, slices=slices)
+    return found.bound + added
 
 
 # Where a streamed delta carries output text (counted when usage is missing).

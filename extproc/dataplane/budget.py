@@ -7,11 +7,12 @@ from typing import Any
 
 from extproc.accounting.budgets import NANOS, Reservation, plan
 from extproc.accounting.prices import Price
-from extproc.accounting.usage import prompt_bound
+from extproc.accounting.usage import prompt_bounding
 from extproc.apis import METERED, Kind
 from extproc.config.runtime import Runtime
 from extproc.dataplane.stages import Arrival, Plan
 from extproc.routing import Routed
+from extproc.slices import Sliced, finish
 
 
 def requested_output_tokens(kind: Kind, body: dict[str, Any]) -> int | None:
@@ -56,6 +57,20 @@ def plan_reservation(
     """The reservation for the request `sent` to the first backend, when its tenant has
     budgets; its prompt counted up to `read` bytes of new text (None: up to the exact
     count's bounds)."""
+    return finish(reservation(runtime, arrival, planned, sent, now, read))
+
+
+def reservation(
+    runtime: Runtime,
+    arrival: Arrival,
+    planned: Plan,
+    sent: dict[str, Any],
+    now: float,
+    read: int | None = QUICK_READ,
+    slices: bool = False,
+) -> Sliced[Reservation | None]:
+    """plan_reservation() as sliced work: with `slices`, its count pauses
+    (tokens.measuring)."""
     tenant, kind = arrival.tenant, arrival.endpoint.kind
     if not tenant.budgets or kind not in METERED:  # a token count is not charged
         return None
@@ -64,7 +79,7 @@ def plan_reservation(
         output = runtime.reserved_output_tokens
     # An upper bound, never below the count (docs: accounting, budgets): counting a long
     # prompt exactly would hold the event loop.
-    prompt = prompt_bound(kind, planned.request, tenant.name, read)
+    prompt = yield from prompt_bounding(kind, planned.request, tenant.name, read, slices)
     found = price(runtime, planned.routed, 1)
     cost = round(found.estimate(prompt, output) * NANOS) if found else 0
     return plan(tenant.budgets, tenant.name, planned.model, prompt + output, cost, now)

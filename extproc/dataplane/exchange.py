@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -36,6 +37,7 @@ from extproc.capture import Sampler
 from extproc.config.runtime import Runtime
 from extproc.dataplane import budget, conversation, models, steps, stored
 from extproc.dataplane.decisions import (
+    PAUSE,
     Continue,
     Decision,
     DeleteState,
@@ -60,9 +62,20 @@ from extproc.drift import DriftMonitor
 from extproc.identity import identify, without_params
 from extproc.policy.engine import Decisions, Redactions
 from extproc.routing import Routed
+from extproc.slices import Sliced
 from extproc.state.turns import Turn
 
 JSON_HEADERS = [("content-type", "application/json")]
+
+
+@dataclass(slots=True)
+class _Recount:
+    """A refused reservation's prompt being counted exactly: the count, the refused
+    reservation and the charge that refused it."""
+
+    counting: Sliced[Reservation | None]
+    refused: Reservation
+    charge: Charge
 
 
 class Exchange:
@@ -111,8 +124,9 @@ class Exchange:
         self._forward: Continue | None = None
         self._prompt: int | None = None
         # The body a first reservation was planned for, until its answer: if refused, its
-        # prompt is counted to the exact count's bounds and reserved again.
+        # prompt is counted to the exact count's bounds (in slices) and reserved again.
         self._sent: dict[str, Any] | None = None
+        self._recount: _Recount | None = None
         # A request body whose steps wait for an effect, and the step they resume at.
         self._draft: steps.Draft | None = None
         self._resume_at = 0
@@ -230,6 +244,8 @@ class Exchange:
         asked, self._asked = self._asked, None
         assert asked is not None, "a result for no effect"
         if isinstance(asked, Pause):
+            if self._recount is not None:
+                return self._count_on()
             return self._run_steps(self._resume_at)
         if self._stored is not None:
             return self._stored_step(self._stored.resolve(result))
@@ -242,11 +258,11 @@ class Exchange:
         if isinstance(result, Reserved):
             assert isinstance(asked, Reserve)
             if result.refused is not None:
-                exact = self._exact_reservation()
-                if exact is not None and exact.tokens < asked.reservation.tokens:
-                    self._pending.insert(0, Reserve(exact))  # it may fit where the first did not
-                    return self._next()
-                return self._over_budget(result.refused)
+                counting = self._exact_reservation()
+                if counting is None:
+                    return self._over_budget(result.refused)
+                self._recount = _Recount(counting, asked.reservation, result.refused)
+                return self._count_on()
             self.reservation = asked.reservation
             self._sent = None
             return self._next()
@@ -344,15 +360,32 @@ class Exchange:
         self.status = 200
         return Reply(200, body, [("content-type", content_type), (names.CACHE_HEADER, "hit")])
 
-    def _exact_reservation(self) -> Reservation | None:
-        """The reservation with its prompt counted exactly, once: the first one counted only
-        a little new text, and reserved the rest's bytes."""
+    def _exact_reservation(self) -> Sliced[Reservation | None] | None:
+        """The reservation with its prompt counted exactly, once, in slices: the first one
+        counted only a little new text, and reserved the rest's bytes."""
         sent, self._sent = self._sent, None
         if sent is None:
             return None
         assert self.arrival is not None and self.plan is not None
         runtime, arrival, plan = self.runtime, self.arrival, self.plan
-        return budget.plan_reservation(runtime, arrival, plan, sent, self.clock(), read=None)
+        return budget.reservation(runtime, arrival, plan, sent, self.clock(), None, slices=True)
+
+    def _count_on(self) -> Decision | Effect:
+        """The exact count's next slice (a pause after it), or, once it is counted, the
+        exact reservation asked for where it is smaller than the refused one."""
+        recount = self._recount
+        assert recount is not None
+        try:
+            next(recount.counting)
+        except StopIteration as done:
+            self._recount = None
+            exact: Reservation | None = done.value
+            if exact is not None and exact.tokens < recount.refused.tokens:
+                self._pending.insert(0, Reserve(exact))  # it may fit where the first did not
+                return self._next()
+            return self._over_budget(recount.charge)
+        self._asked = PAUSE
+        return PAUSE
 
     def _over_budget(self, charge: Charge) -> Reply:
         retry_after = max(1, charge.window_end - int(self.clock()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Generator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,8 @@ from extproc.apis.text import Found, Unread, request_found
 from extproc.lru import Lru
 from extproc.policy.detectors import Detector, Finding, scan
 from extproc.policy.rules import Action, Applied, Detection, PolicySet
-from extproc.tokens import at_most
+from extproc.slices import Sliced, finish
+from extproc.tokens import fitting
 
 _DESCRIPTIONS = {
     "email": "an e-mail address",
@@ -228,7 +229,8 @@ def _limits(
     texts: list[str],
     decisions: Decisions,
     scope: str | None,
-) -> tuple[ApiError | None, bool]:
+    slices: bool,
+) -> Evaluation:
     changed = False
     # A Responses request's messages are its input items (a string input is one message).
     where = "input" if kind is Kind.RESPONSES else "messages"
@@ -251,7 +253,7 @@ def _limits(
                     where,
                 ), changed
         if limits.max_prompt_tokens:
-            fits, exact = at_most(texts, limits.max_prompt_tokens, scope)
+            fits, exact = yield from fitting(texts, limits.max_prompt_tokens, scope, slices)
             if not fits:
                 decisions.add(policy.name, "limit", "max_prompt_tokens", "block", shadow, "request")
                 if not shadow:
@@ -429,7 +431,7 @@ class _Seen:
 # characters since its last pause: between texts, as one text is read in one piece.
 SLICE_CHARS = 64 * 1024
 
-Evaluation = Generator[None, None, tuple[ApiError | None, bool]]
+Evaluation = Sliced[tuple[ApiError | None, bool]]
 
 
 def evaluate_request(
@@ -442,13 +444,7 @@ def evaluate_request(
 ) -> tuple[ApiError | None, bool]:
     """Apply the policies to a parsed request body in place; (error, body changed).
     `scope` (the tenant) keeps the counts of long texts for its later requests."""
-    running = evaluation(policies, kind, body, redactions, decisions, scope)
-    while True:
-        try:
-            next(running)
-        except StopIteration as done:
-            result: tuple[ApiError | None, bool] = done.value
-            return result
+    return finish(evaluation(policies, kind, body, redactions, decisions, scope))
 
 
 def evaluation(
@@ -461,8 +457,9 @@ def evaluation(
     slices: bool = False,
 ) -> Evaluation:
     """evaluate_request as a generator: with `slices`, it yields (a pause for the caller)
-    at its start, after every SLICE_CHARS characters read, and before it returns, so that
-    a large body is read in parts. What it decides is the same."""
+    at its start, after every SLICE_CHARS characters read, in the prompt's token count
+    (tokens.measuring's slices), and before it returns, so that a large body is read in
+    parts. What it decides is the same."""
     pause = _Pauses(slices)
     if slices:
         yield
@@ -473,11 +470,9 @@ def evaluation(
         if refusal is not None:
             return refusal, False
     texts, roles = found.texts, found.roles
-    error, changed = _limits(policies, kind, body, texts, decisions, scope)
+    error, changed = yield from _limits(policies, kind, body, texts, decisions, scope, slices)
     if error is not None:
         return error, changed
-    if slices and any(policy.limits.max_prompt_tokens for policy in policies.policies):
-        yield  # the prompt was counted: a part of its own
     seen = _Seen.of(policies, roles, texts)
     for rule in policies.request_deny:
         for index, (role, text) in enumerate(zip(roles, texts, strict=True)):

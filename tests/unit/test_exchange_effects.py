@@ -171,11 +171,22 @@ def reserve_for(rt: Any, raw: bytes) -> tuple[Exchange, Reserve]:
     return exchange, reserve
 
 
+def after_pauses(exchange: Exchange, step: Any) -> tuple[Any, int]:
+    """The exchange's next step after the pauses it asks for, and how many it asked for."""
+    from extproc.dataplane.decisions import RESUMED, Pause
+
+    pauses = 0
+    while isinstance(step, Pause):
+        pauses += 1
+        step = exchange.resolve(RESUMED)
+    return step, pauses
+
+
 def test_a_long_new_prompt_first_reserves_its_bytes_and_is_counted_only_if_refused() -> None:
     """Counting a long prompt holds the event loop: the first reservation counts at most
     QUICK_READ bytes of new text and reserves the rest's bytes, never fewer than its tokens.
-    Refused, it is counted to the exact bounds and asked again, so a request that would fit
-    its budget alone is never refused for the bound."""
+    Refused, it is counted to the exact bounds, in slices with a pause after each, and asked
+    again, so a request that would fit its budget alone is never refused for the bound."""
     from extproc import tokens
     from extproc.dataplane.budget import QUICK_READ
 
@@ -188,7 +199,10 @@ def test_a_long_new_prompt_first_reserves_its_bytes_and_is_counted_only_if_refus
 
     exchange, reserve = reserve_for(rt, raw)
     assert reserve.reservation.tokens >= size > QUICK_READ
-    again = exchange.resolve(Reserved(reserve.reservation.charges[0]))
+    again, pauses = after_pauses(
+        exchange, exchange.resolve(Reserved(reserve.reservation.charges[0]))
+    )
+    assert pauses == len(prompt) // tokens.SLICE_CHARS == 1
     assert isinstance(again, Reserve) and again.reservation.tokens < 40_000
     assert again.reservation.tokens >= exact + 10
     forward = exchange.resolve(Reserved(None))
@@ -200,8 +214,10 @@ def test_a_long_new_prompt_first_reserves_its_bytes_and_is_counted_only_if_refus
 
     # Refused by its exact count as well: the client's 429, after two asks only.
     exchange, reserve = reserve_for(rt, long_chat(200_000))
-    again = exchange.resolve(Reserved(reserve.reservation.charges[0]))
-    assert isinstance(again, Reserve)
+    again, pauses = after_pauses(
+        exchange, exchange.resolve(Reserved(reserve.reservation.charges[0]))
+    )
+    assert isinstance(again, Reserve) and pauses == 200_000 // tokens.SLICE_CHARS
     refusal = exchange.resolve(Reserved(again.reservation.charges[0]))
     assert isinstance(refusal, Reply) and refusal.status == 429
     assert not exchange.forwarded
@@ -226,7 +242,7 @@ def test_the_in_process_store_admits_by_the_exact_count_when_the_bound_does_not_
         while True:
             refused = store.reserve_now(asked.reservation.charges)
             charge = None if refused < 0 else asked.reservation.charges[refused]
-            decided = exchange.resolve(Reserved(charge))
+            decided, _ = after_pauses(exchange, exchange.resolve(Reserved(charge)))
             if not isinstance(decided, Reserve):
                 assert isinstance(decided, Continue | Reply)
                 return decided
@@ -238,10 +254,66 @@ def test_the_in_process_store_admits_by_the_exact_count_when_the_bound_does_not_
     assert isinstance(third, Reply) and third.status == 429
 
 
+def steps_of(rt: Any, raw: bytes) -> list[Any]:
+    """What an exchange asks for and decides for a request body, each effect answered (a
+    pause resumed, a cache miss, a reservation taken)."""
+    from extproc.dataplane.decisions import RESUMED, Pause
+
+    exchange = started(rt)
+    taken = [exchange.request_body(raw)]
+    while not isinstance(taken[-1], Continue | Reply):
+        step = taken[-1]
+        if isinstance(step, Pause):
+            taken.append(exchange.resolve(RESUMED))
+        elif isinstance(step, Lookup):
+            taken.append(exchange.resolve(Found(None)))
+        else:
+            assert isinstance(step, Reserve), step
+            taken.append(exchange.resolve(Reserved(None)))
+    return taken
+
+
+def test_a_large_prompt_is_counted_for_its_token_limit_in_slices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A policy's max_prompt_tokens counts a large prompt in slices with a pause after each
+    (tokens.SLICE_CHARS), where it was one piece of ~16-20 ms for 400 KB; it decides the
+    same, and stops counting once the limit is passed."""
+    from extproc import tokens
+
+    monkeypatch.setattr(tokens, "MEMO", tokens.Memo(64))
+    prompt = " ".join(f"turn{n % 89} of the agent's task" for n in range(12_000))[:300_000]
+    raw = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]})
+    exact = tokens.count([prompt])
+
+    def limited(limit: int) -> Any:
+        return runtime(
+            CONFIG.replace("FAIL_OPEN", "false")
+            .replace("    budgets:", "    policies: [limit]\n    budgets:")
+            .replace("2000", "100000000")
+            + f"policies:\n  - name: limit\n    limits: {{max_prompt_tokens: {limit}}}\n"
+        )
+
+    counted = len(prompt) // tokens.SLICE_CHARS
+    # Before the policies, after each slice counted, and after the policies.
+    over = steps_of(limited(exact - 1), raw)
+    assert [type(s).__name__ for s in over] == ["Pause"] * (counted + 1) + ["Reply"]
+    assert isinstance(over[-1], Reply) and over[-1].status == 400
+    assert b"prompt_too_long" in over[-1].body
+    fits = steps_of(limited(exact), raw)
+    assert [type(s).__name__ for s in fits] == ["Pause"] * (counted + 2) + [
+        "Lookup", "Reserve", "Continue"]  # fmt: skip
+    # Counted whole once, the prompt's count is remembered for the tenant.
+    again = steps_of(limited(exact), raw)
+    assert [type(s).__name__ for s in again] == ["Pause"] * 2 + ["Lookup", "Reserve", "Continue"]
+    # A limit passed within the first slice: no more counted.
+    early = steps_of(limited(1_000), raw[:-9] + b' again"}]}')
+    assert [type(s).__name__ for s in early] == ["Pause", "Reply"]
+
+
 def test_a_large_body_is_read_by_the_policies_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     """A large body's policies pause for the event loop before, between and after their
     reads (the step goes on where it paused); what is decided is the same as at once."""
-    from extproc.dataplane.decisions import RESUMED, Pause
     from extproc.policy import engine
     from extproc.policy.engine import SLICE_CHARS
 
@@ -263,18 +335,7 @@ def test_a_large_body_is_read_by_the_policies_in_slices(monkeypatch: pytest.Monk
         )
 
     def run(raw: bytes) -> list[Any]:
-        exchange = started(guarded)
-        taken = [exchange.request_body(raw)]
-        while not isinstance(taken[-1], Continue | Reply):
-            step = taken[-1]
-            if isinstance(step, Pause):
-                taken.append(exchange.resolve(RESUMED))
-            elif isinstance(step, Lookup):
-                taken.append(exchange.resolve(Found(None)))
-            else:
-                assert isinstance(step, Reserve), step
-                taken.append(exchange.resolve(Reserved(None)))
-        return taken
+        return steps_of(guarded, raw)
 
     taken = run(body("mail me at a@example.com"))
     names = [type(step).__name__ for step in taken]

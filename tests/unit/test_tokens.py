@@ -147,6 +147,57 @@ def test_at_most_past_the_bounds_never_says_a_longer_prompt_fits(
     assert recorder.read <= 10_000 * 3
 
 
+def test_a_text_cut_where_counting_slices_it_counts_the_same() -> None:
+    """Counting in slices cuts a long text before a space that follows other than white
+    space; at every such place the two parts' counts add up to the whole's, whatever the
+    characters around it."""
+    rng = random.Random(11)
+    alphabet = [
+        *"abcXYZ  \n\r\t'\"sé中文123!?.,/(){}_-#$\u02bc\u2019😀٣\u0301\u00a0\u2003\u3000\u0085\u2028\x1c",
+        "'s", "'ll", " 's", "\r\n", "\uff11\uff12", "  ",
+    ]  # fmt: skip
+    texts = [*SAMPLES, english(20_000)]
+    texts += [
+        "".join(rng.choice(alphabet) for _ in range(rng.randrange(2, 80))) for _ in range(4000)
+    ]
+    places = 0
+    for text in texts:
+        whole = tokens.count([text])
+        for found in tokens._CUT.finditer(text):
+            cut = found.start() + 1
+            assert tokens.count([text[:cut]]) + tokens.count([text[cut:]]) == whole, text
+            places += 1
+    assert places > 10_000
+
+
+def test_counting_in_slices_pauses_and_counts_what_measure_does(recorder: Recorder) -> None:
+    from extproc.slices import finish
+
+    long = english(200_000)
+    texts = [long, "hello world", english(50_000)[9:], "x" * (3 * tokens.SLICE_CHARS)]
+    counting = tokens.measuring(texts, slices=True)
+    reads, pauses = [], 0
+    while True:
+        before = recorder.read
+        try:
+            next(counting)
+        except StopIteration as done:
+            sliced = done.value
+            break
+        pauses += 1
+        reads.append(recorder.read - before)
+    assert sliced == tokens.measure(texts) and sliced.counted == tokens.count(texts)
+    # A slice's work between pauses is about SLICE_CHARS characters of text (the README's
+    # few non-ASCII characters take more bytes), but for a text with no place to cut (the
+    # run of x's), read in one piece.
+    assert pauses == len(reads) == 8, reads
+    assert max(reads[:-1]) < tokens.SLICE_CHARS * 1.02 < 3 * tokens.SLICE_CHARS <= reads[-1]
+    # Within its room: past it, the same overflow as measure's, found in slices.
+    assert finish(tokens.measuring([long], 1_000, slices=True)) == tokens.measure([long], 1_000)
+    assert finish(tokens.fitting([long], 1_000, slices=True)) == tokens.at_most([long], 1_000)
+    assert finish(tokens.fitting([long], 100_000, slices=True)) == (True, True)
+
+
 LOAD = """
 import importlib.util, pathlib, sys
 from extproc import tokens
