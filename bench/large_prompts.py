@@ -12,7 +12,8 @@ accounting, each at a fixed rate (bench/rate.py, open loop):
 Printed: p50 and p99 of each, Envoy alone's beside the pipeline's, with the service's
 request-body wait from Envoy's access log; medians of ROUNDS interleaved rounds. The
 upstream answers every 400 KB request with one recorded answer (bench/upstream.py's
-x-bench-answer), so a new body costs it nothing. Figures are printed, not asserted.
+x-bench-answer): an agent turn's, ~2.4 KB, so a new body costs it nothing and the response
+phase is the same for both shapes. Figures are printed, not asserted.
 Environment: BENCH_ROUNDS (default 3), BENCH_RATE_SECONDS (10), BENCH_SMALL_RATE (100),
 BENCH_LARGE_RATE (10), BENCH_WORKERS (the service's workers, default 1).
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.rate import Bodies, fixed_rates  # noqa: E402
+from bench.rate import Bodies, fixed_rate, fixed_rates  # noqa: E402
 from bench.run import (  # noqa: E402
     POLICY,
     TENANT,
@@ -148,6 +149,11 @@ def main() -> None:
         mock = start_mock(mock_port, workdir)
         stacks: dict[str, tuple[Stack, str]] = {}
         try:
+            # The one answer every 400 KB request gets: an agent turn's (~2.4 KB, echoing its
+            # new message), recorded before anything else asks. A cold prompt's own answer
+            # would echo all 400 KB back through the response phase.
+            upstream = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
+            fixed_rate(upstream, shapes["agent turn"](0), 20, 0.05, SHARED)
             for label, bare, tail in SETUPS:
                 name = label.replace(" ", "-").replace(",", "").replace("+", "")
                 workers = WORKERS if bare is None else 1
