@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import rate, run  # noqa: E402
-from extproc.control.stack import free_port, wait_until  # noqa: E402
+from extproc.control.stack import extproc_argv, free_port, process_env, wait_until  # noqa: E402
 
 MCP_RATE = float(os.environ.get("BENCH_MCP_RATE", "100"))
 ACCEPT = {"accept": "application/json, text/event-stream"}
@@ -100,8 +100,8 @@ def main() -> None:
         workdir = Path(tmp)
         mock_port, mcp_port = free_port(), free_port()
         log = stop.enter_context((workdir / "mcp.log").open("wb"))
-        command = [sys.executable, "-m", "extproc", "mcp-demo", "--port", str(mcp_port)]
-        server = subprocess.Popen([*command, "--json", "--stateless"], stdout=log, stderr=log)
+        command = extproc_argv("mcp-demo", "--port", str(mcp_port), "--json", "--stateless")
+        server = subprocess.Popen(command, stdout=log, stderr=log, env=process_env({}))
         stop.callback(_stopped, server)
         wait_until(lambda: run._port_open(mcp_port), 20, "demo MCP server", server)
         # The benchmark's upstream answers chat requests and, recorded from the demo

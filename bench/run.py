@@ -41,7 +41,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.rate import fixed_rate  # noqa: E402
 from extproc.control.render.listener import EXTPROC_LOG_FIELDS  # noqa: E402
-from extproc.control.stack import Stack, envoy_binary, free_port, wait_until  # noqa: E402
+from extproc.control.stack import (  # noqa: E402
+    Stack,
+    envoy_binary,
+    extproc_argv,
+    free_port,
+    process_env,
+    wait_until,
+)
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -260,9 +267,9 @@ def start_mock(port: int, workdir: Path, replay: bool = True) -> subprocess.Pope
     command = (
         [sys.executable, str(ROOT / "bench" / "upstream.py"), str(port)]
         if replay
-        else [sys.executable, "-m", "extproc", "mock-provider", "--port", str(port)]
+        else extproc_argv("mock-provider", "--port", str(port))
     )
-    mock = subprocess.Popen(command, stdout=log, stderr=log)
+    mock = subprocess.Popen(command, stdout=log, stderr=log, env=process_env({}))
     wait_until(lambda: _port_open(port), 20, "mock provider", mock)
     return mock
 

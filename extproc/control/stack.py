@@ -142,6 +142,25 @@ def envoy_ready(admin_port: int) -> bool:
         return bool(reply.status == 200)
 
 
+# The folder holding the package this module was imported from.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def extproc_argv(*args: str) -> list[str]:
+    """`python -m extproc ARGS`, without the working directory first on the module path
+    (-P): a folder named extproc there would run instead of the package process_env
+    names."""
+    return [sys.executable, "-P", "-m", "extproc", *args]
+
+
+def process_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a process the stack starts: the package it runs is the one this
+    stack was imported from (a benchmark of another tree runs that tree's service)."""
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (_PACKAGE_ROOT, env.get("PYTHONPATH"))))
+    return env
+
+
 @dataclass
 class Stack:
     """Envoy + service (+ mock provider) for one gateway config file."""
@@ -175,7 +194,7 @@ class Stack:
             argv,
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
-            env={**os.environ, **self.env},
+            env=process_env(self.env),
             stdin=subprocess.DEVNULL,
         )
         self.processes[name] = process
@@ -186,14 +205,7 @@ class Stack:
         runtime = load_file(self.config_path, resolve_secrets=False)
         try:
             if self.mock_port is not None:
-                argv = [
-                    sys.executable,
-                    "-m",
-                    "extproc",
-                    "mock-provider",
-                    "--port",
-                    str(self.mock_port),
-                ]
+                argv = extproc_argv("mock-provider", "--port", str(self.mock_port))
                 if self.mock_tls:
                     argv += ["--tls-cert", self.mock_tls[0], "--tls-key", self.mock_tls[1]]
                 mock = self._spawn("mock", argv)
@@ -204,8 +216,8 @@ class Stack:
                     mock,
                 )
             if self.mcp_demo_port is not None:
-                argv = [sys.executable, "-m", "extproc", "mcp-demo"]
-                demo = self._spawn("mcp-demo", [*argv, "--port", str(self.mcp_demo_port)])
+                argv = extproc_argv("mcp-demo", "--port", str(self.mcp_demo_port))
+                demo = self._spawn("mcp-demo", argv)
                 wait_until(
                     lambda: _port_open("127.0.0.1", self.mcp_demo_port or 0),
                     timeout,
@@ -214,7 +226,7 @@ class Stack:
                 )
             if self.bare_backend is None:
                 address = runtime.service.grpc_address
-                argv = [sys.executable, "-m", "extproc", "serve", str(self.config_path)]
+                argv = extproc_argv("serve", str(self.config_path))
                 if self.service_command is not None:
                     argv = [*self.service_command, address]
                 self._service = (argv, address)
