@@ -18,7 +18,7 @@ import orjson
 from extproc.apis import ApiError, Kind
 from extproc.apis.text import Found, Unread, request_found
 from extproc.lru import Lru
-from extproc.policy.detectors import Detector, Finding, scan
+from extproc.policy.detectors import Detector, Encoded, Finding, scan
 from extproc.policy.rules import Action, Applied, Detection, PolicySet
 from extproc.slices import Sliced, finish
 from extproc.tokens import fitting
@@ -402,6 +402,8 @@ class _Seen:
     # False once a (shadow) deny rule matched: it stops at its first text, leaving the
     # later ones unread by it.
     keep: bool = True
+    # Long texts' UTF-8 bytes, by index, from the deny rules' pass to the detectors'.
+    _bytes: dict[int, Encoded] = field(default_factory=dict)
 
     @classmethod
     def of(cls, policies: PolicySet, roles: list[str], texts: list[str]) -> _Seen:
@@ -415,6 +417,21 @@ class _Seen:
                     known[index] = reading
         return cls(keys, known)
 
+    def encoded(self, index: int, text: str) -> Encoded | None:
+        """The text's bytes for the patterns that read all of it, encoded once for the
+        request's deny rules and detectors: for a long text that is not ASCII (an ASCII
+        str is handed to RE2 as it is stored)."""
+        if len(text) < ENCODE_CHARS or text.isascii():
+            return None
+        found = self._bytes.get(index)
+        if found is None:
+            found = self._bytes[index] = Encoded(text)
+        return found
+
+    def read(self, index: int) -> None:
+        """The text's last pattern was run: its bytes go."""
+        self._bytes.pop(index, None)
+
     def remember(self, index: int, reading: Reading = _CLEAN) -> None:
         key = self.keys.get(index)
         if (
@@ -426,6 +443,9 @@ class _Seen:
         ):
             READ.put(key, reading)
 
+
+# A text this long that is not ASCII is encoded once for all the patterns run on it.
+ENCODE_CHARS = 4 * 1024
 
 # An evaluation in slices (`evaluation(..., slices=True)`) pauses once it has read this many
 # characters since its last pause: between texts, as one text is read in one piece.
@@ -477,7 +497,7 @@ def evaluation(
     for rule in policies.request_deny:
         for index, (role, text) in enumerate(zip(roles, texts, strict=True)):
             if role in rule.roles and index not in seen.known:
-                if rule.search(text) is not None:
+                if rule.search(text, seen.encoded(index, text)) is not None:
                     decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, "request")
                     if not rule.shadow:
                         return blocked(rule.name), changed
@@ -542,7 +562,8 @@ def _redact(
         if reading is not None:
             findings = list(reading.findings)
         elif detection.applied:
-            findings = scan(text, detection.detectors)
+            findings = scan(text, detection.detectors, seen.encoded(index, text))
+            seen.read(index)
             if pause.after(text):
                 yield
         else:

@@ -9,7 +9,7 @@ from enum import StrEnum
 
 import re2
 
-from extproc.policy.detectors import Detector
+from extproc.policy.detectors import Detector, Encoded
 
 
 class Action(StrEnum):
@@ -40,7 +40,13 @@ class DenyRule:
     max_length: int
     has_patterns: bool
 
-    def search(self, text: str) -> tuple[int, int] | None:
+    def search(self, text: str, encoded: Encoded | None = None) -> tuple[int, int] | None:
+        """The first match in `text` (read as `encoded`, when given: its bytes)."""
+        if encoded is not None:
+            found = self.regex.search(encoded.data)
+            if found is None:
+                return None
+            return encoded.chars(found.start()), encoded.chars(found.end())
         match = self.regex.search(text)
         return match.span() if match else None
 

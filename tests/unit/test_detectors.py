@@ -207,3 +207,43 @@ def test_phone_checks_past_the_budget_still_report_numbers() -> None:
 def test_ip_address_before_a_full_stop_is_found() -> None:
     text = "My address is 75.84.168.212. Version 1.2.3.4.5 is not one."
     assert [text[f.start : f.end] for f in BUILTIN["ip_address"].find(text)] == ["75.84.168.212"]
+
+
+def test_a_text_read_as_its_bytes_finds_what_it_finds_as_text() -> None:
+    """Long texts that are not ASCII are encoded once for every pattern run on them (the
+    binding encodes a str on every call); the findings, at the text's own offsets, are
+    the same for every built-in detector, and so are the deny rules' matches."""
+    import random
+
+    from extproc.policy.detectors import Encoded
+    from tests.helpers import runtime
+
+    rng = random.Random(4)
+    pieces = [s["text"] for s in CORPUS] + ["é", "日本語", "🎉", "Ünïcödé ", "\u0301", " "]
+    for _ in range(200):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 40)))
+        expected = [(f.start, f.end, f.detector.name) for f in scan(text, DETECTORS)]
+        found = scan(text, DETECTORS, Encoded(text))
+        assert [(f.start, f.end, f.detector.name) for f in found] == expected, text
+    rt = runtime(
+        "backends: [{name: b, url: 'http://127.0.0.1:9/v1'}]\n"
+        "models: [{name: m, routes: [{backend: b}]}]\n"
+        "policies:\n  - name: p\n    deny: [{name: r, keywords: ['über alles', card], "
+        "patterns: ['\\d{3}-\\d{4}']}]\n"
+        "tenants: [{name: t, policies: [p]}]\nauth: {anonymous_tenant: t}\n"
+    )
+    (rule,) = rt.policy_set(rt.tenants["t"], rt.models[0]).request_deny
+    texts = ["x" * 50 + "ÜBER ALLES", "日本" * 30 + " 555-1234 é", "🎉 card", "nothing here é"]
+    found = [rule.search(text, Encoded(text)) for text in texts]
+    assert found == [rule.search(text) for text in texts]
+    assert found == [(50, 60), (61, 69), (2, 6), None]
+
+
+def test_encoded_offsets_come_back_as_the_texts_own() -> None:
+    from extproc.policy.detectors import Encoded
+
+    text = "aé日🎉b" * 3
+    encoded = Encoded(text)
+    starts = [len(text[:i].encode()) for i in range(len(text) + 1)]
+    assert [encoded.chars(b) for b in starts] == list(range(len(text) + 1))
+    assert encoded.chars(starts[4]) == 4  # asked out of order: counted again from the start

@@ -547,13 +547,13 @@ class Reads:
         self.scans = self.searches = 0
         scan, search = engine.scan, DenyRule.search
 
-        def counted_scan(text: str, detectors: Any) -> Any:
+        def counted_scan(text: str, detectors: Any, encoded: Any = None) -> Any:
             self.scans += text == LONG or "EMAIL" in text or "@" in text
-            return scan(text, detectors)
+            return scan(text, detectors, encoded)
 
-        def counted_search(rule: DenyRule, text: str) -> Any:
+        def counted_search(rule: DenyRule, text: str, encoded: Any = None) -> Any:
             self.searches += 1
-            return search(rule, text)
+            return search(rule, text, encoded)
 
         monkeypatch.setattr(engine, "scan", counted_scan)
         monkeypatch.setattr(DenyRule, "search", counted_search)
@@ -668,3 +668,36 @@ def test_a_known_hash_seed_keeps_the_text_memos_empty(monkeypatch: pytest.Monkey
         assert read(chat(LONG))[0] is None
         tokens.bound([LONG], scope="t")
     assert reads.scans == 2 and len(engine.READ) == len(tokens.MEMO) == 0
+
+
+def test_a_long_text_that_is_not_ascii_is_read_as_its_bytes_with_the_same_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long non-ASCII text is encoded once for the deny rules and the detectors; what
+    they decide and where they redact is what reading it as text decides."""
+    from extproc.policy import engine
+
+    monkeypatch.setattr(engine, "READ", type(engine.READ)(64))
+    filler = "Ünïcödé 日本語 🎉 notes. " * 300  # past ENCODE_CHARS, not ASCII
+    assert len(filler) >= engine.ENCODE_CHARS and not filler.isascii()
+    bodies = [
+        chat(filler + "mail ops@example.com, key EMP-123456, 日本 +1 415 555 0100 ok", "hi"),
+        chat(filler + "pay with 4111 1111 1111 1111 é"),
+        chat(filler + "then how to make ünïcödé explosives"),
+        chat(filler + "Project Nightingale 🎉", role="system"),
+    ]
+    as_bytes = [read(body) for body in bodies]
+    monkeypatch.setattr(engine, "ENCODE_CHARS", 1 << 40)
+    monkeypatch.setattr(engine, "READ", type(engine.READ)(64))
+    as_text = [read(body) for body in bodies]
+    for (error, body, decisions), (error2, body2, decisions2) in zip(
+        as_bytes, as_text, strict=True
+    ):
+        assert (error and error.code) == (error2 and error2.code)
+        assert body == body2 and decisions.records() == decisions2.records()
+    redacted = as_bytes[0][1]["messages"][1]["content"]
+    assert redacted.endswith("mail [EMAIL_1], key [EMPLOYEEID_1], 日本 +* *** *** **00 ok")
+    refused = [error and (error.status, error.code) for error, _, _ in as_bytes]
+    assert refused[0] is None and len({*refused[1:]}) == 1 and refused[1][0] == 400
+    assert [decision(d, r)["action"] for (_, _, d), r in zip(
+        as_bytes[1:], ("payment_card", "weapons", "codename"), strict=True)] == ["block"] * 3  # fmt: skip
