@@ -31,6 +31,7 @@ from extproc.dataplane.decisions import (
     Reserve,
     Reserved,
     Result,
+    Resumed,
     Unavailable,
 )
 from extproc.dataplane.exchange import Exchange
@@ -313,10 +314,11 @@ class Effects:
     def _resolved(self, exchange: Exchange, result: Result) -> None:
         if isinstance(result, Found) and result.stored is not None and exchange.outcome:
             self.metrics.cache_tokens_saved.inc(exchange.outcome.usage.total_tokens)
-        # A refusal the exchange answered with a 429 (a first, rough reservation refused
-        # may be asked again with the exact count).
-        elif isinstance(result, Reserved) and result.refused and exchange.status == 429:
-            self.metrics.budget_refusals.labels(result.refused.budget).inc()
+        # A refusal the exchange answered with a 429, once: after the store's answer, or
+        # after the pause that ended an exact count (a first, rough reservation refused is
+        # counted exactly and may be asked again).
+        elif isinstance(result, Reserved | Resumed) and exchange.refused is not None:
+            self.metrics.budget_refusals.labels(exchange.refused.budget).inc()
 
     async def _state(self, effect: LoadState | DeleteState) -> Loaded | Deleted | Unavailable:
         operation = "load" if isinstance(effect, LoadState) else "delete"

@@ -112,6 +112,7 @@ class Exchange:
         self.status = 0
         self.error_code: str | None = None
         self.reservation: Reservation | None = None
+        self.refused: Charge | None = None  # the budget charge the client's 429 names
         self.forwarded = False  # the request went to a provider
         self.cached = False  # answered from the cache
         self.cache_value: bytes | None = None  # the answer to store under the plan's key
@@ -388,6 +389,7 @@ class Exchange:
         return PAUSE
 
     def _over_budget(self, charge: Charge) -> Reply:
+        self.refused = charge
         retry_after = max(1, charge.window_end - int(self.clock()))
         return self.error(
             ApiError(

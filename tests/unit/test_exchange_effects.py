@@ -357,3 +357,26 @@ def test_a_large_body_is_read_by_the_policies_in_slices(monkeypatch: pytest.Monk
 
     # A small body is read at once.
     assert isinstance(started(guarded).request_body(CHAT), Lookup)
+
+
+async def test_a_refusal_after_an_exact_count_in_slices_is_counted_once() -> None:
+    """A prompt past the exact count's tokens reserves the same after it as before (its
+    bytes), so the 429 comes after the count's last pause rather than from the store's
+    answer: the shell counts that refusal too, once."""
+    import inspect
+
+    from extproc.dataplane.effects import Effects
+    from extproc.telemetry.metrics import Metrics
+
+    metrics = Metrics()
+    effects = Effects(CLOSED, metrics)
+    refusals = metrics.budget_refusals.labels("minute")
+    for raw, pauses in ((long_chat(1_000_000), True), (CHAT, False)):
+        exchange = started()
+        before = refusals._value.get()
+        reply = effects.request_body(exchange, raw)
+        assert inspect.isawaitable(reply) == pauses  # the count's pauses are awaited
+        if inspect.isawaitable(reply):
+            reply = await reply
+        assert reply.immediate_response.status.code == 429
+        assert exchange.refused is not None and refusals._value.get() == before + 1
