@@ -8,6 +8,7 @@ mod 97, SSN ranges, address parsing) is not reported.
 from __future__ import annotations
 
 import importlib
+import re
 import string
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,9 +19,15 @@ import re2
 
 from extproc.policy import checksums, phones
 
+# RE2's \C matches one byte even inside a character: a match's offsets would fall between
+# a character's bytes, where no text offset is (an odd number of backslashes before the C).
+_ANY_BYTE = re.compile(r"(?<!\\)(?:\\\\)*\\C")
+
 
 def compile_pattern(pattern: str, *, case_sensitive: bool = True) -> re2._Regexp:
     """Compile with RE2; raises re2.error with RE2's message for unsupported syntax."""
+    if _ANY_BYTE.search(pattern):
+        raise re2.error("\\C (any byte) is not supported: it can match part of a character")
     options = re2.Options()
     options.log_errors = False  # a bad config pattern is reported by the loader, not logged
     options.case_sensitive = case_sensitive
@@ -60,6 +67,10 @@ class Encoded:
         self._byte = offset
         return self._char
 
+    def boundary(self, offset: int) -> bool:
+        """Whether byte `offset` starts a character, or ends the text."""
+        return offset == len(self.data) or (self.data[offset] & 0xC0) != 0x80
+
 
 @dataclass(frozen=True, slots=True)
 class Detector:
@@ -92,9 +103,14 @@ class Detector:
     def _matches(self, text: str, encoded: Encoded | None) -> Iterator[tuple[int, int]]:
         if not self.anchor:
             if encoded is not None:
-                for match in self.regex.finditer(encoded.data):
-                    yield encoded.chars(match.start()), encoded.chars(match.end())
-                return
+                # find() drops empty matches, and after one the binding steps on by a byte,
+                # not a character: only the non-empty ones are the text's. Should a match
+                # still fall inside a character, the text is read as text.
+                spans = [m.span() for m in self.regex.finditer(encoded.data) if m.end() > m.start()]
+                if all(encoded.boundary(start) and encoded.boundary(end) for start, end in spans):
+                    for start, end in spans:
+                        yield encoded.chars(start), encoded.chars(end)
+                    return
             for match in self.regex.finditer(text):
                 yield match.span()
             return

@@ -563,11 +563,11 @@ def _redact(
             findings = list(reading.findings)
         elif detection.applied:
             findings = scan(text, detection.detectors, seen.encoded(index, text))
-            seen.read(index)
             if pause.after(text):
                 yield
         else:
             findings = []
+        seen.read(index)  # its patterns have all run
         # Recorded every time: the decisions are the request's own.
         block = tally(findings, detection, decisions, "request")
         if block is not None:

@@ -46,7 +46,10 @@ class DenyRule:
             found = self.regex.search(encoded.data)
             if found is None:
                 return None
-            return encoded.chars(found.start()), encoded.chars(found.end())
+            start, end = found.span()
+            if encoded.boundary(start) and encoded.boundary(end):
+                return encoded.chars(start), encoded.chars(end)
+            # A match inside a character (\C, or an empty one): read as text.
         match = self.regex.search(text)
         return match.span() if match else None
 

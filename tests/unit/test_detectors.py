@@ -225,6 +225,18 @@ def test_a_text_read_as_its_bytes_finds_what_it_finds_as_text() -> None:
         expected = [(f.start, f.end, f.detector.name) for f in scan(text, DETECTORS)]
         found = scan(text, DETECTORS, Encoded(text))
         assert [(f.start, f.end, f.detector.name) for f in found] == expected, text
+    # Patterns that match the empty string (\C, one byte inside a character, is refused at
+    # config load).
+    from extproc.policy.detectors import custom_detector
+
+    odd = tuple(
+        custom_detector(f"odd{n}", pattern, "ODD", 32)
+        for n, pattern in enumerate(("x*", "(?:foo)?", "é?", r"\\C", "[^a]"))
+    )
+    for text in ("日本 foo é xx 🎉" * 400, "aé" * 3000, "é" * 5000 + "foo"):
+        for detector in odd:
+            expected = [(f.start, f.end) for f in detector.find(text)]
+            assert [(f.start, f.end) for f in detector.find(text, Encoded(text))] == expected
     rt = runtime(
         "backends: [{name: b, url: 'http://127.0.0.1:9/v1'}]\n"
         "models: [{name: m, routes: [{backend: b}]}]\n"
@@ -237,6 +249,17 @@ def test_a_text_read_as_its_bytes_finds_what_it_finds_as_text() -> None:
     found = [rule.search(text, Encoded(text)) for text in texts]
     assert found == [rule.search(text) for text in texts]
     assert found == [(50, 60), (61, 69), (2, 6), None]
+    # A rule whose first match falls inside a character (an empty one between two bytes of
+    # "é" after a word character) answers as it does on the text.
+    boundary = runtime(
+        "backends: [{name: b, url: 'http://127.0.0.1:9/v1'}]\n"
+        "models: [{name: m, routes: [{backend: b}]}]\n"
+        "policies:\n  - name: p\n    deny: [{name: r, patterns: ['\\B']}]\n"
+        "tenants: [{name: t, policies: [p]}]\nauth: {anonymous_tenant: t}\n"
+    )
+    (odd_rule,) = boundary.policy_set(boundary.tenants["t"], boundary.models[0]).request_deny
+    for text in ("aé" * 10, "日本語", "é"):
+        assert odd_rule.search(text, Encoded(text)) == odd_rule.search(text)
 
 
 def test_encoded_offsets_come_back_as_the_texts_own() -> None:

@@ -459,6 +459,14 @@ def test_json_response_rules_on_output() -> None:
             "policies[0].pii[0].pattern: RE2 cannot compile",
         ),
         (
+            "policies: [{name: p, pii: [{name: x, pattern: 'a\\C'}]}]",
+            "policies[0].pii[0].pattern: RE2 cannot compile this pattern: \\C (any byte)",
+        ),
+        (
+            "policies: [{name: p, deny: [{name: r, patterns: ['(\\\\\\C)']}]}]",
+            "policies[0].deny[0].patterns[0]: RE2 cannot compile this pattern: \\C",
+        ),
+        (
             "backends: [{name: b, url: 'http://x'}]\nmodels: [{name: m, routes: [{backend: b}], policies: [nope]}]",
             'models[0].policies[0]: no policy named "nope"',
         ),
