@@ -171,18 +171,19 @@ SLICE_CHARS = 32 * 1024
 # other than white space. No piece of o200k's pre-tokenizer reaches over such a space (runs
 # of letters, of digits and of punctuation stop at white space, and white space starts a
 # piece of its own or the next word's), its pattern looks at nothing before where a piece
-# starts, and BPE works within pieces: the slices' counts add up to the text's. A text with
+# starts, and BPE works within pieces: the slices' counts add up to the text's. A run with
 # no such place (CJK without spaces, base64) is counted in one piece.
 _CUT = re.compile(r"\S ")
 
 
 def _cut(text: str, first: int) -> Iterator[str]:
     """`text` in slices, the first of about `first` characters and the others of about
-    SLICE_CHARS, each ending where a piece does (the rest whole where a slice's length
-    goes by with no place to cut)."""
+    SLICE_CHARS, each ending where a piece does: at the first place to cut past that
+    length, so a run with none is one slice, and the rest whole when none is left."""
     start, size = 0, first
     while len(text) - start > size:
-        found = _CUT.search(text, start + size, start + size + SLICE_CHARS)
+        # Past a run with no place to cut, the next place (the run is one slice).
+        found = _CUT.search(text, start + size)
         if found is None:
             break
         end = found.start() + 1
@@ -305,7 +306,13 @@ def estimate(texts: Sequence[str], scope: str | None = None) -> int:
     """The texts' tokens, counted exactly within measure()'s bounds; the rest estimated at
     the rate of what was counted (or of a sample of what was not): what a usage record
     says when the provider reports no input."""
-    found = measure(texts, scope=scope)
+    return finish(estimating(texts, scope))
+
+
+def estimating(texts: Sequence[str], scope: str | None = None, slices: bool = False) -> Sliced[int]:
+    """estimate() as sliced work (measuring()'s pauses, with `slices`; the sample, at most
+    64 KiB, is one part)."""
+    found = yield from measuring(texts, scope=scope, slices=slices)
     if found.exact:
         return found.counted
     tokens, size = found.counted, found.counted_bytes

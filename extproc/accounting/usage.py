@@ -191,11 +191,18 @@ def _prompt_texts(kind: Kind, body: dict[str, Any]) -> tuple[list[str], int]:
 def prompt_estimate(kind: Kind, body: dict[str, Any], scope: str | None = None) -> int:
     """Prompt tokens of a request body, counted offline (an estimate of the provider's;
     past tokens.measure()'s bounds, estimated from the part counted)."""
+    return finish(prompt_estimating(kind, body, scope))
+
+
+def prompt_estimating(
+    kind: Kind, body: dict[str, Any], scope: str | None = None, slices: bool = False
+) -> Sliced[int]:
+    """prompt_estimate() as sliced work (tokens.estimating()'s pauses, with `slices`)."""
     ids = _token_ids(kind, body)
     if ids is not None:
         return ids
     texts, added = _prompt_texts(kind, body)
-    return tokens.estimate(texts, scope) + added
+    return (yield from tokens.estimating(texts, scope, slices)) + added
 
 
 def prompt_bound(

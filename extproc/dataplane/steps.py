@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from extproc import cache, names
-from extproc.accounting.usage import prompt_estimate
+from extproc.accounting.usage import prompt_estimating
 from extproc.apis import METERED, ApiError, Kind, Schema
 from extproc.apis.checks import json_type
 from extproc.apis.validation import validate
@@ -36,6 +36,7 @@ from extproc.policy.engine import (
 )
 from extproc.policy.rules import EMPTY, PolicySet
 from extproc.routing import Routed, canonical_name, resolve
+from extproc.slices import Sliced
 from extproc.state.turns import Dropped, Turn
 from extproc.translate.hub import Untranslatable
 from extproc.translate.translation import CODECS, Translation, translatable
@@ -85,6 +86,7 @@ class Draft:
     count_here: bool = False  # a token count the backend cannot answer: counted offline
     memory: Memory | None = None  # a Responses request whose conversation the gateway keeps
     evaluation: Evaluation | None = None  # the policies' reading of a large body, paused
+    counting: Sliced[int] | None = None  # an offline token count of a large body, paused
 
     @property
     def route(self) -> Routed:
@@ -287,14 +289,25 @@ def resume(draft: Draft, turn: Turn | Dropped | None) -> ApiError | None:
     return None
 
 
-def count_here(draft: Draft) -> ApiError | Answered | None:
+def count_here(draft: Draft) -> ApiError | Answered | Pause | None:
     """A token count the route's backend cannot answer: the prompt as it would be sent
-    (after the policies), counted by the service's tokenizer, named an estimate."""
+    (after the policies), counted by the service's tokenizer, named an estimate. A large
+    body's count pauses between its slices, as the policies' reading does."""
     if not draft.count_here:
         return None
-    arrival = draft.arrival
-    tokens = prompt_estimate(arrival.endpoint.body_kind, draft.body, arrival.tenant.name)
-    return Answered(200, {"input_tokens": tokens}, ((names.ESTIMATE_HEADER, "offline"),))
+    counting = draft.counting
+    if counting is None:
+        arrival = draft.arrival
+        kind, tenant = arrival.endpoint.body_kind, arrival.tenant.name
+        slices = len(draft.raw) >= SLICE_BYTES
+        counting = draft.counting = prompt_estimating(kind, draft.body, tenant, slices)
+    try:
+        next(counting)
+    except StopIteration as done:
+        draft.counting = None
+        tokens: int = done.value
+        return Answered(200, {"input_tokens": tokens}, ((names.ESTIMATE_HEADER, "offline"),))
+    return PAUSE
 
 
 def ask_stream_usage(draft: Draft) -> ApiError | None:

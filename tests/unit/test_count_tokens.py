@@ -88,6 +88,26 @@ def test_a_count_for_a_model_of_another_api_is_answered_offline() -> None:
     assert not exchange.forwarded and exchange.finish() == []
 
 
+def test_a_large_count_answered_offline_pauses_between_its_slices() -> None:
+    """A count of a large prompt (~400 KB, ~17 ms of the tokenizer) is taken in slices, the
+    shell serving other streams between them; the answer is the same."""
+    from extproc import tokens
+    from extproc.dataplane.decisions import RESUMED, Pause
+
+    text = " ".join(f"line{n % 97} of a long log" for n in range(20_000))[:400_000]
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+    exchange = counting()
+    decision = exchange.request_body(orjson.dumps(request))
+    steps = []
+    while isinstance(decision, Pause):
+        steps.append(decision)
+        decision = exchange.resolve(RESUMED)
+    # The policies' pauses (before, after the one long text, after them), then the count's.
+    assert len(steps) == 3 + len(text) // tokens.SLICE_CHARS
+    assert isinstance(decision, Reply) and decision.status == 200
+    assert orjson.loads(decision.body) == {"input_tokens": prompt_estimate(Kind.MESSAGES, request)}
+
+
 def test_a_count_on_a_fallback_route_is_answered_offline() -> None:
     decision = counting().request_body(body(model="claude-resilient"))
     assert isinstance(decision, Reply) and decision.status == 200

@@ -192,6 +192,11 @@ def test_counting_in_slices_pauses_and_counts_what_measure_does(recorder: Record
     # run of x's), read in one piece.
     assert pauses == len(reads) == 8, reads
     assert max(reads[:-1]) < tokens.SLICE_CHARS * 1.02 < 3 * tokens.SLICE_CHARS <= reads[-1]
+    # A run with no place to cut is one slice; the text after it is sliced again.
+    mixed = english(50_000) + "A" * 70_000 + english(200_000)
+    pieces = [len(piece) for piece in tokens._cut(mixed, tokens.SLICE_CHARS)]
+    assert sum(pieces) == len(mixed) and max(pieces) < 70_000 + 2 * tokens.SLICE_CHARS
+    assert len(pieces) >= 200_000 // tokens.SLICE_CHARS + 2
     # Within its room: past it, the same overflow as measure's, found in slices.
     assert finish(tokens.measuring([long], 1_000, slices=True)) == tokens.measure([long], 1_000)
     assert finish(tokens.fitting([long], 1_000, slices=True)) == tokens.at_most([long], 1_000)
