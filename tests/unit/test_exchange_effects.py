@@ -277,8 +277,8 @@ def test_a_large_prompt_is_counted_for_its_token_limit_in_slices(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A policy's max_prompt_tokens counts a large prompt in slices with a pause after each
-    (tokens.SLICE_CHARS), where it was one piece of ~16-20 ms for 400 KB; it decides the
-    same, and stops counting once the limit is passed."""
+    (tokens.SLICE_CHARS), so that other streams are served between them (counting 400 KB
+    takes the tokenizer ~16-20 ms); it decides the same, and stops once the limit is passed."""
     from extproc import tokens
 
     monkeypatch.setattr(tokens, "MEMO", tokens.Memo(64))
