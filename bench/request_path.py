@@ -3,13 +3,14 @@ body shape, up to the default 32 MiB limit; best of 3 runs, in-process.
 
 Each stage on its own: parse (orjson), validate (the endpoint's table), policy (a deny
 rule, e-mail redaction and `max_prompt_tokens`), the budget's first reservation's prompt
-bound (at most QUICK_READ bytes tokenized; the exact bound a refused one asks for costs
-what the estimate does), the usage record's prompt estimate (computed only when a
-provider reports no input), and the whole `Exchange.request_body` of a tenant with that
-policy and a budget (all of them but the estimate, plus routing and forwarding), and the
-longest part of it the event loop runs in one piece (a large body's policies read it in
-slices, pausing in between). Shapes: the worst a client can send within the validation
-bounds, an agent-shaped request and a 1 KB chat.
+bound (at most QUICK_READ bytes of texts of 1,024 characters or more tokenized; the exact
+bound a refused one asks for costs what the estimate does), the usage record's prompt
+estimate (computed only when a provider reports no input), and the whole
+`Exchange.request_body` of a tenant with that policy and a budget (all of them but the
+estimate, plus routing and forwarding), and the longest part of it the event loop runs in
+one piece (a large body's policies read it in slices, pausing in between). Shapes: the
+worst a client can send within the validation bounds, an agent-shaped request and a 1 KB
+chat.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import machine  # noqa: E402
 from extproc import tokens  # noqa: E402
-from extproc.accounting.usage import prompt_bound, prompt_estimate  # noqa: E402
-from extproc.apis import ENDPOINTS  # noqa: E402
+from extproc.accounting.usage import prompt_bounding, prompt_estimate  # noqa: E402
+from extproc.apis import ENDPOINTS, Kind  # noqa: E402
 from extproc.apis.validation import validate  # noqa: E402
 from extproc.config.loader import load_text  # noqa: E402
 from extproc.dataplane.budget import QUICK_READ  # noqa: E402
@@ -38,6 +39,7 @@ from extproc.dataplane.decisions import RESUMED, Continue, Pause, Reply, Reserve
 from extproc.dataplane.exchange import Exchange  # noqa: E402
 from extproc.policy import engine  # noqa: E402
 from extproc.policy.engine import Decisions, Redactions, evaluate_request  # noqa: E402
+from extproc.slices import finish  # noqa: E402
 
 MIB = 1 << 20
 LIMIT = 32 * MIB
@@ -223,6 +225,11 @@ def longest_part(raw: bytes, path: str, runs: int) -> float:
     return min(found)
 
 
+def first_bound(kind: Kind, body: dict[str, Any]) -> int:
+    """A first reservation's prompt bound, as the budget asks for it."""
+    return finish(prompt_bounding(kind, body, "team", QUICK_READ, short=False))
+
+
 def stages(path: str, raw: bytes, runs: int) -> tuple[list[float], str]:
     endpoint = ENDPOINTS[path]
     body = orjson.loads(raw)
@@ -236,7 +243,10 @@ def stages(path: str, raw: bytes, runs: int) -> tuple[list[float], str]:
         best(lambda _: orjson.loads(raw), runs),
         best(lambda _: validate(endpoint, body), runs),
         best(policy, runs, lambda: copy.deepcopy(body)),
-        best(lambda _: prompt_bound(endpoint.kind, body, "team", QUICK_READ), runs),
+        best(
+            lambda _: finish(prompt_bounding(endpoint.kind, body, "team", QUICK_READ, short=False)),
+            runs,
+        ),
         best(lambda _: prompt_estimate(endpoint.kind, body), runs),
         best(lambda _: request_body(raw, path), runs),
         longest_part(raw, path, runs),

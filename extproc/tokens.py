@@ -218,10 +218,11 @@ def measuring(
     scope: str | None = None,
     read: int | None = None,
     slices: bool = False,
+    short: bool = True,
 ) -> Sliced[Measure]:
     """measure() as sliced work: with `slices`, it pauses after every SLICE_CHARS
     characters tokenized, a long text cut where its count does not change. What it counts
-    is the same."""
+    is the same. With `short` False, a text too short for MEMO counts its bytes."""
     tokenizer = _tokenizer()
     room = EXACT_TOKENS if tokens is None else tokens
     budget = EXACT_BYTES if read is None else read
@@ -234,6 +235,9 @@ def measuring(
         text = texts[index]
         index += 1
         if not text:
+            continue
+        if not short and len(text) < MEMO_CHARS:
+            uncounted.append(text)
             continue
         key = None
         if scope is not None and len(text) >= MEMO_CHARS:

@@ -220,13 +220,15 @@ def prompt_bounding(
     scope: str | None = None,
     read: int | None = None,
     slices: bool = False,
+    short: bool = True,
 ) -> Sliced[int]:
-    """prompt_bound() as sliced work (tokens.measuring()'s pauses, with `slices`)."""
+    """prompt_bound() as sliced work (tokens.measuring()'s pauses, with `slices`); with
+    `short` False, texts too short to be kept count their bytes."""
     ids = _token_ids(kind, body)
     if ids is not None:
         return ids
     texts, added = _prompt_texts(kind, body)
-    found = yield from tokens.measuring(texts, scope=scope, read=read, slices=slices)
+    found = yield from tokens.measuring(texts, scope=scope, read=read, slices=slices, short=short)
     return found.bound + added
 
 

@@ -41,8 +41,11 @@ def price(runtime: Runtime, routed: Routed, attempt: int) -> Price | None:
 
 # Bytes of new text (not counted before in the tenant's requests) a first reservation
 # tokenizes, so that a long prompt does not hold the event loop; texts past them reserve
-# their bytes (a token is at least one byte). Only a refused reservation counts the rest
-# and asks again (the exchange).
+# their bytes (a token is at least one byte). Only texts long enough for their counts to be
+# kept (tokens.MEMO_CHARS) are counted: an agent's next turn reserves them by those counts,
+# where a short text would be counted again every time (~25 µs a KB, a sixth of a small
+# request's own work) for a bound that a budget not near its limit does not need. Only a
+# refused reservation counts the rest and asks again (the exchange).
 QUICK_READ = 16 * 1024
 
 
@@ -79,7 +82,8 @@ def reservation(
         output = runtime.reserved_output_tokens
     # An upper bound, never below the count (docs: accounting, budgets): counting a long
     # prompt exactly would hold the event loop.
-    prompt = yield from prompt_bounding(kind, planned.request, tenant.name, read, slices)
+    short = read is None  # the exact count counts them all
+    prompt = yield from prompt_bounding(kind, planned.request, tenant.name, read, slices, short)
     found = price(runtime, planned.routed, 1)
     cost = round(found.estimate(prompt, output) * NANOS) if found else 0
     return plan(tenant.budgets, tenant.name, planned.model, prompt + output, cost, now)

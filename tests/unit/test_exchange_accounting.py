@@ -181,15 +181,26 @@ def reserve(exchange: Exchange, body: bytes) -> Reserve:
     return decision
 
 
-def test_reservation_is_the_prompt_plus_the_completion_cap() -> None:
+def test_reservation_is_the_prompts_bound_plus_the_completion_cap() -> None:
+    """A first reservation counts no new text: its prompt part is the text's bytes (never
+    below its tokens). Refused, the prompt is counted and the exact reservation asked."""
     exchange = start(key="key-m")
-    prompt = tokens.count(["Say hello to the world"]) + 6
+    bound = len(b"Say hello to the world") + 6
     decision = reserve(exchange, chat(max_tokens=100))
-    assert decision.reservation.tokens == prompt + 100
+    assert decision.reservation.tokens == bound + 100
     assert [c.budget for c in decision.reservation.charges] == ["minute"]
     assert decision.reservation.charges[0].window_end == int(NOW) - 30 + 60
+    again = exchange.resolve(Reserved(decision.reservation.charges[0]))
+    assert isinstance(again, Reserve)
+    assert again.reservation.tokens == tokens.count(["Say hello to the world"]) + 6 + 100
     # No cap in the request: the configured default.
-    assert reserve(start(key="key-m"), chat()).reservation.tokens == prompt + 500
+    assert reserve(start(key="key-m"), chat()).reservation.tokens == bound + 500
+    # A text long enough for its count to be kept is counted at once.
+    text = "Say hello to the world, and to everyone in it. " * 30
+    messages = [{"role": "user", "content": text}]
+    first = reserve(start(key="key-m"), chat(messages=messages, max_tokens=100))
+    assert len(text) >= tokens.MEMO_CHARS
+    assert first.reservation.tokens == tokens.count([text]) + 6 + 100
 
 
 def test_a_prompt_past_the_counting_bounds_reserves_at_least_its_count(
@@ -201,16 +212,20 @@ def test_a_prompt_past_the_counting_bounds_reserves_at_least_its_count(
     monkeypatch.setattr(tokens, "EXACT_TOKENS", 20)
     text = "Say hello to the world, and to everyone in it, twice over. " * 4
     messages = [{"role": "user", "content": "Say hello"}, {"role": "user", "content": text}]
-    exchange = start(key="key-m")
-    decision = reserve(exchange, chat(messages=messages, max_tokens=100))
+
+    def counted(body: bytes) -> int:
+        """The reservation asked after the first, rough one is refused: counted."""
+        exchange = start(key="key-m")
+        first = reserve(exchange, body)
+        again = exchange.resolve(Reserved(first.reservation.charges[0]))
+        assert isinstance(again, Reserve) and again.reservation.tokens < first.reservation.tokens
+        return again.reservation.tokens
+
     exact = tokens.count(["Say hello", text]) + 3 + 3 * 2
     bound = tokens.count(["Say hello"]) + len(text) + 3 + 3 * 2
-    assert decision.reservation.tokens == bound + 100 > exact + 100
+    assert counted(chat(messages=messages, max_tokens=100)) == bound + 100 > exact + 100
     monkeypatch.setattr(tokens, "EXACT_TOKENS", 1 << 17)
-    assert (
-        reserve(start(key="key-m"), chat(messages=messages, max_tokens=100)).reservation.tokens
-        == exact + 100
-    )
+    assert counted(chat(messages=messages, max_tokens=100)) == exact + 100
 
 
 def test_settlement_refunds_what_was_not_used() -> None:
@@ -242,7 +257,9 @@ def test_over_budget_is_429_with_retry_after_in_the_client_schema() -> None:
     exchange = start("/v1/messages", key="key-m")
     body = b'{"model": "claude-x", "max_tokens": 10, "messages": [{"role":"user","content":"hi"}]}'
     decision = reserve(exchange, body)
-    refusal = exchange.resolve(Reserved(decision.reservation.charges[0]))
+    again = exchange.resolve(Reserved(decision.reservation.charges[0]))  # counted, asked again
+    assert isinstance(again, Reserve)
+    refusal = exchange.resolve(Reserved(again.reservation.charges[0]))
     assert isinstance(refusal, Reply) and refusal.status == 429
     assert ("retry-after", "30") in refusal.headers
     payload = orjson.loads(refusal.body)

@@ -90,7 +90,9 @@ def test_an_exhausted_budget_is_the_clients_429() -> None:
     exchange.request_body(CHAT)
     reserve = exchange.resolve(Found(None))
     assert isinstance(reserve, Reserve)
-    refusal = exchange.resolve(Reserved(reserve.reservation.charges[0]))
+    again = exchange.resolve(Reserved(reserve.reservation.charges[0]))  # counted, asked again
+    assert isinstance(again, Reserve) and again.reservation.tokens < reserve.reservation.tokens
+    refusal = exchange.resolve(Reserved(again.reservation.charges[0]))
     assert isinstance(refusal, Reply) and refusal.status == 429
     assert orjson.loads(refusal.body)["error"]["code"] == "budget_exceeded"
     assert not exchange.forwarded and exchange.finish() == []
@@ -183,12 +185,11 @@ def after_pauses(exchange: Exchange, step: Any) -> tuple[Any, int]:
 
 
 def test_a_long_new_prompt_first_reserves_its_bytes_and_is_counted_only_if_refused() -> None:
-    """Counting a long prompt holds the event loop: the first reservation counts at most
-    QUICK_READ bytes of new text and reserves the rest's bytes, never fewer than its tokens.
-    Refused, it is counted to the exact bounds, in slices with a pause after each, and asked
-    again, so a request that would fit its budget alone is never refused for the bound."""
+    """Counting a prompt holds the event loop: the first reservation counts no new text and
+    reserves its bytes, never fewer than its tokens. Refused, it is counted to the exact
+    bounds, in slices with a pause after each, and asked again, so a request that would fit
+    its budget alone is never refused for the bound."""
     from extproc import tokens
-    from extproc.dataplane.budget import QUICK_READ
 
     rt = runtime(CONFIG.replace("FAIL_OPEN", "false").replace("2000", "40000"))
     raw = long_chat(60_000)
@@ -198,7 +199,7 @@ def test_a_long_new_prompt_first_reserves_its_bytes_and_is_counted_only_if_refus
     assert exact < 40_000 - 10 < size  # fits by its count, not by its bytes
 
     exchange, reserve = reserve_for(rt, raw)
-    assert reserve.reservation.tokens >= size > QUICK_READ
+    assert reserve.reservation.tokens >= size
     again, pauses = after_pauses(
         exchange, exchange.resolve(Reserved(reserve.reservation.charges[0]))
     )
@@ -222,9 +223,11 @@ def test_a_long_new_prompt_first_reserves_its_bytes_and_is_counted_only_if_refus
     assert isinstance(refusal, Reply) and refusal.status == 429
     assert not exchange.forwarded
 
-    # A short prompt is counted exactly at once: refused, it is refused.
+    # A prompt whose count is its bytes ("a": one byte, one token) is not asked again.
     exchange = started(rt)
-    exchange.request_body(CHAT)
+    exchange.request_body(
+        orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a"}]})
+    )
     reserve = exchange.resolve(Found(None))
     assert isinstance(reserve, Reserve)
     refusal = exchange.resolve(Reserved(reserve.reservation.charges[0]))
