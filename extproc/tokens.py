@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from extproc.lru import Lru
-from extproc.slices import Sliced, finish
+from extproc.slices import Pauses, Sliced, finish
 
 ENCODING = "o200k_base"
 _PACKAGE = "bpe_openai"
@@ -165,7 +165,8 @@ MEMO = Memo(16_384)
 
 
 # Counting in slices (`measuring(..., slices=True)`) pauses once it has tokenized this many
-# characters since its last pause: ~1 ms of the tokenizer's work, which holds the GIL.
+# characters since its last pause: the tokenizer holds the GIL, so a slice of its work is
+# as long as the loop is held; about as long as a slice of the policies' reading.
 SLICE_CHARS = 32 * 1024
 # Where a long text is cut to be counted in slices: before a space that follows a character
 # other than white space. No piece of o200k's pre-tokenizer reaches over such a space (runs
@@ -230,7 +231,8 @@ def measuring(
     counted = counted_bytes = 0
     uncounted: list[str] = []
     overflow = False
-    index = since = 0
+    index = 0
+    pause = Pauses(SLICE_CHARS, slices)
     while index < len(texts) and calls and not overflow:
         text = texts[index]
         index += 1
@@ -262,15 +264,13 @@ def measuring(
         budget -= length
         calls -= 1
         total = 0
-        for piece in _cut(text, SLICE_CHARS - since) if slices else (text,):
+        for piece in _cut(text, pause.room) if slices else (text,):
             part = tokenizer.count_till_limit(piece, room - total)
             if part is None:
                 overflow = True  # the BPE work spent reaching the room: no more
                 break
             total += part
-            since += len(piece)
-            if slices and since >= SLICE_CHARS:
-                since = 0
+            if pause.after(len(piece)):
                 yield
         if overflow:
             uncounted.append(text)

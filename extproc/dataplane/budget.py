@@ -12,7 +12,7 @@ from extproc.apis import METERED, Kind
 from extproc.config.runtime import Runtime
 from extproc.dataplane.stages import Arrival, Plan
 from extproc.routing import Routed
-from extproc.slices import Sliced, finish
+from extproc.slices import Sliced
 
 
 def requested_output_tokens(kind: Kind, body: dict[str, Any]) -> int | None:
@@ -43,24 +43,10 @@ def price(runtime: Runtime, routed: Routed, attempt: int) -> Price | None:
 # tokenizes, so that a long prompt does not hold the event loop; texts past them reserve
 # their bytes (a token is at least one byte). Only texts long enough for their counts to be
 # kept (tokens.MEMO_CHARS) are counted: an agent's next turn reserves them by those counts,
-# where a short text would be counted again every time (~25 µs a KB, a sixth of a small
-# request's own work) for a bound that a budget not near its limit does not need. Only a
+# where a short text would be counted again on every request, a large share of a small
+# request's work, for a bound that a budget not near its limit does not need. Only a
 # refused reservation counts the rest and asks again (the exchange).
 QUICK_READ = 16 * 1024
-
-
-def plan_reservation(
-    runtime: Runtime,
-    arrival: Arrival,
-    planned: Plan,
-    sent: dict[str, Any],
-    now: float,
-    read: int | None = QUICK_READ,
-) -> Reservation | None:
-    """The reservation for the request `sent` to the first backend, when its tenant has
-    budgets; its prompt counted up to `read` bytes of new text (None: up to the exact
-    count's bounds)."""
-    return finish(reservation(runtime, arrival, planned, sent, now, read))
 
 
 def reservation(
@@ -72,8 +58,9 @@ def reservation(
     read: int | None = QUICK_READ,
     slices: bool = False,
 ) -> Sliced[Reservation | None]:
-    """plan_reservation() as sliced work: with `slices`, its count pauses
-    (tokens.measuring)."""
+    """The reservation for the request `sent` to the first backend, when its tenant has
+    budgets; its prompt counted up to `read` bytes of new text (None: up to the exact
+    count's bounds), in slices with `slices` (tokens.measuring's pauses)."""
     tenant, kind = arrival.tenant, arrival.endpoint.kind
     if not tenant.budgets or kind not in METERED:  # a token count is not charged
         return None

@@ -62,7 +62,7 @@ from extproc.drift import DriftMonitor
 from extproc.identity import identify, without_params
 from extproc.policy.engine import Decisions, Redactions
 from extproc.routing import Routed
-from extproc.slices import Sliced
+from extproc.slices import Sliced, advance, finish
 from extproc.state.turns import Turn
 
 JSON_HEADERS = [("content-type", "application/json")]
@@ -234,7 +234,9 @@ class Exchange:
         self._forward = forward
         if plan.cache_key is not None and arrival.cache_read:
             self._pending.append(Lookup(plan.cache_key))
-        reservation = budget.plan_reservation(self.runtime, arrival, plan, draft.body, self.clock())
+        reservation = finish(
+            budget.reservation(self.runtime, arrival, plan, draft.body, self.clock())
+        )
         if reservation is not None:
             self._pending.append(Reserve(reservation))
             self._sent = draft.body
@@ -376,17 +378,16 @@ class Exchange:
         exact reservation asked for where it is smaller than the refused one."""
         recount = self._recount
         assert recount is not None
-        try:
-            next(recount.counting)
-        except StopIteration as done:
-            self._recount = None
-            exact: Reservation | None = done.value
-            if exact is not None and exact.tokens < recount.refused.tokens:
-                self._pending.insert(0, Reserve(exact))  # it may fit where the first did not
-                return self._next()
-            return self._over_budget(recount.charge)
-        self._asked = PAUSE
-        return PAUSE
+        ended = advance(recount.counting)
+        if ended is None:
+            self._asked = PAUSE
+            return PAUSE
+        self._recount = None
+        exact = ended.value
+        if exact is not None and exact.tokens < recount.refused.tokens:
+            self._pending.insert(0, Reserve(exact))  # it may fit where the first did not
+            return self._next()
+        return self._over_budget(recount.charge)
 
     def _over_budget(self, charge: Charge) -> Reply:
         self.refused = charge

@@ -36,7 +36,7 @@ from extproc.policy.engine import (
 )
 from extproc.policy.rules import EMPTY, PolicySet
 from extproc.routing import Routed, canonical_name, resolve
-from extproc.slices import Sliced
+from extproc.slices import Sliced, advance
 from extproc.state.turns import Dropped, Turn
 from extproc.translate.hub import Untranslatable
 from extproc.translate.translation import CODECS, Translation, translatable
@@ -253,15 +253,13 @@ def apply_policies(draft: Draft) -> ApiError | Pause | None:
             draft.arrival.tenant.name,
             slices=len(draft.raw) >= SLICE_BYTES,
         )
-    try:
-        next(running)
-    except StopIteration as done:
-        draft.evaluation = None
-        result: tuple[ApiError | None, bool] = done.value
-        refusal, redacted = result
-        draft.changed = draft.changed or redacted
-        return refusal
-    return PAUSE
+    ended = advance(running)
+    if ended is None:
+        return PAUSE
+    draft.evaluation = None
+    refusal, redacted = ended.value
+    draft.changed = draft.changed or redacted
+    return refusal
 
 
 def recall(draft: Draft) -> ApiError | LoadState | None:
@@ -301,13 +299,11 @@ def count_here(draft: Draft) -> ApiError | Answered | Pause | None:
         kind, tenant = arrival.endpoint.body_kind, arrival.tenant.name
         slices = len(draft.raw) >= SLICE_BYTES
         counting = draft.counting = prompt_estimating(kind, draft.body, tenant, slices)
-    try:
-        next(counting)
-    except StopIteration as done:
-        draft.counting = None
-        tokens: int = done.value
-        return Answered(200, {"input_tokens": tokens}, ((names.ESTIMATE_HEADER, "offline"),))
-    return PAUSE
+    ended = advance(counting)
+    if ended is None:
+        return PAUSE
+    draft.counting = None
+    return Answered(200, {"input_tokens": ended.value}, ((names.ESTIMATE_HEADER, "offline"),))
 
 
 def ask_stream_usage(draft: Draft) -> ApiError | None:

@@ -1,8 +1,9 @@
 """Policy evaluation for one exchange: decisions, placeholders, the request body.
 
-Pure code over parsed bodies. The exchange calls `evaluate_request` once per request;
-responses go through `outputs.py` (JSON) and the stream filters (`filters.py`,
-`responses_stream.py`) with the same `Redactions` and `Decisions`.
+Pure code over parsed bodies. A request body goes through `evaluation` once (the request
+steps run it, in slices for a large body); responses go through `outputs.py` (JSON) and the
+stream filters (`filters.py`, `responses_stream.py`) with the same `Redactions` and
+`Decisions`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from extproc.apis.text import Found, Unread, request_found
 from extproc.lru import Lru
 from extproc.policy.detectors import Detector, Encoded, Finding, scan
 from extproc.policy.rules import Action, Applied, Detection, PolicySet
-from extproc.slices import Sliced, finish
+from extproc.slices import Pauses, Sliced, finish
 from extproc.tokens import fitting
 
 _DESCRIPTIONS = {
@@ -480,7 +481,7 @@ def evaluation(
     at its start, after every SLICE_CHARS characters read, in the prompt's token count
     (tokens.measuring's slices), and before it returns, so that a large body is read in
     parts. What it decides is the same."""
-    pause = _Pauses(slices)
+    pause = Pauses(SLICE_CHARS, slices)
     if slices:
         yield
     unread: list[Unread] = []
@@ -503,7 +504,7 @@ def evaluation(
                         return blocked(rule.name), changed
                     seen.keep = False
                     break
-                if pause.after(text):
+                if pause.after(len(text)):
                     yield
     if policies.request_pii:
         result = yield from _redact(
@@ -518,25 +519,6 @@ def evaluation(
     return result
 
 
-class _Pauses:
-    """Characters read since the evaluation last paused."""
-
-    __slots__ = ("on", "read")
-
-    def __init__(self, on: bool) -> None:
-        self.on, self.read = on, 0
-
-    def after(self, text: str) -> bool:
-        """Whether to pause now that `text` was read."""
-        if not self.on:
-            return False
-        self.read += len(text)
-        if self.read < SLICE_CHARS:
-            return False
-        self.read = 0
-        return True
-
-
 def _redact(
     policies: PolicySet,
     found: Found,
@@ -546,7 +528,7 @@ def _redact(
     changed: bool,
     kind: Kind,
     body: dict[str, Any],
-    pause: _Pauses,
+    pause: Pauses,
 ) -> Evaluation:
     known = seen.known
     written: dict[int, dict[str, int]] = {}
@@ -563,7 +545,7 @@ def _redact(
             findings = list(reading.findings)
         elif detection.applied:
             findings = scan(text, detection.detectors, seen.encoded(index, text))
-            if pause.after(text):
+            if pause.after(len(text)):
                 yield
         else:
             findings = []
