@@ -101,8 +101,23 @@ class Parser:
         was consumed)."""
         if self._buffer or not data.endswith(b"\n\n") or b"\r" in data:
             return None
+        # One event, as a paced stream sends nearly every chunk: found with the fewest
+        # passes over its bytes, and its bytes are the chunk itself.
+        end = len(data) - 2
+        first = data.find(b"\n")
+        if first == end and data.startswith(b"data: "):
+            return [(None, data[6:end], data)]
+        if (
+            data.startswith(b"event: ")
+            and data.startswith(b"data: ", first + 1)
+            and data.find(b"\n", first + 1) == end
+        ):
+            return [(data[7:first], data[first + 7 : end], data)]
         found: list[tuple[bytes | None, bytes, bytes]] = []
-        for block in data.split(b"\n\n")[:-1]:
+        *events, rest = data.split(b"\n\n")
+        if rest:
+            return None  # a blank line after the last event: feed() keeps it
+        for block in events:
             if block.startswith(b"data: "):
                 if b"\n" in block:
                     return None

@@ -27,6 +27,15 @@ from extproc.translate.translation import Stream, Translation
 # JSON strings quotes are escaped, so this cannot match a model's text.
 _NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?\s*')
 _NULL_USAGE_BYTES = re.compile(_NULL_USAGE.pattern.encode())
+# How OpenAI writes it on every chunk: the object's last member. Cut by slicing when it is
+# the only `"usage"` key in the text, where the expression would find the same member.
+_NULL_USAGE_LAST = b',"usage":null}'
+
+
+def _without_null_usage(data: bytes) -> bytes:
+    if data.endswith(_NULL_USAGE_LAST) and data.count(b'"usage"') == 1:
+        return data[: -len(_NULL_USAGE_LAST)] + b"}"
+    return _NULL_USAGE_BYTES.sub(b"", data, count=1)
 
 
 def _usage_only(payload: Any) -> bool:
@@ -334,7 +343,7 @@ class StreamReader:
                     changed = True
                     continue  # the usage-only chunk the client did not ask for
                 if payload["usage"] is None:
-                    data = _NULL_USAGE_BYTES.sub(b"", data, count=1)
+                    data = _without_null_usage(data)
                     head = b"event: " + name + b"\n" if name else b""
                     raw = head + b"data: " + data + b"\n\n"
                     changed = True

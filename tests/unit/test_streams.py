@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from extproc.apis import ENDPOINTS
 from extproc.policy.engine import Decisions, Redactions
@@ -287,6 +289,13 @@ def test_parsed_events_pass_on_as_they_came(ending: bytes) -> None:
     assert Event("x", "1\n2").encode() == b"event: x\ndata: 1\ndata: 2\n\n"
 
 
+def parsed_the_long_way(chunk: bytes) -> list[Event]:
+    """feed()'s events for a chunk, read through its buffer: feed() itself takes blocks()
+    for a whole chunk."""
+    parser = Parser()
+    return parser.feed(chunk[:1]) + parser.feed(chunk[1:])
+
+
 @pytest.mark.parametrize(
     "chunk",
     [
@@ -299,7 +308,7 @@ def test_blocks_are_what_feed_would_parse(chunk: bytes) -> None:
     """Parser.blocks gives each event's name, data and bytes as feed() parses them."""
     blocks = Parser().blocks(chunk)
     assert blocks is not None
-    events = Parser().feed(chunk)
+    events = parsed_the_long_way(chunk)
     assert [(n.decode() if n is not None else None, d.decode(), r) for n, d, r in blocks] == [
         (e.name, e.data, e.raw) for e in events
     ]
@@ -320,6 +329,42 @@ def test_blocks_are_what_feed_would_parse(chunk: bytes) -> None:
 )
 def test_blocks_leave_other_chunks_to_feed(chunk: bytes) -> None:
     assert Parser().blocks(chunk) is None
+
+
+_LINES = [b"data: 1", b"data: ", b"data:x", b"event: x", b"event: ", b"id: 7", b": c", b"", b"da"]
+
+
+@given(st.lists(st.sampled_from(_LINES), max_size=6), st.sampled_from([b"\n", b"\n\n", b""]))
+@example([b"event: x", b"data: 1"], b"\n\n")
+@example([b"data: 1"], b"\n\n")
+@example([b"data: 1", b"", b"event: ", b"data: "], b"\n\n")
+@example([b"data: 1", b""], b"\n\n")
+@settings(max_examples=400)
+def test_blocks_agree_with_feed_on_any_lines(lines: list[bytes], ending: bytes) -> None:
+    """Any chunk blocks() takes, it reads as feed() does; the chunks it leaves are those
+    with anything but whole events of an optional `event:` line and one `data:` line."""
+    chunk = b"\n".join(lines) + ending
+    blocks = Parser().blocks(chunk)
+    events = parsed_the_long_way(chunk)
+    if blocks is not None:
+        assert [(n.decode() if n is not None else None, d.decode(), r) for n, d, r in blocks] == [
+            (e.name, e.data, e.raw) for e in events
+        ]
+        assert b"".join(r for _, _, r in blocks) == chunk
+    else:
+        usual = [b"data: " + e.data.encode() + b"\n\n" for e in events if e.name is None]
+        named = [
+            b"event: " + e.name.encode() + b"\ndata: " + e.data.encode() + b"\n\n"
+            for e in events
+            if e.name is not None
+        ]
+        assert not (
+            events
+            and len(usual) + len(named) == len(events)
+            and all(e.raw in usual + named and "\n" not in e.data for e in events)
+            and b"".join(e.raw or b"" for e in events) == chunk
+            and all(e.comment is None and e.id is None for e in events)
+        )
 
 
 def test_blocks_wait_for_a_buffered_event() -> None:

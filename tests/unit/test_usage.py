@@ -129,6 +129,31 @@ def test_null_usage_is_removed_wherever_it_sits() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("data", "sent"),
+    [
+        # How OpenAI writes it: the last member, cut without the expression.
+        (
+            b'{"id":"a","choices":[{"index":0,"delta":{"content":"x"}}],"usage":null}',
+            b'{"id":"a","choices":[{"index":0,"delta":{"content":"x"}}]}',
+        ),
+        # Last, with another member named usage before it: the first one goes, as before.
+        (
+            b'{"id":"a","x":{"usage":null,"b":1},"choices":[],"usage":null}',
+            b'{"id":"a","x":{"b":1},"choices":[],"usage":null}',
+        ),
+        # The words inside a text are not a member.
+        (
+            b'{"choices":[{"index":0,"delta":{"content":"\\"usage\\":null}"}}],"usage":null}',
+            b'{"choices":[{"index":0,"delta":{"content":"\\"usage\\":null}"}}]}',
+        ),
+    ],
+)
+def test_null_usage_is_cut_from_the_text_as_written(data: bytes, sent: bytes) -> None:
+    reader = StreamReader(Meter(Schema.OPENAI, Kind.CHAT), None, strip_usage=True)
+    assert reader.feed(b"data: " + data + b"\n\n", False) == b"data: " + sent + b"\n\n"
+
+
 @pytest.mark.parametrize("cuts", every_split(fixture("anthropic_stream.sse"), 5))
 def test_anthropic_stream_usage_merges_field_by_field(cuts: list[int]) -> None:
     meter = Meter(Schema.ANTHROPIC, Kind.MESSAGES)
