@@ -85,6 +85,10 @@ async def test_chat_stream_with_and_without_usage(mock: tuple[ClientSession, str
         )
         assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
         assert (chunks[-1]["choices"] == [] and "usage" in chunks[-1]) is include_usage
+        # As OpenAI writes them: asked for usage, every other chunk ends in a null one.
+        others = [data for _, data in events[:-2]] if include_usage else []
+        assert all(data.endswith(b',"usage":null}') for data in others)
+        assert others or all("usage" not in c for c in chunks)
 
 
 async def test_anthropic_message_json_and_event_sequence(mock: tuple[ClientSession, str]) -> None:
@@ -212,6 +216,7 @@ async def test_completions_stream_like_openais_legacy_api(mock: tuple[ClientSess
         finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
         assert finishes[-1] == "stop" and set(finishes[:-1]) == {None}
         assert ("usage" in chunks[-1]) is include_usage
+        assert all((c.get("usage", 0) is None) is include_usage for c in chunks[:-1])
 
 
 async def test_every_value_of_a_credential_header_is_reported(

@@ -88,12 +88,16 @@ async def chat(
         "system_fingerprint": "mock",
     }
 
+    options = body.get("stream_options")
+    usage_asked = isinstance(options, dict) and bool(options.get("include_usage"))
+    # Asked for usage, OpenAI writes `"usage": null` as the last member of every other chunk.
+    tail: dict[str, Any] = {"usage": None} if usage_asked else {}
     events: list[bytes] = []
     for index in range(choices):
 
         def chunk(delta: dict[str, Any], finish: str | None = None, index: int = index) -> bytes:
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return sse(orjson.dumps({**base, "choices": [choice]}))
+            return sse(orjson.dumps({**base, "choices": [choice], **tail}))
 
         events.append(chunk({"role": "assistant", "content": ""}))
         if call is not None:
@@ -108,8 +112,7 @@ async def chat(
         else:
             events += [chunk({"content": piece}) for piece in pieces(text)]
             events.append(chunk({}, "stop"))
-    options = body.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage"):
+    if usage_asked:
         events.append(sse(orjson.dumps({**base, "choices": [], "usage": usage})))
     events.append(b"data: [DONE]\n\n")
     return await stream(
@@ -143,14 +146,16 @@ async def completions(
     }
     usage = {"prompt_tokens": tokens, "completion_tokens": tokens, "total_tokens": 2 * tokens}
     if body.get("stream"):
+        options = body.get("stream_options")
+        usage_asked = isinstance(options, dict) and bool(options.get("include_usage"))
+        tail: dict[str, Any] = {"usage": None} if usage_asked else {}
 
         def chunk(piece: str, finish: str | None = None) -> bytes:
             choice = {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}
-            return sse(orjson.dumps({**base, "choices": [choice]}))
+            return sse(orjson.dumps({**base, "choices": [choice], **tail}))
 
         events = [chunk(piece) for piece in pieces(text)] + [chunk("", "stop")]
-        options = body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage"):
+        if usage_asked:
             events.append(sse(orjson.dumps({**base, "choices": [], "usage": usage})))
         events.append(b"data: [DONE]\n\n")
         return await stream(request, events, cut_after, text)
