@@ -27,15 +27,27 @@ from extproc.translate.translation import Stream, Translation
 # JSON strings quotes are escaped, so this cannot match a model's text.
 _NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?\s*')
 _NULL_USAGE_BYTES = re.compile(_NULL_USAGE.pattern.encode())
-# How OpenAI writes it on every chunk: the object's last member. Cut by slicing when it is
-# the only `"usage"` key in the text, where the expression would find the same member.
+# How OpenAI writes it on every chunk: the object's last member, cut by slicing. In a text
+# that parsed as an object, these bytes at its end can only be its last member: a quote
+# inside a string is escaped, so `,"usage"` cannot end one.
 _NULL_USAGE_LAST = b',"usage":null}'
 
 
+_NULL_USAGE_LAST_TEXT = _NULL_USAGE_LAST.decode()
+
+
 def _without_null_usage(data: bytes) -> bytes:
-    if data.endswith(_NULL_USAGE_LAST) and data.count(b'"usage"') == 1:
+    """A parsed chunk's text without its top-level `"usage":null`."""
+    if data.endswith(_NULL_USAGE_LAST):
         return data[: -len(_NULL_USAGE_LAST)] + b"}"
     return _NULL_USAGE_BYTES.sub(b"", data, count=1)
+
+
+def _text_without_null_usage(text: str) -> str:
+    """_without_null_usage() for an event's text."""
+    if text.endswith(_NULL_USAGE_LAST_TEXT):
+        return text[: -len(_NULL_USAGE_LAST_TEXT)] + "}"
+    return _NULL_USAGE.sub("", text, count=1)
 
 
 def _usage_only(payload: Any) -> bool:
@@ -277,7 +289,7 @@ class StreamReader:
                     continue  # the usage-only chunk the client did not ask for
                 if payload["usage"] is None:
                     del payload["usage"]
-                    event = Event(event.name, _NULL_USAGE.sub("", event.data, count=1))
+                    event = Event(event.name, _text_without_null_usage(event.data))
             items.append((event, payload))
 
     def _end(self, rewrite: bool, items: list[tuple[Event, Any]]) -> None:

@@ -137,10 +137,15 @@ def test_null_usage_is_removed_wherever_it_sits() -> None:
             b'{"id":"a","choices":[{"index":0,"delta":{"content":"x"}}],"usage":null}',
             b'{"id":"a","choices":[{"index":0,"delta":{"content":"x"}}]}',
         ),
-        # Last, with another member named usage before it: the first one goes, as before.
+        # Last, with a nested member named usage before it: the object's own goes.
         (
             b'{"id":"a","x":{"usage":null,"b":1},"choices":[],"usage":null}',
-            b'{"id":"a","x":{"b":1},"choices":[],"usage":null}',
+            b'{"id":"a","x":{"usage":null,"b":1},"choices":[]}',
+        ),
+        # Not last: the expression finds it.
+        (
+            b'{"id":"a","usage": null,"choices":[]}',
+            b'{"id":"a","choices":[]}',
         ),
         # The words inside a text are not a member.
         (
@@ -149,9 +154,15 @@ def test_null_usage_is_removed_wherever_it_sits() -> None:
         ),
     ],
 )
-def test_null_usage_is_cut_from_the_text_as_written(data: bytes, sent: bytes) -> None:
+@pytest.mark.parametrize("split", [False, True], ids=["one chunk", "split"])
+def test_null_usage_is_cut_from_the_text_as_written(data: bytes, sent: bytes, split: bool) -> None:
+    """The same cut whether the event comes whole (read as bytes) or split (as text)."""
     reader = StreamReader(Meter(Schema.OPENAI, Kind.CHAT), None, strip_usage=True)
-    assert reader.feed(b"data: " + data + b"\n\n", False) == b"data: " + sent + b"\n\n"
+    event = b"data: " + data + b"\n\n"
+    cuts = [10, len(event)] if split else [len(event)]  # [DONE] last, on its own
+    assert feed_split(reader, event + b"data: [DONE]\n\n", cuts) == (
+        b"data: " + sent + b"\n\ndata: [DONE]\n\n"
+    )
 
 
 @pytest.mark.parametrize("cuts", every_split(fixture("anthropic_stream.sse"), 5))
