@@ -90,9 +90,12 @@ bench: $(DEV_STAMP)
 bench-transport: $(DEV_STAMP)
 	$(BIN)/python bench/transport.py
 
-## The exchange alone: CPU per whole request in-process (no transport, no Envoy).
+## The exchange alone: CPU per whole request in-process (no transport, no Envoy); then a
+## streamed chunk's whole way through the service (frames in, reply out), beside the bare
+## transport's.
 bench-exchange: $(DEV_STAMP)
 	$(BIN)/python bench/exchange.py
+	$(BIN)/python bench/chunks.py
 
 ## The same load on LiteLLM proxy and the Portkey gateway (installed under .bench/), with ratios.
 bench-peers: $(DEV_STAMP)

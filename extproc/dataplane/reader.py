@@ -31,8 +31,6 @@ _NULL_USAGE_BYTES = re.compile(_NULL_USAGE.pattern.encode())
 # that parsed as an object, these bytes at its end can only be its last member: a quote
 # inside a string is escaped, so `,"usage"` cannot end one.
 _NULL_USAGE_LAST = b',"usage":null}'
-
-
 _NULL_USAGE_LAST_TEXT = _NULL_USAGE_LAST.decode()
 
 
