@@ -5,9 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from extproc.config import Runtime, load_text
-from extproc.control.stack import grpc_serving, wait_until
+from extproc.control.stack import extproc_argv, grpc_serving, process_env, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,11 +107,11 @@ def start_service(
     """`extproc serve CONFIG` as its own process, once its gRPC health says SERVING."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "extproc", "serve", str(config)],
+            extproc_argv("serve", str(config)),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env=process_env(env or {}),
         )
     try:
         wait_until(lambda: grpc_serving(address), 20, "service", process)

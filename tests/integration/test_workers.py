@@ -6,7 +6,6 @@ import concurrent.futures
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import orjson
 import pytest
 
 from extproc.config.loader import ConfigError, load_text
+from extproc.control.stack import extproc_argv
 from tests.integration.conftest import MOCK_BOTH, Gateway, start_gateway
 
 CONFIG = (
@@ -170,7 +170,7 @@ models: [{{name: m, routes: [{{backend: b}}]}}]
 """
     )
     done = subprocess.run(
-        [sys.executable, "-m", "extproc", "serve", str(config)],
+        extproc_argv("serve", str(config)),
         capture_output=True,
         text=True,
         timeout=60,
@@ -197,7 +197,7 @@ models: [{{name: m, routes: [{{backend: b}}]}}]
     )
     for _ in range(3):
         process = subprocess.Popen(
-            [sys.executable, "-m", "extproc", "serve", str(config)],
+            extproc_argv("serve", str(config)),
             stderr=subprocess.PIPE,
             text=True,
         )
