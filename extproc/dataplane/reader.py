@@ -219,7 +219,6 @@ class StreamReader:
         if (
             not end_of_stream
             and self.policy is None
-            and self.paths is None
             and self.collected is None
             and (blocks := self.parser.blocks(chunk)) is not None
         ):
@@ -321,9 +320,10 @@ class StreamReader:
 
     def _feed_blocks(self, blocks: list[tuple[bytes | None, bytes, bytes]]) -> bytes | None:
         """feed() for the usual chunk (Parser.blocks) when no policy reads the stream and
-        nothing collects it: the same meter, usage stripping and translation, on bytes."""
+        nothing collects it: the same meter, drift watch, usage stripping and translation,
+        on bytes."""
         meter, openai, translation = self.meter, self.openai, self.translation
-        read_event = self.read_event
+        read_event, paths = self.read_event, self.paths
         strip = self.strip_usage
         out: list[bytes] = []
         changed = False
@@ -337,6 +337,8 @@ class StreamReader:
                 payload = payload_of(Event(None, data.decode()))
             if isinstance(payload, dict):
                 read_event(payload)
+                if paths is not None:
+                    drift.event_paths(payload, paths)
             elif openai and data == b"[DONE]":
                 meter.complete = True
                 payload = "[DONE]"

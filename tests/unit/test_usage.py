@@ -407,12 +407,14 @@ def test_whole_event_chunks_read_as_the_parser_reads_them(
     case: str, stream: str | bytes, per_chunk: int
 ) -> None:
     """Chunks of whole events take a shorter path (no Event objects) than other chunks;
-    both give the client the same bytes and the meter the same counts."""
+    both give the client the same bytes, the meter the same counts and a schema-drift
+    watch the same field paths."""
     data = fixture(stream) if isinstance(stream, str) else stream
     events = [block + b"\n\n" for block in data.split(b"\n\n") if block]
     chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
     short, long = _reader(case), _reader(case)
-    long.paths = set()  # a schema-drift watch: every chunk takes the parser's path
+    long.collected = []  # kept for the cache: every chunk takes the parser's path
+    short.paths, long.paths = set(), set()
     outputs = []
     for reader in (short, long):
         out = []
@@ -423,6 +425,7 @@ def test_whole_event_chunks_read_as_the_parser_reads_them(
     assert outputs[0] == outputs[1]
     assert dataclasses.asdict(short.meter) == dataclasses.asdict(long.meter)
     assert short.meter.texts  # the meter did read the stream
+    assert short.paths and short.paths == long.paths
 
 
 def test_a_tally_adds_what_observe_would_have() -> None:
