@@ -73,6 +73,19 @@ async def test_n_choices_json_and_streamed(mock_url: str) -> None:
     assert texts == [QUESTION, QUESTION] and finished == {(0, "stop"), (1, "stop")}
 
 
+async def test_a_stream_with_usage_reads_as_openais_does(mock_url: str) -> None:
+    """Asked for usage, every chunk carries a null one and the last holds the counts."""
+    stream = await client(mock_url).chat.completions.create(
+        model="gpt-mock", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    assert all(chunk.usage is None and chunk.choices for chunk in chunks[:-1])
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.completion_tokens == count_tokens(QUESTION)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == QUESTION
+
+
 async def test_responses_parse_gets_a_value_of_the_models_schema(mock_url: str) -> None:
     response = await client(mock_url).responses.parse(
         model="gpt-mock", input=QUESTION, text_format=Weather
