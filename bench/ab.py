@@ -47,6 +47,7 @@ def one(tree: Path, setup: str, workload: str) -> None:
     """The measurement itself, run with `tree` first on the module path."""
     sys.path.insert(0, str(tree))
     from bench import run  # the tree's own
+    from extproc.control.stack import free_port
 
     tails = {label: (bare, command, tail) for label, bare, command, tail, _ in run.SETUPS}
     bare, command, tail = tails[setup]
@@ -59,7 +60,7 @@ def one(tree: Path, setup: str, workload: str) -> None:
             body["stream"] = True
         body_file = workdir / "body.json"
         body_file.write_text(json.dumps(body))
-        mock_port = run.free_port()
+        mock_port = free_port()
         mock = run.start_mock(mock_port, workdir)
         stack, url = run.start_setup(workdir / "stack", mock_port, tail, bare, command)
         try:
