@@ -9,6 +9,11 @@ a drift over the run falls on both sides alike. Each measurement starts that tre
 6). The report gives each figure's median per tree and the median of the pairs'
 differences (B against A), with how many pairs went each way.
 
+With SETUP "large", WORKLOAD is one of bench/large_prompts.py's rows ("400 KB, cold
+prompt", "1 KB beside 400 KB, agent turn", ...), through its full pipeline at its fixed
+rates for BENCH_RATE_SECONDS (default 10): the p50 and p99 of the row's first requests
+(the 1 KB ones beside 400 KB), and alone, the request-body wait and the service's CPU.
+
 A tree is a folder holding the package (`git archive COMMIT | tar -x -C FOLDER`); its
 bench/run.py is the one measured. Figures are printed, not asserted.
 """
@@ -24,8 +29,15 @@ import tempfile
 from pathlib import Path
 
 PAIRS = int(os.environ.get("AB_PAIRS", "8"))
-FIGURES = ("rps", "p50_ms", "p99_ms", "service_cpu_us", "envoy_cpu_us")
-LOWER_IS_BETTER = {"p50_ms", "p99_ms", "service_cpu_us", "envoy_cpu_us"}
+FIGURES = (
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "service_cpu_us",
+    "envoy_cpu_us",
+    "request_body_wait_us",
+)
+LOWER_IS_BETTER = set(FIGURES) - {"rps"}
 
 
 def measure(tree: Path, setup: str, workload: str) -> dict[str, float]:
@@ -48,6 +60,10 @@ def one(tree: Path, setup: str, workload: str) -> None:
     sys.path.insert(0, str(tree))
     from bench import run  # the tree's own
     from extproc.control.stack import free_port
+
+    if setup == "large":
+        one_large(workload)
+        return
 
     tails = {label: (bare, command, tail) for label, bare, command, tail, _ in run.SETUPS}
     bare, command, tail = tails[setup]
@@ -73,6 +89,43 @@ def one(tree: Path, setup: str, workload: str) -> None:
     for key in ("service_cpu_us", "envoy_cpu_us"):
         if key in result:
             result[key] /= events  # per event on a paced stream
+    print(json.dumps({key: result[key] for key in FIGURES if key in result}))
+
+
+def one_large(workload: str) -> None:
+    """One row of bench/large_prompts.py (the tree's) through its full pipeline."""
+    from bench import large_prompts as large
+    from bench import run
+    from bench.rate import Bodies, fixed_rate
+    from extproc.control.stack import free_port
+
+    one_kb = run.chat_body(1024)
+    small: Bodies = lambda _: one_kb  # noqa: E731
+    shapes = {"agent turn": large.agent_turn(), "cold prompt": large.cold_prompt()}
+    schedule: list[tuple[Bodies, float, dict[str, str] | None]] = []
+    if workload.startswith("1 KB"):
+        schedule.append((small, large.SMALL_RATE, None))
+    if "400 KB" in workload:
+        shape = workload.rpartition(", ")[2]
+        schedule.append((shapes[shape], large.LARGE_RATE, large.SHARED))
+    with tempfile.TemporaryDirectory(prefix="extproc-ab-") as tmp:
+        workdir = Path(tmp)
+        mock_port = free_port()
+        mock = run.start_mock(mock_port, workdir)
+        try:
+            upstream = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
+            fixed_rate(upstream, shapes["agent turn"](0), 20, 0.05, large.SHARED)
+            label, bare, tail = large.SETUPS[-1]  # the full pipeline
+            stack, url = run.start_setup(workdir / "stack", mock_port, tail, bare)
+            try:
+                runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+                large.measure(runs, label, stack, url, workload, schedule)
+            finally:
+                stack.stop()
+        finally:
+            mock.terminate()
+            mock.wait()
+    result = runs[(label, workload)][0]
     print(json.dumps({key: result[key] for key in FIGURES if key in result}))
 
 
