@@ -11,8 +11,9 @@ would have received without the gateway.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any
+from typing import Any, AnyStr
 
 import orjson
 
@@ -23,29 +24,49 @@ from extproc.policy.filters import JsonFilter, StreamFilter, payload_of
 from extproc.sse import Event, Parser
 from extproc.translate.translation import Stream, Translation
 
-# A top-level `"usage":null` member, with the comma that joins it to its neighbours. Inside
-# JSON strings quotes are escaped, so this cannot match a model's text.
+# Where a `"usage":null` member may be, with the comma that joins it to its neighbours: each
+# place is a candidate only, cut when what is left is the object without its usage (a key
+# may hold an escaped quote before "usage", and a nested object its own usage).
 _NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?\s*')
 _NULL_USAGE_BYTES = re.compile(_NULL_USAGE.pattern.encode())
-# How OpenAI writes it on every chunk: the object's last member, cut by slicing. In a text
-# that parsed as an object, these bytes at its end can only be its last member: a quote
-# inside a string is escaped, so `,"usage"` cannot end one.
-_NULL_USAGE_LAST = b',"usage":null}'
-_NULL_USAGE_LAST_TEXT = _NULL_USAGE_LAST.decode()
+# How OpenAI writes it on every chunk (and how Python's json writes it): the object's last
+# member, cut by slicing. In a text that parsed as an object, these bytes at its end can only
+# be its last member: a quote inside a string is escaped, so `,"usage"` cannot end one.
+_NULL_USAGE_LAST = (b',"usage":null}', b', "usage": null}')
+_NULL_USAGE_LAST_TEXT = tuple(tail.decode() for tail in _NULL_USAGE_LAST)
 
 
-def _without_null_usage(data: bytes) -> bytes:
-    """A parsed chunk's text without its top-level `"usage":null`."""
-    if data.endswith(_NULL_USAGE_LAST):
-        return data[: -len(_NULL_USAGE_LAST)] + b"}"
-    return _NULL_USAGE_BYTES.sub(b"", data, count=1)
+def _without_null_usage(data: bytes, payload: dict[str, Any]) -> bytes:
+    """A parsed chunk's text without its top-level `"usage":null` (payload: the chunk)."""
+    for tail in _NULL_USAGE_LAST:
+        if data.endswith(tail):
+            return data[: -len(tail)] + b"}"
+    return _cut_usage(data, payload, _NULL_USAGE_BYTES)
 
 
-def _text_without_null_usage(text: str) -> str:
+def _text_without_null_usage(text: str, payload: dict[str, Any]) -> str:
     """_without_null_usage() for an event's text."""
-    if text.endswith(_NULL_USAGE_LAST_TEXT):
-        return text[: -len(_NULL_USAGE_LAST_TEXT)] + "}"
-    return _NULL_USAGE.sub("", text, count=1)
+    for tail in _NULL_USAGE_LAST_TEXT:
+        if text.endswith(tail):
+            return text[: -len(tail)] + "}"
+    return _cut_usage(text, payload, _NULL_USAGE)
+
+
+def _cut_usage(text: AnyStr, payload: dict[str, Any], places: re.Pattern[AnyStr]) -> AnyStr:
+    """The text without the first place whose cut leaves exactly the payload's other
+    members; the text as it is when none does."""
+    rest: dict[str, Any] | None = None
+    for place in places.finditer(text):
+        cut = text[: place.start()] + text[place.end() :]
+        try:
+            left = orjson.loads(cut)
+        except orjson.JSONDecodeError:
+            continue
+        if rest is None:
+            rest = {key: value for key, value in payload.items() if key != "usage"}
+        if left == rest:
+            return cut
+    return text
 
 
 def _usage_only(payload: Any) -> bool:
@@ -286,7 +307,9 @@ class StreamReader:
                     continue  # the usage-only chunk the client did not ask for
                 if payload["usage"] is None:
                     del payload["usage"]
-                    event = Event(event.name, _text_without_null_usage(event.data))
+                    # The same event (its id and retry kept), without the member.
+                    text = _text_without_null_usage(event.data, payload)
+                    event = dataclasses.replace(event, data=text, raw=None)
             items.append((event, payload))
 
     def _end(self, rewrite: bool, items: list[tuple[Event, Any]]) -> None:
@@ -355,7 +378,7 @@ class StreamReader:
                     changed = True
                     continue  # the usage-only chunk the client did not ask for
                 if payload["usage"] is None:
-                    data = _without_null_usage(data)
+                    data = _without_null_usage(data, payload)
                     head = b"event: " + name + b"\n" if name else b""
                     raw = head + b"data: " + data + b"\n\n"
                     changed = True

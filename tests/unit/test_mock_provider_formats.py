@@ -74,7 +74,8 @@ async def test_n_choices_json_and_streamed(mock_url: str) -> None:
 
 
 async def test_a_stream_with_usage_reads_as_openais_does(mock_url: str) -> None:
-    """Asked for usage, every chunk carries a null one and the last holds the counts."""
+    """The SDK reads the mock's stream with usage as it reads OpenAI's: the last chunk holds
+    the counts, no other has any (their null usage, byte for byte, in test_mock_provider)."""
     stream = await client(mock_url).chat.completions.create(
         model="gpt-mock", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )

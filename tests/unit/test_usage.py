@@ -142,10 +142,25 @@ def test_null_usage_is_removed_wherever_it_sits() -> None:
             b'{"id":"a","x":{"usage":null,"b":1},"choices":[],"usage":null}',
             b'{"id":"a","x":{"usage":null,"b":1},"choices":[]}',
         ),
+        # As Python's json writes it, last.
+        (
+            b'{"id": "a", "x": {"usage": null}, "usage": null}',
+            b'{"id": "a", "x": {"usage": null}}',
+        ),
         # Not last: the expression finds it.
         (
             b'{"id":"a","usage": null,"choices":[]}',
             b'{"id":"a","choices":[]}',
+        ),
+        # Not last, a nested member named usage before it: the object's own goes.
+        (
+            b'{"a":{"usage":null},"usage": null}',
+            b'{"a":{"usage":null}}',
+        ),
+        # A key ending in an escaped quote and "usage" is no member of that name.
+        (
+            b'{"x\\"usage":null, "y":1,"usage":null }',
+            b'{"x\\"usage":null, "y":1 }',
         ),
         # The words inside a text are not a member.
         (
@@ -162,6 +177,14 @@ def test_null_usage_is_cut_from_the_text_as_written(data: bytes, sent: bytes, sp
     cuts = [10, len(event)] if split else [len(event)]  # [DONE] last, on its own
     assert feed_split(reader, event + b"data: [DONE]\n\n", cuts) == (
         b"data: " + sent + b"\n\ndata: [DONE]\n\n"
+    )
+
+
+def test_an_event_cut_of_its_null_usage_keeps_its_id_and_retry() -> None:
+    reader = StreamReader(Meter(Schema.OPENAI, Kind.CHAT), None, strip_usage=True)
+    event = b'id: 5\nretry: 300\ndata: {"choices":[{"index":0,"delta":{}}],"usage":null}\n\n'
+    assert reader.feed(event, False) == (
+        b'id: 5\nretry: 300\ndata: {"choices":[{"index":0,"delta":{}}]}\n\n'
     )
 
 
