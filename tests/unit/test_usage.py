@@ -438,6 +438,9 @@ def test_whole_event_chunks_read_as_the_parser_reads_them(
     short, long = _reader(case), _reader(case)
     long.collected = []  # kept for the cache: every chunk takes the parser's path
     short.paths, long.paths = set(), set()
+    shortened = []  # the chunks the short reader read on bytes
+    on_bytes = short._feed_blocks
+    short._feed_blocks = lambda blocks: shortened.append(blocks) or on_bytes(blocks)
     outputs = []
     for reader in (short, long):
         out = []
@@ -449,6 +452,7 @@ def test_whole_event_chunks_read_as_the_parser_reads_them(
     assert dataclasses.asdict(short.meter) == dataclasses.asdict(long.meter)
     assert short.meter.texts  # the meter did read the stream
     assert short.paths and short.paths == long.paths
+    assert shortened  # the short way was taken
 
 
 def test_a_tally_adds_what_observe_would_have() -> None:
