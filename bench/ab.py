@@ -58,12 +58,11 @@ def measure(tree: Path, setup: str, workload: str) -> dict[str, float]:
 def one(tree: Path, setup: str, workload: str) -> None:
     """The measurement itself, run with `tree` first on the module path."""
     sys.path.insert(0, str(tree))
-    from bench import run  # the tree's own
-    from extproc.control.stack import free_port
-
     if setup == "large":
         one_large(workload)
         return
+    from bench import run  # the tree's own
+    from extproc.control.stack import free_port
 
     tails = {label: (bare, command, tail) for label, bare, command, tail, _ in run.SETUPS}
     bare, command, tail = tails[setup]

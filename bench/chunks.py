@@ -61,8 +61,8 @@ from extproc.transport.server import Connection  # noqa: E402
 CHUNKS = int(os.environ.get("CHUNKS_PER_RUN", "4000"))
 ROUNDS = int(os.environ.get("CHUNKS_ROUNDS", "9"))
 # The bench's setup (bench/run.py): a tenant, accounting, prices. Drift checks off: the
-# first streams of a backend are all watched, each event's fields walked (~7 µs a chunk),
-# and later ones one in 20, so the rounds would differ.
+# first streams of a backend are all watched, each event's fields walked, and later ones
+# one in 20, so the rounds would differ.
 CONFIG = """
 backends:
   - {name: openai, url: "http://127.0.0.1:9/v1"}

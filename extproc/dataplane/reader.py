@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, AnyStr
+from typing import Any
 
 import orjson
 
@@ -27,37 +27,23 @@ from extproc.translate.translation import Stream, Translation
 # Where a `"usage":null` member may be, with the comma that joins it to its neighbours: each
 # place is a candidate only, cut when what is left is the object without its usage (a key
 # may hold an escaped quote before "usage", and a nested object its own usage).
-_NULL_USAGE = re.compile(r',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?\s*')
-_NULL_USAGE_BYTES = re.compile(_NULL_USAGE.pattern.encode())
+_NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?\s*')
 # How OpenAI writes it on every chunk (and how Python's json writes it): the object's last
 # member, cut by slicing. In a text that parsed as an object, these bytes at its end can only
 # be its last member: a quote inside a string is escaped, so `,"usage"` cannot end one.
 _NULL_USAGE_LAST = (b',"usage":null}', b', "usage": null}')
-_NULL_USAGE_LAST_TEXT = tuple(tail.decode() for tail in _NULL_USAGE_LAST)
 
 
 def _without_null_usage(data: bytes, payload: dict[str, Any]) -> bytes:
-    """A parsed chunk's text without its top-level `"usage":null` (payload: the chunk)."""
+    """A parsed chunk's text without its top-level `"usage":null` (payload: the chunk): cut
+    at the first place that leaves exactly the payload's other members, or as it came
+    when none does."""
     for tail in _NULL_USAGE_LAST:
         if data.endswith(tail):
             return data[: -len(tail)] + b"}"
-    return _cut_usage(data, payload, _NULL_USAGE_BYTES)
-
-
-def _text_without_null_usage(text: str, payload: dict[str, Any]) -> str:
-    """_without_null_usage() for an event's text."""
-    for tail in _NULL_USAGE_LAST_TEXT:
-        if text.endswith(tail):
-            return text[: -len(tail)] + "}"
-    return _cut_usage(text, payload, _NULL_USAGE)
-
-
-def _cut_usage(text: AnyStr, payload: dict[str, Any], places: re.Pattern[AnyStr]) -> AnyStr:
-    """The text without the first place whose cut leaves exactly the payload's other
-    members; the text as it is when none does."""
     rest: dict[str, Any] | None = None
-    for place in places.finditer(text):
-        cut = text[: place.start()] + text[place.end() :]
+    for place in _NULL_USAGE.finditer(data):
+        cut = data[: place.start()] + data[place.end() :]
         try:
             left = orjson.loads(cut)
         except orjson.JSONDecodeError:
@@ -66,7 +52,7 @@ def _cut_usage(text: AnyStr, payload: dict[str, Any], places: re.Pattern[AnyStr]
             rest = {key: value for key, value in payload.items() if key != "usage"}
         if left == rest:
             return cut
-    return text
+    return data
 
 
 def _usage_only(payload: Any) -> bool:
@@ -308,7 +294,7 @@ class StreamReader:
                 if payload["usage"] is None:
                     del payload["usage"]
                     # The same event (its id and retry kept), without the member.
-                    text = _text_without_null_usage(event.data, payload)
+                    text = _without_null_usage(event.data.encode(), payload).decode()
                     event = dataclasses.replace(event, data=text, raw=None)
             items.append((event, payload))
 
