@@ -109,11 +109,12 @@ bench-streams: $(DEV_STAMP)
 	$(BIN)/python bench/streams.py
 
 ## Memory and CPU of request bodies at the default limit (~30 MB of images, 1/2/4 at once),
-## and the per-body cost of request validation.
+## the per-body cost of request validation, and the policies' reading of a long prompt.
 bench-large: $(DEV_STAMP)
 	$(BIN)/python bench/large_bodies.py
 	$(BIN)/python bench/validation.py
 	$(BIN)/python bench/request_path.py
+	$(BIN)/python bench/long_texts.py
 
 ## Minutes of mixed traffic (SOAK_SECONDS, default 180): outcomes, memory, and whether the
 ## records, the provider's counts and the Redis budget agree (exit 1 when they do not).

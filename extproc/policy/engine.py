@@ -20,7 +20,7 @@ from extproc.apis import ApiError, Kind
 from extproc.apis.text import Found, Unread, request_found
 from extproc.lru import Lru
 from extproc.policy.detectors import Detector, Encoded, Finding, scan
-from extproc.policy.rules import Action, Applied, Detection, PolicySet
+from extproc.policy.rules import SCREEN_CHARS, Action, Applied, Detection, PolicySet
 from extproc.slices import Pauses, Sliced, finish
 from extproc.tokens import fitting
 
@@ -391,6 +391,7 @@ READ_FINDINGS = 8
 
 
 _CLEAN = Reading(())
+_NOTHING: frozenset[int] = frozenset()
 
 
 @dataclass(slots=True)
@@ -405,6 +406,8 @@ class _Seen:
     keep: bool = True
     # Long texts' UTF-8 bytes, by index, from the deny rules' pass to the detectors'.
     _bytes: dict[int, Encoded] = field(default_factory=dict)
+    # Long texts' patterns that match nowhere in them (ids of rules and detectors), by index.
+    _ruled_out: dict[int, frozenset[int]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, policies: PolicySet, roles: list[str], texts: list[str]) -> _Seen:
@@ -427,6 +430,22 @@ class _Seen:
         found = self._bytes.get(index)
         if found is None:
             found = self._bytes[index] = Encoded(text)
+        return found
+
+    def ruled_out(self, policies: PolicySet, index: int, role: str, text: str) -> frozenset[int]:
+        """The role's patterns that match nowhere in a long text, screened once for them all
+        (none for a short one)."""
+        if len(text) < SCREEN_CHARS:
+            return _NOTHING
+        found = self._ruled_out.get(index)
+        if found is None:
+            screen = policies.request_screen(role)
+            if screen is None:
+                found = _NOTHING
+            else:
+                encoded = self.encoded(index, text)
+                found = screen.ruled_out(text if encoded is None else encoded.data)
+            self._ruled_out[index] = found
         return found
 
     def read(self, index: int) -> None:
@@ -498,7 +517,9 @@ def evaluation(
     for rule in policies.request_deny:
         for index, (role, text) in enumerate(zip(roles, texts, strict=True)):
             if role in rule.roles and index not in seen.known:
-                if rule.search(text, seen.encoded(index, text)) is not None:
+                out = seen.ruled_out(policies, index, role, text)
+                match = id(rule) not in out and rule.search(text, seen.encoded(index, text))
+                if match:
                     decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, "request")
                     if not rule.shadow:
                         return blocked(rule.name), changed
@@ -544,7 +565,11 @@ def _redact(
         if reading is not None:
             findings = list(reading.findings)
         elif detection.applied:
-            findings = scan(text, detection.detectors, seen.encoded(index, text))
+            detectors = detection.detectors
+            out = seen.ruled_out(policies, index, role, text)
+            if out:
+                detectors = tuple(d for d in detectors if id(d) not in out)
+            findings = scan(text, detectors, seen.encoded(index, text))
             if pause.after(len(text)):
                 yield
         else:

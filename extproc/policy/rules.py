@@ -4,8 +4,10 @@ built at config load."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 
 import re2
 
@@ -145,6 +147,63 @@ class Detection:
         )
 
 
+# A text this long is screened before its patterns run (`Screen`); shorter ones cost less
+# to read pattern by pattern than a screen's call does.
+SCREEN_CHARS = 4 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Screen:
+    """The patterns that read text of one role, in one RE2 pass over a long text: those
+    that match nowhere in it are ruled out, and need no pass of their own. RE2's Set runs
+    one DFA for all of them, as fast as one pattern's search on most text, where each
+    pattern's own search is a pass of its own. What is ruled out could not have matched:
+    the set says whether each pattern matches anywhere, as its search would."""
+
+    patterns: re2.Set
+    keys: tuple[int, ...]  # id() of each rule or detector, by its index in the set
+
+    @classmethod
+    def of(cls, deny: Sequence[DenyRule], detectors: Sequence[Detector]) -> Screen | None:
+        """The screen of these rules and detectors; None when it would save no pass, or
+        RE2 cannot build it within its memory limit (every pattern then runs)."""
+        # A detector with an anchor runs on windows of the text: a window's match need not
+        # be the whole text's (at its edges, \b and the like read other characters).
+        entries = [(id(r), r.regex.pattern, r.case_sensitive) for r in deny]
+        entries += [(id(d), d.regex.pattern, True) for d in detectors if not d.anchor]
+        if len(entries) < 2:
+            return None
+        patterns = _screen(tuple((pattern, sensitive) for _, pattern, sensitive in entries))
+        if patterns is None:
+            return None
+        return cls(patterns, tuple(key for key, _, _ in entries))
+
+    def ruled_out(self, data: bytes | str) -> frozenset[int]:
+        """The keys of the patterns that match nowhere in `data`."""
+        matched = self.patterns.Match(data) or ()
+        keys = self.keys
+        return frozenset(keys).difference(keys[index] for index in matched)
+
+
+@lru_cache(maxsize=64)
+def _screen(entries: tuple[tuple[str, bool], ...]) -> re2.Set | None:
+    """One set per list of patterns, shared by the policy sets that read it: a set's DFA
+    grows to RE2's memory limit, as each pattern's own does."""
+    options = re2.Options()
+    options.log_errors = False
+    patterns = re2.Set.SearchSet(options)
+    try:
+        for pattern, case_sensitive in entries:
+            # The rule's own case folding, as a flag: the set has one set of options.
+            patterns.Add(pattern if case_sensitive else f"(?i:{pattern})")
+        # Compiling fails when the DFA would not have the memory to run: a set cannot
+        # fall back on another engine, so RE2 checks it here, once.
+        patterns.Compile()
+    except re2.error:
+        return None
+    return patterns
+
+
 _SERIALS = itertools.count()
 
 
@@ -158,6 +217,8 @@ class PolicySet:
     request_pii: tuple[PiiRule, ...] = field(init=False)
     # Request text of each role, and model output (role assistant).
     request_detection: dict[str, Detection] = field(init=False)
+    # Per role, the screen of the request's deny rules and detectors for it (on first use).
+    _screens: dict[str, Screen | None] = field(init=False, compare=False)
     output_deny: tuple[DenyRule, ...] = field(init=False)
     output_detection: Detection = field(init=False)
     # Per role, every (policy, shadow) that reads request text of that role: deny rules,
@@ -181,6 +242,7 @@ class PolicySet:
         set_(self, "request_deny", tuple(r for r in deny if r.request))
         set_(self, "request_pii", request_pii)
         set_(self, "request_detection", {role: Detection.of(request_pii, role) for role in ROLES})
+        set_(self, "_screens", {})
         set_(self, "output_deny", tuple(r for r in deny if r.response and "assistant" in r.roles))
         set_(self, "output_detection", Detection.of(response_pii, "assistant"))
         readers: dict[str, list[tuple[str, bool]]] = {role: [] for role in ROLES}
@@ -203,6 +265,15 @@ class PolicySet:
     @property
     def empty(self) -> bool:
         return not self.policies
+
+    def request_screen(self, role: str) -> Screen | None:
+        """Built when a long text of the role is first read: compiling takes milliseconds,
+        once per list of patterns, and most policy sets never see a long text."""
+        screens = self._screens
+        if role not in screens:
+            deny = [rule for rule in self.request_deny if role in rule.roles]
+            screens[role] = Screen.of(deny, self.request_detection[role].detectors)
+        return screens[role]
 
     @property
     def inspects_responses(self) -> bool:
