@@ -179,15 +179,31 @@ def rewrite(
     return "".join(parts)
 
 
+def ruled_out(policies: PolicySet, direction: str, text: str) -> frozenset[int]:
+    """The direction's deny rules and detectors that match nowhere in a long text, screened
+    at once (none for a short text)."""
+    if len(text) < SCREEN_CHARS:
+        return _NOTHING
+    screen = policies.screen(direction)
+    return _NOTHING if screen is None else screen.ruled_out(text)
+
+
 def scan_pii(
     text: str,
     detection: Detection,
     decisions: Decisions,
     direction: str,
+    out: frozenset[int] = frozenset(),
 ) -> tuple[list[Finding], Applied | None]:
-    """Findings in text, recorded; and the first one whose enforced action is block."""
-    findings = scan(text, detection.detectors)
+    """Findings in text, recorded; and the first one whose enforced action is block. `out`:
+    detectors ruled out for the text."""
+    findings = scan(text, kept(detection.detectors, out))
     return findings, tally(findings, detection, decisions, direction)
+
+
+def kept(detectors: tuple[Detector, ...], out: frozenset[int]) -> tuple[Detector, ...]:
+    """The detectors not ruled out."""
+    return tuple(d for d in detectors if id(d) not in out) if out else detectors
 
 
 def tally(
@@ -439,7 +455,7 @@ class _Seen:
             return _NOTHING
         found = self._ruled_out.get(index)
         if found is None:
-            screen = policies.request_screen(role)
+            screen = policies.screen("request", role)
             if screen is None:
                 found = _NOTHING
             else:
@@ -565,11 +581,8 @@ def _redact(
         if reading is not None:
             findings = list(reading.findings)
         elif detection.applied:
-            detectors = detection.detectors
             out = seen.ruled_out(policies, index, role, text)
-            if out:
-                detectors = tuple(d for d in detectors if id(d) not in out)
-            findings = scan(text, detectors, seen.encoded(index, text))
+            findings = scan(text, kept(detection.detectors, out), seen.encoded(index, text))
             if pause.after(len(text)):
                 yield
         else:

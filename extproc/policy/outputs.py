@@ -6,7 +6,7 @@ from typing import Any
 
 from extproc.apis import Kind, Schema
 from extproc.apis.text import response_slots
-from extproc.policy.engine import Decisions, Redactions, rewrite, scan_pii
+from extproc.policy.engine import Decisions, Redactions, rewrite, ruled_out, scan_pii
 from extproc.policy.rules import PolicySet
 
 
@@ -14,14 +14,15 @@ def check_output(
     policies: PolicySet, text: str, decisions: Decisions, redactions: Redactions
 ) -> tuple[str, bool]:
     """Model output after the response rules: (new text, blocked)."""
+    out = ruled_out(policies, "response", text)
     for rule in policies.output_deny:
-        if rule.search(text) is not None:
+        if id(rule) not in out and rule.search(text) is not None:
             decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, "response")
             if not rule.shadow:
                 return text, True
     detection = policies.output_detection
     if detection.applied:
-        findings, block = scan_pii(text, detection, decisions, "response")
+        findings, block = scan_pii(text, detection, decisions, "response", out)
         if block is not None:
             return text, True
         if findings:

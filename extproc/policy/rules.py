@@ -217,8 +217,9 @@ class PolicySet:
     request_pii: tuple[PiiRule, ...] = field(init=False)
     # Request text of each role, and model output (role assistant).
     request_detection: dict[str, Detection] = field(init=False)
-    # Per role, the screen of the request's deny rules and detectors for it (on first use).
-    _screens: dict[str, Screen | None] = field(init=False, compare=False)
+    # The screens of the deny rules and detectors of each direction (a request's by role),
+    # built on first use.
+    _screens: dict[tuple[str, str | None], Screen | None] = field(init=False, compare=False)
     output_deny: tuple[DenyRule, ...] = field(init=False)
     output_detection: Detection = field(init=False)
     # Per role, every (policy, shadow) that reads request text of that role: deny rules,
@@ -266,14 +267,26 @@ class PolicySet:
     def empty(self) -> bool:
         return not self.policies
 
-    def request_screen(self, role: str) -> Screen | None:
-        """Built when a long text of the role is first read: compiling takes milliseconds,
-        once per list of patterns, and most policy sets never see a long text."""
+    def screen(self, direction: str, role: str | None = None) -> Screen | None:
+        """The screen of the deny rules and detectors that read text of a direction
+        ("request", of a role; "response", "tool_call", "tool_result"). Built when a long
+        text of it is first read: compiling takes milliseconds, once per list of patterns,
+        and most policy sets never see a long text."""
+        key = (direction, role)
         screens = self._screens
-        if role not in screens:
-            deny = [rule for rule in self.request_deny if role in rule.roles]
-            screens[role] = Screen.of(deny, self.request_detection[role].detectors)
-        return screens[role]
+        if key not in screens:
+            deny: Sequence[DenyRule]
+            if direction == "request":
+                deny = [rule for rule in self.request_deny if role in rule.roles]
+                detection = self.request_detection[str(role)]
+            elif direction == "response":
+                deny, detection = self.output_deny, self.output_detection
+            elif direction == "tool_call":
+                deny, detection = self.tool_call_deny, self.tool_call_detection
+            else:
+                deny, detection = self.tool_result_deny, self.tool_result_detection
+            screens[key] = Screen.of(deny, detection.detectors)
+        return screens[key]
 
     @property
     def inspects_responses(self) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from extproc.policy.engine import Decisions, Redactions, described, rewrite, scan_pii
+from extproc.policy.engine import Decisions, Redactions, described, rewrite, ruled_out, scan_pii
 from extproc.policy.rules import DenyRule, Detection, PolicySet
 
 TOOL_CALL = "tool_call"
@@ -55,7 +55,8 @@ def scan_arguments(
             f"The tool call's arguments are nested deeper than {max_depth} levels, "
             f"which policy '{enforced}' cannot read.",
         )
-    rule = _denied(policies.tool_call_deny, texts, decisions, TOOL_CALL)
+    outs = [ruled_out(policies, TOOL_CALL, text) for text in texts]
+    rule = _denied(policies.tool_call_deny, texts, outs, decisions, TOOL_CALL)
     if rule is not None:
         message = f"The tool call was blocked by policy rule '{rule.name}'."
         return Refusal(rule.policy, "deny", rule.name, message)
@@ -64,8 +65,8 @@ def scan_arguments(
     for text in texts:
         redactions.avoid(text)
     written: list[str] = []
-    for text in texts:
-        findings, block = scan_pii(text, detection, decisions, TOOL_CALL)
+    for text, out in zip(texts, outs, strict=True):
+        findings, block = scan_pii(text, detection, decisions, TOOL_CALL, out)
         if block is not None:
             return Refusal(
                 block.policy,
@@ -150,15 +151,16 @@ def _checked(
 ) -> list[str] | str:
     """The texts after the tool_result rules, or the message of the error that replaces
     the result."""
-    rule = _denied(policies.tool_result_deny, texts, decisions, TOOL_RESULT)
+    outs = [ruled_out(policies, TOOL_RESULT, text) for text in texts]
+    rule = _denied(policies.tool_result_deny, texts, outs, decisions, TOOL_RESULT)
     if rule is not None:
         return f"The tool result was blocked by policy rule '{rule.name}'."
     detection = policies.tool_result_detection
     if not detection.applied:
         return texts
     written: list[str] = []
-    for text in texts:
-        findings, block = scan_pii(text, detection, decisions, TOOL_RESULT)
+    for text, out in zip(texts, outs, strict=True):
+        findings, block = scan_pii(text, detection, decisions, TOOL_RESULT, out)
         if block is not None:
             return (
                 f"The tool result contains {described(block.detector)}, "
@@ -173,12 +175,17 @@ def _checked(
 
 
 def _denied(
-    rules: tuple[DenyRule, ...], texts: list[str], decisions: Decisions, direction: str
+    rules: tuple[DenyRule, ...],
+    texts: list[str],
+    outs: list[frozenset[int]],
+    decisions: Decisions,
+    direction: str,
 ) -> DenyRule | None:
-    """The first enforced deny rule that matches; every match is recorded once per rule."""
+    """The first enforced deny rule that matches; every match is recorded once per rule.
+    `outs`: each text's rules ruled out."""
     for rule in rules:
-        for text in texts:
-            if rule.search(text) is not None:
+        for text, out in zip(texts, outs, strict=True):
+            if id(rule) not in out and rule.search(text) is not None:
                 decisions.add(rule.policy, "deny", rule.name, "block", rule.shadow, direction)
                 if not rule.shadow:
                     return rule

@@ -11,7 +11,9 @@ import pytest
 
 from extproc.apis import Kind
 from extproc.policy.engine import Decisions, Redactions, evaluate_request
+from extproc.policy.outputs import check_output
 from extproc.policy.rules import ROLES, SCREEN_CHARS, PolicySet, Screen
+from extproc.policy.tools import scan_arguments, scan_result
 from tests.helpers import runtime
 
 CONFIG = """
@@ -23,17 +25,18 @@ policies:
       - name: injection
         keywords: ["ignore previous instructions", "kill switch"]
         roles: [user, tool]
-      - {name: codename, keywords: ["Nightingale"], case_sensitive: true}
+        apply_to: [request, tool_result]
+      - {name: codename, keywords: ["Nightingale"], case_sensitive: true, apply_to: [request, response, tool_call]}
       - {name: weapons, patterns: ["how to make .{0,20}explosives", "\\\\bdetonat\\\\w+"]}
     pii:
-      - {detector: email}
-      - {detector: payment_card, action: mask, roles: [user]}
-      - {detector: phone, action: mask}
-      - {detector: secret}
-      - {detector: ip_address}
+      - {detector: email, apply_to: [request, response, tool_call, tool_result]}
+      - {detector: payment_card, action: mask, roles: [user, assistant], apply_to: [request, response, tool_call]}
+      - {detector: phone, action: mask, apply_to: [request, tool_result]}
+      - {detector: secret, apply_to: [request, response, tool_call, tool_result]}
+      - {detector: ip_address, apply_to: [request, tool_result]}
       - {detector: iban}
-      - {detector: us_ssn}
-      - {name: employee-id, pattern: "EMP-[0-9]{6}"}
+      - {detector: us_ssn, apply_to: [request, response]}
+      - {name: employee-id, pattern: "EMP-[0-9]{6}", apply_to: [request, tool_call, tool_result]}
   - name: watch
     mode: shadow
     deny: [{name: competitor, keywords: [acme]}]
@@ -95,7 +98,7 @@ def test_the_screen_rules_out_exactly_the_patterns_that_match_nowhere() -> None:
     policies = rt.policy_set(rt.tenants["t"], rt.models[0])
     rng = random.Random(7)
     for role in ROLES:
-        screen = policies.request_screen(role)
+        screen = policies.screen("request", role)
         assert screen is not None
         patterns = screened_patterns(policies, role)
         # The e-mail detector reads windows around each "@", not the whole text.
@@ -110,7 +113,7 @@ def test_the_screen_rules_out_exactly_the_patterns_that_match_nowhere() -> None:
 def test_a_clean_text_rules_out_every_screened_pattern() -> None:
     rt = runtime(CONFIG)
     policies = rt.policy_set(rt.tenants["t"], rt.models[0])
-    screen = policies.request_screen("user")
+    screen = policies.screen("request", "user")
     assert screen is not None
     clean = FILLER * 100
     assert screen.ruled_out(clean) == set(screen.keys)
@@ -147,7 +150,7 @@ def test_screened_requests_are_decided_as_unscreened_ones(monkeypatch: pytest.Mo
         body = {"model": "m", "messages": messages}
         got = run(screened, body)
         with monkeypatch.context() as patch:
-            patch.setattr(PolicySet, "request_screen", lambda self, role: None)
+            patch.setattr(PolicySet, "screen", lambda self, direction, role=None: None)
             want = run(plain, body)
         assert got[0] == want[0]
         assert got[1] == want[1]
@@ -173,14 +176,62 @@ policies:
 tenants: [{name: one, policies: [one]}, {name: huge, policies: [huge]}]
 """
     )
-    assert rt.policy_set(rt.tenants["one"], rt.models[0]).request_screen("user") is None
+    assert rt.policy_set(rt.tenants["one"], rt.models[0]).screen("request", "user") is None
     huge = rt.policy_set(rt.tenants["huge"], rt.models[0])
     # Each pattern compiles alone, and their set is past RE2's memory limit.
     assert Screen.of([], huge.request_detection["user"].detectors) is None
-    assert huge.request_screen("user") is None
+    assert huge.screen("request", "user") is None
     word = "W" + "o" * 199
     message = {"role": "user", "content": FILLER * 80 + word}
     error, body, _, decisions = run(huge, {"model": "m", "messages": [message]})
     assert error is None
     assert word not in body["messages"][0]["content"]
     assert decisions.counts
+
+
+@pytest.mark.parametrize("direction", ["response", "tool_call", "tool_result"])
+def test_screened_output_and_tool_texts_are_decided_as_unscreened_ones(
+    monkeypatch: pytest.MonkeyPatch, direction: str
+) -> None:
+    rt = runtime(CONFIG)
+    policies = rt.policy_set(rt.tenants["t"], rt.models[0])
+    assert policies.screen(direction) is not None
+
+    def check(sample: list[str]) -> tuple[object, Redactions, Decisions]:
+        redactions, decisions = Redactions(), Decisions()
+        if direction == "response":
+            return check_output(policies, sample[0], decisions, redactions), redactions, decisions
+        if direction == "tool_call":
+            arguments = {"path": sample[0], "lines": sample[1:]}
+            scanned = scan_arguments(policies, arguments, redactions, decisions, max_depth=8)
+            return scanned, redactions, decisions
+        result = {"content": [{"type": "text", "text": text} for text in sample]}
+        return (
+            scan_result(policies, result, redactions, decisions, max_depth=8),
+            redactions,
+            decisions,
+        )
+
+    rng = random.Random(13)
+    outcomes = set()
+    for _ in range(60):
+        sample = [text(rng, 2) for _ in range(rng.randint(1, 3))]
+        got = check(sample)
+        with monkeypatch.context() as patch:
+            patch.setattr(PolicySet, "screen", lambda self, direction, role=None: None)
+            want = check(sample)
+        assert got[0] == want[0]
+        assert got[1].by_value == want[1].by_value
+        assert got[2].counts == want[2].counts
+        outcomes.add(repr(got[0]) == repr(check_unchanged(direction, sample)))
+    # Some samples were rewritten or refused, and some passed as they came.
+    assert outcomes == {True, False}
+
+
+def check_unchanged(direction: str, sample: list[str]) -> object:
+    """What a check returns for a sample no rule touches."""
+    if direction == "response":
+        return (sample[0], False)
+    if direction == "tool_call":
+        return {"path": sample[0], "lines": sample[1:]}
+    return {"content": [{"type": "text", "text": text} for text in sample]}
