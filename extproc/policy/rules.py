@@ -185,12 +185,17 @@ class Screen:
         return frozenset(keys).difference(keys[index] for index in matched)
 
 
+# What a set and its DFA may hold: its states are built as texts need them, and a hostile
+# text fills any budget. A smaller one read such texts as fast (docs/benchmarks.md).
+SCREEN_MEMORY = 1 << 20
+
+
 @lru_cache(maxsize=64)
 def _screen(entries: tuple[tuple[str, bool], ...]) -> re2.Set | None:
-    """One set per list of patterns, shared by the policy sets that read it: a set's DFA
-    grows to RE2's memory limit, as each pattern's own does."""
+    """One set per list of patterns, shared by the policy sets that read it."""
     options = re2.Options()
     options.log_errors = False
+    options.max_mem = SCREEN_MEMORY
     patterns = re2.Set.SearchSet(options)
     try:
         for pattern, case_sensitive in entries:
