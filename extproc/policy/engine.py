@@ -180,8 +180,8 @@ def rewrite(
 
 
 def ruled_out(policies: PolicySet, direction: str, text: str) -> frozenset[int]:
-    """The direction's deny rules and detectors that match nowhere in a long text, screened
-    at once (none for a short text)."""
+    """The direction's deny rules and detectors that match nowhere in a text, screened at
+    once (none for a text under SCREEN_CHARS)."""
     if len(text) < SCREEN_CHARS:
         return _NOTHING
     screen = policies.screen(direction)
@@ -449,8 +449,8 @@ class _Seen:
         return found
 
     def ruled_out(self, policies: PolicySet, index: int, role: str, text: str) -> frozenset[int]:
-        """The role's patterns that match nowhere in a long text, screened once for them all
-        (none for a short one)."""
+        """The role's patterns that match nowhere in a text, screened once for them all
+        (none for a text under SCREEN_CHARS)."""
         if len(text) < SCREEN_CHARS:
             return _NOTHING
         found = self._ruled_out.get(index)

@@ -149,7 +149,7 @@ class Detection:
 
 # A text this long is screened before its patterns run (`Screen`); shorter ones cost less
 # to read pattern by pattern than a screen's call does.
-SCREEN_CHARS = 4 * 1024
+SCREEN_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
