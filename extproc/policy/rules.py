@@ -161,7 +161,7 @@ class Screen:
     the set says whether each pattern matches anywhere, as its search would."""
 
     patterns: re2.Set
-    keys: tuple[int, ...]  # id() of each rule or detector, by its index in the set
+    keys: tuple[int, ...]  # id() of each rule or detector, by its index in the set, less 1
 
     @classmethod
     def of(cls, deny: Sequence[DenyRule], detectors: Sequence[Detector]) -> Screen | None:
@@ -181,13 +181,20 @@ class Screen:
     def ruled_out(self, data: bytes | str) -> frozenset[int]:
         """The keys of the patterns that match nowhere in `data`."""
         matched = self.patterns.Match(data) or ()
+        if _READ_TO_THE_END not in matched:
+            # The set failed (its DFA out of memory mid-text), which the binding reports as
+            # no match at all: nothing is ruled out.
+            return frozenset()
         keys = self.keys
-        return frozenset(keys).difference(keys[index] for index in matched)
+        return frozenset(keys).difference(keys[index - 1] for index in matched if index)
 
 
 # What a set and its DFA may hold: its states are built as texts need them, and a hostile
 # text fills any budget. A smaller one read such texts as fast (docs/benchmarks.md).
 SCREEN_MEMORY = 1 << 20
+
+
+_READ_TO_THE_END = 0
 
 
 @lru_cache(maxsize=64)
@@ -198,11 +205,14 @@ def _screen(entries: tuple[tuple[str, bool], ...]) -> re2.Set | None:
     options.max_mem = SCREEN_MEMORY
     patterns = re2.Set.SearchSet(options)
     try:
+        # Index 0 matches at the end of every text: a set that read the text reports it.
+        patterns.Add(r"\z")
         for pattern, case_sensitive in entries:
             # The rule's own case folding, as a flag: the set has one set of options.
             patterns.Add(pattern if case_sensitive else f"(?i:{pattern})")
-        # Compiling fails when the DFA would not have the memory to run: a set cannot
-        # fall back on another engine, so RE2 checks it here, once.
+        # Compiling fails when RE2 sees that the DFA could not run in its memory. A set
+        # that compiled can still run out on a text (a set cannot fall back on another
+        # engine), with many patterns matching at one place: index 0 shows it.
         patterns.Compile()
     except re2.error:
         return None

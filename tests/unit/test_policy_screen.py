@@ -12,7 +12,7 @@ import pytest
 from extproc.apis import Kind
 from extproc.policy.engine import Decisions, Redactions, evaluate_request
 from extproc.policy.outputs import check_output
-from extproc.policy.rules import ROLES, SCREEN_CHARS, PolicySet, Screen
+from extproc.policy.rules import ROLES, SCREEN_CHARS, PolicySet, Screen, _screen
 from extproc.policy.tools import scan_arguments, scan_result
 from tests.helpers import runtime
 
@@ -235,3 +235,14 @@ def check_unchanged(direction: str, sample: list[str]) -> object:
     if direction == "tool_call":
         return {"path": sample[0], "lines": sample[1:]}
     return {"content": [{"type": "text", "text": text} for text in sample]}
+
+
+def test_a_set_that_fails_on_a_text_rules_out_nothing() -> None:
+    # Tens of thousands of patterns matching at one place: the set compiles, and its DFA
+    # runs out of memory on the text that reaches that place, which RE2's binding reports
+    # as no match at all.
+    patterns = _screen(tuple(("x", True) for _ in range(40_000)))
+    assert patterns is not None
+    screen = Screen(patterns, tuple(range(40_000)))
+    assert screen.ruled_out("a" * 5_000) == set(range(40_000))
+    assert screen.ruled_out("a" * 5_000 + "x") == set()
