@@ -72,6 +72,33 @@ class Encoded:
         return offset == len(self.data) or (self.data[offset] & 0xC0) != 0x80
 
 
+def _spans(regex: re2._Regexp, encoded: Encoded) -> Iterator[tuple[int, int]]:
+    """A pattern's non-empty matches in a text's bytes, as the text's offsets, in order.
+    After an empty match the binding's finditer steps on by a byte, into a character, and
+    on a `str` its offsets are then wrong (past the text's end); this goes on from the next
+    character instead. Matches start and end where characters do (a pattern with \\C, one
+    byte, is refused): a match that did not would be widened to the whole characters."""
+    data = encoded.data
+    size = len(data)
+    position = 0
+    while position <= size:
+        match = regex.search(data, position)
+        if match is None:
+            return
+        start, end = match.span()
+        if end > start:
+            while not encoded.boundary(start):
+                start -= 1
+            while not encoded.boundary(end):
+                end += 1
+            yield encoded.chars(start), encoded.chars(end)
+            position = end
+        else:
+            position = start + 1
+            while position < size and not encoded.boundary(position):
+                position += 1
+
+
 @dataclass(frozen=True, slots=True)
 class Detector:
     name: str  # as written in the config: "email", or a custom detector's name
@@ -102,17 +129,12 @@ class Detector:
 
     def _matches(self, text: str, encoded: Encoded | None) -> Iterator[tuple[int, int]]:
         if not self.anchor:
-            if encoded is not None:
-                # find() drops empty matches, and after one the binding steps on by a byte,
-                # not a character: only the non-empty ones are the text's. Should a match
-                # still fall inside a character, the text is read as text.
-                spans = [m.span() for m in self.regex.finditer(encoded.data) if m.end() > m.start()]
-                if all(encoded.boundary(start) and encoded.boundary(end) for start, end in spans):
-                    for start, end in spans:
-                        yield encoded.chars(start), encoded.chars(end)
-                    return
-            for match in self.regex.finditer(text):
-                yield match.span()
+            if encoded is None and text.isascii():
+                # A byte is a character: the binding's own iteration is right.
+                for match in self.regex.finditer(text):
+                    yield match.span()
+                return
+            yield from _spans(self.regex, encoded or Encoded(text))
             return
         before, after = self.reach
         position, done = text.find(self.anchor), 0

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from extproc.policy import checksums
-from extproc.policy.detectors import BUILTIN, scan
+from extproc.policy.detectors import BUILTIN, Encoded, custom_detector, scan
 from tests.helpers import ROOT
 
 CORPUS = yaml.safe_load((ROOT / "tests" / "data" / "pii_corpus.yaml").read_text())
@@ -270,3 +270,16 @@ def test_encoded_offsets_come_back_as_the_texts_own() -> None:
     starts = [len(text[:i].encode()) for i in range(len(text) + 1)]
     assert [encoded.chars(b) for b in starts] == list(range(len(text) + 1))
     assert encoded.chars(starts[4]) == 4  # asked out of order: counted again from the start
+
+
+@pytest.mark.parametrize(
+    "text", ["a\u00e9b c", "na\u00efve test", "\u65e5\u672c ab cd", "\u00fc x \u00fc y"]
+)
+def test_a_pattern_that_can_match_empty_finds_the_texts_own_characters(text: str) -> None:
+    # After an empty match RE2's binding steps on by a byte, into a character, and its
+    # offsets on a str are then off by the bytes it stepped over: a custom detector found
+    # the characters beside the ones it matched, and offsets past the text's end.
+    detector = custom_detector("letter", r"[a-z]|\B", "LETTER", 1)
+    letters = [(i, i + 1) for i, char in enumerate(text) if "a" <= char <= "z"]
+    assert [(f.start, f.end) for f in detector.find(text)] == letters
+    assert [(f.start, f.end) for f in detector.find(text, Encoded(text))] == letters
