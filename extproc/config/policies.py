@@ -132,13 +132,20 @@ def _deny_rule(
     alternatives: list[str] = []
     ok = True
     for index, pattern in enumerate(rule.patterns):
+        where = f"{path}.patterns[{index}]"
         try:
             compile_pattern(pattern)
         except re2.error as error:
-            problem(
-                f"{path}.patterns[{index}]", f"RE2 cannot compile this pattern: {_reason(error)}"
-            )
+            problem(where, f"RE2 cannot compile this pattern: {_reason(error)}")
             ok = False
+        else:
+            try:
+                # The rule's patterns are joined as alternatives: one that ends inside a
+                # \Q quote would quote the ones after it.
+                compile_pattern(f"(?:{pattern})")
+            except re2.error:
+                problem(where, "ends inside \\Q: close the quote with \\E")
+                ok = False
         alternatives.append(f"(?:{pattern})")
     for index, keyword in enumerate(rule.keywords):
         if not keyword.strip():

@@ -467,6 +467,11 @@ def test_json_response_rules_on_output() -> None:
             "policies[0].deny[0].patterns[0]: RE2 cannot compile this pattern: \\C",
         ),
         (
+            # Joined as alternatives, it would quote the next pattern instead of matching.
+            "policies: [{name: p, deny: [{name: r, patterns: ['\\Qa', '\\Qb\\E']}]}]",
+            "policies[0].deny[0].patterns[0]: ends inside \\Q: close the quote with \\E",
+        ),
+        (
             "backends: [{name: b, url: 'http://x'}]\nmodels: [{name: m, routes: [{backend: b}], policies: [nope]}]",
             'models[0].policies[0]: no policy named "nope"',
         ),
