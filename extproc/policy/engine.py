@@ -422,7 +422,8 @@ class _Seen:
     keep: bool = True
     # Long texts' UTF-8 bytes, by index, from the deny rules' pass to the detectors'.
     _bytes: dict[int, Encoded] = field(default_factory=dict)
-    # Long texts' patterns that match nowhere in them (ids of rules and detectors), by index.
+    # The patterns that match nowhere in a screened text (ids of rules and detectors), by
+    # the text's index.
     _ruled_out: dict[int, frozenset[int]] = field(default_factory=dict)
 
     @classmethod

@@ -154,8 +154,8 @@ SCREEN_CHARS = 256
 
 @dataclass(frozen=True, slots=True)
 class Screen:
-    """The patterns that read text of one role, in one RE2 pass over a long text: those
-    that match nowhere in it are ruled out, and need no pass of their own. RE2's Set runs
+    """The patterns that read text of one role or direction, in one RE2 pass over a text:
+    those that match nowhere in it are ruled out, and need no pass of their own. RE2's Set runs
     one DFA for all of them, as fast as one pattern's search on most text, where each
     pattern's own search is a pass of its own. What is ruled out could not have matched:
     the set says whether each pattern matches anywhere, as its search would."""
@@ -284,9 +284,9 @@ class PolicySet:
 
     def screen(self, direction: str, role: str | None = None) -> Screen | None:
         """The screen of the deny rules and detectors that read text of a direction
-        ("request", of a role; "response", "tool_call", "tool_result"). Built when a long
-        text of it is first read: compiling takes milliseconds, once per list of patterns,
-        and most policy sets never see a long text."""
+        ("request", of a role; "response", "tool_call", "tool_result"). Built when a text
+        of SCREEN_CHARS or more of it is first read: compiling takes milliseconds, once
+        per list of patterns."""
         key = (direction, role)
         screens = self._screens
         if key not in screens:
