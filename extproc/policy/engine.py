@@ -179,13 +179,22 @@ def rewrite(
     return "".join(parts)
 
 
-def ruled_out(policies: PolicySet, direction: str, text: str) -> frozenset[int]:
-    """The direction's deny rules and detectors that match nowhere in a text, screened at
-    once (none for a text under SCREEN_CHARS)."""
+def ruled_out(
+    policies: PolicySet,
+    direction: str,
+    text: str,
+    role: str | None = None,
+    encoded: Encoded | None = None,
+) -> frozenset[int]:
+    """The direction's deny rules and detectors (a request's, of a role) that match nowhere
+    in a text, screened at once (none for a text under SCREEN_CHARS). `encoded`: the text's
+    bytes, when a caller has them."""
     if len(text) < SCREEN_CHARS:
         return _NOTHING
-    screen = policies.screen(direction)
-    return _NOTHING if screen is None else screen.ruled_out(text)
+    screen = policies.screen(direction, role)
+    if screen is None:
+        return _NOTHING
+    return screen.ruled_out(text if encoded is None else encoded.data)
 
 
 def scan_pii(
@@ -452,17 +461,10 @@ class _Seen:
     def ruled_out(self, policies: PolicySet, index: int, role: str, text: str) -> frozenset[int]:
         """The role's patterns that match nowhere in a text, screened once for them all
         (none for a text under SCREEN_CHARS)."""
-        if len(text) < SCREEN_CHARS:
-            return _NOTHING
         found = self._ruled_out.get(index)
         if found is None:
-            screen = policies.screen("request", role)
-            if screen is None:
-                found = _NOTHING
-            else:
-                encoded = self.encoded(index, text)
-                found = screen.ruled_out(text if encoded is None else encoded.data)
-            self._ruled_out[index] = found
+            encoded = self.encoded(index, text)
+            found = self._ruled_out[index] = ruled_out(policies, "request", text, role, encoded)
         return found
 
     def read(self, index: int) -> None:
