@@ -88,10 +88,7 @@ async def chat(
         "system_fingerprint": "mock",
     }
 
-    options = body.get("stream_options")
-    usage_asked = isinstance(options, dict) and bool(options.get("include_usage"))
-    # Asked for usage, OpenAI writes `"usage": null` as the last member of every other chunk.
-    tail: dict[str, Any] = {"usage": None} if usage_asked else {}
+    tail = _null_usage(body)
     events: list[bytes] = []
     for index in range(choices):
 
@@ -112,7 +109,7 @@ async def chat(
         else:
             events += [chunk({"content": piece}) for piece in pieces(text)]
             events.append(chunk({}, "stop"))
-    if usage_asked:
+    if tail:
         events.append(sse(orjson.dumps({**base, "choices": [], "usage": usage})))
     events.append(b"data: [DONE]\n\n")
     return await stream(
@@ -122,6 +119,14 @@ async def chat(
 
 # Choices the mock writes at most for `n` (OpenAI's limit is higher; a test needs few).
 MAX_CHOICES = 8
+
+
+def _null_usage(body: dict[str, Any]) -> dict[str, Any]:
+    """A streamed request that asks for usage gets it in a chunk of its own, and OpenAI then
+    writes `"usage": null` as the last member of every other chunk: that member, or none."""
+    options = body.get("stream_options")
+    asked = isinstance(options, dict) and bool(options.get("include_usage"))
+    return {"usage": None} if asked else {}
 
 
 def _choices(body: dict[str, Any]) -> int:
@@ -146,16 +151,14 @@ async def completions(
     }
     usage = {"prompt_tokens": tokens, "completion_tokens": tokens, "total_tokens": 2 * tokens}
     if body.get("stream"):
-        options = body.get("stream_options")
-        usage_asked = isinstance(options, dict) and bool(options.get("include_usage"))
-        tail: dict[str, Any] = {"usage": None} if usage_asked else {}
+        tail = _null_usage(body)
 
         def chunk(piece: str, finish: str | None = None) -> bytes:
             choice = {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}
             return sse(orjson.dumps({**base, "choices": [choice], **tail}))
 
         events = [chunk(piece) for piece in pieces(text)] + [chunk("", "stop")]
-        if usage_asked:
+        if tail:
             events.append(sse(orjson.dumps({**base, "choices": [], "usage": usage})))
         events.append(b"data: [DONE]\n\n")
         return await stream(request, events, cut_after, text)
