@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench.events import ANTHROPIC_DELTA, ANTHROPIC_START, openai_chunk  # noqa: E402
+from bench.request_path import MODELS  # noqa: E402
 from bench.run import machine  # noqa: E402
 from bench.transport import (  # noqa: E402
     DATA,
@@ -63,18 +64,14 @@ ROUNDS = int(os.environ.get("CHUNKS_ROUNDS", "9"))
 # The bench's setup (bench/run.py): a tenant, accounting, prices. Drift checks off: the
 # first streams of a backend are all watched, each event's fields walked, and later ones
 # one in 20, so the rounds would differ.
-CONFIG = """
-backends:
-  - {name: openai, url: "http://127.0.0.1:9/v1"}
-  - {name: anthropic, schema: anthropic, url: "http://127.0.0.1:9/v1"}
-models:
-  - {name: gpt, routes: [{backend: openai}]}
-  - {name: claude, routes: [{backend: anthropic}]}
-prices: {models: [{models: ["*"], input: 0.15, output: 0.6}]}
+CONFIG = (
+    MODELS
+    + """prices: {models: [{models: ["*"], input: 0.15, output: 0.6}]}
 tenants: [{name: bench}]
 auth: {anonymous_tenant: bench}
 schema_drift: {disabled: true}
 """
+)
 
 
 def opening(model: str, usage_asked: bool) -> list[bytes]:

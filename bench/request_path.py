@@ -43,14 +43,18 @@ from extproc.slices import finish  # noqa: E402
 
 MIB = 1 << 20
 LIMIT = 32 * MIB
-CONFIG = """
+# Two models, one on an OpenAI backend and one on an Anthropic one (no upstream listens).
+MODELS = """
 backends:
   - {name: openai, url: "http://127.0.0.1:9/v1"}
   - {name: anthropic, schema: anthropic, url: "http://127.0.0.1:9/v1"}
 models:
   - {name: gpt, routes: [{backend: openai}]}
   - {name: claude, routes: [{backend: anthropic}]}
-policies:
+"""
+CONFIG = (
+    MODELS
+    + """policies:
   - name: guard
     deny: [{name: weapons, keywords: ["build a bomb"]}]
     pii: [{detector: email}]
@@ -61,6 +65,7 @@ tenants:
     policies: [guard]
     budgets: [{name: day, window: day, max_tokens: 1000000000000}]
 """
+)
 KEY = "password"  # its sha256 above
 RUNTIME = load_text(CONFIG)
 ENGLISH = (ROOT / "README.md").read_text(encoding="utf-8")
