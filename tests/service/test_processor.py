@@ -402,7 +402,7 @@ async def test_unreachable_budget_store_follows_the_configured_failure_mode(
     assert errors == 1
 
 
-def test_health_address_offers_health_and_nothing_else(tmp_path: Path) -> None:
+async def test_health_address_offers_health_and_nothing_else(tmp_path: Path) -> None:
     """Kubernetes probes reach a second port; ext_proc (whose replies carry provider keys)
     stays on the socket only."""
     socket = tmp_path / "run" / "extproc.sock"
@@ -417,16 +417,22 @@ def test_health_address_offers_health_and_nothing_else(tmp_path: Path) -> None:
     )
     try:
         assert grpc_serving(f"unix://{socket}")
-        with grpc.insecure_channel(health) as chan:
+        async with grpc.aio.insecure_channel(health) as chan:
             with pytest.raises(grpc.RpcError) as caught:
-                next(ext_grpc.ExternalProcessorStub(chan).Process(iter([headers_message(CHAT)])))
+                call = ext_grpc.ExternalProcessorStub(chan).Process(iter([headers_message(CHAT)]))
+                await call.read()
             assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
             watch = health_pb2_grpc.HealthStub(chan).Watch(health_pb2.HealthCheckRequest())
-            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            # The next read is under way before the drain starts: an idle service drains in
+            # a few milliseconds, and a message that comes with the connection's close is
+            # dropped by a client that has not asked for it yet.
+            reading = asyncio.ensure_future(watch.read())
+            await asyncio.sleep(0)
             process.send_signal(signal.SIGTERM)
             # Probes learn of the drain on the health port too.
-            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert process.wait(timeout=10) == 0
+            assert (await reading).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await asyncio.to_thread(process.wait, 10) == 0
     finally:
         if process.poll() is None:
             process.kill()
