@@ -97,7 +97,8 @@ bench-exchange: $(DEV_STAMP)
 	$(BIN)/python bench/exchange.py
 	$(BIN)/python bench/chunks.py
 
-## The same load on LiteLLM proxy and the Portkey gateway (installed under .bench/), with ratios.
+## The same load on LiteLLM proxy, the Portkey gateway and the MLflow AI Gateway (installed
+## under .bench/), with ratios.
 bench-peers: $(DEV_STAMP)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	command -v npm >/dev/null || ($(APT) update -qq && $(APT) install -y -qq nodejs npm >/dev/null)

@@ -1,12 +1,14 @@
-"""`make bench-peers`: this gateway beside LiteLLM's proxy and Portkey's gateway, same mock,
-same load, same machine.
+"""`make bench-peers`: this gateway beside LiteLLM's proxy, Portkey's gateway and MLflow's AI
+Gateway, same mock, same load, same machine.
 
 Each peer is installed in its own environment under .bench/ (on first use): LiteLLM proxy
-1.110.2 in a Python venv (bench/peers/litellm.txt says why its requirements are listed by
-hand) and the Portkey gateway 1.15.2 with npm. Every gateway gets one core of parallelism:
-Envoy --concurrency 1 and one service process, LiteLLM with one worker, Portkey as one node
-process. Portkey's start-up binds all interfaces; bench/peers/loopback.cjs makes it bind
-127.0.0.1, and the run stops before any load if a peer listens anywhere but loopback.
+1.110.2 and the MLflow AI Gateway 3.18.0 in Python venvs (bench/peers/litellm.txt and
+mlflow.txt say why their requirements are listed by hand) and the Portkey gateway 1.15.2
+with npm. Every gateway gets one core of parallelism: Envoy --concurrency 1 and one service
+process, LiteLLM with one worker, MLflow's gateway app under uvicorn with one worker,
+Portkey as one node process. Portkey's start-up binds all interfaces; bench/peers/loopback.cjs
+makes it bind 127.0.0.1, and the run stops before any load if a peer listens anywhere but
+loopback.
 
 Workloads: a 1 KB chat request, JSON and streamed. A peer whose streamed request fails
 (Portkey's does, with the @hono/node-server release its package resolves today: HTTP 500)
@@ -52,6 +54,7 @@ from extproc.control.stack import Stack, free_port, wait_until  # noqa: E402
 
 PEERS = ROOT / ".bench"
 LITELLM_REQUIREMENTS = ROOT / "bench" / "peers" / "litellm.txt"
+MLFLOW_REQUIREMENTS = ROOT / "bench" / "peers" / "mlflow.txt"
 PORTKEY_PACKAGE = "@portkey-ai/gateway@1.15.2"
 LOOPBACK = ROOT / "bench" / "peers" / "loopback.cjs"
 MASTER_KEY = "sk-bench-peers"  # LiteLLM refuses to start without one; loopback only
@@ -65,23 +68,37 @@ model_list:
 litellm_settings:
   telemetry: false
 """
+# The MLflow AI Gateway's endpoints are named; its OpenAI route takes the name as the model.
+MLFLOW_CONFIG = """
+endpoints:
+  - name: gpt-4o-mini
+    endpoint_type: llm/v1/chat
+    model:
+      provider: openai
+      name: gpt-4o-mini
+      config:
+        openai_api_key: mock-key
+        openai_api_base: http://127.0.0.1:{mock_port}/v1
+"""
 OURS = "Envoy + extproc (demo policy, accounting)"
 WORKLOADS = (("1 KB", False), ("1 KB, streamed", True))
 
 
-def install_litellm() -> Path:
-    venv = PEERS / "litellm"
-    digest = hashlib.sha256(LITELLM_REQUIREMENTS.read_bytes()).hexdigest()[:16]
+def install_venv(name: str, requirements: Path) -> Path:
+    """A peer's own Python venv under .bench/, made again when its requirements change;
+    its bin/ folder."""
+    venv = PEERS / name
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
     stamp = venv / f".installed-{digest}"
     if not stamp.exists():
-        print("installing LiteLLM proxy into .bench/litellm ...", flush=True)
+        print(f"installing {requirements.stem} into .bench/{name} ...", flush=True)
         if not (venv / "bin" / "python").exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
         subprocess.run([*pip, "--upgrade", "pip"], check=True)
-        subprocess.run([*pip, "-r", str(LITELLM_REQUIREMENTS)], check=True)
+        subprocess.run([*pip, "-r", str(requirements)], check=True)
         stamp.touch()
-    return venv / "bin" / "litellm"
+    return venv / "bin"
 
 
 def install_portkey() -> Path:
@@ -156,7 +173,8 @@ def measure(gateway: Gateway, body_file: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    litellm = install_litellm()
+    litellm = install_venv("litellm", LITELLM_REQUIREMENTS) / "litellm"
+    mlflow = install_venv("mlflow", MLFLOW_REQUIREMENTS) / "python"
     portkey = install_portkey()
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     notes: list[str] = []
@@ -228,10 +246,39 @@ def main() -> None:
                 },
                 lambda: tree(portkey_process.pid),
             )
+            mlflow_port = free_port()
+            mlflow_config = workdir / "mlflow.yaml"
+            mlflow_config.write_text(MLFLOW_CONFIG.format(mock_port=mock_port))
+            mlflow_log = (workdir / "mlflow.log").open("wb")
+            # The app its `gateway start` command ran (MLflow 3 no longer registers that
+            # command), under uvicorn with one worker process.
+            mlflow_process = subprocess.Popen(
+                [
+                    *(str(mlflow), "-m", "uvicorn", "--factory"),
+                    "mlflow.gateway.app:create_app_from_env",
+                    *("--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"),
+                    *("--log-level", "warning"),
+                ],
+                stdout=mlflow_log,
+                stderr=mlflow_log,
+                env={
+                    **os.environ,
+                    "MLFLOW_GATEWAY_CONFIG": str(mlflow_config),
+                    "MLFLOW_DISABLE_TELEMETRY": "true",
+                },
+            )
+            processes.append(mlflow_process)
+            mlflow_gateway = Gateway(
+                "MLflow AI Gateway 3.18.0",
+                f"http://127.0.0.1:{mlflow_port}/v1/chat/completions",
+                {},
+                lambda: tree(mlflow_process.pid),
+            )
             plain = bodies["1 KB"].read_bytes()
             for gateway, process in (
                 (litellm_gateway, litellm_process),
                 (portkey_gateway, portkey_process),
+                (mlflow_gateway, mlflow_process),
             ):
                 wait_until(
                     lambda g=gateway: answers(
