@@ -91,10 +91,11 @@ bench-transport: $(DEV_STAMP)
 	$(BIN)/python bench/transport.py
 
 ## The exchange alone: CPU per whole request in-process (no transport, no Envoy); then a
-## streamed chunk's whole way through the service (frames in, reply out), beside the bare
-## transport's.
+## whole 1 KB request's and a streamed chunk's way through the service (frames in, replies
+## out), each beside the bare transport's.
 bench-exchange: $(DEV_STAMP)
 	$(BIN)/python bench/exchange.py
+	$(BIN)/python bench/service_cpu.py
 	$(BIN)/python bench/chunks.py
 
 ## The same load on LiteLLM proxy, the Portkey gateway and the MLflow AI Gateway (installed

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -42,12 +41,9 @@ from bench.transport import (  # noqa: E402
     END_HEADERS,
     FIELDS,
     HEADERS,
-    MAX_WINDOW,
-    PATH,
-    PREFACE,
-    SETTINGS,
-    WINDOW_UPDATE,
+    OPENING,
     _Dropped,
+    bare_server,
     frame,
     headers,
     message,
@@ -136,12 +132,7 @@ async def per_chunk(
         conn = Connection(server)
         out = _Counted()
         conn.connection_made(out)  # type: ignore[arg-type]
-        conn.data_received(
-            PREFACE
-            + frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, MAX_WINDOW))
-            + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535))
-            + frame(HEADERS, END_HEADERS, 1, hpack.Encoder().encode(FIELDS))
-        )
+        conn.data_received(OPENING + frame(HEADERS, END_HEADERS, 1, hpack.Encoder().encode(FIELDS)))
         for data in [
             *(frame(DATA, 0, 1, m) for m in opening(model, usage_asked)),
             *map(chunk, first),
@@ -158,19 +149,6 @@ async def per_chunk(
             raise RuntimeError("the chunks were not answered (a phase refused?)")
         conn.connection_lost(None)
     return best / CHUNKS * 1e6
-
-
-def bare_server() -> transport.Server:
-    from bare_h2grpc import Bare  # type: ignore[import-not-found]
-
-    server = transport.Server()
-    method = transport.Method.of_session(
-        lambda context: Bare(),
-        ext.ProcessingRequest.FromString,
-        ext.ProcessingResponse.SerializeToString,
-    )
-    server.add(PATH, method)
-    return server
 
 
 async def main() -> None:

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hpack
 import uvloop
@@ -37,6 +38,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench.run import chat_body, cpu_seconds, machine  # noqa: E402
 from extproc.control.stack import free_port, wait_until  # noqa: E402
+
+if TYPE_CHECKING:
+    from extproc.transport import Server
 
 SECONDS = float(os.environ.get("TRANSPORT_SECONDS", "5"))
 ROUNDS = int(os.environ.get("TRANSPORT_ROUNDS", "5"))
@@ -52,6 +56,15 @@ def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return struct.pack(">BHBBI", len(payload) >> 16, len(payload) & 0xFFFF, kind, flags, stream) + (
         payload
     )
+
+
+# A client connection's first bytes: the preface, and windows as large as Envoy's (256 MiB
+# by default), so that the replies never wait for one.
+OPENING = (
+    PREFACE
+    + frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, MAX_WINDOW))
+    + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535))
+)
 
 
 def message(request: ext.ProcessingRequest) -> bytes:
@@ -131,12 +144,7 @@ class Client(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        # Large windows, as Envoy's (256 MiB by default): the replies never wait for one.
-        out = (
-            PREFACE
-            + frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, MAX_WINDOW))
-            + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535))
-        )
+        out = OPENING
         for _ in range(STREAMS):
             out += self.open()
         self.transport.write(out)  # type: ignore[union-attr]
@@ -231,11 +239,7 @@ class _Dropped:
 def frames_of(streams: int) -> bytes:
     encoder = hpack.Encoder()
     first, again = encoder.encode(FIELDS), encoder.encode(FIELDS)
-    out = bytearray(
-        PREFACE
-        + frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, MAX_WINDOW))
-        + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535))
-    )
+    out = bytearray(OPENING)
     for index in range(streams):
         stream = 2 * index + 1
         out += frame(HEADERS, END_HEADERS, stream, first if index == 0 else again)
@@ -244,12 +248,11 @@ def frames_of(streams: int) -> bytes:
     return bytes(out)
 
 
-async def in_process(streams: int = 5000) -> float:
-    """Server CPU per message with no sockets: µs."""
+def bare_server() -> Server:
+    """The bare h2grpc ext_proc's server (bench/bare_h2grpc.py), to feed in process."""
     from bare_h2grpc import Bare  # type: ignore[import-not-found]
 
     from extproc import transport
-    from extproc.transport.server import Connection
 
     server = transport.Server()
     server.add(
@@ -260,6 +263,14 @@ async def in_process(streams: int = 5000) -> float:
             ext.ProcessingResponse.SerializeToString,
         ),
     )
+    return server
+
+
+async def in_process(streams: int = 5000) -> float:
+    """Server CPU per message with no sockets: µs."""
+    from extproc.transport.server import Connection
+
+    server = bare_server()
     data = frames_of(streams)
     reads = [data[at : at + 65536] for at in range(0, len(data), 65536)]
     conn = Connection(server)

@@ -1,0 +1,195 @@
+"""`python bench/service_cpu.py [TREE]`: the service's CPU per 1 KB JSON request, in process,
+beside the bare transport's.
+
+`bench/exchange.py` leaves out the transport, protobuf and the shell; `make bench` has all
+of them but also Envoy, wrk and the upstream on the same two cores, and its per-request
+figure drifts by tens of percent within minutes on a shared VM. This feeds one HTTP/2
+connection of the service the frames Envoy sends for whole 1 KB chat requests (request
+headers, the body, the response's headers and its JSON body, four ext_proc messages),
+STREAMS streams at a time, each step's messages of every stream in one read as Envoy
+batches a loop turn, and drops the replies: everything the service does for a request
+(its access log line rendered and written to /dev/null, its metrics counted as a serving
+process counts them) with no sockets and no other process. The bare h2grpc ext_proc fed the
+same frames gives the transport's own cost.
+
+TREE (default: this script's) is the source tree to measure, so that two commits can be
+compared with one copy of this script. Process CPU time, best of ROUNDS; figures are
+printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+TREE = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent.parent).resolve()
+sys.path.insert(0, str(TREE))
+sys.path.insert(0, str(TREE / "bench"))
+
+import hpack  # noqa: E402
+import orjson  # noqa: E402
+import uvloop  # noqa: E402
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext  # noqa: E402
+
+from bench.exchange import ANTHROPIC_JSON, OPENAI_JSON  # noqa: E402
+from bench.request_path import MODELS  # noqa: E402
+from bench.run import POLICY, chat_body, machine  # noqa: E402
+from bench.transport import (  # noqa: E402
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    FIELDS,
+    HEADERS,
+    OPENING,
+    _Dropped,
+    bare_server,
+    frame,
+    headers,
+    message,
+)
+from extproc import transport  # noqa: E402
+from extproc.config.loader import load_text  # noqa: E402
+from extproc.dataplane.service import Service  # noqa: E402
+from extproc.telemetry import logging  # noqa: E402
+from extproc.telemetry.metrics import Metrics  # noqa: E402
+from extproc.transport.server import Connection  # noqa: E402
+
+STREAMS = int(os.environ.get("SERVICE_STREAMS", "16"))
+REQUESTS = int(os.environ.get("SERVICE_REQUESTS", "4000"))
+ROUNDS = int(os.environ.get("SERVICE_ROUNDS", "7"))
+# `make bench`'s full pipeline (the demo policy on requests, accounting, a tenant, prices),
+# with bench/request_path.py's two models. Drift checks off: a backend's first answers are
+# all read for them, so the rounds would differ.
+CONFIG = (
+    MODELS
+    + POLICY.replace("DIRS", "request")
+    + """prices: {models: [{models: ["*"], input: 0.15, output: 0.6}]}
+schema_drift: {disabled: true}
+"""
+)
+# (label, model, the backend's answer, its cluster: every request is routed there)
+CASES = [
+    ("1 KB JSON, demo policy and accounting", "gpt", OPENAI_JSON, b"backend.openai"),
+    ("the same for an Anthropic backend", "claude", ANTHROPIC_JSON, b"backend.anthropic"),
+]
+
+
+def messages(model: str, answer: bytes) -> list[bytes]:
+    request = {
+        ":method": "POST",
+        ":path": "/v1/chat/completions",
+        ":authority": "127.0.0.1:10000",
+        "content-type": "application/json",
+        "x-request-id": "4d3c2b1a-0000-4000-8000-000000000000",
+    }
+    body = orjson.loads(chat_body(1024))
+    body["model"] = model
+    response = {":status": "200", "content-type": "application/json"}
+    return [
+        message(ext.ProcessingRequest(request_headers=ext.HttpHeaders(headers=headers(request)))),
+        message(
+            ext.ProcessingRequest(
+                request_body=ext.HttpBody(body=orjson.dumps(body), end_of_stream=True)
+            )
+        ),
+        message(ext.ProcessingRequest(response_headers=ext.HttpHeaders(headers=headers(response)))),
+        message(ext.ProcessingRequest(response_body=ext.HttpBody(body=answer, end_of_stream=True))),
+    ]
+
+
+def reads_of(requests: int, steps: list[bytes]) -> list[bytes]:
+    """The connection's reads: its preface, then per STREAMS streams one read per step."""
+    encoder = hpack.Encoder()
+    first, again = encoder.encode(FIELDS), encoder.encode(FIELDS)
+    reads = [OPENING]
+    for start in range(0, requests, STREAMS):
+        ids = [2 * index + 1 for index in range(start, min(start + STREAMS, requests))]
+        for step, data in enumerate(steps):
+            last = step == len(steps) - 1
+            reads.append(
+                b"".join(
+                    (
+                        frame(HEADERS, END_HEADERS, i, first if i == 1 else again)
+                        if not step
+                        else b""
+                    )
+                    + frame(DATA, END_STREAM if last else 0, i, data)
+                    for i in ids
+                )
+            )
+    return reads
+
+
+class _Kept(_Dropped):
+    """A transport that keeps what is written, for the check after the run."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+
+async def run(server: transport.Server, reads: list[bytes]) -> tuple[float, bytes]:
+    """CPU seconds for the reads, and what the connection wrote."""
+    conn = Connection(server)
+    out = _Kept()
+    conn.connection_made(out)  # type: ignore[arg-type]
+    started = time.process_time()
+    for data in reads:
+        conn.data_received(data)
+        await asyncio.sleep(0)  # a reply the shell awaits, and the turn's writes
+    spent = time.process_time() - started
+    if conn.streams:
+        raise RuntimeError(f"{len(conn.streams)} streams were not answered")
+    conn.connection_lost(None)
+    return spent, b"".join(out.written)
+
+
+async def per_request(
+    make: Callable[[], transport.Server], steps: list[bytes], cluster: bytes | None
+) -> float:
+    """µs of CPU per request, best of ROUNDS, each round on a new connection."""
+    server = make()
+    _, written = await run(server, reads_of(STREAMS, steps))
+    if cluster is not None and written.count(cluster) != STREAMS:
+        raise RuntimeError(f"not every request was routed to {cluster!r}: a refusal?")
+    reads = reads_of(REQUESTS, steps)
+    best = min([(await run(server, reads))[0] for _ in range(ROUNDS)])
+    return best / REQUESTS * 1e6
+
+
+def service() -> transport.Server:
+    metrics = Metrics()
+    metrics.defer()  # as a serving process with one loop counts
+    return Service(load_text(CONFIG), metrics).server
+
+
+def quiet_logs() -> None:
+    """JSON lines as served, one per request, written to /dev/null."""
+    stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # noqa: SIM115
+    try:
+        logging.configure(json=True)
+    finally:
+        sys.stderr = stderr
+
+
+async def main() -> None:
+    quiet_logs()
+    print(machine())
+    print(f"tree: {TREE}")
+    print(f"{REQUESTS:,} requests per run, {STREAMS} at a time, best of {ROUNDS}:")
+    _, model, answer, _ = CASES[0]
+    bare = await per_request(bare_server, messages(model, answer), None)
+    print(f"  {'bare h2grpc ext_proc (the transport)':<40} {bare:7.1f} µs per request", flush=True)
+    for label, model, answer, cluster in CASES:
+        spent = await per_request(service, messages(model, answer), cluster)
+        print(f"  {label:<40} {spent:7.1f} µs per request", flush=True)
+
+
+if __name__ == "__main__":
+    uvloop.run(main())  # the service's loop
