@@ -467,6 +467,13 @@ def main() -> None:
     report_rated(rated)
     if idle:
         report_idle(idle)
+    verdicts = targets(
+        {key: median_of(measured) for key, measured in runs.items()},
+        {key: median_of(measured) for key, measured in rated.items()},
+    )
+    if verdicts:
+        print("\nthe performance issue's targets measured here, each beside its floor:")
+        print("\n".join(verdicts))
 
 
 # The ext_proc phases whose waits the access log carries (render.listener.EXTPROC_LOG_FIELDS).
@@ -576,6 +583,71 @@ def pairs(
     ]
 
 
+def paced_event(
+    medians: dict[tuple[str, str], dict[str, float]], label: str, workload: str
+) -> tuple[float, float] | None:
+    """The service's and Envoy's CPU per event of a paced stream beyond the request's own
+    (the same setup's JSON request), in µs; None unless both were measured."""
+    events = stream_events(1024)
+    count = {PACED[0]: events, PACED[1]: events + 3}[workload]  # Anthropic: start, block, ping
+    plain = {PACED[0]: "1 KB", PACED[1]: TRANSLATED[0]}[workload]
+    slow, fast = medians.get((label, workload)), medians.get((label, plain))
+    if slow is None or fast is None:
+        return None
+    return (
+        (slow["service_cpu_us"] - fast["service_cpu_us"]) / count,
+        (slow["envoy_cpu_us"] - fast["envoy_cpu_us"]) / count,
+    )
+
+
+def targets(
+    medians: dict[tuple[str, str], dict[str, float]],
+    rated: dict[tuple[str, str], dict[str, float]],
+) -> list[str]:
+    """The performance issue's targets 2-4 against this run's medians, each beside its
+    floor (targets 1 and 5-7: bench/large_prompts.py, fixed_rate.py, responses.py, mcp.py
+    and peers.py). A target whose runs are missing is left out."""
+    lines = []
+
+    def judged(target: str, met: bool, measured: str, floor: str) -> None:
+        lines.append(f"- {target}: {measured} ({floor}): {'met' if met else 'not met'}")
+
+    full, alone = medians.get((FULL, "1 KB")), medians.get(("Envoy alone", "1 KB"))
+    bare = medians.get((BARE_H2_LABEL, "1 KB"))
+    if full is not None:
+        rps, cpu, envoy = full["rps"], full["service_cpu_us"], full["envoy_cpu_us"]
+        floor = f"Envoy alone {alone['rps']:,.0f}" if alone else "Envoy alone not measured"
+        judged("2. requests/s of 1 KB, >= 5,000", rps >= 5000, f"{rps:,.0f}", floor)
+        floor = f"bare h2grpc ext_proc {bare['service_cpu_us']:,.0f} µs" if bare else "no floor"
+        judged("2. service CPU per request, <= 130 µs", cpu <= 130, f"{cpu:,.0f} µs", floor)
+        if alone is not None:
+            ratio, own = envoy / alone["envoy_cpu_us"], alone["envoy_cpu_us"]
+            floor = (
+                f"bare h2grpc ext_proc {bare['envoy_cpu_us'] / own:.2f}x" if bare else "no floor"
+            )
+            judged(
+                "2. Envoy's CPU per request, <= 2x Envoy alone's",
+                ratio <= 2.0,
+                f"{ratio:.2f}x ({envoy:,.0f} against {own:,.0f} µs)",
+                floor,
+            )
+    bare_event = paced_event(medians, BARE_H2_LABEL, PACED[0])
+    floor = f"bare h2grpc ext_proc {bare_event[0]:,.1f} µs" if bare_event else "no floor"
+    for workload, what in ((PACED[0], "with accounting"), (PACED[1], "translated")):
+        event = paced_event(medians, ACCOUNTING, workload)
+        if event is not None:
+            target = f"3. service CPU per paced event {what}, <= 12 µs"
+            judged(target, event[0] <= 12, f"{event[0]:,.1f} µs", floor)
+    for workload, what in (("1 KB", "JSON"), (SHORT_STREAM, "a paced stream")):
+        with_it, floor_run = rated.get((FULL, workload)), rated.get((BARE_H2_LABEL, workload))
+        if with_it is None or floor_run is None:
+            continue
+        added = with_it["first_p50_ms"] - floor_run["first_p50_ms"]
+        target = f"4. first byte p50 over the bare h2grpc ext_proc, {what}, <= +0.3 ms"
+        judged(target, added <= 0.3, f"{added:+.2f} ms", f"bare {floor_run['first_p50_ms']:.2f} ms")
+    return lines
+
+
 def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
     print(f"\nmachine: {machine()}")
     load = f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, POST /v1/chat/completions"
@@ -607,8 +679,6 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         if streamed is not None and plain is not None:
             per_event[label] = (streamed - plain) / events
             print(f"- {label}: {per_event[label]:,.1f} µs per event beyond the request's own cost")
-    paced_events = {PACED[0]: events, PACED[1]: events + 3}  # Anthropic: start, block, ping
-    plain_of = {PACED[0]: "1 KB", PACED[1]: TRANSLATED[0]}
     print(
         f"\npaced streams (events {PACE_MS} ms apart: one ext_proc message each), CPU per "
         "event beyond the request's own cost:"
@@ -621,13 +691,10 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
         (BARE_H2_LABEL, PACED[0]),  # the transport alone: the floor under the rows above
     )
     for label, workload in paced_runs:
-        slow, fast = medians.get((label, workload)), medians.get((label, plain_of[workload]))
-        if slow is None or fast is None:
-            continue
-        count = paced_events[workload]
-        own = (slow["service_cpu_us"] - fast["service_cpu_us"]) / count
-        envoy = (slow["envoy_cpu_us"] - fast["envoy_cpu_us"]) / count
-        print(f"- {label}, {workload}: service {own:,.1f} µs, Envoy {envoy:,.1f} µs")
+        event = paced_event(medians, label, workload)
+        if event is not None:
+            own, envoy = event
+            print(f"- {label}, {workload}: service {own:,.1f} µs, Envoy {envoy:,.1f} µs")
     if alone is not None and ("Envoy alone", "1 KB") in medians:
         plain_alone = medians[("Envoy alone", "1 KB")]["envoy_cpu_us"]
         print(f"- Envoy alone, {PACED[0]}: Envoy {(alone - plain_alone) / events:,.1f} µs")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.util
 import ipaddress
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
+from types import ModuleType
 
 import trustme
 from cryptography import x509
@@ -161,3 +164,15 @@ def issue_certificate(
         )
     )
     return cert_path, key_path
+
+
+def bench_script(name: str) -> ModuleType:
+    """A script of bench/ loaded as a module (bench/ is not a package the tests import),
+    registered under `bench_<name>`: dataclasses look their module up."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

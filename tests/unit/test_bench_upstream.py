@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import importlib.util
 import json
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from extproc.control.stack import free_port
+from tests.helpers import bench_script
 
-
-def _load() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "bench" / "upstream.py"
-    spec = importlib.util.spec_from_file_location("bench_upstream", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-upstream = _load()
+upstream = bench_script("upstream")
 
 CHAT = json.dumps(
     {"model": "m", "messages": [{"role": "user", "content": "one two three"}]}
