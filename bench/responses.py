@@ -1,11 +1,14 @@
-"""The Responses API front door beside Chat Completions, in `make bench`: the service's CPU
-per request (JSON) and per event (paced streams), for the same 1 KB prompt.
+"""The Responses API and Anthropic Messages front doors beside Chat Completions, in `make
+bench`: the service's CPU per request (JSON) and per event (paced streams), for the same
+1 KB prompt.
 
 Rows: Chat Completions to a chat backend (as it is); the Responses API to a backend that
 takes it as it is (the same amount of work: route, meter, pass the bytes); the Responses API
 to the chat backend, translated, with the conversation kept by the gateway (`store`, the
 default), not kept (`store: false`), and continuing a kept conversation
-(`previous_response_id`: a state load before the request, a longer request, a save after).
+(`previous_response_id`: a state load before the request, a longer request, a save after);
+Anthropic's Messages API to an Anthropic backend (as it is) and to the chat backend
+(translated both ways).
 The setup is the full pipeline of `make bench` (a tenant, accounting of every response, the
 demo policy on requests), the state in the service's memory. Figures are printed, not
 asserted; the docs' benchmark page keeps them with the date and host.
@@ -31,6 +34,7 @@ NATIVE_MODEL = "  - {{name: gpt-native, routes: [{{backend: mock-native}}]}}\n"
 CONFIG = run.CONFIG.replace("models:\n", NATIVE + "models:\n" + NATIVE_MODEL)
 NATIVE_BODY: dict[str, object] = {"model": "gpt-native"}
 ANTHROPIC_BODY: dict[str, object] = {"model": "claude-bench"}
+CHAT_MODEL: dict[str, object] = {"model": "gpt-4o-mini"}
 # (label, path, body changes, streamed)
 ROWS: list[tuple[str, str, dict[str, object], bool]] = [
     ("Chat Completions -> chat backend", "/v1/chat/completions", {}, False),
@@ -42,6 +46,10 @@ ROWS: list[tuple[str, str, dict[str, object], bool]] = [
     ("Chat Completions -> chat backend, paced stream", "/v1/chat/completions", {}, True),
     ("Responses -> Responses backend, paced stream", "/v1/responses", NATIVE_BODY, True),
     ("Responses -> chat backend, kept, paced stream", "/v1/responses", {}, True),
+    ("Messages -> Anthropic backend", "/v1/messages", ANTHROPIC_BODY, False),
+    ("Messages -> chat backend, translated", "/v1/messages", CHAT_MODEL, False),
+    ("Messages -> Anthropic backend, paced stream", "/v1/messages", ANTHROPIC_BODY, True),
+    ("Messages -> chat backend, paced stream", "/v1/messages", CHAT_MODEL, True),
 ]
 
 
@@ -53,6 +61,18 @@ def responses_body(chat: dict[str, object]) -> dict[str, object]:
         "model": chat["model"],
         "instructions": messages[0]["content"],
         "input": [{"role": "user", "content": messages[1]["content"]}],
+    }
+
+
+def messages_body(chat: dict[str, object]) -> dict[str, object]:
+    """The same prompt in Anthropic's Messages API: the system message as `system`."""
+    messages = chat["messages"]
+    assert isinstance(messages, list)
+    return {
+        "model": chat["model"],
+        "max_tokens": 1024,
+        "system": messages[0]["content"],
+        "messages": [{"role": "user", "content": messages[1]["content"]}],
     }
 
 
@@ -91,7 +111,13 @@ def main() -> None:
         try:
             bodies: dict[str, Path] = {}
             for number, (label, path, changes, streamed) in enumerate(ROWS):
-                body = dict(chat) if path.endswith("completions") else responses_body(chat)
+                body = (
+                    dict(chat)
+                    if path.endswith("completions")
+                    else messages_body(chat)
+                    if path.endswith("messages")
+                    else responses_body(chat)
+                )
                 if changes.pop("previous", False):
                     body["previous_response_id"] = first_response(base, body)
                 body.update(changes)
