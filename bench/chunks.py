@@ -37,6 +37,7 @@ from bench.events import ANTHROPIC_DELTA, ANTHROPIC_START, openai_chunk  # noqa:
 from bench.request_path import MODELS  # noqa: E402
 from bench.run import machine  # noqa: E402
 from bench.transport import (  # noqa: E402
+    CHAT_REQUEST,
     DATA,
     END_HEADERS,
     FIELDS,
@@ -80,16 +81,11 @@ def opening(model: str, usage_asked: bool) -> list[bytes]:
     }
     if usage_asked:
         body["stream_options"] = {"include_usage": True}
-    fields = {
-        ":method": "POST",
-        ":path": "/v1/chat/completions",
-        ":authority": "127.0.0.1:10000",
-        "content-type": "application/json",
-        "x-request-id": "4d3c2b1a-0000-4000-8000-000000000000",
-    }
     sse = {":status": "200", "content-type": "text/event-stream"}
     return [
-        message(ext.ProcessingRequest(request_headers=ext.HttpHeaders(headers=headers(fields)))),
+        message(
+            ext.ProcessingRequest(request_headers=ext.HttpHeaders(headers=headers(CHAT_REQUEST)))
+        ),
         message(
             ext.ProcessingRequest(
                 request_body=ext.HttpBody(body=orjson.dumps(body), end_of_stream=True)

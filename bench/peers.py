@@ -250,8 +250,8 @@ def main() -> None:
             mlflow_config = workdir / "mlflow.yaml"
             mlflow_config.write_text(MLFLOW_CONFIG.format(mock_port=mock_port))
             mlflow_log = (workdir / "mlflow.log").open("wb")
-            # The app its `gateway start` command ran (MLflow 3 no longer registers that
-            # command), under uvicorn with one worker process.
+            # MLflow 3 has no `gateway start` command: this is the app it served, under
+            # uvicorn with one worker process.
             mlflow_process = subprocess.Popen(
                 [
                     *(str(mlflow), "-m", "uvicorn", "--factory"),

@@ -12,9 +12,9 @@ batches a loop turn, and drops the replies: everything the service does for a re
 process counts them) with no sockets and no other process. The bare h2grpc ext_proc fed the
 same frames gives the transport's own cost.
 
-TREE (default: this script's) is the source tree to measure, so that two commits can be
-compared with one copy of this script. Process CPU time, best of ROUNDS; figures are
-printed, not asserted.
+TREE (default: this script's) is the source tree whose package is measured; the bench's own
+helpers come from this script's tree, so that one copy of it compares two commits. Process
+CPU time, best of ROUNDS; figures are printed, not asserted.
 """
 
 from __future__ import annotations
@@ -26,9 +26,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-TREE = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent.parent).resolve()
+OWN = Path(__file__).resolve().parent.parent
+TREE = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else OWN
+# The package from TREE, imported before the helpers that import it; the helpers (and the
+# bare ext_proc) from this script's tree.
 sys.path.insert(0, str(TREE))
-sys.path.insert(0, str(TREE / "bench"))
+import extproc  # noqa: E402
+
+sys.path[0:0] = [str(OWN), str(OWN / "bench")]
 
 import hpack  # noqa: E402
 import orjson  # noqa: E402
@@ -39,6 +44,7 @@ from bench.exchange import ANTHROPIC_JSON, OPENAI_JSON  # noqa: E402
 from bench.request_path import MODELS  # noqa: E402
 from bench.run import POLICY, chat_body, machine  # noqa: E402
 from bench.transport import (  # noqa: E402
+    CHAT_REQUEST,
     DATA,
     END_HEADERS,
     END_STREAM,
@@ -79,18 +85,13 @@ CASES = [
 
 
 def messages(model: str, answer: bytes) -> list[bytes]:
-    request = {
-        ":method": "POST",
-        ":path": "/v1/chat/completions",
-        ":authority": "127.0.0.1:10000",
-        "content-type": "application/json",
-        "x-request-id": "4d3c2b1a-0000-4000-8000-000000000000",
-    }
     body = orjson.loads(chat_body(1024))
     body["model"] = model
     response = {":status": "200", "content-type": "application/json"}
     return [
-        message(ext.ProcessingRequest(request_headers=ext.HttpHeaders(headers=headers(request)))),
+        message(
+            ext.ProcessingRequest(request_headers=ext.HttpHeaders(headers=headers(CHAT_REQUEST)))
+        ),
         message(
             ext.ProcessingRequest(
                 request_body=ext.HttpBody(body=orjson.dumps(body), end_of_stream=True)
@@ -125,19 +126,24 @@ def reads_of(requests: int, steps: list[bytes]) -> list[bytes]:
 
 
 class _Kept(_Dropped):
-    """A transport that keeps what is written, for the check after the run."""
+    """A transport that keeps what is written (the check's run) or drops it (the timed
+    runs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
         self.written: list[bytes] = []
 
     def write(self, data: bytes) -> None:
-        self.written.append(bytes(data))
+        if self.keep:
+            self.written.append(bytes(data))
 
 
-async def run(server: transport.Server, reads: list[bytes]) -> tuple[float, bytes]:
-    """CPU seconds for the reads, and what the connection wrote."""
+async def run(
+    server: transport.Server, reads: list[bytes], keep: bool = False
+) -> tuple[float, bytes]:
+    """CPU seconds for the reads, and what the connection wrote when `keep`."""
     conn = Connection(server)
-    out = _Kept()
+    out = _Kept(keep)
     conn.connection_made(out)  # type: ignore[arg-type]
     started = time.process_time()
     for data in reads:
@@ -155,7 +161,7 @@ async def per_request(
 ) -> float:
     """µs of CPU per request, best of ROUNDS, each round on a new connection."""
     server = make()
-    _, written = await run(server, reads_of(STREAMS, steps))
+    _, written = await run(server, reads_of(STREAMS, steps), keep=True)
     if cluster is not None and written.count(cluster) != STREAMS:
         raise RuntimeError(f"not every request was routed to {cluster!r}: a refusal?")
     reads = reads_of(REQUESTS, steps)
@@ -181,7 +187,7 @@ def quiet_logs() -> None:
 async def main() -> None:
     quiet_logs()
     print(machine())
-    print(f"tree: {TREE}")
+    print(f"tree: {Path(extproc.__file__).parent.parent}")
     print(f"{REQUESTS:,} requests per run, {STREAMS} at a time, best of {ROUNDS}:")
     _, model, answer, _ = CASES[0]
     bare = await per_request(bare_server, messages(model, answer), None)

@@ -58,8 +58,8 @@ def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     )
 
 
-# A client connection's first bytes: the preface, and windows as large as Envoy's (256 MiB
-# by default), so that the replies never wait for one.
+# A client connection's first bytes: the preface, and the largest windows HTTP/2 allows
+# (Envoy's default is 256 MiB), so that the replies never wait for one.
 OPENING = (
     PREFACE
     + frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, MAX_WINDOW))
@@ -88,23 +88,17 @@ FIELDS = [
     ("te", "trailers"),
     ("grpc-timeout", "2000m"),
 ]
+# The request headers Envoy sends the ext_proc for a chat request.
+CHAT_REQUEST = {
+    ":method": "POST",
+    ":path": "/v1/chat/completions",
+    ":authority": "127.0.0.1:10000",
+    "content-type": "application/json",
+    "x-request-id": "4d3c2b1a-0000-4000-8000-000000000000",
+}
 # What Envoy sends for a 1 KB chat request and its streamed answer.
 MESSAGES = [
-    message(
-        ext.ProcessingRequest(
-            request_headers=ext.HttpHeaders(
-                headers=headers(
-                    {
-                        ":method": "POST",
-                        ":path": "/v1/chat/completions",
-                        ":authority": "127.0.0.1:10000",
-                        "content-type": "application/json",
-                        "x-request-id": "4d3c2b1a-0000-4000-8000-000000000000",
-                    }
-                )
-            )
-        )
-    ),
+    message(ext.ProcessingRequest(request_headers=ext.HttpHeaders(headers=headers(CHAT_REQUEST)))),
     message(
         ext.ProcessingRequest(request_body=ext.HttpBody(body=chat_body(1024), end_of_stream=True))
     ),
