@@ -175,6 +175,40 @@ def main() -> None:
     report(runs)
 
 
+def targets(medians: dict[tuple[str, str], dict[str, float]]) -> list[str]:
+    """The performance issue's target 1 against this run: what a 400 KB request adds to
+    the p50 beyond what a 1 KB one adds, and how far the 1 KB requests' p99 moves beside
+    400 KB ones, each over Envoy alone (its floor) in the same run."""
+    alone, full = (label for label, *_ in SETUPS)
+
+    def added(name: str, key: str) -> float | None:
+        if (alone, name) not in medians or (full, name) not in medians:
+            return None
+        return medians[(full, name)][key] - medians[(alone, name)][key]
+
+    lines: list[str] = []
+    for shape in ("agent turn", "cold prompt"):
+        for target, name, key, bound, also in (
+            (f"a 400 KB {shape}'s added p50 over a 1 KB request's", "400 KB", "p50_ms", 3, ""),
+            (
+                f"the 1 KB requests' p99 moved beside a 400 KB {shape}",
+                "1 KB beside 400 KB",
+                "p99_ms",
+                1,
+                " alone",
+            ),
+        ):
+            large, small = added(f"{name}, {shape}", key), added("1 KB", key)
+            if large is None or small is None:
+                continue
+            more = large - small
+            lines.append(
+                f"- 1. {target}, <= {bound} ms: {more:+.2f} ms ({large:+.2f} against "
+                f"{small:+.2f}{also}): {'met' if more <= bound else 'not met'}"
+            )
+    return lines
+
+
 def report(rows: Runs) -> None:
     print(f"\nmachine: {machine()}")
     print(f"fixed rates: 1 KB at {SMALL_RATE:.0f}/s, 400 KB at {LARGE_RATE:.0f}/s, {SECONDS:.0f} s")
@@ -193,6 +227,10 @@ def report(rows: Runs) -> None:
             f"{f['p99_ms'] - a['p99_ms']:+.2f} | {'-' if wait is None else f'{wait:,.0f}'} | "
             f"{'-' if cpu is None else f'{cpu:,.0f}'} |"
         )
+    verdicts = targets({key: median_of(runs) for key, runs in rows.items()})
+    if verdicts:
+        print("\nthe performance issue's target 1, over Envoy alone in the same run:")
+        print("\n".join(verdicts))
 
 
 if __name__ == "__main__":

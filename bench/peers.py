@@ -342,6 +342,34 @@ def report(runs: dict[tuple[str, str], list[dict[str, float]]], notes: list[str]
         )
     for note in notes:
         print(f"\n{note}")
+    verdicts = targets(medians)
+    if verdicts:
+        print("\nthe performance issue's target 7, on 1 KB JSON:")
+        print("\n".join(verdicts))
+
+
+# The performance issue's target 7: at least these multiples of a peer's requests/s.
+TARGETS = {"Portkey gateway": 5.0, "LiteLLM proxy": 50.0}
+
+
+def targets(medians: dict[tuple[str, str], dict[str, float]]) -> list[str]:
+    """This gateway's requests/s over each targeted peer's on 1 KB JSON, against the
+    target."""
+    ours = medians.get((OURS, "1 KB"))
+    if ours is None:
+        return []
+    lines = []
+    for (name, label), peer in medians.items():
+        wanted = next((x for prefix, x in TARGETS.items() if name.startswith(prefix)), None)
+        if wanted is None or label != "1 KB" or not peer["rps"]:
+            continue
+        ratio = ours["rps"] / peer["rps"]
+        lines.append(
+            f"- 7. >= {wanted:g}x {name}'s requests/s: {ratio:.2f}x"
+            f" ({ours['rps']:,.0f} against {peer['rps']:,.0f}): "
+            f"{'met' if ratio >= wanted else 'not met'}"
+        )
+    return lines
 
 
 if __name__ == "__main__":

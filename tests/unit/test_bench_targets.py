@@ -67,3 +67,65 @@ def test_targets_whose_runs_are_missing_are_left_out() -> None:
     # first-byte floor.
     assert run.targets({}, {}) == []
     assert run.targets({}, {(run.FULL, "1 KB"): {"first_p50_ms": 2.0}}) == []
+
+
+large = bench_script("large_prompts")
+fixed = bench_script("fixed_rate")
+peers = bench_script("peers")
+
+
+def latency(p50: float, p99: float) -> dict[str, float]:
+    return {"p50_ms": p50, "p99_ms": p99}
+
+
+def test_a_large_request_is_judged_by_what_it_adds_beyond_a_small_one() -> None:
+    alone, full = (label for label, *_ in large.SETUPS)
+    medians = {
+        (alone, "1 KB"): latency(1.0, 3.0),
+        (full, "1 KB"): latency(3.0, 6.0),  # adds +2.0 / +3.0
+        (alone, "400 KB, cold prompt"): latency(2.0, 4.0),
+        (full, "400 KB, cold prompt"): latency(6.5, 9.0),  # adds +4.5: 2.5 beyond 1 KB's
+        (alone, "1 KB beside 400 KB, cold prompt"): latency(1.0, 3.0),
+        (full, "1 KB beside 400 KB, cold prompt"): latency(3.0, 7.5),  # p99 +4.5: moved 1.5
+    }
+    assert large.targets(medians) == [
+        "- 1. a 400 KB cold prompt's added p50 over a 1 KB request's, <= 3 ms: +2.50 ms"
+        " (+4.50 against +2.00): met",
+        "- 1. the 1 KB requests' p99 moved beside a 400 KB cold prompt, <= 1 ms: +1.50 ms"
+        " (+4.50 against +3.00 alone): not met",
+    ]
+    del medians[(full, "1 KB")]
+    assert large.targets(medians) == []
+
+
+def test_the_fixed_rate_verdict_names_the_highest_rate_that_holds() -> None:
+    alone, full = (label for label, *_ in fixed.SETUPS)
+    held = {"errors": 0.0, "p99_ms": 10.0}
+    behind = {"errors": 0.0, "p99_ms": 2_000.0}
+    found = {(alone, 3000): [held], (full, 3000): [behind], (full, 2000): [behind]}
+    assert fixed.target(found) == (
+        "- 5. the full pipeline holds 3,000 requests/s: not met (no rate tried holds)"
+    )
+    found[(full, 1000)] = [held]
+    assert fixed.target(found) == (
+        "- 5. the full pipeline holds 3,000 requests/s: not met"
+        " (the highest rate that holds: 1,000/s)"
+    )
+    found[(full, 3000)] = [held]
+    assert fixed.target(found) == "- 5. the full pipeline holds 3,000 requests/s: met"
+    assert fixed.target({(alone, 3000): [held]}) is None
+
+
+def test_peers_are_judged_on_json_by_the_multiple_each_is_targeted_at() -> None:
+    medians = {
+        (peers.OURS, "1 KB"): {"rps": 1000.0},
+        (peers.OURS, "1 KB, streamed"): {"rps": 200.0},
+        ("Portkey gateway 1.15.2", "1 KB"): {"rps": 250.0},
+        ("LiteLLM proxy 1.110.2", "1 KB"): {"rps": 10.0},
+        ("LiteLLM proxy 1.110.2", "1 KB, streamed"): {"rps": 1.0},
+        ("MLflow AI Gateway 3.18.0", "1 KB"): {"rps": 400.0},
+    }
+    assert peers.targets(medians) == [
+        "- 7. >= 5x Portkey gateway 1.15.2's requests/s: 4.00x (1,000 against 250): not met",
+        "- 7. >= 50x LiteLLM proxy 1.110.2's requests/s: 100.00x (1,000 against 10): met",
+    ]
