@@ -57,8 +57,9 @@ def test_requests_past_one_connections_streams_are_all_served(tmp_path: Path) ->
     try:
         port = int(gateway.url.rsplit(":", 1)[1])
         assert asyncio.run(ask_all(port)) == {200: REQUESTS}
-        stats = httpx.get(f"http://127.0.0.1:{admin}/stats?filter=^cluster\\.extproc\\.").text
+        stats = httpx.get(f"http://127.0.0.1:{admin}/stats?filter=^cluster\\.").text
         counters = dict(re.findall(r"^cluster\.extproc\.(\w+): (\d+)$", stats, re.MULTILINE))
+        backend = dict(re.findall(r"^cluster\.backend\.openai\.(\w+): (\d+)$", stats, re.MULTILINE))
     finally:
         gateway.stack.stop()
     per_connection = Limits().max_concurrent_streams
@@ -66,3 +67,5 @@ def test_requests_past_one_connections_streams_are_all_served(tmp_path: Path) ->
     assert int(counters["upstream_rq_total"]) >= REQUESTS
     for overflow in ("upstream_rq_pending_overflow", "upstream_cx_overflow", "upstream_rq_retry"):
         assert counters[overflow] == "0", overflow
+        # Nor did the backend's cluster refuse any of them (its breakers take as many).
+        assert backend[overflow] == "0", overflow

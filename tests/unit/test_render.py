@@ -206,6 +206,24 @@ def test_the_access_log_never_carries_the_query_string() -> None:
     assert not [value for value in fields.values() if ":PATH" in value or "QUERY" in value]
 
 
+def test_a_backend_takes_as_many_requests_in_flight_as_the_service_takes_streams() -> None:
+    """Each request in flight holds an ext_proc stream: no provider's or MCP server's
+    cluster refuses a request (Envoy's default breakers stop at 1,024) before the gateway's
+    streams run out."""
+    rendered = clusters(render(load_file(ROOT / "examples" / "demo.yaml")))
+    [limit] = rendered["extproc"]["circuit_breakers"]["thresholds"]
+    upstreams = [c for name, c in rendered.items() if name.startswith(("backend.", "mcp."))]
+    assert {c["name"].split(".")[0] for c in upstreams} == {"backend", "mcp"}
+    for cluster in upstreams:
+        [thresholds] = cluster["circuit_breakers"]["thresholds"]
+        assert thresholds == {
+            "max_connections": limit["max_requests"],
+            "max_pending_requests": limit["max_requests"],
+            "max_requests": limit["max_requests"],
+        }, cluster["name"]
+    assert limit["max_requests"] > 1024
+
+
 def test_the_ext_proc_cluster_keeps_within_the_services_streams() -> None:
     """Envoy opens another connection rather than exceed the streams the service's
     transport takes on one, and lets through as many as the service's connections take."""

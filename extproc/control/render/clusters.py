@@ -40,12 +40,6 @@ def _grpc_target(target: str) -> dict[str, Any]:
 
 
 def clusters(runtime: Runtime, bare_backend: str | None) -> list[dict[str, Any]]:
-    built = [backend_cluster(b) for b in runtime.backends.values()]
-    if bare_backend is not None:
-        return built
-    built.extend(backend_cluster(s) for s in runtime.mcp_servers.values())
-    for route in runtime.fallback_routes.values():
-        built.append(composite_cluster(route, runtime.service))
     service = runtime.service
     # One endpoint per worker; each new stream goes to the one with fewer in flight.
     endpoints = [{"endpoint": {"address": _grpc_target(a)}} for a in service.addresses]
@@ -56,6 +50,12 @@ def clusters(runtime: Runtime, bare_backend: str | None) -> list[dict[str, Any]]
     # service would.
     served = Limits()
     streams = len(endpoints) * served.max_connections * served.max_concurrent_streams
+    built = [backend_cluster(b, streams) for b in runtime.backends.values()]
+    if bare_backend is not None:
+        return built
+    built.extend(backend_cluster(s, streams) for s in runtime.mcp_servers.values())
+    for route in runtime.fallback_routes.values():
+        built.append(composite_cluster(route, runtime.service))
     cluster: dict[str, Any] = {
         "name": EXTPROC_CLUSTER,
         "type": "STATIC",
@@ -120,7 +120,11 @@ def extproc_tls(client: GrpcTlsClient) -> dict[str, Any]:
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
-def backend_cluster(backend: Upstream) -> dict[str, Any]:
+def backend_cluster(backend: Upstream, in_flight: int) -> dict[str, Any]:
+    """A provider's (or MCP server's) cluster. Every request in flight holds an ext_proc
+    stream, so the gateway's streams bound what one backend can be sent; Envoy's default
+    circuit breakers (1,024 requests or HTTP/1.1 connections) would refuse long streams
+    past that with a 503 first."""
     default_port = 443 if backend.tls else 80
     authority = backend.host if backend.port == default_port else f"{backend.host}:{backend.port}"
     cluster: dict[str, Any] = {
@@ -128,6 +132,15 @@ def backend_cluster(backend: Upstream) -> dict[str, Any]:
         "type": "STATIC" if _is_ip(backend.host) else "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": seconds(backend.connect_timeout),
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_connections": in_flight,
+                    "max_pending_requests": in_flight,
+                    "max_requests": in_flight,
+                }
+            ]
+        },
         "load_assignment": {
             "cluster_name": backend.cluster,
             "endpoints": [
