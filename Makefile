@@ -76,8 +76,9 @@ envoy-configs: $(RUN_STAMP)
 	$(BIN)/extproc render-envoy examples/sidecar.yaml -o envoy/sidecar.yaml
 
 ## Envoy alone vs Envoy + service, 1 KB and 16 KB chat requests (installs wrk if missing);
-## then the Responses API front door beside Chat Completions, and an MCP tools/call through
-## the gateway beside the same call straight to the server.
+## then the Responses and Anthropic Messages front doors beside Chat Completions, an MCP
+## tools/call through the gateway beside the same call straight to the server, 400 KB
+## prompts and a fixed 3,000 requests/s; each part ends with its performance targets.
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py
