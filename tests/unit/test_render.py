@@ -207,9 +207,8 @@ def test_the_access_log_never_carries_the_query_string() -> None:
 
 
 def test_a_backend_takes_as_many_requests_in_flight_as_the_service_takes_streams() -> None:
-    """Each request in flight holds an ext_proc stream: no provider's or MCP server's
-    cluster refuses a request (Envoy's default breakers stop at 1,024) before the gateway's
-    streams run out."""
+    """No provider's or MCP server's cluster refuses a request (Envoy's default breakers
+    stop at 1,024) before the ext_proc cluster's streams run out."""
     rendered = clusters(render(load_file(ROOT / "examples" / "demo.yaml")))
     [limit] = rendered["extproc"]["circuit_breakers"]["thresholds"]
     upstreams = [c for name, c in rendered.items() if name.startswith(("backend.", "mcp."))]

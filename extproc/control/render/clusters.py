@@ -121,10 +121,10 @@ def extproc_tls(client: GrpcTlsClient) -> dict[str, Any]:
 
 
 def backend_cluster(backend: Upstream, in_flight: int) -> dict[str, Any]:
-    """A provider's (or MCP server's) cluster. Every request in flight holds an ext_proc
-    stream, so the gateway's streams bound what one backend can be sent; Envoy's default
-    circuit breakers (1,024 requests or HTTP/1.1 connections) would refuse long streams
-    past that with a 503 first."""
+    """A provider's (or MCP server's) cluster. Its circuit breakers take `in_flight`, what
+    the ext_proc cluster takes streams (a request whose answer the service reads holds one
+    for its whole life): Envoy's defaults (1,024 requests, or HTTP/1.1 connections) would
+    refuse long streams to one provider with a 503 while the service still has room."""
     default_port = 443 if backend.tls else 80
     authority = backend.host if backend.port == default_port else f"{backend.host}:{backend.port}"
     cluster: dict[str, Any] = {
