@@ -42,6 +42,7 @@ from bench.run import (  # noqa: E402
     start_setup,
     tree,
     tree_cpu,
+    verdict,
 )
 from extproc.control.stack import Stack, free_port  # noqa: E402
 
@@ -203,8 +204,12 @@ def targets(medians: dict[tuple[str, str], dict[str, float]]) -> list[str]:
                 continue
             more = large - small
             lines.append(
-                f"- 1. {target}, <= {bound} ms: {more:+.2f} ms ({large:+.2f} against "
-                f"{small:+.2f}{also}): {'met' if more <= bound else 'not met'}"
+                verdict(
+                    f"1. {target}, <= {bound} ms",
+                    more <= bound,
+                    f"{more:+.2f} ms",
+                    f"{large:+.2f} against {small:+.2f}{also}",
+                )
             )
     return lines
 

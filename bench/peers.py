@@ -49,6 +49,7 @@ from bench.run import (  # noqa: E402
     start_mock,
     start_setup,
     tree,
+    verdict,
 )
 from extproc.control.stack import Stack, free_port, wait_until  # noqa: E402
 
@@ -365,9 +366,12 @@ def targets(medians: dict[tuple[str, str], dict[str, float]]) -> list[str]:
             continue
         ratio = ours["rps"] / peer["rps"]
         lines.append(
-            f"- 7. >= {wanted:g}x {name}'s requests/s: {ratio:.2f}x"
-            f" ({ours['rps']:,.0f} against {peer['rps']:,.0f}): "
-            f"{'met' if ratio >= wanted else 'not met'}"
+            verdict(
+                f"7. >= {wanted:g}x {name}'s requests/s",
+                ratio >= wanted,
+                f"{ratio:.2f}x",
+                f"{ours['rps']:,.0f} against {peer['rps']:,.0f}",
+            )
         )
     return lines
 

@@ -600,6 +600,11 @@ def paced_event(
     )
 
 
+def verdict(target: str, met: bool, measured: str, floor: str) -> str:
+    """One line of a benchmark's verdicts on the performance issue's targets."""
+    return f"- {target}: {measured} ({floor}): {'met' if met else 'not met'}"
+
+
 def targets(
     medians: dict[tuple[str, str], dict[str, float]],
     rated: dict[tuple[str, str], dict[str, float]],
@@ -607,10 +612,10 @@ def targets(
     """The performance issue's targets 2-4 against this run's medians, each beside its
     floor (targets 1 and 5-7: bench/large_prompts.py, fixed_rate.py, responses.py, mcp.py
     and peers.py). A target whose runs are missing is left out."""
-    lines = []
+    lines: list[str] = []
 
     def judged(target: str, met: bool, measured: str, floor: str) -> None:
-        lines.append(f"- {target}: {measured} ({floor}): {'met' if met else 'not met'}")
+        lines.append(verdict(target, met, measured, floor))
 
     full, alone = medians.get((FULL, "1 KB")), medians.get(("Envoy alone", "1 KB"))
     bare = medians.get((BARE_H2_LABEL, "1 KB"))
