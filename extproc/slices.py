@@ -4,7 +4,6 @@ event loop can serve other streams before it goes on, and returns its result."""
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -13,11 +12,14 @@ T = TypeVar("T")
 Sliced = Generator[None, None, T]
 
 
-@dataclass(frozen=True, slots=True)
 class Done(Generic[T]):
-    """Sliced work's result, once it ended."""
+    """Sliced work's result, once it ended. (A plain class: a generic dataclass with slots
+    cannot be compiled.)"""
 
-    value: T
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
 
 
 def advance(work: Sliced[T]) -> Done[T] | None:

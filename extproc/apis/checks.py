@@ -94,7 +94,9 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
     return check
 
 
-def number(minimum: float, maximum: float) -> Check:
+# `int | float`: the bounds are quoted as written (OpenAI's "<= 2"), and compiled code would
+# make a `float` of an int.
+def number(minimum: int | float, maximum: int | float) -> Check:
     def check(value: Any) -> None:
         kind = type(value)
         if kind is not float and kind is not int:

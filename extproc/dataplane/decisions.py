@@ -4,11 +4,10 @@ the effects an exchange asks the shell to perform, and their results."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from extproc.accounting.budgets import Charge, Reservation
-    from extproc.state.turns import Dropped, Turn
+# Imported at run time: compiled dataclasses resolve their fields' types when defined.
+from extproc.accounting.budgets import Charge, Reservation
+from extproc.state.turns import Dropped, Turn
 
 
 @dataclass(slots=True)

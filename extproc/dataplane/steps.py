@@ -50,7 +50,7 @@ class Answered:
     """The service answers the request itself: a step's other way to end the run."""
 
     status: int
-    payload: object
+    payload: Any  # any JSON value (`object` does not resolve in a compiled dataclass)
     headers: tuple[tuple[str, str], ...] = ()
 
 

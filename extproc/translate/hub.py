@@ -330,6 +330,23 @@ def obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def number(body: dict[str, Any], key: str) -> float | None:
+    """An optional number field; anything else is refused (the request's validation refuses
+    it first when the service translates)."""
+    value = body.get(key)
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    raise invalid(key, "must be a number")
+
+
+def integer(body: dict[str, Any], key: str) -> int | None:
+    """An optional whole-number field; anything else is refused, as `number` does."""
+    value = body.get(key)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise invalid(key, "must be an integer")
+
+
 def count(value: Any) -> int:
     """A token count from provider data; 0 for anything that is not a whole number."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

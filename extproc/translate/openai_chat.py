@@ -180,15 +180,15 @@ def read_request(body: dict[str, Any]) -> hub.Request:
     return hub.Request(
         messages,
         max_tokens=max_tokens if isinstance(max_tokens, int) else None,
-        temperature=body.get("temperature"),
-        top_p=body.get("top_p"),
+        temperature=hub.number(body, "temperature"),
+        top_p=hub.number(body, "top_p"),
         stop=[stop] if isinstance(stop, str) else stop if isinstance(stop, list) else None,
         stream=body.get("stream") is True,
         tools=[_tool(t, i) for i, t in enumerate(tools)] if isinstance(tools, list) else [],
         tool_choice=_tool_choice(body.get("tool_choice")),
         parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
         user=user if isinstance(user, str) and user else None,
-        choices=body.get("n"),
+        choices=hub.integer(body, "n"),
         json_output=_json_output(body.get("response_format")),
         dropped=sorted(k for k in body if k not in _HANDLED),
     )

@@ -233,8 +233,8 @@ def read_request(body: dict[str, Any]) -> hub.Request:
     return hub.Request(
         messages,
         max_tokens=max_tokens if isinstance(max_tokens, int) else None,
-        temperature=body.get("temperature"),
-        top_p=body.get("top_p"),
+        temperature=hub.number(body, "temperature"),
+        top_p=hub.number(body, "top_p"),
         stream=body.get("stream") is True,
         tools=[_tool(t, i) for i, t in enumerate(tools)] if isinstance(tools, list) else [],
         tool_choice=_tool_choice(body.get("tool_choice")),
