@@ -8,8 +8,12 @@ INPUTS := $(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 RUN_STAMP := $(VENV)/.run-$(INPUTS)
 DEV_STAMP := $(VENV)/.dev-$(INPUTS)
 CONFIG ?= examples/demo.yaml
+# The request path compiled with mypyc (tools/compile.py), rebuilt when a source changes;
+# the package runs its sources whenever the build does not match them.
+COMPILED := extproc/_compiled/manifest.json
+SOURCES := $(shell find extproc -name '*.py')
 
-.PHONY: install system-packages run test unit lint typecheck proto docs envoy-configs bench bench-transport bench-exchange bench-peers bench-streams bench-large soak clean
+.PHONY: install compiled system-packages run test unit lint typecheck proto docs envoy-configs bench bench-transport bench-exchange bench-peers bench-streams bench-large soak clean
 # Debian packages are installed with apt-get, through sudo when not root.
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
@@ -31,6 +35,13 @@ $(DEV_STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(DEV_STAMP)
 
+$(COMPILED): $(SOURCES) tools/compile.py | $(DEV_STAMP)
+	$(BIN)/python tools/compile.py
+
+## The request path compiled with mypyc into extproc/_compiled (a few minutes): the suite
+## and the benchmarks build it first; `make run` runs it when it is current.
+compiled: $(COMPILED)
+
 ## Envoy + ext_proc + the mock provider on loopback with the demo config (Ctrl-C stops all).
 run: $(RUN_STAMP)
 	$(BIN)/extproc up $(CONFIG)
@@ -44,10 +55,10 @@ system-packages:
 
 ## The whole suite: lint, types, unit, service and integration tests (real Envoy, Redis),
 ## and the docs site's strict build (a broken link or a stale config reference fails it).
-test: $(DEV_STAMP) system-packages lint typecheck
+test: $(DEV_STAMP) system-packages lint typecheck $(COMPILED)
 	$(BIN)/pytest -q
 
-unit: $(DEV_STAMP)
+unit: $(DEV_STAMP) $(COMPILED)
 	$(BIN)/pytest -q tests/unit
 
 ## Style, format, and the package's layers (import contracts in pyproject.toml).
@@ -79,7 +90,7 @@ envoy-configs: $(RUN_STAMP)
 ## then the Responses and Anthropic Messages front doors beside Chat Completions, an MCP
 ## tools/call through the gateway beside the same call straight to the server, 400 KB
 ## prompts and a fixed 3,000 requests/s; each part ends with its performance targets.
-bench: $(DEV_STAMP)
+bench: $(DEV_STAMP) $(COMPILED)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/responses.py
@@ -88,32 +99,32 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/fixed_rate.py
 
 ## The ext_proc transport alone: server CPU per message from raw HTTP/2 frames, no Envoy.
-bench-transport: $(DEV_STAMP)
+bench-transport: $(DEV_STAMP) $(COMPILED)
 	$(BIN)/python bench/transport.py
 
 ## The exchange alone: CPU per whole request in-process (no transport, no Envoy); then a
 ## whole 1 KB request's and a streamed chunk's way through the service (frames in, replies
 ## out), each beside the bare transport's.
-bench-exchange: $(DEV_STAMP)
+bench-exchange: $(DEV_STAMP) $(COMPILED)
 	$(BIN)/python bench/exchange.py
 	$(BIN)/python bench/service_cpu.py
 	$(BIN)/python bench/chunks.py
 
 ## The same load on LiteLLM proxy, the Portkey gateway and the MLflow AI Gateway (installed
 ## under .bench/), with ratios.
-bench-peers: $(DEV_STAMP)
+bench-peers: $(DEV_STAMP) $(COMPILED)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	command -v npm >/dev/null || ($(APT) update -qq && $(APT) install -y -qq nodejs npm >/dev/null)
 	$(BIN)/python bench/peers.py
 
 ## Service memory over 1.25 M ext_proc streams (STREAMS_TOTAL) of the full pipeline, with wrk.
-bench-streams: $(DEV_STAMP)
+bench-streams: $(DEV_STAMP) $(COMPILED)
 	command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/streams.py
 
 ## Memory and CPU of request bodies at the default limit (~30 MB of images, 1/2/4 at once),
 ## the per-body cost of request validation, and the policies' reading of a long prompt.
-bench-large: $(DEV_STAMP)
+bench-large: $(DEV_STAMP) $(COMPILED)
 	$(BIN)/python bench/large_bodies.py
 	$(BIN)/python bench/validation.py
 	$(BIN)/python bench/request_path.py
@@ -121,8 +132,8 @@ bench-large: $(DEV_STAMP)
 
 ## Minutes of mixed traffic (SOAK_SECONDS, default 180): outcomes, memory, and whether the
 ## records, the provider's counts and the Redis budget agree (exit 1 when they do not).
-soak: $(DEV_STAMP) system-packages
+soak: $(DEV_STAMP) system-packages $(COMPILED)
 	$(BIN)/python bench/soak.py
 
 clean:
-	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info site
+	rm -rf $(VENV) extproc/_compiled .bench .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info site

@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 import uvloop
 
-from extproc import tokens
+from extproc import compiled, tokens
 from extproc.config.runtime import Runtime
 from extproc.control.reload import Reloader
 from extproc.dataplane.service import Service
@@ -84,6 +84,7 @@ async def serve(runtime: Runtime, *, config_path: Path, worker: int | None = Non
         models=len(runtime.models),
         backends=len(runtime.backends),
         pid=os.getpid(),
+        code=compiled.STATE,
     )
     await stop.wait()
     if watching is not None:

@@ -56,6 +56,7 @@ class Recorder(H2Connection):
 BLOCK = hpack_request(path_literal(b"/a.B/C"))
 
 
+@pytest.mark.sources
 def test_the_preamble_advertises_the_limits() -> None:
     conn = Recorder()
     [settings, window] = frames(conn.preamble())
@@ -74,6 +75,7 @@ def test_the_preamble_advertises_the_limits() -> None:
     assert int.from_bytes(window.payload) + 65535 == 100 * 65535
 
 
+@pytest.mark.sources
 def test_a_stream_window_comes_back_as_it_is_consumed() -> None:
     conn = Recorder()
     conn.receive(OPEN + frame(h2.HEADERS, h2.END_HEADERS, 1, BLOCK))
@@ -84,6 +86,7 @@ def test_a_stream_window_comes_back_as_it_is_consumed() -> None:
     assert conn.sent() == [(h2.WINDOW_UPDATE, 0, 1, (32768).to_bytes(4))]
 
 
+@pytest.mark.sources
 def test_unconsumed_data_stops_at_the_window() -> None:
     conn = Recorder(consuming=False)
     conn.receive(OPEN + frame(h2.HEADERS, h2.END_HEADERS, 1, BLOCK))
@@ -95,6 +98,7 @@ def test_unconsumed_data_stops_at_the_window() -> None:
     assert not conn.streams
 
 
+@pytest.mark.sources
 def test_a_turn_decodes_about_one_header_block() -> None:
     """Header blocks that must be decoded (not cached) stop a turn once it has decoded a
     block's worth of bytes; the rest waits for the next turn (receive again)."""

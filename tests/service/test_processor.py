@@ -152,6 +152,7 @@ def _broken(*_: object) -> None:
     raise RuntimeError("a bug")
 
 
+@pytest.mark.sources
 async def test_unexpected_failure_is_a_grpc_error_not_a_hang(
     channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,6 +209,7 @@ async def test_streamed_chunks_are_answered_and_timed() -> None:
     assert count == 3
 
 
+@pytest.mark.sources
 async def test_a_failing_chunk_is_a_grpc_error(
     channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
 ) -> None:

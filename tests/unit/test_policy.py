@@ -573,6 +573,7 @@ class Reads:
         monkeypatch.setattr(engine, "READ", type(engine.READ)(64))
 
 
+@pytest.mark.sources
 def test_a_long_text_found_clean_is_not_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """An agent resends its conversation each turn: the texts found clean before are not
     scanned again, and what the policies decide is the same."""
@@ -592,6 +593,7 @@ def test_a_long_text_found_clean_is_not_read_again(monkeypatch: pytest.MonkeyPat
     assert reads.scans == 1
 
 
+@pytest.mark.sources
 def test_a_long_text_with_findings_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Its findings are remembered: each request still redacts it and records them."""
     reads = Reads(monkeypatch)
@@ -635,6 +637,7 @@ def test_the_placeholders_a_remembered_text_holds_still_count() -> None:
     assert any(r.written == (("EMAIL", 4),) for r in engine.READ._items.values())
 
 
+@pytest.mark.sources
 def test_a_text_with_many_findings_is_read_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """An entry stays small: past READ_FINDINGS findings the text is not remembered."""
     from extproc.policy import engine
@@ -651,6 +654,7 @@ def test_a_text_with_many_findings_is_read_every_time(monkeypatch: pytest.Monkey
     assert reads.scans == 3
 
 
+@pytest.mark.sources
 def test_a_shadow_match_keeps_the_request_from_being_remembered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -663,6 +667,7 @@ def test_a_shadow_match_keeps_the_request_from_being_remembered(
     assert reads.scans == 2  # LONG, scanned in both requests
 
 
+@pytest.mark.sources
 def test_a_known_hash_seed_keeps_the_text_memos_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     """With PYTHONHASHSEED set, a text's hash is no secret: nothing is remembered, and
     every request is read in full."""

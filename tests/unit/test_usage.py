@@ -411,6 +411,7 @@ def _reader(case: str) -> StreamReader:
     return StreamReader(Meter(openai, Kind.CHAT), None, False, stream)
 
 
+@pytest.mark.sources
 @pytest.mark.parametrize(
     ("case", "stream"),
     [

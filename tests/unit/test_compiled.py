@@ -1,0 +1,126 @@
+"""The compiled request path is run only when it was built from the package's sources."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from extproc import compiled
+from tests.helpers import ROOT
+
+MODULE = "extproc.dataplane.exchange"
+
+
+def where(env: dict[str, str], package: Path) -> list[str]:
+    """What a new process of `package` runs: the state, then the module's file."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import extproc.compiled as c, "
+        f"{MODULE} as m; print(c.STATE); print(m.__file__)"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "EXTPROC_PURE"}
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", code, str(package.parent)],
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=package.parent,
+    )
+    return result.stdout.splitlines()
+
+
+@pytest.fixture
+def package(tmp_path: Path) -> Path:
+    """A copy of the package with a build of one module, named in its manifest as
+    tools/compile.py names it; a copy, so that its sources can change."""
+    copy = tmp_path / "extproc"
+    subprocess.run(
+        ["cp", "-r", str(ROOT / "extproc"), str(copy)],
+        check=True,
+    )
+    build = copy / "_compiled"
+    if build.exists():
+        subprocess.run(["rm", "-r", str(build)], check=True)
+    # A stand-in extension module: an interpreted copy of the module would not show which
+    # file was loaded, and a real build takes minutes. The finder is what is tested here.
+    (build / "extproc" / "dataplane").mkdir(parents=True)
+    so = build / "extproc" / "dataplane" / f"exchange{compiled.EXTENSION}"
+    shared = build / f"shared{compiled.EXTENSION}"
+    for target in (so, shared):
+        target.write_bytes(b"")
+    manifest = {
+        "fingerprint": compiled.fingerprint(copy),
+        "extension": compiled.EXTENSION,
+        "shared": "shared",
+        "modules": [MODULE],
+    }
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_a_build_of_the_same_sources_is_loaded(package: Path) -> None:
+    """The finder serves the built file (an empty one here, so the import fails on it)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import extproc.compiled as c; "
+        f"print(c.STATE); import {MODULE}"
+    )
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", code, str(package.parent)],
+        env={k: v for k, v in os.environ.items() if k != "EXTPROC_PURE"},
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=package.parent,
+    )
+    assert result.stdout.splitlines() == ["compiled (1 modules)"]
+    assert f"_compiled/extproc/dataplane/exchange{compiled.EXTENSION}" in result.stderr
+
+
+def test_a_build_of_other_sources_is_not_loaded(package: Path) -> None:
+    with (package / "routing.py").open("a") as source:
+        source.write("\n# an edit\n")
+    state, file = where({}, package)
+    assert state.startswith("sources: compiled from other sources")
+    assert file == str(package / "dataplane" / "exchange.py")
+
+
+def test_the_sources_run_when_asked_for(package: Path) -> None:
+    state, file = where({"EXTPROC_PURE": "1"}, package)
+    assert state == "sources: EXTPROC_PURE=1"
+    assert file == str(package / "dataplane" / "exchange.py")
+
+
+def test_a_build_for_another_interpreter_is_not_loaded(package: Path) -> None:
+    manifest = package / "_compiled" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(compiled.EXTENSION, ".cpython-399.so"))
+    state, file = where({}, package)
+    assert state.startswith("sources: compiled for .cpython-399.so")
+    assert file.endswith("exchange.py")
+
+
+def test_a_build_missing_a_module_is_not_loaded(package: Path) -> None:
+    (package / "_compiled" / f"shared{compiled.EXTENSION}").unlink()
+    state, file = where({}, package)
+    assert state == "sources: shared is missing from the build"
+    assert file.endswith("exchange.py")
+
+
+def test_no_build_runs_the_sources(package: Path) -> None:
+    subprocess.run(["rm", "-r", str(package / "_compiled")], check=True)
+    assert where({}, package) == ["sources: not compiled", str(package / "dataplane/exchange.py")]
+
+
+def test_this_suite_runs_what_make_test_built() -> None:
+    """`make test` builds the request path first: the suite tests the compiled code."""
+    if os.environ.get("EXTPROC_PURE") == "1":
+        assert compiled.STATE == "sources: EXTPROC_PURE=1"
+        return
+    assert compiled.STATE.startswith("compiled"), compiled.STATE
+    from extproc.dataplane import exchange
+
+    assert exchange.__file__ is not None and exchange.__file__.endswith(compiled.EXTENSION)

@@ -1,0 +1,117 @@
+"""Compile the request path with mypyc into extproc/_compiled (run by `make compiled`).
+
+The modules below are the ones a request, a streamed chunk and the ext_proc transport run
+through (no package's `__init__`: a compiled one would look for its submodules among the
+compiled files); the rest of the package (configuration, the control commands, MCP, the stores)
+stays interpreted. The build is written to a temporary folder and moved into place with its
+manifest only once it succeeded, so a failed build leaves the sources running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from extproc import compiled  # noqa: E402
+
+MODULES = [
+    "extproc/accounting/prices.py",
+    "extproc/accounting/usage.py",
+    "extproc/apis/checks.py",
+    "extproc/apis/text.py",
+    "extproc/apis/validation.py",
+    "extproc/dataplane/budget.py",
+    "extproc/dataplane/conversation.py",
+    "extproc/dataplane/decisions.py",
+    "extproc/dataplane/effects.py",
+    "extproc/dataplane/envoy.py",
+    "extproc/dataplane/exchange.py",
+    "extproc/dataplane/phases.py",
+    "extproc/dataplane/processor.py",
+    "extproc/dataplane/reader.py",
+    "extproc/dataplane/report.py",
+    "extproc/dataplane/response.py",
+    "extproc/dataplane/stages.py",
+    "extproc/dataplane/steps.py",
+    "extproc/dataplane/stream.py",
+    "extproc/dataplane/upstream.py",
+    "extproc/digits.py",
+    "extproc/identity.py",
+    "extproc/policy/detectors.py",
+    "extproc/policy/engine.py",
+    "extproc/policy/filters.py",
+    "extproc/policy/rules.py",
+    "extproc/routing.py",
+    "extproc/slices.py",
+    "extproc/sse.py",
+    "extproc/telemetry/logging.py",
+    "extproc/telemetry/metrics.py",
+    "extproc/tokens.py",
+    "extproc/translate/anthropic_messages.py",
+    "extproc/translate/anthropic_messages_stream.py",
+    "extproc/translate/hub.py",
+    "extproc/translate/openai_chat.py",
+    "extproc/translate/openai_chat_stream.py",
+    "extproc/translate/openai_responses.py",
+    "extproc/translate/openai_responses_items.py",
+    "extproc/translate/openai_responses_stream.py",
+    "extproc/translate/translation.py",
+    "extproc/transport/calls.py",
+    "extproc/transport/frames.py",
+    "extproc/transport/h2.py",
+    "extproc/transport/headers.py",
+    "extproc/transport/server.py",
+    "extproc/transport/stream.py",
+]
+
+
+def main() -> None:
+    from mypyc.build import mypycify
+    from setuptools import setup
+
+    os.chdir(ROOT)
+    source_print = compiled.fingerprint()
+    with tempfile.TemporaryDirectory(prefix="extproc-compile-") as tmp:
+        out = Path(tmp) / "out"
+        extensions = mypycify(
+            MODULES,
+            opt_level=os.environ.get("MYPYC_OPT_LEVEL", "3"),
+            target_dir=str(Path(tmp) / "c"),
+        )
+        setup(
+            name="extproc-compiled",
+            ext_modules=extensions,
+            script_args=[
+                "--quiet",
+                "build_ext",
+                *("--build-lib", str(out)),
+                *("--build-temp", str(Path(tmp) / "temp")),
+                *("--parallel", str(os.cpu_count() or 1)),
+            ],
+        )
+        shared = [e.name for e in extensions if "." not in e.name]
+        if len(shared) != 1:
+            raise SystemExit(f"expected one shared library among {[e.name for e in extensions]}")
+        if compiled.fingerprint() != source_print:
+            raise SystemExit("the sources changed while they were compiled: run it again")
+        manifest = {
+            "fingerprint": source_print,
+            "extension": compiled.EXTENSION,
+            "shared": shared[0],
+            "modules": [m.removesuffix(".py").replace("/", ".") for m in MODULES],
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        shutil.rmtree(compiled.BUILT, ignore_errors=True)
+        shutil.move(out, compiled.BUILT)
+    print(f"compiled {len(MODULES)} modules into {compiled.BUILT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
