@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,13 +40,10 @@ def package(tmp_path: Path) -> Path:
     """A copy of the package with a build of one module, named in its manifest as
     tools/compile.py names it; a copy, so that its sources can change."""
     copy = tmp_path / "extproc"
-    subprocess.run(
-        ["cp", "-r", str(ROOT / "extproc"), str(copy)],
-        check=True,
+    shutil.copytree(
+        ROOT / "extproc", copy, ignore=shutil.ignore_patterns("_compiled", "__pycache__")
     )
     build = copy / "_compiled"
-    if build.exists():
-        subprocess.run(["rm", "-r", str(build)], check=True)
     # A stand-in extension module: an interpreted copy of the module would not show which
     # file was loaded, and a real build takes minutes. The finder is what is tested here.
     (build / "extproc" / "dataplane").mkdir(parents=True)
@@ -111,7 +109,7 @@ def test_a_build_missing_a_module_is_not_loaded(package: Path) -> None:
 
 
 def test_no_build_runs_the_sources(package: Path) -> None:
-    subprocess.run(["rm", "-r", str(package / "_compiled")], check=True)
+    shutil.rmtree(package / "_compiled")
     assert where({}, package) == ["sources: not compiled", str(package / "dataplane/exchange.py")]
 
 
