@@ -63,21 +63,26 @@ def _paths() -> tuple[dict[str, Path] | None, str]:
         return None, "sources: EXTPROC_PURE=1"
     try:
         manifest = json.loads(MANIFEST.read_text())
+        extension, built_from = manifest["extension"], manifest["fingerprint"]
+        modules, shared = list(manifest["modules"]), manifest["shared"]
+        if not all(isinstance(name, str) for name in [*modules, shared]):
+            raise ValueError("a module name is not a string")
     except FileNotFoundError:
         return None, "sources: not compiled"
-    except (OSError, ValueError) as error:
-        return None, f"sources: the manifest is unreadable ({error})"
-    if manifest.get("extension") != EXTENSION:
-        return None, f"sources: compiled for {manifest.get('extension')}, not {EXTENSION}"
-    if manifest.get("fingerprint") != fingerprint():
+    # A damaged build must not stop the package from importing.
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return None, f"sources: the manifest is unreadable ({error!r})"
+    if extension != EXTENSION:
+        return None, f"sources: compiled for {extension}, not {EXTENSION}"
+    if built_from != fingerprint():
         return None, "sources: compiled from other sources (make compiled builds them anew)"
     paths = {}
-    for name in [*manifest["modules"], manifest["shared"]]:
+    for name in [*modules, shared]:
         path = BUILT.joinpath(*name.split(".")).with_suffix(EXTENSION)
         if not path.is_file():
             return None, f"sources: {name} is missing from the build"
         paths[name] = path
-    return paths, f"compiled ({len(manifest['modules'])} modules)"
+    return paths, f"compiled ({len(modules)} modules)"
 
 
 def install() -> None:

@@ -108,6 +108,17 @@ def test_a_build_missing_a_module_is_not_loaded(package: Path) -> None:
     assert file.endswith("exchange.py")
 
 
+@pytest.mark.parametrize("text", ["{", "[]", '{"extension": 1}', '{"modules": [1]}'])
+def test_a_damaged_manifest_runs_the_sources(package: Path, text: str) -> None:
+    manifest = package / "_compiled" / "manifest.json"
+    if text.startswith('{"modules"'):
+        text = manifest.read_text().replace('"modules": [', '"modules": [1, ')
+    manifest.write_text(text)
+    state, file = where({}, package)
+    assert state.startswith("sources: the manifest is unreadable")
+    assert file.endswith("exchange.py")
+
+
 def test_no_build_runs_the_sources(package: Path) -> None:
     shutil.rmtree(package / "_compiled")
     assert where({}, package) == ["sources: not compiled", str(package / "dataplane/exchange.py")]
