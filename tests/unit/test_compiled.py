@@ -17,21 +17,28 @@ from tests.helpers import ROOT
 MODULE = "extproc.dataplane.exchange"
 
 
-def where(env: dict[str, str], package: Path) -> list[str]:
-    """What a new process of `package` runs: the state, then the module's file."""
+def run(package: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A new process of `package` prints its state, then imports the module and prints
+    the file it was loaded from."""
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import extproc.compiled as c, "
-        f"{MODULE} as m; print(c.STATE); print(m.__file__)"
+        "import sys; sys.path.insert(0, sys.argv[1]); import extproc.compiled as c; "
+        f"print(c.STATE, flush=True); import {MODULE} as m; print(m.__file__)"
     )
     environment = {k: v for k, v in os.environ.items() if k != "EXTPROC_PURE"}
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-P", "-c", code, str(package.parent)],
         env={**environment, **env},
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         cwd=package.parent,
     )
+
+
+def where(env: dict[str, str], package: Path) -> list[str]:
+    """What a new process of `package` runs: the state, then the module's file."""
+    result = run(package, env)
+    assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
 
@@ -63,18 +70,7 @@ def package(tmp_path: Path) -> Path:
 
 def test_a_build_of_the_same_sources_is_loaded(package: Path) -> None:
     """The finder serves the built file (an empty one here, so the import fails on it)."""
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import extproc.compiled as c; "
-        f"print(c.STATE); import {MODULE}"
-    )
-    result = subprocess.run(
-        [sys.executable, "-P", "-c", code, str(package.parent)],
-        env={k: v for k, v in os.environ.items() if k != "EXTPROC_PURE"},
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=package.parent,
-    )
+    result = run(package, {})
     assert result.stdout.splitlines() == ["compiled (1 modules)"]
     assert f"_compiled/extproc/dataplane/exchange{compiled.EXTENSION}" in result.stderr
 
