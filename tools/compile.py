@@ -2,8 +2,8 @@
 
 The modules below are the ones a request, a streamed chunk and the ext_proc transport run
 through (no package's `__init__`: a compiled one would look for its submodules among the
-compiled files); the rest of the package (configuration, the control commands, MCP, the stores)
-stays interpreted. The build is written to a temporary folder and moved into place with its
+compiled files); the rest of the package (configuration, the control commands, MCP, the
+stores) stays interpreted. The build is written to a temporary folder and moved into place with its
 manifest only once it succeeded, so a failed build leaves the sources running.
 """
 
