@@ -2,9 +2,10 @@
 
 The modules below are the ones a request, a streamed chunk and the ext_proc transport run
 through (no package's `__init__`: a compiled one would look for its submodules among the
-compiled files); the rest of the package (configuration, the control commands, MCP, the
-stores) stays interpreted. The build is written to a temporary folder and moved into place with its
-manifest only once it succeeded, so a failed build leaves the sources running.
+compiled files; the configuration's records are read on every request, its loading is
+not); the rest of the package (loading the configuration, the control commands, MCP, the
+stores) stays interpreted. The build is written to a temporary folder and moved into place
+with its manifest only once it succeeded, so a failed build leaves the sources running.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MODULES = [
     "extproc/apis/checks.py",
     "extproc/apis/text.py",
     "extproc/apis/validation.py",
+    "extproc/config/runtime.py",
     "extproc/dataplane/budget.py",
     "extproc/dataplane/conversation.py",
     "extproc/dataplane/decisions.py",

@@ -35,7 +35,8 @@ class Secret:
     def __repr__(self) -> str:
         return "Secret(***)"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return "Secret(***)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
