@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Final
 
 from extproc.apis import ApiError
 from extproc.config.runtime import Deprecation, Model, Route, Runtime, Tenant
@@ -13,15 +14,33 @@ from extproc.config.runtime import Deprecation, Model, Route, Runtime, Tenant
 _MAX_REROUTES = 8
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Routed:
-    requested: str  # the model the client asked for
-    name: str  # the name that selected `model` (the replacement's, after a reroute)
-    model: Model
-    route: Route
-    upstream_model: str  # the model id sent with the first attempt
-    deprecation: Deprecation | None  # of the model the client asked for
-    rerouted: bool
+    requested: Final[str]  # the model the client asked for
+    name: Final[str]  # the name that selected `model` (the replacement's, after a reroute)
+    model: Final[Model]
+    route: Final[Route]
+    upstream_model: Final[str]  # the model id sent with the first attempt
+    deprecation: Final[Deprecation | None]  # of the model the client asked for
+    rerouted: Final[bool]
+
+    def __init__(
+        self,
+        requested: str,
+        name: str,
+        model: Model,
+        route: Route,
+        upstream_model: str,
+        deprecation: Deprecation | None,
+        rerouted: bool,
+    ) -> None:
+        self.requested = requested
+        self.name = name
+        self.model = model
+        self.route = route
+        self.upstream_model = upstream_model
+        self.deprecation = deprecation
+        self.rerouted = rerouted
 
     def upstream_model_for(self, attempt: int) -> str:
         return self.route.attempts[attempt].upstream_model or canonical_name(self.model, self.name)

@@ -55,6 +55,7 @@ MODULES = [
     "extproc/sse.py",
     "extproc/telemetry/logging.py",
     "extproc/telemetry/metrics.py",
+    "extproc/telemetry/observation.py",
     "extproc/tokens.py",
     "extproc/translate/anthropic_messages.py",
     "extproc/translate/anthropic_messages_stream.py",

@@ -13,7 +13,7 @@ with the offline tokenizer and marked as estimated.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -41,13 +41,31 @@ class Usage:
     """Normalised usage. `input_tokens` counts every prompt token, cached or not;
     `cached_input_tokens` and `cache_creation_input_tokens` are parts of it."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    reasoning_tokens: int = 0
-    reported: frozenset[str] = frozenset()
-    estimated: frozenset[str] = frozenset()
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_creation_input_tokens: int
+    reasoning_tokens: int
+    reported: frozenset[str]
+    estimated: frozenset[str]
+
+    def __init__(
+        self,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cached_input_tokens: int = 0,
+        cache_creation_input_tokens: int = 0,
+        reasoning_tokens: int = 0,
+        reported: frozenset[str] = frozenset(),
+        estimated: frozenset[str] = frozenset(),
+    ) -> None:
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.cached_input_tokens = cached_input_tokens
+        self.cache_creation_input_tokens = cache_creation_input_tokens
+        self.reasoning_tokens = reasoning_tokens
+        self.reported = reported
+        self.estimated = estimated
 
     @property
     def total_tokens(self) -> int:
@@ -257,27 +275,42 @@ class Meter:
 
     api: Schema
     kind: Kind
-    reported: dict[str, int] = field(default_factory=dict)
-    _anthropic: dict[str, int] = field(default_factory=dict)
+    reported: dict[str, int]
+    _anthropic: dict[str, int]
     # Output text seen in a stream, counted only when the provider reports no output usage.
-    texts: list[str] = field(default_factory=list)
+    texts: list[str]
     # The whole JSON body, kept to count its output text only when usage is missing.
-    body: dict[str, Any] | None = None
+    body: dict[str, Any] | None
     # The stream's last event arrived (message_stop / [DONE] / response.completed, or
     # another event ending a Responses stream); at the stream's end, the
     # reader also sets it for an answer complete without one (reader.StreamReader).
-    complete: bool = False
+    complete: bool
     # The stream carried the gateway-requested usage-only chunk.
-    saw_usage_chunk: bool = False
+    saw_usage_chunk: bool
     # OpenAI streams: the choices seen, by index, and those a finish_reason ended.
-    choices: set[Any] = field(default_factory=set)
-    finished: set[Any] = field(default_factory=set)
+    choices: set[Any]
+    finished: set[Any]
     # Anthropic streams: a message_delta carried the stop_reason.
-    stopped: bool = False
+    stopped: bool
     # Responses API streams: the sequence number after the last event's, and the response
     # as `response.created` gave it (to end a cut stream as the API numbers and names it).
-    sequence: int = 0
-    created: dict[str, Any] | None = None
+    sequence: int
+    created: dict[str, Any] | None
+
+    def __init__(self, api: Schema, kind: Kind) -> None:
+        self.api = api
+        self.kind = kind
+        self.reported = {}
+        self._anthropic = {}
+        self.texts = []
+        self.body = None
+        self.complete = False
+        self.saw_usage_chunk = False
+        self.choices = set()
+        self.finished = set()
+        self.stopped = False
+        self.sequence = 0
+        self.created = None
 
     def json(self, body: dict[str, Any]) -> None:
         self.body = body

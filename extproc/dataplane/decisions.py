@@ -14,21 +14,41 @@ from extproc.state.turns import Dropped, Turn
 class Continue:
     """Let the HTTP message through, changed as described."""
 
-    set_headers: list[tuple[str, str]] = field(default_factory=list)
-    remove_headers: list[str] = field(default_factory=list)
+    set_headers: list[tuple[str, str]]
+    remove_headers: list[str]
     # A replacement body (the caller also sets content-length).
-    body: bytes | None = None
+    body: bytes | None
     # Re-pick the route after these changes (the routing header was set).
-    clear_route_cache: bool = False
+    clear_route_cache: bool
     # Do not send the request body to the service (per-attempt processor, nothing to change).
-    skip_request_body: bool = False
+    skip_request_body: bool
     # Dynamic metadata to emit in the service's namespace.
-    metadata: dict[str, str | int | float] | None = None
+    metadata: dict[str, str | int | float] | None
     # Response headers only: have Envoy send the response body, "buffered" or "streamed".
-    response_body: str | None = None
+    response_body: str | None
     # Headers only: `body` replaces the message's body whole, whatever arrives (Envoy
     # sends none of it to the service).
-    replace_body: bool = False
+    replace_body: bool
+
+    def __init__(
+        self,
+        set_headers: list[tuple[str, str]] | None = None,
+        remove_headers: list[str] | None = None,
+        body: bytes | None = None,
+        clear_route_cache: bool = False,
+        skip_request_body: bool = False,
+        metadata: dict[str, str | int | float] | None = None,
+        response_body: str | None = None,
+        replace_body: bool = False,
+    ) -> None:
+        self.set_headers = [] if set_headers is None else set_headers
+        self.remove_headers = [] if remove_headers is None else remove_headers
+        self.body = body
+        self.clear_route_cache = clear_route_cache
+        self.skip_request_body = skip_request_body
+        self.metadata = metadata
+        self.response_body = response_body
+        self.replace_body = replace_body
 
 
 @dataclass(slots=True)

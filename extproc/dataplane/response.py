@@ -4,7 +4,8 @@ reads the body (a reader for JSON, one for a stream, one for an error to transla
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Final
 
 from extproc import names
 from extproc.accounting.usage import Meter
@@ -20,14 +21,27 @@ from extproc.policy.filters import json_filter, media_type, stream_filter
 from extproc.translate.translation import Translation
 
 
-class Reading(NamedTuple):
+@dataclass(slots=True)
+class Reading:
     """What the exchange holds while its response passes: the policy's running state, and
     what it watches for."""
 
-    redactions: Redactions
-    decisions: Decisions
-    capture: bool  # keep the raw body: the exchange was sampled for capture
-    drift: DriftMonitor | None
+    redactions: Final[Redactions]
+    decisions: Final[Decisions]
+    capture: Final[bool]  # keep the raw body: the exchange was sampled for capture
+    drift: Final[DriftMonitor | None]
+
+    def __init__(
+        self,
+        redactions: Redactions,
+        decisions: Decisions,
+        capture: bool,
+        drift: DriftMonitor | None,
+    ) -> None:
+        self.redactions = redactions
+        self.decisions = decisions
+        self.capture = capture
+        self.drift = drift
 
 
 def reads_response(runtime: Runtime, arrival: Arrival, plan: Plan, redactions: Redactions) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -71,22 +71,56 @@ class Draft:
     roll: float  # the dice of a weighted route, in [0, 1)
     redactions: Redactions  # the exchange's: the response puts the values back
     decisions: Decisions  # the exchange's: counted into its record and metrics
-    body: dict[str, Any] = field(default_factory=dict)
-    changed: bool = False  # the body differs from what the client sent
-    stream: bool = False
-    routed: Routed | None = None
-    translation: Translation | None = None
-    mixed_schemas: bool = False
-    policies: PolicySet = EMPTY
-    client_include_usage: bool = False
-    strip_usage: bool = False
-    request: dict[str, Any] | None = None
-    cache_key: str | None = None
-    dropped_fields: tuple[str, ...] = ()
-    count_here: bool = False  # a token count the backend cannot answer: counted offline
-    memory: Memory | None = None  # a Responses request whose conversation the gateway keeps
-    evaluation: Evaluation | None = None  # the policies' reading of a large body, paused
-    counting: Sliced[int] | None = None  # an offline token count of a large body, paused
+    body: dict[str, Any]
+    changed: bool  # the body differs from what the client sent
+    stream: bool
+    routed: Routed | None
+    translation: Translation | None
+    mixed_schemas: bool
+    policies: PolicySet
+    client_include_usage: bool
+    strip_usage: bool
+    request: dict[str, Any] | None
+    cache_key: str | None
+    dropped_fields: tuple[str, ...]
+    count_here: bool  # a token count the backend cannot answer: counted offline
+    memory: Memory | None  # a Responses request whose conversation the gateway keeps
+    evaluation: Evaluation | None  # the policies' reading of a large body, paused
+    counting: Sliced[int] | None  # an offline token count of a large body, paused
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        arrival: Arrival,
+        raw: bytes,
+        now: float,
+        roll: float,
+        redactions: Redactions,
+        decisions: Decisions,
+    ) -> None:
+        self.runtime = runtime
+        self.arrival = arrival
+        self.raw = raw
+        self.now = now
+        self.roll = roll
+        self.redactions = redactions
+        self.decisions = decisions
+        self.body = {}
+        self.changed = False
+        self.stream = False
+        self.routed = None
+        self.translation = None
+        self.mixed_schemas = False
+        self.policies = EMPTY
+        self.client_include_usage = False
+        self.strip_usage = False
+        self.request = None
+        self.cache_key = None
+        self.dropped_fields = ()
+        self.count_here = False
+        self.memory = None
+        self.evaluation = None
+        self.counting = None
 
     @property
     def route(self) -> Routed:

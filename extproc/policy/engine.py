@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -44,7 +44,11 @@ _PLACEHOLDER = re.compile(r"\[([A-Z][A-Z0-9_]*?)_(\d{1,9})\]")
 class Decisions:
     """What policies did (or would have done, in shadow mode) during one exchange."""
 
-    counts: Counter[tuple[str, str, str, str, str, str]] = field(default_factory=Counter)
+    # (policy, kind, rule, action, mode, direction) -> times
+    counts: dict[tuple[str, str, str, str, str, str], int]
+
+    def __init__(self) -> None:
+        self.counts = {}
 
     def add(
         self,
@@ -56,7 +60,8 @@ class Decisions:
         direction: str,
         n: int = 1,
     ) -> None:
-        self.counts[(policy, kind, rule, action, "shadow" if shadow else "enforce", direction)] += n
+        key = (policy, kind, rule, action, "shadow" if shadow else "enforce", direction)
+        self.counts[key] = self.counts.get(key, 0) + n
 
     def records(self) -> list[dict[str, object]]:
         return [
@@ -69,9 +74,14 @@ class Decisions:
 class Redactions:
     """Placeholders of one exchange: the same value always gets the same placeholder."""
 
-    by_value: dict[tuple[str, str], str] = field(default_factory=dict)
-    originals: dict[str, str] = field(default_factory=dict)  # placeholder -> value, to restore
-    numbers: Counter[str] = field(default_factory=Counter)
+    by_value: dict[tuple[str, str], str]
+    originals: dict[str, str]  # placeholder -> value, to restore
+    numbers: dict[str, int]  # label -> the highest number given or written
+
+    def __init__(self) -> None:
+        self.by_value = {}
+        self.originals = {}
+        self.numbers = {}
 
     def avoid(self, text: str) -> dict[str, int]:
         """Number new placeholders above any the client wrote itself ("[EMAIL_1]" typed in
@@ -90,15 +100,15 @@ class Redactions:
     def avoid_numbers(self, written: Iterable[tuple[str, int]]) -> None:
         numbers = self.numbers
         for label, number in written:
-            if number > numbers[label]:
+            if number > numbers.get(label, 0):
                 numbers[label] = number
 
     def placeholder(self, label: str, value: str, restore: bool) -> str:
         key = (label, value)
         found = self.by_value.get(key)
         if found is None:
-            self.numbers[label] += 1
-            found = f"[{label}_{self.numbers[label]}]"
+            number = self.numbers[label] = self.numbers.get(label, 0) + 1
+            found = f"[{label}_{number}]"
             self.by_value[key] = found
         if restore:
             self.originals[found] = value
@@ -110,8 +120,8 @@ class Redactions:
         key = ("out:" + label, value)
         found = self.by_value.get(key)
         if found is None:
-            self.numbers[label] += 1
-            found = f"[{label}_{self.numbers[label]}]"
+            number = self.numbers[label] = self.numbers.get(label, 0) + 1
+            found = f"[{label}_{number}]"
             self.by_value[key] = found
         return found
 
@@ -428,12 +438,21 @@ class _Seen:
     known: dict[int, Reading]
     # False once a (shadow) deny rule matched: it stops at its first text, leaving the
     # later ones unread by it.
-    keep: bool = True
+    keep: bool
     # Long texts' UTF-8 bytes, by index, from the deny rules' pass to the detectors'.
-    _bytes: dict[int, Encoded] = field(default_factory=dict)
+    _bytes: dict[int, Encoded]
     # The patterns that match nowhere in a screened text (ids of rules and detectors), by
     # the text's index.
-    _ruled_out: dict[int, frozenset[int]] = field(default_factory=dict)
+    _ruled_out: dict[int, frozenset[int]]
+
+    def __init__(
+        self, keys: dict[int, tuple[int, str, int, int]], known: dict[int, Reading]
+    ) -> None:
+        self.keys = keys
+        self.known = known
+        self.keep = True
+        self._bytes = {}
+        self._ruled_out = {}
 
     @classmethod
     def of(cls, policies: PolicySet, roles: list[str], texts: list[str]) -> _Seen:
