@@ -350,7 +350,8 @@ def _anthropic_answer(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def _responses_answer(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The response its stream's last event carries: the answer whole, usage included."""
-    for event in reversed(events):
+    for index in range(len(events) - 1, -1, -1):
+        event = events[index]
         if event.get("type") in ("response.completed", "response.incomplete"):
             response = event.get("response")
             if isinstance(response, dict) and isinstance(response.get("usage"), dict):

@@ -28,6 +28,7 @@ MODULES = [
     "extproc/apis/checks.py",
     "extproc/apis/text.py",
     "extproc/apis/validation.py",
+    "extproc/cache.py",
     "extproc/config/runtime.py",
     "extproc/dataplane/budget.py",
     "extproc/dataplane/conversation.py",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import orjson
@@ -43,11 +43,11 @@ class Endpoint:
     # A token count's endpoint: the kind of request its body is, read as that (policies,
     # counts).
     counts: Kind | None = None
+    # The kind of request the body is (a field, not a property: read on every request).
+    body_kind: Kind = field(init=False)
 
-    @property
-    def body_kind(self) -> Kind:
-        """The kind of request the body is."""
-        return self.counts or self.kind
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "body_kind", self.counts or self.kind)
 
 
 ENDPOINTS: dict[str, Endpoint] = {

@@ -79,17 +79,18 @@ class Backend(Upstream):
     azure_api_version: str | None = None
     # An OPENAI backend that also takes the Responses API as it is (OpenAI's own).
     responses_api: bool = False
+    # gen_ai.provider.name of the OpenTelemetry conventions (known at load).
+    provider: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        provider = "azure.ai.openai" if self.azure_api_version else self.schema.value
+        object.__setattr__(self, "provider", provider)
 
     def speaks(self, api: Schema) -> Schema:
         """The API this backend takes a request of the client's `api` in."""
         if api is Schema.OPENAI_RESPONSES and self.responses_api:
             return api
         return self.schema
-
-    @property
-    def provider(self) -> str:
-        """gen_ai.provider.name of the OpenTelemetry conventions."""
-        return "azure.ai.openai" if self.azure_api_version else self.schema.value
 
     def path(self, suffix: str, model: str) -> str:
         """The request path for an endpoint suffix ("/chat/completions?x=1") and the

@@ -85,9 +85,10 @@ class Stream:
         # The response_body timer's observations for chunks taking the short way: added
         # to it when the stream ends.
         self.chunk_times: Tally | None = None
+        if not effects.active:
+            effects.idle.clear()
         effects.active += 1
-        effects.idle.clear()
-        effects.metrics.active_streams.inc()
+        effects.metrics.streams.inc()
         self.exchange: Exchange | None = None
         self.tool: ToolExchange | None = None  # an MCP request's, in place of the exchange
         self.reply_to: Callable[
@@ -214,7 +215,7 @@ class Stream:
             effects.active -= 1
             if not effects.active:
                 effects.idle.set()
-            effects.metrics.active_streams.dec()
+            effects.metrics.streams.dec()
 
 
 def _exchange_reply(

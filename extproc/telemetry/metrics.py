@@ -85,6 +85,22 @@ class Count:
         self.total += amount
 
 
+class Level:
+    """A gauge's level, kept here and set on it in one step (see Tally): two increments a
+    stream instead of two locked ones in prometheus_client."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+
 class _Flush:
     """Registered first in the registry: a scrape (prometheus_client's HTTP thread) has the
     event loop add the tallies to their metrics before any metric is read."""
@@ -308,6 +324,8 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        # The gauge itself, or its Level once deferred.
+        self.streams: Gauge | Level = self.active_streams
         self.config_reloads = Counter(
             "extproc_config_reloads",
             "Config reload attempts, by result (applied, invalid, restart_required).",
@@ -361,6 +379,7 @@ class Metrics:
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         self.phase = {name: self._histogram(self.phase_seconds.labels(name)) for name in PHASES}
+        self.streams = Level()
 
     def _histogram(self, child: Histogram) -> Histogram | Tally:
         if self.loop is None:
@@ -386,6 +405,8 @@ class Metrics:
             if count.total:
                 counter.inc(count.total)
                 count.total = 0.0
+        if isinstance(self.streams, Level):
+            self.active_streams.set(self.streams.value)
 
     def flush_soon(self) -> None:
         """flush() from any thread: on the loop's, waiting up to a second for it (a scrape

@@ -61,6 +61,22 @@ def status_block(code: int, message: str, headers_sent: bool) -> bytes:
     return block if headers_sent else RESPONSE_HEADERS + block
 
 
+# The reply types met that are not coroutines: `isinstance` against the abstract class runs
+# Python code (ABCMeta.__instancecheck__) for every message; a session returns few types.
+_PLAIN_REPLIES: set[type] = set()
+
+
+def _is_coroutine(reply: object) -> bool:
+    kind = type(reply)
+    if kind in _PLAIN_REPLIES:
+        return False
+    if isinstance(reply, Coroutine):
+        return True
+    if len(_PLAIN_REPLIES) < 8:
+        _PLAIN_REPLIES.add(kind)
+    return False
+
+
 class RpcError(Exception):
     """A call fails with this status (raise it in a handler); the connection carries on."""
 
@@ -378,7 +394,7 @@ class Context(Stream):
         except Exception as error:
             self._failed(error)
             return
-        if isinstance(reply, Coroutine):
+        if _is_coroutine(reply):
             self.busy = True
             self.task = self._conn.loop.create_task(self._later(reply))
             return

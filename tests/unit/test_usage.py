@@ -16,7 +16,7 @@ from extproc.accounting.prices import Price
 from extproc.accounting.usage import Meter, Usage, prompt_bound, prompt_estimate
 from extproc.apis import Kind, Schema
 from extproc.dataplane.reader import JsonReader, StreamReader
-from extproc.telemetry.metrics import Metrics, Tally
+from extproc.telemetry.metrics import Level, Metrics, Tally
 from extproc.translate.translation import Translation
 
 DATA = Path(__file__).parent.parent / "data" / "responses"
@@ -507,6 +507,9 @@ def test_deferred_metrics_reach_a_scrape_as_observed() -> None:
             metrics.phase["request_body"].observe(0.3)
             metrics.request("gpt-4o-mini", "mock", "200")
             metrics.observe(observation, "USD")
+            metrics.streams.inc()  # two streams open, one ends
+            metrics.streams.inc()
+            metrics.streams.dec()
         chunks = Tally(metrics.phase["response_body"])
         chunks.observe(0.00002)
         chunks.add_to(metrics.phase["response_body"])
@@ -533,6 +536,7 @@ def test_deferred_metrics_reach_a_scrape_as_observed() -> None:
         asyncio.run_coroutine_threadsafe(on_the_loop(3), loop).result(timeout=5)
         observe(direct, 3)
         assert isinstance(deferred.phase["request_body"], Tally)
+        assert isinstance(deferred.streams, Level)
         assert samples(deferred) == samples(direct)  # the scrape had the loop add them
         asyncio.run_coroutine_threadsafe(on_the_loop(2), loop).result(timeout=5)
         observe(direct, 2)
