@@ -114,9 +114,11 @@ class Stream:
         exchange's; the rest of its messages go to that one."""
         effects, exchange = self.effects, self.exchange
         assert exchange is not None
-        path = envoy.path_of(message.request_headers) if kind == "request_headers" else ""
-        path = path.partition("?")[0]
-        if effects.runtime.mcp_servers and is_mcp_path(path):
+        path = ""
+        if effects.runtime.mcp_servers and kind == "request_headers":
+            # Only a gateway that fronts MCP servers has two kinds of stream to tell apart.
+            path = envoy.path_of(message.request_headers).partition("?")[0]
+        if path and is_mcp_path(path):
             shell = effects.tools
             tool = self.tool = shell.exchange(path)
             self.exchange = None
