@@ -40,9 +40,9 @@ _ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
 def headers_of(http_headers: ext.HttpHeaders) -> dict[str, str]:
     """Header map as a dict of lower-case names; a repeated header keeps its last value.
 
-    Read from the map's bytes (upb writes them in one call) rather than through a Python
-    object per header and per field, which cost about twice as much; a map with a field
-    this reading does not know (upb keeps unknown fields) is read through the objects."""
+    Read from the map's bytes (upb writes them in one call): the Python objects would be
+    one per header, each field looked up by name. A map with a field this reading does
+    not know (upb keeps unknown fields) is read through the objects."""
     found = _header_map(http_headers.headers.SerializeToString())
     return found if found is not None else _headers_of_objects(http_headers)
 
