@@ -10,7 +10,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
-from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from extproc.accounting.budgets import Charge, MemoryStore, Reservation, Store, StoreError
 from extproc.cache import CacheStore, MemoryCache
@@ -243,9 +242,7 @@ class Effects:
             log.info("capture_recovered", path=str(sink.path))
         self.capture_failing = cause
 
-    def request_body(
-        self, exchange: Exchange, body: bytes
-    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+    def request_body(self, exchange: Exchange, body: bytes) -> bytes | Coroutine[Any, Any, bytes]:
         """The reply to the request body: at once, or once the effects the exchange asks
         for (a cache lookup, a budget reservation, a conversation's turn) are performed."""
         return self.decided(exchange, exchange.request_body(body), envoy.request_body_reply)
@@ -254,8 +251,8 @@ class Effects:
         self,
         exchange: Exchange,
         step: Decision | Effect,
-        reply: Callable[[Decision], ext.ProcessingResponse],
-    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+        reply: Callable[[Decision], bytes],
+    ) -> bytes | Coroutine[Any, Any, bytes]:
         """The reply to a phase whose exchange decided (`step`), or asked for effects: those
         of the in-process stores performed at once (nothing there waits, and a task per
         request would cost more than the work), any other awaited."""
@@ -273,8 +270,8 @@ class Effects:
         self,
         exchange: Exchange,
         effect: Effect,
-        reply: Callable[[Decision], ext.ProcessingResponse],
-    ) -> ext.ProcessingResponse:
+        reply: Callable[[Decision], bytes],
+    ) -> bytes:
         """Perform each effect the exchange asks for and feed it the result, until it
         decides."""
         while True:
@@ -331,9 +328,7 @@ class Effects:
             log.warning("conversation_store_failed", operation=operation, error=str(error))
             return Unavailable()
 
-    def keep_turn(
-        self, exchange: Exchange, reply: ext.ProcessingResponse
-    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+    def keep_turn(self, exchange: Exchange, reply: bytes) -> bytes | Coroutine[Any, Any, bytes]:
         """The answer's turn kept before its last chunk goes: the client's next request,
         which names it, finds it on any replica."""
         turn, exchange.turn = exchange.turn, None
@@ -344,9 +339,7 @@ class Effects:
             return reply
         return self._keep_awaited(tenant, turn, reply)
 
-    async def _keep_awaited(
-        self, tenant: str, turn: Turn, reply: ext.ProcessingResponse
-    ) -> ext.ProcessingResponse:
+    async def _keep_awaited(self, tenant: str, turn: Turn, reply: bytes) -> bytes:
         try:
             over = await self.state.save(tenant, turn)
         except StateStoreError as error:

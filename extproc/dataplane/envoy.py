@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import struct
+from typing import Final
+
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2, text_format
 
 from extproc import names
 from extproc.dataplane.decisions import Continue, Decision, Reply
 
-_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_OVERWRITE: Final = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _Mode = processing_mode_pb2.ProcessingMode
 # Full modes: a mode_override replaces the filter's processing mode for the stream.
-SKIP_REST = _Mode(
+SKIP_REST: Final = _Mode(
     request_header_mode=_Mode.SEND,
     request_body_mode=_Mode.NONE,
     request_trailer_mode=_Mode.SKIP,
@@ -23,7 +27,7 @@ SKIP_REST = _Mode(
 )
 # The response-headers reply turns on the response body only where a policy must read it
 # (as full modes, by the reader's mode: "buffered" or "streamed").
-RESPONSE_BODY_MODES = {
+RESPONSE_BODY_MODES: Final = {
     name: _Mode(
         request_header_mode=_Mode.SEND,
         request_body_mode=_Mode.BUFFERED,
@@ -34,7 +38,7 @@ RESPONSE_BODY_MODES = {
     )
     for name, mode in (("buffered", _Mode.BUFFERED), ("streamed", _Mode.STREAMED))
 }
-_ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
+_ATTRIBUTES_KEY: Final = "envoy.filters.http.ext_proc"
 
 
 def headers_of(http_headers: ext.HttpHeaders) -> dict[str, str]:
@@ -132,85 +136,180 @@ def exchange_metadata(request: ext.ProcessingRequest) -> dict[str, str]:
     return {key: value.string_value for key, value in fields.fields.items()}
 
 
-def _fill_metadata(metadata: struct_pb2.Struct, values: dict[str, str | int | float]) -> None:
-    # Field by field: Struct.update's generic conversion cost ~3x as much per reply.
-    fields = metadata.fields[names.METADATA_NAMESPACE].struct_value.fields
-    for key, value in values.items():
-        if isinstance(value, str):
-            fields[key].string_value = value
-        elif isinstance(value, bool):
-            fields[key].bool_value = value
-        else:
-            fields[key].number_value = value
+# Replies are written as bytes here, not built as protobuf objects: filling a reply's
+# messages and its metadata's map through upb's Python objects, then serialising them, cost
+# about twice as much (docs/decisions/hand-built-chunk-replies.md). The constants are
+# Final: compiled code reads a Final module constant from a C variable, any other
+# module-level name from the module's dictionary. Fields go in field-number order, as upb
+# writes them; tests parse each reply back and compare it with the same reply built
+# through the objects. A reply is a list of parts joined once: each message's size is
+# counted as its parts are listed, and its tag and length go before them, so that nothing
+# is copied twice, a body included.
 
 
-# Replies are filled in place: building sub-messages and copying them into their parent
-# cost about twice as much per reply.
-def _fill_mutation(
-    mutation: ext.HeaderMutation, set_headers: list[tuple[str, str]], remove_headers: list[str]
-) -> None:
-    add = mutation.set_headers.add
+def _tag(message: type, name: str, wire_type: int) -> bytes:
+    return _varint(_field_number(message, name) << 3 | wire_type)
+
+
+def _delimited(tag: bytes, payload: bytes) -> bytes:
+    return b"".join((tag, _varint(len(payload)), payload))
+
+
+def _string(tag: bytes, text: str) -> bytes:
+    return _delimited(tag, text.encode())
+
+
+def _mutation(parts: list[bytes], set_headers: list[tuple[str, str]], remove: list[str]) -> int:
+    """Lists a HeaderMutation's fields (each header overwritten or added, as raw bytes);
+    their size."""
+    size = 0
     for name, value in set_headers:
-        option = add()
-        option.header.key = name
-        option.header.raw_value = value.encode("latin-1")
-        option.append_action = _OVERWRITE
-    if remove_headers:
-        mutation.remove_headers.extend(remove_headers)
+        key, raw = name.encode(), value.encode("latin-1")
+        key_size, raw_size = _varint(len(key)), _varint(len(raw))
+        header = len(_HEADER_KEY) + len(key_size) + len(key)
+        header += len(_HEADER_RAW) + len(raw_size) + len(raw)
+        header_size = _varint(header)
+        option = len(_OPTION_HEADER) + len(header_size) + header + len(_OPTION_OVERWRITE)
+        option_size = _varint(option)
+        parts.extend((_SET_HEADERS, option_size, _OPTION_HEADER, header_size))
+        parts.extend((_HEADER_KEY, key_size, key, _HEADER_RAW, raw_size, raw, _OPTION_OVERWRITE))
+        size += len(_SET_HEADERS) + len(option_size) + option
+    for name in remove:
+        text = name.encode()
+        text_size = _varint(len(text))
+        parts.extend((_REMOVE_HEADERS, text_size, text))
+        size += len(_REMOVE_HEADERS) + len(text_size) + len(text)
+    return size
 
 
-def _fill(common: ext.CommonResponse, decision: Continue) -> None:
-    common.SetInParent()  # the reply names its phase even when it changes nothing
+def _continue(phase: bytes, decision: Continue) -> list[bytes]:
+    """A ProcessingResponse's parts that answer `phase` (a HeadersResponse or a
+    BodyResponse: both hold the CommonResponse as their field 1); other fields may follow."""
+    common: list[bytes] = []
+    size = 0
     if decision.replace_body:
-        common.status = ext.CommonResponse.CONTINUE_AND_REPLACE
-    if decision.clear_route_cache:
-        common.clear_route_cache = True
+        common.append(_STATUS_REPLACE)
+        size += len(_STATUS_REPLACE)
     if decision.set_headers or decision.remove_headers:
-        _fill_mutation(common.header_mutation, decision.set_headers, decision.remove_headers)
-    if decision.body is not None:
-        if decision.body:
-            common.body_mutation.body = decision.body
+        mutation: list[bytes] = []
+        mutation_size = _mutation(mutation, decision.set_headers, decision.remove_headers)
+        length = _varint(mutation_size)
+        common.extend((_HEADER_MUTATION, length))
+        common.extend(mutation)
+        size += len(_HEADER_MUTATION) + len(length) + mutation_size
+    body = decision.body
+    if body is not None:
+        if body:
+            body_size = _varint(len(body))
+            field = len(_BODY) + len(body_size) + len(body)
+            field_size = _varint(field)
+            common.extend((_BODY_MUTATION, field_size, _BODY, body_size, body))
+            size += len(_BODY_MUTATION) + len(field_size) + field
         else:
-            common.body_mutation.clear_body = True
+            common.append(_CLEAR_BODY)
+            size += len(_CLEAR_BODY)
+    if decision.clear_route_cache:
+        common.append(_CLEAR_ROUTE_CACHE)
+        size += len(_CLEAR_ROUTE_CACHE)
+    common_size = _varint(size)
+    answer = len(_RESPONSE) + len(common_size) + size
+    parts = [phase, _varint(answer), _RESPONSE, common_size]
+    parts.extend(common)
+    return parts
 
 
-def immediate(reply: Reply) -> ext.ProcessingResponse:
-    response = ext.ProcessingResponse()
-    answer = response.immediate_response
-    answer.SetInParent()
-    answer.status.code = reply.status
-    _fill_mutation(answer.headers, reply.headers, [])
-    answer.body = reply.body
-    answer.details = f"extproc_{reply.status}"
-    return response
+def _metadata(parts: list[bytes], values: dict[str, str | int | float]) -> None:
+    """Lists the dynamic_metadata field: `values` in the service's namespace, a Struct
+    in a Struct."""
+    entries: list[bytes] = []
+    size = 0
+    for key, value in values.items():
+        prefix = _ENTRY_PREFIXES.get(key)
+        if prefix is None:
+            prefix = _string(_ENTRY_KEY, key) + _ENTRY_VALUE
+            if len(_ENTRY_PREFIXES) < _CACHED_PREFIXES:
+                _ENTRY_PREFIXES[key] = prefix
+        if isinstance(value, str):
+            text = value.encode()
+            text_size = _varint(len(text))
+            encoded = _varint(len(_STRING_VALUE) + len(text_size) + len(text))
+            entry = len(prefix) + len(encoded) + len(_STRING_VALUE) + len(text_size) + len(text)
+            entry_size = _varint(entry)
+            entries.extend((_FIELDS, entry_size, prefix, encoded, _STRING_VALUE, text_size, text))
+        else:
+            if isinstance(value, bool):
+                flag = _BOOL_VALUES[value]
+            else:
+                flag = _NUMBER_VALUE + _double(value)
+            flag_size = _varint(len(flag))
+            entry = len(prefix) + len(flag_size) + len(flag)
+            entry_size = _varint(entry)
+            entries.extend((_FIELDS, entry_size, prefix, flag_size, flag))
+        size += len(_FIELDS) + len(entry_size) + entry
+    inner_size = _varint(size)
+    value = len(_STRUCT_VALUE) + len(inner_size) + size
+    value_size = _varint(value)
+    namespace = len(_NAMESPACE_PREFIX) + len(value_size) + value
+    namespace_size = _varint(namespace)
+    struct = len(_FIELDS) + len(namespace_size) + namespace
+    parts.extend((_DYNAMIC_METADATA, _varint(struct), _FIELDS, namespace_size, _NAMESPACE_PREFIX))
+    parts.extend((value_size, _STRUCT_VALUE, inner_size))
+    parts.extend(entries)
 
 
-def request_headers_reply(decision: Decision) -> ext.ProcessingResponse:
+def immediate(reply: Reply) -> bytes:
+    parts = [_delimited(_IMMEDIATE_STATUS, _HTTP_STATUS_CODE + _varint(reply.status))]
+    if reply.headers:
+        mutation: list[bytes] = []
+        _mutation(mutation, reply.headers, [])
+        parts.append(_delimited(_IMMEDIATE_HEADERS, b"".join(mutation)))
+    if reply.body:
+        parts.append(_delimited(_IMMEDIATE_BODY, reply.body))
+    parts.append(_string(_IMMEDIATE_DETAILS, f"extproc_{reply.status}"))
+    return _delimited(IMMEDIATE, b"".join(parts))
+
+
+def request_headers_reply(decision: Decision) -> bytes:
     if isinstance(decision, Reply):
         return immediate(decision)
-    response = ext.ProcessingResponse()
-    _fill(response.request_headers.response, decision)
+    parts = _continue(_REQUEST_HEADERS, decision)
     if decision.skip_request_body:
-        response.mode_override.CopyFrom(SKIP_REST)
-    return response
+        parts.append(_SKIP_REST)
+    return b"".join(parts)
 
 
-def request_body_reply(decision: Decision) -> ext.ProcessingResponse:
+def request_body_reply(decision: Decision) -> bytes:
     if isinstance(decision, Reply):
         return immediate(decision)
-    response = ext.ProcessingResponse()
-    _fill(response.request_body.response, decision)
+    parts = _continue(_REQUEST_BODY, decision)
     if decision.metadata:
-        _fill_metadata(response.dynamic_metadata, decision.metadata)
-    return response
+        _metadata(parts, decision.metadata)
+    return b"".join(parts)
 
 
-def response_headers_reply(decision: Continue) -> ext.ProcessingResponse:
-    response = ext.ProcessingResponse()
-    _fill(response.response_headers.response, decision)
+def response_headers_reply(decision: Continue) -> bytes:
+    parts = _continue(_RESPONSE_HEADERS, decision)
     if decision.response_body is not None:
-        response.mode_override.CopyFrom(RESPONSE_BODY_MODES[decision.response_body])
-    return response
+        parts.append(_BODY_MODES[decision.response_body])
+    return b"".join(parts)
+
+
+def response_body_reply(decision: Continue) -> bytes:
+    parts = _continue(_RESPONSE_BODY, decision)
+    if decision.metadata:
+        _metadata(parts, decision.metadata)
+    return b"".join(parts)
+
+
+def passthrough(kind: str) -> bytes:
+    """The reply that lets a phase the service does not read pass unchanged."""
+    return _PASSTHROUGH[kind]
+
+
+def is_immediate(reply: bytes) -> bool:
+    """Whether `reply` answers the client itself: its first field is immediate_response
+    (a reply holds one phase's field or that one, written first)."""
+    return reply.startswith(IMMEDIATE)
 
 
 def _varint(value: int) -> bytes:
@@ -226,7 +325,7 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_BYTE = [bytes((value,)) for value in range(0x80)]
+_BYTE: Final = [bytes((value,)) for value in range(0x80)]
 
 
 def _field_number(message: type, name: str) -> int:
@@ -235,25 +334,95 @@ def _field_number(message: type, name: str) -> int:
 
 # The header map's wire format: HeaderMap.headers, then HeaderValue's three strings, each
 # a one-byte tag of a length-delimited field.
-_HEADERS_TAG = _field_number(base_pb2.HeaderMap, "headers") << 3 | 2
-_KEY_TAG = _field_number(base_pb2.HeaderValue, "key") << 3 | 2
-_VALUE_TAG = _field_number(base_pb2.HeaderValue, "value") << 3 | 2
-_RAW_VALUE_TAG = _field_number(base_pb2.HeaderValue, "raw_value") << 3 | 2
+_HEADERS_TAG: Final = _field_number(base_pb2.HeaderMap, "headers") << 3 | 2
+_KEY_TAG: Final = _field_number(base_pb2.HeaderValue, "key") << 3 | 2
+_VALUE_TAG: Final = _field_number(base_pb2.HeaderValue, "value") << 3 | 2
+_RAW_VALUE_TAG: Final = _field_number(base_pb2.HeaderValue, "raw_value") << 3 | 2
+
+_LENGTH: Final = 2
+_VARINT: Final = 0
+_FIXED64: Final = 1
+_REQUEST_HEADERS: Final = _tag(ext.ProcessingResponse, "request_headers", _LENGTH)
+_RESPONSE_HEADERS: Final = _tag(ext.ProcessingResponse, "response_headers", _LENGTH)
+_REQUEST_BODY: Final = _tag(ext.ProcessingResponse, "request_body", _LENGTH)
+_RESPONSE_BODY: Final = _tag(ext.ProcessingResponse, "response_body", _LENGTH)
+IMMEDIATE: Final = _tag(ext.ProcessingResponse, "immediate_response", _LENGTH)
+_DYNAMIC_METADATA: Final = _tag(ext.ProcessingResponse, "dynamic_metadata", _LENGTH)
+_MODE_OVERRIDE: Final = _tag(ext.ProcessingResponse, "mode_override", _LENGTH)
+# HeadersResponse.response and BodyResponse.response: the same field.
+_RESPONSE: Final = _tag(ext.HeadersResponse, "response", _LENGTH)
+assert _tag(ext.BodyResponse, "response", _LENGTH) == _RESPONSE
+_STATUS_REPLACE: Final = _tag(ext.CommonResponse, "status", _VARINT) + _varint(
+    ext.CommonResponse.CONTINUE_AND_REPLACE
+)
+_HEADER_MUTATION: Final = _tag(ext.CommonResponse, "header_mutation", _LENGTH)
+_BODY_MUTATION: Final = _tag(ext.CommonResponse, "body_mutation", _LENGTH)
+_CLEAR_ROUTE_CACHE: Final = _tag(ext.CommonResponse, "clear_route_cache", _VARINT) + b"\x01"
+_BODY: Final = _tag(ext.BodyMutation, "body", _LENGTH)
+_CLEAR_BODY: Final = _delimited(
+    _BODY_MUTATION, _tag(ext.BodyMutation, "clear_body", _VARINT) + b"\x01"
+)
+_SET_HEADERS: Final = _tag(ext.HeaderMutation, "set_headers", _LENGTH)
+_REMOVE_HEADERS: Final = _tag(ext.HeaderMutation, "remove_headers", _LENGTH)
+_OPTION_HEADER: Final = _tag(base_pb2.HeaderValueOption, "header", _LENGTH)
+_OPTION_OVERWRITE: Final = _tag(base_pb2.HeaderValueOption, "append_action", _VARINT) + _varint(
+    _OVERWRITE
+)
+_HEADER_KEY: Final = _tag(base_pb2.HeaderValue, "key", _LENGTH)
+_HEADER_RAW: Final = _tag(base_pb2.HeaderValue, "raw_value", _LENGTH)
+_IMMEDIATE_STATUS: Final = _tag(ext.ImmediateResponse, "status", _LENGTH)
+_HTTP_STATUS_CODE: Final = _tag(http_status_pb2.HttpStatus, "code", _VARINT)
+_IMMEDIATE_HEADERS: Final = _tag(ext.ImmediateResponse, "headers", _LENGTH)
+_IMMEDIATE_BODY: Final = _tag(ext.ImmediateResponse, "body", _LENGTH)
+_IMMEDIATE_DETAILS: Final = _tag(ext.ImmediateResponse, "details", _LENGTH)
+_FIELDS: Final = _tag(struct_pb2.Struct, "fields", _LENGTH)
+# A map entry's key and value (fields 1 and 2 of every map's entry message).
+_ENTRY_KEY: Final = _varint(1 << 3 | _LENGTH)
+_ENTRY_VALUE: Final = _varint(2 << 3 | _LENGTH)
+_NUMBER_VALUE: Final = _tag(struct_pb2.Value, "number_value", _FIXED64)
+_STRING_VALUE: Final = _tag(struct_pb2.Value, "string_value", _LENGTH)
+_BOOL_VALUE: Final = _tag(struct_pb2.Value, "bool_value", _VARINT)
+_BOOL_VALUES: Final = {flag: _BOOL_VALUE + _varint(int(flag)) for flag in (False, True)}
+_STRUCT_VALUE: Final = _tag(struct_pb2.Value, "struct_value", _LENGTH)
+_NAMESPACE_PREFIX: Final = _string(_ENTRY_KEY, names.METADATA_NAMESPACE) + _ENTRY_VALUE
+_double: Final = struct.Struct("<d").pack
+# Metadata keys' entry prefixes (tag, length, the key, the value's tag): the keys are the
+# service's own names, a few dozen.
+_CACHED_PREFIXES: Final = 256
+_ENTRY_PREFIXES: Final[dict[str, bytes]] = {}
+_SKIP_REST: Final = _delimited(_MODE_OVERRIDE, SKIP_REST.SerializeToString())
+_BODY_MODES: Final = {
+    name: _delimited(_MODE_OVERRIDE, mode.SerializeToString())
+    for name, mode in RESPONSE_BODY_MODES.items()
+}
+# The phases the service does not read (trailers, or a body it did not ask for): an empty
+# answer lets each pass.
+_PASSTHROUGH: Final[dict[str, bytes]] = {
+    kind: ext.ProcessingResponse(**{kind: answer()}).SerializeToString()
+    for kind, answer in (
+        ("request_headers", ext.HeadersResponse),
+        ("request_body", ext.BodyResponse),
+        ("request_trailers", ext.TrailersResponse),
+        ("response_headers", ext.HeadersResponse),
+        ("response_body", ext.BodyResponse),
+        ("response_trailers", ext.TrailersResponse),
+    )
+}
 
 
 # A streamed chunk's reply, serialised here: it is the message a stream carries most
 # often, and building it as protobuf objects was a tenth of a chunk's cost
 # (docs/decisions/hand-built-chunk-replies.md).
-_CHUNK_PASS: bytes = ext.ProcessingResponse(
+_CHUNK_PASS: Final[bytes] = ext.ProcessingResponse(
     response_body=ext.BodyResponse(response=ext.CommonResponse())
 ).SerializeToString()
-_CHUNK_CLEAR: bytes = ext.ProcessingResponse(
+_CHUNK_CLEAR: Final[bytes] = ext.ProcessingResponse(
     response_body=ext.BodyResponse(
         response=ext.CommonResponse(body_mutation=ext.BodyMutation(clear_body=True))
     )
 ).SerializeToString()
 # The length-delimited fields' tags from ProcessingResponse down to BodyMutation.body.
-_TAGS = [
+_TAGS: Final = [
     _varint(_field_number(message, name) << 3 | 2)
     for message, name in (
         (ext.ProcessingResponse, "response_body"),
@@ -293,18 +462,10 @@ def _chunk_head(size: int) -> bytes:
 
 
 # Chunk replies' heads by body size, for the sizes SSE chunks come in (at most ~100 KB).
-_CACHED_HEADS = 4096
-_CHUNK_HEADS: dict[int, bytes] = {}
+_CACHED_HEADS: Final = 4096
+_CHUNK_HEADS: Final[dict[int, bytes]] = {}
 
 
-def serialise(reply: ext.ProcessingResponse | bytes) -> bytes:
-    """A reply for the wire; chunk replies come serialised already."""
-    return reply if type(reply) is bytes else reply.SerializeToString()  # type: ignore[union-attr]
-
-
-def response_body_reply(decision: Continue) -> ext.ProcessingResponse:
-    response = ext.ProcessingResponse()
-    _fill(response.response_body.response, decision)
-    if decision.metadata:
-        _fill_metadata(response.dynamic_metadata, decision.metadata)
-    return response
+def serialise(reply: bytes) -> bytes:
+    """A reply for the wire: every reply is written as bytes already."""
+    return reply

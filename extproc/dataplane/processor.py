@@ -53,11 +53,10 @@ class Processor(Effects):
                 if not isinstance(request, ext.ProcessingRequest):  # the end, on either server
                     return
                 reply = stream.message(request)
-                if isinstance(reply, bytes):  # a chunk's reply, serialised already
-                    reply = ext.ProcessingResponse.FromString(reply)
-                elif not isinstance(reply, ext.ProcessingResponse):
+                if not isinstance(reply, bytes):
                     reply = await reply
-                await context.write(reply)
+                # grpc.aio writes messages: the reply, which is written as bytes, parsed.
+                await context.write(ext.ProcessingResponse.FromString(reply))
         except StreamFailed as failure:
             failed = True
             await _abort(context, failure.code, str(failure))

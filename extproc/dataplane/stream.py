@@ -26,16 +26,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("extproc")
 
-# Replies for phases a stream was not configured to need, so Envoy never waits on one.
-_PASSTHROUGH = {
-    "request_headers": lambda: ext.ProcessingResponse(request_headers=ext.HeadersResponse()),
-    "request_body": lambda: ext.ProcessingResponse(request_body=ext.BodyResponse()),
-    "request_trailers": lambda: ext.ProcessingResponse(request_trailers=ext.TrailersResponse()),
-    "response_headers": lambda: ext.ProcessingResponse(response_headers=ext.HeadersResponse()),
-    "response_body": lambda: ext.ProcessingResponse(response_body=ext.BodyResponse()),
-    "response_trailers": lambda: ext.ProcessingResponse(response_trailers=ext.TrailersResponse()),
-}
-
 
 class StreamFailed(transport.RpcError):
     """The stream ends with this gRPC status (Envoy then answers the client itself)."""
@@ -93,7 +83,7 @@ class Stream:
         self.tool: ToolExchange | None = None  # an MCP request's, in place of the exchange
         self.reply_to: Callable[
             [str, ext.ProcessingRequest],
-            ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse],
+            bytes | Coroutine[Any, Any, bytes],
         ]
         if _is_upstream(context):
             attempt = Attempt(effects.runtime)
@@ -109,7 +99,7 @@ class Stream:
 
     def _first(
         self, kind: str, message: ext.ProcessingRequest
-    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+    ) -> bytes | Coroutine[Any, Any, bytes]:
         """The request headers say what the stream is: an MCP request's, or the LLM
         exchange's; the rest of its messages go to that one."""
         effects, exchange = self.effects, self.exchange
@@ -128,9 +118,7 @@ class Stream:
             self.reply_to = lambda kind, message: _exchange_reply(effects, exchange, kind, message)
         return self.reply_to(kind, message)
 
-    def message(
-        self, request: ext.ProcessingRequest
-    ) -> ext.ProcessingResponse | bytes | Coroutine[Any, Any, ext.ProcessingResponse]:
+    def message(self, request: ext.ProcessingRequest) -> bytes | Coroutine[Any, Any, bytes]:
         """The reply to one message (serialised already for a streamed chunk), or a
         coroutine that gives it (a store to ask)."""
         started = time.perf_counter()
@@ -164,7 +152,7 @@ class Stream:
         except Exception:
             log.exception("phase_failed", phase=kind, **self.describe())
             raise _phase_failed() from None
-        if isinstance(reply, ext.ProcessingResponse):
+        if isinstance(reply, bytes):
             self._answered(kind, request, reply, started)
             return reply
         return self._awaited(kind, request, reply, started)
@@ -173,9 +161,9 @@ class Stream:
         self,
         kind: str,
         request: ext.ProcessingRequest,
-        reply: Coroutine[Any, Any, ext.ProcessingResponse],
+        reply: Coroutine[Any, Any, bytes],
         started: float,
-    ) -> ext.ProcessingResponse:
+    ) -> bytes:
         try:
             answer = await reply
         except Exception:
@@ -188,13 +176,13 @@ class Stream:
         self,
         kind: str,
         request: ext.ProcessingRequest,
-        reply: ext.ProcessingResponse,
+        reply: bytes,
         started: float,
     ) -> None:
         # Trailers carry no end_of_stream: their direction is over anyway.
         self.phases.done(
             getattr(getattr(request, kind), "end_of_stream", True),
-            reply.HasField("immediate_response"),
+            envoy.is_immediate(reply),
         )
         timer = self.timers.get(kind)
         if timer is not None:
@@ -222,7 +210,7 @@ class Stream:
 
 def _exchange_reply(
     effects: Effects, exchange: Exchange, kind: str, message: ext.ProcessingRequest
-) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+) -> bytes | Coroutine[Any, Any, bytes]:
     if kind == "request_body":
         return effects.request_body(exchange, message.request_body.body)
     if kind == "request_headers":
@@ -239,12 +227,12 @@ def _exchange_reply(
         if exchange.turn is not None:
             return effects.keep_turn(exchange, reply)
         return reply
-    return _PASSTHROUGH[kind]()
+    return envoy.passthrough(kind)
 
 
 def _tool_reply(
     shell: ToolEffects, tool: ToolExchange, kind: str, message: ext.ProcessingRequest
-) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+) -> bytes | Coroutine[Any, Any, bytes]:
     if kind == "request_headers":
         headers = message.request_headers
         step = tool.request_headers(envoy.headers_of(headers), headers.end_of_stream)
@@ -258,12 +246,10 @@ def _tool_reply(
     if kind == "response_body":
         chunk = message.response_body
         return envoy.response_body_reply(tool.response_body(chunk.body, chunk.end_of_stream))
-    return _PASSTHROUGH[kind]()
+    return envoy.passthrough(kind)
 
 
-def _attempt_reply(
-    attempt: Attempt, kind: str, message: ext.ProcessingRequest
-) -> ext.ProcessingResponse:
+def _attempt_reply(attempt: Attempt, kind: str, message: ext.ProcessingRequest) -> bytes:
     if kind == "request_headers":
         decision = attempt.request_headers(
             envoy.headers_of(message.request_headers),
@@ -273,4 +259,4 @@ def _attempt_reply(
         return envoy.request_headers_reply(decision)
     if kind == "request_body":
         return envoy.request_body_reply(attempt.request_body(message.request_body.body))
-    return _PASSTHROUGH[kind]()
+    return envoy.passthrough(kind)

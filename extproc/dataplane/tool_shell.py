@@ -9,7 +9,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
-from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from extproc.accounting.budgets import MemoryStore, Store, StoreError
 from extproc.capture import Kept, Sampler
@@ -95,8 +94,8 @@ class ToolEffects:
         self,
         tool: ToolExchange,
         raw: bytes,
-        reply: Callable[[Decision], ext.ProcessingResponse],
-    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+        reply: Callable[[Decision], bytes],
+    ) -> bytes | Coroutine[Any, Any, bytes]:
         """The reply to a POST's message; sampled for capture once decided (the server it
         goes to is known then), keeping its bytes only when it is."""
         step = tool.request_body(raw)
@@ -104,7 +103,7 @@ class ToolEffects:
         if sampler is None:
             return self.reply(step, reply)
 
-        def decided(decision: Decision) -> ext.ProcessingResponse:
+        def decided(decision: Decision) -> bytes:
             # "": the virtual server answers itself (initialize, its lists, a refusal).
             server = tool.server.name if tool.server is not None else ""
             tenant = tool.tenant
@@ -122,8 +121,8 @@ class ToolEffects:
     def reply(
         self,
         step: Decision | flows.Flow,
-        reply: Callable[[Decision], ext.ProcessingResponse],
-    ) -> ext.ProcessingResponse | Coroutine[Any, Any, ext.ProcessingResponse]:
+        reply: Callable[[Decision], bytes],
+    ) -> bytes | Coroutine[Any, Any, bytes]:
         """The reply to a phase: at once when it decided, or once its flow has: the
         in-process session store's effects done at once, any other awaited."""
         if not isinstance(step, (Continue, Reply)):
@@ -143,8 +142,8 @@ class ToolEffects:
         self,
         flow: flows.Flow,
         effect: flows.Effect,
-        reply: Callable[[Decision], ext.ProcessingResponse],
-    ) -> ext.ProcessingResponse:
+        reply: Callable[[Decision], bytes],
+    ) -> bytes:
         # One deadline for the whole flow: its effects together answer within Envoy's wait.
         deadline = self._deadline()
         try:

@@ -368,6 +368,8 @@ async def test_a_refusal_after_an_exact_count_in_slices_is_counted_once() -> Non
     answer: the shell counts that refusal too, once."""
     import inspect
 
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+
     from extproc.dataplane.effects import Effects
     from extproc.telemetry.metrics import Metrics
 
@@ -381,5 +383,6 @@ async def test_a_refusal_after_an_exact_count_in_slices_is_counted_once() -> Non
         assert inspect.isawaitable(reply) == pauses  # the count's pauses are awaited
         if inspect.isawaitable(reply):
             reply = await reply
-        assert reply.immediate_response.status.code == 429
+        answer = ext.ProcessingResponse.FromString(reply)
+        assert answer.immediate_response.status.code == 429
         assert exchange.refused is not None and refusals._value.get() == before + 1
