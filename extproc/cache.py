@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -21,7 +21,7 @@ from extproc.apis import Schema
 from extproc.config.settings import CacheMode
 
 # Fields that change how an answer is delivered, not what it says.
-_DELIVERY = ("stream", "stream_options")
+_DELIVERY: Final = ("stream", "stream_options")
 
 
 def key(scope: str, backend: str, upstream_model: str, endpoint: str, body: dict[str, Any]) -> str:
@@ -214,7 +214,7 @@ def _reasoning_events(out: _Numbered, where: dict[str, Any], item: dict[str, Any
 
 
 # An item as its `output_item.added` event gives it: before its content.
-_EMPTY: dict[str, dict[str, Any]] = {
+_EMPTY: Final[dict[str, dict[str, Any]]] = {
     "message": {"content": []},
     "function_call": {"arguments": ""},
     "reasoning": {"summary": []},

@@ -8,7 +8,9 @@ goes next (a 64-bit field, a Redis counter, Envoy's own parsers)."""
 
 from __future__ import annotations
 
-_MAX_DIGITS = 18
+from typing import Final
+
+_MAX_DIGITS: Final = 18
 
 
 def strict_int(text: str, maximum: int = 10**_MAX_DIGITS - 1) -> int | None:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Mapping
+from typing import Final
 from urllib.parse import unquote_plus
 
 from extproc.apis import ApiError
 from extproc.config.runtime import Runtime, Tenant
 from extproc.names import CLIENT_CERT_HEADER, GATEWAY_KEY_HEADERS
 
-MISSING_KEY = ApiError(
+MISSING_KEY: Final = ApiError(
     401,
     "You didn't provide an API key. Provide it as 'Authorization: Bearer <key>', "
     "'x-api-key', 'api-key' or 'x-goog-api-key'.",
     "missing_api_key",
 )
-INVALID_KEY = ApiError(401, "Incorrect API key provided.", "invalid_api_key")
+INVALID_KEY: Final = ApiError(401, "Incorrect API key provided.", "invalid_api_key")
 
 
 def _conflict(first: str, second: str) -> ApiError:

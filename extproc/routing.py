@@ -11,7 +11,7 @@ from extproc.config.runtime import Deprecation, Model, Route, Runtime, Tenant
 
 # A retired model may reroute to a replacement that is itself retired; the loader
 # rejects cycles, and this bounds the walk regardless.
-_MAX_REROUTES = 8
+_MAX_REROUTES: Final = 8
 
 
 @dataclass(slots=True)

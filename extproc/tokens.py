@@ -25,13 +25,13 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from extproc.lru import Lru
 from extproc.slices import Pauses, Sliced, finish
 
-ENCODING = "o200k_base"
-_PACKAGE = "bpe_openai"
+ENCODING: Final = "o200k_base"
+_PACKAGE: Final = "bpe_openai"
 
 
 @functools.cache
@@ -51,7 +51,7 @@ def _tokenizer() -> Any:
     return tokenizer
 
 
-_MADV_DONTNEED = 4
+_MADV_DONTNEED: Final = 4
 
 
 def _release(library: Path) -> None:
@@ -160,21 +160,21 @@ Memo = Lru[tuple[str, int, int], tuple[int, int]]
 
 
 # Shorter texts cost less to count than to look up.
-MEMO_CHARS = 1024
+MEMO_CHARS: Final = 1024
 MEMO = Memo(16_384)
 
 
 # Counting in slices (`measuring(..., slices=True)`) pauses once it has tokenized this many
 # characters since its last pause: the tokenizer holds the GIL, so a slice of its work is
 # as long as the loop is held; about as long as a slice of the policies' reading.
-SLICE_CHARS = 32 * 1024
+SLICE_CHARS: Final = 32 * 1024
 # Where a long text is cut to be counted in slices: before a space that follows a character
 # other than white space. No piece of o200k's pre-tokenizer reaches over such a space (runs
 # of letters, of digits and of punctuation stop at white space, and white space starts a
 # piece of its own or the next word's), its pattern looks at nothing before where a piece
 # starts, and BPE works within pieces: the slices' counts add up to the text's. A run with
 # no such place (CJK without spaces, base64) is counted in one piece.
-_CUT = re.compile(r"\S ")
+_CUT: Final = re.compile(r"\S ")
 
 
 def _cut(text: str, first: int) -> Iterator[str]:
@@ -294,7 +294,7 @@ def bound(texts: Sequence[str], scope: str | None = None, read: int | None = Non
     return measure(texts, scope=scope, read=read).bound
 
 
-_SAMPLE = 1 << 16
+_SAMPLE: Final = 1 << 16
 
 
 def _sample(text: str) -> list[str]:

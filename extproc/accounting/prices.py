@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from extproc.glob import Glob
 
 if TYPE_CHECKING:
     from extproc.accounting.usage import Usage
-PER_MILLION = 1_000_000
+PER_MILLION: Final = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -23,7 +23,7 @@ from extproc.apis import Kind, Schema
 from extproc.apis.text import request_texts, response_slots
 from extproc.slices import Sliced, finish
 
-FIELDS = (
+FIELDS: Final = (
     "input_tokens",
     "output_tokens",
     "total_tokens",
@@ -32,8 +32,8 @@ FIELDS = (
     "reasoning_tokens",
 )
 # Chat formats add a few tokens per message around its text (role, separators).
-_PER_MESSAGE = 3
-_PER_REQUEST = 3
+_PER_MESSAGE: Final = 3
+_PER_REQUEST: Final = 3
 
 
 @dataclass(slots=True)
@@ -137,7 +137,7 @@ def responses_usage(usage: Any) -> dict[str, int]:
     return found
 
 
-_ANTHROPIC_FIELDS = (
+_ANTHROPIC_FIELDS: Final = (
     "input_tokens",
     "output_tokens",
     "cache_read_input_tokens",
@@ -251,10 +251,10 @@ def prompt_bounding(
 
 
 # Where a streamed delta carries output text (counted when usage is missing).
-_DELTA_TEXTS = frozenset(("content", "reasoning_content", "refusal"))
-_BLOCK_TEXTS = frozenset(("text", "partial_json", "thinking"))
+_DELTA_TEXTS: Final = frozenset(("content", "reasoning_content", "refusal"))
+_BLOCK_TEXTS: Final = frozenset(("text", "partial_json", "thinking"))
 # Responses API events whose `delta` is output text (refusals, tool arguments, reasoning).
-_RESPONSES_DELTAS = frozenset(
+_RESPONSES_DELTAS: Final = frozenset(
     (
         "response.output_text.delta",
         "response.refusal.delta",
@@ -264,9 +264,9 @@ _RESPONSES_DELTAS = frozenset(
     )
 )
 # The events ending a Responses API stream; each carries the whole response object.
-_RESPONSES_ENDS = frozenset(("response.completed", "response.incomplete", "response.failed"))
+_RESPONSES_ENDS: Final = frozenset(("response.completed", "response.incomplete", "response.failed"))
 # A Responses API answer's statuses for an answer that ended (failed: ended without one).
-_RESPONSES_DONE = ("completed", "incomplete")  # (a tuple: any JSON value may be looked up)
+_RESPONSES_DONE: Final = ("completed", "incomplete")  # (a tuple: any JSON value may be looked up)
 
 
 @dataclass(slots=True)

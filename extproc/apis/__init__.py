@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
 
 import orjson
 
@@ -30,7 +31,9 @@ class Kind(StrEnum):
 
 
 # Endpoints whose responses carry token usage: metered, charged to budgets, cached.
-METERED = frozenset({Kind.CHAT, Kind.MESSAGES, Kind.EMBEDDINGS, Kind.COMPLETIONS, Kind.RESPONSES})
+METERED: Final = frozenset(
+    {Kind.CHAT, Kind.MESSAGES, Kind.EMBEDDINGS, Kind.COMPLETIONS, Kind.RESPONSES}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,7 @@ class Endpoint:
         object.__setattr__(self, "body_kind", self.counts or self.kind)
 
 
-ENDPOINTS: dict[str, Endpoint] = {
+ENDPOINTS: Final[dict[str, Endpoint]] = {
     "/v1/chat/completions": Endpoint(Kind.CHAT, Schema.OPENAI, "POST", "/chat/completions"),
     "/v1/completions": Endpoint(Kind.COMPLETIONS, Schema.OPENAI, "POST", "/completions"),
     "/v1/embeddings": Endpoint(Kind.EMBEDDINGS, Schema.OPENAI, "POST", "/embeddings"),
@@ -68,11 +71,13 @@ ENDPOINTS: dict[str, Endpoint] = {
         Kind.RESPONSES,
     ),
 }
-MODELS_PREFIX = "/v1/models/"
+MODELS_PREFIX: Final = "/v1/models/"
 # `/v1/responses/{id}` (GET, DELETE) and `/v1/responses/{id}/input_items` (GET).
-RESPONSES_PREFIX = "/v1/responses/"
-INPUT_ITEMS = "/input_items"
-STORED_RESPONSE = Endpoint(Kind.STORED_RESPONSE, Schema.OPENAI_RESPONSES, "GET", "/responses")
+RESPONSES_PREFIX: Final = "/v1/responses/"
+INPUT_ITEMS: Final = "/input_items"
+STORED_RESPONSE: Final = Endpoint(
+    Kind.STORED_RESPONSE, Schema.OPENAI_RESPONSES, "GET", "/responses"
+)
 
 
 def api_for_path(path: str) -> Schema:
@@ -81,7 +86,7 @@ def api_for_path(path: str) -> Schema:
 
 
 # OpenAI's error "type" values by status, as its API returns them.
-_OPENAI_TYPES = {
+_OPENAI_TYPES: Final = {
     400: "invalid_request_error",
     401: "invalid_request_error",
     403: "invalid_request_error",
@@ -93,7 +98,7 @@ _OPENAI_TYPES = {
     429: "rate_limit_error",
 }
 # Anthropic's documented error types by status.
-_ANTHROPIC_TYPES = {
+_ANTHROPIC_TYPES: Final = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",

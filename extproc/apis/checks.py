@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
 from extproc.apis import ApiError, Schema
 
@@ -38,12 +38,12 @@ class Expected:
     anthropic: str
 
 
-STRING = Expected("a string", "a valid string")
-BOOLEAN = Expected("a boolean", "a valid boolean")
-INTEGER = Expected("an integer", "a valid integer")
-NUMBER = Expected("a number", "a valid number")
-ARRAY = Expected("an array", "a valid list")
-OBJECT = Expected("an object", "a valid dictionary")
+STRING: Final = Expected("a string", "a valid string")
+BOOLEAN: Final = Expected("a boolean", "a valid boolean")
+INTEGER: Final = Expected("an integer", "a valid integer")
+NUMBER: Final = Expected("a number", "a valid number")
+ARRAY: Final = Expected("an array", "a valid list")
+OBJECT: Final = Expected("an object", "a valid dictionary")
 
 
 class Invalid(Exception):
@@ -113,7 +113,7 @@ def number(minimum: int | float, maximum: int | float) -> Check:
 # Anthropic's largest published bound (100,000 messages), beyond any real request. Every
 # array a check walks is bounded: by its provider's published bound where there is one,
 # else by this.
-MAX_ITEMS = 100_000
+MAX_ITEMS: Final = 100_000
 
 
 def array(
@@ -143,7 +143,7 @@ def array(
 
 # Keys beyond its table's an object may have before `fields` looks the table's keys up in
 # it rather than walking its own (providers add a few fields; a client may send millions).
-_SPARE_KEYS = 16
+_SPARE_KEYS: Final = 16
 
 
 def fields(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Container
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -16,7 +16,7 @@ from extproc.apis.responses_fields import ITEMS as RESPONSES_ITEMS
 from extproc.apis.responses_fields import PARTS as RESPONSES_PARTS
 
 # OpenAI roles onto the policy roles.
-_OPENAI_ROLES = {
+_OPENAI_ROLES: Final = {
     "system": "system",
     "developer": "system",
     "user": "user",
@@ -110,11 +110,11 @@ class Unread:
 
 # OpenAI content parts carrying text, by the field that holds it. Other published types
 # (images, audio, files) hold none a policy can read.
-_OPENAI_TEXTS = {"text": "text", "refusal": "refusal"}
+_OPENAI_TEXTS: Final = {"text": "text", "refusal": "refusal"}
 # How deep the gateway reads blocks inside blocks: a tool result's (depth 1) documents and
 # search results (depth 2). A container any deeper, which no published shape has, is not
 # opened: it is unread, as an unknown type is.
-_NESTED = 2
+_NESTED: Final = 2
 
 
 def _parts(role: str, content: Any, emit: Emit, unread: list[Unread] | None, message: int) -> None:
@@ -194,9 +194,9 @@ def _request_blocks(
             unread.append(Unread(role, (*at, index), str(kind)))
 
 
-_CONTAINERS = frozenset(("tool_result", "mcp_tool_result", "document", "search_result"))
+_CONTAINERS: Final = frozenset(("tool_result", "mcp_tool_result", "document", "search_result"))
 # Document sources: text (read), content blocks (read), and the binary ones.
-_DOCUMENT_SOURCES = frozenset(("text", "content", "base64", "url", "file"))
+_DOCUMENT_SOURCES: Final = frozenset(("text", "content", "base64", "url", "file"))
 
 
 def request_found(kind: Kind, body: dict[str, Any], unread: list[Unread] | None = None) -> Found:
@@ -255,13 +255,13 @@ def _request(kind: Kind, body: dict[str, Any], emit: Emit, unread: list[Unread] 
             _tool_calls(message, emit)
 
 
-_ANTHROPIC_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
+_ANTHROPIC_ROLES: Final = {"user": "user", "assistant": "assistant", "system": "system"}
 # Responses API content parts carrying text, by the field that holds it; the other
 # published types (images, files) hold none a policy can read.
-_RESPONSES_TEXTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
+_RESPONSES_TEXTS: Final = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
 # Reasoning items' parts: the summary's and the reasoning text's.
-_REASONING_TEXTS = {"summary_text": "text", "reasoning_text": "text"}
-_REASONING = frozenset(_REASONING_TEXTS)
+_REASONING_TEXTS: Final = {"summary_text": "text", "reasoning_text": "text"}
+_REASONING: Final = frozenset(_REASONING_TEXTS)
 
 
 def _responses_request(body: dict[str, Any], emit: Emit, unread: list[Unread] | None) -> None:

@@ -16,7 +16,7 @@ and their sources.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
 from extproc.apis import ApiError, Endpoint, Kind, Schema
 from extproc.apis.anthropic_fields import COUNT_TOKENS, MESSAGES
@@ -26,9 +26,9 @@ from extproc.apis.responses_fields import RESPONSES
 
 # Model names are header-safe: printable ASCII without spaces ("org/model:tag" is fine).
 # The pattern of the config schema's (printable) rule, for the model names clients send.
-MODEL_NAME = re.compile(r"^[\x21-\x7e]{1,256}$")
+MODEL_NAME: Final = re.compile(r"^[\x21-\x7e]{1,256}$")
 
-TABLES: dict[Kind, Check] = {
+TABLES: Final[dict[Kind, Check]] = {
     Kind.CHAT: CHAT,
     Kind.COMPLETIONS: COMPLETIONS,
     Kind.EMBEDDINGS: EMBEDDINGS,
@@ -36,7 +36,10 @@ TABLES: dict[Kind, Check] = {
     Kind.RESPONSES: RESPONSES,
 }
 # A token count's body is the request it counts, as each API's endpoint takes it.
-_COUNTS: dict[Schema, Check] = {Schema.ANTHROPIC: COUNT_TOKENS, Schema.OPENAI_RESPONSES: RESPONSES}
+_COUNTS: Final[dict[Schema, Check]] = {
+    Schema.ANTHROPIC: COUNT_TOKENS,
+    Schema.OPENAI_RESPONSES: RESPONSES,
+}
 
 
 def validate(endpoint: Endpoint, body: dict[str, Any]) -> ApiError | None:

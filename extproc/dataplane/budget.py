@@ -3,7 +3,7 @@ is charged at."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from extproc.accounting.budgets import NANOS, Reservation, plan
 from extproc.accounting.prices import Price
@@ -46,7 +46,7 @@ def price(runtime: Runtime, routed: Routed, attempt: int) -> Price | None:
 # where a short text would be counted again on every request, a large share of a small
 # request's work, for a bound that a budget not near its limit does not need. Only a
 # refused reservation counts the rest and asks again (the exchange).
-QUICK_READ = 16 * 1024
+QUICK_READ: Final = 16 * 1024
 
 
 def reservation(

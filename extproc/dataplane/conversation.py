@@ -9,7 +9,7 @@ Policies read a request's new input only: the stored items passed them when they
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -74,7 +74,7 @@ def _not_found(previous: str) -> ApiError:
     )
 
 
-_OVER = {
+_OVER: Final = {
     Over.ITEMS: "max_items",
     Over.BYTES: "max_bytes",
     Over.EXPIRED: "ttl",
@@ -165,7 +165,7 @@ def deleted(response_id: str) -> dict[str, Any]:
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
-_ORDERS = ("asc", "desc")
+_ORDERS: Final = ("asc", "desc")
 
 
 def listed(turn: Turn, query: dict[str, str]) -> ApiError | dict[str, Any]:

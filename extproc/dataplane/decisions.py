@@ -4,6 +4,7 @@ the effects an exchange asks the shell to perform, and their results."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 # Imported at run time: compiled dataclasses resolve their fields' types when defined.
 from extproc.accounting.budgets import Charge, Reservation
@@ -99,7 +100,7 @@ class Pause:
     the loop for milliseconds in one piece."""
 
 
-PAUSE = Pause()
+PAUSE: Final = Pause()
 
 Effect = Lookup | Reserve | LoadState | DeleteState | Pause
 
@@ -145,7 +146,7 @@ class Resumed:
     """A Pause's result: the loop served what was waiting."""
 
 
-RESUMED = Resumed()
+RESUMED: Final = Resumed()
 
 Result = Found | Reserved | Loaded | Deleted | Unavailable | Resumed
 

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -44,10 +44,10 @@ from extproc.state.turns import Over, Turn
 from extproc.telemetry import logging as json_lines
 from extproc.telemetry.metrics import Metrics
 
-log = structlog.get_logger("extproc")
+log: Final = structlog.get_logger("extproc")
 # Cache writes in flight at once, per process: each holds a Redis connection for up to
 # the store's timeout. (Budget settlements wait in settling.Settler's map instead.)
-MAX_BACKGROUND = 1024
+MAX_BACKGROUND: Final = 1024
 
 
 def make_state_store(runtime: Runtime) -> StateStore:

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -65,7 +65,7 @@ from extproc.routing import Routed
 from extproc.slices import Sliced, advance, finish
 from extproc.state.turns import Turn
 
-JSON_HEADERS = [("content-type", "application/json")]
+JSON_HEADERS: Final = [("content-type", "application/json")]
 
 
 @dataclass(slots=True)

@@ -7,7 +7,9 @@ breaks these rules did not come from Envoy.
 
 from __future__ import annotations
 
-_ORDER = {
+from typing import Final
+
+_ORDER: Final = {
     "request_headers": 0,
     "request_body": 1,
     "request_trailers": 2,
@@ -15,9 +17,9 @@ _ORDER = {
     "response_body": 4,
     "response_trailers": 5,
 }
-_ONCE = frozenset({0, 2, 3, 5})  # headers and trailers
-_BODIES = frozenset({1, 4})
-_ANSWERED = len(_ORDER)  # after a local answer no phase may follow
+_ONCE: Final = frozenset({0, 2, 3, 5})  # headers and trailers
+_BODIES: Final = frozenset({1, 4})
+_ANSWERED: Final = len(_ORDER)  # after a local answer no phase may follow
 
 
 class PhaseOrder:

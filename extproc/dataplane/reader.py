@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -27,11 +27,11 @@ from extproc.translate.translation import Stream, Translation
 # Where a `"usage":null` member may be, with the comma that joins it to its neighbours: each
 # place is a candidate only, cut when what is left is the object without its usage (a key
 # may hold an escaped quote before "usage", and a nested object its own usage).
-_NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?\s*')
+_NULL_USAGE: Final = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?\s*')
 # How OpenAI writes it on every chunk (and how Python's json writes it): the object's last
 # member, cut by slicing. In a text that parsed as an object, these bytes at its end can only
 # be its last member: a quote inside a string is escaped, so `,"usage"` cannot end one.
-_NULL_USAGE_LAST = (b',"usage":null}', b', "usage": null}')
+_NULL_USAGE_LAST: Final = (b',"usage":null}', b', "usage": null}')
 
 
 def _without_null_usage(data: bytes, payload: dict[str, Any]) -> bytes:
@@ -64,7 +64,7 @@ def _usage_only(payload: Any) -> bool:
 # send themselves when a stream fails mid-way, and what each SDK raises as an API error.
 # An appended [DONE] or message_stop alone would pass an incomplete answer off as a
 # complete one.
-_INCOMPLETE = ApiError(
+_INCOMPLETE: Final = ApiError(
     502,
     "The provider ended the stream before the answer did; the answer is incomplete.",
     "stream_incomplete",
@@ -72,22 +72,22 @@ _INCOMPLETE = ApiError(
 # The last event of a stream, by the provider's schema. A Responses API stream has none
 # that can be written for the provider: its last event carries the whole response (items,
 # status, usage), so a stream without it is cut (Meter.answered()).
-_TERMINAL = {
+_TERMINAL: Final = {
     Schema.OPENAI: Event(None, "[DONE]"),
     Schema.ANTHROPIC: Event("message_stop", '{"type":"message_stop"}'),
 }
-_INCOMPLETE_EVENTS = {
+_INCOMPLETE_EVENTS: Final = {
     Schema.OPENAI: [Event(None, _INCOMPLETE.body(Schema.OPENAI).decode()), Event(None, "[DONE]")],
     Schema.ANTHROPIC: [Event("error", _INCOMPLETE.body(Schema.ANTHROPIC).decode())],
 }
 # A Responses API client's cut stream ends as the API fails one, numbered after the last
 # event the client got: `error`, then `response.failed` (its error code one the API
 # publishes for a response).
-_FAILED = {"code": "server_error", "message": _INCOMPLETE.message}
+_FAILED: Final = {"code": "server_error", "message": _INCOMPLETE.message}
 
 
 # What a response object needs when the provider's stream was cut before it said which.
-_NO_RESPONSE = {
+_NO_RESPONSE: Final = {
     "id": "",
     "object": "response",
     "created_at": 0,

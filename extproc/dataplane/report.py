@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
+from typing import Any, Final
 
 from extproc.apis import Kind
 from extproc.capture import truncated
@@ -17,14 +17,14 @@ from extproc.sse import Parser
 from extproc.telemetry.observation import Observation
 from extproc.translate.translation import Translation
 
-_OPERATIONS = {
+_OPERATIONS: Final = {
     Kind.CHAT: "chat",
     Kind.MESSAGES: "chat",
     Kind.EMBEDDINGS: "embeddings",
     Kind.COMPLETIONS: "text_completion",
     Kind.RESPONSES: "chat",
 }
-OTHER = "_OTHER"
+OTHER: Final = "_OTHER"
 
 
 def record(exchange: Exchange) -> dict[str, object]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -42,7 +42,7 @@ from extproc.translate.hub import Untranslatable
 from extproc.translate.translation import CODECS, Translation, translatable
 
 # Endpoints whose streams report usage only when `stream_options.include_usage` is set.
-_STREAM_OPTIONS = frozenset({Kind.CHAT, Kind.COMPLETIONS})
+_STREAM_OPTIONS: Final = frozenset({Kind.CHAT, Kind.COMPLETIONS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +265,7 @@ def counts(api: Schema) -> bool:
 # A body this large is read by the policies in slices: the step pauses before, between and
 # after them (the run comes back to it), so that other streams' messages are served in
 # between rather than behind the whole of it.
-SLICE_BYTES = 128 * 1024
+SLICE_BYTES: Final = 128 * 1024
 
 
 def apply_policies(draft: Draft) -> ApiError | Pause | None:
@@ -405,7 +405,7 @@ def translate(draft: Draft) -> ApiError | None:
     return None
 
 
-STEPS: tuple[Step, ...] = (
+STEPS: Final[tuple[Step, ...]] = (
     parse,
     name_deployment,
     check,

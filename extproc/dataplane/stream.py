@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
@@ -24,7 +24,7 @@ from extproc.telemetry.metrics import Tally
 if TYPE_CHECKING:
     import grpc
 
-log = structlog.get_logger("extproc")
+log: Final = structlog.get_logger("extproc")
 
 
 class StreamFailed(transport.RpcError):

@@ -13,7 +13,7 @@ import string
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 import re2
 
@@ -21,7 +21,7 @@ from extproc.policy import checksums, phones
 
 # RE2's \C matches one byte even inside a character: a match's offsets would fall between
 # a character's bytes, where no text offset is (an odd number of backslashes before the C).
-_ANY_BYTE = re.compile(r"(?<!\\)(?:\\\\)*\\C")
+_ANY_BYTE: Final = re.compile(r"(?<!\\)(?:\\\\)*\\C")
 
 
 def compile_pattern(pattern: str, *, case_sensitive: bool = True) -> re2._Regexp:
@@ -34,9 +34,9 @@ def compile_pattern(pattern: str, *, case_sensitive: bool = True) -> re2._Regexp
     return re2.compile(pattern, options)
 
 
-WORD = frozenset(string.ascii_letters + string.digits + "_")
-_DIGITS = frozenset(string.digits)
-_ALNUM = frozenset(string.ascii_letters + string.digits)
+WORD: Final = frozenset(string.ascii_letters + string.digits + "_")
+_DIGITS: Final = frozenset(string.digits)
+_ALNUM: Final = frozenset(string.ascii_letters + string.digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,15 +267,15 @@ def mask_all(value: str) -> str:
 
 # -- built-ins --------------------------------------------------------------------------
 
-_EMAIL_CHARS = frozenset(string.ascii_letters + string.digits + "._%+-@")
+_EMAIL_CHARS: Final = frozenset(string.ascii_letters + string.digits + "._%+-@")
 
 
 def _email_char(char: str) -> bool:
     return char.isalnum() or char in "._%+-@"
 
 
-_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "_-.~+/=")
-_SECRET_PATTERN = "|".join(
+_TOKEN_CHARS: Final = frozenset(string.ascii_letters + string.digits + "_-.~+/=")
+_SECRET_PATTERN: Final = "|".join(
     [
         r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}",  # AWS access key id
         r"sk-ant-[A-Za-z0-9_-]{20,200}",  # Anthropic
@@ -327,7 +327,7 @@ def phone_detector(
     )
 
 
-BUILTIN: dict[str, Detector] = {
+BUILTIN: Final[dict[str, Detector]] = {
     detector.name: detector
     for detector in (
         Detector(
@@ -418,7 +418,7 @@ BUILTIN: dict[str, Detector] = {
 }
 
 
-_CATEGORIES = {
+_CATEGORIES: Final = {
     "CATEGORY_DIGIT": frozenset(string.digits),
     "CATEGORY_WORD": WORD,
     "CATEGORY_SPACE": frozenset(" \t\n\r\f\v"),

@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -24,7 +24,7 @@ from extproc.policy.rules import SCREEN_CHARS, Action, Applied, Detection, Polic
 from extproc.slices import Pauses, Sliced, finish
 from extproc.tokens import fitting
 
-_DESCRIPTIONS = {
+_DESCRIPTIONS: Final = {
     "email": "an e-mail address",
     "phone": "a phone number",
     "payment_card": "a payment card number",
@@ -37,7 +37,7 @@ _DESCRIPTIONS = {
 
 # A placeholder as the gateway writes them: "[EMAIL_1]". (No "[" inside the class: a scan
 # from each "[" stops at the next one, so any prompt is matched in linear time.)
-_PLACEHOLDER = re.compile(r"\[([A-Z][A-Z0-9_]*?)_(\d{1,9})\]")
+_PLACEHOLDER: Final = re.compile(r"\[([A-Z][A-Z0-9_]*?)_(\d{1,9})\]")
 
 
 @dataclass(slots=True)
@@ -250,7 +250,7 @@ def tally(
     return block
 
 
-_MAX_TOKEN_FIELDS = {
+_MAX_TOKEN_FIELDS: Final = {
     Kind.CHAT: ("max_completion_tokens", "max_tokens"),
     Kind.COMPLETIONS: ("max_tokens",),
     Kind.MESSAGES: ("max_tokens",),
@@ -419,14 +419,14 @@ class Reading:
 # timing cannot tell it what another tenant sent), the text's role, its length and its hash
 # (keyed per process, see tokens.Memo).
 READ = Lru[tuple[int, str, int, int], Reading](16_384)
-READ_CHARS = 1024
+READ_CHARS: Final = 1024
 # A text with more findings, or more placeholders of its own, is read every time: an entry
 # stays small (~1 KB at most).
-READ_FINDINGS = 8
+READ_FINDINGS: Final = 8
 
 
-_CLEAN = Reading(())
-_NOTHING: frozenset[int] = frozenset()
+_CLEAN: Final = Reading(())
+_NOTHING: Final[frozenset[int]] = frozenset()
 
 
 @dataclass(slots=True)
@@ -507,7 +507,7 @@ ENCODE_CHARS = 4 * 1024
 
 # An evaluation in slices (`evaluation(..., slices=True)`) pauses once it has read this many
 # characters since its last pause: between texts, as one text is read in one piece.
-SLICE_CHARS = 64 * 1024
+SLICE_CHARS: Final = 64 * 1024
 
 Evaluation = Sliced[tuple[ApiError | None, bool]]
 

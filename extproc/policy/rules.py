@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
+from typing import Final
 
 import re2
 
@@ -22,8 +23,8 @@ class Action(StrEnum):
 
 
 # When policies disagree about one detector, the strongest enforced action wins.
-STRENGTH = {Action.ALLOW: 0, Action.MASK: 1, Action.REDACT: 2, Action.BLOCK: 3}
-ROLES = ("system", "user", "assistant", "tool")
+STRENGTH: Final = {Action.ALLOW: 0, Action.MASK: 1, Action.REDACT: 2, Action.BLOCK: 3}
+ROLES: Final = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +150,7 @@ class Detection:
 
 # A text this long is screened before its patterns run (`Screen`); shorter ones cost less
 # to read pattern by pattern than a screen's call does.
-SCREEN_CHARS = 256
+SCREEN_CHARS: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,10 +192,10 @@ class Screen:
 
 # What a set and its DFA may hold: its states are built as texts need them, and a hostile
 # text fills any budget; a set reads as fast with this one as with RE2's default.
-SCREEN_MEMORY = 1 << 20
+SCREEN_MEMORY: Final = 1 << 20
 
 
-_READ_TO_THE_END = 0
+_READ_TO_THE_END: Final = 0
 
 
 @lru_cache(maxsize=64)
@@ -219,7 +220,7 @@ def _screen(entries: tuple[tuple[str, bool], ...]) -> re2.Set | None:
     return patterns
 
 
-_SERIALS = itertools.count()
+_SERIALS: Final = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,4 +319,4 @@ class PolicySet:
         return bool(self.tool_result_deny or self.tool_result_detection.applied)
 
 
-EMPTY = PolicySet(())
+EMPTY: Final = PolicySet(())

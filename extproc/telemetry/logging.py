@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 import structlog
@@ -109,7 +109,7 @@ class _Logger:
 _json_writer: LineWriter | None = None
 _level = logging.INFO
 _processors: tuple[Any, ...] = ()
-_stamp = _Stamp()
+_stamp: Final = _Stamp()
 
 
 def info(event: str, fields: dict[str, Any]) -> None:

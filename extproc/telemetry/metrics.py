@@ -7,7 +7,7 @@ import concurrent.futures
 import threading
 from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.process_collector import ProcessCollector
@@ -16,7 +16,7 @@ from extproc.telemetry.observation import Observation
 
 # The service's own processing time per ext_proc message: tens of microseconds when all
 # is well, so the buckets start far below the usual web-request defaults.
-_PHASE_BUCKETS = (
+_PHASE_BUCKETS: Final = (
     0.00005,
     0.0001,
     0.00025,
@@ -29,7 +29,7 @@ _PHASE_BUCKETS = (
     0.05,
     0.1,
 )
-PHASES = (
+PHASES: Final = (
     "request_headers",
     "request_body",
     "response_headers",
@@ -117,8 +117,22 @@ class _Flush:
 
 
 # OpenTelemetry GenAI semantic conventions: the advised bucket boundaries.
-_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
-_DURATION_BUCKETS = (
+_TOKEN_BUCKETS: Final = (
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+)
+_DURATION_BUCKETS: Final = (
     0.01,
     0.02,
     0.04,
@@ -133,11 +147,31 @@ _DURATION_BUCKETS = (
     20.48,
     40.96,
 )
-_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0)
-_TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+_TTFT_BUCKETS: Final = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+)
+_TPOT_BUCKETS: Final = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 # A label value for names that are not in the config (bounded cardinality).
-OTHER = "_OTHER"
-GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "backend")
+OTHER: Final = "_OTHER"
+GENAI_LABELS: Final = (
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "backend",
+)
 
 
 @dataclass(frozen=True, slots=True)

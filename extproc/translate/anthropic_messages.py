@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -34,17 +34,17 @@ from extproc.translate.hub import (
     unsupported,
 )
 
-SCHEMA = Schema.ANTHROPIC
-KIND = Kind.MESSAGES
-SUFFIX = "/messages"
+SCHEMA: Final = Schema.ANTHROPIC
+KIND: Final = Kind.MESSAGES
+SUFFIX: Final = "/messages"
 # Its token count: the endpoint, the request fields it takes.
-COUNT_SUFFIX: str | None = "/messages/count_tokens"
-COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
-PROTOCOL_HEADERS: tuple[str, ...] = ("anthropic-version", "anthropic-beta")
+COUNT_SUFFIX: Final[str | None] = "/messages/count_tokens"
+COUNT_FIELDS: Final = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
+PROTOCOL_HEADERS: Final[tuple[str, ...]] = ("anthropic-version", "anthropic-beta")
 
 # Request fields the hub holds; any other has no place in another API and is dropped (the
 # caller logs it at debug level).
-_HANDLED = frozenset(
+_HANDLED: Final = frozenset(
     {
         "model",
         "messages",
@@ -60,9 +60,9 @@ _HANDLED = frozenset(
         "output_config",
     }
 )
-_NO_PARAMETERS = {"type": "object", "properties": {}}
-_CHOICES: dict[str, hub.Mode] = {"auto": "auto", "any": "required", "none": "none"}
-_CHOICE_TYPES = {"auto": "auto", "required": "any", "none": "none"}
+_NO_PARAMETERS: Final = {"type": "object", "properties": {}}
+_CHOICES: Final[dict[str, hub.Mode]] = {"auto": "auto", "any": "required", "none": "none"}
+_CHOICE_TYPES: Final = {"auto": "auto", "required": "any", "none": "none"}
 
 # -- requests ---------------------------------------------------------------------------
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from extproc.translate import hub
 from extproc.translate.hub import counted, obj, string
 
-STOPS = {
+STOPS: Final = {
     "end_turn": hub.Stop.END,
     "stop_sequence": hub.Stop.STOP_SEQUENCE,
     "max_tokens": hub.Stop.MAX_TOKENS,
@@ -18,7 +18,7 @@ STOPS = {
     "pause_turn": hub.Stop.PAUSE,
     "model_context_window_exceeded": hub.Stop.CONTEXT_WINDOW,
 }
-STOP_REASONS = {stop: reason for reason, stop in STOPS.items()}
+STOP_REASONS: Final = {stop: reason for reason, stop in STOPS.items()}
 
 
 def read_usage(usage: dict[str, Any]) -> hub.Usage:
@@ -126,9 +126,9 @@ class StreamDecoder:
         return []
 
 
-_TEXT = ("text", 0)
-_THINKING = ("thinking", 0)
-_HEAD = b"event: content_block_delta\ndata: "
+_TEXT: Final = ("text", 0)
+_THINKING: Final = ("thinking", 0)
+_HEAD: Final = b"event: content_block_delta\ndata: "
 
 
 class StreamEncoder:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import orjson
 
@@ -158,7 +158,7 @@ class Usage:
                 setattr(self, name, value)
 
 
-_USAGE_FIELDS = tuple(f.name for f in fields(Usage))
+_USAGE_FIELDS: Final = tuple(f.name for f in fields(Usage))
 
 
 @dataclass(slots=True)
@@ -219,7 +219,7 @@ class End:
 
 
 Event = Start | TextDelta | ToolCallDelta | ReasoningDelta | Usage | Finished | StreamError | End
-END = End()
+END: Final = End()
 # What an encoder writes: an SSE event's name and its JSON payload, or its data as it is.
 Out = tuple[str | None, dict[str, Any] | str]
 
@@ -390,7 +390,7 @@ def joined(parts: Sequence[Part]) -> str:
     return "\n\n".join(part.text for part in parts if isinstance(part, Text))
 
 
-_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+);base64,(.*)$", re.DOTALL)
+_DATA_URL: Final = re.compile(r"^data:([\w.+-]+/[\w.+-]+);base64,(.*)$", re.DOTALL)
 
 
 def image_of_url(url: str, path: str) -> Image:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from extproc.apis import ApiError, Kind, Schema
 from extproc.translate import hub
@@ -31,17 +31,17 @@ from extproc.translate.openai_chat_stream import (
     write_usage,
 )
 
-SCHEMA = Schema.OPENAI
-KIND = Kind.CHAT
-SUFFIX = "/chat/completions"
+SCHEMA: Final = Schema.OPENAI
+KIND: Final = Kind.CHAT
+SUFFIX: Final = "/chat/completions"
 # Chat Completions has no token count endpoint: its clients count offline.
-COUNT_SUFFIX: str | None = None
-COUNT_FIELDS: frozenset[str] = frozenset()
-PROTOCOL_HEADERS: tuple[str, ...] = ()
+COUNT_SUFFIX: Final[str | None] = None
+COUNT_FIELDS: Final[frozenset[str]] = frozenset()
+PROTOCOL_HEADERS: Final[tuple[str, ...]] = ()
 
 # Request fields the hub holds; any other has no place in another API and is dropped (the
 # caller logs it at debug level).
-_HANDLED = frozenset(
+_HANDLED: Final = frozenset(
     {
         "model",
         "messages",
@@ -60,9 +60,9 @@ _HANDLED = frozenset(
         "response_format",
     }
 )
-_NO_PARAMETERS = {"type": "object", "properties": {}}
+_NO_PARAMETERS: Final = {"type": "object", "properties": {}}
 # Anthropic's 529 (overloaded) has no counterpart an OpenAI client knows.
-_STATUS = {529: 503}
+_STATUS: Final = {529: 503}
 
 # -- requests ---------------------------------------------------------------------------
 

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from extproc.translate import hub
 from extproc.translate.hub import count, obj, string
 
-STOPS = {
+STOPS: Final = {
     "stop": hub.Stop.END,
     "length": hub.Stop.MAX_TOKENS,
     "tool_calls": hub.Stop.TOOL_USE,
     "function_call": hub.Stop.TOOL_USE,
     "content_filter": hub.Stop.REFUSAL,
 }
-FINISH_REASONS = {
+FINISH_REASONS: Final = {
     hub.Stop.END: "stop",
     hub.Stop.STOP_SEQUENCE: "stop",
     hub.Stop.MAX_TOKENS: "length",
@@ -119,7 +119,7 @@ def _call_delta(call: dict[str, Any]) -> hub.ToolCallDelta:
     )
 
 
-_DONE: hub.Out = (None, "[DONE]")
+_DONE: Final[hub.Out] = (None, "[DONE]")
 
 
 class StreamEncoder:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from extproc.apis import ApiError, Kind, Schema
 from extproc.translate import hub, openai_chat
@@ -43,20 +43,20 @@ from extproc.translate.openai_responses_items import (
 )
 from extproc.translate.openai_responses_stream import StreamDecoder, StreamEncoder
 
-SCHEMA = Schema.OPENAI_RESPONSES
-KIND = Kind.RESPONSES
-SUFFIX = "/responses"
+SCHEMA: Final = Schema.OPENAI_RESPONSES
+KIND: Final = Kind.RESPONSES
+SUFFIX: Final = "/responses"
 # Its token count: the endpoint, the request fields it takes.
-COUNT_SUFFIX: str | None = "/responses/input_tokens"
-COUNT_FIELDS = frozenset(
+COUNT_SUFFIX: Final[str | None] = "/responses/input_tokens"
+COUNT_FIELDS: Final = frozenset(
     {"model", "input", "instructions", "tools", "tool_choice", "text", "reasoning"}
     | {"parallel_tool_calls"}
 )
-PROTOCOL_HEADERS: tuple[str, ...] = ()
+PROTOCOL_HEADERS: Final[tuple[str, ...]] = ()
 
 # Request fields the hub holds or checks; any other has no place in another API and is
 # dropped (the caller logs it at debug level).
-_HANDLED = frozenset(
+_HANDLED: Final = frozenset(
     {
         "model",
         "input",
@@ -77,12 +77,12 @@ _HANDLED = frozenset(
     }
 )
 # What only OpenAI can do with a request: state and runs kept by OpenAI.
-_OPENAI_ONLY = {
+_OPENAI_ONLY: Final = {
     "conversation": "a conversation is kept by OpenAI, and this model's backend has none",
     "prompt": "a stored prompt is kept by OpenAI, and this model's backend has none",
     "background": "a background response runs on OpenAI only",
 }
-_NO_PARAMETERS = {"type": "object", "properties": {}}
+_NO_PARAMETERS: Final = {"type": "object", "properties": {}}
 
 # -- requests ---------------------------------------------------------------------------
 

@@ -3,15 +3,15 @@ write it: output items and their derived ids, statuses and stop reasons, usage."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from extproc.accounting.usage import responses_usage
 from extproc.translate import hub
 from extproc.translate.hub import obj
 
 # An incomplete response's reason, and the hub's stop for it (an unknown reason: cut short).
-INCOMPLETE = {"max_output_tokens": hub.Stop.MAX_TOKENS, "content_filter": hub.Stop.REFUSAL}
-INCOMPLETE_REASONS = {
+INCOMPLETE: Final = {"max_output_tokens": hub.Stop.MAX_TOKENS, "content_filter": hub.Stop.REFUSAL}
+INCOMPLETE_REASONS: Final = {
     hub.Stop.MAX_TOKENS: "max_output_tokens",
     hub.Stop.CONTEXT_WINDOW: "max_output_tokens",
     hub.Stop.REFUSAL: "content_filter",

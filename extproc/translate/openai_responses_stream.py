@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -36,7 +36,7 @@ MAX_KEPT = 16 * 2**20
 
 # -- decoding a backend's stream ---------------------------------------------------------
 
-_TEXT_DELTA = "response.output_text.delta"
+_TEXT_DELTA: Final = "response.output_text.delta"
 
 
 class StreamDecoder:
@@ -140,9 +140,9 @@ class _Item:
 
 # A failed response's error codes the gateway may pass on (the API publishes a closed list,
 # the others about images and tools).
-_RESPONSE_ERRORS = frozenset(("server_error", "rate_limit_exceeded"))
-_HEAD = b"event: " + _TEXT_DELTA.encode() + b"\ndata: "
-_SEQUENCE = b',"sequence_number":'
+_RESPONSE_ERRORS: Final = frozenset(("server_error", "rate_limit_exceeded"))
+_HEAD: Final = b"event: " + _TEXT_DELTA.encode() + b"\ndata: "
+_SEQUENCE: Final = b',"sequence_number":'
 
 
 class StreamEncoder:

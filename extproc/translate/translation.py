@@ -4,7 +4,7 @@ client's codec and the backend's, joined through the hub. Nothing here knows an 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -13,16 +13,16 @@ from extproc.sse import Event
 from extproc.translate import anthropic_messages, hub, openai_chat, openai_responses
 
 # One codec per API: adding an API is its module and a line here.
-CODECS: dict[Schema, hub.Codec] = {
+CODECS: Final[dict[Schema, hub.Codec]] = {
     Schema.OPENAI: openai_chat,
     Schema.ANTHROPIC: anthropic_messages,
     Schema.OPENAI_RESPONSES: openai_responses,
 }
-_KINDS = frozenset(codec.KIND for codec in CODECS.values())
+_KINDS: Final = frozenset(codec.KIND for codec in CODECS.values())
 
 # Tool calls one answer may make: each is state the translators keep until its stream
 # ends, so a backend's stream that goes past it ends the client's with an error.
-MAX_TOOL_CALLS = 1024
+MAX_TOOL_CALLS: Final = 1024
 
 Item = tuple[Event, Any]  # an event, and its payload (None: not JSON)
 Encoded = tuple[bytes, Any]  # an event's bytes, and its payload
@@ -42,7 +42,7 @@ def _head(name: str | None) -> bytes:
     return head
 
 
-_HEADS: dict[str | None, bytes] = {}  # by event name: few (the APIs' event types)
+_HEADS: Final[dict[str | None, bytes]] = {}  # by event name: few (the APIs' event types)
 
 
 def _item(out: hub.Out) -> Item:

@@ -16,7 +16,7 @@ import asyncio
 import struct
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -24,18 +24,18 @@ from extproc.transport.frames import literal
 from extproc.transport.peer import Peer
 from extproc.transport.stream import Stream
 
-log = structlog.get_logger("extproc.h2grpc")
+log: Final = structlog.get_logger("extproc.h2grpc")
 
 # gRPC status codes used here (grpc.StatusCode values).
 OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND = 0, 1, 2, 3, 4, 5
 RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = 8, 12, 13
 
-PREFIX = struct.Struct(">BI")  # gRPC message: compressed flag, length
+PREFIX: Final = struct.Struct(">BI")  # gRPC message: compressed flag, length
 # ":status: 200" is static entry 8; content-type is literal (stateless for our encoder).
-RESPONSE_HEADERS = b"\x88" + literal(b"content-type", b"application/grpc")
-OK_TRAILERS = literal(b"grpc-status", b"0")
+RESPONSE_HEADERS: Final = b"\x88" + literal(b"content-type", b"application/grpc")
+OK_TRAILERS: Final = literal(b"grpc-status", b"0")
 # A status message is cut to this many bytes of UTF-8 (it may echo what the peer sent).
-MAX_STATUS_MESSAGE = 1024
+MAX_STATUS_MESSAGE: Final = 1024
 
 
 def percent_encode(message: str) -> bytes:
@@ -63,7 +63,7 @@ def status_block(code: int, message: str, headers_sent: bool) -> bytes:
 
 # The reply types met that are not coroutines: `isinstance` against the abstract class runs
 # Python code (ABCMeta.__instancecheck__) for every message; a session returns few types.
-_PLAIN_REPLIES: set[type] = set()
+_PLAIN_REPLIES: Final[set[type]] = set()
 
 
 def _is_coroutine(reply: object) -> bool:
@@ -96,7 +96,7 @@ class _EndOfStream:
 
 # What Context.read returns once the peer half-closed (grpc.aio has its own: a handler
 # written for both servers checks for a message instead).
-EOF: Any = _EndOfStream()
+EOF: Final[Any] = _EndOfStream()
 
 
 class Session(Protocol):

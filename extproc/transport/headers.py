@@ -9,7 +9,7 @@ it is (max_header_list_size), and a block may open with at most two table size u
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import hpack
 from hpack.exceptions import OversizedHeaderListError
@@ -34,15 +34,15 @@ class Request(NamedTuple):
 
 # RFC 9113 8.2.1: no controls, space, uppercase, DEL or non-ASCII in a name; a colon only
 # as a pseudo-header's first character.
-_BAD_NAME = re.compile(rb"[^!-9;-@\[-~]")
+_BAD_NAME: Final = re.compile(rb"[^!-9;-@\[-~]")
 # RFC 9113 8.2.1: no NUL, CR or LF in a value, no whitespace at either end.
-_BAD_VALUE = re.compile(rb"[\0\r\n]|^[ \t]|[ \t]$")
+_BAD_VALUE: Final = re.compile(rb"[\0\r\n]|^[ \t]|[ \t]$")
 # RFC 9113 8.2.2: connection-specific fields have no place in HTTP/2.
-_CONNECTION_SPECIFIC = frozenset(
+_CONNECTION_SPECIFIC: Final = frozenset(
     (b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade")
 )
-_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path"))
-_REQUIRED_PSEUDO = frozenset((b":method", b":scheme", b":path"))
+_REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":authority", b":path"))
+_REQUIRED_PSEUDO: Final = frozenset((b":method", b":scheme", b":path"))
 
 
 def _regular_field_ok(name: bytes, value: bytes) -> bool:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import structlog
 
@@ -52,15 +52,15 @@ from extproc.transport.stream import Stream
 if TYPE_CHECKING:
     from ssl import SSLContext
 
-log = structlog.get_logger("extproc.h2grpc")
+log: Final = structlog.get_logger("extproc.h2grpc")
 
 # Bytes one read may bring: one buffer per server, which every read lands in (see
 # Connection.get_buffer).
-READ_SIZE = 64 * 1024
+READ_SIZE: Final = 64 * 1024
 # Frames queued for the end of the loop turn beyond this many bytes are sent at once.
-_SEND_NOW = 64 * 1024
+_SEND_NOW: Final = 64 * 1024
 # Seconds a connection that ended reads (and drops) what the peer still sends.
-_LINGER = 1.0
+_LINGER: Final = 1.0
 
 
 class Connection(H2Connection, asyncio.BufferedProtocol):
