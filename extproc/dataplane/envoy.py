@@ -144,7 +144,8 @@ def exchange_metadata(request: ext.ProcessingRequest) -> dict[str, str]:
 # writes them; tests parse each reply back and compare it with the same reply built
 # through the objects. A reply is a list of parts joined once: each message's size is
 # counted as its parts are listed, and its tag and length go before them, so that nothing
-# is copied twice, a body included.
+# is copied twice, a body included. Parts are appended one by one: extending the list by a
+# tuple of them builds the tuple and goes through a slice assignment.
 
 
 def _tag(message: type, name: str, wire_type: int) -> bytes:
@@ -171,13 +172,24 @@ def _mutation(parts: list[bytes], set_headers: list[tuple[str, str]], remove: li
         header_size = _varint(header)
         option = len(_OPTION_HEADER) + len(header_size) + header + len(_OPTION_OVERWRITE)
         option_size = _varint(option)
-        parts.extend((_SET_HEADERS, option_size, _OPTION_HEADER, header_size))
-        parts.extend((_HEADER_KEY, key_size, key, _HEADER_RAW, raw_size, raw, _OPTION_OVERWRITE))
+        parts.append(_SET_HEADERS)
+        parts.append(option_size)
+        parts.append(_OPTION_HEADER)
+        parts.append(header_size)
+        parts.append(_HEADER_KEY)
+        parts.append(key_size)
+        parts.append(key)
+        parts.append(_HEADER_RAW)
+        parts.append(raw_size)
+        parts.append(raw)
+        parts.append(_OPTION_OVERWRITE)
         size += len(_SET_HEADERS) + len(option_size) + option
     for name in remove:
         text = name.encode()
         text_size = _varint(len(text))
-        parts.extend((_REMOVE_HEADERS, text_size, text))
+        parts.append(_REMOVE_HEADERS)
+        parts.append(text_size)
+        parts.append(text)
         size += len(_REMOVE_HEADERS) + len(text_size) + len(text)
     return size
 
@@ -194,7 +206,8 @@ def _continue(phase: bytes, decision: Continue) -> list[bytes]:
         mutation: list[bytes] = []
         mutation_size = _mutation(mutation, decision.set_headers, decision.remove_headers)
         length = _varint(mutation_size)
-        common.extend((_HEADER_MUTATION, length))
+        common.append(_HEADER_MUTATION)
+        common.append(length)
         common.extend(mutation)
         size += len(_HEADER_MUTATION) + len(length) + mutation_size
     body = decision.body
@@ -203,7 +216,11 @@ def _continue(phase: bytes, decision: Continue) -> list[bytes]:
             body_size = _varint(len(body))
             field = len(_BODY) + len(body_size) + len(body)
             field_size = _varint(field)
-            common.extend((_BODY_MUTATION, field_size, _BODY, body_size, body))
+            common.append(_BODY_MUTATION)
+            common.append(field_size)
+            common.append(_BODY)
+            common.append(body_size)
+            common.append(body)
             size += len(_BODY_MUTATION) + len(field_size) + field
         else:
             common.append(_CLEAR_BODY)
@@ -235,7 +252,13 @@ def _metadata(parts: list[bytes], values: dict[str, str | int | float]) -> None:
             encoded = _varint(len(_STRING_VALUE) + len(text_size) + len(text))
             entry = len(prefix) + len(encoded) + len(_STRING_VALUE) + len(text_size) + len(text)
             entry_size = _varint(entry)
-            entries.extend((_FIELDS, entry_size, prefix, encoded, _STRING_VALUE, text_size, text))
+            entries.append(_FIELDS)
+            entries.append(entry_size)
+            entries.append(prefix)
+            entries.append(encoded)
+            entries.append(_STRING_VALUE)
+            entries.append(text_size)
+            entries.append(text)
         else:
             if isinstance(value, bool):
                 flag = _BOOL_VALUES[value]
@@ -244,7 +267,11 @@ def _metadata(parts: list[bytes], values: dict[str, str | int | float]) -> None:
             flag_size = _varint(len(flag))
             entry = len(prefix) + len(flag_size) + len(flag)
             entry_size = _varint(entry)
-            entries.extend((_FIELDS, entry_size, prefix, flag_size, flag))
+            entries.append(_FIELDS)
+            entries.append(entry_size)
+            entries.append(prefix)
+            entries.append(flag_size)
+            entries.append(flag)
         size += len(_FIELDS) + len(entry_size) + entry
     inner_size = _varint(size)
     value = len(_STRUCT_VALUE) + len(inner_size) + size
@@ -252,8 +279,14 @@ def _metadata(parts: list[bytes], values: dict[str, str | int | float]) -> None:
     namespace = len(_NAMESPACE_PREFIX) + len(value_size) + value
     namespace_size = _varint(namespace)
     struct = len(_FIELDS) + len(namespace_size) + namespace
-    parts.extend((_DYNAMIC_METADATA, _varint(struct), _FIELDS, namespace_size, _NAMESPACE_PREFIX))
-    parts.extend((value_size, _STRUCT_VALUE, inner_size))
+    parts.append(_DYNAMIC_METADATA)
+    parts.append(_varint(struct))
+    parts.append(_FIELDS)
+    parts.append(namespace_size)
+    parts.append(_NAMESPACE_PREFIX)
+    parts.append(value_size)
+    parts.append(_STRUCT_VALUE)
+    parts.append(inner_size)
     parts.extend(entries)
 
 
