@@ -138,7 +138,7 @@ def exchange_metadata(request: ext.ProcessingRequest) -> dict[str, str]:
 
 # Replies are written as bytes here, not built as protobuf objects: filling a reply's
 # messages and its metadata's map through upb's Python objects, then serialising them, cost
-# about twice as much (docs/decisions/hand-built-chunk-replies.md). The constants are
+# more than writing them (docs/decisions/hand-built-chunk-replies.md). The constants are
 # Final: compiled code reads a Final module constant from a C variable, any other
 # module-level name from the module's dictionary. Fields go in field-number order, as upb
 # writes them; tests parse each reply back and compare it with the same reply built
