@@ -365,16 +365,19 @@ def _field_number(message: type, name: str) -> int:
     return message.DESCRIPTOR.fields_by_name[name].number  # type: ignore[attr-defined, no-any-return]
 
 
-# The header map's wire format: HeaderMap.headers, then HeaderValue's three strings, each
-# a one-byte tag of a length-delimited field.
-_HEADERS_TAG: Final = _field_number(base_pb2.HeaderMap, "headers") << 3 | 2
-_KEY_TAG: Final = _field_number(base_pb2.HeaderValue, "key") << 3 | 2
-_VALUE_TAG: Final = _field_number(base_pb2.HeaderValue, "value") << 3 | 2
-_RAW_VALUE_TAG: Final = _field_number(base_pb2.HeaderValue, "raw_value") << 3 | 2
-
+# Wire types (of a length-delimited field, a varint, a 64-bit number).
 _LENGTH: Final = 2
 _VARINT: Final = 0
 _FIXED64: Final = 1
+
+# The header map's wire format: HeaderMap.headers, then HeaderValue's three strings, each
+# a one-byte tag of a length-delimited field.
+_HEADERS_TAG: Final = _field_number(base_pb2.HeaderMap, "headers") << 3 | _LENGTH
+_KEY_TAG: Final = _field_number(base_pb2.HeaderValue, "key") << 3 | _LENGTH
+_VALUE_TAG: Final = _field_number(base_pb2.HeaderValue, "value") << 3 | _LENGTH
+_RAW_VALUE_TAG: Final = _field_number(base_pb2.HeaderValue, "raw_value") << 3 | _LENGTH
+
+# The replies' fields: each tag with its wire type.
 _REQUEST_HEADERS: Final = _tag(ext.ProcessingResponse, "request_headers", _LENGTH)
 _RESPONSE_HEADERS: Final = _tag(ext.ProcessingResponse, "response_headers", _LENGTH)
 _REQUEST_BODY: Final = _tag(ext.ProcessingResponse, "request_body", _LENGTH)
@@ -443,33 +446,15 @@ _PASSTHROUGH: Final[dict[str, bytes]] = {
 }
 
 
-# A streamed chunk's reply, serialised here: it is the message a stream carries most
-# often, and building it as protobuf objects was a tenth of a chunk's cost
-# (docs/decisions/hand-built-chunk-replies.md).
-_CHUNK_PASS: Final[bytes] = ext.ProcessingResponse(
-    response_body=ext.BodyResponse(response=ext.CommonResponse())
-).SerializeToString()
-_CHUNK_CLEAR: Final[bytes] = ext.ProcessingResponse(
-    response_body=ext.BodyResponse(
-        response=ext.CommonResponse(body_mutation=ext.BodyMutation(clear_body=True))
-    )
-).SerializeToString()
-# The length-delimited fields' tags from ProcessingResponse down to BodyMutation.body.
-_TAGS: Final = [
-    _varint(_field_number(message, name) << 3 | 2)
-    for message, name in (
-        (ext.ProcessingResponse, "response_body"),
-        (ext.BodyResponse, "response"),
-        (ext.CommonResponse, "body_mutation"),
-        (ext.BodyMutation, "body"),
-    )
-]
+# A streamed chunk's reply: the message a stream carries most, so its two constant replies
+# are kept, and the heads before a new body by the body's size.
+_CHUNK_PASS: Final = response_body_reply(Continue())
+_CHUNK_CLEAR: Final = response_body_reply(Continue(body=b""))
 
 
 def chunk_reply(body: bytes | None) -> bytes:
-    """The serialised reply to a streamed response chunk that is not the last: pass it as
-    it came (None) or send `body` instead; equal to response_body_reply(Continue(body=body))
-    serialised."""
+    """The reply to a streamed response chunk that is not the last: pass it as it came
+    (None) or send `body` instead; equal to response_body_reply(Continue(body=body))."""
     if body is None:
         return _CHUNK_PASS
     if not body:
@@ -485,13 +470,13 @@ def chunk_reply(body: bytes | None) -> bytes:
 
 def _chunk_head(size: int) -> bytes:
     """The reply's bytes before a body of `size` bytes: each field's tag and length."""
-    mutation = _TAGS[3] + _varint(size)
+    mutation = _BODY + _varint(size)
     size += len(mutation)
-    common = _TAGS[2] + _varint(size)
+    common = _BODY_MUTATION + _varint(size)
     size += len(common)
-    response = _TAGS[1] + _varint(size)
+    response = _RESPONSE + _varint(size)
     size += len(response)
-    return b"".join((_TAGS[0], _varint(size), response, common, mutation))
+    return b"".join((_RESPONSE_BODY, _varint(size), response, common, mutation))
 
 
 # Chunk replies' heads by body size, for the sizes SSE chunks come in (at most ~100 KB).

@@ -119,8 +119,8 @@ class Stream:
         return self.reply_to(kind, message)
 
     def message(self, request: ext.ProcessingRequest) -> bytes | Coroutine[Any, Any, bytes]:
-        """The reply to one message (serialised already for a streamed chunk), or a
-        coroutine that gives it (a store to ask)."""
+        """The reply to one message, as bytes for the wire, or a coroutine that gives it
+        (a store to ask)."""
         started = time.perf_counter()
         kind = request.WhichOneof("request")
         if kind == "response_body":
