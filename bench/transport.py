@@ -214,6 +214,10 @@ class _Dropped:
     def write(self, data: bytes) -> None:
         pass
 
+    def writelines(self, data: list[bytes | memoryview]) -> None:
+        for piece in data:
+            self.write(piece)  # type: ignore[arg-type]
+
     def set_write_buffer_limits(self, high: int | None = None) -> None:
         pass
 

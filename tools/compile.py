@@ -76,6 +76,7 @@ MODULES = [
     "extproc/transport/frames.py",
     "extproc/transport/h2.py",
     "extproc/transport/headers.py",
+    "extproc/transport/received.py",
     "extproc/transport/server.py",
     "extproc/transport/stream.py",
 ]

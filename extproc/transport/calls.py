@@ -13,7 +13,6 @@ streams hold together is bounded.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -22,6 +21,7 @@ import structlog
 
 from extproc.transport.frames import literal
 from extproc.transport.peer import Peer
+from extproc.transport.received import PREFIX, Received
 from extproc.transport.stream import Stream
 
 log: Final = structlog.get_logger("extproc.h2grpc")
@@ -30,7 +30,6 @@ log: Final = structlog.get_logger("extproc.h2grpc")
 OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND = 0, 1, 2, 3, 4, 5
 RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = 8, 12, 13
 
-PREFIX: Final = struct.Struct(">BI")  # gRPC message: compressed flag, length
 # ":status: 200" is static entry 8; content-type is literal (stateless for our encoder).
 RESPONSE_HEADERS: Final = b"\x88" + literal(b"content-type", b"application/grpc")
 OK_TRAILERS: Final = literal(b"grpc-status", b"0")
@@ -174,7 +173,7 @@ class Context(Stream):
         self._serialise = method.serialise
         self.is_session = method.session is not None
         self._limit = conn.limits.max_message
-        self._buffer = bytearray()  # received, not yet consumed
+        self._buffer = Received()  # received, not yet consumed
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self.metadata = metadata
@@ -202,7 +201,7 @@ class Context(Stream):
             if self.reset:
                 return EOF
             if self.remote_closed:
-                if self._buffer:
+                if self._buffer.size:
                     raise RpcError(INVALID_ARGUMENT, "the stream ended mid-message")
                 return EOF
             self._waiter = self._conn.loop.create_future()
@@ -222,7 +221,7 @@ class Context(Stream):
             await asyncio.shield(conn.paused)
             if self.done:
                 raise asyncio.CancelledError("the stream is closed")
-        conn.send_message(self, PREFIX.pack(0, len(payload)) + payload)
+        conn.send_message(self, payload)
         if self.pending:
             self._drained = conn.loop.create_future()
             try:
@@ -241,7 +240,7 @@ class Context(Stream):
     def receive(self, data: bytes) -> None:
         buffer = self._buffer
         if (
-            not buffer
+            not buffer.size
             and self.is_session
             and not self.busy
             and not self.pending
@@ -255,7 +254,7 @@ class Context(Stream):
                 self._conn.consumed(self, size)
                 self._handle(data[5:])
                 return
-        buffer += data
+        buffer.add(data)
         self._pump()
 
     def close_remote(self) -> None:
@@ -288,8 +287,11 @@ class Context(Stream):
         """Whole messages to the session while it can take them (to a reader: woken); the
         head message checked as soon as its prefix is in, and given room to complete."""
         buffer = self._buffer
-        while len(buffer) >= 5 and not self.done:
-            compressed, length = PREFIX.unpack_from(buffer)
+        while not self.done:
+            head = buffer.prefix()
+            if head is None:
+                return
+            compressed, length = head
             if length > self._limit:
                 self._refuse(RESOURCE_EXHAUSTED, f"message of {length} bytes over {self._limit}")
                 return
@@ -297,39 +299,29 @@ class Context(Stream):
                 self._refuse(UNIMPLEMENTED, "compressed messages are not accepted")
                 return
             size = 5 + length
-            if len(buffer) < size:
+            if buffer.size < size:
                 if not self.remote_closed:
-                    self._room(size - len(buffer))
+                    self._room(size - buffer.size)
                 return
             if not self.is_session:
                 self._wake()
                 return
             if self.busy or self.pending or self._conn.paused is not None:
                 return
-            raw = self._cut(size)
+            raw = buffer.cut(size)
             self._consumed(size)
             self._handle(raw)
 
     def _take(self) -> bytes | None:
         """A reader's next whole message (checked by _pump when it arrived)."""
         buffer = self._buffer
-        if len(buffer) < 5:
+        head = buffer.prefix()
+        if head is None or buffer.size < 5 + head[1]:
             return None
-        size = 5 + PREFIX.unpack_from(buffer)[1]
-        if len(buffer) < size:
-            return None
-        raw = self._cut(size)
+        size = 5 + head[1]
+        raw = buffer.cut(size)
         self._consumed(size)
         self._pump()
-        return raw
-
-    def _cut(self, size: int) -> bytes:
-        """The head message's payload (`size` bytes with its prefix), out of the buffer in
-        one copy: a slice of the bytearray would be another."""
-        buffer = self._buffer
-        with memoryview(buffer) as view:
-            raw = bytes(view[5:size])
-        del buffer[:size]
         return raw
 
     def _consumed(self, size: int) -> None:
@@ -416,7 +408,7 @@ class Context(Stream):
 
     def _reply(self, reply: Any) -> None:
         payload = self._serialise(reply)
-        self._conn.send_message(self, PREFIX.pack(0, len(payload)) + payload)
+        self._conn.send_message(self, payload)
 
     def _continue(self) -> None:
         """Messages that came while a reply was awaited or the peer was not reading (their
@@ -425,10 +417,11 @@ class Context(Stream):
         if not self.remote_closed or self.busy or self.done:
             return
         buffer = self._buffer
-        if not buffer:
+        head = buffer.prefix()
+        if not buffer.size:
             self._conn.finish(self, OK, "")
             self._close_session(False)
-        elif len(buffer) < 5 or len(buffer) < 5 + PREFIX.unpack_from(buffer)[1]:
+        elif head is None or buffer.size < 5 + head[1]:
             self._refuse(INVALID_ARGUMENT, "the stream ended mid-message")
 
     def _failed(self, error: Exception) -> None:

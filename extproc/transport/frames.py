@@ -47,6 +47,7 @@ DEFAULT_WINDOW: Final = 65535
 MAX_WINDOW: Final = 2**31 - 1
 
 FRAME: Final = struct.Struct(">BHBBI")  # length (8 + 16 bits), type, flags, stream id
+FRAME_LENGTH: Final = struct.Struct(">BH")  # a frame header's first three bytes
 U32: Final = struct.Struct(">I")
 _SETTING: Final = struct.Struct(">HI")
 

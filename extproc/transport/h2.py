@@ -23,6 +23,7 @@ from extproc.transport.frames import (
     END_HEADERS,
     END_STREAM,
     FRAME,
+    FRAME_LENGTH,
     HEADERS,
     MAX_WINDOW,
     PADDED,
@@ -47,7 +48,8 @@ class H2Connection:
         self.streams: dict[int, Stream] = {}
         self.last_stream = 0
         self.buffer = bytearray()  # an incomplete frame (or frames left for later)
-        self.need = 0  # bytes the buffer must hold before a frame completes
+        self.partial = False  # the buffer holds one incomplete frame
+        self.need = 0  # bytes that frame has in all, once its header is in
         self.preface = False
         self.settled = False  # the peer's first SETTINGS has arrived
         self.continuing: tuple[int, int, bytearray] | None = None  # stream, flags, block
@@ -101,13 +103,27 @@ class H2Connection:
         worth of bytes, so one connection's headers cannot hold the loop."""
         self.suspended = False
         self.headers.decoded = 0
-        if self.buffer:
-            self.buffer += data
-            if len(self.buffer) < self.need:
-                return  # the frame in progress is still incomplete
-            data = bytes(self.buffer)
-            self.buffer.clear()
         try:
+            offset = 0
+            buffer = self.buffer
+            if buffer and self.partial:
+                # A frame in progress: completed from the head of data, so that only that
+                # frame is copied, not all that came with it.
+                offset = self._complete(data)
+                if offset < 0:
+                    return
+                head = bytes(buffer)
+                buffer.clear()
+                self.partial = False
+                if not self._frames(head, 0):
+                    if not self.closed and offset < len(data):
+                        self.buffer += data[offset:]
+                    return
+            elif buffer:
+                # Frames left by a suspended turn (or the start of the preface).
+                buffer += data
+                data = bytes(buffer)
+                buffer.clear()
             if not self.preface:
                 if len(data) < len(PREFACE):
                     if not PREFACE.startswith(data):
@@ -116,31 +132,63 @@ class H2Connection:
                     return
                 if not data.startswith(PREFACE):
                     raise H2Error(frames.PROTOCOL_ERROR, "not an HTTP/2 preface")
-                data = data[len(PREFACE) :]
+                offset = len(PREFACE)
                 self.preface = True
-            offset, size = 0, len(data)
-            self.need = 0
-            max_frame = self.limits.max_frame_size
-            while size - offset >= 9:
-                high, low, kind, flags, stream_id = FRAME.unpack_from(data, offset)
-                length = high << 16 | low
-                if length > max_frame:
-                    raise H2Error(frames.FRAME_SIZE_ERROR, "frame over SETTINGS_MAX_FRAME_SIZE")
-                end = offset + 9 + length
-                if end > size:
-                    self.need = end - offset
-                    break
-                self.frame(kind, flags, stream_id & MAX_WINDOW, data[offset + 9 : end])
-                offset = end
-                if self.closed:
-                    return
-                if self.headers.decoded > self.limits.max_header_block:
-                    self.suspended = offset < size
-                    break
-            if offset < size:
-                self.buffer += data[offset:]
+            self._frames(data, offset)
         except H2Error as error:
             self.abort(error.code, str(error))
+
+    def _complete(self, data: bytes) -> int:
+        """Add the frame in progress its missing bytes from data: where data's own frames
+        start, or -1 when the frame is still incomplete (all of data taken)."""
+        buffer = self.buffer
+        offset = 0
+        if len(buffer) < 9:
+            offset = min(9 - len(buffer), len(data))
+            buffer += data[:offset]
+            if len(buffer) < 9:
+                return -1
+            high, low = FRAME_LENGTH.unpack_from(buffer)
+            length = high << 16 | low
+            if length > self.limits.max_frame_size:
+                raise H2Error(frames.FRAME_SIZE_ERROR, "frame over SETTINGS_MAX_FRAME_SIZE")
+            self.need = 9 + length
+        take = self.need - len(buffer)
+        if len(data) - offset < take:
+            buffer += data[offset:]
+            return -1
+        buffer += data[offset : offset + take]
+        return offset + take
+
+    def _frames(self, data: bytes, offset: int) -> bool:
+        """The whole frames of data from offset; the rest kept for the next read. False
+        when the turn stopped: the connection closed, or suspended."""
+        size = len(data)
+        max_frame = self.limits.max_frame_size
+        need = 0
+        while size - offset >= 9:
+            high, low, kind, flags, stream_id = FRAME.unpack_from(data, offset)
+            length = high << 16 | low
+            if length > max_frame:
+                raise H2Error(frames.FRAME_SIZE_ERROR, "frame over SETTINGS_MAX_FRAME_SIZE")
+            end = offset + 9 + length
+            if end > size:
+                need = end - offset
+                break
+            self.frame(kind, flags, stream_id & MAX_WINDOW, data[offset + 9 : end])
+            offset = end
+            if self.closed:
+                return False
+            if self.headers.decoded > self.limits.max_header_block:
+                self.suspended = offset < size
+                if self.suspended:
+                    self.buffer += data[offset:]
+                return False
+        if offset < size:
+            self.buffer += data[offset:]
+            self.partial = True
+            self.need = need
+        return True
 
     def abort(self, code: int, reason: str) -> None:
         """End the connection: GOAWAY with the code, then close."""
@@ -397,38 +445,56 @@ class H2Connection:
 
     # -- sending ------------------------------------------------------------------------------
 
-    def send_data(self, stream: Stream, data: bytes | bytearray) -> None:
-        """Send as much of data as both windows allow; keep the rest as pending."""
-        size = len(data)
+    def send_data(self, stream: Stream, data: bytes | bytearray, head: bytes = b"") -> None:
+        """Send as much of `head` and `data` (a gRPC message's prefix, its payload) as both
+        windows allow; keep the rest as pending. Each part is written as it is: the loop
+        turn's writes are joined once (or, when large, written as they are)."""
+        size = len(head) + len(data)
         if size <= self.max_frame and size <= self.send_window and size <= stream.send_window:
             # The usual case: all of it, in one frame.
             self.send_window -= size
             stream.send_window -= size
-            self.write(frame(DATA, 0, stream.id, bytes(data)))
-            if data is stream.pending:
-                data.clear()
+            self.write(frames.header(DATA, 0, stream.id, size))
+            if head:
+                self.write(head)
+            if isinstance(data, bytes):
+                self.write(data)
+            else:
+                self.write(bytes(data))
+                if data is stream.pending:
+                    data.clear()
             return
+        if head and (size > self.send_window or size > stream.send_window):
+            # Short windows (a peer not reading): rare enough to copy once and go on.
+            data, head = head + data, b""
+            size = len(data)
         allowed = min(size, self.send_window, stream.send_window)
         if allowed > 0:
-            # Each frame as its header and a view of the data, so that a large reply is
-            # copied once, when the loop turn's writes are joined.
             if isinstance(data, bytes):
                 view = memoryview(data)
             else:  # a stream's pending data: what goes is copied out, the rest stays
                 with memoryview(data) as whole:
                     view = memoryview(bytes(whole[:allowed]))
+            # Each frame as its header and views: the head goes first, in the first frame
+            # (a frame holds at least 16 KiB).
+            skip = len(head)
             step = self.max_frame
             for sent in range(0, allowed, step):
                 end = min(sent + step, allowed)
                 self.write(frames.header(DATA, 0, stream.id, end - sent))
-                self.write(view[sent:end])
+                if sent:
+                    self.write(view[sent - skip : end - skip])
+                else:
+                    if head:
+                        self.write(head)
+                    self.write(view[: end - skip])
             self.send_window -= allowed
             stream.send_window -= allowed
         if isinstance(data, bytearray):
             del data[:allowed]  # a stream's pending data, sent in part
             pending = data
         else:
-            pending = bytearray(memoryview(data)[allowed:])
+            pending = bytearray(memoryview(data)[allowed - len(head) :])
         stream.pending = pending
         if pending:
             self.blocked[stream] = None

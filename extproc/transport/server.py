@@ -47,6 +47,7 @@ from extproc.transport.frames import (
 from extproc.transport.h2 import H2Connection
 from extproc.transport.headers import Request
 from extproc.transport.limits import Limits
+from extproc.transport.received import PREFIX
 from extproc.transport.stream import Stream
 
 if TYPE_CHECKING:
@@ -186,12 +187,23 @@ class Connection(H2Connection, asyncio.BufferedProtocol):
                 self.send_buffered()
 
     def send_buffered(self) -> None:
-        if self.outgoing:
-            data = b"".join(self.outgoing)
-            self.outgoing.clear()
+        outgoing = self.outgoing
+        if not outgoing:
+            return
+        transport = self.transport
+        if self.outgoing_bytes >= _SEND_NOW:
+            # Written as they are (the transport writes them in one call, and keeps what the
+            # socket did not take): joining would copy a large reply once more.
+            self.outgoing = []
             self.outgoing_bytes = 0
-            if self.transport is not None and not self.gone:
-                self.transport.write(data)
+            if transport is not None and not self.gone:
+                transport.writelines(outgoing)
+            return
+        data = b"".join(outgoing)
+        outgoing.clear()
+        self.outgoing_bytes = 0
+        if transport is not None and not self.gone:
+            transport.write(data)
 
     def abort(self, code: int, reason: str) -> None:
         if not self.closed:
@@ -240,14 +252,16 @@ class Connection(H2Connection, asyncio.BufferedProtocol):
 
     # -- gRPC replies ---------------------------------------------------------------------
 
-    def send_message(self, context: Context, message: bytes) -> None:
+    def send_message(self, context: Context, payload: bytes) -> None:
         if not context.headers_sent:
             context.headers_sent = True
             self.write(frame(HEADERS, END_HEADERS, context.id, RESPONSE_HEADERS))
+        head = PREFIX.pack(0, len(payload))
         if context.pending:
-            context.pending += message
+            context.pending += head
+            context.pending += payload
         else:
-            self.send_data(context, message)
+            self.send_data(context, payload, head)
 
     def finish(self, context: Context, code: int, message: str) -> None:
         """Send the call's status as trailers (after any pending data)."""

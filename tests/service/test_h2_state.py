@@ -5,6 +5,8 @@ from __future__ import annotations
 import hpack
 import pytest
 from hpack.hpack import encode_integer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from extproc.transport import frames as h2
 from extproc.transport.budget import Budget
@@ -12,6 +14,7 @@ from extproc.transport.frames import frame, header_frames
 from extproc.transport.h2 import H2Connection
 from extproc.transport.headers import H2Error, HeaderDecoder, Request
 from extproc.transport.limits import Limits
+from extproc.transport.received import PREFIX, SMALL, Received
 from extproc.transport.stream import Stream
 from tests.service.h2peer import OPEN, frames, hpack_request, path_added, path_literal
 
@@ -173,3 +176,60 @@ def test_the_budget_admits_in_order_as_room_comes_back() -> None:
     budget.drop(first, 1.0)  # type: ignore[arg-type]
     assert (second.admitted, third.admitted, budget.free) == (50, 10, 40)
     assert budget.overdue(0.5) == [] and set(budget.overdue(2.0)) == {second, third}
+
+
+@pytest.mark.sources
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(0, 16_384), min_size=1, max_size=6),
+    st.lists(st.integers(1, 70_000), min_size=1, max_size=40),
+)
+def test_reads_cut_anywhere_deliver_the_same_frames(sizes: list[int], cuts: list[int]) -> None:
+    """A connection's bytes in reads of any sizes (a frame's header or payload cut
+    anywhere) give its streams what one read gives, and write the same."""
+    payloads = [bytes([n % 251]) * n for n in sizes]
+    data = OPEN + frame(h2.HEADERS, h2.END_HEADERS, 1, BLOCK)
+    data += b"".join(frame(h2.DATA, 0, 1, p) for p in payloads) + frame(h2.PING, 0, 0, bytes(8))
+    whole = Recorder()
+    whole.receive(data)
+    apart = Recorder()
+    for read in _pieces(data, cuts):
+        apart.receive(read)
+    got = [conn.streams[1].received for conn in (whole, apart)]  # type: ignore[attr-defined]
+    assert got == [b"".join(payloads)] * 2
+    assert apart.out == whole.out and not apart.over and not apart.buffer
+
+
+def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    """data cut into pieces of the sizes in cuts, over and over."""
+    pieces: list[bytes] = []
+    at = 0
+    while at < len(data):
+        for cut in cuts:
+            pieces.append(data[at : at + cut])
+            at += cut
+    return [piece for piece in pieces if piece]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 20_000), min_size=1, max_size=8),
+    st.lists(st.integers(1, 30_000), min_size=1, max_size=30),
+)
+def test_received_bytes_give_each_message_whole(sizes: list[int], cuts: list[int]) -> None:
+    """gRPC messages added in pieces of any sizes come out whole and in order, each as
+    soon as it is in, and the parts kept stay few for the bytes held."""
+    messages = [bytes([n % 251, 7]) * (n // 2) for n in sizes]
+    data = b"".join(PREFIX.pack(0, len(m)) + m for m in messages)
+    received = Received()
+    out: list[bytes] = []
+    at = 0
+    for piece in _pieces(data, cuts):
+        received.add(piece)
+        at += len(piece)
+        while (head := received.prefix()) is not None and received.size >= 5 + head[1]:
+            assert head == (0, len(messages[len(out)]))
+            out.append(received.cut(5 + head[1]))
+        assert received.size == at - sum(5 + len(m) for m in out)
+        assert len(received._parts) <= 2 * received.size // SMALL + 2
+    assert out == messages and received.size == 0

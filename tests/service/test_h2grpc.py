@@ -514,9 +514,10 @@ async def test_grpc_go_health_checks_and_watches(served: Any, goprobe: Path) -> 
 
 
 async def test_a_large_message_and_its_reply_are_copied_few_times() -> None:
-    """A 4 MiB message in and the same back, fed to a connection without a socket: the
-    Python memory it holds at its peak stays under three times the message (it was four:
-    each copy of a large body is its size again, on the loop that serves every stream)."""
+    """A 4 MiB message in 64 KiB reads and the same back, fed to a connection without a
+    socket: the Python memory it holds at its peak is twice the message (the payloads as
+    they came, and the message joined from them once) and two reads more. Each copy of a
+    large body is its size again, on the loop that serves every stream."""
     import tracemalloc
 
     from extproc.transport.server import Connection
@@ -526,10 +527,15 @@ async def test_a_large_message_and_its_reply_are_copied_few_times() -> None:
 
     class Written:
         def __init__(self) -> None:
-            self.chunks: list[bytes] = []
+            self.chunks: list[bytes | memoryview] = []
 
+        # What is written is kept as given, not copied: a socket's transport writes it at
+        # once, so any copy the connection made for it counts in what it holds.
         def write(self, data: bytes) -> None:
             self.chunks.append(data)
+
+        def writelines(self, data: list[bytes | memoryview]) -> None:
+            self.chunks.extend(data)
 
         def set_write_buffer_limits(self, high: int | None = None) -> None:
             pass
@@ -575,7 +581,5 @@ async def test_a_large_message_and_its_reply_are_copied_few_times() -> None:
     written = b"".join(out.chunks)
     echoed = b"".join(payload for kind, _, _, payload in frames(written) if kind == h2.DATA)
     assert echoed == message(body)
-    # The bytes written are the test's to keep, not the connection's.
-    held = peak - len(written)
-    assert held < 3 * size, held / size
+    assert peak < 2 * size + 2 * 65536, peak / size
     conn.connection_lost(None)
