@@ -98,9 +98,11 @@ bench: $(DEV_STAMP) $(COMPILED)
 	$(BIN)/python bench/large_prompts.py
 	$(BIN)/python bench/fixed_rate.py
 
-## The ext_proc transport alone: server CPU per message from raw HTTP/2 frames, no Envoy.
+## The ext_proc transport alone: server CPU per message from raw HTTP/2 frames, no Envoy;
+## then large messages echoed in process (CPU, peak memory).
 bench-transport: $(DEV_STAMP) $(COMPILED)
 	$(BIN)/python bench/transport.py
+	$(BIN)/python bench/large_messages.py
 
 ## The exchange alone: CPU per whole request in-process (no transport, no Envoy); then a
 ## whole 1 KB request's and a streamed chunk's way through the service (frames in, replies
