@@ -1,13 +1,12 @@
-"""`python bench/large_messages.py [TREE]`: the transport alone with large messages, in
+"""`python bench/large_messages.py`: the transport alone with large messages, in
 process: a message of each SIZE sent to one connection in 64 KiB reads (as its socket
 gives them: frames cut anywhere), and echoed back, CPU per message and the Python memory
 the connection holds at its peak, as a multiple of the message.
 
 The transport writes what it sends to a stand-in that keeps it as given, as a socket's
-transport writes at once: a copy made for the writes counts in the peak. TREE (default:
-this script's) is the source tree whose package is measured. CPU is the best of ROUNDS
-messages (process time, the heap already grown by the first); figures are printed, not
-asserted.
+transport writes at once: a copy made for the writes counts in the peak. CPU is the best
+of ROUNDS messages (process time, the heap already grown by the first); figures are
+printed, not asserted.
 """
 
 from __future__ import annotations
@@ -20,12 +19,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-OWN = Path(__file__).resolve().parent.parent
-TREE = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else OWN
-sys.path.insert(0, str(TREE))
-import extproc  # noqa: E402
-
-sys.path[0:0] = [str(OWN), str(OWN / "bench")]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[0:0] = [str(ROOT), str(ROOT / "bench")]
 
 from bench.run import machine  # noqa: E402
 from bench.transport import (  # noqa: E402
@@ -99,7 +94,6 @@ async def echo(server: transport.Server, reads: list[bytes], size: int) -> float
 
 async def main() -> None:
     print(machine())
-    print(f"tree: {Path(extproc.__file__).parent.parent}")
     server = transport.Server(max_message=64 * 1024 * 1024)
     server.add(PATH, transport.Method.of_session(lambda _: _Echo(), bytes, bytes))
     print(f"a message in 64 KiB reads and its echo, CPU best of {ROUNDS}:")
