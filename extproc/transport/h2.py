@@ -118,6 +118,7 @@ class H2Connection:
                 if not self._frames(head, 0):
                     if not self.closed and offset < len(data):
                         self.buffer += data[offset:]
+                        self.suspended = True
                     return
             elif buffer:
                 # Frames left by a suspended turn (or the start of the preface).

@@ -183,20 +183,33 @@ def test_the_budget_admits_in_order_as_room_comes_back() -> None:
 @given(
     st.lists(st.integers(0, 16_384), min_size=1, max_size=6),
     st.lists(st.integers(1, 70_000), min_size=1, max_size=40),
+    st.integers(0, 4),
 )
-def test_reads_cut_anywhere_deliver_the_same_frames(sizes: list[int], cuts: list[int]) -> None:
+def test_reads_cut_anywhere_deliver_the_same_frames(
+    sizes: list[int], cuts: list[int], large_blocks: int
+) -> None:
     """A connection's bytes in reads of any sizes (a frame's header or payload cut
-    anywhere) give its streams what one read gives, and write the same."""
+    anywhere) give its streams what one read gives, and write the same, also when header
+    blocks that must be decoded stop a turn: what a read leaves is an incomplete frame, or
+    a turn to come."""
     payloads = [bytes([n % 251]) * n for n in sizes]
+    value = b"a" * 8000  # two of these are more than a turn decodes
+    large = BLOCK + b"\x00\x01x" + bytes(encode_integer(len(value), 7)) + value
     data = OPEN + frame(h2.HEADERS, h2.END_HEADERS, 1, BLOCK)
+    data += b"".join(
+        frame(h2.HEADERS, h2.END_HEADERS, 3 + 2 * s, large) for s in range(large_blocks)
+    )
     data += b"".join(frame(h2.DATA, 0, 1, p) for p in payloads) + frame(h2.PING, 0, 0, bytes(8))
-    whole = Recorder()
-    whole.receive(data)
-    apart = Recorder()
-    for read in _pieces(data, cuts):
-        apart.receive(read)
-    got = [conn.streams[1].received for conn in (whole, apart)]  # type: ignore[attr-defined]
-    assert got == [b"".join(payloads)] * 2
+    conns = (Recorder(), Recorder())
+    for conn, reads in zip(conns, ([data], _pieces(data, cuts)), strict=True):
+        for read in reads:
+            conn.receive(read)
+            while conn.suspended:
+                conn.receive(b"")
+            assert not conn.buffer or conn.partial or not conn.preface
+    whole, apart = conns
+    got = [conn.streams[1].received for conn in conns]  # type: ignore[attr-defined]
+    assert got == [b"".join(payloads)] * 2 and len(apart.opened) == 1 + large_blocks
     assert apart.out == whole.out and not apart.over and not apart.buffer
 
 
