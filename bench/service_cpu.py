@@ -1,5 +1,5 @@
 """`python bench/service_cpu.py [TREE]`: the service's CPU per 1 KB JSON request, in process,
-beside the bare transport's.
+beside the bare transport's; then per 400 KB request (an agent's turn, a cold prompt).
 
 `bench/exchange.py` leaves out the transport, protobuf and the shell; `make bench` has all
 of them but also Envoy, wrk and the upstream on the same two cores, and its per-request
@@ -41,6 +41,7 @@ import uvloop  # noqa: E402
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext  # noqa: E402
 
 from bench.exchange import ANTHROPIC_JSON, OPENAI_JSON  # noqa: E402
+from bench.large_prompts import FULL, agent_turn, cold_prompt  # noqa: E402
 from bench.request_path import MODELS  # noqa: E402
 from bench.run import POLICY, chat_body, machine  # noqa: E402
 from bench.transport import (  # noqa: E402
@@ -67,12 +68,26 @@ from extproc.transport.server import Connection  # noqa: E402
 STREAMS = int(os.environ.get("SERVICE_STREAMS", "16"))
 REQUESTS = int(os.environ.get("SERVICE_REQUESTS", "4000"))
 ROUNDS = int(os.environ.get("SERVICE_ROUNDS", "7"))
+# The 400 KB requests: this many per run, one stream at a time, in 64 KiB reads (what the
+# service's socket gives it), each frame at most 16 KiB (what Envoy sends).
+LARGE_REQUESTS = int(os.environ.get("SERVICE_LARGE_REQUESTS", "40"))
+READ = 64 * 1024
+MAX_FRAME = 16 * 1024
 # `make bench`'s full pipeline (the demo policy on requests, accounting, a tenant, prices),
 # with bench/request_path.py's two models. Drift checks off: a backend's first answers are
 # all read for them, so the rounds would differ.
 CONFIG = (
     MODELS
     + POLICY.replace("DIRS", "request")
+    + """prices: {models: [{models: ["*"], input: 0.15, output: 0.6}]}
+schema_drift: {disabled: true}
+"""
+)
+# bench/large_prompts.py's pipeline: the demo policy, a token budget in the in-process
+# store, accounting.
+LARGE_CONFIG = (
+    MODELS
+    + FULL
     + """prices: {models: [{models: ["*"], input: 0.15, output: 0.6}]}
 schema_drift: {disabled: true}
 """
@@ -84,8 +99,9 @@ CASES = [
 ]
 
 
-def messages(model: str, answer: bytes) -> list[bytes]:
-    body = orjson.loads(chat_body(1024))
+def messages(model: str, answer: bytes, sent: bytes | None = None) -> list[bytes]:
+    """A request's four ext_proc messages, its body `sent` (default: 1 KB of chat)."""
+    body = orjson.loads(chat_body(1024) if sent is None else sent)
     body["model"] = model
     response = {":status": "200", "content-type": "application/json"}
     return [
@@ -102,27 +118,40 @@ def messages(model: str, answer: bytes) -> list[bytes]:
     ]
 
 
-def reads_of(requests: int, steps: list[bytes]) -> list[bytes]:
-    """The connection's reads: its preface, then per STREAMS streams one read per step."""
+def reads_of(
+    requests: int, steps: list[bytes] | Callable[[int], list[bytes]], streams: int = STREAMS
+) -> list[bytes]:
+    """The connection's reads: its preface, then per `streams` streams one read per step
+    (or, for a step of more than READ bytes, its bytes in reads of READ). `steps` may
+    give each request its own."""
     encoder = hpack.Encoder()
     first, again = encoder.encode(FIELDS), encoder.encode(FIELDS)
     reads = [OPENING]
-    for start in range(0, requests, STREAMS):
-        ids = [2 * index + 1 for index in range(start, min(start + STREAMS, requests))]
-        for step, data in enumerate(steps):
-            last = step == len(steps) - 1
-            reads.append(
-                b"".join(
-                    (
-                        frame(HEADERS, END_HEADERS, i, first if i == 1 else again)
-                        if not step
-                        else b""
-                    )
-                    + frame(DATA, END_STREAM if last else 0, i, data)
-                    for i in ids
+    for start in range(0, requests, streams):
+        indices = range(start, min(start + streams, requests))
+        of = {i: steps(i) if callable(steps) else steps for i in indices}
+        for step in range(len(of[start])):
+            last = step == len(of[start]) - 1
+            data = b"".join(
+                (
+                    frame(HEADERS, END_HEADERS, 2 * i + 1, first if not i else again)
+                    if not step
+                    else b""
                 )
+                + _data_frames(2 * i + 1, of[i][step], last)
+                for i in indices
             )
+            reads += [data[at : at + READ] for at in range(0, len(data), READ)]
     return reads
+
+
+def _data_frames(stream: int, data: bytes, last: bool) -> bytes:
+    """A message's DATA frames, of at most MAX_FRAME bytes."""
+    cuts = range(0, max(len(data), 1), MAX_FRAME)
+    return b"".join(
+        frame(DATA, END_STREAM if last and at == cuts[-1] else 0, stream, data[at : at + MAX_FRAME])
+        for at in cuts
+    )
 
 
 class _Kept(_Dropped):
@@ -149,6 +178,10 @@ async def run(
     for data in reads:
         conn.data_received(data)
         await asyncio.sleep(0)  # a reply the shell awaits, and the turn's writes
+    for _ in range(10_000):  # a large body's work goes on in slices, a loop turn each
+        if not conn.streams:
+            break
+        await asyncio.sleep(0)
     spent = time.process_time() - started
     if conn.streams:
         raise RuntimeError(f"{len(conn.streams)} streams were not answered")
@@ -157,22 +190,26 @@ async def run(
 
 
 async def per_request(
-    make: Callable[[], transport.Server], steps: list[bytes], cluster: bytes | None
+    make: Callable[[], transport.Server],
+    steps: list[bytes] | Callable[[int], list[bytes]],
+    cluster: bytes | None,
+    requests: int = REQUESTS,
+    streams: int = STREAMS,
 ) -> float:
     """µs of CPU per request, best of ROUNDS, each round on a new connection."""
     server = make()
-    _, written = await run(server, reads_of(STREAMS, steps), keep=True)
-    if cluster is not None and written.count(cluster) != STREAMS:
+    _, written = await run(server, reads_of(streams, steps, streams), keep=True)
+    if cluster is not None and written.count(cluster) != streams:
         raise RuntimeError(f"not every request was routed to {cluster!r}: a refusal?")
-    reads = reads_of(REQUESTS, steps)
+    reads = reads_of(requests, steps, streams)
     best = min([(await run(server, reads))[0] for _ in range(ROUNDS)])
-    return best / REQUESTS * 1e6
+    return best / requests * 1e6
 
 
-def service() -> transport.Server:
+def service(config: str = CONFIG) -> transport.Server:
     metrics = Metrics()
     metrics.defer()  # as a serving process with one loop counts
-    return Service(load_text(CONFIG), metrics).server
+    return Service(load_text(config), metrics).server
 
 
 def quiet_logs() -> None:
@@ -195,6 +232,18 @@ async def main() -> None:
     for label, model, answer, cluster in CASES:
         spent = await per_request(service, messages(model, answer), cluster)
         print(f"  {label:<40} {spent:7.1f} µs per request", flush=True)
+    print(
+        f"400 KB requests (bench/large_prompts.py's), demo policy, budget and accounting,"
+        f" {LARGE_REQUESTS} per run, one at a time, in 64 KiB reads, best of {ROUNDS}:"
+    )
+    _, model, answer, cluster = CASES[0]
+    for label, bodies in (("agent turn", agent_turn()), ("cold prompt", cold_prompt())):
+
+        def steps(index: int, bodies: Callable[[int], bytes] = bodies) -> list[bytes]:
+            return messages(model, answer, bodies(index))
+
+        spent = await per_request(lambda: service(LARGE_CONFIG), steps, cluster, LARGE_REQUESTS, 1)
+        print(f"  {label:<40} {spent:7.0f} µs per request", flush=True)
 
 
 if __name__ == "__main__":
