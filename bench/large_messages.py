@@ -19,27 +19,28 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import hpack
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0:0] = [str(ROOT), str(ROOT / "bench")]
 
 from bench.run import machine  # noqa: E402
 from bench.transport import (  # noqa: E402
-    DATA,
     END_HEADERS,
-    END_STREAM,
     FIELDS,
     HEADERS,
     OPENING,
     PATH,
     _Dropped,
+    data_frames,
     frame,
+    in_reads,
 )
 from extproc import transport  # noqa: E402
 from extproc.transport.server import Connection  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("LARGE_MESSAGE_SIZES", "409600 5242880").split()]
 ROUNDS = int(os.environ.get("LARGE_MESSAGE_ROUNDS", "20"))
-READ = 64 * 1024  # the service's read size
 
 
 class _Echo:
@@ -65,25 +66,20 @@ class _Held(_Dropped):
 
 
 def reads_of(size: int) -> list[bytes]:
-    """One stream's frames for a message of `size` bytes, cut into 64 KiB reads."""
-    import hpack
-
+    """One stream's frames for a message of `size` bytes, in the reads a socket gives."""
     body = bytes(range(256)) * (size // 256 + 1)
     whole = struct.pack(">BI", 0, size) + body[:size]
-    sent = bytearray(OPENING + frame(HEADERS, END_HEADERS, 1, hpack.Encoder().encode(FIELDS)))
-    for at in range(0, len(whole), 16384):
-        flags = END_STREAM if at + 16384 >= len(whole) else 0
-        sent += frame(DATA, flags, 1, whole[at : at + 16384])
-    return [bytes(sent[at : at + READ]) for at in range(0, len(sent), READ)]
+    opening = OPENING + frame(HEADERS, END_HEADERS, 1, hpack.Encoder().encode(FIELDS))
+    return in_reads(opening + data_frames(1, whole, True))
 
 
-async def echo(server: transport.Server, reads: list[bytes], size: int) -> float:
+async def echo(server: transport.Server, sent: list[bytes], size: int) -> float:
     """CPU seconds for one message and its echo, on a new connection."""
     conn = Connection(server)
     out = _Held()
     conn.connection_made(out)  # type: ignore[arg-type]
     started = time.process_time()
-    for data in reads:
+    for data in sent:
         conn.data_received(data)
     spent = time.process_time() - started
     if out.written < size:
@@ -98,13 +94,13 @@ async def main() -> None:
     server.add(PATH, transport.Method.of_session(lambda _: _Echo(), bytes, bytes))
     print(f"a message in 64 KiB reads and its echo, CPU best of {ROUNDS}:")
     for size in SIZES:
-        reads = reads_of(size)
+        sent = reads_of(size)
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
-        await echo(server, reads, size)
+        await echo(server, sent, size)
         peak = tracemalloc.get_traced_memory()[1] - base
         tracemalloc.stop()
-        best = min([await echo(server, reads, size) for _ in range(ROUNDS)])
+        best = min([await echo(server, sent, size) for _ in range(ROUNDS)])
         print(
             f"  {size:>9,} bytes: {best * 1e3:6.2f} ms CPU, peak {peak / size:.2f}x the message",
             flush=True,

@@ -46,16 +46,16 @@ from bench.request_path import MODELS  # noqa: E402
 from bench.run import POLICY, chat_body, machine  # noqa: E402
 from bench.transport import (  # noqa: E402
     CHAT_REQUEST,
-    DATA,
     END_HEADERS,
-    END_STREAM,
     FIELDS,
     HEADERS,
     OPENING,
     _Dropped,
     bare_server,
+    data_frames,
     frame,
     headers,
+    in_reads,
     message,
 )
 from extproc import transport  # noqa: E402
@@ -68,11 +68,9 @@ from extproc.transport.server import Connection  # noqa: E402
 STREAMS = int(os.environ.get("SERVICE_STREAMS", "16"))
 REQUESTS = int(os.environ.get("SERVICE_REQUESTS", "4000"))
 ROUNDS = int(os.environ.get("SERVICE_ROUNDS", "7"))
-# The 400 KB requests: this many per run, one stream at a time, in 64 KiB reads (what the
-# service's socket gives it), each frame at most 16 KiB (what Envoy sends).
+# The 400 KB requests: this many per run, one stream at a time, in reads and frames of the
+# sizes the service's socket and Envoy give (bench/transport.py's READ and MAX_FRAME).
 LARGE_REQUESTS = int(os.environ.get("SERVICE_LARGE_REQUESTS", "40"))
-READ = 64 * 1024
-MAX_FRAME = 16 * 1024
 # `make bench`'s full pipeline (the demo policy on requests, accounting, a tenant, prices),
 # with bench/request_path.py's two models. Drift checks off: a backend's first answers are
 # all read for them, so the rounds would differ.
@@ -122,11 +120,10 @@ def reads_of(
     requests: int, steps: list[bytes] | Callable[[int], list[bytes]], streams: int = STREAMS
 ) -> list[bytes]:
     """The connection's reads: its preface, then per `streams` streams one read per step
-    (or, for a step of more than READ bytes, its bytes in reads of READ). `steps` may
-    give each request its own."""
+    (a step's bytes past READ in more reads). `steps` may give each request its own."""
     encoder = hpack.Encoder()
     first, again = encoder.encode(FIELDS), encoder.encode(FIELDS)
-    reads = [OPENING]
+    connection = [OPENING]
     for start in range(0, requests, streams):
         indices = range(start, min(start + streams, requests))
         of = {i: steps(i) if callable(steps) else steps for i in indices}
@@ -138,20 +135,11 @@ def reads_of(
                     if not step
                     else b""
                 )
-                + _data_frames(2 * i + 1, of[i][step], last)
+                + data_frames(2 * i + 1, of[i][step], last)
                 for i in indices
             )
-            reads += [data[at : at + READ] for at in range(0, len(data), READ)]
-    return reads
-
-
-def _data_frames(stream: int, data: bytes, last: bool) -> bytes:
-    """A message's DATA frames, of at most MAX_FRAME bytes."""
-    cuts = range(0, max(len(data), 1), MAX_FRAME)
-    return b"".join(
-        frame(DATA, END_STREAM if last and at == cuts[-1] else 0, stream, data[at : at + MAX_FRAME])
-        for at in cuts
-    )
+            connection += in_reads(data)
+    return connection
 
 
 class _Kept(_Dropped):

@@ -67,6 +67,26 @@ OPENING = (
 )
 
 
+# What the service reads from its socket at most at once, and the largest frame Envoy sends.
+READ = 64 * 1024
+MAX_FRAME = 16 * 1024
+
+
+def data_frames(stream: int, data: bytes, last: bool) -> bytes:
+    """A message's DATA frames, each of at most MAX_FRAME bytes; END_STREAM on the last
+    when `last`."""
+    cuts = range(0, max(len(data), 1), MAX_FRAME)
+    return b"".join(
+        frame(DATA, END_STREAM if last and at == cuts[-1] else 0, stream, data[at : at + MAX_FRAME])
+        for at in cuts
+    )
+
+
+def in_reads(data: bytes) -> list[bytes]:
+    """A connection's bytes as its socket gives them: reads of at most READ."""
+    return [data[at : at + READ] for at in range(0, len(data), READ)]
+
+
 def message(request: ext.ProcessingRequest) -> bytes:
     body: bytes = request.SerializeToString()
     return struct.pack(">BI", 0, len(body)) + body

@@ -315,10 +315,9 @@ class Context(Stream):
     def _take(self) -> bytes | None:
         """A reader's next whole message (checked by _pump when it arrived)."""
         buffer = self._buffer
-        head = buffer.prefix()
-        if head is None or buffer.size < 5 + head[1]:
+        size = buffer.whole()
+        if not size:
             return None
-        size = 5 + head[1]
         raw = buffer.cut(size)
         self._consumed(size)
         self._pump()
@@ -417,11 +416,10 @@ class Context(Stream):
         if not self.remote_closed or self.busy or self.done:
             return
         buffer = self._buffer
-        head = buffer.prefix()
         if not buffer.size:
             self._conn.finish(self, OK, "")
             self._close_session(False)
-        elif head is None or buffer.size < 5 + head[1]:
+        elif not buffer.whole():
             self._refuse(INVALID_ARGUMENT, "the stream ended mid-message")
 
     def _failed(self, error: Exception) -> None:

@@ -49,7 +49,6 @@ class H2Connection:
         self.last_stream = 0
         self.buffer = bytearray()  # an incomplete frame (or frames left for later)
         self.partial = False  # the buffer holds one incomplete frame
-        self.need = 0  # bytes that frame has in all, once its header is in
         self.preface = False
         self.settled = False  # the peer's first SETTINGS has arrived
         self.continuing: tuple[int, int, bytearray] | None = None  # stream, flags, block
@@ -149,12 +148,8 @@ class H2Connection:
             buffer += data[:offset]
             if len(buffer) < 9:
                 return -1
-            high, low = FRAME_LENGTH.unpack_from(buffer)
-            length = high << 16 | low
-            if length > self.limits.max_frame_size:
-                raise H2Error(frames.FRAME_SIZE_ERROR, "frame over SETTINGS_MAX_FRAME_SIZE")
-            self.need = 9 + length
-        take = self.need - len(buffer)
+        high, low = FRAME_LENGTH.unpack_from(buffer)
+        take = 9 + self._length(high, low) - len(buffer)
         if len(data) - offset < take:
             buffer += data[offset:]
             return -1
@@ -165,16 +160,10 @@ class H2Connection:
         """The whole frames of data from offset; the rest kept for the next read. False
         when the turn stopped: the connection closed, or suspended."""
         size = len(data)
-        max_frame = self.limits.max_frame_size
-        need = 0
         while size - offset >= 9:
             high, low, kind, flags, stream_id = FRAME.unpack_from(data, offset)
-            length = high << 16 | low
-            if length > max_frame:
-                raise H2Error(frames.FRAME_SIZE_ERROR, "frame over SETTINGS_MAX_FRAME_SIZE")
-            end = offset + 9 + length
+            end = offset + 9 + self._length(high, low)
             if end > size:
-                need = end - offset
                 break
             self.frame(kind, flags, stream_id & MAX_WINDOW, data[offset + 9 : end])
             offset = end
@@ -188,8 +177,14 @@ class H2Connection:
         if offset < size:
             self.buffer += data[offset:]
             self.partial = True
-            self.need = need
         return True
+
+    def _length(self, high: int, low: int) -> int:
+        """A frame's payload length from its header's first three bytes, within ours."""
+        length = high << 16 | low
+        if length > self.limits.max_frame_size:
+            raise H2Error(frames.FRAME_SIZE_ERROR, "frame over SETTINGS_MAX_FRAME_SIZE")
+        return length
 
     def abort(self, code: int, reason: str) -> None:
         """End the connection: GOAWAY with the code, then close."""
@@ -483,12 +478,9 @@ class H2Connection:
             for sent in range(0, allowed, step):
                 end = min(sent + step, allowed)
                 self.write(frames.header(DATA, 0, stream.id, end - sent))
-                if sent:
-                    self.write(view[sent - skip : end - skip])
-                else:
-                    if head:
-                        self.write(head)
-                    self.write(view[: end - skip])
+                if head and not sent:
+                    self.write(head)
+                self.write(view[max(sent - skip, 0) : end - skip])
             self.send_window -= allowed
             stream.send_window -= allowed
         if isinstance(data, bytearray):

@@ -56,6 +56,13 @@ class Received:
             flag, length = PREFIX.unpack(self._peek(5))
         return flag, length
 
+    def whole(self) -> int:
+        """The head message's size with its prefix once all of it is in, else 0."""
+        head = self.prefix()
+        if head is None or self.size < 5 + head[1]:
+            return 0
+        return 5 + head[1]
+
     def _peek(self, size: int) -> bytes:
         """The first `size` bytes held (a few, across parts)."""
         out = bytearray()
