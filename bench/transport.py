@@ -88,6 +88,9 @@ def in_reads(data: bytes) -> list[bytes]:
 
 
 def message(request: ext.ProcessingRequest) -> bytes:
+    """A gRPC message as Envoy's ext_proc filter sends it: with its metadata context, empty
+    where no namespace is forwarded."""
+    request.metadata_context.SetInParent()
     body: bytes = request.SerializeToString()
     return struct.pack(">BI", 0, len(body)) + body
 

@@ -41,6 +41,7 @@ MODULES = [
     "extproc/dataplane/effects.py",
     "extproc/dataplane/envoy.py",
     "extproc/dataplane/exchange.py",
+    "extproc/dataplane/incoming.py",
     "extproc/dataplane/phases.py",
     "extproc/dataplane/processor.py",
     "extproc/dataplane/reader.py",

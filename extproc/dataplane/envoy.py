@@ -1,4 +1,5 @@
-"""Conversions between Envoy's ext_proc protobuf messages and the service's plain decisions."""
+"""The service's decisions written as Envoy's ext_proc replies (its requests are read in
+incoming.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import struct_pb2, text_format
+from google.protobuf import struct_pb2
 
 from extproc import names
 from extproc.dataplane.decisions import Continue, Decision, Reply
@@ -38,102 +39,6 @@ RESPONSE_BODY_MODES: Final = {
     )
     for name, mode in (("buffered", _Mode.BUFFERED), ("streamed", _Mode.STREAMED))
 }
-_ATTRIBUTES_KEY: Final = "envoy.filters.http.ext_proc"
-
-
-def headers_of(http_headers: ext.HttpHeaders) -> dict[str, str]:
-    """Header map as a dict of lower-case names; a repeated header keeps its last value.
-
-    Read from the map's bytes (upb writes them in one call): the Python objects would be
-    one per header, each field looked up by name. A map with a field this reading does
-    not know (upb keeps unknown fields) is read through the objects."""
-    found = _header_map(http_headers.headers.SerializeToString())
-    return found if found is not None else _headers_of_objects(http_headers)
-
-
-def _headers_of_objects(http_headers: ext.HttpHeaders) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for header in http_headers.headers.headers:
-        result[header.key] = (
-            header.raw_value.decode("latin-1") if header.raw_value else header.value
-        )
-    return result
-
-
-def _header_map(data: bytes) -> dict[str, str] | None:
-    """A serialised HeaderMap's headers, or None at anything but its known fields (each
-    length-delimited): upb wrote the bytes from a message it parsed, so they are whole and
-    their strings UTF-8."""
-    result: dict[str, str] = {}
-    at, end = 0, len(data)
-    while at < end:
-        if data[at] != _HEADERS_TAG:
-            return None
-        size, at = _read_varint(data, at + 1)
-        stop = at + size
-        key = value = ""
-        raw = b""
-        while at < stop:
-            tag = data[at]
-            if tag != _KEY_TAG and tag != _VALUE_TAG and tag != _RAW_VALUE_TAG:
-                return None
-            size, at = _read_varint(data, at + 1)
-            if tag == _KEY_TAG:
-                key = data[at : at + size].decode()
-            elif tag == _VALUE_TAG:
-                value = data[at : at + size].decode()
-            else:
-                raw = data[at : at + size]
-            at += size
-        result[key] = raw.decode("latin-1") if raw else value
-    return result
-
-
-def _read_varint(data: bytes, at: int) -> tuple[int, int]:
-    """The varint at `at`, and where the next field starts."""
-    value = shift = 0
-    while True:
-        byte = data[at]
-        value |= (byte & 0x7F) << shift
-        at += 1
-        if byte < 0x80:
-            return value, at
-        shift += 7
-
-
-def path_of(http_headers: ext.HttpHeaders) -> str:
-    """The request's :path, read without building the whole header map."""
-    for header in http_headers.headers.headers:
-        if header.key == ":path":
-            return str(header.raw_value.decode("latin-1") if header.raw_value else header.value)
-    return ""
-
-
-def host_backend(request: ext.ProcessingRequest) -> str | None:
-    """The backend named in the chosen upstream host's metadata (upstream filter only)."""
-    attributes = request.attributes.get(_ATTRIBUTES_KEY)
-    if attributes is None:
-        return None
-    value = attributes.fields.get(names.HOST_METADATA_ATTRIBUTE)
-    if value is None or not value.string_value:
-        return None
-    metadata = base_pb2.Metadata()
-    try:
-        text_format.Parse(value.string_value, metadata)
-    except text_format.ParseError:
-        return None
-    fields = metadata.filter_metadata.get(names.METADATA_NAMESPACE)
-    if fields is None or "backend" not in fields.fields:
-        return None
-    return fields.fields["backend"].string_value or None
-
-
-def exchange_metadata(request: ext.ProcessingRequest) -> dict[str, str]:
-    """The dynamic metadata the downstream exchange left in the service's namespace."""
-    fields = request.metadata_context.filter_metadata.get(names.METADATA_NAMESPACE)
-    if fields is None:
-        return {}
-    return {key: value.string_value for key, value in fields.fields.items()}
 
 
 # Replies are written as bytes here, not built as protobuf objects: filling a reply's
@@ -369,13 +274,6 @@ def _field_number(message: type, name: str) -> int:
 _LENGTH: Final = 2
 _VARINT: Final = 0
 _FIXED64: Final = 1
-
-# The header map's wire format: HeaderMap.headers, then HeaderValue's three strings, each
-# a one-byte tag of a length-delimited field.
-_HEADERS_TAG: Final = _field_number(base_pb2.HeaderMap, "headers") << 3 | _LENGTH
-_KEY_TAG: Final = _field_number(base_pb2.HeaderValue, "key") << 3 | _LENGTH
-_VALUE_TAG: Final = _field_number(base_pb2.HeaderValue, "value") << 3 | _LENGTH
-_RAW_VALUE_TAG: Final = _field_number(base_pb2.HeaderValue, "raw_value") << 3 | _LENGTH
 
 # The replies' fields: each tag with its wire type.
 _REQUEST_HEADERS: Final = _tag(ext.ProcessingResponse, "request_headers", _LENGTH)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from extproc import transport
+from extproc.dataplane import incoming
 from extproc.dataplane.effects import Effects
 from extproc.dataplane.stream import Stream, StreamFailed
 
@@ -52,7 +53,7 @@ class Processor(Effects):
                 request = await context.read()
                 if not isinstance(request, ext.ProcessingRequest):  # the end, on either server
                     return
-                reply = stream.message(request)
+                reply = stream.message(incoming.of_message(request))
                 if not isinstance(reply, bytes):
                     reply = await reply
                 # grpc.aio writes messages: the reply, which is written as bytes, parsed.

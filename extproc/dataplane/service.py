@@ -9,12 +9,11 @@ import contextlib
 from pathlib import Path
 
 import structlog
-from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from grpc_health.v1 import health_pb2
 
 from extproc import tokens, transport
 from extproc.config.runtime import Runtime
-from extproc.dataplane import envoy
+from extproc.dataplane import envoy, incoming
 from extproc.dataplane.effects import make_store
 from extproc.dataplane.grpc_tls import ServerTls
 from extproc.dataplane.processor import Processor
@@ -53,7 +52,7 @@ class Service:
             f"/{SERVICE_NAME}/Process",
             transport.Method.of_session(
                 self.processor.open,
-                ext.ProcessingRequest.FromString,
+                incoming.read,
                 envoy.serialise,
             ),
         )

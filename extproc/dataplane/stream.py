@@ -9,13 +9,13 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
-from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from extproc import names, transport
-from extproc.dataplane import envoy
+from extproc.dataplane import envoy, incoming
 from extproc.dataplane.attempt import Attempt
 from extproc.dataplane.effects import Effects
 from extproc.dataplane.exchange import Exchange
+from extproc.dataplane.incoming import Incoming
 from extproc.dataplane.phases import PhaseOrder
 from extproc.dataplane.tool_shell import ToolEffects
 from extproc.dataplane.tools import ToolExchange, is_mcp_path
@@ -82,7 +82,7 @@ class Stream:
         self.exchange: Exchange | None = None
         self.tool: ToolExchange | None = None  # an MCP request's, in place of the exchange
         self.reply_to: Callable[
-            [str, ext.ProcessingRequest],
+            [str, Incoming],
             bytes | Coroutine[Any, Any, bytes],
         ]
         if _is_upstream(context):
@@ -97,9 +97,7 @@ class Stream:
             self.timers = effects.metrics.phase
             self.describe = lambda: {"request_id": exchange.line.request_id}
 
-    def _first(
-        self, kind: str, message: ext.ProcessingRequest
-    ) -> bytes | Coroutine[Any, Any, bytes]:
+    def _first(self, kind: str, message: Incoming) -> bytes | Coroutine[Any, Any, bytes]:
         """The request headers say what the stream is: an MCP request's, or the LLM
         exchange's; the rest of its messages go to that one."""
         effects, exchange = self.effects, self.exchange
@@ -107,7 +105,7 @@ class Stream:
         path = ""
         if effects.runtime.mcp_servers and kind == "request_headers":
             # Only a gateway that fronts MCP servers has two kinds of stream to tell apart.
-            path = envoy.path_of(message.request_headers).partition("?")[0]
+            path = message.headers.get(":path", "").partition("?")[0]
         if path and is_mcp_path(path):
             shell = effects.tools
             tool = self.tool = shell.exchange(path)
@@ -118,23 +116,22 @@ class Stream:
             self.reply_to = lambda kind, message: _exchange_reply(effects, exchange, kind, message)
         return self.reply_to(kind, message)
 
-    def message(self, request: ext.ProcessingRequest) -> bytes | Coroutine[Any, Any, bytes]:
+    def message(self, request: Incoming) -> bytes | Coroutine[Any, Any, bytes]:
         """The reply to one message, as bytes for the wire, or a coroutine that gives it
         (a store to ask)."""
         started = time.perf_counter()
-        kind = request.WhichOneof("request")
+        kind = request.kind
         if kind == "response_body":
             exchange = self.exchange
-            chunk = request.response_body
             if (
                 exchange is not None
                 and exchange.streamed_response
-                and not chunk.end_of_stream
+                and not request.end_of_stream
                 and self.phases.chunk()
             ):
                 # The message a stream carries most: the short way, same checks.
                 try:
-                    encoded = envoy.chunk_reply(exchange.response_chunk(chunk.body))
+                    encoded = envoy.chunk_reply(exchange.response_chunk(request.body))
                 except Exception:
                     log.exception("phase_failed", phase=kind, **self.describe())
                     raise _phase_failed() from None
@@ -160,7 +157,7 @@ class Stream:
     async def _awaited(
         self,
         kind: str,
-        request: ext.ProcessingRequest,
+        request: Incoming,
         reply: Coroutine[Any, Any, bytes],
         started: float,
     ) -> bytes:
@@ -175,15 +172,11 @@ class Stream:
     def _answered(
         self,
         kind: str,
-        request: ext.ProcessingRequest,
+        request: Incoming,
         reply: bytes,
         started: float,
     ) -> None:
-        # Trailers carry no end_of_stream: their direction is over anyway.
-        self.phases.done(
-            getattr(getattr(request, kind), "end_of_stream", True),
-            envoy.is_immediate(reply),
-        )
+        self.phases.done(request.end_of_stream, envoy.is_immediate(reply))
         timer = self.timers.get(kind)
         if timer is not None:
             timer.observe(time.perf_counter() - started)
@@ -209,21 +202,19 @@ class Stream:
 
 
 def _exchange_reply(
-    effects: Effects, exchange: Exchange, kind: str, message: ext.ProcessingRequest
+    effects: Effects, exchange: Exchange, kind: str, message: Incoming
 ) -> bytes | Coroutine[Any, Any, bytes]:
     if kind == "request_body":
-        return effects.request_body(exchange, message.request_body.body)
+        return effects.request_body(exchange, message.body)
     if kind == "request_headers":
-        headers = message.request_headers
-        step = exchange.request_headers(envoy.headers_of(headers), headers.end_of_stream)
+        step = exchange.request_headers(message.headers, message.end_of_stream)
         return effects.decided(exchange, step, envoy.request_headers_reply)
     if kind == "response_headers":
-        return envoy.response_headers_reply(
-            exchange.response_headers(envoy.headers_of(message.response_headers))
-        )
+        return envoy.response_headers_reply(exchange.response_headers(message.headers))
     if kind == "response_body":
-        chunk = message.response_body
-        reply = envoy.response_body_reply(exchange.response_body(chunk.body, chunk.end_of_stream))
+        reply = envoy.response_body_reply(
+            exchange.response_body(message.body, message.end_of_stream)
+        )
         if exchange.turn is not None:
             return effects.keep_turn(exchange, reply)
         return reply
@@ -231,32 +222,28 @@ def _exchange_reply(
 
 
 def _tool_reply(
-    shell: ToolEffects, tool: ToolExchange, kind: str, message: ext.ProcessingRequest
+    shell: ToolEffects, tool: ToolExchange, kind: str, message: Incoming
 ) -> bytes | Coroutine[Any, Any, bytes]:
     if kind == "request_headers":
-        headers = message.request_headers
-        step = tool.request_headers(envoy.headers_of(headers), headers.end_of_stream)
+        step = tool.request_headers(message.headers, message.end_of_stream)
         return shell.reply(step, envoy.request_headers_reply)
     if kind == "request_body":
-        return shell.request_body(tool, message.request_body.body, envoy.request_body_reply)
+        return shell.request_body(tool, message.body, envoy.request_body_reply)
     if kind == "response_headers":
-        return envoy.response_headers_reply(
-            tool.response_headers(envoy.headers_of(message.response_headers))
-        )
+        return envoy.response_headers_reply(tool.response_headers(message.headers))
     if kind == "response_body":
-        chunk = message.response_body
-        return envoy.response_body_reply(tool.response_body(chunk.body, chunk.end_of_stream))
+        return envoy.response_body_reply(tool.response_body(message.body, message.end_of_stream))
     return envoy.passthrough(kind)
 
 
-def _attempt_reply(attempt: Attempt, kind: str, message: ext.ProcessingRequest) -> bytes:
+def _attempt_reply(attempt: Attempt, kind: str, message: Incoming) -> bytes:
     if kind == "request_headers":
         decision = attempt.request_headers(
-            envoy.headers_of(message.request_headers),
-            envoy.exchange_metadata(message),
-            envoy.host_backend(message),
+            message.headers,
+            incoming.exchange_metadata(message),
+            incoming.host_backend(message),
         )
         return envoy.request_headers_reply(decision)
     if kind == "request_body":
-        return envoy.request_body_reply(attempt.request_body(message.request_body.body))
+        return envoy.request_body_reply(attempt.request_body(message.body))
     return envoy.passthrough(kind)
