@@ -31,6 +31,7 @@ MODULES = [
     "extproc/accounting/prices.py",
     "extproc/accounting/usage.py",
     "extproc/apis/checks.py",
+    "extproc/apis/endpoints.py",
     "extproc/apis/text.py",
     "extproc/apis/validation.py",
     "extproc/cache.py",
