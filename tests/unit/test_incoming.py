@@ -211,6 +211,8 @@ _HEADERS_PHASE = ext.HttpHeaders(
                 0x0A, _field(0x0A, _field(0x0A, b"a") + _field(0x12, b"b") + _field(0x12, b"c"))
             ),
         ),
+        # A header's field one byte past its header, inside the map.
+        _field(0x12, _field(0x0A, b"\x0a\x03\x0a\x02ab")),
         # Varints at and past ten bytes.
         _field(0x2A, b"\x10" + b"\x80" * 9 + b"\x01"),
         _field(0x2A, b"\x10" + b"\x80" * 9 + b"\x02"),
@@ -268,6 +270,7 @@ def test_corrupted_bytes_are_refused_or_read_as_protobuf_reads_them(data: bytes)
         b"\x12\x04\x0a\x02\x0a\x05",  # a header's length past its map's
         b"\x12\x05\x0a\x03\x0a\x01\xff",  # a key that is not UTF-8
         b"\x2a\x02\x10\x80",  # a varint cut by its message's end
+        b"\x12\x03\x0a\x01\x0a",  # a header's tag at the message's end
     ],
 )
 def test_a_malformed_message_gets_protobufs_error(data: bytes) -> None:
@@ -275,3 +278,15 @@ def test_a_malformed_message_gets_protobufs_error(data: bytes) -> None:
         ext.ProcessingRequest.FromString(data)
     with pytest.raises(DecodeError):
         incoming.read(data)
+
+
+@pytest.mark.parametrize("size", [127, 128, 255, 256, 16384])
+def test_lengths_of_one_and_more_bytes(size: int) -> None:
+    """A length's first byte is 0x80 at 128 and 256: a varint of two bytes, not 128."""
+    header = base_pb2.HeaderValue(key="x-" + "k" * size, raw_value=b"v" * size)
+    data = ext.ProcessingRequest(
+        request_headers=ext.HttpHeaders(headers=base_pb2.HeaderMap(headers=[header]))
+    ).SerializeToString()
+    read = incoming._read(data)
+    assert read.headers == {"x-" + "k" * size: "v" * size}
+    assert _reading(read) == _through_protobuf(data)
