@@ -120,7 +120,7 @@ def _headers_of_objects(http_headers: ext.HttpHeaders) -> dict[str, str]:
 def _read(data: bytes) -> Incoming:
     kind: str | None = None
     headers: dict[str, str] = {}
-    body = b""
+    body_start = body_end = 0
     end_of_stream = False
     at, end = 0, len(data)
     while at < end:
@@ -144,11 +144,11 @@ def _read(data: bytes) -> Incoming:
             headers, end_of_stream = _http_headers(data, at, stop)
         elif tag in (_REQUEST_BODY, _RESPONSE_BODY):
             kind = _BODY_KINDS[tag == _RESPONSE_BODY]
-            body, end_of_stream = _http_body(data, at, stop)
+            body_start, body_end, end_of_stream = _http_body(data, at, stop)
         else:
             raise _Unread
         at = stop
-    return Incoming(kind, headers, body, end_of_stream, None)
+    return Incoming(kind, headers, data[body_start:body_end], end_of_stream, None)
 
 
 def _http_headers(data: bytes, at: int, stop: int) -> tuple[dict[str, str], bool]:
@@ -195,16 +195,16 @@ def _header_map(data: bytes, at: int, stop: int) -> dict[str, str]:
     return result
 
 
-def _http_body(data: bytes, at: int, stop: int) -> tuple[bytes, bool]:
-    body = b""
+def _http_body(data: bytes, at: int, stop: int) -> tuple[int, int, bool]:
+    """Where the body is in `data` (copied out once the whole message is read: a message
+    left to protobuf then costs no copy of it here), and its end of stream."""
+    start = end = 0
     end_of_stream = False
     while at < stop:
         tag = data[at]
         if tag == _BODY_BYTES:
-            size, at = _varint(data, at + 1, stop)
-            field_stop = _within(at, size, stop)
-            body = data[at:field_stop]
-            at = field_stop
+            size, start = _varint(data, at + 1, stop)
+            at = end = _within(start, size, stop)
         elif tag == _BODY_END:
             value, at = _varint(data, at + 1, stop)
             end_of_stream = value != 0
@@ -212,7 +212,7 @@ def _http_body(data: bytes, at: int, stop: int) -> tuple[bytes, bool]:
             at = _varint(data, at + 1, stop)[1]
         else:
             raise _Unread
-    return body, end_of_stream
+    return start, end, end_of_stream
 
 
 def _well_formed(data: bytes, at: int, stop: int) -> None:
