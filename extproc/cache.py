@@ -22,6 +22,10 @@ from extproc.config.settings import CacheMode
 
 # Fields that change how an answer is delivered, not what it says.
 _DELIVERY: Final = ("stream", "stream_options")
+# The modes as this module's constants: a member read from the (interpreted) enum class
+# goes through EnumType's attribute hook on every request.
+_ALL: Final = CacheMode.ALL
+_DETERMINISTIC: Final = CacheMode.DETERMINISTIC
 
 
 def key(scope: str, backend: str, upstream_model: str, endpoint: str, body: dict[str, Any]) -> str:
@@ -38,10 +42,10 @@ def cacheable(mode: CacheMode | None, body: dict[str, Any]) -> bool:
     done: never cached."""
     if body.get("background") is True:
         return False
-    if mode is CacheMode.ALL:
+    if mode is _ALL:
         return True
     return (
-        mode is CacheMode.DETERMINISTIC and body.get("temperature") == 0 and body.get("n", 1) == 1
+        mode is _DETERMINISTIC and body.get("temperature") == 0 and body.get("n", 1) == 1
     )
 
 

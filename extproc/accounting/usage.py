@@ -78,7 +78,16 @@ class Usage:
         )
 
     def fields(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in FIELDS}
+        """The counts by name, in FIELDS' order (read as attributes: getattr by name would
+        go through the type's lookup for each)."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+        }
 
 
 def _int(value: Any) -> int | None:

@@ -18,6 +18,7 @@ from extproc.config.runtime import Runtime
 from extproc.dataplane import envoy, report, tool_capture
 from extproc.dataplane.decisions import (
     RESUMED,
+    Continue,
     Decision,
     Deleted,
     DeleteState,
@@ -27,6 +28,7 @@ from extproc.dataplane.decisions import (
     LoadState,
     Lookup,
     Pause,
+    Reply,
     Reserve,
     Reserved,
     Result,
@@ -256,13 +258,13 @@ class Effects:
         """The reply to a phase whose exchange decided (`step`), or asked for effects: those
         of the in-process stores performed at once (nothing there waits, and a task per
         request would cost more than the work), any other awaited."""
-        while isinstance(step, Effect):
+        while not isinstance(step, (Continue, Reply)):
             result = self._at_once(step)
             if result is None:
                 break
             step = exchange.resolve(result)
             self._resolved(exchange, result)
-        if isinstance(step, Effect):
+        if not isinstance(step, (Continue, Reply)):
             return self._perform(exchange, step, reply)
         return reply(step)
 
@@ -289,7 +291,7 @@ class Effects:
                 result = await self._state(effect)
             step = exchange.resolve(result)
             self._resolved(exchange, result)
-            if not isinstance(step, Effect):
+            if isinstance(step, (Continue, Reply)):
                 return reply(step)
             effect = step
 
@@ -314,7 +316,7 @@ class Effects:
         # A refusal the exchange answered with a 429, once: after the store's answer, or
         # after the pause that ended an exact count (a first, rough reservation refused is
         # counted exactly and may be asked again).
-        elif isinstance(result, Reserved | Resumed) and exchange.refused is not None:
+        elif isinstance(result, (Reserved, Resumed)) and exchange.refused is not None:
             self.metrics.budget_refusals.labels(exchange.refused.budget).inc()
 
     async def _state(self, effect: LoadState | DeleteState) -> Loaded | Deleted | Unavailable:

@@ -62,7 +62,7 @@ from extproc.drift import DriftMonitor
 from extproc.identity import identify, without_params
 from extproc.policy.engine import Decisions, Redactions
 from extproc.routing import Routed
-from extproc.slices import Sliced, advance, finish
+from extproc.slices import Sliced, Stepwise, advance, finish, stepwise
 from extproc.state.turns import Turn
 
 JSON_HEADERS: Final = [("content-type", "application/json")]
@@ -73,7 +73,7 @@ class _Recount:
     """A refused reservation's prompt being counted exactly: the count, the refused
     reservation and the charge that refused it."""
 
-    counting: Sliced[Reservation | None]
+    counting: Stepwise[Reservation | None]
     refused: Reservation
     charge: Charge
 
@@ -216,7 +216,7 @@ class Exchange:
         assert draft is not None and arrival is not None
         ended, self._resume_at = steps.run(draft, start)
         self.routed, self.stream = draft.routed, draft.stream
-        if isinstance(ended, LoadState | Pause):
+        if isinstance(ended, (LoadState, Pause)):
             self._asked = ended
             return ended
         self._draft = None
@@ -264,7 +264,7 @@ class Exchange:
                 counting = self._exact_reservation()
                 if counting is None:
                     return self._over_budget(result.refused)
-                self._recount = _Recount(counting, asked.reservation, result.refused)
+                self._recount = _Recount(stepwise(counting), asked.reservation, result.refused)
                 return self._count_on()
             self.reservation = asked.reservation
             self._sent = None

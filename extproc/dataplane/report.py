@@ -125,7 +125,7 @@ def capture_record(
     reader = answer.reader if answer is not None else None
     raw = (
         b"".join(reader.raw)
-        if isinstance(reader, JsonReader | StreamReader) and reader.raw is not None
+        if isinstance(reader, (JsonReader, StreamReader)) and reader.raw is not None
         else None
     )
     if raw is not None and isinstance(reader, StreamReader):
@@ -147,7 +147,7 @@ def drift_sample(exchange: Exchange) -> tuple[str, str, set[str]] | None:
     if answer is None or answer.meter is None or not answer.meter.complete:
         return None
     reader = answer.reader
-    if not isinstance(reader, JsonReader | StreamReader) or reader.paths is None:
+    if not isinstance(reader, (JsonReader, StreamReader)) or reader.paths is None:
         return None
     if answer.status != 200:
         return None

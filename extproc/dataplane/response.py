@@ -87,7 +87,7 @@ def answer(
     drift_endpoint = ""
     if reader is not None:
         decision.response_body = reader.mode
-        if isinstance(reader, JsonReader | StreamReader):
+        if isinstance(reader, (JsonReader, StreamReader)):
             if reading.capture:
                 reader.raw = []
             if reading.drift is not None:
@@ -95,7 +95,7 @@ def answer(
                 drift_endpoint = f"{suffix} ({reader.mode})"
                 if reading.drift.wants(target.backend.name, drift_endpoint):
                     reader.paths = set()  # watched for schema drift
-    meter = reader.meter if isinstance(reader, JsonReader | StreamReader) else None
+    meter = reader.meter if isinstance(reader, (JsonReader, StreamReader)) else None
     return Answer(status, attempt, target, translation, reader, meter, drift_endpoint)
 
 

@@ -28,7 +28,6 @@ from extproc.dataplane.stages import Arrival, Plan
 from extproc.digits import strict_int
 from extproc.policy.engine import (
     Decisions,
-    Evaluation,
     Redactions,
     body_size_error,
     evaluation,
@@ -36,7 +35,7 @@ from extproc.policy.engine import (
 )
 from extproc.policy.rules import EMPTY, PolicySet
 from extproc.routing import Routed, canonical_name, resolve
-from extproc.slices import Sliced, advance
+from extproc.slices import Stepwise, advance, stepwise
 from extproc.state.turns import Dropped, Turn
 from extproc.translate.hub import Untranslatable
 from extproc.translate.translation import CODECS, Translation, translatable
@@ -85,8 +84,10 @@ class Draft:
     dropped_fields: tuple[str, ...]
     count_here: bool  # a token count the backend cannot answer: counted offline
     memory: Memory | None  # a Responses request whose conversation the gateway keeps
-    evaluation: Evaluation | None  # the policies' reading of a large body, paused
-    counting: Sliced[int] | None  # an offline token count of a large body, paused
+    evaluation: (
+        Stepwise[tuple[ApiError | None, bool]] | None
+    )  # the policies' reading of a large body, paused
+    counting: Stepwise[int] | None  # an offline token count of a large body, paused
 
     def __init__(
         self,
@@ -278,14 +279,16 @@ def apply_policies(draft: Draft) -> ApiError | Pause | None:
         refusal = body_size_error(policies, len(draft.raw), draft.decisions)
         if refusal is not None:
             return refusal
-        running = draft.evaluation = evaluation(
-            policies,
-            draft.arrival.endpoint.body_kind,
-            draft.body,
-            draft.redactions,
-            draft.decisions,
-            draft.arrival.tenant.name,
-            slices=len(draft.raw) >= SLICE_BYTES,
+        running = draft.evaluation = stepwise(
+            evaluation(
+                policies,
+                draft.arrival.endpoint.body_kind,
+                draft.body,
+                draft.redactions,
+                draft.decisions,
+                draft.arrival.tenant.name,
+                slices=len(draft.raw) >= SLICE_BYTES,
+            )
         )
     ended = advance(running)
     if ended is None:
@@ -332,7 +335,7 @@ def count_here(draft: Draft) -> ApiError | Answered | Pause | None:
         arrival = draft.arrival
         kind, tenant = arrival.endpoint.body_kind, arrival.tenant.name
         slices = len(draft.raw) >= SLICE_BYTES
-        counting = draft.counting = prompt_estimating(kind, draft.body, tenant, slices)
+        counting = draft.counting = stepwise(prompt_estimating(kind, draft.body, tenant, slices))
     ended = advance(counting)
     if ended is None:
         return PAUSE

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import logging
 import os
 import sys
@@ -33,12 +34,13 @@ class _Stamp:
         self.prefix = ""
 
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-        now = time.time()
-        second = int(now)
+        now = time.time_ns() // 1000
+        second = now // 1_000_000
         if second != self.second:
             self.second = second
-            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        event["timestamp"] = f"{self.prefix}.{int((now - second) * 1e6):06d}Z"
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + "."
+        # Six digits, zero-padded: a format spec costs a method call, this an int's str.
+        event["timestamp"] = self.prefix + str(now - second * 1_000_000 + 1_000_000)[1:] + "Z"
         return event
 
 
@@ -110,6 +112,11 @@ _json_writer: LineWriter | None = None
 _level = logging.INFO
 _processors: tuple[Any, ...] = ()
 _stamp: Final = _Stamp()
+_BOUND: Final = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+_BOUND_LENGTH: Final = len(_BOUND)
+# structlog's configuration object (private): its processors are read per record without
+# the dict get_config() builds on every call.
+_CONFIGURATION: Final[Any] = structlog._config._CONFIG
 
 
 def info(event: str, fields: dict[str, Any]) -> None:
@@ -119,15 +126,18 @@ def info(event: str, fields: dict[str, Any]) -> None:
     The line's keys come in structlog's order: the fields, event, the bound context
     variables, level, timestamp."""
     writer = _json_writer
-    if writer is None or tuple(structlog.get_config()["processors"]) != _processors:
+    if writer is None or tuple(_CONFIGURATION.default_processors) != _processors:
         structlog.get_logger("extproc").info(event, **fields)
         return
     if _level > logging.INFO:
         return
     line = dict(fields)
     line["event"] = event
-    for key, value in structlog.contextvars.get_contextvars().items():
-        line.setdefault(key, value)
+    # structlog's bound context variables (structlog.contextvars.merge_contextvars).
+    for variable, value in contextvars.copy_context().items():
+        name = variable.name
+        if name.startswith(_BOUND) and value is not Ellipsis:
+            line.setdefault(name[_BOUND_LENGTH:], value)
     line["level"] = "info"
     writer.line(_render(None, "", _stamp(None, "", line)))
 

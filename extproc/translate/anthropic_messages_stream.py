@@ -194,7 +194,7 @@ class StreamEncoder:
     def events(self, events: list[hub.Event]) -> list[hub.Out]:
         out: list[hub.Out] = []
         for event in events:
-            if not self.started and not isinstance(event, hub.Start | hub.StreamError | hub.End):
+            if not self.started and not isinstance(event, (hub.Start, hub.StreamError, hub.End)):
                 out += self._start(hub.Start("", ""))  # a backend's stream without a start
             if isinstance(event, hub.TextDelta):
                 if self.open_block != _TEXT:

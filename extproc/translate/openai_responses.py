@@ -266,7 +266,7 @@ def _user(parts: Sequence[Part], items: list[dict[str, Any]]) -> None:
     calls before them), the rest one user message."""
     content: list[dict[str, Any]] = []
     for part in parts:
-        if isinstance(part, Text | Image):
+        if isinstance(part, (Text, Image)):
             content.append(_content(part))
         elif isinstance(part, ToolResult):
             output = _output(part)
@@ -292,7 +292,7 @@ def _assistant(parts: Sequence[Part], items: list[dict[str, Any]]) -> None:
                 texts = []
             call = {"call_id": part.id, "name": part.name, "arguments": part.arguments}
             items.append({"type": "function_call", **call})
-        elif isinstance(part, Image | ToolResult):
+        elif isinstance(part, (Image, ToolResult)):
             raise misplaced(part, "an assistant turn takes text and tool calls")
         # Reasoning: OpenAI takes back only its own (with its id and encrypted content),
         # which a client of another API never holds.

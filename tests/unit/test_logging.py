@@ -86,7 +86,8 @@ def _without_time(record: dict[str, object]) -> list[tuple[str, object]]:
 
 
 def test_info_writes_the_line_structlog_writes(log_file: Path) -> None:
-    structlog.contextvars.bind_contextvars(worker=1)
+    structlog.contextvars.bind_contextvars(worker=1, shard=2)
+    structlog.contextvars.unbind_contextvars("shard")  # left as a marker, not a value
     try:
         structlog.get_logger("extproc").info("exchange", **RECORD)
         logging.info("exchange", RECORD)
@@ -95,7 +96,7 @@ def test_info_writes_the_line_structlog_writes(log_file: Path) -> None:
     through_structlog, direct = lines(log_file)
     # The same keys in the same order, the same values; the timestamps a moment apart.
     assert _without_time(direct) == _without_time(through_structlog)
-    assert list(direct)[-3:] == ["worker", "level", "timestamp"]
+    assert list(direct)[-3:] == ["worker", "level", "timestamp"] and direct["worker"] == 1
     assert str(direct["timestamp"]) >= str(through_structlog["timestamp"])
 
 
@@ -115,3 +116,24 @@ def test_info_goes_through_structlog_once_it_is_configured_otherwise(log_file: P
         logging.info("exchange", RECORD)
     assert captured == [{**RECORD, "event": "exchange", "log_level": "info"}]
     assert lines(log_file) == []
+
+
+def test_info_goes_through_structlog_once_it_is_reset(
+    log_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    structlog.reset_defaults()
+    logging.info("exchange", {"request_id": "r-2"})
+    printed = capsys.readouterr().out
+    assert "exchange" in printed and "r-2" in printed
+    assert lines(log_file) == []
+
+
+def test_timestamps_keep_their_leading_zeros(
+    log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for nanoseconds in (1_700_000_000_000_042_999, 1_700_000_001_999_999_000):
+        monkeypatch.setattr(logging.time, "time_ns", lambda n=nanoseconds: n)
+        logging.info("exchange", RECORD)
+        structlog.get_logger("t").info("started")
+    stamps = [record["timestamp"] for record in lines(log_file)]
+    assert stamps == ["2023-11-14T22:13:20.000042Z"] * 2 + ["2023-11-14T22:13:21.999999Z"] * 2

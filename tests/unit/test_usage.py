@@ -13,7 +13,7 @@ import pytest
 
 from extproc import tokens
 from extproc.accounting.prices import Price
-from extproc.accounting.usage import Meter, Usage, prompt_bound, prompt_estimate
+from extproc.accounting.usage import FIELDS, Meter, Usage, prompt_bound, prompt_estimate
 from extproc.apis import Kind, Schema
 from extproc.dataplane.reader import JsonReader, StreamReader
 from extproc.telemetry.metrics import Level, Metrics, Tally
@@ -44,6 +44,13 @@ def test_openai_chat_with_cached_input() -> None:
     }
     assert not usage.estimated
     assert {"input_tokens", "output_tokens", "cached_input_tokens"} <= usage.reported
+
+
+def test_fields_name_every_count_in_order() -> None:
+    usage = Usage(10, 4, cached_input_tokens=3, cache_creation_input_tokens=2, reasoning_tokens=1)
+    assert usage.fields() == {name: getattr(usage, name) for name in FIELDS}
+    assert tuple(usage.fields()) == FIELDS
+    assert usage.fields()["total_tokens"] == 14
 
 
 def test_openai_reasoning_tokens() -> None:
