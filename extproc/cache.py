@@ -44,9 +44,7 @@ def cacheable(mode: CacheMode | None, body: dict[str, Any]) -> bool:
         return False
     if mode is _ALL:
         return True
-    return (
-        mode is _DETERMINISTIC and body.get("temperature") == 0 and body.get("n", 1) == 1
-    )
+    return mode is _DETERMINISTIC and body.get("temperature") == 0 and body.get("n", 1) == 1
 
 
 class CacheStore(Protocol):

@@ -146,38 +146,31 @@ def _metadata(parts: list[bytes], values: dict[str, str | int | float]) -> None:
     entries: list[bytes] = []
     size = 0
     for key, value in values.items():
-        prefix = _ENTRY_PREFIXES.get(key)
-        if prefix is None:
-            prefix = _string(_ENTRY_KEY, key) + _ENTRY_VALUE
-            if len(_ENTRY_PREFIXES) < _CACHED_PREFIXES:
-                _ENTRY_PREFIXES[key] = prefix
         if isinstance(value, str):
-            text = value.encode()
-            text_size = _varint(len(text))
-            encoded = _varint(len(_STRING_VALUE) + len(text_size) + len(text))
-            entry = len(prefix) + len(encoded) + len(_STRING_VALUE) + len(text_size) + len(text)
-            entry_size = _varint(entry)
-            entries.append(_FIELDS)
-            entries.append(entry_size)
-            entries.append(prefix)
-            entries.append(encoded)
-            entries.append(_STRING_VALUE)
-            entries.append(text_size)
-            entries.append(text)
+            entry = _STRING_ENTRIES.get((key, value))
+            if entry is None:
+                entry = _string_entry(key, value)
+                if len(value) <= _CACHED_VALUE_CHARS:
+                    if len(_STRING_ENTRIES) >= _CACHED_ENTRIES:
+                        _STRING_ENTRIES.clear()
+                    _STRING_ENTRIES[key, value] = entry
+            entries.append(entry)
+            size += len(entry)
+            continue
+        if isinstance(value, bool):
+            entry = _entry(key, _BOOL_VALUES[value])
         else:
-            if isinstance(value, bool):
-                flag = _BOOL_VALUES[value]
-            else:
-                flag = _NUMBER_VALUE + _double(value)
-            flag_size = _varint(len(flag))
-            entry = len(prefix) + len(flag_size) + len(flag)
-            entry_size = _varint(entry)
-            entries.append(_FIELDS)
-            entries.append(entry_size)
-            entries.append(prefix)
-            entries.append(flag_size)
-            entries.append(flag)
-        size += len(_FIELDS) + len(entry_size) + entry
+            # A number's Value is always 9 bytes: all before its 8 is the key's.
+            head = _NUMBER_HEADS.get(key)
+            if head is None:
+                head = _entry(key, _NUMBER_VALUE + bytes(8))[:-8]
+                if len(_NUMBER_HEADS) < _CACHED_PREFIXES:
+                    _NUMBER_HEADS[key] = head
+            entries.append(head)
+            size += len(head)
+            entry = _double(value)
+        entries.append(entry)
+        size += len(entry)
     inner_size = _varint(size)
     value = len(_STRUCT_VALUE) + len(inner_size) + size
     value_size = _varint(value)
@@ -193,6 +186,15 @@ def _metadata(parts: list[bytes], values: dict[str, str | int | float]) -> None:
     parts.append(_STRUCT_VALUE)
     parts.append(inner_size)
     parts.extend(entries)
+
+
+def _entry(key: str, value: bytes) -> bytes:
+    """A Struct's fields entry: `key` and the Value whose fields are `value`."""
+    return _delimited(_FIELDS, _string(_ENTRY_KEY, key) + _delimited(_ENTRY_VALUE, value))
+
+
+def _string_entry(key: str, value: str) -> bytes:
+    return _entry(key, _string(_STRING_VALUE, value))
 
 
 def immediate(reply: Reply) -> bytes:
@@ -254,7 +256,8 @@ def _varint(value: int) -> bytes:
     if value < 0x80:
         return _BYTE[value]
     if value < 0x4000:
-        return bytes((value & 0x7F | 0x80, value >> 7))
+        # Two bytes joined: bytes() of a tuple is a call, and costs several times more.
+        return _BYTE[value & 0x7F | 0x80] + _BYTE[value >> 7]
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -263,7 +266,7 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_BYTE: Final = [bytes((value,)) for value in range(0x80)]
+_BYTE: Final = [bytes((value,)) for value in range(0x100)]
 
 
 def _field_number(message: type, name: str) -> int:
@@ -320,10 +323,15 @@ _BOOL_VALUES: Final = {flag: _BOOL_VALUE + _varint(int(flag)) for flag in (False
 _STRUCT_VALUE: Final = _tag(struct_pb2.Value, "struct_value", _LENGTH)
 _NAMESPACE_PREFIX: Final = _string(_ENTRY_KEY, names.METADATA_NAMESPACE) + _ENTRY_VALUE
 _double: Final = struct.Struct("<d").pack
-# Metadata keys' entry prefixes (tag, length, the key, the value's tag): the keys are the
-# service's own names, a few dozen.
+# Each metadata key's number entry but the number's 8 bytes (the keys are the service's own
+# names, a few dozen).
 _CACHED_PREFIXES: Final = 256
-_ENTRY_PREFIXES: Final[dict[str, bytes]] = {}
+_NUMBER_HEADS: Final[dict[str, bytes]] = {}
+# Whole entries of string values (a model, a backend, a tenant: a request's are mostly those
+# of the requests before it). Bounded in number and value size; emptied when full.
+_CACHED_ENTRIES: Final = 1024
+_CACHED_VALUE_CHARS: Final = 256
+_STRING_ENTRIES: Final[dict[tuple[str, str], bytes]] = {}
 _SKIP_REST: Final = _delimited(_MODE_OVERRIDE, SKIP_REST.SerializeToString())
 _BODY_MODES: Final = {
     name: _delimited(_MODE_OVERRIDE, mode.SerializeToString())

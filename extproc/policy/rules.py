@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 import re2
 
@@ -161,7 +161,7 @@ class Screen:
     pattern's own search is a pass of its own. What is ruled out could not have matched:
     the set says whether each pattern matches anywhere, as its search would."""
 
-    patterns: re2.Set
+    patterns: Any  # the binding's RE2::Set (see `_screen`)
     keys: tuple[int, ...]  # id() of each rule or detector, by its index in the set, less 1
 
     @classmethod
@@ -181,7 +181,7 @@ class Screen:
 
     def ruled_out(self, data: bytes | str) -> frozenset[int]:
         """The keys of the patterns that match nowhere in `data`."""
-        matched = self.patterns.Match(data) or ()
+        matched = self.patterns.Match(data if isinstance(data, bytes) else data.encode())
         if _READ_TO_THE_END not in matched:
             # The set failed (its DFA out of memory mid-text), which the binding reports as
             # no match at all: nothing is ruled out.
@@ -199,8 +199,10 @@ _READ_TO_THE_END: Final = 0
 
 
 @lru_cache(maxsize=64)
-def _screen(entries: tuple[tuple[str, bool], ...]) -> re2.Set | None:
-    """One set per list of patterns, shared by the policy sets that read it."""
+def _screen(entries: tuple[tuple[str, bool], ...]) -> Any:
+    """One set per list of patterns, shared by the policy sets that read it: the binding's
+    RE2::Set under re2.Set (private), whose Match takes the UTF-8 bytes. re2.Set.Match is
+    interpreted Python that encodes a str and calls it: two interpreted calls per read."""
     options = re2.Options()
     options.log_errors = False
     options.max_mem = SCREEN_MEMORY
@@ -217,7 +219,7 @@ def _screen(entries: tuple[tuple[str, bool], ...]) -> re2.Set | None:
         patterns.Compile()
     except re2.error:
         return None
-    return patterns
+    return patterns._set
 
 
 _SERIALS: Final = itertools.count()

@@ -117,6 +117,20 @@ def test_replies_written_as_bytes_are_the_replies_built_as_objects(
     written = _REPLIES[phase](decision)
     assert ext.ProcessingResponse.FromString(written) == _built(phase, decision)
     assert envoy.is_immediate(written) == isinstance(decision, Reply)
+    # Written again, its metadata's string entries come from those kept for reuse.
+    assert _REPLIES[phase](decision) == written
+
+
+def test_metadata_entries_kept_for_reuse_are_bounded() -> None:
+    envoy._STRING_ENTRIES.clear()
+    long_value = "m" * (envoy._CACHED_VALUE_CHARS + 1)
+    for index in range(3 * envoy._CACHED_ENTRIES):
+        decision = Continue(metadata={"model": f"model-{index}", "backend": long_value})
+        written = envoy.request_body_reply(decision)
+        assert ext.ProcessingResponse.FromString(written) == _built("request_body", decision)
+        assert 0 < len(envoy._STRING_ENTRIES) <= envoy._CACHED_ENTRIES
+    assert ("model", f"model-{index}") in envoy._STRING_ENTRIES
+    assert not any(value == long_value for _, value in envoy._STRING_ENTRIES)
 
 
 @pytest.mark.parametrize(
