@@ -100,7 +100,9 @@ class Parser:
         the chunk is whole events of one `data:` line each, an `event:` line before it or
         not, LF only, nothing buffered. None for any other chunk (feed() reads it; nothing
         was consumed)."""
-        if self._buffer or not data.endswith(b"\n\n") or b"\r" in data:
+        # find(), not `in`: a bytes `in` first reads its operand as an int, and builds and
+        # clears the TypeError a bytes operand raises (more than the rest of this reading).
+        if self._buffer or not data.endswith(b"\n\n") or data.find(b"\r") >= 0:
             return None
         # One event, as a paced stream sends nearly every chunk: found with the fewest
         # passes over its bytes, and its bytes are the chunk itself.
@@ -120,12 +122,12 @@ class Parser:
             return None  # a blank line after the last event: feed() keeps it
         for block in events:
             if block.startswith(b"data: "):
-                if b"\n" in block:
+                if block.find(b"\n") >= 0:
                     return None
                 found.append((None, block[6:], block + b"\n\n"))
             elif block.startswith(b"event: "):
                 head, _, line = block.partition(b"\n")
-                if not line.startswith(b"data: ") or b"\n" in line:
+                if not line.startswith(b"data: ") or line.find(b"\n") >= 0:
                     return None
                 found.append((head[7:], line[6:], block + b"\n\n"))
             else:

@@ -319,6 +319,8 @@ def test_blocks_are_what_feed_would_parse(chunk: bytes) -> None:
     [
         b'data: {"a": 1}\n',  # unfinished
         b'data: {"a": 1}\r\n\r\n',  # CR line ends
+        b'data: {"a": 1}\r\n\n',  # one CR, before the blank line
+        b"data: 1\n\ndata: 2\r\n\n",  # one CR, in the second event
         b": keep-alive\n\n",  # a comment
         b"data: 1\ndata: 2\n\n",  # two data lines
         b"event: x\n\n",  # no data
