@@ -22,7 +22,6 @@ from extproc.transport.frames import (
     DATA,
     END_HEADERS,
     END_STREAM,
-    FRAME,
     FRAME_LENGTH,
     HEADERS,
     MAX_WINDOW,
@@ -161,11 +160,19 @@ class H2Connection:
         when the turn stopped: the connection closed, or suspended."""
         size = len(data)
         while size - offset >= 9:
-            high, low, kind, flags, stream_id = FRAME.unpack_from(data, offset)
-            end = offset + 9 + self._length(high, low)
+            # The header's fields read byte by byte: compiled, each is a C read, where
+            # FRAME.unpack_from is a method call that boxes five ints in a tuple.
+            length = self._length(data[offset], data[offset + 1] << 8 | data[offset + 2])
+            end = offset + 9 + length
             if end > size:
                 break
-            self.frame(kind, flags, stream_id & MAX_WINDOW, data[offset + 9 : end])
+            stream_id = (
+                (data[offset + 5] & 0x7F) << 24
+                | data[offset + 6] << 16
+                | data[offset + 7] << 8
+                | data[offset + 8]
+            )  # less the reserved bit
+            self.frame(data[offset + 3], data[offset + 4], stream_id, data[offset + 9 : end])
             offset = end
             if self.closed:
                 return False

@@ -90,6 +90,17 @@ def test_a_stream_window_comes_back_as_it_is_consumed() -> None:
 
 
 @pytest.mark.sources
+def test_the_reserved_bit_of_a_stream_id_is_ignored() -> None:
+    conn = Recorder()
+    conn.receive(OPEN + frame(h2.HEADERS, h2.END_HEADERS, 1, BLOCK))
+    header = bytearray(frame(h2.DATA, 0, 1, b"payload"))
+    header[5] |= 0x80  # RFC 9113 4.1: set by a peer, ignored by the receiver
+    conn.receive(bytes(header))
+    assert conn.streams[1].received == b"payload"  # type: ignore[attr-defined]
+    assert not conn.over
+
+
+@pytest.mark.sources
 def test_unconsumed_data_stops_at_the_window() -> None:
     conn = Recorder(consuming=False)
     conn.receive(OPEN + frame(h2.HEADERS, h2.END_HEADERS, 1, BLOCK))
