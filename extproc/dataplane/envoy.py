@@ -149,7 +149,7 @@ def _metadata(parts: list[bytes], values: dict[str, str | int | float]) -> None:
         if isinstance(value, str):
             entry = _STRING_ENTRIES.get((key, value))
             if entry is None:
-                entry = _string_entry(key, value)
+                entry = _entry(key, _string(_STRING_VALUE, value))
                 if len(value) <= _CACHED_VALUE_CHARS:
                     if len(_STRING_ENTRIES) >= _CACHED_ENTRIES:
                         _STRING_ENTRIES.clear()
@@ -164,7 +164,7 @@ def _metadata(parts: list[bytes], values: dict[str, str | int | float]) -> None:
             head = _NUMBER_HEADS.get(key)
             if head is None:
                 head = _entry(key, _NUMBER_VALUE + bytes(8))[:-8]
-                if len(_NUMBER_HEADS) < _CACHED_PREFIXES:
+                if len(_NUMBER_HEADS) < _CACHED_NUMBER_HEADS:
                     _NUMBER_HEADS[key] = head
             entries.append(head)
             size += len(head)
@@ -191,10 +191,6 @@ def _metadata(parts: list[bytes], values: dict[str, str | int | float]) -> None:
 def _entry(key: str, value: bytes) -> bytes:
     """A Struct's fields entry: `key` and the Value whose fields are `value`."""
     return _delimited(_FIELDS, _string(_ENTRY_KEY, key) + _delimited(_ENTRY_VALUE, value))
-
-
-def _string_entry(key: str, value: str) -> bytes:
-    return _entry(key, _string(_STRING_VALUE, value))
 
 
 def immediate(reply: Reply) -> bytes:
@@ -325,7 +321,7 @@ _NAMESPACE_PREFIX: Final = _string(_ENTRY_KEY, names.METADATA_NAMESPACE) + _ENTR
 _double: Final = struct.Struct("<d").pack
 # Each metadata key's number entry but the number's 8 bytes (the keys are the service's own
 # names, a few dozen).
-_CACHED_PREFIXES: Final = 256
+_CACHED_NUMBER_HEADS: Final = 256
 _NUMBER_HEADS: Final[dict[str, bytes]] = {}
 # Whole entries of string values (a model, a backend, a tenant: a request's are mostly those
 # of the requests before it). Bounded in number and value size; emptied when full.

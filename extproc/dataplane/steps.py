@@ -28,6 +28,7 @@ from extproc.dataplane.stages import Arrival, Plan
 from extproc.digits import strict_int
 from extproc.policy.engine import (
     Decisions,
+    Evaluated,
     Redactions,
     body_size_error,
     evaluation,
@@ -84,9 +85,7 @@ class Draft:
     dropped_fields: tuple[str, ...]
     count_here: bool  # a token count the backend cannot answer: counted offline
     memory: Memory | None  # a Responses request whose conversation the gateway keeps
-    evaluation: (
-        Stepwise[tuple[ApiError | None, bool]] | None
-    )  # the policies' reading of a large body, paused
+    evaluation: Stepwise[Evaluated] | None  # the policies' reading of a large body, paused
     counting: Stepwise[int] | None  # an offline token count of a large body, paused
 
     def __init__(

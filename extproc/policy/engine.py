@@ -509,7 +509,9 @@ ENCODE_CHARS = 4 * 1024
 # characters since its last pause: between texts, as one text is read in one piece.
 SLICE_CHARS: Final = 64 * 1024
 
-Evaluation = Sliced[tuple[ApiError | None, bool]]
+# A refusal or none, and whether the body was redacted.
+Evaluated = tuple[ApiError | None, bool]
+Evaluation = Sliced[Evaluated]
 
 
 def evaluate_request(
